@@ -1,0 +1,23 @@
+# The two commands the README names: `make run` and `make test`. Each installs what it needs.
+PY := .venv/bin/python
+DATA_DIR ?= var/data
+HOST ?= 127.0.0.1
+PORT ?= 8779
+
+.PHONY: setup run test test-unit lint
+
+setup:
+	bash scripts/setup.sh
+
+run: setup
+	.venv/bin/strongroom serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+test: setup
+	bash scripts/run-tests.sh
+
+test-unit: setup
+	$(PY) -m pytest tests/unit -q
+
+lint: setup
+	.venv/bin/ruff check src tests
+	.venv/bin/lint-imports

@@ -1,0 +1,1 @@
+"""Strongroom: a database backup service speaking the OpenStack Trove Backups API."""

@@ -1,0 +1,155 @@
+"""The engine boundary: one engine per datastore produces and consumes byte streams.
+
+An engine knows how to run a database server it manages (create, start, stop, destroy),
+how to accept an existing ("external") server, how to stream a physical backup of either
+into a sink, and how to build a new managed server from a chain of backup streams.
+It knows nothing of storage, encryption or the metadata database.
+
+A *connection* is an engine-defined, JSON-serialisable ``dict``: everything the engine needs
+to reach the server again (paths, host, port, user, password, data directory, …). The
+service stores it encrypted, so it may hold secrets; ``public_view`` is what users see.
+
+``home`` is a directory the service gives a managed instance; the engine owns everything in
+it (data directory, socket, logs, the SQLite file) and removes it on ``destroy_instance``.
+
+Errors are ``EngineError`` subclasses whose message is safe to show a user: no secrets, no
+argv with passwords. External tools run through :mod:`strongroom.engines.process`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+Connection = dict[str, Any]
+Metadata = dict[str, Any]
+
+
+class ByteSink(Protocol):
+    """Where a backup stream goes (the pipeline's chunker)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+class ByteSource(Protocol):
+    """Where a restore stream comes from (the pipeline's verified chunk reader).
+
+    ``read(n)`` returns at most ``n`` bytes, ``b""`` at the end; ``read()`` / ``read(-1)``
+    is not used by engines (it would hold a whole backup in memory).
+    """
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class DatabaseSpec:
+    name: str
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    name: str
+    password: str
+    databases: tuple[str, ...] = ()
+    host: str = "%"
+
+
+@dataclass(frozen=True)
+class InstanceRequest:
+    """What the create-instance request asked for (Trove's ``databases`` and ``users``)."""
+
+    name: str
+    databases: tuple[DatabaseSpec, ...] = ()
+    users: tuple[UserSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """What a finished backup stream tells the manifest.
+
+    ``metadata`` is JSON-safe and recorded as the manifest's engine metadata; it is given
+    back as ``parent`` to the next incremental backup and to ``restore_instance``.
+    """
+
+    metadata: Metadata
+    incremental: bool = False
+
+
+@dataclass(frozen=True)
+class RestoreInput:
+    """One link of a restore chain: its engine metadata and its verified plaintext stream."""
+
+    metadata: Metadata
+    stream: ByteSource
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    datastore: str  # "sqlite", "postgresql", "mariadb"
+    version: str  # installed version as datastores list it ("3", "15", "10.11")
+    supports_incremental: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    datastore: str
+
+    def detect(self) -> EngineInfo | None:
+        """The installed version, or ``None`` when the server or its tools are missing."""
+        ...
+
+    # -- managed instances -------------------------------------------------------------
+    def create_instance(self, home: Path, request: InstanceRequest) -> Connection:
+        """Create and start a new, empty server in ``home``; return how to reach it."""
+        ...
+
+    def restore_instance(
+        self, home: Path, chain: Sequence[RestoreInput], request: InstanceRequest
+    ) -> Connection:
+        """Create and start a new server in ``home`` from ``chain`` (full first, then each
+        incremental in order). The streams are consumed in order, each to its end.
+        Raises ``RestoreError`` and leaves nothing running when a step fails."""
+        ...
+
+    def start_instance(self, home: Path, connection: Connection) -> Connection:
+        """Make sure a managed server is running (after a service restart). Idempotent."""
+        ...
+
+    def stop_instance(self, home: Path, connection: Connection) -> None: ...
+
+    def destroy_instance(self, home: Path, connection: Connection) -> None:
+        """Stop the server and remove ``home``. A missing server is not an error."""
+        ...
+
+    # -- external instances ------------------------------------------------------------
+    def register_external(self, params: Mapping[str, Any]) -> Connection:
+        """Validate an existing server's connection details (operator allow-lists,
+        reachability, privileges) and return its connection. Raises
+        ``ExternalNotAllowedError`` (→ 403) or ``InvalidExternalError`` (→ 400)."""
+        ...
+
+    # -- both ----------------------------------------------------------------------------
+    def public_view(self, connection: Connection) -> dict[str, Any]:
+        """The instance view's ``connection`` extension: no passwords."""
+        ...
+
+    def data_size(self, connection: Connection) -> int | None:
+        """Bytes of data the server holds (for ``size`` and progress), if known."""
+        ...
+
+    def backup(
+        self, connection: Connection, sink: ByteSink, *, parent: Metadata | None
+    ) -> BackupResult:
+        """Stream a consistent physical backup into ``sink``. With ``parent`` (the parent
+        backup's metadata) write only what changed since it; an engine that cannot do
+        that for this parent raises ``BackupError``. Raises ``BackupError`` with a reason
+        (the tool's stderr, cleaned of secrets) on failure."""
+        ...
+
+    def check_restorable(self, metadata: Metadata) -> None:
+        """Raise ``IncompatibleBackupError`` if this engine cannot restore that backup
+        (another major version, another page size, …)."""
+        ...

@@ -1,0 +1,35 @@
+"""Engine error classes. Messages are shown to users: never put secrets in them."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every engine failure."""
+
+
+class EngineUnavailableError(EngineError):
+    """The datastore's server or tools are not installed on this host."""
+
+
+class InstanceError(EngineError):
+    """A managed server could not be created, started, stopped or removed."""
+
+
+class BackupError(EngineError):
+    """A backup stream could not be produced."""
+
+
+class RestoreError(EngineError):
+    """A backup chain could not be restored."""
+
+
+class IncompatibleBackupError(RestoreError):
+    """The backup was taken from a server this engine cannot restore into."""
+
+
+class ExternalNotAllowedError(EngineError):
+    """An external instance outside the operator's allow-lists."""
+
+
+class InvalidExternalError(EngineError):
+    """External connection details that are malformed, unreachable or lack privileges."""

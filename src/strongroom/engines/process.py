@@ -1,0 +1,210 @@
+"""Run a database tool as a subprocess: argv lists (never a shell), secrets through the
+environment or files, stdout streamed, stderr kept (bounded) for the failure reason."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from strongroom.engines.base import ByteSink, ByteSource
+from strongroom.engines.errors import EngineError
+
+STDERR_TAIL_LINES = 40
+COPY_BUFFER = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+class ProcessError(EngineError):
+    """A tool exited non-zero, timed out or could not be started."""
+
+    def __init__(self, tool: str, message: str, stderr: str = "") -> None:
+        detail = f": {stderr.strip()}" if stderr.strip() else ""
+        super().__init__(f"{tool} {message}{detail}")
+        self.tool = tool
+        self.stderr = stderr
+
+
+def _tool_name(argv: Sequence[str | os.PathLike[str]]) -> str:
+    return Path(str(argv[0])).name
+
+
+def _merged_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    merged = dict(os.environ)
+    # Locale-independent tool output keeps parsing and failure reasons stable.
+    merged["LC_ALL"] = "C"
+    if env:
+        merged.update(env)
+    return merged
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = 600,
+    input_bytes: bytes | None = None,
+    check: bool = True,
+) -> ProcessResult:
+    """Run a short tool to completion and capture its output (small outputs only)."""
+    tool = _tool_name(argv)
+    try:
+        completed = subprocess.run(
+            [str(a) for a in argv],
+            env=_merged_env(env),
+            cwd=cwd,
+            input=input_bytes,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise ProcessError(tool, "is not installed") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ProcessError(tool, f"did not finish within {timeout:.0f} s") from exc
+    stderr = completed.stderr.decode("utf-8", "replace")
+    if check and completed.returncode != 0:
+        raise ProcessError(tool, f"exited with status {completed.returncode}", _tail(stderr))
+    return ProcessResult(completed.returncode, completed.stdout, stderr)
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.strip().splitlines()[-STDERR_TAIL_LINES:])
+
+
+class _StderrCollector(threading.Thread):
+    def __init__(self, stream: object) -> None:
+        super().__init__(daemon=True)
+        self._stream = stream
+        self.lines: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+
+    def run(self) -> None:
+        for raw in self._stream:  # type: ignore[attr-defined]
+            self.lines.append(raw.decode("utf-8", "replace").rstrip())
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def stream_out(
+    argv: Sequence[str | os.PathLike[str]],
+    sink: ByteSink,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> str:
+    """Run a tool and copy its stdout into ``sink`` as it comes. Returns stderr's tail.
+
+    Raises ``ProcessError`` when the tool fails, and re-raises the sink's own exception
+    after killing the tool when the sink fails."""
+    return _stream(argv, env=env, cwd=cwd, timeout=timeout, sink=sink, on_start=on_start)
+
+
+def stream_in(
+    argv: Sequence[str | os.PathLike[str]],
+    source: ByteSource,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+) -> str:
+    """Run a tool feeding ``source`` into its stdin until the source ends."""
+    return _stream(argv, env=env, cwd=cwd, timeout=timeout, source=source)
+
+
+def _stream(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None,
+    cwd: Path | None,
+    timeout: float | None,
+    sink: ByteSink | None = None,
+    source: ByteSource | None = None,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> str:
+    tool = _tool_name(argv)
+    try:
+        proc = subprocess.Popen(
+            [str(a) for a in argv],
+            env=_merged_env(env),
+            cwd=cwd,
+            stdin=subprocess.PIPE if source is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if sink is not None else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise ProcessError(tool, "is not installed") from exc
+    if on_start is not None:
+        on_start(proc)
+    collector = _StderrCollector(proc.stderr)
+    collector.start()
+    timer = _kill_after(proc, timeout)
+    try:
+        if sink is not None:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read1(COPY_BUFFER):  # type: ignore[attr-defined]
+                sink.write(chunk)
+        if source is not None:
+            assert proc.stdin is not None
+            try:
+                while chunk := source.read(COPY_BUFFER):
+                    proc.stdin.write(chunk)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # the tool stopped reading: its exit status and stderr say why
+        returncode = proc.wait()
+    except BaseException:
+        _kill(proc)
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+        collector.join(timeout=5)
+    if timer is not None and timer.fired:
+        raise ProcessError(tool, f"did not finish within {timeout:.0f} s", collector.text())
+    if returncode != 0:
+        raise ProcessError(tool, f"exited with status {returncode}", collector.text())
+    return collector.text()
+
+
+class _Timer(threading.Timer):
+    fired = False
+
+
+def _kill_after(proc: subprocess.Popen[bytes], timeout: float | None) -> _Timer | None:
+    if timeout is None:
+        return None
+
+    def fire() -> None:
+        timer.fired = True
+        _kill(proc)
+
+    timer = _Timer(timeout, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
