@@ -3,6 +3,7 @@ environment or files, stdout streamed, stderr kept (bounded) for the failure rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -203,8 +204,6 @@ def _kill_after(proc: subprocess.Popen[bytes], timeout: float | None) -> _Timer 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()

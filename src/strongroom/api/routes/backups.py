@@ -1,0 +1,129 @@
+"""/v1.0/{project_id}/backups and backup strategies: parse → one service call → view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from strongroom.api.deps import ContextDep, ServicesDep, int_param, json_body, truthy_param
+from strongroom.api.schemas import requests as schemas
+from strongroom.api.views import backup_view, next_link, strategy_view
+from strongroom.services.backups import ListFilter, Page
+
+router = APIRouter(prefix="/v1.0/{project_id}")
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _page(request: Request, services: ServicesDep, page: Page) -> dict[str, Any]:
+    body: dict[str, Any] = {"backups": [backup_view(b, services.datastores) for b in page.items]}
+    if page.full:
+        body["links"] = next_link(request, page.offset, page.limit)
+    return body
+
+
+@router.get("/backups", summary="List backups")
+def list_backups(
+    project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
+) -> dict[str, Any]:
+    q = request.query_params
+    filters = ListFilter(
+        instance_id=q.get("instance_id") or None,
+        datastore=q.get("datastore") or None,
+        project_id=q.get("project_id") or None,
+        all_projects=truthy_param(request, "all_projects"),
+        offset=int_param(request, "marker") or 0,
+        limit=int_param(request, "limit"),
+    )
+    return _page(request, services, services.backups.list(ctx, filters=filters))
+
+
+@router.post(
+    "/backups",
+    status_code=202,
+    summary="Create a backup",
+    openapi_extra=_body(schemas.BACKUP_CREATE),
+)
+async def create_backup(
+    project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
+) -> JSONResponse:
+    body = await json_body(request)
+    schemas.validate(schemas.BACKUP_CREATE, body)
+    parent_page = (int_param(request, "marker") or 0, int_param(request, "limit"))
+    backup = services.backups.create(ctx, request=body["backup"], parent_page=parent_page)
+    return JSONResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)
+
+
+@router.get("/backups/{backup_id}", summary="Show a backup")
+def show_backup(
+    project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
+) -> dict[str, Any]:
+    backup = services.backups.get(ctx, backup_id=backup_id)
+    return {"backup": backup_view(backup, services.datastores)}
+
+
+@router.delete("/backups/{backup_id}", status_code=202, summary="Delete a backup and its children")
+def delete_backup(
+    project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
+) -> Response:
+    services.backups.delete(ctx, backup_id=backup_id)
+    return Response(status_code=202, media_type="application/json")
+
+
+@router.get("/instances/{instance_id}/backups", summary="List an instance's backups")
+def instance_backups(
+    project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
+) -> dict[str, Any]:
+    page = services.backups.list_for_instance(
+        ctx,
+        instance_id=instance_id,
+        offset=int_param(request, "marker") or 0,
+        limit=int_param(request, "limit"),
+    )
+    return _page(request, services, page)
+
+
+@router.post(
+    "/backup_strategies",
+    status_code=202,
+    summary="Create or update a backup strategy",
+    openapi_extra=_body(schemas.STRATEGY_CREATE),
+)
+async def create_strategy(
+    project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
+) -> JSONResponse:
+    body = await json_body(request)
+    schemas.validate(schemas.STRATEGY_CREATE, body)
+    spec = body["backup_strategy"]
+    strategy = services.backups.create_strategy(
+        ctx, instance_id=spec.get("instance_id"), container=spec["swift_container"]
+    )
+    return JSONResponse({"backup_strategy": strategy_view(strategy)}, status_code=202)
+
+
+@router.get("/backup_strategies", summary="List backup strategies")
+def list_strategies(
+    project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
+) -> dict[str, Any]:
+    strategies = services.backups.list_strategies(
+        ctx,
+        instance_id=request.query_params.get("instance_id"),
+        project_id=request.query_params.get("project_id"),
+    )
+    return {"backup_strategies": [strategy_view(s) for s in strategies]}
+
+
+@router.delete("/backup_strategies", status_code=202, summary="Delete a backup strategy")
+def delete_strategy(
+    project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
+) -> Response:
+    services.backups.delete_strategy(
+        ctx,
+        instance_id=request.query_params.get("instance_id"),
+        project_id=request.query_params.get("project_id"),
+    )
+    return Response(status_code=202, media_type="application/json")

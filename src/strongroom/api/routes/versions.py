@@ -1,0 +1,33 @@
+"""Version discovery (contract §2): no authentication."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from strongroom.api.deps import ServicesDep
+from strongroom.api.views import host_of
+
+router = APIRouter()
+
+
+def _version(request: Request, services: ServicesDep) -> dict[str, Any]:
+    base = services.public_endpoint or f"{request.url.scheme}://{host_of(request)}"
+    return {
+        "id": "v1.0",
+        "status": "CURRENT",
+        "updated": "2012-08-01T00:00:00Z",
+        "links": [{"rel": "self", "href": f"{base.rstrip('/')}/v1.0/"}],
+    }
+
+
+@router.get("/", summary="List API versions")
+def versions(request: Request, services: ServicesDep) -> dict[str, Any]:
+    return {"versions": [_version(request, services)]}
+
+
+@router.get("/v1.0", summary="Show API version v1.0")
+@router.get("/v1.0/", include_in_schema=False)
+def version(request: Request, services: ServicesDep) -> dict[str, Any]:
+    return {"version": _version(request, services)}

@@ -1,0 +1,201 @@
+"""Wire views: domain objects → Trove's JSON shapes (contract §3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.requests import Request
+
+from strongroom.domain.model import (
+    Backup,
+    BackupState,
+    BackupStrategy,
+    Datastore,
+    DatastoreVersion,
+    InstanceStatus,
+    RequestContext,
+)
+from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.instances import InstanceView
+from strongroom.services.rules import Flavor
+
+
+def timestamp(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%S") if value else None
+
+
+def host_of(request: Request) -> str:
+    return request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+
+
+def backup_view(backup: Backup, catalog: DatastoreCatalog) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": backup.id,
+        "name": backup.name,
+        "description": backup.description,
+        "locationRef": backup.location_ref,
+        "instance_id": backup.instance_id,
+        "created": timestamp(backup.created),
+        "updated": timestamp(backup.updated),
+        "size": backup.size_gb,
+        "status": backup.state.value,
+        "parent_id": backup.parent_id,
+        "project_id": backup.project_id,
+        "storage_driver": backup.store_name,
+    }
+    version = catalog.find_version(backup.datastore_version_id)
+    if version is not None:
+        view["datastore"] = {
+            "type": version.datastore_name,
+            "version": version.name,
+            "version_id": version.id,
+        }
+    if backup.is_running and backup.state is not BackupState.NEW:
+        view["progress"] = progress_view(backup)
+    if backup.fail_reason and backup.state in (BackupState.FAILED, BackupState.DELETE_FAILED):
+        view["fail_reason"] = backup.fail_reason
+    return view
+
+
+def progress_view(backup: Backup) -> dict[str, Any]:
+    p = backup.progress
+    percent = None
+    if p.bytes_expected:
+        percent = round(min(100.0, 100.0 * p.bytes_done / p.bytes_expected), 1)
+    rate = None
+    if p.started_at and p.updated_at and p.updated_at > p.started_at:
+        rate = int(p.bytes_done / (p.updated_at - p.started_at).total_seconds())
+    return {
+        "bytes_done": p.bytes_done,
+        "bytes_expected": p.bytes_expected,
+        "percent": percent,
+        "rate_bytes_per_second": rate,
+    }
+
+
+def next_link(request: Request, offset: int, limit: int) -> list[dict[str, str]]:
+    """Trove's next link: https, the request's host and path, marker replaced in place."""
+    params = parse_qsl(request.url.query, keep_blank_values=True)
+    marker = str(offset + limit)
+    if any(k == "marker" for k, _ in params):
+        params = [(k, marker if k == "marker" else v) for k, v in params]
+    else:
+        params.append(("marker", marker))
+    href = f"https://{host_of(request)}{request.url.path}?{urlencode(params)}"
+    return [{"rel": "next", "href": href}]
+
+
+def strategy_view(strategy: BackupStrategy) -> dict[str, Any]:
+    return {
+        "project_id": strategy.project_id,
+        "instance_id": strategy.instance_id,
+        "backend": "swift",
+        "swift_container": strategy.swift_container,
+    }
+
+
+def _links(request: Request, project_id: str, path: str) -> list[dict[str, str]]:
+    host = host_of(request)
+    return [
+        {"href": f"https://{host}/v1.0/{project_id}/{path}", "rel": "self"},
+        {"href": f"https://{host}/{path}", "rel": "bookmark"},
+    ]
+
+
+def version_view(
+    request: Request, ctx: RequestContext, version: DatastoreVersion, *, with_datastore: bool
+) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": version.id,
+        "name": version.name,
+        "version": version.name,
+        "links": _links(request, ctx.project_id, f"datastores/versions/{version.id}"),
+    }
+    if with_datastore:
+        view["datastore"] = version.datastore_id
+    if ctx.is_admin:
+        view.update(
+            active=version.active,
+            packages="",
+            image="",
+            registry_ext="",
+            repl_strategy="",
+            image_tags=[],
+        )
+    return view
+
+
+def datastore_view(request: Request, ctx: RequestContext, ds: Datastore) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": ds.id,
+        "name": ds.name,
+        "links": _links(request, ctx.project_id, f"datastores/{ds.id}"),
+        "versions": [version_view(request, ctx, v, with_datastore=False) for v in ds.versions],
+    }
+    if ds.default_version_id:
+        view["default_version"] = ds.default_version_id
+    return view
+
+
+def flavor_view(request: Request, ctx: RequestContext, flavor: Flavor) -> dict[str, Any]:
+    return {
+        "id": flavor.id,
+        "str_id": flavor.id,
+        "name": flavor.name,
+        "ram": flavor.ram,
+        "vcpus": flavor.vcpus,
+        "disk": flavor.disk,
+        "links": _links(request, ctx.project_id, f"flavors/{flavor.id}"),
+    }
+
+
+def instance_status(view: InstanceView) -> str:
+    instance = view.instance
+    if instance.task == "DELETING":
+        return "SHUTDOWN"
+    if view.backup_running and instance.task is None and instance.status is InstanceStatus.ACTIVE:
+        return "BACKUP"
+    return instance.status.value
+
+
+def instance_view(
+    request: Request, ctx: RequestContext, view: InstanceView, *, detail: bool
+) -> dict[str, Any]:
+    i = view.instance
+    status = instance_status(view)
+    body: dict[str, Any] = {
+        "id": i.id,
+        "name": i.name,
+        "status": status,
+        "operating_status": "" if i.task or status != "ACTIVE" else "HEALTHY",
+        "links": _links(request, ctx.project_id, f"instances/{i.id}"),
+        "flavor": {
+            "id": i.flavor_id or "",
+            "links": _links(request, ctx.project_id, f"flavors/{i.flavor_id or ''}"),
+        },
+        "datastore": {
+            "type": view.version.datastore_name if view.version else None,
+            "version": view.version.name if view.version else None,
+        },
+        "region": "RegionOne",
+        "access": {"is_public": False},
+        "kind": i.kind.value,
+    }
+    if i.volume_size is not None:
+        body["volume"] = {"size": i.volume_size}
+    if ctx.is_admin:
+        body["tenant_id"] = i.project_id
+    if i.public_connection is not None:
+        body["connection"] = i.public_connection
+    if detail:
+        body["created"] = timestamp(i.created)
+        body["updated"] = timestamp(i.updated)
+        body["service_status_updated"] = timestamp(i.updated)
+        body["datastore"]["version_number"] = view.version.name if view.version else None
+        if i.restore_backup_id:
+            body["restore_point"] = {"backupRef": i.restore_backup_id}
+        if i.fault:
+            body["fault"] = {"message": i.fault, "created": timestamp(i.updated), "details": ""}
+    return body

@@ -1,0 +1,197 @@
+"""The composition root: settings → every concrete adapter, wired into services."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from strongroom.config import Settings, StoreSettings
+from strongroom.engines.registry import EngineSettings, build_engine_registry
+from strongroom.jobs.inprocess import InProcessJobQueue
+from strongroom.persistence import migrate
+from strongroom.persistence.unit_of_work import (
+    SqlUnitOfWork,
+    make_engine,
+    unit_of_work_factory,
+)
+from strongroom.pipeline.keys import MasterKey
+from strongroom.services.authorization import Authorizer
+from strongroom.services.backups import BackupService
+from strongroom.services.clock import SystemClock
+from strongroom.services.container import Services
+from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.instances import InstanceService
+from strongroom.services.job_handlers import JobHandlers
+from strongroom.services.jobs import JobDispatcher
+from strongroom.services.rules import Flavor, ServiceRules
+from strongroom.services.secrets_box import SecretBox
+from strongroom.services.stores import StoreCatalog
+from strongroom.services.tokens import TokenService
+from strongroom.services.transfer import Transfer
+from strongroom.storage.config import LocalStoreConfig, S3StoreConfig, StoreConfig, SwiftStoreConfig
+from strongroom.storage.registry import StoreSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    services: Services
+    handlers: JobHandlers
+    queue: InProcessJobQueue
+    stores: StoreCatalog
+    settings: Settings
+
+    def close(self) -> None:
+        self.queue.shutdown()
+        self.stores.close()
+
+
+def store_config(s: StoreSettings) -> StoreConfig:
+    secret = lambda v: v.get_secret_value() if v is not None else None  # noqa: E731
+    if s.kind == "local":
+        assert s.root is not None
+        return LocalStoreConfig(name=s.name, root=s.root.absolute())
+    if s.kind == "swift":
+        return SwiftStoreConfig(
+            name=s.name,
+            auth_url=s.auth_url or "",
+            auth_version=s.auth_version,
+            user=s.user if s.auth_version == "1" else None,
+            key=secret(s.key) if s.auth_version == "1" else None,
+            username=s.user if s.auth_version == "3" else None,
+            password=secret(s.key) if s.auth_version == "3" else None,
+            project_name=s.project_name,
+            user_domain_name=s.user_domain_name,
+            project_domain_name=s.project_domain_name,
+            application_credential_id=s.application_credential_id,
+            application_credential_secret=secret(s.application_credential_secret),
+        )
+    return S3StoreConfig(
+        name=s.name,
+        endpoint_url=s.endpoint_url,
+        region=s.region,
+        access_key=s.access_key,
+        secret_key=secret(s.secret_key),
+        addressing_style=s.addressing_style,
+        checksum_mode=s.checksum_mode,
+    )
+
+
+def _connection_key(master: MasterKey) -> bytes:
+    """A key for sealing instance connections, derived so it is never the master key."""
+    raw = base64.b64decode(master.to_base64())
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"strongroom-connections")
+    return hkdf.derive(raw)
+
+
+def rules_from(settings: Settings) -> ServiceRules:
+    return ServiceRules(
+        backup_quota=settings.backup_quota,
+        instance_quota=settings.max_instances,
+        running_backups_expire=timedelta(days=settings.running_backups_expires_days),
+        page_size=settings.backups_page_size,
+        max_page_size=settings.max_page_size,
+        max_volume_size=settings.max_volume_size,
+        default_container=settings.default_container,
+        default_store=settings.default_store or "local",
+        flavors=tuple(Flavor(f.id, f.name, f.ram, f.vcpus, f.disk) for f in settings.flavors),
+        chunk_size=settings.chunk_size,
+        compression_level=settings.compression_level,
+        transfer_threads=settings.transfer_threads,
+    )
+
+
+def build(settings: Settings) -> Container:
+    """Open (and migrate) the metadata database, the stores and the engines; recover
+    interrupted jobs; start the worker pool."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+    db = make_engine(settings.metadata_url)
+    migrate.upgrade(db)
+    sessions = unit_of_work_factory(db)
+
+    def uow(*, write: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(sessions, write=write)
+
+    clock = SystemClock()
+    master = MasterKey.load_or_create(settings.key_file)
+    secrets = SecretBox(_connection_key(master))
+    stores = StoreCatalog(
+        StoreSet.from_configs([store_config(s) for s in settings.stores], settings.default_store),
+        master,
+    )
+    engines = build_engine_registry(
+        EngineSettings(
+            sqlite_roots=tuple(settings.sqlite_roots),
+            postgresql_allowed_hosts=tuple(settings.postgresql_allowed_hosts),
+            mariadb_allowed_hosts=tuple(settings.mariadb_allowed_hosts),
+            mariadb_allowed_datadirs=tuple(settings.mariadb_allowed_datadirs),
+            bind_address=settings.instance_bind_address,
+            timeout=settings.engine_timeout,
+            enabled=tuple(settings.datastores),
+        )
+    )
+    catalog = DatastoreCatalog(uow, engines)
+    catalog.refresh()
+    rules = rules_from(settings)
+    authorizer = Authorizer(settings.policy_file)
+    dispatcher = JobDispatcher(clock)
+    transfer = Transfer(stores, rules)
+    handlers = JobHandlers(
+        uow=uow,
+        clock=clock,
+        catalog=catalog,
+        transfer=transfer,
+        secrets=secrets,
+        instances_dir=settings.data_dir / "instances",
+    )
+    queue = InProcessJobQueue(handlers.run, workers=settings.workers)
+    dispatcher.attach(queue)
+    services = Services(
+        backups=BackupService(
+            uow=uow,
+            clock=clock,
+            authorizer=authorizer,
+            catalog=catalog,
+            stores=stores,
+            jobs=dispatcher,
+            rules=rules,
+        ),
+        instances=InstanceService(
+            uow=uow,
+            clock=clock,
+            authorizer=authorizer,
+            catalog=catalog,
+            jobs=dispatcher,
+            secrets=secrets,
+            rules=rules,
+        ),
+        datastores=catalog,
+        tokens=TokenService(uow, clock),
+        public_endpoint=settings.public_endpoint,
+    )
+    container = Container(services, handlers, queue, stores, settings)
+    resubmit = handlers.recover()
+    handlers.start_managed_instances()
+    for job_id in resubmit:
+        queue.submit(job_id)
+    return container
+
+
+def build_tokens(settings: Settings) -> TokenService:
+    """Just the token store, for the `token` commands (no engines, no workers)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = make_engine(settings.metadata_url)
+    migrate.upgrade(db)
+    sessions = unit_of_work_factory(db)
+
+    def uow(*, write: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(sessions, write=write)
+
+    return TokenService(uow, SystemClock())

@@ -1,0 +1,152 @@
+"""The `strongroom` command: serve, token create/list/revoke. Thin: it calls bootstrap."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from strongroom.config import Settings
+
+ADMIN_PROJECT = "admin"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "data_dir"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "sqlite_root", None):
+        overrides["sqlite_roots"] = args.sqlite_root
+    return Settings(**overrides)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from strongroom.api.app import create_app
+    from strongroom.bootstrap import build
+
+    settings = _settings(args)
+    container = build(settings)
+    if container.services.tokens.is_empty():
+        issued = container.services.tokens.create(
+            project_id=ADMIN_PROJECT, user_id="admin", roles=("admin",)
+        )
+        print(
+            "Created the first admin token (shown once; keep it safe):\n"
+            f"  project: {ADMIN_PROJECT}\n  token:   {issued.token}",
+            flush=True,
+        )
+    print(
+        f"Strongroom serving on http://{settings.host}:{settings.port} "
+        f"(data dir {settings.data_dir})",
+        flush=True,
+    )
+    try:
+        uvicorn.run(
+            create_app(container.services),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            timeout_keep_alive=5,
+            limit_concurrency=256,
+        )
+    finally:
+        container.close()
+    return 0
+
+
+def token_create(args: argparse.Namespace) -> int:
+    from strongroom.bootstrap import build_tokens
+
+    tokens = build_tokens(_settings(args))
+    issued = tokens.create(
+        project_id=args.project_id, user_id=args.user_id or args.project_id, roles=(args.role,)
+    )
+    print(issued.token)
+    return 0
+
+
+def token_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from strongroom.bootstrap import build_tokens
+
+    table = Table("id", "project", "user", "roles", "created", "revoked")
+    for record in build_tokens(_settings(args)).list():
+        table.add_row(
+            record.id,
+            record.project_id,
+            record.user_id,
+            ",".join(record.roles),
+            record.created.isoformat(),
+            record.revoked.isoformat() if record.revoked else "",
+        )
+    Console().print(table)
+    return 0
+
+
+def token_revoke(args: argparse.Namespace) -> int:
+    from strongroom.bootstrap import build_tokens
+    from strongroom.domain.errors import NotFoundError
+
+    try:
+        build_tokens(_settings(args)).revoke(args.token_id)
+    except NotFoundError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="strongroom", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", type=Path, help="metadata, objects, keys (default var/data)")
+
+    p = sub.add_parser("serve", help="run the API and the workers in one process")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    data_dir(p)
+    p.add_argument(
+        "--sqlite-root",
+        type=Path,
+        action="append",
+        help="directory under which external SQLite files may be registered (repeatable)",
+    )
+    p.set_defaults(func=serve)
+
+    token = sub.add_parser("token", help="manage API tokens").add_subparsers(
+        dest="token_command", required=True
+    )
+    p = token.add_parser("create", help="print a new token")
+    data_dir(p)
+    p.add_argument("--project-id", required=True)
+    p.add_argument("--user-id")
+    p.add_argument("--role", choices=["member", "admin"], default="member")
+    p.set_defaults(func=token_create)
+    p = token.add_parser("list", help="list tokens (never their values)")
+    data_dir(p)
+    p.set_defaults(func=token_list)
+    p = token.add_parser("revoke", help="revoke a token by id")
+    data_dir(p)
+    p.add_argument("token_id")
+    p.set_defaults(func=token_revoke)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Typed settings, read once at the edge (cli) and passed down. Env prefix STRONGROOM_."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FlavorSettings(BaseModel):
+    id: str
+    name: str
+    ram: int = 1024
+    vcpus: int = 1
+    disk: int = 0
+
+
+DEFAULT_FLAVORS = [
+    FlavorSettings(id="1", name="tiny", ram=512, vcpus=1),
+    FlavorSettings(id="2", name="small", ram=2048, vcpus=1),
+    FlavorSettings(id="3", name="medium", ram=4096, vcpus=2),
+    FlavorSettings(id="4", name="large", ram=8192, vcpus=4),
+    FlavorSettings(id="5", name="xlarge", ram=16384, vcpus=8),
+    FlavorSettings(id="6", name="xxlarge", ram=32768, vcpus=16),
+]
+
+
+class StoreSettings(BaseModel):
+    """One named object store. ``kind`` picks the backend; unused fields are ignored."""
+
+    name: str
+    kind: Literal["local", "swift", "s3"] = "local"
+    root: Path | None = None  # local
+    auth_url: str | None = None  # swift
+    auth_version: Literal["1", "3"] = "1"
+    user: str | None = None
+    key: SecretStr | None = None
+    project_name: str | None = None
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    application_credential_id: str | None = None
+    application_credential_secret: SecretStr | None = None
+    endpoint_url: str | None = None  # s3
+    region: str = "us-east-1"
+    access_key: str | None = None
+    secret_key: SecretStr | None = None
+    addressing_style: Literal["path", "virtual", "auto"] = "path"
+    checksum_mode: Literal["when_required", "when_supported"] = "when_required"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STRONGROOM_", env_nested_delimiter="__")
+
+    data_dir: Path = Path("var/data")
+    host: str = "127.0.0.1"
+    port: int = 8779
+    database_url: str | None = None  # default: SQLite file in data_dir
+    master_key_file: Path | None = None  # default: data_dir/master.key
+    policy_file: Path | None = None
+    public_endpoint: str | None = None
+
+    workers: int = 2
+    chunk_size: int = 4 * 1024 * 1024
+    compression_level: int = 1
+    transfer_threads: int = 2
+
+    backup_quota: int = 50
+    running_backups_expires_days: int = 3
+    backups_page_size: int = 20
+    max_page_size: int = 1000
+    max_volume_size: int = 10
+    max_instances: int = 20
+    default_container: str = "database_backups"
+
+    sqlite_roots: list[Path] = Field(default_factory=list)
+    postgresql_allowed_hosts: list[str] = Field(default_factory=list)
+    mariadb_allowed_hosts: list[str] = Field(default_factory=list)
+    mariadb_allowed_datadirs: list[Path] = Field(default_factory=list)
+    instance_bind_address: str = "127.0.0.1"
+    engine_timeout: float = 6 * 3600
+    datastores: list[Literal["sqlite", "postgresql", "mariadb"]] = Field(
+        default_factory=lambda: ["sqlite", "postgresql", "mariadb"]
+    )
+
+    flavors: list[FlavorSettings] = Field(default_factory=lambda: list(DEFAULT_FLAVORS))
+    stores: list[StoreSettings] = Field(default_factory=list)
+    default_store: str | None = None
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        self.data_dir = self.data_dir.absolute()
+        if not self.stores:
+            self.stores = [StoreSettings(name="local", kind="local")]
+        for store in self.stores:
+            if store.kind == "local" and store.root is None:
+                store.root = self.data_dir / "objects"
+        names = [s.name for s in self.stores]
+        if len(set(names)) != len(names):
+            raise ValueError("store names must be unique")
+        if self.default_store is None:
+            self.default_store = names[0]
+        elif self.default_store not in names:
+            raise ValueError(f"default_store {self.default_store!r} is not a configured store")
+        self.sqlite_roots = [p.absolute() for p in self.sqlite_roots]
+        return self
+
+    @property
+    def metadata_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'strongroom.db'}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.master_key_file or self.data_dir / "master.key"

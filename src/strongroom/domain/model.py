@@ -1,0 +1,158 @@
+"""Domain objects: plain dataclasses, no framework imports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, NewType
+
+BackupId = NewType("BackupId", str)
+InstanceId = NewType("InstanceId", str)
+ProjectId = NewType("ProjectId", str)
+JobId = NewType("JobId", str)
+
+
+class BackupState(StrEnum):
+    """Values are Trove's wire strings; DELETING is internal (such a backup is invisible)."""
+
+    NEW = "NEW"
+    BUILDING = "BUILDING"
+    SAVING = "SAVING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    DELETE_FAILED = "DELETE_FAILED"
+    RESTORED = "RESTORED"
+    DELETING = "DELETING"
+
+
+RUNNING_STATES = frozenset({BackupState.NEW, BackupState.BUILDING, BackupState.SAVING})
+RESTORABLE_STATES = frozenset({BackupState.COMPLETED, BackupState.RESTORED})
+
+
+class InstanceStatus(StrEnum):
+    BUILD = "BUILD"
+    ACTIVE = "ACTIVE"
+    ERROR = "ERROR"
+    SHUTDOWN = "SHUTDOWN"
+    DELETING = "DELETING"
+
+
+class InstanceKind(StrEnum):
+    MANAGED = "managed"
+    EXTERNAL = "external"
+
+
+class JobKind(StrEnum):
+    BACKUP = "backup"
+    DELETE_BACKUP = "delete_backup"
+    CREATE_INSTANCE = "create_instance"
+    DELETE_INSTANCE = "delete_instance"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    project_id: ProjectId
+    user_id: str
+    roles: tuple[str, ...]
+
+    @property
+    def is_admin(self) -> bool:
+        return any(role.lower() == "admin" for role in self.roles)
+
+
+@dataclass(frozen=True)
+class DatastoreVersion:
+    id: str
+    datastore_id: str
+    datastore_name: str
+    name: str
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class Datastore:
+    id: str
+    name: str
+    default_version_id: str | None
+    versions: tuple[DatastoreVersion, ...] = ()
+
+
+@dataclass
+class Progress:
+    bytes_done: int = 0
+    bytes_expected: int | None = None
+    started_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class Backup:
+    id: BackupId
+    project_id: ProjectId
+    name: str
+    description: str | None
+    instance_id: InstanceId | None
+    parent_id: BackupId | None
+    state: BackupState
+    created: datetime
+    updated: datetime
+    datastore_version_id: str | None = None
+    size_gb: float | None = None
+    location_ref: str | None = None
+    store_name: str | None = None
+    container: str | None = None
+    fail_reason: str | None = None
+    progress: Progress = field(default_factory=Progress)
+    stored_bytes: int | None = None
+
+    @property
+    def is_running(self) -> bool:
+        return self.state in RUNNING_STATES
+
+
+@dataclass
+class Instance:
+    id: InstanceId
+    project_id: ProjectId
+    name: str
+    kind: InstanceKind
+    datastore_version_id: str
+    status: InstanceStatus
+    created: datetime
+    updated: datetime
+    flavor_id: str | None = None
+    volume_size: int | None = None
+    task: str | None = None  # e.g. "BUILDING", "DELETING"; None when idle
+    restore_backup_id: BackupId | None = None
+    fault: str | None = None
+    host: str = "local"
+    connection: dict[str, Any] | None = None  # decrypted engine connection (never shown)
+    public_connection: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BackupStrategy:
+    project_id: ProjectId
+    instance_id: str  # "" for the project-wide strategy
+    swift_container: str
+
+
+@dataclass
+class Job:
+    id: JobId
+    kind: JobKind
+    target_id: str
+    state: JobState
+    created: datetime
+    updated: datetime
+    attempts: int = 0
+    payload: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None

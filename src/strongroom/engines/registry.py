@@ -1,0 +1,59 @@
+"""build_engine_registry(): datastore name → engine, listed by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from strongroom.engines.base import Engine
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    sqlite_roots: Sequence[Path] = ()
+    postgresql_allowed_hosts: Sequence[str] = ()
+    mariadb_allowed_hosts: Sequence[str] = ()
+    mariadb_allowed_datadirs: Sequence[Path] = ()
+    bind_address: str = "127.0.0.1"
+    timeout: float = 6 * 3600
+    enabled: Sequence[str] = field(default=("sqlite", "postgresql", "mariadb"))
+
+
+def _sqlite(settings: EngineSettings) -> Engine:
+    from strongroom.engines.sqlite import SqliteEngine
+
+    return SqliteEngine(allowed_roots=tuple(settings.sqlite_roots))
+
+
+def _postgresql(settings: EngineSettings) -> Engine:
+    from strongroom.engines.postgresql import PostgresEngine
+
+    return PostgresEngine(
+        bind_address=settings.bind_address,
+        allowed_hosts=tuple(settings.postgresql_allowed_hosts),
+        timeout=settings.timeout,
+    )
+
+
+def _mariadb(settings: EngineSettings) -> Engine:
+    from strongroom.engines.mariadb import MariaDbEngine
+
+    return MariaDbEngine(
+        bind_address=settings.bind_address,
+        allowed_hosts=tuple(settings.mariadb_allowed_hosts),
+        allowed_datadirs=tuple(settings.mariadb_allowed_datadirs),
+        timeout=settings.timeout,
+    )
+
+
+FACTORIES: dict[str, Callable[[EngineSettings], Engine]] = {
+    "sqlite": _sqlite,
+    "postgresql": _postgresql,
+    "mariadb": _mariadb,
+}
+
+
+def build_engine_registry(settings: EngineSettings) -> dict[str, Engine]:
+    """The enabled engines; whether each one's tools are installed is ``detect()``'s say."""
+    return {name: FACTORIES[name](settings) for name in settings.enabled}

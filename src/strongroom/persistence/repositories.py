@@ -1,0 +1,472 @@
+"""SQL repositories: rows ↔ domain objects. They never commit; the unit of work does."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from strongroom.domain.model import (
+    Backup,
+    BackupId,
+    BackupState,
+    BackupStrategy,
+    Datastore,
+    DatastoreVersion,
+    Instance,
+    InstanceId,
+    InstanceKind,
+    InstanceStatus,
+    Job,
+    JobId,
+    JobKind,
+    JobState,
+    Progress,
+    ProjectId,
+)
+from strongroom.domain.ports import BackupQuery, TokenRecord
+from strongroom.persistence.tables import (
+    BackupRow,
+    BackupStrategyRow,
+    DatastoreRow,
+    DatastoreVersionRow,
+    InstanceRow,
+    JobRow,
+    QuotaUsageRow,
+    TokenRow,
+)
+
+RUNNING = [BackupState.NEW.value, BackupState.BUILDING.value, BackupState.SAVING.value]
+
+
+def _backup(row: BackupRow) -> Backup:
+    return Backup(
+        id=BackupId(row.id),
+        project_id=ProjectId(row.project_id),
+        name=row.name,
+        description=row.description,
+        instance_id=InstanceId(row.instance_id) if row.instance_id else None,
+        parent_id=BackupId(row.parent_id) if row.parent_id else None,
+        state=BackupState(row.state),
+        created=row.created,
+        updated=row.updated,
+        datastore_version_id=row.datastore_version_id,
+        size_gb=row.size_gb,
+        location_ref=row.location_ref,
+        store_name=row.store_name,
+        container=row.container,
+        fail_reason=row.fail_reason,
+        progress=Progress(
+            bytes_done=row.progress_done or 0,
+            bytes_expected=row.progress_expected,
+            started_at=row.progress_started,
+            updated_at=row.progress_updated,
+        ),
+        stored_bytes=row.stored_bytes,
+    )
+
+
+def _backup_values(b: Backup) -> dict[str, object]:
+    return {
+        "id": b.id,
+        "project_id": b.project_id,
+        "name": b.name,
+        "description": b.description,
+        "instance_id": b.instance_id,
+        "parent_id": b.parent_id,
+        "state": b.state.value,
+        "created": b.created,
+        "updated": b.updated,
+        "datastore_version_id": b.datastore_version_id,
+        "size_gb": b.size_gb,
+        "location_ref": b.location_ref,
+        "store_name": b.store_name,
+        "container": b.container,
+        "fail_reason": b.fail_reason,
+        "progress_done": b.progress.bytes_done,
+        "progress_expected": b.progress.bytes_expected,
+        "progress_started": b.progress.started_at,
+        "progress_updated": b.progress.updated_at,
+        "stored_bytes": b.stored_bytes,
+    }
+
+
+class SqlBackupRepository:
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def add(self, backup: Backup) -> None:
+        self._s.add(BackupRow(**_backup_values(backup)))
+
+    def save(self, backup: Backup) -> None:
+        row = self._s.get(BackupRow, backup.id)
+        if row is None:
+            self.add(backup)
+            return
+        for key, value in _backup_values(backup).items():
+            setattr(row, key, value)
+
+    def find(self, backup_id: str) -> Backup | None:
+        row = self._s.get(BackupRow, backup_id)
+        return _backup(row) if row is not None else None
+
+    def find_for_update(self, backup_id: str) -> Backup | None:
+        row = self._s.execute(
+            select(BackupRow).where(BackupRow.id == backup_id).with_for_update()
+        ).scalar_one_or_none()
+        return _backup(row) if row is not None else None
+
+    def remove(self, backup_id: str) -> None:
+        self._s.execute(delete(BackupRow).where(BackupRow.id == backup_id))
+
+    def query(self, q: BackupQuery) -> list[Backup]:
+        stmt = select(BackupRow).where(BackupRow.state != BackupState.DELETING.value)
+        if q.project_id is not None:
+            stmt = stmt.where(BackupRow.project_id == q.project_id)
+        if q.instance_id is not None:
+            stmt = stmt.where(BackupRow.instance_id == q.instance_id)
+        if q.datastore_version_ids is not None:
+            stmt = stmt.where(BackupRow.datastore_version_id.in_(q.datastore_version_ids))
+        if q.states is not None:
+            stmt = stmt.where(BackupRow.state.in_([s.value for s in q.states]))
+        stmt = stmt.order_by(BackupRow.updated.desc(), BackupRow.created.desc(), BackupRow.id)
+        stmt = stmt.offset(q.offset)
+        if q.limit is not None:
+            stmt = stmt.limit(q.limit)
+        return [_backup(r) for r in self._s.execute(stmt).scalars()]
+
+    def children(self, backup_id: str) -> list[Backup]:
+        stmt = select(BackupRow).where(BackupRow.parent_id == backup_id)
+        return [_backup(r) for r in self._s.execute(stmt).scalars()]
+
+    def running_for_instance(self, instance_id: str) -> list[Backup]:
+        stmt = select(BackupRow).where(
+            BackupRow.instance_id == instance_id, BackupRow.state.in_(RUNNING)
+        )
+        return [_backup(r) for r in self._s.execute(stmt).scalars()]
+
+    def in_states(self, states: Sequence[BackupState]) -> list[Backup]:
+        stmt = select(BackupRow).where(BackupRow.state.in_([s.value for s in states]))
+        return [_backup(r) for r in self._s.execute(stmt).scalars()]
+
+    def update_progress(self, backup_id: str, done: int, at: datetime) -> None:
+        self._s.execute(
+            update(BackupRow)
+            .where(BackupRow.id == backup_id)
+            .values(progress_done=done, progress_updated=at)
+        )
+
+
+def _instance(row: InstanceRow) -> Instance:
+    return Instance(
+        id=InstanceId(row.id),
+        project_id=ProjectId(row.project_id),
+        name=row.name,
+        kind=InstanceKind(row.kind),
+        datastore_version_id=row.datastore_version_id,
+        status=InstanceStatus(row.status),
+        created=row.created,
+        updated=row.updated,
+        flavor_id=row.flavor_id,
+        volume_size=row.volume_size,
+        task=row.task,
+        restore_backup_id=BackupId(row.restore_backup_id) if row.restore_backup_id else None,
+        fault=row.fault,
+        host=row.host,
+        public_connection=row.public_connection,
+    )
+
+
+class SqlInstanceRepository:
+    """Instances. The engine connection is stored sealed; sealing happens in services."""
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def add(self, instance: Instance, sealed_connection: str | None) -> None:
+        self._s.add(
+            InstanceRow(
+                id=instance.id,
+                project_id=instance.project_id,
+                name=instance.name,
+                kind=instance.kind.value,
+                datastore_version_id=instance.datastore_version_id,
+                status=instance.status.value,
+                task=instance.task,
+                flavor_id=instance.flavor_id,
+                volume_size=instance.volume_size,
+                restore_backup_id=instance.restore_backup_id,
+                fault=instance.fault,
+                host=instance.host,
+                connection_sealed=sealed_connection,
+                public_connection=instance.public_connection,
+                created=instance.created,
+                updated=instance.updated,
+                deleted=False,
+            )
+        )
+
+    def save(self, instance: Instance, sealed_connection: str | None = None) -> None:
+        row = self._s.get(InstanceRow, instance.id)
+        if row is None:
+            raise KeyError(instance.id)
+        row.name = instance.name
+        row.status = instance.status.value
+        row.task = instance.task
+        row.fault = instance.fault
+        row.updated = instance.updated
+        row.public_connection = instance.public_connection
+        if sealed_connection is not None:
+            row.connection_sealed = sealed_connection
+
+    def find(self, instance_id: str) -> Instance | None:
+        row = self._s.get(InstanceRow, instance_id)
+        if row is None or row.deleted:
+            return None
+        return _instance(row)
+
+    def sealed_connection(self, instance_id: str) -> str | None:
+        row = self._s.get(InstanceRow, instance_id)
+        return row.connection_sealed if row is not None else None
+
+    def mark_deleted(self, instance_id: str) -> None:
+        self._s.execute(
+            update(InstanceRow)
+            .where(InstanceRow.id == instance_id)
+            .values(deleted=True, connection_sealed=None)
+        )
+
+    def list(self, project_id: str | None, offset: int, limit: int) -> list[Instance]:
+        stmt = select(InstanceRow).where(InstanceRow.deleted.is_(False))
+        if project_id is not None:
+            stmt = stmt.where(InstanceRow.project_id == project_id)
+        stmt = stmt.order_by(InstanceRow.created.desc(), InstanceRow.id).offset(offset).limit(limit)
+        return [_instance(r) for r in self._s.execute(stmt).scalars()]
+
+    def all_live(self) -> list[Instance]:
+        stmt = select(InstanceRow).where(InstanceRow.deleted.is_(False))
+        return [_instance(r) for r in self._s.execute(stmt).scalars()]
+
+    def count(self, project_id: str) -> int:
+        stmt = (
+            select(func.count())
+            .select_from(InstanceRow)
+            .where(InstanceRow.project_id == project_id, InstanceRow.deleted.is_(False))
+        )
+        return int(self._s.execute(stmt).scalar_one())
+
+
+class SqlStrategyRepository:
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def upsert(self, strategy: BackupStrategy) -> None:
+        row = self._s.get(BackupStrategyRow, (strategy.project_id, strategy.instance_id))
+        if row is None:
+            self._s.add(
+                BackupStrategyRow(
+                    project_id=strategy.project_id,
+                    instance_id=strategy.instance_id,
+                    swift_container=strategy.swift_container,
+                )
+            )
+        else:
+            row.swift_container = strategy.swift_container
+
+    def find(self, project_id: str, instance_id: str) -> BackupStrategy | None:
+        row = self._s.get(BackupStrategyRow, (project_id, instance_id))
+        if row is None:
+            return None
+        return BackupStrategy(ProjectId(row.project_id), row.instance_id, row.swift_container)
+
+    def list(self, project_id: str, instance_id: str | None) -> list[BackupStrategy]:
+        stmt = select(BackupStrategyRow).where(BackupStrategyRow.project_id == project_id)
+        if instance_id is not None:
+            stmt = stmt.where(BackupStrategyRow.instance_id == instance_id)
+        stmt = stmt.order_by(BackupStrategyRow.instance_id)
+        return [
+            BackupStrategy(ProjectId(r.project_id), r.instance_id, r.swift_container)
+            for r in self._s.execute(stmt).scalars()
+        ]
+
+    def remove(self, project_id: str, instance_id: str) -> None:
+        self._s.execute(
+            delete(BackupStrategyRow).where(
+                BackupStrategyRow.project_id == project_id,
+                BackupStrategyRow.instance_id == instance_id,
+            )
+        )
+
+
+class SqlDatastoreRepository:
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def ensure(self, datastore: Datastore) -> None:
+        row = self._s.get(DatastoreRow, datastore.id)
+        if row is None:
+            self._s.add(
+                DatastoreRow(
+                    id=datastore.id,
+                    name=datastore.name,
+                    default_version_id=datastore.default_version_id,
+                )
+            )
+        else:
+            row.default_version_id = datastore.default_version_id
+        for version in datastore.versions:
+            vrow = self._s.get(DatastoreVersionRow, version.id)
+            if vrow is None:
+                self._s.add(
+                    DatastoreVersionRow(
+                        id=version.id,
+                        datastore_id=datastore.id,
+                        name=version.name,
+                        active=version.active,
+                    )
+                )
+            else:
+                vrow.active = version.active
+
+    def deactivate_all(self) -> None:
+        self._s.execute(update(DatastoreVersionRow).values(active=False))
+
+    def all(self) -> list[Datastore]:
+        rows = self._s.execute(select(DatastoreRow).order_by(DatastoreRow.name)).scalars().all()
+        versions = self._s.execute(
+            select(DatastoreVersionRow).order_by(DatastoreVersionRow.name)
+        ).scalars()
+        by_ds: dict[str, list[DatastoreVersion]] = {}
+        names = {r.id: r.name for r in rows}
+        for v in versions:
+            by_ds.setdefault(v.datastore_id, []).append(
+                DatastoreVersion(
+                    v.id, v.datastore_id, names.get(v.datastore_id, ""), v.name, v.active
+                )
+            )
+        return [
+            Datastore(r.id, r.name, r.default_version_id, tuple(by_ds.get(r.id, []))) for r in rows
+        ]
+
+
+class SqlQuotaRepository:
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def in_use(self, project_id: str, resource: str) -> int:
+        row = self._s.get(QuotaUsageRow, (project_id, resource))
+        return row.in_use if row is not None else 0
+
+    def set_in_use(self, project_id: str, resource: str, value: int) -> None:
+        row = self._s.get(QuotaUsageRow, (project_id, resource))
+        if row is None:
+            self._s.add(QuotaUsageRow(project_id=project_id, resource=resource, in_use=value))
+        else:
+            row.in_use = value
+
+
+class SqlTokenRepository:
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def add(self, record: TokenRecord) -> None:
+        self._s.add(
+            TokenRow(
+                id=record.id,
+                token_hash=record.token_hash,
+                project_id=record.project_id,
+                user_id=record.user_id,
+                roles=",".join(record.roles),
+                created=record.created,
+                revoked=record.revoked,
+            )
+        )
+
+    def find_by_hash(self, token_hash: str) -> TokenRecord | None:
+        row = self._s.execute(
+            select(TokenRow).where(TokenRow.token_hash == token_hash)
+        ).scalar_one_or_none()
+        return _token(row) if row is not None else None
+
+    def list(self) -> list[TokenRecord]:
+        rows = self._s.execute(select(TokenRow).order_by(TokenRow.created)).scalars()
+        return [_token(r) for r in rows]
+
+    def revoke(self, token_id: str, at: datetime) -> bool:
+        row = self._s.get(TokenRow, token_id)
+        if row is None or row.revoked is not None:
+            return False
+        row.revoked = at
+        return True
+
+    def count(self) -> int:
+        return int(self._s.execute(select(func.count()).select_from(TokenRow)).scalar_one())
+
+
+def _token(row: TokenRow) -> TokenRecord:
+    return TokenRecord(
+        id=row.id,
+        token_hash=row.token_hash,
+        project_id=row.project_id,
+        user_id=row.user_id,
+        roles=tuple(r for r in row.roles.split(",") if r),
+        created=row.created,
+        revoked=row.revoked,
+    )
+
+
+def _job(row: JobRow) -> Job:
+    return Job(
+        id=JobId(row.id),
+        kind=JobKind(row.kind),
+        target_id=row.target_id,
+        state=JobState(row.state),
+        created=row.created,
+        updated=row.updated,
+        attempts=row.attempts,
+        payload=dict(row.payload or {}),
+        error=row.error,
+    )
+
+
+class SqlJobRepository:
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def add(self, job: Job) -> None:
+        self._s.add(
+            JobRow(
+                id=job.id,
+                kind=job.kind.value,
+                target_id=job.target_id,
+                state=job.state.value,
+                attempts=job.attempts,
+                payload=job.payload,
+                error=job.error,
+                created=job.created,
+                updated=job.updated,
+            )
+        )
+
+    def find(self, job_id: str) -> Job | None:
+        row = self._s.get(JobRow, job_id)
+        return _job(row) if row is not None else None
+
+    def set_state(
+        self, job_id: str, state: JobState, at: datetime, error: str | None = None
+    ) -> None:
+        values: dict[str, object] = {"state": state.value, "updated": at, "error": error}
+        if state is JobState.RUNNING:
+            values["attempts"] = JobRow.attempts + 1
+            values["heartbeat"] = at
+        self._s.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
+
+    def unfinished(self) -> list[Job]:
+        stmt = (
+            select(JobRow)
+            .where(JobRow.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
+            .order_by(JobRow.created)
+        )
+        return [_job(r) for r in self._s.execute(stmt).scalars()]

@@ -1,0 +1,120 @@
+"""SQLAlchemy 2 rows. Only persistence and migrations know these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BackupRow(Base):
+    __tablename__ = "backups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(255))
+    instance_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    parent_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    created: Mapped[datetime] = mapped_column(DateTime)
+    updated: Mapped[datetime] = mapped_column(DateTime, index=True)
+    datastore_version_id: Mapped[str | None] = mapped_column(String(36))
+    size_gb: Mapped[float | None] = mapped_column(Float)
+    location_ref: Mapped[str | None] = mapped_column(Text)
+    store_name: Mapped[str | None] = mapped_column(String(64))
+    container: Mapped[str | None] = mapped_column(String(255))
+    fail_reason: Mapped[str | None] = mapped_column(Text)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_expected: Mapped[int | None] = mapped_column(Integer)
+    progress_started: Mapped[datetime | None] = mapped_column(DateTime)
+    progress_updated: Mapped[datetime | None] = mapped_column(DateTime)
+    stored_bytes: Mapped[int | None] = mapped_column(Integer)
+
+
+class InstanceRow(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    datastore_version_id: Mapped[str] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(16))
+    task: Mapped[str | None] = mapped_column(String(32))
+    flavor_id: Mapped[str | None] = mapped_column(String(64))
+    volume_size: Mapped[int | None] = mapped_column(Integer)
+    restore_backup_id: Mapped[str | None] = mapped_column(String(36))
+    fault: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(String(255), default="local")
+    connection_sealed: Mapped[str | None] = mapped_column(Text)
+    public_connection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created: Mapped[datetime] = mapped_column(DateTime)
+    updated: Mapped[datetime] = mapped_column(DateTime)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+
+
+class BackupStrategyRow(Base):
+    __tablename__ = "backup_strategies"
+
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    swift_container: Mapped[str] = mapped_column(String(255))
+
+
+class DatastoreRow(Base):
+    __tablename__ = "datastores"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    default_version_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class DatastoreVersionRow(Base):
+    __tablename__ = "datastore_versions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    datastore_id: Mapped[str] = mapped_column(ForeignKey("datastores.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class QuotaUsageRow(Base):
+    __tablename__ = "quota_usages"
+
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(32), primary_key=True)
+    in_use: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    roles: Mapped[str] = mapped_column(String(255))
+    created: Mapped[datetime] = mapped_column(DateTime)
+    revoked: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(36), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(DateTime)
+    updated: Mapped[datetime] = mapped_column(DateTime)
+    heartbeat: Mapped[datetime | None] = mapped_column(DateTime)

@@ -1,0 +1,81 @@
+"""SqlUnitOfWork: one session and transaction per use-case step."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from strongroom.persistence.repositories import (
+    SqlBackupRepository,
+    SqlDatastoreRepository,
+    SqlInstanceRepository,
+    SqlJobRepository,
+    SqlQuotaRepository,
+    SqlStrategyRepository,
+    SqlTokenRepository,
+)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            # SQLAlchemy emits BEGIN itself (below), so pysqlite must not.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            # WAL lets API readers proceed while a worker writes; NORMAL is durable in WAL.
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):  # type: ignore[no-untyped-def]
+            # A writing unit of work takes the write lock at BEGIN, so check-then-insert
+            # rules (one running backup per instance, quotas) cannot interleave.
+            immediate = conn.get_execution_options().get("write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class SqlUnitOfWork:
+    def __init__(self, factory: sessionmaker[Session], *, write: bool = False) -> None:
+        self._factory = factory
+        self._write = write
+
+    def __enter__(self) -> SqlUnitOfWork:
+        self.session = self._factory()
+        if self._write:
+            self.session.connection(execution_options={"write": True})
+        self.backups = SqlBackupRepository(self.session)
+        self.instances = SqlInstanceRepository(self.session)
+        self.strategies = SqlStrategyRepository(self.session)
+        self.datastores = SqlDatastoreRepository(self.session)
+        self.quotas = SqlQuotaRepository(self.session)
+        self.tokens = SqlTokenRepository(self.session)
+        self.jobs = SqlJobRepository(self.session)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.session.rollback()
+        finally:
+            self.session.close()
+
+    def commit(self) -> None:
+        self.session.commit()
+
+
+def unit_of_work_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)

@@ -1,0 +1,69 @@
+"""Authorization through oslo.policy with Trove's default rules (contract §8).
+
+An operator policy file (YAML or JSON) overrides any rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oslo_config import cfg
+from oslo_policy import policy
+
+from strongroom.domain.errors import PolicyNotAuthorizedError
+from strongroom.domain.model import RequestContext
+
+ADMIN_OR_OWNER = "rule:admin_or_owner"
+ANYONE = ""
+
+DEFAULT_RULES = [
+    policy.RuleDefault("admin", "role:admin or is_admin:True"),
+    policy.RuleDefault("admin_or_owner", "rule:admin or project_id:%(tenant)s"),
+    policy.RuleDefault("context_is_admin", "role:admin"),
+    policy.RuleDefault("backup:create", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup:index", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup:index:all_projects", "role:admin"),
+    policy.RuleDefault("backup:show", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup:delete", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup_strategy:create", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup_strategy:index", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup_strategy:delete", ADMIN_OR_OWNER),
+    policy.RuleDefault("instance:create", ADMIN_OR_OWNER),
+    policy.RuleDefault("instance:index", ADMIN_OR_OWNER),
+    policy.RuleDefault("instance:detail", ADMIN_OR_OWNER),
+    policy.RuleDefault("instance:show", ADMIN_OR_OWNER),
+    policy.RuleDefault("instance:delete", ADMIN_OR_OWNER),
+    policy.RuleDefault("instance:backups", ADMIN_OR_OWNER),
+    policy.RuleDefault("datastore:index", ANYONE),
+    policy.RuleDefault("datastore:show", ANYONE),
+    policy.RuleDefault("datastore:version_index", ANYONE),
+    policy.RuleDefault("datastore:version_show", ANYONE),
+    policy.RuleDefault("datastore:version_show_by_uuid", ANYONE),
+    policy.RuleDefault("flavor:index", ANYONE),
+    policy.RuleDefault("flavor:show", ANYONE),
+]
+
+
+class Authorizer:
+    def __init__(self, policy_file: Path | None = None) -> None:
+        conf = cfg.ConfigOpts()
+        conf([], project="strongroom", default_config_files=[], default_config_dirs=[])
+        self._enforcer = policy.Enforcer(
+            conf,
+            policy_file=str(policy_file) if policy_file else "strongroom-policy-unset.yaml",
+        )
+        self._enforcer.register_defaults(DEFAULT_RULES)
+        self._enforcer.load_rules()
+
+    def allowed(self, ctx: RequestContext, rule: str, target_project: str) -> bool:
+        creds = {
+            "roles": list(ctx.roles),
+            "project_id": ctx.project_id,
+            "user_id": ctx.user_id,
+            "is_admin": ctx.is_admin,
+        }
+        target = {"tenant": target_project, "project_id": target_project}
+        return bool(self._enforcer.enforce(rule, target, creds))
+
+    def enforce(self, ctx: RequestContext, rule: str, target_project: str) -> None:
+        if not self.allowed(ctx, rule, target_project):
+            raise PolicyNotAuthorizedError(rule)

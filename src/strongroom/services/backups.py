@@ -1,0 +1,369 @@
+"""Backup use cases: create, register (restore_from), show, list, delete, strategies."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from strongroom.domain import chains, quotas
+from strongroom.domain.errors import (
+    BadRequestError,
+    ForbiddenError,
+    NotImplementedByDatastoreError,
+    ResourceNotFoundError,
+    UnprocessableError,
+)
+from strongroom.domain.model import (
+    Backup,
+    BackupId,
+    BackupState,
+    BackupStrategy,
+    InstanceId,
+    InstanceStatus,
+    JobKind,
+    ProjectId,
+    RequestContext,
+)
+from strongroom.domain.ports import BackupQuery, UnitOfWork
+from strongroom.services.authorization import Authorizer
+from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.jobs import JobDispatcher
+from strongroom.services.rules import ServiceRules
+from strongroom.services.stores import StoreCatalog
+
+log = logging.getLogger(__name__)
+
+CONTAINER_RE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]*$")
+BACKUPS = "backups"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Backup]
+    offset: int
+    limit: int
+
+    @property
+    def full(self) -> bool:
+        return len(self.items) == self.limit
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    instance_id: str | None = None
+    datastore: str | None = None
+    project_id: str | None = None
+    all_projects: bool = False
+    offset: int = 0
+    limit: int | None = None
+
+
+class BackupService:
+    def __init__(
+        self,
+        *,
+        uow: Any,
+        clock: Any,
+        authorizer: Authorizer,
+        catalog: DatastoreCatalog,
+        stores: StoreCatalog,
+        jobs: JobDispatcher,
+        rules: ServiceRules,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._authz = authorizer
+        self._catalog = catalog
+        self._stores = stores
+        self._jobs = jobs
+        self._rules = rules
+
+    # -- queries -------------------------------------------------------------------
+    def get(self, ctx: RequestContext, *, backup_id: str) -> Backup:
+        with self._uow() as uow:
+            backup = self._visible(uow, ctx, backup_id)
+        self._authz.enforce(ctx, "backup:show", backup.project_id)
+        return backup
+
+    def list(self, ctx: RequestContext, *, filters: ListFilter) -> Page:
+        self._authz.enforce(ctx, "backup:index", ctx.project_id)
+        project: str | None = ctx.project_id
+        if filters.project_id is not None or filters.all_projects:
+            self._authz.enforce(ctx, "backup:index:all_projects", ctx.project_id)
+            project = filters.project_id
+        version_ids = None
+        if filters.datastore is not None:
+            datastore = self._catalog.get(filters.datastore)
+            version_ids = [v.id for v in datastore.versions]
+        limit = self._page_limit(filters.limit)
+        query = BackupQuery(
+            project_id=project,
+            instance_id=filters.instance_id,
+            datastore_version_ids=version_ids,
+            offset=filters.offset,
+            limit=limit,
+        )
+        with self._uow() as uow:
+            return Page(uow.backups.query(query), filters.offset, limit)
+
+    def list_for_instance(
+        self, ctx: RequestContext, *, instance_id: str, offset: int, limit: int | None
+    ) -> Page:
+        with self._uow() as uow:
+            instance = uow.instances.find(instance_id)
+            if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
+                raise ResourceNotFoundError(instance_id)
+            self._authz.enforce(ctx, "instance:backups", instance.project_id)
+            page_limit = self._page_limit(limit)
+            query = BackupQuery(
+                project_id=None if ctx.is_admin else ctx.project_id,
+                instance_id=instance_id,
+                offset=offset,
+                limit=page_limit,
+            )
+            return Page(uow.backups.query(query), offset, page_limit)
+
+    def _page_limit(self, limit: int | None) -> int:
+        if limit is None:
+            return self._rules.page_size
+        if limit <= 0 or limit > self._rules.max_page_size:
+            raise BadRequestError(f"limit must be between 1 and {self._rules.max_page_size}.")
+        return limit
+
+    @staticmethod
+    def _visible(uow: UnitOfWork, ctx: RequestContext, backup_id: str) -> Backup:
+        backup = uow.backups.find(backup_id)
+        if (
+            backup is None
+            or backup.state is BackupState.DELETING
+            or not (ctx.is_admin or backup.project_id == ctx.project_id)
+        ):
+            raise ResourceNotFoundError(backup_id)
+        return backup
+
+    # -- create --------------------------------------------------------------------
+    def create(
+        self, ctx: RequestContext, *, request: dict[str, Any], parent_page: tuple[int, int | None]
+    ) -> Backup:
+        """``request`` is the schema-validated ``backup`` object. ``parent_page`` is the
+        POST's own (marker, limit), which Trove applies to the incremental parent search."""
+        self._authz.enforce(ctx, "backup:create", ctx.project_id)
+        container = request.get("swift_container")
+        if container is not None and not CONTAINER_RE.match(container):
+            raise BadRequestError(f"The value is not allowed: {container}.")
+        if container is not None and (".." in container.split("/") or "/" in container):
+            raise BadRequestError(f"The value is not allowed: {container}.")
+        store_name = self._stores.resolve_name(request.get("storage_driver"))
+        if "restore_from" in request:
+            return self._register_restored(ctx, request)
+        instance_id = request.get("instance")
+        if not instance_id:
+            raise BadRequestError("instance is missing.")
+
+        now = self._clock.now()
+        backup_id = BackupId(str(uuid.uuid4()))
+        with self._uow(write=True) as uow:
+            if container is None:
+                container = self._container_for(uow, ctx, instance_id)
+            instance = uow.instances.find(instance_id)
+            if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
+                raise ResourceNotFoundError(instance_id)
+            self._check_ready(uow, instance_id, instance.status, instance.task)
+            version = self._catalog.find_version(instance.datastore_version_id)
+            if version is None or version.datastore_name not in self._catalog_engines():
+                name = version.datastore_name if version else "unknown"
+                raise NotImplementedByDatastoreError(
+                    f"The 'backup_create' operation is not supported for the '{name}' datastore."
+                )
+            parent_id = self._parent_for(uow, ctx, request, instance_id, parent_page)
+            in_use = uow.quotas.in_use(ctx.project_id, BACKUPS)
+            quotas.check_quota(resource=BACKUPS, in_use=in_use, limit=self._rules.backup_quota)
+            uow.quotas.set_in_use(ctx.project_id, BACKUPS, in_use + 1)
+            backup = Backup(
+                id=backup_id,
+                project_id=ctx.project_id,
+                name=request["name"],
+                description=request.get("description"),
+                instance_id=InstanceId(instance_id),
+                parent_id=BackupId(parent_id) if parent_id else None,
+                state=BackupState.NEW,
+                created=now,
+                updated=now,
+                datastore_version_id=instance.datastore_version_id,
+                store_name=store_name,
+                container=container,
+            )
+            uow.backups.add(backup)
+            job_id = self._jobs.record(uow, JobKind.BACKUP, backup_id)
+            uow.commit()
+        self._jobs.submit(job_id)
+        log.info("backup created", extra={"backup_id": backup_id, "job_id": job_id})
+        return backup
+
+    def _catalog_engines(self) -> set[str]:
+        return {d.name for d in self._catalog.all(include_inactive=False)}
+
+    def _container_for(self, uow: UnitOfWork, ctx: RequestContext, instance_id: str) -> str:
+        for key in (instance_id, ""):
+            strategy = uow.strategies.find(ctx.project_id, key)
+            if strategy is not None:
+                return strategy.swift_container
+        return self._rules.default_container
+
+    @staticmethod
+    def _check_ready(
+        uow: UnitOfWork, instance_id: str, status: InstanceStatus, task: str | None
+    ) -> None:
+        prefix = f"Instance {instance_id} is not currently available for an action to be performed"
+        if task is not None:
+            raise UnprocessableError(f"{prefix} (task status was {task}).")
+        if status is not InstanceStatus.ACTIVE:
+            raise UnprocessableError(f"{prefix} (instance status was {status}).")
+        if uow.backups.running_for_instance(instance_id):
+            raise UnprocessableError(f"{prefix} (instance status was BACKUP).")
+
+    def _parent_for(
+        self,
+        uow: UnitOfWork,
+        ctx: RequestContext,
+        request: dict[str, Any],
+        instance_id: str,
+        parent_page: tuple[int, int | None],
+    ) -> str | None:
+        explicit = request.get("parent_id")
+        if explicit:
+            parent = self._visible(uow, ctx, explicit)
+            # Stricter than Trove: an incremental needs a finished base of the same instance,
+            # otherwise the backup could only fail later.
+            if parent.state is not BackupState.COMPLETED or parent.instance_id != instance_id:
+                raise BadRequestError(
+                    f"Backup {explicit} cannot be the parent: it must be a COMPLETED "
+                    f"backup of instance {instance_id}."
+                )
+            return parent.id
+        if request.get("incremental") != 1:
+            return None
+        offset, limit = parent_page
+        candidates = uow.backups.query(
+            BackupQuery(
+                project_id=None if ctx.is_admin else ctx.project_id,
+                instance_id=instance_id,
+                offset=offset,
+                limit=limit or self._rules.page_size,
+            )
+        )
+        parent = chains.choose_parent(candidates)
+        return parent.id if parent else None
+
+    def _register_restored(self, ctx: RequestContext, request: dict[str, Any]) -> Backup:
+        source = request["restore_from"]
+        version = self._catalog.version_by_id(source["local_datastore_version_id"])
+        location = source["remote_location"]
+        manifest = self._stores.read_manifest_at(location)
+        if manifest is None:
+            raise BadRequestError(f"Failed to restore backup from {location}")
+        store_name, container = manifest
+        now = self._clock.now()
+        with self._uow(write=True) as uow:
+            in_use = uow.quotas.in_use(ctx.project_id, BACKUPS)
+            quotas.check_quota(resource=BACKUPS, in_use=in_use, limit=self._rules.backup_quota)
+            uow.quotas.set_in_use(ctx.project_id, BACKUPS, in_use + 1)
+            backup = Backup(
+                id=BackupId(str(uuid.uuid4())),
+                project_id=ctx.project_id,
+                name=request["name"],
+                description=request.get("description"),
+                instance_id=None,
+                parent_id=None,
+                state=BackupState.RESTORED,
+                created=now,
+                updated=now,
+                datastore_version_id=version.id,
+                size_gb=float(source["size"]),
+                location_ref=location,
+                store_name=store_name,
+                container=container,
+            )
+            uow.backups.add(backup)
+            uow.commit()
+        return backup
+
+    # -- delete --------------------------------------------------------------------
+    def delete(self, ctx: RequestContext, *, backup_id: str) -> None:
+        now = self._clock.now()
+        with self._uow(write=True) as uow:
+            root = self._visible(uow, ctx, backup_id)
+            self._authz.enforce(ctx, "backup:delete", root.project_id)
+            family = self._family(uow, ctx, root)
+            plan = chains.plan_delete(
+                root, family, now=now, running_expires=self._rules.running_backups_expire
+            )
+            job_ids = []
+            for backup in plan:
+                keep_objects = backup.state is BackupState.RESTORED
+                backup.state = BackupState.DELETING
+                backup.updated = now
+                uow.backups.save(backup)
+                job_ids.append(
+                    self._jobs.record(
+                        uow, JobKind.DELETE_BACKUP, backup.id, {"keep_objects": keep_objects}
+                    )
+                )
+            in_use = uow.quotas.in_use(ctx.project_id, BACKUPS)
+            uow.quotas.set_in_use(ctx.project_id, BACKUPS, quotas.release(in_use, len(plan)))
+            uow.commit()
+        for job_id in job_ids:
+            self._jobs.submit(job_id)
+
+    @staticmethod
+    def _family(uow: UnitOfWork, ctx: RequestContext, root: Backup) -> list[Backup]:
+        """Every live descendant of ``root`` that the caller can see."""
+        found: list[Backup] = []
+        frontier = [root.id]
+        while frontier:
+            children = [
+                c
+                for c in uow.backups.children(frontier.pop())
+                if c.state is not BackupState.DELETING
+                and (ctx.is_admin or c.project_id == ctx.project_id)
+            ]
+            found.extend(children)
+            frontier.extend(c.id for c in children)
+        return found
+
+    # -- strategies ----------------------------------------------------------------
+    def create_strategy(
+        self, ctx: RequestContext, *, instance_id: str | None, container: str
+    ) -> BackupStrategy:
+        self._authz.enforce(ctx, "backup_strategy:create", ctx.project_id)
+        strategy = BackupStrategy(ctx.project_id, instance_id or "", container)
+        with self._uow(write=True) as uow:
+            uow.strategies.upsert(strategy)
+            uow.commit()
+        return strategy
+
+    def list_strategies(
+        self, ctx: RequestContext, *, instance_id: str | None, project_id: str | None
+    ) -> list[BackupStrategy]:
+        project = self._strategy_project(ctx, project_id, "backup_strategy:index")
+        with self._uow() as uow:
+            return uow.strategies.list(project, instance_id)
+
+    def delete_strategy(
+        self, ctx: RequestContext, *, instance_id: str | None, project_id: str | None
+    ) -> None:
+        project = self._strategy_project(ctx, project_id, "backup_strategy:delete")
+        with self._uow(write=True) as uow:
+            uow.strategies.remove(project, instance_id or "")
+            uow.commit()
+
+    def _strategy_project(
+        self, ctx: RequestContext, project_id: str | None, rule: str
+    ) -> ProjectId:
+        self._authz.enforce(ctx, rule, ctx.project_id)
+        if project_id is not None and project_id != ctx.project_id and not ctx.is_admin:
+            raise ForbiddenError(f"Operation not allowed for tenant {ctx.project_id}.")
+        return ProjectId(project_id or ctx.project_id)

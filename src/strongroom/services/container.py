@@ -1,0 +1,20 @@
+"""What the API and the workers are given: the use cases, built by bootstrap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from strongroom.services.backups import BackupService
+from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.instances import InstanceService
+from strongroom.services.tokens import TokenService
+
+
+@dataclass(frozen=True)
+class Services:
+    backups: BackupService
+    instances: InstanceService
+    datastores: DatastoreCatalog
+    tokens: TokenService
+    public_endpoint: str | None = None
+    max_body_bytes: int = 1024 * 1024

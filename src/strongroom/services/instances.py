@@ -1,0 +1,266 @@
+"""Instance use cases: create (empty, external or restored from a backup), show, list,
+delete."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from strongroom.domain import quotas
+from strongroom.domain.errors import (
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    OverLimitError,
+    ResourceNotFoundError,
+    UnprocessableError,
+)
+from strongroom.domain.model import (
+    RESTORABLE_STATES,
+    BackupId,
+    DatastoreVersion,
+    Instance,
+    InstanceId,
+    InstanceKind,
+    InstanceStatus,
+    JobKind,
+    RequestContext,
+)
+from strongroom.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from strongroom.engines.errors import ExternalNotAllowedError, InvalidExternalError
+from strongroom.services.authorization import Authorizer
+from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.jobs import JobDispatcher
+from strongroom.services.rules import Flavor, ServiceRules
+from strongroom.services.secrets_box import SecretBox
+
+log = logging.getLogger(__name__)
+INSTANCES = "instances"
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """An instance with what its view needs beyond the row."""
+
+    instance: Instance
+    version: DatastoreVersion | None
+    backup_running: bool
+
+
+class InstanceService:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        authorizer: Authorizer,
+        catalog: DatastoreCatalog,
+        jobs: JobDispatcher,
+        secrets: SecretBox,
+        rules: ServiceRules,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._authz = authorizer
+        self._catalog = catalog
+        self._jobs = jobs
+        self._secrets = secrets
+        self._rules = rules
+
+    # -- flavors -------------------------------------------------------------------
+    def flavors(self) -> tuple[Flavor, ...]:
+        return self._rules.flavors
+
+    def flavor(self, flavor_id: str) -> Flavor:
+        for flavor in self._rules.flavors:
+            if flavor.id == flavor_id:
+                return flavor
+        raise NotFoundError(f"Flavor {flavor_id} could not be found.")
+
+    # -- queries -------------------------------------------------------------------
+    def get(self, ctx: RequestContext, *, instance_id: str) -> InstanceView:
+        with self._uow() as uow:
+            instance = self._visible(uow, ctx, instance_id)
+            self._authz.enforce(ctx, "instance:show", instance.project_id)
+            return self._view(uow, instance)
+
+    def list(self, ctx: RequestContext, *, offset: int, limit: int | None) -> list[InstanceView]:
+        self._authz.enforce(ctx, "instance:index", ctx.project_id)
+        page = min(limit or self._rules.page_size, self._rules.page_size)
+        if page <= 0:
+            raise BadRequestError("limit must be a positive integer.")
+        with self._uow() as uow:
+            return [self._view(uow, i) for i in uow.instances.list(ctx.project_id, offset, page)]
+
+    def _view(self, uow: UnitOfWork, instance: Instance) -> InstanceView:
+        running = bool(uow.backups.running_for_instance(instance.id))
+        return InstanceView(
+            instance, self._catalog.find_version(instance.datastore_version_id), running
+        )
+
+    @staticmethod
+    def _visible(uow: UnitOfWork, ctx: RequestContext, instance_id: str) -> Instance:
+        instance = uow.instances.find(instance_id)
+        if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
+            raise ResourceNotFoundError(instance_id)
+        return instance
+
+    # -- create --------------------------------------------------------------------
+    def create(self, ctx: RequestContext, *, request: dict[str, Any]) -> InstanceView:
+        """``request`` is the schema-validated ``instance`` object."""
+        self._authz.enforce(ctx, "instance:create", ctx.project_id)
+        version = self._resolve_version(request.get("datastore") or {})
+        engine = self._catalog.engine_for(version)
+        flavor_ref = request.get("flavorRef")
+        if flavor_ref is not None:
+            self.flavor(str(flavor_ref))
+        volume_size = self._volume_size(request.get("volume"))
+        external = request.get("external")
+        backup_ref = (request.get("restorePoint") or {}).get("backupRef")
+        if external is not None and backup_ref is not None:
+            raise BadRequestError("An external instance cannot be restored from a backup.")
+
+        now = self._clock.now()
+        instance_id = InstanceId(str(uuid.uuid4()))
+        sealed_connection = None
+        public_connection = None
+        if external is not None:
+            if not isinstance(external, dict):
+                raise BadRequestError("'external' must be an object of connection details.")
+            try:
+                connection = engine.register_external(external)
+            except ExternalNotAllowedError as exc:
+                raise ForbiddenError(str(exc)) from exc
+            except InvalidExternalError as exc:
+                raise BadRequestError(str(exc)) from exc
+            sealed_connection = self._secrets.seal(connection, bound_to=instance_id)
+            public_connection = engine.public_view(connection)
+
+        with self._uow(write=True) as uow:
+            if backup_ref is not None:
+                self._check_restore_point(uow, ctx, backup_ref, volume_size, version)
+            in_use = uow.instances.count(ctx.project_id)
+            quotas.check_quota(resource=INSTANCES, in_use=in_use, limit=self._rules.instance_quota)
+            instance = Instance(
+                id=instance_id,
+                project_id=ctx.project_id,
+                name=request["name"],
+                kind=InstanceKind.EXTERNAL if external is not None else InstanceKind.MANAGED,
+                datastore_version_id=version.id,
+                status=InstanceStatus.ACTIVE if external is not None else InstanceStatus.BUILD,
+                created=now,
+                updated=now,
+                flavor_id=str(flavor_ref) if flavor_ref is not None else None,
+                volume_size=volume_size,
+                task=None if external is not None else "BUILDING",
+                restore_backup_id=BackupId(backup_ref) if backup_ref else None,
+                public_connection=public_connection,
+            )
+            uow.instances.add(instance, sealed_connection)
+            job_id = None
+            if external is None:
+                payload = {
+                    "databases": request.get("databases") or [],
+                    "users": request.get("users") or [],
+                }
+                job_id = self._jobs.record(
+                    uow,
+                    JobKind.CREATE_INSTANCE,
+                    instance_id,
+                    {"sealed": self._secrets.seal(payload, bound_to=instance_id)},
+                )
+            uow.commit()
+            view = InstanceView(instance, version, False)
+        if job_id is not None:
+            self._jobs.submit(job_id)
+        return view
+
+    def _resolve_version(self, datastore: dict[str, Any]) -> DatastoreVersion:
+        ds_ref = datastore.get("type")
+        ds = self._catalog.get(ds_ref) if ds_ref else self._catalog.default()
+        version_ref = datastore.get("version")
+        if version_ref is None:
+            if ds.default_version_id is None:
+                raise BadRequestError(f"Datastore '{ds.name}' has no default version.")
+            version = self._catalog.version_by_id(ds.default_version_id)
+        else:
+            version = self._catalog.version_in(ds, version_ref)
+        if not version.active:
+            raise BadRequestError(
+                f"Datastore version '{version.name}' is not active on this service."
+            )
+        return version
+
+    def _volume_size(self, volume: Any) -> int | None:
+        if not volume:
+            return None
+        size = int(volume["size"])
+        if size > self._rules.max_volume_size:
+            raise OverLimitError(
+                f"Volume 'size' cannot exceed maximum of {self._rules.max_volume_size} GB, "
+                f"{size} cannot be accepted."
+            )
+        return size
+
+    def _check_restore_point(
+        self,
+        uow: UnitOfWork,
+        ctx: RequestContext,
+        backup_id: str,
+        volume_size: int | None,
+        version: DatastoreVersion,
+    ) -> None:
+        backup = uow.backups.find(backup_id)
+        if (
+            backup is None
+            or backup.state.value == "DELETING"
+            or not (ctx.is_admin or backup.project_id == ctx.project_id)
+        ):
+            raise ResourceNotFoundError(backup_id)
+        if backup.state not in RESTORABLE_STATES:
+            raise ConflictError(
+                f"Unable to create instance because backup {backup_id} is not completed. "
+                f"Actual state: {backup.state}."
+            )
+        if volume_size is not None and backup.size_gb is not None and backup.size_gb > volume_size:
+            raise ForbiddenError(
+                "Backup is too large for given flavor or volume. "
+                f"Backup size: {backup.size_gb} GBs. Available size: {volume_size} GBs."
+            )
+        if backup.location_ref is None:
+            raise NotFoundError(
+                f"Backup file in {backup.location_ref} was not found in the object storage."
+            )
+        source = self._catalog.find_version(backup.datastore_version_id)
+        if source is None or source.datastore_name != version.datastore_name:
+            source_name = source.datastore_name if source else "unknown"
+            raise BadRequestError(
+                f"The datastore from which the backup was taken, {source_name}, does not "
+                f"match the destination datastore of {version.datastore_name}."
+            )
+
+    # -- delete --------------------------------------------------------------------
+    def delete(self, ctx: RequestContext, *, instance_id: str) -> None:
+        with self._uow(write=True) as uow:
+            instance = self._visible(uow, ctx, instance_id)
+            self._authz.enforce(ctx, "instance:delete", instance.project_id)
+            if instance.status is InstanceStatus.BUILD or instance.task == "BUILDING":
+                raise UnprocessableError(
+                    f"Instance {instance_id} is not ready. (Status is {instance.status})."
+                )
+            if instance.task == "DELETING":
+                return
+            if uow.backups.running_for_instance(instance_id):
+                raise UnprocessableError(
+                    f"Instance {instance_id} is not currently available for an action to be "
+                    "performed (instance status was BACKUP)."
+                )
+            instance.task = "DELETING"
+            instance.updated = self._clock.now()
+            uow.instances.save(instance)
+            job_id = self._jobs.record(uow, JobKind.DELETE_INSTANCE, instance_id)
+            uow.commit()
+        self._jobs.submit(job_id)

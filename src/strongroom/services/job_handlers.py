@@ -1,0 +1,357 @@
+"""Job handlers: each reloads its target by id and is safe to run again."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from strongroom.domain.model import (
+    Backup,
+    BackupState,
+    Instance,
+    InstanceKind,
+    InstanceStatus,
+    JobId,
+    JobKind,
+    JobState,
+)
+from strongroom.domain.ports import Clock, UnitOfWorkFactory
+from strongroom.engines.base import DatabaseSpec, InstanceRequest, UserSpec
+from strongroom.services import object_layout
+from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.failure import describe_failure
+from strongroom.services.secrets_box import SecretBox
+from strongroom.services.transfer import Transfer
+
+log = logging.getLogger(__name__)
+
+GB = 1024**3
+
+
+def size_in_gb(size: int | None) -> float:
+    if not size:
+        return 0.0
+    return max(0.01, round(size / GB, 2))
+
+
+class JobHandlers:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        catalog: DatastoreCatalog,
+        transfer: Transfer,
+        secrets: SecretBox,
+        instances_dir: Path,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._catalog = catalog
+        self._transfer = transfer
+        self._secrets = secrets
+        self._instances_dir = instances_dir
+
+    def home_of(self, instance_id: str) -> Path:
+        return self._instances_dir / instance_id
+
+    # -- dispatch ------------------------------------------------------------------
+    def run(self, job_id: JobId) -> None:
+        with self._uow(write=True) as uow:
+            job = uow.jobs.find(job_id)
+            if job is None or job.state in (JobState.DONE, JobState.FAILED):
+                return
+            uow.jobs.set_state(job_id, JobState.RUNNING, self._clock.now())
+            uow.commit()
+        handler = {
+            JobKind.BACKUP: self._backup,
+            JobKind.DELETE_BACKUP: self._delete_backup,
+            JobKind.CREATE_INSTANCE: self._create_instance,
+            JobKind.DELETE_INSTANCE: self._delete_instance,
+        }[job.kind]
+        try:
+            handler(job.target_id, job.payload)
+        except Exception as exc:
+            log.exception("job failed", extra={"job_id": job_id})
+            self._finish(job_id, JobState.FAILED, describe_failure(exc))
+        else:
+            self._finish(job_id, JobState.DONE, None)
+
+    def _finish(self, job_id: JobId, state: JobState, error: str | None) -> None:
+        with self._uow(write=True) as uow:
+            uow.jobs.set_state(job_id, state, self._clock.now(), error)
+            uow.commit()
+
+    # -- backups -------------------------------------------------------------------
+    def _backup(self, backup_id: str, _payload: dict[str, Any]) -> None:
+        with self._uow(write=True) as uow:
+            backup = uow.backups.find(backup_id)
+            if backup is None or backup.state is not BackupState.NEW:
+                return
+            instance = uow.instances.find(backup.instance_id or "")
+            sealed = uow.instances.sealed_connection(backup.instance_id or "")
+            parent = uow.backups.find(backup.parent_id) if backup.parent_id else None
+            backup.state = BackupState.BUILDING
+            backup.updated = self._clock.now()
+            backup.progress.started_at = self._clock.now()
+            uow.backups.save(backup)
+            uow.commit()
+        try:
+            if instance is None or sealed is None:
+                raise RuntimeError("the instance of this backup no longer exists")
+            if backup.parent_id and (parent is None or parent.state is not BackupState.COMPLETED):
+                raise RuntimeError(f"parent backup {backup.parent_id} is no longer available")
+            version = self._catalog.version_by_id(instance.datastore_version_id)
+            engine = self._catalog.engine_for(version)
+            connection = self._secrets.open(sealed, bound_to=instance.id)
+            expected = engine.data_size(connection)
+            with self._uow(write=True) as uow:
+                current = uow.backups.find(backup_id)
+                if current is not None:
+                    current.size_gb = size_in_gb(expected)
+                    current.progress.bytes_expected = expected
+                    uow.backups.save(current)
+                    uow.commit()
+            outcome = self._transfer.backup(
+                backup=backup,
+                engine=engine,
+                connection=connection,
+                datastore=version.datastore_name,
+                datastore_version=version.name,
+                parent=parent,
+                report=lambda done: self._report(backup_id, done),
+            )
+        except Exception as exc:
+            self._fail_backup(backup_id, describe_failure(exc))
+            raise
+        with self._uow(write=True) as uow:
+            done = uow.backups.find(backup_id)
+            if done is None:
+                return
+            done.state = BackupState.COMPLETED
+            done.location_ref = outcome.location_ref
+            done.stored_bytes = outcome.stored_bytes
+            done.progress.bytes_done = outcome.plain_bytes
+            done.progress.updated_at = self._clock.now()
+            done.updated = self._clock.now()
+            uow.backups.save(done)
+            uow.commit()
+
+    def _report(self, backup_id: str, done: int) -> None:
+        with self._uow(write=True) as uow:
+            uow.backups.update_progress(backup_id, done, self._clock.now())
+            uow.commit()
+
+    def _fail_backup(self, backup_id: str, reason: str) -> None:
+        with self._uow(write=True) as uow:
+            backup = uow.backups.find(backup_id)
+            if backup is None or not backup.is_running:
+                return
+            backup.state = BackupState.FAILED
+            backup.fail_reason = reason
+            backup.updated = self._clock.now()
+            uow.backups.save(backup)
+            uow.commit()
+
+    def _delete_backup(self, backup_id: str, payload: dict[str, Any]) -> None:
+        with self._uow() as uow:
+            backup = uow.backups.find(backup_id)
+        if backup is None:
+            return
+        if not payload.get("keep_objects") and backup.store_name and backup.container:
+            try:
+                store = self._transfer.stores.backend(backup.store_name)
+                prefix = object_layout.backup_prefix(backup.container, backup.id)
+                for key in store.list(prefix):
+                    store.delete(key)
+            except Exception as exc:
+                self._mark_delete_failed(backup, describe_failure(exc))
+                raise
+        with self._uow(write=True) as uow:
+            uow.backups.remove(backup_id)
+            uow.commit()
+
+    def _mark_delete_failed(self, backup: Backup, reason: str) -> None:
+        with self._uow(write=True) as uow:
+            current = uow.backups.find(backup.id)
+            if current is None:
+                return
+            current.state = BackupState.DELETE_FAILED
+            current.fail_reason = reason
+            current.updated = self._clock.now()
+            uow.backups.save(current)
+            uow.commit()
+
+    # -- instances -----------------------------------------------------------------
+    def _create_instance(self, instance_id: str, payload: dict[str, Any]) -> None:
+        with self._uow() as uow:
+            instance = uow.instances.find(instance_id)
+        if instance is None or instance.status is not InstanceStatus.BUILD:
+            return
+        home = self.home_of(instance_id)
+        if "sealed" in payload:  # the request's users carry passwords
+            payload = self._secrets.open(payload["sealed"], bound_to=instance_id)
+        request = instance_request(instance.name, payload)
+        try:
+            version = self._catalog.version_by_id(instance.datastore_version_id)
+            engine = self._catalog.engine_for(version)
+            if instance.restore_backup_id:
+                connection = self._restore(instance, engine, home, request)
+            else:
+                home.mkdir(parents=True, exist_ok=True)
+                connection = engine.create_instance(home, request)
+        except Exception as exc:
+            shutil.rmtree(home, ignore_errors=True)
+            self._instance_failed(instance, describe_failure(exc))
+            raise
+        with self._uow(write=True) as uow:
+            current = uow.instances.find(instance_id)
+            if current is None:
+                return
+            current.status = InstanceStatus.ACTIVE
+            current.task = None
+            current.updated = self._clock.now()
+            current.public_connection = engine.public_view(connection)
+            uow.instances.save(current, self._secrets.seal(connection, bound_to=instance_id))
+            uow.commit()
+
+    def _restore(
+        self, instance: Instance, engine: Any, home: Path, request: InstanceRequest
+    ) -> dict[str, Any]:
+        with self._uow() as uow:
+            target = uow.backups.find(instance.restore_backup_id or "")
+            if target is None:
+                raise RuntimeError(f"backup {instance.restore_backup_id} no longer exists")
+
+            def find(bid: str) -> Backup | None:
+                return uow.backups.find(bid)
+
+            links = self._transfer.open_chain(target, find)
+        for link in links:
+            engine.check_restorable(link.opened.manifest.engine)
+        home.mkdir(parents=True, exist_ok=True)
+        return dict(engine.restore_instance(home, self._transfer.restore_inputs(links), request))
+
+    def _instance_failed(self, instance: Instance, reason: str) -> None:
+        with self._uow(write=True) as uow:
+            current = uow.instances.find(instance.id)
+            if current is None:
+                return
+            current.status = InstanceStatus.ERROR
+            current.task = None
+            current.fault = reason
+            current.updated = self._clock.now()
+            uow.instances.save(current)
+            uow.commit()
+
+    def _delete_instance(self, instance_id: str, _payload: dict[str, Any]) -> None:
+        with self._uow() as uow:
+            instance = uow.instances.find(instance_id)
+            sealed = uow.instances.sealed_connection(instance_id)
+        if instance is None:
+            return
+        if instance.kind is InstanceKind.MANAGED:
+            home = self.home_of(instance_id)
+            if sealed is not None:
+                version = self._catalog.version_by_id(instance.datastore_version_id)
+                engine = self._catalog.engine_for(version)
+                engine.destroy_instance(home, self._secrets.open(sealed, bound_to=instance_id))
+            shutil.rmtree(home, ignore_errors=True)
+        with self._uow(write=True) as uow:
+            uow.instances.mark_deleted(instance_id)
+            uow.commit()
+
+    # -- restart safety ------------------------------------------------------------
+    def recover(self) -> list[JobId]:
+        """After a restart: fail what was interrupted, return the jobs to run again."""
+        resubmit: list[JobId] = []
+        with self._uow() as uow:
+            unfinished = uow.jobs.unfinished()
+        for job in unfinished:
+            interrupted = job.state is JobState.RUNNING
+            if job.kind is JobKind.BACKUP and interrupted:
+                self._fail_backup(job.target_id, "the service stopped while the backup was running")
+                self._remove_partial(job.target_id)
+                self._finish(job.id, JobState.FAILED, "interrupted by a service restart")
+            elif job.kind is JobKind.CREATE_INSTANCE and interrupted:
+                with self._uow() as uow:
+                    instance = uow.instances.find(job.target_id)
+                if instance is not None:
+                    shutil.rmtree(self.home_of(instance.id), ignore_errors=True)
+                    self._instance_failed(
+                        instance, "the service stopped while the instance was being built"
+                    )
+                self._finish(job.id, JobState.FAILED, "interrupted by a service restart")
+            else:
+                resubmit.append(job.id)
+        # A running backup with no job left (it cannot happen through the service, but a
+        # hand-edited database must not leave one BUILDING forever).
+        with self._uow() as uow:
+            running = uow.backups.in_states(
+                [BackupState.NEW, BackupState.BUILDING, BackupState.SAVING]
+            )
+            pending = {j.target_id for j in uow.jobs.unfinished() if j.id in resubmit}
+        for backup in running:
+            if backup.id not in pending:
+                self._fail_backup(backup.id, "the service stopped while the backup was running")
+        return resubmit
+
+    def _remove_partial(self, backup_id: str) -> None:
+        with self._uow() as uow:
+            backup = uow.backups.find(backup_id)
+        if backup is None or not backup.store_name or not backup.container:
+            return
+        store = self._transfer.stores.backend(backup.store_name)
+        self._transfer.remove_objects(
+            store, object_layout.backup_prefix(backup.container, backup.id)
+        )
+
+    def start_managed_instances(self) -> None:
+        """Bring managed servers back after a restart; one that cannot start goes to ERROR."""
+        with self._uow() as uow:
+            instances = [
+                i
+                for i in uow.instances.all_live()
+                if i.kind is InstanceKind.MANAGED and i.status is InstanceStatus.ACTIVE
+            ]
+            sealed = {i.id: uow.instances.sealed_connection(i.id) for i in instances}
+        for instance in instances:
+            blob = sealed.get(instance.id)
+            if blob is None:
+                continue
+            try:
+                version = self._catalog.version_by_id(instance.datastore_version_id)
+                engine = self._catalog.engine_for(version)
+                connection = self._secrets.open(blob, bound_to=instance.id)
+                started = engine.start_instance(self.home_of(instance.id), connection)
+            except Exception as exc:
+                self._instance_failed(instance, describe_failure(exc))
+                continue
+            if started != connection:
+                with self._uow(write=True) as uow:
+                    current = uow.instances.find(instance.id)
+                    if current is not None:
+                        current.public_connection = engine.public_view(started)
+                        uow.instances.save(
+                            current, self._secrets.seal(started, bound_to=instance.id)
+                        )
+                        uow.commit()
+
+
+def instance_request(name: str, payload: dict[str, Any]) -> InstanceRequest:
+    databases = tuple(
+        DatabaseSpec(d["name"]) for d in payload.get("databases", []) if isinstance(d, dict)
+    )
+    users = tuple(
+        UserSpec(
+            name=u["name"],
+            password=u.get("password", ""),
+            databases=tuple(d["name"] for d in u.get("databases", []) if isinstance(d, dict)),
+            host=u.get("host", "%"),
+        )
+        for u in payload.get("users", [])
+        if isinstance(u, dict)
+    )
+    return InstanceRequest(name=name, databases=databases, users=users)

@@ -1,0 +1,31 @@
+"""Operator-tunable rules the use cases apply (filled from Settings by bootstrap)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class Flavor:
+    id: str
+    name: str
+    ram: int
+    vcpus: int
+    disk: int = 0
+
+
+@dataclass(frozen=True)
+class ServiceRules:
+    backup_quota: int = 50
+    instance_quota: int = 20
+    running_backups_expire: timedelta = timedelta(days=3)
+    page_size: int = 20
+    max_page_size: int = 1000
+    max_volume_size: int = 10
+    default_container: str = "database_backups"
+    default_store: str = "local"
+    flavors: tuple[Flavor, ...] = field(default_factory=tuple)
+    chunk_size: int = 4 * 1024 * 1024
+    compression_level: int = 1
+    transfer_threads: int = 2

@@ -1,0 +1,59 @@
+"""The configured object stores, seen from the use cases: pick one, find a manifest."""
+
+from __future__ import annotations
+
+import logging
+
+from strongroom.domain.errors import BadRequestError
+from strongroom.pipeline.errors import FormatError
+from strongroom.pipeline.keys import MasterKey
+from strongroom.pipeline.reader import OpenedManifest, open_manifest
+from strongroom.storage.base import StorageBackend
+from strongroom.storage.errors import StorageError
+from strongroom.storage.registry import StoreSet
+
+log = logging.getLogger(__name__)
+
+
+class StoreCatalog:
+    def __init__(self, stores: StoreSet, master_key: MasterKey) -> None:
+        self._stores = stores
+        self.master_key = master_key
+
+    @property
+    def default_name(self) -> str:
+        return self._stores.default_name
+
+    def resolve_name(self, driver: object) -> str:
+        """``storage_driver`` picks a store by name; absent means the default."""
+        if driver is None:
+            return self._stores.default_name
+        if not isinstance(driver, str) or driver not in self._stores.names():
+            known = ", ".join(sorted(self._stores.names()))
+            raise BadRequestError(f"Unknown storage_driver {driver!r}; configured stores: {known}.")
+        return driver
+
+    def backend(self, name: str) -> StorageBackend:
+        return self._stores.get(name)
+
+    def locate(self, url: str) -> tuple[str, StorageBackend, str]:
+        return self._stores.resolve_url(url)
+
+    def open_manifest_at(self, url: str) -> tuple[str, str, OpenedManifest]:
+        """(store name, manifest key, verified manifest) of the manifest at ``url``."""
+        name, backend, key = self._stores.resolve_url(url)
+        raw = backend.get(key)
+        return name, key, open_manifest(raw, self.master_key)
+
+    def read_manifest_at(self, url: str) -> tuple[str, str] | None:
+        """(store name, container) when ``url`` names a manifest this service can read
+        and verify with its master key; ``None`` otherwise (the reason is logged)."""
+        try:
+            name, key, _ = self.open_manifest_at(url)
+        except (StorageError, FormatError, ValueError) as exc:
+            log.info("restore_from location refused: %s", exc)
+            return None
+        return name, key.split("/", 1)[0]
+
+    def close(self) -> None:
+        self._stores.close()

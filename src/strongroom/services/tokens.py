@@ -1,0 +1,78 @@
+"""The embedded token store (no Keystone): token → project, user, roles.
+
+Tokens are 256-bit random strings, so a plain SHA-256 is the right stored form (nothing to
+brute-force); the lookup compares digests in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from strongroom.domain.errors import NotFoundError
+from strongroom.domain.model import ProjectId, RequestContext
+from strongroom.domain.ports import Clock, TokenRecord, UnitOfWorkFactory
+
+TOKEN_PREFIX = "srt_"
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    id: str
+    token: str
+    project_id: str
+    user_id: str
+    roles: tuple[str, ...]
+
+
+class TokenService:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    def create(self, *, project_id: str, user_id: str, roles: tuple[str, ...]) -> IssuedToken:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        record = TokenRecord(
+            id=str(uuid.uuid4()),
+            token_hash=token_digest(token),
+            project_id=project_id,
+            user_id=user_id,
+            roles=roles,
+            created=self._clock.now(),
+        )
+        with self._uow(write=True) as uow:
+            uow.tokens.add(record)
+            uow.commit()
+        return IssuedToken(record.id, token, project_id, user_id, roles)
+
+    def authenticate(self, token: str | None) -> RequestContext | None:
+        if not token or len(token) > 512:
+            return None
+        digest = token_digest(token)
+        with self._uow() as uow:
+            record = uow.tokens.find_by_hash(digest)
+        if record is None or record.revoked is not None:
+            return None
+        if not hmac.compare_digest(record.token_hash, digest):
+            return None
+        return RequestContext(ProjectId(record.project_id), record.user_id, record.roles)
+
+    def list(self) -> list[TokenRecord]:
+        with self._uow() as uow:
+            return uow.tokens.list()
+
+    def revoke(self, token_id: str) -> None:
+        with self._uow(write=True) as uow:
+            if not uow.tokens.revoke(token_id, self._clock.now()):
+                raise NotFoundError(f"No active token with id {token_id}.")
+            uow.commit()
+
+    def is_empty(self) -> bool:
+        with self._uow() as uow:
+            return uow.tokens.count() == 0

@@ -1,0 +1,208 @@
+"""Engine → pipeline → storage and back: the only place the three meet."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from strongroom.domain.model import Backup
+from strongroom.engines.base import Connection, Engine, Metadata, RestoreInput
+from strongroom.pipeline.errors import IntegrityError
+from strongroom.pipeline.reader import ChunkReader, OpenedManifest, open_manifest
+from strongroom.pipeline.writer import BackupWriter
+from strongroom.services import object_layout
+from strongroom.services.rules import ServiceRules
+from strongroom.services.stores import StoreCatalog
+from strongroom.storage.base import StorageBackend
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    location_ref: str
+    plain_bytes: int
+    stored_bytes: int
+    incremental: bool
+
+
+class ProgressSink:
+    """The engine's sink: forwards to the writer and reports bytes at most once a second."""
+
+    def __init__(self, writer: BackupWriter, report: Callable[[int], None]) -> None:
+        self._writer = writer
+        self._report = report
+        self._done = 0
+        self._last = time.monotonic()
+
+    def write(self, data: bytes, /) -> int:
+        written = self._writer.write(data)
+        self._done += len(data)
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            self._report(self._done)
+        return written
+
+
+@dataclass
+class ChainLink:
+    store: StorageBackend
+    manifest_key: str
+    opened: OpenedManifest
+    raw_sha256: str
+
+
+class _LazyReader:
+    """Opens a link's chunk reader on first read, so links are fetched one at a time."""
+
+    def __init__(self, link: ChainLink, transfer: Transfer) -> None:
+        self._link = link
+        self._transfer = transfer
+        self._reader: ChunkReader | None = None
+
+    def read(self, size: int, /) -> bytes:
+        if self._reader is None:
+            link = self._link
+            self._reader = ChunkReader(
+                link.opened,
+                lambda i: link.store.get(object_layout.chunk_key_beside(link.manifest_key, i)),
+                prefetch=self._transfer.rules.transfer_threads * 2,
+                workers=self._transfer.rules.transfer_threads,
+            )
+        data = self._reader.read(size)
+        if not data:
+            self._reader.close()
+        return data
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+
+class Transfer:
+    def __init__(self, stores: StoreCatalog, rules: ServiceRules) -> None:
+        self.stores = stores
+        self.rules = rules
+
+    # -- backup ----------------------------------------------------------------------
+    def backup(
+        self,
+        *,
+        backup: Backup,
+        engine: Engine,
+        connection: Connection,
+        datastore: str,
+        datastore_version: str,
+        parent: Backup | None,
+        report: Callable[[int], None],
+    ) -> BackupOutcome:
+        assert backup.store_name is not None and backup.container is not None
+        store = self.stores.backend(backup.store_name)
+        parent_meta: Metadata | None = None
+        parent_sha: str | None = None
+        if parent is not None:
+            link = self.open_link(parent)
+            parent_meta = link.opened.manifest.engine
+            parent_sha = link.raw_sha256
+        container, backup_id = backup.container, backup.id
+
+        def emit(index: int, blob: bytes) -> None:
+            store.put(object_layout.chunk_key(container, backup_id, index), blob)
+
+        writer = BackupWriter(
+            backup_id=backup_id,
+            master_key=self.stores.master_key,
+            emit=emit,
+            chunk_size=self.rules.chunk_size,
+            level=self.rules.compression_level,
+            workers=self.rules.transfer_threads,
+            max_in_flight=self.rules.transfer_threads * 2,
+        )
+        try:
+            result = engine.backup(connection, ProgressSink(writer, report), parent=parent_meta)
+            writer.close()
+            manifest = writer.manifest(
+                project_id=backup.project_id,
+                instance_id=backup.instance_id,
+                datastore=datastore,
+                datastore_version=datastore_version,
+                engine=result.metadata,
+                parent_id=parent.id if parent else None,
+                parent_manifest_sha256=parent_sha,
+                created=backup.created.isoformat(),
+            )
+            key = object_layout.manifest_key(container, backup_id)
+            store.put(key, manifest.to_bytes())
+        except BaseException:
+            writer.abort()
+            self.remove_objects(store, object_layout.backup_prefix(container, backup_id))
+            raise
+        return BackupOutcome(
+            location_ref=store.url_for(key),
+            plain_bytes=writer.plain_bytes,
+            stored_bytes=writer.stored_bytes,
+            incremental=result.incremental,
+        )
+
+    @staticmethod
+    def remove_objects(store: StorageBackend, prefix: str) -> None:
+        """Best effort clean-up of a failed backup's objects; a failure is only logged
+        (``strongroom check`` finds what is left)."""
+        try:
+            for key in store.list(prefix):
+                store.delete(key)
+        except Exception as exc:
+            log.warning("could not remove objects under %s: %s", prefix, exc)
+
+    # -- restore ---------------------------------------------------------------------
+    def open_link(self, backup: Backup) -> ChainLink:
+        if backup.location_ref is None:
+            raise IntegrityError(f"backup {backup.id} has no stored data")
+        _, store, key = self.stores.locate(backup.location_ref)
+        raw = store.get(key)
+        opened = open_manifest(raw, self.stores.master_key)
+        return ChainLink(store, key, opened, hashlib.sha256(raw).hexdigest())
+
+    def open_chain(
+        self, target: Backup, find_backup: Callable[[str], Backup | None]
+    ) -> list[ChainLink]:
+        """Every manifest from the full backup to ``target``, verified, each bound to its
+        child by the child's recorded parent manifest checksum."""
+        links = [self.open_link(target)]
+        while (parent_id := links[-1].opened.manifest.parent_id) is not None:
+            child = links[-1]
+            parent = find_backup(parent_id)
+            if parent is not None and parent.location_ref is not None:
+                link = self.open_link(parent)
+            else:
+                # Not in this service's database (e.g. a restore_from backup): the parent's
+                # manifest sits beside the child's, as every chain is written.
+                key = object_layout.sibling_manifest_key(child.manifest_key, parent_id)
+                raw = child.store.get(key)
+                link = ChainLink(
+                    child.store,
+                    key,
+                    open_manifest(raw, self.stores.master_key, expected_backup_id=parent_id),
+                    hashlib.sha256(raw).hexdigest(),
+                )
+            if link.raw_sha256 != child.opened.manifest.parent_manifest_sha256:
+                raise IntegrityError(
+                    f"the parent manifest of backup {child.opened.manifest.backup_id} "
+                    "does not match the checksum its child recorded"
+                )
+            links.append(link)
+            if len(links) > 10_000:
+                raise IntegrityError("backup chain is too long or loops")
+        links.reverse()
+        return links
+
+    def restore_inputs(self, links: list[ChainLink]) -> list[RestoreInput]:
+        return [
+            RestoreInput(link.opened.manifest.engine, _LazyReader(link, self)) for link in links
+        ]
