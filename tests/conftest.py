@@ -1,1 +1,1 @@
-pytest_plugins = ["fixtures.service"]
+pytest_plugins = ["fixtures.service", "fixtures.live"]

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from strongroom.config import Settings, StoreSettings
 from strongroom.engines.registry import EngineSettings, build_engine_registry
@@ -83,13 +79,6 @@ def store_config(s: StoreSettings) -> StoreConfig:
     )
 
 
-def _connection_key(master: MasterKey) -> bytes:
-    """A key for sealing instance connections, derived so it is never the master key."""
-    raw = base64.b64decode(master.to_base64())
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"strongroom-connections")
-    return hkdf.derive(raw)
-
-
 def rules_from(settings: Settings) -> ServiceRules:
     return ServiceRules(
         backup_quota=settings.backup_quota,
@@ -121,7 +110,7 @@ def build(settings: Settings) -> Container:
 
     clock = SystemClock()
     master = MasterKey.load_or_create(settings.key_file)
-    secrets = SecretBox(_connection_key(master))
+    secrets = SecretBox(master.derive_key(b"strongroom-connections"))
     stores = StoreCatalog(
         StoreSet.from_configs([store_config(s) for s in settings.stores], settings.default_store),
         master,

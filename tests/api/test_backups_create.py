@@ -64,7 +64,8 @@ def test_root_level_body_errors_are_400(harness):
 
 def test_bad_container_characters(harness, instance):
     r = harness.a.post(
-        "/backups", {"backup": {"name": "b", "instance": instance["id"], "swift_container": "bad name"}}
+        "/backups",
+        {"backup": {"name": "b", "instance": instance["id"], "swift_container": "bad name"}},
     )
     assert r.status_code == 400
     assert msg(r) == "The value is not allowed: bad name."
@@ -110,7 +111,9 @@ def test_quota_and_release_after_delete(tmp_path):
         h.a.wait_backup(second["id"])
         r = h.a.post("/backups", {"backup": {"name": "three", "instance": inst["id"]}})
         assert r.status_code == 413
-        assert r.json() == {"overLimit": {"code": 413, "message": "Quota exceeded for resources: ['backups']."}}
+        assert r.json() == {
+            "overLimit": {"code": 413, "message": "Quota exceeded for resources: ['backups']."}
+        }
         assert h.a.delete(f"/backups/{second['id']}").status_code == 202
         h.wait_idle()
         h.a.wait_backup(h.a.create_backup(inst["id"], "three")["id"])
@@ -153,7 +156,9 @@ def test_failed_backup_is_never_a_parent(harness, instance):
 
 def test_unknown_or_foreign_parent_is_404(harness, instance):
     missing = "11111111-1111-1111-1111-111111111111"
-    r = harness.a.post("/backups", {"backup": {"name": "b", "instance": instance["id"], "parent_id": missing}})
+    r = harness.a.post(
+        "/backups", {"backup": {"name": "b", "instance": instance["id"], "parent_id": missing}}
+    )
     assert r.status_code == 404 and msg(r) == f"Resource {missing} cannot be found."
     other = harness.b.create_instance("other")
     harness.b.wait_instance(other["id"])
@@ -175,8 +180,18 @@ def test_extra_keys_are_accepted(harness, instance):
 
 def test_strategy_resolution_picks_the_container(harness, instance):
     iid = instance["id"]
-    assert harness.a.post("/backup_strategies", {"backup_strategy": {"instance_id": iid, "swift_container": "c1"}}).status_code == 202
-    assert harness.a.post("/backup_strategies", {"backup_strategy": {"swift_container": "c2"}}).status_code == 202
+    assert (
+        harness.a.post(
+            "/backup_strategies", {"backup_strategy": {"instance_id": iid, "swift_container": "c1"}}
+        ).status_code
+        == 202
+    )
+    assert (
+        harness.a.post(
+            "/backup_strategies", {"backup_strategy": {"swift_container": "c2"}}
+        ).status_code
+        == 202
+    )
     b1 = harness.a.wait_backup(harness.a.create_backup(iid, "s1")["id"])
     assert f"/c1/{b1['id']}/manifest.json" in b1["locationRef"]
     assert harness.a.delete(f"/backup_strategies?instance_id={iid}").status_code == 202

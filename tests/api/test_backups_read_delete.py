@@ -53,21 +53,48 @@ def test_restore_from_validation(harness):
     vid = sqlite_version_id(harness.a)
     r = harness.a.post(
         "/backups",
-        {"backup": {"name": "x", "restore_from": {"remote_location": "file:///x", "local_datastore_version_id": vid, "size": "1"}}},
+        {
+            "backup": {
+                "name": "x",
+                "restore_from": {
+                    "remote_location": "file:///x",
+                    "local_datastore_version_id": vid,
+                    "size": "1",
+                },
+            }
+        },
     )
     assert r.status_code == 400
     assert msg(r) == "Validation error: backup['restore_from']['size'] '1' is not of type 'number'"
     unknown = "22222222-2222-2222-2222-222222222222"
     r = harness.a.post(
         "/backups",
-        {"backup": {"name": "x", "restore_from": {"remote_location": "file:///x", "local_datastore_version_id": unknown, "size": 1}}},
+        {
+            "backup": {
+                "name": "x",
+                "restore_from": {
+                    "remote_location": "file:///x",
+                    "local_datastore_version_id": unknown,
+                    "size": 1,
+                },
+            }
+        },
     )
     assert r.status_code == 400
     assert msg(r) == f"Datastore version '{unknown}' cannot be found."
     location = "file:///nonexistent/database_backups/abc/manifest.json"
     r = harness.a.post(
         "/backups",
-        {"backup": {"name": "x", "restore_from": {"remote_location": location, "local_datastore_version_id": vid, "size": 1}}},
+        {
+            "backup": {
+                "name": "x",
+                "restore_from": {
+                    "remote_location": location,
+                    "local_datastore_version_id": vid,
+                    "size": 1,
+                },
+            }
+        },
     )
     assert r.status_code == 400
     assert msg(r) == f"Failed to restore backup from {location}"
@@ -75,8 +102,20 @@ def test_restore_from_validation(harness):
 
 def test_show_is_scoped_to_the_project(harness, instance):
     b = harness.a.wait_backup(harness.a.create_backup(instance["id"])["id"])
-    keys = {"id", "name", "description", "locationRef", "instance_id", "created", "updated",
-            "size", "status", "parent_id", "project_id", "datastore"}
+    keys = {
+        "id",
+        "name",
+        "description",
+        "locationRef",
+        "instance_id",
+        "created",
+        "updated",
+        "size",
+        "status",
+        "parent_id",
+        "project_id",
+        "datastore",
+    }
     assert keys <= set(b)
     assert harness.b.get(f"/backups/{b['id']}").status_code == 404
     assert harness.admin.get(f"/backups/{b['id']}").status_code == 200
@@ -87,7 +126,9 @@ def test_show_is_scoped_to_the_project(harness, instance):
 def make_backups(harness, instance, n):
     ids = []
     for i in range(n):
-        ids.append(harness.a.wait_backup(harness.a.create_backup(instance["id"], f"b{i}")["id"])["id"])
+        ids.append(
+            harness.a.wait_backup(harness.a.create_backup(instance["id"], f"b{i}")["id"])["id"]
+        )
     return ids
 
 
@@ -97,7 +138,12 @@ def test_order_and_pagination_links(harness, instance):
     assert listed == list(reversed(ids))
     body = harness.a.get("/backups?limit=2").json()
     assert len(body["backups"]) == 2
-    assert body["links"] == [{"rel": "next", "href": f"https://127.0.0.1:8779/v1.0/{harness.a.project}/backups?limit=2&marker=2"}]
+    assert body["links"] == [
+        {
+            "rel": "next",
+            "href": f"https://127.0.0.1:8779/v1.0/{harness.a.project}/backups?limit=2&marker=2",
+        }
+    ]
     body = harness.a.get("/backups?limit=2&marker=2&foo=bar").json()
     assert body["links"][0]["href"].endswith("/backups?limit=2&marker=4&foo=bar")
     body = harness.a.get("/backups?limit=2&marker=4").json()
@@ -149,9 +195,13 @@ def test_instance_backups_listing(harness, instance):
     ids = make_backups(harness, instance, 3)
     body = harness.a.get(f"/instances/{instance['id']}/backups?limit=2").json()
     assert [b["id"] for b in body["backups"]] == list(reversed(ids))[:2]
-    assert body["links"][0]["href"].endswith(f"/instances/{instance['id']}/backups?limit=2&marker=2")
+    assert body["links"][0]["href"].endswith(
+        f"/instances/{instance['id']}/backups?limit=2&marker=2"
+    )
     assert harness.b.get(f"/instances/{instance['id']}/backups").status_code == 404
-    assert harness.a.get("/instances/00000000-0000-0000-0000-000000000000/backups").status_code == 404
+    assert (
+        harness.a.get("/instances/00000000-0000-0000-0000-000000000000/backups").status_code == 404
+    )
     admin_view = harness.admin.get(f"/instances/{instance['id']}/backups").json()["backups"]
     assert len(admin_view) == 3
 
@@ -204,7 +254,16 @@ def test_delete_restored_backup_keeps_the_stored_object(harness, instance):
     vid = sqlite_version_id(harness.a)
     imported = harness.a.post(
         "/backups",
-        {"backup": {"name": "imp", "restore_from": {"remote_location": done["locationRef"], "local_datastore_version_id": vid, "size": 0.1}}},
+        {
+            "backup": {
+                "name": "imp",
+                "restore_from": {
+                    "remote_location": done["locationRef"],
+                    "local_datastore_version_id": vid,
+                    "size": 0.1,
+                },
+            }
+        },
     ).json()["backup"]
     assert harness.a.delete(f"/backups/{imported['id']}").status_code == 202
     harness.wait_idle()

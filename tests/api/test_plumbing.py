@@ -43,15 +43,23 @@ def test_missing_or_bad_token_is_401_with_parsable_body(harness):
 def test_revoked_token_is_refused(harness):
     tokens = harness.container.services.tokens
     issued = tokens.create(project_id="p3", user_id="u", roles=("member",))
-    assert harness.client.get("/v1.0/p3/backups", headers={"X-Auth-Token": issued.token}).status_code == 200
+    assert (
+        harness.client.get("/v1.0/p3/backups", headers={"X-Auth-Token": issued.token}).status_code
+        == 200
+    )
     tokens.revoke(issued.id)
-    assert harness.client.get("/v1.0/p3/backups", headers={"X-Auth-Token": issued.token}).status_code == 401
+    assert (
+        harness.client.get("/v1.0/p3/backups", headers={"X-Auth-Token": issued.token}).status_code
+        == 401
+    )
 
 
 def test_unknown_path_and_unsupported_method_are_item_not_found(harness):
     r = harness.a.get("/nothing-here")
     assert r.status_code == 404
-    assert r.json() == {"itemNotFound": {"code": 404, "message": "The resource could not be found."}}
+    assert r.json() == {
+        "itemNotFound": {"code": 404, "message": "The resource could not be found."}
+    }
     r = harness.client.put(
         harness.a.url("/backups/abc"), headers={"X-Auth-Token": harness.a.token}, json={}
     )
@@ -60,13 +68,17 @@ def test_unknown_path_and_unsupported_method_are_item_not_found(harness):
 
 
 def test_malformed_json_and_wrong_media_type(harness):
-    r = harness.a.post("/backups", content=b"{not json", headers={"Content-Type": "application/json"})
+    r = harness.a.post(
+        "/backups", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 400
     assert r.json()["badRequest"]["message"] == "Malformed request body"
     r = harness.a.post("/backups", content=b"hello", headers={"Content-Type": "text/plain"})
     assert r.status_code == 415
     r = harness.client.post(
-        harness.a.url("/backups"), content=b'{"backup": {}}', headers={"X-Auth-Token": harness.a.token}
+        harness.a.url("/backups"),
+        content=b'{"backup": {}}',
+        headers={"X-Auth-Token": harness.a.token},
     )
     assert r.status_code == 400
 

@@ -14,9 +14,20 @@ IID = "44b277eb-39be-4921-be31-3d61b43651d7"
 def test_strategy_create_list_upsert_delete(harness):
     r = harness.a.post("/backup_strategies", {"backup_strategy": {"swift_container": "proj_cont"}})
     assert r.status_code == 202
-    assert r.json() == {"backup_strategy": {"project_id": harness.a.project, "instance_id": "", "backend": "swift", "swift_container": "proj_cont"}}
-    harness.a.post("/backup_strategies", {"backup_strategy": {"instance_id": IID, "swift_container": "c1"}})
-    harness.a.post("/backup_strategies", {"backup_strategy": {"instance_id": IID, "swift_container": "c2"}})
+    assert r.json() == {
+        "backup_strategy": {
+            "project_id": harness.a.project,
+            "instance_id": "",
+            "backend": "swift",
+            "swift_container": "proj_cont",
+        }
+    }
+    harness.a.post(
+        "/backup_strategies", {"backup_strategy": {"instance_id": IID, "swift_container": "c1"}}
+    )
+    harness.a.post(
+        "/backup_strategies", {"backup_strategy": {"instance_id": IID, "swift_container": "c2"}}
+    )
     listed = harness.a.get("/backup_strategies").json()["backup_strategies"]
     assert len(listed) == 2
     assert [s["swift_container"] for s in listed if s["instance_id"] == IID] == ["c2"]
@@ -31,21 +42,36 @@ def test_strategy_create_list_upsert_delete(harness):
 def test_strategy_validation(harness):
     r = harness.a.post("/backup_strategies", {"backup_strategy": {}})
     assert r.status_code == 400 and "'swift_container' is a required property" in msg(r)
-    r = harness.a.post("/backup_strategies", {"backup_strategy": {"swift_container": "c", "extra": 1}})
-    assert r.status_code == 400 and "Additional properties are not allowed ('extra' was unexpected)" in msg(r)
-    r = harness.a.post("/backup_strategies", {"backup_strategy": {"swift_container": "c", "instance_id": "bad"}})
+    r = harness.a.post(
+        "/backup_strategies", {"backup_strategy": {"swift_container": "c", "extra": 1}}
+    )
+    assert (
+        r.status_code == 400
+        and "Additional properties are not allowed ('extra' was unexpected)" in msg(r)
+    )
+    r = harness.a.post(
+        "/backup_strategies", {"backup_strategy": {"swift_container": "c", "instance_id": "bad"}}
+    )
     assert r.status_code == 400
 
 
 def test_strategy_other_project_is_admin_only(harness):
     harness.b.post("/backup_strategies", {"backup_strategy": {"swift_container": "theirs"}})
     r = harness.a.get(f"/backup_strategies?project_id={harness.b.project}")
-    assert r.status_code == 403 and msg(r) == f"Operation not allowed for tenant {harness.a.project}."
+    assert (
+        r.status_code == 403 and msg(r) == f"Operation not allowed for tenant {harness.a.project}."
+    )
     assert harness.a.delete(f"/backup_strategies?project_id={harness.b.project}").status_code == 403
-    assert harness.b.get("/backup_strategies").json()["backup_strategies"][0]["swift_container"] == "theirs"
+    assert (
+        harness.b.get("/backup_strategies").json()["backup_strategies"][0]["swift_container"]
+        == "theirs"
+    )
     r = harness.admin.get(f"/backup_strategies?project_id={harness.b.project}")
     assert r.status_code == 200 and len(r.json()["backup_strategies"]) == 1
-    assert harness.admin.delete(f"/backup_strategies?project_id={harness.b.project}").status_code == 202
+    assert (
+        harness.admin.delete(f"/backup_strategies?project_id={harness.b.project}").status_code
+        == 202
+    )
     assert harness.b.get("/backup_strategies").json() == {"backup_strategies": []}
 
 
@@ -54,7 +80,10 @@ def test_datastores(harness):
     (ds,) = [d for d in body["datastores"] if d["name"] == "sqlite"]
     assert {"id", "name", "links", "versions", "default_version"} <= set(ds)
     assert "datastore" not in ds["versions"][0]
-    assert harness.a.get(f"/datastores/{ds['id']}").json() == harness.a.get("/datastores/sqlite").json()
+    assert (
+        harness.a.get(f"/datastores/{ds['id']}").json()
+        == harness.a.get("/datastores/sqlite").json()
+    )
     r = harness.a.get("/datastores/x")
     assert r.status_code == 404 and msg(r) == "Datastore 'x' cannot be found."
     versions = harness.a.get("/datastores/sqlite/versions").json()["versions"]
@@ -88,36 +117,95 @@ def completed(harness):
 
 def test_restore_point_rules(harness, completed):
     inst, backup = completed
-    r = harness.a.post("/instances", {"instance": {"name": "r", "flavorRef": "1", "volume": {"size": 1}, "restorePoint": {"backupRef": backup["id"]}, "datastore": {"type": "sqlite", "version": "3"}}})
+    r = harness.a.post(
+        "/instances",
+        {
+            "instance": {
+                "name": "r",
+                "flavorRef": "1",
+                "volume": {"size": 1},
+                "restorePoint": {"backupRef": backup["id"]},
+                "datastore": {"type": "sqlite", "version": "3"},
+            }
+        },
+    )
     assert r.status_code == 200 and r.json()["instance"]["status"] == "BUILD"
     harness.a.wait_instance(r.json()["instance"]["id"])
     # not completed
     harness.container.queue.hold()
     running = harness.a.create_backup(inst["id"], "running")
-    r = harness.a.post("/instances", {"instance": {"name": "r", "flavorRef": "1", "restorePoint": {"backupRef": running["id"]}}})
+    r = harness.a.post(
+        "/instances",
+        {"instance": {"name": "r", "flavorRef": "1", "restorePoint": {"backupRef": running["id"]}}},
+    )
     assert r.status_code == 409
-    assert msg(r) == f"Unable to create instance because backup {running['id']} is not completed. Actual state: NEW."
+    assert (
+        msg(r)
+        == f"Unable to create instance because backup {running['id']} is not completed. "
+        "Actual state: NEW."
+    )
     harness.container.queue.release()
     # unknown / other project / malformed
     missing = "00000000-0000-0000-0000-000000000001"
-    r = harness.a.post("/instances", {"instance": {"name": "r", "flavorRef": "1", "restorePoint": {"backupRef": missing}}})
+    r = harness.a.post(
+        "/instances",
+        {"instance": {"name": "r", "flavorRef": "1", "restorePoint": {"backupRef": missing}}},
+    )
     assert r.status_code == 404
-    r = harness.b.post("/instances", {"instance": {"name": "r", "flavorRef": "1", "restorePoint": {"backupRef": backup["id"]}}})
+    r = harness.b.post(
+        "/instances",
+        {"instance": {"name": "r", "flavorRef": "1", "restorePoint": {"backupRef": backup["id"]}}},
+    )
     assert r.status_code == 404
-    r = harness.a.post("/instances", {"instance": {"name": "r", "flavorRef": "1", "restorePoint": {"backupRef": "http://x/backups/1"}}})
+    r = harness.a.post(
+        "/instances",
+        {
+            "instance": {
+                "name": "r",
+                "flavorRef": "1",
+                "restorePoint": {"backupRef": "http://x/backups/1"},
+            }
+        },
+    )
     assert r.status_code == 400
     # volume over the maximum
-    r = harness.a.post("/instances", {"instance": {"name": "r", "flavorRef": "1", "volume": {"size": 11}}})
+    r = harness.a.post(
+        "/instances", {"instance": {"name": "r", "flavorRef": "1", "volume": {"size": 11}}}
+    )
     assert r.status_code == 413
 
 
 def test_restore_refuses_too_large_backup(harness, completed):
-    inst, backup = completed
+    _, backup = completed
     vid = harness.a.get("/datastores/sqlite").json()["datastore"]["default_version"]
-    big = harness.a.post("/backups", {"backup": {"name": "big", "restore_from": {"remote_location": backup["locationRef"], "local_datastore_version_id": vid, "size": 5.5}}}).json()["backup"]
-    r = harness.a.post("/instances", {"instance": {"name": "r", "flavorRef": "1", "volume": {"size": 2}, "restorePoint": {"backupRef": big["id"]}}})
+    big = harness.a.post(
+        "/backups",
+        {
+            "backup": {
+                "name": "big",
+                "restore_from": {
+                    "remote_location": backup["locationRef"],
+                    "local_datastore_version_id": vid,
+                    "size": 5.5,
+                },
+            }
+        },
+    ).json()["backup"]
+    r = harness.a.post(
+        "/instances",
+        {
+            "instance": {
+                "name": "r",
+                "flavorRef": "1",
+                "volume": {"size": 2},
+                "restorePoint": {"backupRef": big["id"]},
+            }
+        },
+    )
     assert r.status_code == 403
-    assert msg(r).startswith("Backup is too large for given flavor or volume. Backup size: 5.5 GBs.")
+    assert msg(r).startswith(
+        "Backup is too large for given flavor or volume. Backup size: 5.5 GBs."
+    )
 
 
 def test_delete_instance_keeps_its_backups(harness, completed):
@@ -157,11 +245,29 @@ def test_external_sqlite_registration_is_restricted(harness, tmp_path):
     sqlite3.connect(allowed).execute("create table t(x)").connection.commit()
     outside = tmp_path / "outside.db"
     sqlite3.connect(outside).execute("create table t(x)").connection.commit()
-    r = harness.a.post("/instances", {"instance": {"name": "ext", "datastore": {"type": "sqlite"}, "external": {"path": str(allowed)}}})
+    r = harness.a.post(
+        "/instances",
+        {
+            "instance": {
+                "name": "ext",
+                "datastore": {"type": "sqlite"},
+                "external": {"path": str(allowed)},
+            }
+        },
+    )
     assert r.status_code == 200, r.text
     assert r.json()["instance"]["status"] == "ACTIVE"
     assert r.json()["instance"]["connection"] == {"path": str(allowed.resolve())}
     for path in (str(outside), str(tmp_path / "external" / ".." / "outside.db")):
-        r = harness.a.post("/instances", {"instance": {"name": "ext", "datastore": {"type": "sqlite"}, "external": {"path": path}}})
+        r = harness.a.post(
+            "/instances",
+            {
+                "instance": {
+                    "name": "ext",
+                    "datastore": {"type": "sqlite"},
+                    "external": {"path": path},
+                }
+            },
+        )
         assert r.status_code == 403, r.text
         assert "forbidden" in r.json()

@@ -1,4 +1,5 @@
-"""The wall clock, in naive UTC to the second (what the wire format shows)."""
+"""The wall clock in naive UTC. Kept to the microsecond so that "most recently updated"
+orders correctly within a second; views show whole seconds."""
 
 from __future__ import annotations
 
@@ -7,7 +8,4 @@ from datetime import UTC, datetime
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-
-    def precise(self) -> datetime:
         return datetime.now(UTC).replace(tzinfo=None)

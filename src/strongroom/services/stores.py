@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Protocol
 
 from strongroom.domain.errors import BadRequestError
 from strongroom.pipeline.errors import FormatError
@@ -10,13 +12,23 @@ from strongroom.pipeline.keys import MasterKey
 from strongroom.pipeline.reader import OpenedManifest, open_manifest
 from strongroom.storage.base import StorageBackend
 from strongroom.storage.errors import StorageError
-from strongroom.storage.registry import StoreSet
 
 log = logging.getLogger(__name__)
 
 
+class StoreDirectory(Protocol):
+    """The named stores (``strongroom.storage.registry.StoreSet``)."""
+
+    @property
+    def default_name(self) -> str: ...
+    def names(self) -> Iterable[str]: ...
+    def get(self, name: str) -> StorageBackend: ...
+    def resolve_url(self, url: str) -> tuple[str, StorageBackend, str]: ...
+    def close(self) -> None: ...
+
+
 class StoreCatalog:
-    def __init__(self, stores: StoreSet, master_key: MasterKey) -> None:
+    def __init__(self, stores: StoreDirectory, master_key: MasterKey) -> None:
         self._stores = stores
         self.master_key = master_key
 

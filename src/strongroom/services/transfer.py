@@ -17,6 +17,7 @@ from strongroom.services import object_layout
 from strongroom.services.rules import ServiceRules
 from strongroom.services.stores import StoreCatalog
 from strongroom.storage.base import StorageBackend
+from strongroom.storage.errors import ObjectNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class _LazyReader:
                 lambda i: link.store.get(object_layout.chunk_key_beside(link.manifest_key, i)),
                 prefetch=self._transfer.rules.transfer_threads * 2,
                 workers=self._transfer.rules.transfer_threads,
+                missing=(ObjectNotFoundError,),
             )
         data = self._reader.read(size)
         if not data:

@@ -32,7 +32,12 @@ def test_choose_parent_takes_newest_completed_including_incrementals():
 
 
 def test_choose_parent_none_without_completed():
-    assert choose_parent([backup("X", state=BackupState.FAILED), backup("R", state=BackupState.RESTORED)]) is None
+    assert (
+        choose_parent(
+            [backup("X", state=BackupState.FAILED), backup("R", state=BackupState.RESTORED)]
+        )
+        is None
+    )
 
 
 def test_plan_delete_orders_descendants_first():
@@ -48,7 +53,9 @@ def test_plan_delete_orders_descendants_first():
 def test_plan_delete_refuses_running_child_and_names_it():
     a = backup("A")
     b = backup("B", "A", state=BackupState.BUILDING, minutes=1)
-    with pytest.raises(BackupRunningError, match="Backup B cannot be deleted because it is running."):
+    with pytest.raises(
+        BackupRunningError, match=r"Backup B cannot be deleted because it is running\."
+    ):
         plan_delete(a, [b], now=T0 + timedelta(hours=1), running_expires=timedelta(days=3))
 
 
