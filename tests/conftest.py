@@ -1,1 +1,1 @@
-pytest_plugins = ["fixtures.service", "fixtures.live"]
+pytest_plugins = ["fixtures.service", "fixtures.live", "fixtures.swift"]

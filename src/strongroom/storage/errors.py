@@ -21,3 +21,11 @@ class StorageAuthError(StorageError):
 
 class InvalidKeyError(StorageError, ValueError):
     """A key or container name that is not allowed (path tricks, bad characters, too long)."""
+
+
+class StorageConfigError(StorageError, ValueError):
+    """A store's configuration is incomplete or inconsistent (found before any request)."""
+
+
+class UnknownStoreError(StorageError, LookupError):
+    """No store of that name is configured."""

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Stop the Swift servers started by start-swift.sh BASE.
+#
+# Only the pids in BASE/run/*.pid are signalled, and only while their command line still
+# contains "BASE/" (a recycled pid is left alone). SIGTERM first, SIGKILL after
+# SWIFT_STOP_TIMEOUT seconds (default 10). A zombie counts as stopped: its sockets are closed.
+set -euo pipefail
+
+if [ "$#" -ne 1 ] || [ -z "$1" ]; then
+  echo "usage: $0 BASE" >&2
+  exit 2
+fi
+[ -d "$1" ] || exit 0
+BASE="$(cd "$1" && pwd -P)"
+STOP_TIMEOUT="${SWIFT_STOP_TIMEOUT:-10}"
+
+ours() { # pid -> true while that pid is a live process started for BASE
+  local pid="$1" state
+  [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$BASE/" || return 1
+  state="$(sed -e 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
+  [ "$state" != Z ]
+}
+
+pids=()
+for f in "$BASE"/run/*.pid; do
+  [ -e "$f" ] || continue
+  pid="$(cat "$f")"
+  if [[ "$pid" =~ ^[0-9]+$ ]] && ours "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    pids+=("$pid")
+  fi
+  rm -f "$f"
+done
+
+deadline=$((SECONDS + STOP_TIMEOUT))
+for pid in "${pids[@]}"; do
+  while ours "$pid"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.05
+  done
+done

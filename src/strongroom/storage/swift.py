@@ -1,0 +1,314 @@
+"""OpenStack Swift backend (python-swiftclient).
+
+Keys map to ``<container>/<object>``; containers are created on first put (one ``PUT`` per
+container per backend instance). Object URLs are ``<storage_url>/<container>/<object>``, the
+storage URL being the one the auth service returns (or ``storage_url`` from the config).
+
+``key_for_url`` accepts an ``http(s)`` URL whose path lies under this store's account path
+(``/v1/AUTH_<account>``) and ignores scheme, host and port: the same account is reached
+through public, internal and admin endpoints, and a ``locationRef`` recorded through one of
+them must still resolve when the service uses another.
+
+swiftclient's own retries are off (``retries=0``); :class:`~strongroom.storage.wrappers.
+RetryingBackend` retries. swiftclient still re-authenticates once when a token expires.
+``swiftclient.Connection`` is not thread-safe, so each thread gets its own connection; they
+share the most recent token, so only the first request (or an expired token) authenticates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+import swiftclient  # type: ignore[import-untyped]
+from swiftclient.exceptions import ClientException  # type: ignore[import-untyped]
+
+from strongroom.storage.base import ObjectInfo
+from strongroom.storage.config import SwiftStoreConfig
+from strongroom.storage.errors import (
+    InvalidKeyError,
+    ObjectNotFoundError,
+    StorageAuthError,
+    StorageError,
+    TransientStorageError,
+)
+from strongroom.storage.keys import split_key, split_prefix, validate_key
+
+T = TypeVar("T")
+
+_TRANSIENT_STATUSES = frozenset({408, 409, 429, 498, 499})
+
+try:  # keystoneauth1 is only needed (and only raises) with Keystone auth.
+    from keystoneauth1 import exceptions as _ks_exceptions
+
+    _KS_TRANSIENT: tuple[type[BaseException], ...] = (
+        _ks_exceptions.ConnectionError,
+        _ks_exceptions.RetriableConnectionFailure,
+        _ks_exceptions.ServiceUnavailable,
+        _ks_exceptions.GatewayTimeout,
+        _ks_exceptions.BadGateway,
+        _ks_exceptions.InternalServerError,
+    )
+    _KS_AUTH: tuple[type[BaseException], ...] = (
+        _ks_exceptions.Unauthorized,
+        _ks_exceptions.Forbidden,
+        _ks_exceptions.AuthorizationFailure,
+    )
+    _KS_ANY: tuple[type[BaseException], ...] = (_ks_exceptions.ClientException,)
+except ImportError:  # pragma: no cover - keystoneauth1 is a dependency of the test extras
+    _KS_TRANSIENT = _KS_AUTH = _KS_ANY = ()
+
+
+def _strip_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return parts._replace(netloc=host).geturl()
+
+
+class _SwiftErrors:
+    """Maps swiftclient, requests and keystoneauth errors to storage errors (the edge)."""
+
+    def __init__(self, who: str, auth_url: str) -> None:
+        self._who = who
+        self._auth_url = _strip_userinfo(auth_url)
+
+    @contextmanager
+    def mapped(self, op: str, key: str) -> Iterator[None]:
+        what = f"swift {op} {key!r}" if key else f"swift {op}"
+        try:
+            yield
+        except ClientException as exc:
+            raise self._from_client_exception(exc, what) from exc
+        except (TimeoutError, requests.exceptions.RequestException, ConnectionError) as exc:
+            raise TransientStorageError(
+                f"{what}: connection failed ({type(exc).__name__})"
+            ) from exc
+        except _KS_TRANSIENT as exc:
+            raise TransientStorageError(
+                f"{what}: identity service unavailable ({type(exc).__name__})"
+            ) from exc
+        except _KS_AUTH as exc:
+            raise StorageAuthError(self._auth_message(None)) from exc
+        except _KS_ANY as exc:
+            raise StorageError(f"{what}: identity service error ({type(exc).__name__})") from exc
+
+    def _auth_message(self, status: int | None) -> str:
+        code = f" (HTTP {status})" if status else ""
+        return f"swift: {self._auth_url} refused the credentials of {self._who}{code}"
+
+    def _from_client_exception(self, exc: ClientException, what: str) -> StorageError:
+        status = exc.http_status
+        text = str(exc.msg or "")
+        is_auth = text.startswith(("Auth GET failed", "Unauthorized", "Authorization Failure"))
+        reason = f"HTTP {status} {exc.http_reason or ''}".strip() if status else text[:200]
+        if is_auth and status not in (None, 401, 403) and (status >= 500 or status == 429):
+            return TransientStorageError(f"swift auth at {self._auth_url}: {reason}")
+        if is_auth or status in (401, 403):
+            if is_auth or status == 401:
+                return StorageAuthError(self._auth_message(status))
+            return StorageAuthError(f"{what}: access denied ({reason})")
+        if status == 404:
+            return ObjectNotFoundError(f"{what}: not found")
+        if status is not None and (status >= 500 or status in _TRANSIENT_STATUSES):
+            return TransientStorageError(f"{what}: {reason}")
+        return StorageError(f"{what}: {reason}")
+
+
+class SwiftBackend:
+    """One Swift account. See the module docstring."""
+
+    def __init__(self, config: SwiftStoreConfig) -> None:
+        self._config = config
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._shared_url: str | None = None
+        self._shared_token: str | None = None
+        self._connections: list[swiftclient.Connection] = []
+        self._containers: set[str] = set()
+        who = config.user or config.username or config.application_credential_id or "?"
+        self._errors = _SwiftErrors(f"{who!r}", config.auth_url)
+
+    @property
+    def config(self) -> SwiftStoreConfig:
+        return self._config
+
+    # --- connections ---------------------------------------------------------------------
+
+    def _connection_kwargs(self) -> dict[str, Any]:
+        c = self._config
+        os_options: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {
+            "authurl": c.auth_url,
+            "auth_version": c.auth_version,
+            "retries": 0,
+            "retry_on_ratelimit": False,
+            "timeout": c.timeout,
+            "insecure": c.insecure,
+            "cacert": c.cacert,
+        }
+        if c.auth_version == "1":
+            kwargs.update(user=c.user, key=c.key)
+        else:
+            os_options.update(
+                user_domain_name=c.user_domain_name,
+                project_domain_name=c.project_domain_name,
+                endpoint_type=c.interface,
+            )
+            if c.region_name:
+                os_options["region_name"] = c.region_name
+            if c.application_credential_id:
+                os_options.update(
+                    auth_type="v3applicationcredential",
+                    application_credential_id=c.application_credential_id,
+                    application_credential_secret=c.application_credential_secret,
+                )
+            else:
+                kwargs.update(user=c.username, key=c.password)
+                os_options["project_name"] = c.project_name
+        if c.storage_url:
+            os_options["object_storage_url"] = c.storage_url.rstrip("/")
+        kwargs["os_options"] = os_options
+        return kwargs
+
+    def _connection(self) -> swiftclient.Connection:
+        conn: swiftclient.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = swiftclient.Connection(**self._connection_kwargs())
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        with self._lock:
+            url, token = self._shared_url, self._shared_token
+        if token is not None and conn.token != token:
+            conn.url, conn.token = url, token
+        return conn
+
+    def _call(self, op: str, key: str, fn: Callable[[swiftclient.Connection], T]) -> T:
+        conn = self._connection()
+        with self._errors.mapped(op, key):
+            try:
+                return fn(conn)
+            finally:
+                if conn.url and conn.token:
+                    with self._lock:
+                        self._shared_url, self._shared_token = conn.url, conn.token
+
+    def _storage_url(self) -> str:
+        if self._config.storage_url:
+            return self._config.storage_url.rstrip("/")
+        with self._lock:
+            url = self._shared_url
+        if url is None:
+            self._call("authenticate", "", lambda conn: conn.head_account())
+            with self._lock:
+                url = self._shared_url
+        if url is None:  # pragma: no cover - swiftclient always sets it after auth
+            raise StorageError("swift: the auth service returned no storage URL")
+        return url.rstrip("/")
+
+    # --- StorageBackend ------------------------------------------------------------------
+
+    def _ensure_container(self, container: str) -> None:
+        with self._lock:
+            if container in self._containers:
+                return
+        self._call("create container", container, lambda conn: conn.put_container(container))
+        with self._lock:
+            self._containers.add(container)
+
+    def put(self, key: str, data: bytes) -> None:
+        container, name = split_key(key)
+        payload = bytes(data)
+        etag = hashlib.md5(payload, usedforsecurity=False).hexdigest()
+
+        def upload(conn: swiftclient.Connection) -> None:
+            conn.put_object(
+                container,
+                name,
+                contents=payload,
+                content_length=len(payload),
+                etag=etag,
+                content_type="application/octet-stream",
+            )
+
+        self._ensure_container(container)
+        try:
+            self._call("put", key, upload)
+        except ObjectNotFoundError:
+            # The container went away after we created it: create it again, once.
+            with self._lock:
+                self._containers.discard(container)
+            self._ensure_container(container)
+            self._call("put", key, upload)
+
+    def get(self, key: str) -> bytes:
+        container, name = split_key(key)
+        headers, body = self._call("get", key, lambda conn: conn.get_object(container, name))
+        data = bytes(body)
+        etag = str(headers.get("etag", "")).strip('"')
+        if (
+            len(etag) == 32
+            and "x-static-large-object" not in headers
+            and "x-object-manifest" not in headers
+            and hashlib.md5(data, usedforsecurity=False).hexdigest() != etag
+        ):
+            raise TransientStorageError(f"swift get {key!r}: body does not match its ETag")
+        return data
+
+    def stat(self, key: str) -> ObjectInfo:
+        container, name = split_key(key)
+        headers = self._call("stat", key, lambda conn: conn.head_object(container, name))
+        return ObjectInfo(key=key, size=int(headers["content-length"]))
+
+    def list(self, prefix: str) -> list[str]:
+        container, name_prefix = split_prefix(prefix)
+        try:
+            _, objects = self._call(
+                "list",
+                prefix,
+                lambda conn: conn.get_container(
+                    container, prefix=name_prefix or None, full_listing=True
+                ),
+            )
+        except ObjectNotFoundError:
+            return []
+        return sorted(f"{container}/{o['name']}" for o in objects if "name" in o)
+
+    def delete(self, key: str) -> None:
+        container, name = split_key(key)
+        try:
+            self._call("delete", key, lambda conn: conn.delete_object(container, name))
+        except ObjectNotFoundError:
+            return
+
+    def url_for(self, key: str) -> str:
+        container, name = split_key(key)
+        return f"{self._storage_url()}/{quote(container, safe='')}/{quote(name, safe='/')}"
+
+    def key_for_url(self, url: str) -> str | None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            return None
+        account_path = urlsplit(self._storage_url()).path.rstrip("/")
+        if not parts.path.startswith(account_path + "/"):
+            return None
+        if parts.query or parts.fragment:
+            raise InvalidKeyError("object URL must not have a query or fragment")
+        return validate_key(unquote(parts.path[len(account_path) + 1 :]))
+
+    def check(self) -> None:
+        self._call("check", "", lambda conn: conn.head_account())
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
