@@ -1,0 +1,172 @@
+"""A PostgreSQL server this host runs: binaries, configuration, ``pg_ctl``, ports.
+
+PostgreSQL refuses to run as root. When the service runs as root, the server processes
+run as an unprivileged OS user (``postgres`` by default): tools that touch the data
+directory are started through ``runuser -u <user> --`` (an argv prefix, no shell), and
+the instance home is owned by that user. When the service is not root, everything runs
+as the service's own user.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from strongroom.engines import process
+
+SEARCH_ROOTS = (Path("/usr/lib/postgresql"), Path("/usr/pgsql"), Path("/usr/local/pgsql"))
+REQUIRED_TOOLS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
+UNIX_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; ".s.PGSQL.NNNNN" needs the rest
+
+
+def find_bin_dir(explicit: Path | None) -> Path | None:
+    """The directory holding the server binaries: ``explicit``, else the newest
+    ``/usr/lib/postgresql/<major>/bin``, else the directory of ``pg_ctl`` on ``PATH``."""
+    if explicit is not None:
+        return explicit if all((explicit / t).exists() for t in REQUIRED_TOOLS) else None
+    candidates: list[tuple[int, Path]] = []
+    for root in SEARCH_ROOTS:
+        if not root.is_dir():
+            continue
+        for child in root.iterdir():
+            bin_dir = child / "bin"
+            if child.name.isdigit() and all((bin_dir / t).exists() for t in REQUIRED_TOOLS):
+                candidates.append((int(child.name), bin_dir))
+    if candidates:
+        return max(candidates)[1]
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        bin_dir = Path(on_path).resolve().parent
+        if all((bin_dir / t).exists() for t in REQUIRED_TOOLS):
+            return bin_dir
+    return None
+
+
+_VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+def server_version(bin_dir: Path) -> tuple[str, str]:
+    """``(major, full)`` of the installed server, e.g. ``("15", "15.20")``."""
+    out = process.run([bin_dir / "postgres", "--version"], timeout=30).stdout.decode()
+    match = _VERSION_RE.search(out)
+    if not match:
+        raise process.ProcessError("postgres", f"printed an unexpected version: {out.strip()}")
+    major = match.group(1)
+    full = f"{major}.{match.group(2)}" if match.group(2) else major
+    return major, full
+
+
+@dataclass(frozen=True)
+class OsUser:
+    """Who the server processes run as; ``name`` is ``None`` for the current user."""
+
+    name: str | None
+    uid: int
+    gid: int
+
+    @classmethod
+    def resolve(cls, run_as: str | None) -> OsUser:
+        if run_as is None and os.geteuid() == 0:
+            run_as = "postgres"
+        if run_as is None:
+            return cls(None, os.geteuid(), os.getegid())
+        try:
+            entry = pwd.getpwnam(run_as)
+        except KeyError as exc:
+            raise LookupError(f"OS user {run_as!r} does not exist") from exc
+        if entry.pw_uid == os.geteuid():
+            return cls(None, entry.pw_uid, entry.pw_gid)
+        return cls(run_as, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        """``(uid, gid)`` to give files to, or ``None`` when no change is needed."""
+        return (self.uid, self.gid) if self.name is not None else None
+
+    def argv(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
+        prefix = ["runuser", "-u", self.name, "--"] if self.name is not None else []
+        return prefix + [str(a) for a in argv]
+
+    def chown(self, path: Path) -> None:
+        if self.owner is not None:
+            os.chown(path, *self.owner)
+
+    def chown_tree(self, root: Path) -> None:
+        if self.owner is None:
+            return
+        os.chown(root, *self.owner)
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in (*dirnames, *filenames):
+                os.chown(os.path.join(dirpath, name), *self.owner, follow_symlinks=False)
+
+
+def free_port(address: str, avoid: Iterable[int] = ()) -> int:
+    """A TCP port nothing listens on at ``address`` right now."""
+    avoid = set(avoid)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    for _ in range(50):
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((address, 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
+    raise OSError(f"no free TCP port on {address}")
+
+
+def port_is_free(address: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def render_conf(settings: Mapping[str, str | int]) -> str:
+    lines = ["# Written by Strongroom; edits are replaced when the instance is rebuilt."]
+    for key, value in settings.items():
+        lines.append(f"{key} = {value if isinstance(value, int) else _quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def is_loopback(address: str) -> bool:
+    return address in ("127.0.0.1", "::1", "localhost") or address.startswith("127.")
+
+
+def render_hba(bind_address: str) -> str:
+    """Local socket (in the instance home, mode 0700): trust. TCP: SCRAM passwords."""
+    nets = ["127.0.0.1/32", "::1/128"] if is_loopback(bind_address) else ["0.0.0.0/0", "::/0"]
+    lines = [
+        "# Written by Strongroom.",
+        "# TYPE  DATABASE     USER  ADDRESS  METHOD",
+        "local   all          all            trust",
+        "local   replication  all            trust",
+    ]
+    for net in nets:
+        lines.append(f"host    all          all   {net}  scram-sha-256")
+        lines.append(f"host    replication  all   {net}  scram-sha-256")
+    return "\n".join(lines) + "\n"
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 16384))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])

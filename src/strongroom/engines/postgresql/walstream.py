@@ -1,0 +1,328 @@
+"""Incremental backups as a WAL range: the stream format, the streaming-replication
+client that produces it, and the writer that lays it out in a restored ``pg_wal``.
+
+Stream format (version 1)::
+
+    b"SRPGWAL1\\n" | u32 header length | header (JSON) | frames | b"E" | SHA-256
+
+The header names the timeline, the segment size and the range ``[start, stop)``. The
+frames carry exactly ``stop - start`` bytes of the server's WAL, in order: ``b"D"`` + u32
+length + bytes, or ``b"Z"`` + u32 length for a run of zero pages (the unused rest of a
+segment after a WAL switch, which would otherwise be up to a whole segment of zeros).
+The trailing SHA-256 covers the WAL bytes themselves, zeros included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from psycopg import pq
+
+from strongroom.engines.base import ByteSink, ByteSource
+from strongroom.engines.postgresql.lsn import XLOG_BLCKSZ, format_lsn, segment_name
+
+MAGIC = b"SRPGWAL1\n"
+FORMAT_VERSION = 1
+_PG_EPOCH_OFFSET_US = 946_684_800 * 1_000_000  # 2000-01-01 in Unix microseconds
+READ_SIZE = 1024 * 1024
+FRAME_MAX = 1024 * 1024
+_ZERO_PAGE = bytes(XLOG_BLCKSZ)
+
+
+class WalStreamError(Exception):
+    """Streaming or reading a WAL range failed; the message is safe to show."""
+
+
+# -- producing --------------------------------------------------------------------------
+
+
+def _now_pg_us() -> int:
+    return int(time.time() * 1_000_000) - _PG_EPOCH_OFFSET_US
+
+
+def _status_update(position: int, flush: int) -> bytes:
+    # Standby status update: written, flushed, applied, clock, reply requested.
+    return b"r" + struct.pack("!QQQqB", position, flush, 0, _now_pg_us(), 0)
+
+
+class FrameWriter:
+    """Encodes WAL bytes at known positions into frames, eliding all-zero pages."""
+
+    def __init__(self, sink: ByteSink) -> None:
+        self._sink = sink
+        self._digest = hashlib.sha256()
+        self._data = bytearray()
+        self._zeros = 0
+
+    def feed(self, position: int, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        self._digest.update(view)
+        i = 0
+        while i < len(view):
+            page_end = ((position + i) // XLOG_BLCKSZ + 1) * XLOG_BLCKSZ
+            n = min(len(view) - i, page_end - (position + i))
+            piece = view[i : i + n]
+            if piece == _ZERO_PAGE[:n]:
+                self._flush_data()
+                self._zeros += n
+            else:
+                self._flush_zeros()
+                self._data += piece
+                if len(self._data) >= FRAME_MAX:
+                    self._flush_data()
+            i += n
+
+    def _flush_data(self) -> None:
+        if self._data:
+            self._sink.write(b"D" + struct.pack("!I", len(self._data)) + bytes(self._data))
+            self._data.clear()
+
+    def _flush_zeros(self) -> None:
+        while self._zeros:
+            n = min(self._zeros, 0xFFFFFFFF)
+            self._sink.write(b"Z" + struct.pack("!I", n))
+            self._zeros -= n
+
+    def close(self) -> None:
+        self._flush_data()
+        self._flush_zeros()
+        self._sink.write(b"E" + self._digest.digest())
+
+
+def write_header(sink: ByteSink, header: dict[str, Any]) -> None:
+    body = json.dumps(header, sort_keys=True).encode()
+    sink.write(MAGIC + struct.pack("!I", len(body)) + body)
+
+
+def stream_wal_range(
+    pgconn: pq.PGconn,
+    *,
+    slot: str,
+    timeline: int,
+    start: int,
+    stop: int,
+    frames: FrameWriter,
+    deadline: float,
+    idle_timeout: float = 60.0,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Stream WAL ``[start, stop)`` from ``pgconn`` (a replication connection) into
+    ``frames``.
+
+    The slot is confirmed at ``start`` only, so the server keeps the WAL of this range
+    until a later backup moves on: a failed upload can be retried from the same parent.
+    """
+    if stop <= start:
+        return
+    command = f"START_REPLICATION SLOT {slot} PHYSICAL {format_lsn(start)} TIMELINE {timeline}"
+    result = pgconn.exec_(command.encode())
+    if result.status != pq.ExecStatus.COPY_BOTH:
+        raise WalStreamError(_error_text(result.error_message or pgconn.error_message))
+    _send(pgconn, _status_update(start, start))
+    position = start
+    last_data = time.monotonic()
+    sock = pgconn.socket
+    while position < stop:
+        nbytes, data = pgconn.get_copy_data(1)
+        if nbytes == 0:
+            now = time.monotonic()
+            if now > deadline:
+                raise WalStreamError("timed out while streaming WAL")
+            if now - last_data > idle_timeout:
+                raise WalStreamError(
+                    f"the server sent no WAL for {idle_timeout:.0f} s "
+                    f"(at {format_lsn(position)}, waiting for {format_lsn(stop)})"
+                )
+            readable, _, _ = select.select([sock], [], [], 1.0)
+            if readable:
+                pgconn.consume_input()
+            continue
+        if nbytes < 0:
+            message = _error_text(pgconn.error_message)
+            res = pgconn.get_result()
+            if res is not None and res.error_message:
+                message = _error_text(res.error_message)
+            raise WalStreamError(message or "the server ended the WAL stream")
+        msg = bytes(data)
+        kind = msg[:1]
+        if kind == b"w":
+            data_start = struct.unpack_from("!Q", msg, 1)[0]
+            payload = memoryview(msg)[25:]
+            if data_start > position:
+                raise WalStreamError(
+                    f"gap in the WAL stream at {format_lsn(position)} "
+                    f"(server sent {format_lsn(data_start)})"
+                )
+            skip = position - data_start
+            if skip >= len(payload):
+                continue
+            chunk = payload[skip : skip + (stop - position)]
+            frames.feed(position, chunk)
+            position += len(chunk)
+            last_data = time.monotonic()
+            if progress is not None:
+                progress(position)
+        elif kind == b"k":
+            reply_requested = msg[17] if len(msg) > 17 else 0
+            if reply_requested:
+                _send(pgconn, _status_update(position, start))
+        # other message kinds are not part of physical replication; ignore them
+    _finish_copy(pgconn, deadline)
+
+
+def _send(pgconn: pq.PGconn, message: bytes) -> None:
+    if pgconn.put_copy_data(message) != 1 or pgconn.flush() != 0:
+        raise WalStreamError(_error_text(pgconn.error_message) or "lost the server connection")
+
+
+def _finish_copy(pgconn: pq.PGconn, deadline: float) -> None:
+    """End the replication stream cleanly so the slot is released promptly."""
+    pgconn.put_copy_end()
+    pgconn.flush()
+    sock = pgconn.socket
+    while time.monotonic() < deadline:
+        nbytes, _ = pgconn.get_copy_data(1)
+        if nbytes == 0:
+            readable, _, _ = select.select([sock], [], [], 1.0)
+            if readable:
+                pgconn.consume_input()
+            continue
+        if nbytes < 0:
+            break
+    while pgconn.get_result() is not None:
+        pass
+
+
+def _error_text(raw: bytes | str | None) -> str:
+    if raw is None:
+        return ""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return " ".join(text.strip().split())
+
+
+# -- consuming --------------------------------------------------------------------------
+
+
+def _read_exact(source: ByteSource, size: int) -> bytes:
+    parts: list[bytes] = []
+    remaining = size
+    while remaining:
+        chunk = source.read(min(remaining, READ_SIZE))
+        if not chunk:
+            raise WalStreamError("the incremental stream ends early")
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(parts)
+
+
+def read_header(source: ByteSource) -> dict[str, Any]:
+    if _read_exact(source, len(MAGIC)) != MAGIC:
+        raise WalStreamError("not a PostgreSQL incremental (WAL range) stream")
+    (length,) = struct.unpack("!I", _read_exact(source, 4))
+    if length > 1 << 20:
+        raise WalStreamError("the incremental stream's header is malformed")
+    try:
+        header = json.loads(_read_exact(source, length))
+    except ValueError as exc:
+        raise WalStreamError("the incremental stream's header is malformed") from exc
+    if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
+        raise WalStreamError("unsupported incremental stream format")
+    return header
+
+
+class SegmentWriter:
+    """Writes WAL bytes at their positions into segment files of one ``pg_wal``."""
+
+    def __init__(
+        self, wal_dir: Path, timeline: int, segment_size: int, owner: tuple[int, int] | None
+    ) -> None:
+        self.wal_dir = wal_dir
+        self.timeline = timeline
+        self.segment_size = segment_size
+        self.owner = owner
+
+    def path_for(self, lsn: int) -> Path:
+        return self.wal_dir / segment_name(self.timeline, lsn, self.segment_size)
+
+    def _open(self, lsn: int) -> int:
+        path = self.path_for(lsn)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(fd).st_size < self.segment_size:
+            os.ftruncate(fd, self.segment_size)
+        if self.owner is not None:
+            os.fchown(fd, *self.owner)
+        return fd
+
+    def write(self, lsn: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            offset = lsn % self.segment_size
+            count = min(len(view), self.segment_size - offset)
+            fd = self._open(lsn)
+            try:
+                os.pwrite(fd, view[:count], offset)
+            finally:
+                os.close(fd)
+            view = view[count:]
+            lsn += count
+
+    def end_at(self, lsn: int) -> None:
+        """Make ``lsn`` the end of the WAL: zero the rest of its segment and remove every
+        later segment, so recovery stops exactly there."""
+        fd = self._open(lsn)
+        try:
+            offset = lsn % self.segment_size
+            zeros = bytes(min(READ_SIZE, self.segment_size))
+            while offset < self.segment_size:
+                count = min(len(zeros), self.segment_size - offset)
+                os.pwrite(fd, zeros[:count], offset)
+                offset += count
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def apply_wal_stream(source: ByteSource, header: dict[str, Any], writer: SegmentWriter) -> None:
+    """Copy a stream's WAL (the frames after its header) into ``writer``; check that it
+    covers exactly the header's range and that its digest matches."""
+    start, stop = int(header["start"]), int(header["stop"])
+    digest = hashlib.sha256()
+    position = start
+    while True:
+        kind = _read_exact(source, 1)
+        if kind == b"E":
+            break
+        if kind not in (b"D", b"Z"):
+            raise WalStreamError("the incremental stream is corrupted (bad frame)")
+        (length,) = struct.unpack("!I", _read_exact(source, 4))
+        if length == 0 or position + length > stop:
+            raise WalStreamError("the incremental stream is corrupted (frame out of range)")
+        if kind == b"D":
+            if length > FRAME_MAX + XLOG_BLCKSZ:
+                raise WalStreamError("the incremental stream is corrupted (frame too large)")
+            data = _read_exact(source, length)
+            writer.write(position, data)
+            digest.update(data)
+            position += length
+        else:
+            end = position + length
+            while position < end:
+                n = min(end - position, READ_SIZE)
+                zeros = bytes(n)
+                writer.write(position, zeros)
+                digest.update(zeros)
+                position += n
+    if position != stop:
+        raise WalStreamError("the incremental stream ends before its stop position")
+    if _read_exact(source, 32) != digest.digest():
+        raise WalStreamError("the incremental stream is corrupted (WAL digest mismatch)")
+    if source.read(1):
+        raise WalStreamError("unexpected data after the end of the incremental stream")

@@ -1,0 +1,324 @@
+"""Helpers for the PostgreSQL engine integration tests: data, snapshots, a writer that
+keeps an invariant, a plain (non-engine) server to play the external one."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from strongroom.engines.base import Connection
+
+
+def bin_dir() -> Path:
+    roots = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    return roots[-1]
+
+
+def conninfo(conn: Connection, dbname: str = "bench") -> dict[str, Any]:
+    if conn.get("managed"):
+        return {
+            "host": conn["socket_dir"],
+            "port": conn["port"],
+            "user": conn["superuser"],
+            "dbname": dbname,
+        }
+    return {
+        "host": conn["host"],
+        "port": conn["port"],
+        "user": conn["user"],
+        "password": conn["password"],
+        "dbname": dbname,
+    }
+
+
+def connect(conn: Connection, dbname: str = "bench", **extra: Any) -> psycopg.Connection[Any]:
+    return psycopg.connect(**conninfo(conn, dbname), autocommit=True, **extra)
+
+
+def pgbench_init(conn: Connection, scale: int, dbname: str = "bench") -> None:
+    info = conninfo(conn, dbname)
+    env = dict(os.environ, PGPASSWORD=str(info.get("password") or ""))
+    subprocess.run(
+        [
+            str(bin_dir() / "pgbench"),
+            "-i",
+            "-q",
+            "-s",
+            str(scale),
+            "-h",
+            str(info["host"]),
+            "-p",
+            str(info["port"]),
+            "-U",
+            str(info["user"]),
+            dbname,
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def snapshot(conn: Connection, dbname: str = "bench") -> dict[str, tuple[int, str]]:
+    """Per table of the public schema: row count and md5 of all rows in a fixed order."""
+    out: dict[str, tuple[int, str]] = {}
+    with connect(conn, dbname) as c:
+        tables = [
+            r[0]
+            for r in c.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+            )
+        ]
+        for table in tables:
+            row = c.execute(
+                psycopg.sql.SQL(
+                    "SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), ''))"
+                    " FROM {} t"
+                ).format(psycopg.sql.Identifier(table))
+            ).fetchone()
+            assert row is not None
+            out[table] = (int(row[0]), str(row[1]))
+    return out
+
+
+def invariant(conn: Connection, dbname: str = "bench") -> dict[str, int]:
+    with connect(conn, dbname) as c:
+        row = c.execute(
+            "SELECT (SELECT coalesce(sum(abalance), 0) FROM pgbench_accounts),"
+            " (SELECT coalesce(sum(tbalance), 0) FROM pgbench_tellers),"
+            " (SELECT coalesce(sum(bbalance), 0) FROM pgbench_branches),"
+            " (SELECT coalesce(sum(delta), 0) FROM pgbench_history),"
+            " (SELECT count(*) FROM pgbench_history)"
+        ).fetchone()
+    assert row is not None
+    return dict(
+        zip(
+            ("accounts", "tellers", "branches", "history", "history_rows"),
+            map(int, row),
+            strict=True,
+        )
+    )
+
+
+class Writer(threading.Thread):
+    """pgbench's TPC-B-like transaction in a loop: each transaction adds the same delta
+    to one account, one teller, one branch and records it in the history, so the sums of
+    the four always agree in any consistent state."""
+
+    def __init__(self, conn: Connection, scale: int, dbname: str = "bench") -> None:
+        super().__init__(daemon=True)
+        self._conn = conn
+        self._scale = scale
+        self._dbname = dbname
+        self.stop_event = threading.Event()
+        self.commits = 0
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+
+    def run(self) -> None:
+        rnd = random.Random(42)
+        try:
+            with psycopg.connect(**conninfo(self._conn, self._dbname)) as c:
+                while not self.stop_event.is_set():
+                    aid = rnd.randint(1, 100000 * self._scale)
+                    tid = rnd.randint(1, 10 * self._scale)
+                    bid = rnd.randint(1, self._scale)
+                    delta = rnd.randint(-5000, 5000)
+                    with c.transaction():
+                        c.execute(
+                            "UPDATE pgbench_accounts SET abalance = abalance + %s WHERE aid = %s",
+                            (delta, aid),
+                        )
+                        c.execute(
+                            "UPDATE pgbench_tellers SET tbalance = tbalance + %s WHERE tid = %s",
+                            (delta, tid),
+                        )
+                        c.execute(
+                            "UPDATE pgbench_branches SET bbalance = bbalance + %s WHERE bid = %s",
+                            (delta, bid),
+                        )
+                        c.execute(
+                            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)"
+                            " VALUES (%s, %s, %s, %s, now())",
+                            (tid, bid, aid, delta),
+                        )
+                    with self._cond:
+                        self.commits += 1
+                        self._cond.notify_all()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+            with self._cond:
+                self._cond.notify_all()
+
+    def wait_for(self, commits: int, timeout: float = 30) -> int:
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: self.commits >= commits or self.error is not None, timeout
+            )
+        assert self.error is None, f"writer failed: {self.error}"
+        assert ok, f"writer made only {self.commits} of {commits} commits in {timeout} s"
+        return self.commits
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=30)
+        assert self.error is None, f"writer failed: {self.error}"
+
+
+class FileSink:
+    """A sink writing to a file; ``on_first_write`` runs once before the first chunk."""
+
+    def __init__(self, path: Path, on_first_write: Callable[[], None] | None = None) -> None:
+        self.path = path
+        self._fh = path.open("wb")
+        self._first = on_first_write
+        self.size = 0
+
+    def write(self, data: bytes, /) -> int:
+        if self._first is not None:
+            first, self._first = self._first, None
+            first()
+        self._fh.write(data)
+        self.size += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PlainServer:
+    """A PostgreSQL server set up by hand (not by the engine): the 'external' one."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.data = home / "data"
+        self.port = free_port()
+        self.superuser_password = "ext-super-pw"
+
+    def _as_postgres(self, argv: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+    def start(self) -> None:
+        self.home.mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            shutil.chown(self.home, "postgres", "postgres")
+        pw = self.home / "pw"
+        pw.write_text(self.superuser_password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(pw, "postgres", "postgres")
+        subprocess.run(
+            self._as_postgres(
+                [
+                    str(bin_dir() / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "admin",
+                    f"--pwfile={pw}",
+                    "--auth=scram-sha-256",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        with (self.data / "postgresql.conf").open("a") as fh:
+            fh.write(
+                f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{self.home}'\nmax_wal_senders = 5\n"
+            )
+        for _ in range(5):
+            result = subprocess.run(
+                self._as_postgres(
+                    [
+                        str(bin_dir() / "pg_ctl"),
+                        "start",
+                        "-D",
+                        str(self.data),
+                        "-l",
+                        str(self.home / "log"),
+                        "-w",
+                        "-t",
+                        "60",
+                    ]
+                ),
+                capture_output=True,
+                timeout=90,
+            )
+            if result.returncode == 0:
+                return
+            self.port = free_port()
+            conf = (self.data / "postgresql.conf").read_text()
+            (self.data / "postgresql.conf").write_text(conf + f"port = {self.port}\n")
+        raise AssertionError("external test server did not start")
+
+    def admin(self, dbname: str = "postgres") -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="admin",
+            password=self.superuser_password,
+            dbname=dbname,
+            autocommit=True,
+        )
+
+    def stop(self) -> None:
+        subprocess.run(
+            self._as_postgres(
+                [str(bin_dir() / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate", "-w"]
+            ),
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def stop_server(data_dir: str | Path, mode: str = "immediate") -> None:
+    argv = [str(bin_dir() / "pg_ctl"), "stop", "-D", str(data_dir), "-m", mode, "-w", "-s"]
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    subprocess.run(argv, capture_output=True, timeout=60)
+
+
+def servers_running_in(path: Path) -> list[str]:
+    """Command lines of processes whose argv mentions ``path`` (a leftover server)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(path) in cmd:
+            found.append(cmd)
+    return found
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

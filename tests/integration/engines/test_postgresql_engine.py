@@ -1,0 +1,492 @@
+"""PostgresEngine against real PostgreSQL servers started in temporary directories."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from pg_helpers import (
+    FileSink,
+    PlainServer,
+    Writer,
+    connect,
+    invariant,
+    pgbench_init,
+    servers_running_in,
+    snapshot,
+    stop_server,
+)
+
+from strongroom.engines.base import (
+    DatabaseSpec,
+    Engine,
+    InstanceRequest,
+    RestoreInput,
+    UserSpec,
+)
+from strongroom.engines.errors import (
+    BackupError,
+    ExternalNotAllowedError,
+    IncompatibleBackupError,
+    InvalidExternalError,
+    RestoreError,
+)
+from strongroom.engines.postgresql import PostgresEngine
+
+SCALE = 5
+
+_probe = PostgresEngine()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(_probe.detect() is None, reason="PostgreSQL server tools not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def engine() -> PostgresEngine:
+    return PostgresEngine(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    # Instance homes must be reachable by the server's OS user; pytest's tmp_path is not.
+    base = Path(tempfile.mkdtemp(prefix="strongroom-pgtest-"))
+    os.chmod(base, 0o711)
+    yield base
+    for pid_file in base.glob("*/data/postmaster.pid"):
+        stop_server(pid_file.parent)
+    for pid_file in base.glob("*/*/data/postmaster.pid"):
+        stop_server(pid_file.parent)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def source(engine: PostgresEngine, workdir: Path) -> Iterator[dict[str, Any]]:
+    request = InstanceRequest(
+        "source",
+        databases=(DatabaseSpec("bench"),),
+        users=(UserSpec("app", "app-secret-pw", ("bench",)),),
+    )
+    conn = engine.create_instance(workdir / "source", request)
+    pgbench_init(conn, SCALE)
+    yield conn
+    engine.destroy_instance(workdir / "source", conn)
+
+
+def _backup(
+    engine: PostgresEngine,
+    conn: dict[str, Any],
+    path: Path,
+    parent: dict[str, Any] | None = None,
+    **sink_kw: Any,
+) -> tuple[dict[str, Any], int]:
+    sink = FileSink(path, **sink_kw)
+    try:
+        result = engine.backup(conn, sink, parent=parent)
+    finally:
+        sink.close()
+    assert result.incremental is (parent is not None)
+    return result.metadata, sink.size
+
+
+def _restore(
+    engine: PostgresEngine,
+    home: Path,
+    links: list[tuple[dict[str, Any], Path]],
+    request: InstanceRequest | None = None,
+) -> dict[str, Any]:
+    files = [path.open("rb") for _, path in links]
+    try:
+        chain = [RestoreInput(meta, fh) for (meta, _), fh in zip(links, files, strict=True)]
+        return engine.restore_instance(home, chain, request or InstanceRequest(home.name))
+    finally:
+        for fh in files:
+            fh.close()
+
+
+@pytest.fixture(scope="module")
+def quiet_full(
+    engine: PostgresEngine, source: dict[str, Any], workdir: Path
+) -> tuple[dict[str, Any], Path, dict[str, tuple[int, str]]]:
+    """A full backup taken with no concurrent writes, and the source's state then."""
+    before = snapshot(source)
+    meta, _ = _backup(engine, source, workdir / "quiet-full.tar")
+    return meta, workdir / "quiet-full.tar", before
+
+
+def test_engine_protocol_and_detect(engine: PostgresEngine) -> None:
+    assert isinstance(engine, Engine)
+    info = engine.detect()
+    assert info is not None
+    assert info.datastore == "postgresql"
+    assert info.version.isdigit() and info.extra["server_version"].startswith(info.version)
+    assert PostgresEngine(bin_dir=Path("/nonexistent")).detect() is None
+
+
+def test_managed_instance_view_size_and_users(
+    engine: PostgresEngine, source: dict[str, Any]
+) -> None:
+    view = engine.public_view(source)
+    assert view["databases"] == ["bench"] and view["users"] == ["app"]
+    assert source["password"] not in repr(view)
+    assert (engine.data_size(source) or 0) > 50 * 1024 * 1024
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=source["port"],
+        user="app",
+        password="app-secret-pw",
+        dbname="bench",
+        autocommit=True,
+    ) as c:
+        c.execute("CREATE TABLE app_owned (id int)")
+        c.execute("DROP TABLE app_owned")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(
+            host="127.0.0.1", port=source["port"], user="app", password="wrong", dbname="bench"
+        ).close()
+
+
+def test_full_backup_restores_identical_data(
+    engine: PostgresEngine, workdir: Path, source: dict[str, Any], quiet_full: Any
+) -> None:
+    meta, path, before = quiet_full
+    assert meta["method"] == "pg_basebackup-tar"
+    assert meta["server_major"] == engine.major
+    for key in ("start_lsn", "stop_lsn", "timeline", "system_identifier", "server_version"):
+        assert meta[key]
+    request = InstanceRequest("copy", users=(UserSpec("reader", "reader-pw", ("bench",)),))
+    restored = _restore(engine, workdir / "restored-full", [(meta, path)], request)
+    try:
+        assert snapshot(restored) == before
+        assert restored["password"] != source["password"]
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=restored["port"],
+            user=restored["superuser"],
+            password=restored["password"],
+            dbname="bench",
+            autocommit=True,
+        ) as c:
+            assert c.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+            # the restored server is a new timeline, writable
+            c.execute("CREATE TABLE after_restore (id int)")
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=restored["port"],
+            user="reader",
+            password="reader-pw",
+            dbname="bench",
+        ) as c:
+            assert c.execute("SELECT count(*) FROM pgbench_branches").fetchone() == (SCALE,)
+        assert "reader" in restored["users"] and "app" in restored["users"]
+    finally:
+        engine.destroy_instance(workdir / "restored-full", restored)
+    assert not (workdir / "restored-full").exists()
+
+
+def test_full_backup_is_consistent_under_concurrent_writes(
+    engine: PostgresEngine, source: dict[str, Any], workdir: Path
+) -> None:
+    writer = Writer(source, SCALE)
+    writer.start()
+    marks: dict[str, int] = {}
+    try:
+        writer.wait_for(10)
+
+        def during_backup() -> None:
+            # pg_basebackup is blocked on its stdout now, mid-stream: the backup has
+            # started and cannot have stopped. Let the writer commit more meanwhile.
+            marks["at_first_chunk"] = writer.commits
+            marks["released"] = writer.wait_for(writer.commits + 50)
+
+        meta, size = _backup(
+            engine, source, workdir / "busy-full.tar", on_first_write=during_backup
+        )
+        marks["after"] = writer.wait_for(writer.commits + 1)
+    finally:
+        writer.stop()
+    assert marks["released"] >= marks["at_first_chunk"] + 50
+    restored = _restore(engine, workdir / "restored-busy", [(meta, workdir / "busy-full.tar")])
+    try:
+        sums = invariant(restored)
+        print(
+            f"\nconcurrent full backup: {size} bytes, history rows {sums['history_rows']}, "
+            f"writer commits during backup >= {marks['released'] - marks['at_first_chunk']}"
+        )
+        assert sums["accounts"] == sums["tellers"] == sums["branches"] == sums["history"]
+        # every commit made while the backup ran is in it
+        assert sums["history_rows"] >= marks["released"]
+    finally:
+        engine.destroy_instance(workdir / "restored-busy", restored)
+
+
+def test_incremental_chain(engine: PostgresEngine, source: dict[str, Any], workdir: Path) -> None:
+    states = [snapshot(source)]
+    full_meta, full_size = _backup(engine, source, workdir / "chain-0.tar")
+    with connect(source) as c:
+        # ~1% of pgbench_accounts rows
+        updated = c.execute(
+            "UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid <= %s", (1000 * SCALE,)
+        ).rowcount
+    assert updated == SCALE * 1000
+    states.append(snapshot(source))
+    inc1_meta, inc1_size = _backup(engine, source, workdir / "chain-1.wal", parent=full_meta)
+    with connect(source) as c:
+        c.execute(
+            "CREATE TABLE extra AS SELECT g AS id, md5(g::text) AS v "
+            "FROM generate_series(1, 20000) g"
+        )
+        c.execute("DELETE FROM pgbench_history WHERE tid % 2 = 0")
+        c.execute("UPDATE pgbench_branches SET filler = 'changed'")
+        c.execute("TRUNCATE pgbench_tellers")
+        c.execute("CREATE DATABASE second")
+    states.append(snapshot(source))
+    inc2_meta, inc2_size = _backup(engine, source, workdir / "chain-2.wal", parent=inc1_meta)
+    print(
+        f"\nfull backup: {full_size} bytes; incremental after updating {updated} of "
+        f"{SCALE * 100000} pgbench_accounts rows (1%): {inc1_size} bytes "
+        f"({100 * inc1_size / full_size:.2f}% of the full); second incremental: "
+        f"{inc2_size} bytes"
+    )
+    assert inc1_meta["start_lsn"] == full_meta["stop_lsn"]
+    assert inc2_meta["start_lsn"] == inc1_meta["stop_lsn"]
+    assert inc1_size < full_size / 20
+
+    links = [
+        (full_meta, workdir / "chain-0.tar"),
+        (inc1_meta, workdir / "chain-1.wal"),
+        (inc2_meta, workdir / "chain-2.wal"),
+    ]
+    for n in range(3):
+        home = workdir / f"restored-chain-{n}"
+        restored = _restore(engine, home, links[: n + 1])
+        try:
+            assert snapshot(restored) == states[n], f"chain up to link {n} differs"
+            if n == 2:
+                assert "second" in restored["databases"]
+        finally:
+            engine.destroy_instance(home, restored)
+
+
+def test_incremental_refuses_unusable_parent(
+    engine: PostgresEngine, source: dict[str, Any], quiet_full: Any, workdir: Path
+) -> None:
+    meta = quiet_full[0]
+    other = dict(meta, system_identifier="12345")
+    with pytest.raises(BackupError, match="another server"):
+        engine.backup(source, FileSink(workdir / "x1"), parent=other)
+    with pytest.raises(BackupError, match="timeline changed"):
+        engine.backup(source, FileSink(workdir / "x2"), parent=dict(meta, timeline=7))
+    # a parent older than what the slot still holds: WAL is gone
+    with pytest.raises(BackupError, match=r"released|removed|gone"):
+        engine.backup(source, FileSink(workdir / "x3"), parent=dict(meta, stop_lsn="0/100"))
+
+
+def test_check_restorable_other_major(
+    engine: PostgresEngine, quiet_full: Any, workdir: Path
+) -> None:
+    meta = copy.deepcopy(quiet_full[0])
+    other = str(int(engine.major) - 1)
+    meta["server_major"] = other
+    with pytest.raises(IncompatibleBackupError) as info:
+        engine.check_restorable(meta)
+    assert str(info.value) == f"backup is from PostgreSQL {other}, this host runs {engine.major}"
+    with pytest.raises(IncompatibleBackupError):
+        _restore(engine, workdir / "restored-old", [(meta, quiet_full[1])])
+    assert not (workdir / "restored-old").exists()
+    engine.check_restorable(quiet_full[0])
+
+
+def _corrupt(src: Path, dst: Path, offset_fraction: float) -> None:
+    shutil.copyfile(src, dst)
+    size = dst.stat().st_size
+    with dst.open("r+b") as fh:
+        fh.seek(int(size * offset_fraction))
+        block = bytearray(fh.read(64))
+        fh.seek(int(size * offset_fraction))
+        fh.write(bytes(b ^ 0xFF for b in block))
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_corrupted_full_stream_is_refused(
+    engine: PostgresEngine, quiet_full: Any, workdir: Path, damage: str
+) -> None:
+    meta, path, _ = quiet_full
+    bad = workdir / f"bad-{damage}.tar"
+    if damage == "flipped":
+        _corrupt(path, bad, 0.5)
+    else:
+        shutil.copyfile(path, bad)
+        with bad.open("r+b") as fh:
+            fh.truncate(bad.stat().st_size // 2)
+    home = workdir / f"restored-bad-{damage}"
+    with pytest.raises(RestoreError) as info:
+        _restore(engine, home, [(meta, bad)])
+    print(f"\n{damage}: {info.value}")
+    assert str(info.value)
+    assert not home.exists()
+    assert servers_running_in(home) == []
+
+
+def test_corrupted_incremental_is_refused(
+    engine: PostgresEngine, source: dict[str, Any], workdir: Path
+) -> None:
+    full_meta, _ = _backup(engine, source, workdir / "c-0.tar")
+    with connect(source) as c:
+        c.execute("UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid <= 2000")
+    inc_meta, _ = _backup(engine, source, workdir / "c-1.wal", parent=full_meta)
+    _corrupt(workdir / "c-1.wal", workdir / "c-1-bad.wal", 0.6)
+    home = workdir / "restored-bad-inc"
+    with pytest.raises(RestoreError, match=r"corrupted|incremental"):
+        _restore(
+            engine, home, [(full_meta, workdir / "c-0.tar"), (inc_meta, workdir / "c-1-bad.wal")]
+        )
+    assert not home.exists()
+    assert servers_running_in(home) == []
+
+
+def test_server_stopped_mid_backup(engine: PostgresEngine, workdir: Path) -> None:
+    home = workdir / "victim"
+    conn = engine.create_instance(home, InstanceRequest("victim"))
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackupError) as info:
+            _backup(
+                engine,
+                conn,
+                workdir / "victim.tar",
+                on_first_write=lambda: stop_server(conn["data_dir"]),
+            )
+        print(f"\nstopped mid-backup: {info.value}")
+        assert "pg_basebackup" in str(info.value)
+        assert time.monotonic() - started < 60
+        assert conn["password"] not in str(info.value)
+        with pytest.raises(BackupError):
+            engine.backup(conn, FileSink(workdir / "victim2.tar"), parent=None)
+    finally:
+        engine.destroy_instance(home, conn)
+
+
+def test_stop_start_keeps_or_moves_port(engine: PostgresEngine, workdir: Path) -> None:
+    home = workdir / "restartable"
+    conn = engine.create_instance(home, InstanceRequest("r", databases=(DatabaseSpec("d"),)))
+    try:
+        assert engine.start_instance(home, conn) == conn  # already running
+        engine.stop_instance(home, conn)
+        engine.stop_instance(home, conn)  # idempotent
+        again = engine.start_instance(home, conn)
+        assert again["port"] == conn["port"]
+        engine.stop_instance(home, again)
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", conn["port"]))
+            squatter.listen()
+            moved = engine.start_instance(home, again)
+            assert moved["port"] != conn["port"]
+        with connect(moved, "d") as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        engine.destroy_instance(home, conn)
+    assert not home.exists()
+    engine.destroy_instance(home, conn)  # missing server is fine
+
+
+@pytest.fixture(scope="module")
+def external(workdir: Path) -> Iterator[PlainServer]:
+    server = PlainServer(workdir / "external")
+    server.start()
+    with server.admin() as c:
+        c.execute("CREATE ROLE backup_role LOGIN REPLICATION PASSWORD 'repl-pw'")
+        c.execute("CREATE ROLE plain_role LOGIN PASSWORD 'plain-pw'")
+        c.execute("CREATE DATABASE bench")
+    yield server
+    server.stop()
+
+
+def test_external_requires_allowed_host(external: PlainServer) -> None:
+    params = {
+        "host": "127.0.0.1",
+        "port": external.port,
+        "user": "backup_role",
+        "password": "repl-pw",
+        "database": "postgres",
+    }
+    with pytest.raises(ExternalNotAllowedError, match="not allowed"):
+        PostgresEngine().register_external(params)
+    with pytest.raises(ExternalNotAllowedError, match="localhost"):
+        PostgresEngine(allowed_hosts=["127.0.0.1"]).register_external(
+            dict(params, host="localhost")
+        )
+
+
+def test_external_role_checks(external: PlainServer) -> None:
+    eng = PostgresEngine(allowed_hosts=["127.0.0.1"])
+    base = {"host": "127.0.0.1", "port": external.port, "database": "postgres"}
+    with pytest.raises(InvalidExternalError) as info:
+        eng.register_external(dict(base, user="plain_role", password="plain-pw"))
+    assert str(info.value) == "role plain_role lacks the REPLICATION attribute"
+    with pytest.raises(InvalidExternalError) as info:
+        eng.register_external(dict(base, user="backup_role", password="wrong-pw-123"))
+    assert "wrong-pw-123" not in str(info.value)
+    assert "password authentication failed" in str(info.value)
+    closed_port = external.port + 1 if external.port < 65535 else external.port - 1
+    with pytest.raises(InvalidExternalError, match="cannot connect"):
+        eng.register_external(dict(base, port=closed_port, user="backup_role", password="repl-pw"))
+
+
+def test_external_backup_and_restore(
+    engine: PostgresEngine, external: PlainServer, workdir: Path
+) -> None:
+    eng = PostgresEngine(allowed_hosts=["127.0.0.1"], timeout=120)
+    conn = eng.register_external(
+        {
+            "host": "127.0.0.1",
+            "port": external.port,
+            "user": "backup_role",
+            "password": "repl-pw",
+            "database": "bench",
+        }
+    )
+    assert "repl-pw" not in repr(eng.public_view(conn))
+    admin_view = {
+        "managed": False,
+        "host": "127.0.0.1",
+        "port": external.port,
+        "user": "admin",
+        "password": external.superuser_password,
+    }
+    pgbench_init(admin_view, 1)
+    state0 = snapshot(admin_view)
+    full_meta, full_size = _backup(eng, conn, workdir / "ext-0.tar")
+    with external.admin("bench") as c:
+        c.execute("UPDATE pgbench_accounts SET abalance = 3 WHERE aid <= 1000")
+    state1 = snapshot(admin_view)
+    inc_meta, inc_size = _backup(eng, conn, workdir / "ext-1.wal", parent=full_meta)
+    print(f"\nexternal: full {full_size} bytes, incremental {inc_size} bytes")
+    assert inc_size < full_size / 10
+    home = workdir / "restored-external"
+    restored = _restore(
+        engine, home, [(full_meta, workdir / "ext-0.tar"), (inc_meta, workdir / "ext-1.wal")]
+    )
+    try:
+        assert restored["superuser"] == "admin"
+        assert snapshot(restored) == state1 != state0
+    finally:
+        engine.destroy_instance(home, restored)
+    eng.destroy_instance(workdir / "unused", conn)  # drops the external's slot
+    with external.admin() as c:
+        assert c.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (0,)
+
+
+def test_no_leftover_threads() -> None:
+    assert not [t for t in threading.enumerate() if isinstance(t, Writer) and t.is_alive()]
