@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "sqlite_root", None):
         overrides["sqlite_roots"] = args.sqlite_root
     return Settings(**overrides)
+
+
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -46,6 +51,10 @@ def serve(args: argparse.Namespace) -> int:
         f"(data dir {settings.data_dir})",
         flush=True,
     )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
+    # handler it found: make that handler a clean exit, so the worker pool is shut down too.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
     try:
         uvicorn.run(
             create_app(container.services),
@@ -87,7 +96,8 @@ def token_list(args: argparse.Namespace) -> int:
             record.created.isoformat(),
             record.revoked.isoformat() if record.revoked else "",
         )
-    Console().print(table)
+    # Full width when piped, so ids are never cut short.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     return 0
 
 
