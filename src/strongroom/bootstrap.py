@@ -96,13 +96,36 @@ def rules_from(settings: Settings) -> ServiceRules:
     )
 
 
+def _prepare_data_dir(settings: Settings) -> None:
+    """Private by default. The data dir and the instances dir can be traversed (not listed)
+    by others because managed servers run as their own OS users (e.g. ``postgres``)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o711)
+    instances = settings.data_dir / "instances"
+    instances.mkdir(exist_ok=True)
+    instances.chmod(0o711)
+    for private in ("objects",):
+        path = settings.data_dir / private
+        path.mkdir(exist_ok=True)
+        path.chmod(0o700)
+
+
+def _restrict_metadata_file(settings: Settings) -> None:
+    """The metadata DB holds sealed secrets and token digests: owner only."""
+    if settings.database_url is None:
+        for suffix in ("", "-wal", "-shm"):
+            path = settings.data_dir / f"strongroom.db{suffix}"
+            if path.exists():
+                path.chmod(0o600)
+
+
 def build(settings: Settings) -> Container:
     """Open (and migrate) the metadata database, the stores and the engines; recover
     interrupted jobs; start the worker pool."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.data_dir.chmod(0o700)
+    _prepare_data_dir(settings)
     db = make_engine(settings.metadata_url)
     migrate.upgrade(db)
+    _restrict_metadata_file(settings)
     sessions = unit_of_work_factory(db)
 
     def uow(*, write: bool = False) -> SqlUnitOfWork:
@@ -175,9 +198,10 @@ def build(settings: Settings) -> Container:
 
 def build_tokens(settings: Settings) -> TokenService:
     """Just the token store, for the `token` commands (no engines, no workers)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_data_dir(settings)
     db = make_engine(settings.metadata_url)
     migrate.upgrade(db)
+    _restrict_metadata_file(settings)
     sessions = unit_of_work_factory(db)
 
     def uow(*, write: bool = False) -> SqlUnitOfWork:

@@ -52,6 +52,8 @@ def backup_view(backup: Backup, catalog: DatastoreCatalog) -> dict[str, Any]:
             "version": version.name,
             "version_id": version.id,
         }
+    if backup.stored_bytes is not None:
+        view["stored_bytes"] = backup.stored_bytes
     if backup.is_running and backup.state is not BackupState.NEW:
         view["progress"] = progress_view(backup)
     if backup.fail_reason and backup.state in (BackupState.FAILED, BackupState.DELETE_FAILED):
