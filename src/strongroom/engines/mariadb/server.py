@@ -1,0 +1,465 @@
+"""Running a managed ``mariadbd``: layout of its home, option file, start, wait, stop.
+
+Layout of a managed instance's ``home``::
+
+    home/my.cnf           the server's option file (no secrets)
+    home/data/            the data directory (binary logs included)
+    home/mysqld.sock      the socket; home/mariadbd.pid, home/mariadbd.err
+    home/tmp/             the server's tmpdir
+    home/restore/         scratch space of a restore, removed when it ends
+
+The server is a long-running daemon, so it is started with :class:`subprocess.Popen`
+(argv list, no shell, own session) rather than through :mod:`..process`, whose runners wait
+for their tool to finish. When Strongroom runs as root, ``mariadbd`` is started with
+``--user=<run_as>`` (it drops root itself before touching any file) and everything in
+``home`` is owned by that user; every directory above ``home`` must let that user through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymysql
+
+from strongroom.engines.errors import InstanceError
+from strongroom.engines.mariadb import config
+
+SOCKET_NAME = "mysqld.sock"
+PID_NAME = "mariadbd.pid"
+LOG_NAME = "mariadbd.err"
+CONFIG_NAME = "my.cnf"
+DATA_NAME = "data"
+TMP_NAME = "tmp"
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
+STOP_TIMEOUT = 120.0
+POLL_INTERVAL = 0.1
+LOG_TAIL_LINES = 15
+
+# Popen objects of servers this process started, so their exit status is collected.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+_children_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Layout:
+    home: Path
+
+    @property
+    def config(self) -> Path:
+        return self.home / CONFIG_NAME
+
+    @property
+    def datadir(self) -> Path:
+        return self.home / DATA_NAME
+
+    @property
+    def socket(self) -> Path:
+        return self.home / SOCKET_NAME
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / PID_NAME
+
+    @property
+    def log(self) -> Path:
+        return self.home / LOG_NAME
+
+    @property
+    def tmpdir(self) -> Path:
+        return self.home / TMP_NAME
+
+    @property
+    def restore_dir(self) -> Path:
+        return self.home / "restore"
+
+    @property
+    def private_dir(self) -> Path:
+        """Where one-shot files with secrets for the server (init files) live briefly."""
+        return self.home / "private"
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The unprivileged account the server runs as (``None`` fields: the current user)."""
+
+    name: str | None
+    uid: int
+    gid: int
+
+    @classmethod
+    def resolve(cls, name: str | None) -> RunAs:
+        if name is None:
+            return cls(None, os.getuid(), os.getgid())
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise InstanceError(f"the user {name!r} to run MariaDB as does not exist") from None
+        return cls(name, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def switches(self) -> bool:
+        return self.name is not None and self.uid != os.getuid()
+
+
+def free_port(bind_address: str) -> int:
+    family = socket.AF_INET6 if ":" in bind_address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((bind_address, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(bind_address: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in bind_address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As mariadbd does: connections in TIME_WAIT do not keep the port from it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bind_address, port))
+        except OSError:
+            return False
+    return True
+
+
+def write_config(
+    layout: Layout,
+    *,
+    port: int,
+    bind_address: str,
+    run_as: RunAs,
+    extra: dict[str, str] | None = None,
+) -> None:
+    server: dict[str, str | int | Path | None] = {
+        "datadir": layout.datadir,
+        "socket": layout.socket,
+        "port": port,
+        "bind-address": bind_address,
+        "pid-file": layout.pid_file,
+        "log-error": layout.log,
+        "tmpdir": layout.tmpdir,
+        "log-bin": "mariadb-bin",
+        "server-id": 1,
+        "skip-name-resolve": None,
+        **config.SERVER_DEFAULTS,
+        **(extra or {}),
+    }
+    if run_as.name is not None and os.geteuid() == 0:
+        # Started as root, mariadbd switches to this user itself (and refuses to run as
+        # root unless told so explicitly).
+        server["user"] = run_as.name
+    text = "# Managed by Strongroom; read on every start.\n" + config.render(
+        {"mariadbd": server, "client": {"socket": layout.socket, "port": port}}
+    )
+    tmp = layout.config.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, layout.config)
+
+
+def set_port(layout: Layout, port: int) -> None:
+    """Point the option file at another port, keeping every other option as it is."""
+    text = layout.config.read_text(encoding="utf-8")
+    text = re.sub(r'(?m)^port = "\d+"$', f'port = "{port}"', text)
+    tmp = layout.config.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, layout.config)
+
+
+def read_config(layout: Layout) -> dict[str, str]:
+    """The ``[mariadbd]`` options of a managed server's option file."""
+    options: dict[str, str] = {}
+    group = ""
+    for line in layout.config.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            group = line.strip("[]")
+            continue
+        if group != "mariadbd" or not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        options[key.strip()] = value
+    return options
+
+
+def prepare_home(layout: Layout, run_as: RunAs) -> None:
+    """Create ``home`` and its directories, owned by the server's user."""
+    if len(str(layout.socket)) > MAX_SOCKET_PATH:
+        raise InstanceError(
+            f"the instance directory path is too long for a server socket "
+            f"(at most {MAX_SOCKET_PATH - len(SOCKET_NAME) - 1} characters)"
+        )
+    layout.home.mkdir(parents=True, exist_ok=True)
+    os.chmod(layout.home, 0o750)
+    for directory in (layout.tmpdir, layout.private_dir):
+        directory.mkdir(exist_ok=True)
+    os.chmod(layout.private_dir, 0o700)
+    if run_as.switches:
+        for path in (layout.home, layout.tmpdir, layout.private_dir):
+            os.chown(path, run_as.uid, run_as.gid)
+        check_reachable(layout.home, run_as)
+
+
+def check_reachable(path: Path, run_as: RunAs) -> None:
+    """Every directory above ``path`` must let ``run_as`` search it."""
+    groups = set(os.getgrouplist(run_as.name, run_as.gid)) if run_as.name else {run_as.gid}
+    for parent in path.resolve().parents:
+        st = parent.stat()
+        if st.st_uid == run_as.uid:
+            allowed = bool(st.st_mode & stat.S_IXUSR)
+        elif st.st_gid in groups:
+            allowed = bool(st.st_mode & stat.S_IXGRP)
+        else:
+            allowed = bool(st.st_mode & stat.S_IXOTH)
+        if not allowed:
+            raise InstanceError(
+                f"the MariaDB server runs as {run_as.name!r}, which cannot reach the "
+                "instance directory: a parent directory does not let it through "
+                "(give it search permission, e.g. mode 0711)"
+            )
+
+
+def chown_tree(path: Path, run_as: RunAs) -> None:
+    if not run_as.switches:
+        return
+    os.chown(path, run_as.uid, run_as.gid, follow_symlinks=False)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), run_as.uid, run_as.gid, follow_symlinks=False)
+
+
+def log_tail(layout: Layout, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with layout.log.open("r", encoding="utf-8", errors="replace") as handle:
+            return "\n".join(line.rstrip() for line in deque(handle, maxlen=lines))
+    except OSError:
+        return ""
+
+
+def _log_size(layout: Layout) -> int:
+    try:
+        return layout.log.stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_since(layout: Layout, offset: int) -> str:
+    try:
+        with layout.log.open("rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-LOG_TAIL_LINES:])
+
+
+def read_pid(layout: Layout) -> int | None:
+    try:
+        return int(layout.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_our_server(pid: int, layout: Layout) -> bool:
+    """``pid`` is a live (not zombie) mariadbd started with this home's option file."""
+    _reap(pid)
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    if state in ("Z", "X"):
+        return False
+    wanted = f"--defaults-file={layout.config}".encode()
+    return wanted in cmdline
+
+
+def _reap(pid: int) -> None:
+    with _children_lock:
+        proc = _children.get(pid)
+        if proc is not None and proc.poll() is not None:
+            del _children[pid]
+
+
+def running_pid(layout: Layout) -> int | None:
+    pid = read_pid(layout)
+    if pid is not None and _is_our_server(pid, layout):
+        return pid
+    with _children_lock:
+        candidates = list(_children.items())
+    for child_pid, proc in candidates:
+        if proc.poll() is None and _is_our_server(child_pid, layout):
+            return child_pid
+    return None
+
+
+def connect(
+    layout: Layout, user: str, password: str, *, timeout: float = 10
+) -> pymysql.connections.Connection:
+    return pymysql.connect(
+        unix_socket=str(layout.socket),
+        user=user,
+        password=password,
+        connect_timeout=timeout,
+        read_timeout=600,
+        write_timeout=600,
+        autocommit=True,
+        charset="utf8mb4",
+    )
+
+
+@contextlib.contextmanager
+def session(layout: Layout, user: str, password: str) -> Iterator[pymysql.cursors.Cursor]:
+    conn = connect(layout, user, password)
+    try:
+        with conn.cursor() as cursor:
+            yield cursor
+    finally:
+        conn.close()
+
+
+def start(
+    layout: Layout,
+    *,
+    mariadbd: str,
+    user: str,
+    password: str,
+    timeout: float,
+    init_file: Path | None = None,
+    error: Callable[[str], Exception] = InstanceError,
+) -> int:
+    """Start the server in the background and wait until ``user`` can log in.
+
+    Returns its pid. On failure the server is stopped and ``error`` raised with the
+    server log's tail."""
+    argv = [mariadbd, f"--defaults-file={layout.config}"]
+    if init_file is not None:
+        argv.append(f"--init-file={init_file}")
+    log_offset = _log_size(layout)
+    with open(os.devnull, "rb") as devnull:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=devnull,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=layout.home,
+                start_new_session=True,
+                close_fds=True,
+                env={**os.environ, "LC_ALL": "C"},
+            )
+        except OSError as exc:
+            raise error(f"mariadbd could not be started: {exc.strerror}") from None
+    with _children_lock:
+        _children[proc.pid] = proc
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while True:
+        if proc.poll() is not None:
+            _reap(proc.pid)
+            detail = _log_since(layout, log_offset)
+            raise error(
+                f"mariadbd exited with status {proc.returncode} while starting"
+                + (f": {detail}" if detail else "")
+            )
+        if layout.socket.exists():
+            try:
+                connect(layout, user, password, timeout=5).close()
+                return proc.pid
+            except pymysql.err.OperationalError as exc:
+                code = exc.args[0] if exc.args else 0
+                last_error = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+                if code == 1045:  # access denied: the accounts are not what we expect
+                    _terminate(proc.pid, layout)
+                    raise error(
+                        "mariadbd started, but the service account cannot log in: "
+                        f"{last_error}; {_log_since(layout, log_offset)}"
+                    ) from None
+        if time.monotonic() > deadline:
+            _terminate(proc.pid, layout)
+            raise error(
+                f"mariadbd did not accept connections within {timeout:.0f} s"
+                + (f" ({last_error})" if last_error else "")
+                + f": {_log_since(layout, log_offset)}"
+            )
+        time.sleep(POLL_INTERVAL)
+
+
+def stop(layout: Layout, *, timeout: float = STOP_TIMEOUT) -> bool:
+    """Shut the server down cleanly (SIGTERM), SIGKILL after ``timeout``. Returns whether
+    a server was running."""
+    pid = running_pid(layout)
+    if pid is None:
+        return False
+    _terminate(pid, layout, timeout=timeout)
+    return True
+
+
+def _terminate(pid: int, layout: Layout, *, timeout: float = STOP_TIMEOUT) -> None:
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 30.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                _reap(pid)
+                return
+            time.sleep(POLL_INTERVAL)
+    _reap(pid)
+
+
+def _alive(pid: int) -> bool:
+    with _children_lock:
+        proc = _children.get(pid)
+    if proc is not None:
+        return proc.poll() is None
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def kill(layout: Layout) -> None:
+    """Stop at once (after a failed restore): nothing must be left running."""
+    pid = running_pid(layout)
+    if pid is not None:
+        _terminate(pid, layout, timeout=10.0)
+
+
+def wait_ready(layout: Layout, user: str, password: str, *, timeout: float) -> None:
+    """Wait until a running server accepts ``user`` (it may still be starting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connect(layout, user, password, timeout=5).close()
+            return
+        except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] == 1045:
+                raise InstanceError("the service account cannot log in to the server") from None
+            if running_pid(layout) is None:
+                raise InstanceError(
+                    f"mariadbd stopped while starting: {log_tail(layout)}"
+                ) from None
+            if time.monotonic() > deadline:
+                raise InstanceError(
+                    f"mariadbd did not accept connections within {timeout:.0f} s"
+                ) from None
+        time.sleep(POLL_INTERVAL)
