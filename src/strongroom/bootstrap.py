@@ -30,9 +30,14 @@ from strongroom.services.stores import StoreCatalog
 from strongroom.services.tokens import TokenService
 from strongroom.services.transfer import Transfer
 from strongroom.storage.config import LocalStoreConfig, S3StoreConfig, StoreConfig, SwiftStoreConfig
+from strongroom.storage.errors import StorageAuthError, StorageError
 from strongroom.storage.registry import StoreSet
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """A configuration the service cannot run with; the message says what to fix."""
 
 
 @dataclass
@@ -77,6 +82,17 @@ def store_config(s: StoreSettings) -> StoreConfig:
         addressing_style=s.addressing_style,
         checksum_mode=s.checksum_mode,
     )
+
+
+def _check_stores(stores: StoreCatalog) -> None:
+    """Refuse to start with credentials a store rejects; only warn about an unreachable
+    store (it may come back, and backups to it fail with a reason meanwhile)."""
+    problems = stores.check_all()
+    for name, problem in problems.items():
+        if problem.startswith(StorageAuthError.__name__):
+            stores.close()
+            raise StartupError(f"store {name!r} refused the configured credentials ({problem})")
+        log.warning("store %r is not reachable now: %s", name, problem)
 
 
 def rules_from(settings: Settings) -> ServiceRules:
@@ -134,10 +150,14 @@ def build(settings: Settings) -> Container:
     clock = SystemClock()
     master = MasterKey.load_or_create(settings.key_file)
     secrets = SecretBox(master.derive_key(b"strongroom-connections"))
-    stores = StoreCatalog(
-        StoreSet.from_configs([store_config(s) for s in settings.stores], settings.default_store),
-        master,
-    )
+    try:
+        store_set = StoreSet.from_configs(
+            [store_config(s) for s in settings.stores], settings.default_store
+        )
+    except StorageError as exc:
+        raise StartupError(f"storage configuration: {exc}") from exc
+    stores = StoreCatalog(store_set, master)
+    _check_stores(stores)
     engines = build_engine_registry(
         EngineSettings(
             sqlite_roots=tuple(settings.sqlite_roots),

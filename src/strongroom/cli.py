@@ -15,6 +15,7 @@ ADMIN_PROJECT = "admin"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment and config, with command-line values on top."""
     overrides: dict[str, Any] = {}
     for name in ("host", "port", "data_dir"):
         value = getattr(args, name, None)
@@ -33,10 +34,14 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from strongroom.api.app import create_app
-    from strongroom.bootstrap import build
+    from strongroom.bootstrap import StartupError, build
 
     settings = _settings(args)
-    container = build(settings)
+    try:
+        container = build(settings)
+    except StartupError as exc:
+        print(f"strongroom: cannot start: {exc}", file=sys.stderr)
+        return 2
     if container.services.tokens.is_empty():
         issued = container.services.tokens.create(
             project_id=ADMIN_PROJECT, user_id="admin", roles=("admin",)

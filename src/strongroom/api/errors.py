@@ -24,6 +24,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (e.OverLimitError, 413, "overLimit"),
     (e.NotImplementedByDatastoreError, 501, "notImplemented"),
     (e.StorageUnavailableError, 500, "serverError"),
+    (e.StorageAccessDeniedError, 401, "unauthorized"),
 ]
 
 FAULT_NAMES = {

@@ -77,3 +77,7 @@ class NotImplementedByDatastoreError(DomainError):
 
 class StorageUnavailableError(DomainError):
     """(→ 500 serverError) the object store cannot be reached."""
+
+
+class StorageAccessDeniedError(DomainError):
+    """(→ 401) the object store refuses the service's credentials."""

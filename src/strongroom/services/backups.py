@@ -163,6 +163,8 @@ class BackupService:
         if not instance_id:
             raise BadRequestError("instance is missing.")
 
+        # A network round trip: done before the metadata write lock is taken.
+        self._stores.check(store_name, project_id=ctx.project_id)
         now = self._clock.now()
         backup_id = BackupId(str(uuid.uuid4()))
         with self._uow(write=True) as uow:
@@ -293,6 +295,10 @@ class BackupService:
 
     # -- delete --------------------------------------------------------------------
     def delete(self, ctx: RequestContext, *, backup_id: str) -> None:
+        with self._uow() as uow:
+            target = self._visible(uow, ctx, backup_id)
+        if target.state is not BackupState.RESTORED and target.store_name:
+            self._stores.check(target.store_name, project_id=ctx.project_id)
         now = self._clock.now()
         with self._uow(write=True) as uow:
             root = self._visible(uow, ctx, backup_id)

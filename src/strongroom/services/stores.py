@@ -6,12 +6,16 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
-from strongroom.domain.errors import BadRequestError
+from strongroom.domain.errors import (
+    BadRequestError,
+    StorageAccessDeniedError,
+    StorageUnavailableError,
+)
 from strongroom.pipeline.errors import FormatError
 from strongroom.pipeline.keys import MasterKey
 from strongroom.pipeline.reader import OpenedManifest, open_manifest
 from strongroom.storage.base import StorageBackend
-from strongroom.storage.errors import StorageError
+from strongroom.storage.errors import StorageAuthError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,29 @@ class StoreCatalog:
             known = ", ".join(sorted(self._stores.names()))
             raise BadRequestError(f"Unknown storage_driver {driver!r}; configured stores: {known}.")
         return driver
+
+    def check(self, name: str, *, project_id: str) -> None:
+        """Contract §5.2 step 10: the store must be reachable before a job is queued."""
+        try:
+            self._stores.get(name).check()
+        except StorageAuthError as exc:
+            log.warning("store %s refused the service's credentials: %s", name, exc)
+            raise StorageAccessDeniedError(
+                f"Swift account not accessible for tenant {project_id}."
+            ) from exc
+        except StorageError as exc:
+            log.warning("store %s is unreachable: %s", name, exc)
+            raise StorageUnavailableError("Cannot connect to Swift.") from exc
+
+    def check_all(self) -> dict[str, str]:
+        """Each store's problem, if any, by name (for start-up)."""
+        problems: dict[str, str] = {}
+        for name in self._stores.names():
+            try:
+                self._stores.get(name).check()
+            except StorageError as exc:
+                problems[name] = f"{type(exc).__name__}: {exc}"
+        return problems
 
     def backend(self, name: str) -> StorageBackend:
         return self._stores.get(name)
