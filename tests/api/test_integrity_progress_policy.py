@@ -30,7 +30,13 @@ def chunk_files(backup):
 def restore(harness, backup_id):
     r = harness.a.post(
         "/instances",
-        {"instance": {"name": "restored", "flavorRef": "1", "restorePoint": {"backupRef": backup_id}}},
+        {
+            "instance": {
+                "name": "restored",
+                "flavorRef": "1",
+                "restorePoint": {"backupRef": backup_id},
+            }
+        },
     )
     assert r.status_code == 200, r.text
     return r.json()["instance"]["id"]
@@ -79,9 +85,10 @@ def test_untouched_backup_restores_row_for_row(harness):
     instance_id = restore(harness, backup["id"])
     restored = harness.a.wait_instance(instance_id)
     query = "select id, body from t order by id"
-    with sqlite3.connect(inst["connection"]["path"]) as src, sqlite3.connect(
-        restored["connection"]["path"]
-    ) as dst:
+    with (
+        sqlite3.connect(inst["connection"]["path"]) as src,
+        sqlite3.connect(restored["connection"]["path"]) as dst,
+    ):
         assert src.execute(query).fetchall() == dst.execute(query).fetchall()
 
 
@@ -95,16 +102,24 @@ def test_progress_while_running(tmp_path):
             db.executemany("insert into t values (?)", [(i,) for i in range(100)])
         r = h.a.post(
             "/instances",
-            {"instance": {"name": "ext", "datastore": {"type": "sqlite"}, "external": {"path": str(path)}}},
+            {
+                "instance": {
+                    "name": "ext",
+                    "datastore": {"type": "sqlite"},
+                    "external": {"path": str(path)},
+                }
+            },
         )
         inst = r.json()["instance"]
         locker = sqlite3.connect(path, isolation_level=None)
         locker.execute("begin exclusive")
         backup = h.a.create_backup(inst["id"])
         running = wait_for(
-            lambda: (b := h.a.get(f"/backups/{backup['id']}").json()["backup"])["status"] == "BUILDING"
-            and "progress" in b
-            and b
+            lambda: (
+                (b := h.a.get(f"/backups/{backup['id']}").json()["backup"])["status"] == "BUILDING"
+                and "progress" in b
+                and b
+            )
         )
         assert running["progress"]["bytes_expected"] > 0
         assert running["progress"]["bytes_done"] == 0

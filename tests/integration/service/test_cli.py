@@ -40,7 +40,10 @@ def test_first_start_prints_admin_token_once_and_key_is_private(tmp_path):
     server = start_server(data)
     try:
         assert server.admin_token
-        r = httpx.get(f"{server.url}/v1.0/admin/backups?all_projects=1", headers={"X-Auth-Token": server.admin_token})
+        r = httpx.get(
+            f"{server.url}/v1.0/admin/backups?all_projects=1",
+            headers={"X-Auth-Token": server.admin_token},
+        )
         assert r.status_code == 200
     finally:
         server.stop()
@@ -49,7 +52,9 @@ def test_first_start_prints_admin_token_once_and_key_is_private(tmp_path):
     again = start_server(data)
     try:
         assert again.admin_token == ""
-        r = httpx.get(f"{again.url}/v1.0/admin/backups", headers={"X-Auth-Token": server.admin_token})
+        r = httpx.get(
+            f"{again.url}/v1.0/admin/backups", headers={"X-Auth-Token": server.admin_token}
+        )
         assert r.status_code == 200
     finally:
         assert again.stop() == 0
