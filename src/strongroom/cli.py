@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +18,11 @@ ADMIN_PROJECT = "admin"
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment and config, with command-line values on top."""
     overrides: dict[str, Any] = {}
+    config_file = getattr(args, "config", None)
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SystemExit(f"strongroom: no such config file: {config_file}")
+        os.environ["STRONGROOM_CONFIG"] = str(config_file.absolute())
     for name in ("host", "port", "data_dir"):
         value = getattr(args, name, None)
         if value is not None:
@@ -124,6 +130,7 @@ def parser() -> argparse.ArgumentParser:
 
     def data_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-dir", type=Path, help="metadata, objects, keys (default var/data)")
+        p.add_argument("--config", type=Path, help="TOML settings file (see README)")
 
     p = sub.add_parser("serve", help="run the API and the workers in one process")
     p.add_argument("--host")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 
 class FlavorSettings(BaseModel):
@@ -51,6 +57,9 @@ class StoreSettings(BaseModel):
 
 
 class Settings(BaseSettings):
+    """Precedence: command-line values, then STRONGROOM_* environment variables, then the
+    TOML file named by ``--config`` or STRONGROOM_CONFIG, then these defaults."""
+
     model_config = SettingsConfigDict(env_prefix="STRONGROOM_", env_nested_delimiter="__")
 
     data_dir: Path = Path("var/data")
@@ -87,6 +96,21 @@ class Settings(BaseSettings):
     flavors: list[FlavorSettings] = Field(default_factory=lambda: list(DEFAULT_FLAVORS))
     stores: list[StoreSettings] = Field(default_factory=list)
     default_store: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("STRONGROOM_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

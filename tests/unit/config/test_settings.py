@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from strongroom.config import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in list(__import__("os").environ):
+        if name.startswith("STRONGROOM_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_are_the_embedded_mode(tmp_path):
+    s = Settings(data_dir=tmp_path)
+    assert s.metadata_url == f"sqlite:///{tmp_path / 'strongroom.db'}"
+    assert [(st.name, st.kind, st.root) for st in s.stores] == [
+        ("local", "local", tmp_path / "objects")
+    ]
+    assert s.default_store == "local"
+    assert s.key_file == tmp_path / "master.key"
+
+
+def test_precedence_cli_over_env_over_file(tmp_path, monkeypatch):
+    config = tmp_path / "strongroom.toml"
+    config.write_text(
+        'backup_quota = 7\nport = 9000\ndefault_store = "s3"\n'
+        '[[stores]]\nname = "s3"\nkind = "s3"\nendpoint_url = "http://127.0.0.1:1"\n'
+        'access_key = "a"\nsecret_key = "very-secret"\n'
+    )
+    monkeypatch.setenv("STRONGROOM_CONFIG", str(config))
+    monkeypatch.setenv("STRONGROOM_BACKUP_QUOTA", "9")
+    s = Settings(port=9100)
+    assert s.backup_quota == 9
+    assert s.port == 9100
+    assert s.default_store == "s3"
+    assert "very-secret" not in repr(s)
+
+
+def test_unknown_default_store_is_refused(tmp_path):
+    with pytest.raises(ValidationError, match="default_store"):
+        Settings(data_dir=tmp_path, default_store="nope")
+
+
+def test_duplicate_store_names_are_refused(tmp_path):
+    with pytest.raises(ValidationError, match="unique"):
+        Settings(data_dir=tmp_path, stores=[{"name": "a"}, {"name": "a"}])
+
+
+def test_relative_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = Settings(data_dir=Path("rel"), sqlite_roots=[Path("roots")])
+    assert s.data_dir == tmp_path / "rel"
+    assert s.sqlite_roots == [tmp_path / "roots"]
