@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 from strongroom.config import Settings, StoreSettings
+from strongroom.domain.ports import JobQueue, UnitOfWorkFactory
 from strongroom.engines.registry import EngineSettings, build_engine_registry
+from strongroom.jobs.celery_queue import CeleryJobQueue, make_celery
 from strongroom.jobs.inprocess import InProcessJobQueue
 from strongroom.persistence import migrate
 from strongroom.persistence.unit_of_work import (
@@ -24,6 +27,7 @@ from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.instances import InstanceService
 from strongroom.services.job_handlers import JobHandlers
 from strongroom.services.jobs import JobDispatcher
+from strongroom.services.liveness import LivenessRules, Reaper
 from strongroom.services.rules import Flavor, ServiceRules
 from strongroom.services.secrets_box import SecretBox
 from strongroom.services.stores import StoreCatalog
@@ -44,9 +48,10 @@ class StartupError(Exception):
 class Container:
     services: Services
     handlers: JobHandlers
-    queue: InProcessJobQueue
+    queue: JobQueue
     stores: StoreCatalog
     settings: Settings
+    reaper: Reaper
 
     def close(self) -> None:
         self.queue.shutdown()
@@ -135,18 +140,37 @@ def _restrict_metadata_file(settings: Settings) -> None:
                 path.chmod(0o600)
 
 
-def build(settings: Settings) -> Container:
-    """Open (and migrate) the metadata database, the stores and the engines; recover
-    interrupted jobs; start the worker pool."""
+Role = Literal["embedded", "api", "worker"]
+
+
+def _open_metadata(settings: Settings, *, migrate_now: bool) -> UnitOfWorkFactory:
     _prepare_data_dir(settings)
     db = make_engine(settings.metadata_url)
-    migrate.upgrade(db)
+    if migrate_now:
+        migrate.upgrade(db)
+    elif not migrate.is_current(db):
+        raise StartupError(
+            "the metadata database is not at the current schema: run `strongroom db upgrade`"
+        )
     _restrict_metadata_file(settings)
     sessions = unit_of_work_factory(db)
 
     def uow(*, write: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(sessions, write=write)
 
+    return uow
+
+
+def build(settings: Settings, *, role: Role = "embedded") -> Container:
+    """Wire the service for one role.
+
+    * ``embedded``: everything in this process (migrates, runs jobs in threads, recovers
+      interrupted jobs on start);
+    * ``api``: requests only; jobs go to the broker;
+    * ``worker``: runs this host's jobs from the broker (see ``run_worker``)."""
+    if role != "embedded" and settings.broker_url is None:
+        raise StartupError("scaled-out roles need broker_url (e.g. amqp://user:pw@host:5672/vhost)")
+    uow = _open_metadata(settings, migrate_now=role == "embedded")
     clock = SystemClock()
     master = MasterKey.load_or_create(settings.key_file)
     secrets = SecretBox(master.derive_key(b"strongroom-connections"))
@@ -169,8 +193,11 @@ def build(settings: Settings) -> Container:
             enabled=tuple(settings.datastores),
         )
     )
-    catalog = DatastoreCatalog(uow, engines)
-    catalog.refresh()
+    catalog = DatastoreCatalog(uow, engines, reload_after=10.0 if role == "api" else None)
+    if role == "api":
+        catalog.load()
+    else:
+        catalog.refresh(exclusive=role == "embedded")
     rules = rules_from(settings)
     authorizer = Authorizer(settings.policy_file)
     dispatcher = JobDispatcher(clock)
@@ -182,8 +209,18 @@ def build(settings: Settings) -> Container:
         transfer=transfer,
         secrets=secrets,
         instances_dir=settings.data_dir / "instances",
+        host_id=settings.host_id,
+        heartbeat_interval=settings.heartbeat_seconds,
     )
-    queue = InProcessJobQueue(handlers.run, workers=settings.workers)
+    queue: JobQueue
+    if role == "embedded":
+        queue = InProcessJobQueue(handlers.run, workers=settings.workers)
+    else:
+        assert settings.broker_url is not None
+        celery_app = make_celery(
+            settings.broker_url.get_secret_value(), prefix=settings.queue_prefix
+        )
+        queue = CeleryJobQueue(celery_app, prefix=settings.queue_prefix)
     dispatcher.attach(queue)
     services = Services(
         backups=BackupService(
@@ -208,23 +245,35 @@ def build(settings: Settings) -> Container:
         tokens=TokenService(uow, clock),
         public_endpoint=settings.public_endpoint,
     )
-    container = Container(services, handlers, queue, stores, settings)
-    resubmit = handlers.recover()
-    handlers.start_managed_instances()
-    for job_id in resubmit:
-        queue.submit(job_id)
+    reaper = Reaper(
+        uow=uow,
+        clock=clock,
+        handlers=handlers,
+        dispatcher=dispatcher,
+        rules=LivenessRules(
+            job_lease=timedelta(seconds=settings.job_lease_seconds),
+            redispatch_after=timedelta(seconds=settings.redispatch_after_seconds),
+            dispatch_deadline=timedelta(seconds=settings.dispatch_deadline_seconds),
+        ),
+    )
+    container = Container(services, handlers, queue, stores, settings, reaper)
+    if role == "embedded":
+        resubmit = handlers.recover()
+        handlers.start_managed_instances()
+        for job in resubmit:
+            dispatcher.submit(job)
+    elif role == "worker":
+        reaper.beat(settings.host_id)
+        handlers.start_managed_instances()
     return container
 
 
 def build_tokens(settings: Settings) -> TokenService:
     """Just the token store, for the `token` commands (no engines, no workers)."""
-    _prepare_data_dir(settings)
-    db = make_engine(settings.metadata_url)
-    migrate.upgrade(db)
-    _restrict_metadata_file(settings)
-    sessions = unit_of_work_factory(db)
-
-    def uow(*, write: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(sessions, write=write)
-
+    uow = _open_metadata(settings, migrate_now=settings.broker_url is None)
     return TokenService(uow, SystemClock())
+
+
+def upgrade_schema(settings: Settings) -> None:
+    """`strongroom db upgrade`: apply the Alembic migrations."""
+    migrate.upgrade(make_engine(settings.metadata_url))

@@ -8,9 +8,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strongroom.config import Settings
+
+if TYPE_CHECKING:
+    from strongroom.services.tokens import TokenService
 
 ADMIN_PROJECT = "admin"
 
@@ -32,6 +35,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def _first_admin_token(tokens: TokenService) -> None:
+    if tokens.is_empty():
+        issued = tokens.create(project_id=ADMIN_PROJECT, user_id="admin", roles=("admin",))
+        print(
+            "Created the first admin token (shown once; keep it safe):\n"
+            f"  project: {ADMIN_PROJECT}\n  token:   {issued.token}",
+            flush=True,
+        )
+
+
 def _exit_cleanly(signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
@@ -48,15 +61,7 @@ def serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
-    if container.services.tokens.is_empty():
-        issued = container.services.tokens.create(
-            project_id=ADMIN_PROJECT, user_id="admin", roles=("admin",)
-        )
-        print(
-            "Created the first admin token (shown once; keep it safe):\n"
-            f"  project: {ADMIN_PROJECT}\n  token:   {issued.token}",
-            flush=True,
-        )
+    _first_admin_token(container.services.tokens)
     print(
         f"Strongroom serving on http://{settings.host}:{settings.port} "
         f"(data dir {settings.data_dir})",
@@ -77,6 +82,96 @@ def serve(args: argparse.Namespace) -> int:
         )
     finally:
         container.close()
+    return 0
+
+
+def _export(settings: Settings) -> None:
+    """Pass command-line values to child processes through the environment."""
+    os.environ["STRONGROOM_DATA_DIR"] = str(settings.data_dir)
+    os.environ["STRONGROOM_HOST"] = settings.host
+    os.environ["STRONGROOM_PORT"] = str(settings.port)
+
+
+def api(args: argparse.Namespace) -> int:
+    """Only the API, in several processes; jobs go to the broker."""
+    import uvicorn
+
+    from strongroom.bootstrap import StartupError, build_tokens
+
+    settings = _settings(args)
+    workers = args.workers or settings.api_workers
+    try:
+        tokens = build_tokens(settings)
+    except StartupError as exc:
+        print(f"strongroom: cannot start: {exc}", file=sys.stderr)
+        return 2
+    _first_admin_token(tokens)
+    _export(settings)
+    print(
+        f"Strongroom API serving on http://{settings.host}:{settings.port} ({workers} processes)",
+        flush=True,
+    )
+    uvicorn.run(
+        "strongroom.asgi:create",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_level="warning",
+        timeout_keep_alive=5,
+        limit_concurrency=256,
+    )
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Run this host's jobs (and shared ones) from the broker; reap dead workers' jobs."""
+    import threading
+
+    from strongroom.bootstrap import StartupError, build
+    from strongroom.jobs.celery_queue import CeleryJobQueue, run_worker
+
+    settings = _settings(args)
+    if args.host_id:
+        settings.host_id = args.host_id
+    try:
+        container = build(settings, role="worker")
+    except StartupError as exc:
+        print(f"strongroom: cannot start: {exc}", file=sys.stderr)
+        return 2
+    queue = container.queue
+    assert isinstance(queue, CeleryJobQueue)
+    stop = threading.Event()
+
+    def keep_alive() -> None:
+        while not stop.wait(settings.reaper_interval_seconds):
+            try:
+                container.reaper.beat(settings.host_id)
+                container.reaper.reap()
+            except Exception:
+                logging.getLogger("strongroom.worker").exception("reaper pass failed")
+
+    threading.Thread(target=keep_alive, name="reaper", daemon=True).start()
+    print(f"Strongroom worker for host {settings.host_id!r} started", flush=True)
+    try:
+        run_worker(
+            queue.app,
+            prefix=queue.prefix,
+            host_id=settings.host_id,
+            run=container.handlers.run,
+            concurrency=args.concurrency or settings.worker_concurrency,
+        )
+    finally:
+        stop.set()
+        container.stores.close()
+    return 0
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    from strongroom.bootstrap import upgrade_schema
+
+    upgrade_schema(_settings(args))
+    print("metadata database is at the current schema")
     return 0
 
 
@@ -143,6 +238,26 @@ def parser() -> argparse.ArgumentParser:
         help="directory under which external SQLite files may be registered (repeatable)",
     )
     p.set_defaults(func=serve)
+
+    p = sub.add_parser("api", help="scaled out: run only the API, in several processes")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, help="API processes (default: api_workers)")
+    data_dir(p)
+    p.set_defaults(func=api)
+
+    p = sub.add_parser("worker", help="scaled out: run the jobs of one database host")
+    p.add_argument("--host-id", help="this host's id (default: host_id setting)")
+    p.add_argument("--concurrency", type=int)
+    data_dir(p)
+    p.set_defaults(func=worker)
+
+    db = sub.add_parser("db", help="metadata database").add_subparsers(
+        dest="db_command", required=True
+    )
+    p = db.add_parser("upgrade", help="apply schema migrations")
+    data_dir(p)
+    p.set_defaults(func=db_upgrade)
 
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(
         dest="token_command", required=True

@@ -93,6 +93,19 @@ class Settings(BaseSettings):
         default_factory=lambda: ["sqlite", "postgresql", "mariadb"]
     )
 
+    # Scaled out (`strongroom api` / `strongroom worker`): metadata in PostgreSQL or MariaDB
+    # (database_url), jobs over a Celery broker (RabbitMQ).
+    broker_url: SecretStr | None = None
+    queue_prefix: str = "strongroom"
+    host_id: str = "local"
+    api_workers: int = 2
+    worker_concurrency: int = 2
+    heartbeat_seconds: float = 10.0
+    job_lease_seconds: float = 60.0
+    redispatch_after_seconds: float = 30.0
+    dispatch_deadline_seconds: float = 600.0
+    reaper_interval_seconds: float = 10.0
+
     flavors: list[FlavorSettings] = Field(default_factory=lambda: list(DEFAULT_FLAVORS))
     stores: list[StoreSettings] = Field(default_factory=list)
     default_store: str | None = None

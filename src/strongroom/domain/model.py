@@ -156,3 +156,9 @@ class Job:
     attempts: int = 0
     payload: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    route: str = "local"  # the queue: a worker host's id, or SHARED_ROUTE
+    worker: str | None = None  # the host running it
+    heartbeat: datetime | None = None
+
+
+SHARED_ROUTE = "shared"

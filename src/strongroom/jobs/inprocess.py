@@ -26,7 +26,8 @@ class InProcessJobQueue:
         self._open = threading.Event()
         self._open.set()
 
-    def submit(self, job_id: JobId) -> None:
+    def submit(self, job_id: JobId, route: str = "local") -> None:
+        """Every job runs here, whatever its route: this process is the only host."""
         with self._lock:
             if self._closed:
                 log.warning("job %s not started: the service is shutting down", job_id)

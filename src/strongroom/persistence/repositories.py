@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from strongroom.domain.model import (
@@ -36,6 +37,7 @@ from strongroom.persistence.tables import (
     JobRow,
     QuotaUsageRow,
     TokenRow,
+    WorkerRow,
 )
 
 RUNNING = [BackupState.NEW.value, BackupState.BUILDING.value, BackupState.SAVING.value]
@@ -227,6 +229,24 @@ class SqlInstanceRepository:
             return None
         return _instance(row)
 
+    def find_for_update(self, instance_id: str) -> Instance | None:
+        """The instance, its row locked until commit: serialises backups of one instance
+        across API processes (SQLite's write lock does the same in embedded mode)."""
+        row = self._s.execute(
+            select(InstanceRow).where(InstanceRow.id == instance_id).with_for_update()
+        ).scalar_one_or_none()
+        if row is None or row.deleted:
+            return None
+        return _instance(row)
+
+    def count_by_host(self) -> dict[str, int]:
+        stmt = (
+            select(InstanceRow.host, func.count())
+            .where(InstanceRow.deleted.is_(False))
+            .group_by(InstanceRow.host)
+        )
+        return {host: int(n) for host, n in self._s.execute(stmt).all()}
+
     def sealed_connection(self, instance_id: str) -> str | None:
         row = self._s.get(InstanceRow, instance_id)
         return row.connection_sealed if row is not None else None
@@ -359,6 +379,24 @@ class SqlQuotaRepository:
         row = self._s.get(QuotaUsageRow, (project_id, resource))
         return row.in_use if row is not None else 0
 
+    def lock_in_use(self, project_id: str, resource: str) -> int:
+        """Usage with its row locked until commit, so concurrent creates cannot both pass
+        the quota check. The row is created first if missing."""
+        stmt = (
+            select(QuotaUsageRow)
+            .where(QuotaUsageRow.project_id == project_id, QuotaUsageRow.resource == resource)
+            .with_for_update()
+        )
+        row = self._s.execute(stmt).scalar_one_or_none()
+        if row is None:
+            try:
+                with self._s.begin_nested():
+                    self._s.add(QuotaUsageRow(project_id=project_id, resource=resource, in_use=0))
+            except IntegrityError:
+                pass  # another transaction created it: lock theirs
+            row = self._s.execute(stmt).scalar_one()
+        return row.in_use
+
     def set_in_use(self, project_id: str, resource: str, value: int) -> None:
         row = self._s.get(QuotaUsageRow, (project_id, resource))
         if row is None:
@@ -428,6 +466,9 @@ def _job(row: JobRow) -> Job:
         attempts=row.attempts,
         payload=dict(row.payload or {}),
         error=row.error,
+        route=row.route,
+        worker=row.worker,
+        heartbeat=row.heartbeat,
     )
 
 
@@ -447,6 +488,7 @@ class SqlJobRepository:
                 error=job.error,
                 created=job.created,
                 updated=job.updated,
+                route=job.route,
             )
         )
 
@@ -470,3 +512,63 @@ class SqlJobRepository:
             .order_by(JobRow.created)
         )
         return [_job(r) for r in self._s.execute(stmt).scalars()]
+
+    def claim(self, job_id: str, worker: str, at: datetime) -> Job | None:
+        """QUEUED → RUNNING for ``worker``, under a row lock: a message delivered twice
+        runs once."""
+        row = self._s.execute(
+            select(JobRow).where(JobRow.id == job_id).with_for_update()
+        ).scalar_one_or_none()
+        if row is None or row.state != JobState.QUEUED.value:
+            return None
+        row.state = JobState.RUNNING.value
+        row.attempts = (row.attempts or 0) + 1
+        row.heartbeat = at
+        row.updated = at
+        row.worker = worker
+        return _job(row)
+
+    def beat(self, job_id: str, at: datetime) -> None:
+        self._s.execute(update(JobRow).where(JobRow.id == job_id).values(heartbeat=at))
+
+    def requeue(self, job_id: str, at: datetime) -> None:
+        self._s.execute(
+            update(JobRow)
+            .where(JobRow.id == job_id)
+            .values(state=JobState.QUEUED.value, worker=None, updated=at, heartbeat=None)
+        )
+
+    def touch(self, job_id: str, at: datetime) -> None:
+        self._s.execute(update(JobRow).where(JobRow.id == job_id).values(updated=at))
+
+    def stale(self, state: JobState, before: datetime) -> list[Job]:
+        """Jobs in ``state`` whose last sign of life is older than ``before``, locked so
+        that two reapers never handle the same job (rows another reaper holds are skipped)."""
+        last_seen = JobRow.heartbeat if state is JobState.RUNNING else JobRow.updated
+        stmt = (
+            select(JobRow)
+            .where(JobRow.state == state.value, last_seen < before)
+            .order_by(JobRow.created)
+            .with_for_update(skip_locked=True)
+        )
+        return [_job(r) for r in self._s.execute(stmt).scalars()]
+
+
+class SqlWorkerRepository:
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def beat(self, host_id: str, at: datetime) -> None:
+        row = self._s.get(WorkerRow, host_id)
+        if row is None:
+            self._s.add(WorkerRow(host_id=host_id, last_seen=at))
+        else:
+            row.last_seen = at
+
+    def live(self, since: datetime) -> list[str]:
+        stmt = (
+            select(WorkerRow.host_id)
+            .where(WorkerRow.last_seen >= since)
+            .order_by(WorkerRow.host_id)
+        )
+        return list(self._s.execute(stmt).scalars())

@@ -118,3 +118,14 @@ class JobRow(Base):
     created: Mapped[datetime] = mapped_column(DateTime)
     updated: Mapped[datetime] = mapped_column(DateTime)
     heartbeat: Mapped[datetime | None] = mapped_column(DateTime)
+    route: Mapped[str] = mapped_column(String(255), default="local")
+    worker: Mapped[str | None] = mapped_column(String(255))
+
+
+class WorkerRow(Base):
+    """A worker host's heartbeat: placement of new instances picks among live ones."""
+
+    __tablename__ = "workers"
+
+    host_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_seen: Mapped[datetime] = mapped_column(DateTime)

@@ -15,6 +15,7 @@ from strongroom.persistence.repositories import (
     SqlQuotaRepository,
     SqlStrategyRepository,
     SqlTokenRepository,
+    SqlWorkerRepository,
 )
 
 
@@ -60,6 +61,7 @@ class SqlUnitOfWork:
         self.quotas = SqlQuotaRepository(self.session)
         self.tokens = SqlTokenRepository(self.session)
         self.jobs = SqlJobRepository(self.session)
+        self.workers = SqlWorkerRepository(self.session)
         return self
 
     def __exit__(

@@ -17,6 +17,7 @@ from strongroom.domain.errors import (
     UnprocessableError,
 )
 from strongroom.domain.model import (
+    SHARED_ROUTE,
     Backup,
     BackupId,
     BackupState,
@@ -170,7 +171,7 @@ class BackupService:
         with self._uow(write=True) as uow:
             if container is None:
                 container = self._container_for(uow, ctx, instance_id)
-            instance = uow.instances.find(instance_id)
+            instance = uow.instances.find_for_update(instance_id)
             if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
                 raise ResourceNotFoundError(instance_id)
             self._check_ready(uow, instance_id, instance.status, instance.task)
@@ -181,7 +182,7 @@ class BackupService:
                     f"The 'backup_create' operation is not supported for the '{name}' datastore."
                 )
             parent_id = self._parent_for(uow, ctx, request, instance_id, parent_page)
-            in_use = uow.quotas.in_use(ctx.project_id, BACKUPS)
+            in_use = uow.quotas.lock_in_use(ctx.project_id, BACKUPS)
             quotas.check_quota(resource=BACKUPS, in_use=in_use, limit=self._rules.backup_quota)
             uow.quotas.set_in_use(ctx.project_id, BACKUPS, in_use + 1)
             backup = Backup(
@@ -199,10 +200,10 @@ class BackupService:
                 container=container,
             )
             uow.backups.add(backup)
-            job_id = self._jobs.record(uow, JobKind.BACKUP, backup_id)
+            job = self._jobs.record(uow, JobKind.BACKUP, backup_id, route=instance.host)
             uow.commit()
-        self._jobs.submit(job_id)
-        log.info("backup created", extra={"backup_id": backup_id, "job_id": job_id})
+        self._jobs.submit(job)
+        log.info("backup created", extra={"backup_id": backup_id, "job_id": job.id})
         return backup
 
     def _catalog_engines(self) -> set[str]:
@@ -270,7 +271,7 @@ class BackupService:
         store_name, container = manifest
         now = self._clock.now()
         with self._uow(write=True) as uow:
-            in_use = uow.quotas.in_use(ctx.project_id, BACKUPS)
+            in_use = uow.quotas.lock_in_use(ctx.project_id, BACKUPS)
             quotas.check_quota(resource=BACKUPS, in_use=in_use, limit=self._rules.backup_quota)
             uow.quotas.set_in_use(ctx.project_id, BACKUPS, in_use + 1)
             backup = Backup(
@@ -307,22 +308,26 @@ class BackupService:
             plan = chains.plan_delete(
                 root, family, now=now, running_expires=self._rules.running_backups_expire
             )
-            job_ids = []
+            jobs = []
             for backup in plan:
                 keep_objects = backup.state is BackupState.RESTORED
                 backup.state = BackupState.DELETING
                 backup.updated = now
                 uow.backups.save(backup)
-                job_ids.append(
+                jobs.append(
                     self._jobs.record(
-                        uow, JobKind.DELETE_BACKUP, backup.id, {"keep_objects": keep_objects}
+                        uow,
+                        JobKind.DELETE_BACKUP,
+                        backup.id,
+                        {"keep_objects": keep_objects},
+                        route=SHARED_ROUTE,
                     )
                 )
-            in_use = uow.quotas.in_use(ctx.project_id, BACKUPS)
+            in_use = uow.quotas.lock_in_use(ctx.project_id, BACKUPS)
             uow.quotas.set_in_use(ctx.project_id, BACKUPS, quotas.release(in_use, len(plan)))
             uow.commit()
-        for job_id in job_ids:
-            self._jobs.submit(job_id)
+        for job in jobs:
+            self._jobs.submit(job)
 
     @staticmethod
     def _family(uow: UnitOfWork, ctx: RequestContext, root: Backup) -> list[Backup]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Mapping
 
@@ -30,16 +31,40 @@ def version_id(name: str, version: str) -> str:
 class DatastoreCatalog:
     """Ids are derived from names, so they stay the same across restarts and hosts."""
 
-    def __init__(self, uow: UnitOfWorkFactory, engines: Mapping[str, Engine]) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        engines: Mapping[str, Engine],
+        *,
+        reload_after: float | None = None,
+    ) -> None:
+        """``reload_after``: seconds after which the list is read again from the database
+        (API processes, which see what the worker hosts detected)."""
         self._uow = uow
         self._engines = engines
         self._datastores: list[Datastore] = []
+        self._reload_after = reload_after
+        self._loaded_at = 0.0
 
-    def refresh(self) -> None:
-        """Record what the engines detect; versions no longer detected become inactive
-        (their backups keep pointing at them)."""
+    def load(self) -> None:
+        with self._uow() as uow:
+            self._datastores = uow.datastores.all()
+        self._loaded_at = time.monotonic()
+
+    def _current(self) -> list[Datastore]:
+        if self._reload_after is not None and (
+            time.monotonic() - self._loaded_at > self._reload_after
+        ):
+            self.load()
+        return self._datastores
+
+    def refresh(self, *, exclusive: bool = True) -> None:
+        """Record what the engines on this host detect. ``exclusive`` (one host serves
+        everything): versions no longer detected become inactive (their backups keep
+        pointing at them)."""
         with self._uow(write=True) as uow:
-            uow.datastores.deactivate_all()
+            if exclusive:
+                uow.datastores.deactivate_all()
             for name, engine in self._engines.items():
                 info = engine.detect()
                 if info is None:
@@ -55,14 +80,15 @@ class DatastoreCatalog:
                     )
                 )
             uow.commit()
-            self._datastores = uow.datastores.all()
+        self.load()
 
     def all(self, *, include_inactive: bool) -> list[Datastore]:
+        current = self._current()
         if include_inactive:
-            return list(self._datastores)
+            return list(current)
         return [
             Datastore(d.id, d.name, d.default_version_id, tuple(v for v in d.versions if v.active))
-            for d in self._datastores
+            for d in current
             if any(v.active for v in d.versions)
         ]
 
@@ -76,7 +102,7 @@ class DatastoreCatalog:
         raise DatastoreNotFoundError(name_or_id)
 
     def version_by_id(self, vid: str) -> DatastoreVersion:
-        for ds in self._datastores:
+        for ds in self._current():
             for v in ds.versions:
                 if v.id == vid:
                     return v

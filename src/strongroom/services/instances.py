@@ -144,6 +144,7 @@ class InstanceService:
                 self._check_restore_point(uow, ctx, backup_ref, volume_size, version)
             in_use = uow.instances.count(ctx.project_id)
             quotas.check_quota(resource=INSTANCES, in_use=in_use, limit=self._rules.instance_quota)
+            host = self._place(uow, request.get("host"))
             instance = Instance(
                 id=instance_id,
                 project_id=ctx.project_id,
@@ -158,25 +159,40 @@ class InstanceService:
                 task=None if external is not None else "BUILDING",
                 restore_backup_id=BackupId(backup_ref) if backup_ref else None,
                 public_connection=public_connection,
+                host=host,
             )
             uow.instances.add(instance, sealed_connection)
-            job_id = None
+            job = None
             if external is None:
                 payload = {
                     "databases": request.get("databases") or [],
                     "users": request.get("users") or [],
                 }
-                job_id = self._jobs.record(
+                job = self._jobs.record(
                     uow,
                     JobKind.CREATE_INSTANCE,
                     instance_id,
                     {"sealed": self._secrets.seal(payload, bound_to=instance_id)},
+                    route=instance.host,
                 )
             uow.commit()
             view = InstanceView(instance, version, False)
-        if job_id is not None:
-            self._jobs.submit(job_id)
+        if job is not None:
+            self._jobs.submit(job)
         return view
+
+    def _place(self, uow: UnitOfWork, requested: Any) -> str:
+        """The worker host of a new instance: the one asked for (extension field ``host``),
+        else the live worker host with the fewest instances, else the default host."""
+        live = uow.workers.live(self._clock.now() - self._rules.worker_lease)
+        if requested is not None:
+            if requested not in live and requested != self._rules.default_host:
+                raise BadRequestError(f"Host {requested!r} is not a live worker host.")
+            return str(requested)
+        if not live:
+            return self._rules.default_host
+        counts = uow.instances.count_by_host()
+        return min(live, key=lambda h: (counts.get(h, 0), h))
 
     def _resolve_version(self, datastore: dict[str, Any]) -> DatastoreVersion:
         ds_ref = datastore.get("type")
@@ -261,6 +277,6 @@ class InstanceService:
             instance.task = "DELETING"
             instance.updated = self._clock.now()
             uow.instances.save(instance)
-            job_id = self._jobs.record(uow, JobKind.DELETE_INSTANCE, instance_id)
+            job = self._jobs.record(uow, JobKind.DELETE_INSTANCE, instance_id, route=instance.host)
             uow.commit()
-        self._jobs.submit(job_id)
+        self._jobs.submit(job)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from strongroom.domain.model import (
     Instance,
     InstanceKind,
     InstanceStatus,
+    Job,
     JobId,
     JobKind,
     JobState,
@@ -46,6 +48,8 @@ class JobHandlers:
         transfer: Transfer,
         secrets: SecretBox,
         instances_dir: Path,
+        host_id: str = "local",
+        heartbeat_interval: float = 10.0,
     ) -> None:
         self._uow = uow
         self._clock = clock
@@ -53,33 +57,56 @@ class JobHandlers:
         self._transfer = transfer
         self._secrets = secrets
         self._instances_dir = instances_dir
+        self.host_id = host_id
+        self._heartbeat_interval = heartbeat_interval
 
     def home_of(self, instance_id: str) -> Path:
         return self._instances_dir / instance_id
 
     # -- dispatch ------------------------------------------------------------------
     def run(self, job_id: JobId) -> None:
+        """Run a job once: a second delivery of the same message finds it claimed."""
         with self._uow(write=True) as uow:
-            job = uow.jobs.find(job_id)
-            if job is None or job.state in (JobState.DONE, JobState.FAILED):
-                return
-            uow.jobs.set_state(job_id, JobState.RUNNING, self._clock.now())
+            job = uow.jobs.claim(job_id, self.host_id, self._clock.now())
             uow.commit()
+        if job is None:
+            return
         handler = {
             JobKind.BACKUP: self._backup,
             JobKind.DELETE_BACKUP: self._delete_backup,
             JobKind.CREATE_INSTANCE: self._create_instance,
             JobKind.DELETE_INSTANCE: self._delete_instance,
         }[job.kind]
+        stop_beating = threading.Event()
+        beater = threading.Thread(
+            target=self._beat,
+            args=(job_id, stop_beating),
+            name=f"heartbeat-{job_id[:8]}",
+            daemon=True,
+        )
+        beater.start()
         try:
             handler(job.target_id, job.payload)
         except Exception as exc:
             log.exception("job failed", extra={"job_id": job_id})
-            self._finish(job_id, JobState.FAILED, describe_failure(exc))
+            self.finish(job_id, JobState.FAILED, describe_failure(exc))
         else:
-            self._finish(job_id, JobState.DONE, None)
+            self.finish(job_id, JobState.DONE, None)
+        finally:
+            stop_beating.set()
+            beater.join()
 
-    def _finish(self, job_id: JobId, state: JobState, error: str | None) -> None:
+    def _beat(self, job_id: JobId, stop: threading.Event) -> None:
+        """Tell the reaper this job's worker is alive while the job runs."""
+        while not stop.wait(self._heartbeat_interval):
+            try:
+                with self._uow(write=True) as uow:
+                    uow.jobs.beat(job_id, self._clock.now())
+                    uow.commit()
+            except Exception as exc:
+                log.warning("heartbeat of job %s failed: %s", job_id, exc)
+
+    def finish(self, job_id: JobId, state: JobState, error: str | None) -> None:
         with self._uow(write=True) as uow:
             uow.jobs.set_state(job_id, state, self._clock.now(), error)
             uow.commit()
@@ -87,7 +114,7 @@ class JobHandlers:
     # -- backups -------------------------------------------------------------------
     def _backup(self, backup_id: str, _payload: dict[str, Any]) -> None:
         with self._uow(write=True) as uow:
-            backup = uow.backups.find(backup_id)
+            backup = uow.backups.find_for_update(backup_id)
             if backup is None or backup.state is not BackupState.NEW:
                 return
             instance = uow.instances.find(backup.instance_id or "")
@@ -124,7 +151,7 @@ class JobHandlers:
                 report=lambda done: self._report(backup_id, done),
             )
         except Exception as exc:
-            self._fail_backup(backup_id, describe_failure(exc))
+            self.fail_backup(backup_id, describe_failure(exc))
             raise
         with self._uow(write=True) as uow:
             done = uow.backups.find(backup_id)
@@ -144,7 +171,7 @@ class JobHandlers:
             uow.backups.update_progress(backup_id, done, self._clock.now())
             uow.commit()
 
-    def _fail_backup(self, backup_id: str, reason: str) -> None:
+    def fail_backup(self, backup_id: str, reason: str) -> None:
         with self._uow(write=True) as uow:
             backup = uow.backups.find(backup_id)
             if backup is None or not backup.is_running:
@@ -204,7 +231,7 @@ class JobHandlers:
                 connection = engine.create_instance(home, request)
         except Exception as exc:
             shutil.rmtree(home, ignore_errors=True)
-            self._instance_failed(instance, describe_failure(exc))
+            self.instance_failed(instance, describe_failure(exc))
             raise
         with self._uow(write=True) as uow:
             current = uow.instances.find(instance_id)
@@ -234,7 +261,7 @@ class JobHandlers:
         home.mkdir(parents=True, exist_ok=True)
         return dict(engine.restore_instance(home, self._transfer.restore_inputs(links), request))
 
-    def _instance_failed(self, instance: Instance, reason: str) -> None:
+    def instance_failed(self, instance: Instance, reason: str) -> None:
         with self._uow(write=True) as uow:
             current = uow.instances.find(instance.id)
             if current is None:
@@ -264,41 +291,46 @@ class JobHandlers:
             uow.commit()
 
     # -- restart safety ------------------------------------------------------------
-    def recover(self) -> list[JobId]:
-        """After a restart: fail what was interrupted, return the jobs to run again."""
-        resubmit: list[JobId] = []
+    def recover(self) -> list[Job]:
+        """Embedded mode, after a restart: fail what was interrupted, return the jobs to run
+        again. (Scaled out, the reaper does this by heartbeats instead.)"""
+        resubmit: list[Job] = []
         with self._uow() as uow:
             unfinished = uow.jobs.unfinished()
         for job in unfinished:
             interrupted = job.state is JobState.RUNNING
             if job.kind is JobKind.BACKUP and interrupted:
-                self._fail_backup(job.target_id, "the service stopped while the backup was running")
-                self._remove_partial(job.target_id)
-                self._finish(job.id, JobState.FAILED, "interrupted by a service restart")
+                self.fail_backup(job.target_id, "the service stopped while the backup was running")
+                self.remove_partial(job.target_id)
+                self.finish(job.id, JobState.FAILED, "interrupted by a service restart")
             elif job.kind is JobKind.CREATE_INSTANCE and interrupted:
                 with self._uow() as uow:
                     instance = uow.instances.find(job.target_id)
                 if instance is not None:
                     shutil.rmtree(self.home_of(instance.id), ignore_errors=True)
-                    self._instance_failed(
+                    self.instance_failed(
                         instance, "the service stopped while the instance was being built"
                     )
-                self._finish(job.id, JobState.FAILED, "interrupted by a service restart")
+                self.finish(job.id, JobState.FAILED, "interrupted by a service restart")
             else:
-                resubmit.append(job.id)
+                if interrupted:
+                    with self._uow(write=True) as uow:
+                        uow.jobs.requeue(job.id, self._clock.now())
+                        uow.commit()
+                resubmit.append(job)
         # A running backup with no job left (it cannot happen through the service, but a
         # hand-edited database must not leave one BUILDING forever).
         with self._uow() as uow:
             running = uow.backups.in_states(
                 [BackupState.NEW, BackupState.BUILDING, BackupState.SAVING]
             )
-            pending = {j.target_id for j in uow.jobs.unfinished() if j.id in resubmit}
+            pending = {j.target_id for j in resubmit}
         for backup in running:
             if backup.id not in pending:
-                self._fail_backup(backup.id, "the service stopped while the backup was running")
+                self.fail_backup(backup.id, "the service stopped while the backup was running")
         return resubmit
 
-    def _remove_partial(self, backup_id: str) -> None:
+    def remove_partial(self, backup_id: str) -> None:
         with self._uow() as uow:
             backup = uow.backups.find(backup_id)
         if backup is None or not backup.store_name or not backup.container:
@@ -314,7 +346,9 @@ class JobHandlers:
             instances = [
                 i
                 for i in uow.instances.all_live()
-                if i.kind is InstanceKind.MANAGED and i.status is InstanceStatus.ACTIVE
+                if i.kind is InstanceKind.MANAGED
+                and i.status is InstanceStatus.ACTIVE
+                and i.host == self.host_id
             ]
             sealed = {i.id: uow.instances.sealed_connection(i.id) for i in instances}
         for instance in instances:
@@ -327,7 +361,7 @@ class JobHandlers:
                 connection = self._secrets.open(blob, bound_to=instance.id)
                 started = engine.start_instance(self.home_of(instance.id), connection)
             except Exception as exc:
-                self._instance_failed(instance, describe_failure(exc))
+                self.instance_failed(instance, describe_failure(exc))
                 continue
             if started != connection:
                 with self._uow(write=True) as uow:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
 from strongroom.domain.model import Job, JobId, JobKind, JobState
 from strongroom.domain.ports import Clock, JobQueue, UnitOfWork
+
+log = logging.getLogger(__name__)
 
 
 class JobDispatcher:
@@ -18,8 +21,14 @@ class JobDispatcher:
         self._queue = queue
 
     def record(
-        self, uow: UnitOfWork, kind: JobKind, target_id: str, payload: dict[str, Any] | None = None
-    ) -> JobId:
+        self,
+        uow: UnitOfWork,
+        kind: JobKind,
+        target_id: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        route: str,
+    ) -> Job:
         """Add the job row inside the caller's transaction."""
         now = self._clock.now()
         job = Job(
@@ -30,12 +39,18 @@ class JobDispatcher:
             created=now,
             updated=now,
             payload=payload or {},
+            route=route,
         )
         uow.jobs.add(job)
-        return job.id
+        return job
 
-    def submit(self, job_id: JobId) -> None:
-        """Hand a committed job to the queue."""
+    def submit(self, job: Job) -> None:
+        """Hand a committed job to the queue. A queue that cannot take it now (broker down)
+        is not the caller's failure: the row stays QUEUED and the reaper dispatches it
+        again."""
         if self._queue is None:
             raise RuntimeError("no job queue attached")
-        self._queue.submit(job_id)
+        try:
+            self._queue.submit(job.id, job.route)
+        except Exception as exc:
+            log.warning("job %s not dispatched yet (%s); it will be retried", job.id, exc)

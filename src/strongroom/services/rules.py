@@ -29,3 +29,5 @@ class ServiceRules:
     chunk_size: int = 4 * 1024 * 1024
     compression_level: int = 1
     transfer_threads: int = 2
+    default_host: str = "local"
+    worker_lease: timedelta = timedelta(seconds=60)

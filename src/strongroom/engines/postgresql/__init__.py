@@ -66,7 +66,9 @@ Restore
     with the managed settings, sized from ``pg_control`` so recovery accepts them.
 
 Managed servers
-    ``home/data`` (PGDATA), ``home/run`` (unix socket, mode 0700), ``home/log``. TCP
+    ``home/data`` (PGDATA), ``home/run`` (unix socket, mode 0700; when that path is too
+    long for a socket address, a 0700 directory under /tmp named after the home, checked
+    to be the server user's own before use), ``home/log``. TCP
     connections use SCRAM passwords; the local socket inside the home is ``trust``
     (only the server's OS user and root can reach it). PostgreSQL refuses to run as
     root: when the service is root, server processes run as ``postgres`` (or

@@ -9,11 +9,13 @@ as the service's own user.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
 import shutil
 import socket
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,10 @@ from strongroom.engines import process
 
 SEARCH_ROOTS = (Path("/usr/lib/postgresql"), Path("/usr/pgsql"), Path("/usr/local/pgsql"))
 REQUIRED_TOOLS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
-UNIX_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; ".s.PGSQL.NNNNN" needs the rest
+# sun_path holds 107 bytes and a NUL; the server's socket is "<dir>/.s.PGSQL.<port>".
+SUN_PATH_MAX = 107
+UNIX_SOCKET_DIR_MAX = SUN_PATH_MAX - len("/.s.PGSQL.65535")
+SHORT_SOCKET_ROOT = Path("/tmp")
 
 
 def find_bin_dir(explicit: Path | None) -> Path | None:
@@ -104,6 +109,37 @@ class OsUser:
         for dirpath, dirnames, filenames in os.walk(root):
             for name in (*dirnames, *filenames):
                 os.chown(os.path.join(dirpath, name), *self.owner, follow_symlinks=False)
+
+
+def socket_dir_for(home: Path) -> Path:
+    """Where a managed server's unix socket lives: ``home/run``, unless that path is too
+    long for a socket address; then a short directory under /tmp named after the home
+    (same home, same directory, so a server restarted later finds it again)."""
+    run = home / "run"
+    if len(os.fsencode(run)) <= UNIX_SOCKET_DIR_MAX:
+        return run
+    digest = hashlib.sha256(os.fsencode(home.absolute())).hexdigest()[:24]
+    return SHORT_SOCKET_ROOT / f"strongroom-pg-{digest}"
+
+
+def ensure_socket_dir(path: Path, user: OsUser) -> None:
+    """Make the socket directory (mode 0700, the server's OS user's), or accept an
+    existing one only if it is a real directory of that user that no one else can
+    enter: a name under /tmp can be taken first by anyone, to catch the socket.
+
+    Raises ``PermissionError`` when an existing path is not acceptable."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        st = path.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != user.uid or st.st_mode & 0o077:
+            raise PermissionError(
+                f"socket directory {path} exists and is not a private directory of the "
+                "server's OS user"
+            ) from None
+        return
+    user.chown(path)
+    path.chmod(0o700)
 
 
 def free_port(address: str, avoid: Iterable[int] = ()) -> int:

@@ -169,21 +169,29 @@ class PostgresEngine:
     # -- managed instances: layout and server control ----------------------------------
     @staticmethod
     def _paths(home: Path) -> tuple[Path, Path, Path]:
-        return home / "data", home / "run", home / "log" / "postgresql.log"
+        """``(data, socket dir, log file)``; see :func:`cluster.socket_dir_for`."""
+        return home / "data", cluster.socket_dir_for(home), home / "log" / "postgresql.log"
+
+    def _ensure_socket_dir(self, run: Path) -> None:
+        try:
+            cluster.ensure_socket_dir(run, self.os_user)
+        except PermissionError as exc:
+            raise InstanceError(str(exc)) from exc
 
     def _prepare_home(self, home: Path) -> None:
         data, run, log = self._paths(home)
-        if len(str(run)) > cluster.UNIX_SOCKET_PATH_MAX:
-            raise InstanceError(f"instance home path is too long for a socket: {home}")
+        if len(os.fsencode(run)) > cluster.UNIX_SOCKET_DIR_MAX:
+            raise InstanceError(f"socket directory path is too long: {run}")
         if (data / "postmaster.pid").exists() and self._running(data):
             raise InstanceError("a server is already running in this instance home")
         if home.exists():
             shutil.rmtree(home)
         home.mkdir(mode=0o700, parents=True)
-        for path in (data, run, log.parent):
+        for path in (data, log.parent):
             path.mkdir(mode=0o700)
-        for path in (home, data, run, log.parent):
+        for path in (home, data, log.parent):
             self.os_user.chown(path)
+        self._ensure_socket_dir(run)
 
     def _running(self, data: Path) -> bool:
         if not data.is_dir():
@@ -233,7 +241,8 @@ class PostgresEngine:
     def _start(self, home: Path, preferred_port: int | None) -> int:
         """Start the server in ``home`` on ``preferred_port`` if it is free, else on
         another free port; wait until it accepts connections. Returns the port."""
-        data, _run, log = self._paths(home)
+        data, run, log = self._paths(home)
+        self._ensure_socket_dir(run)  # outside the home it may be gone after a reboot
         tried: list[int] = []
         port = preferred_port
         for _ in range(START_ATTEMPTS):
@@ -303,6 +312,14 @@ class PostgresEngine:
         with contextlib.suppress(Exception):
             self._stop(home, mode="immediate")
         shutil.rmtree(home, ignore_errors=True)
+        self._remove_outside_socket_dir(home)
+
+    def _remove_outside_socket_dir(self, home: Path) -> None:
+        run = cluster.socket_dir_for(home)
+        if not run.is_relative_to(home):
+            with contextlib.suppress(OSError):
+                if not run.is_symlink() and run.stat().st_uid == self.os_user.uid:
+                    shutil.rmtree(run)
 
     # -- connections ------------------------------------------------------------------------
     @staticmethod
@@ -499,16 +516,30 @@ class PostgresEngine:
     def destroy_instance(self, home: Path, connection: Connection) -> None:
         home = Path(home)
         if not connection.get("managed", True):
+            # Forget an external server: drop its slot, so the server stops keeping WAL
+            # for us. The walsender of a backup that just ended may hold it a moment.
             with contextlib.suppress(Exception), self._connect(connection) as conn:
-                conn.execute(
-                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                    "WHERE slot_name = %s AND NOT active",
-                    (connection.get("slot"),),
-                )
+                busy_until = time.monotonic() + SLOT_BUSY_WAIT
+                while True:
+                    row = conn.execute(
+                        "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                        (connection.get("slot"),),
+                    ).fetchone()
+                    if row is None:
+                        break
+                    if not row[0]:
+                        conn.execute(
+                            "SELECT pg_drop_replication_slot(%s)", (connection.get("slot"),)
+                        )
+                        break
+                    if time.monotonic() > busy_until:
+                        break
+                    time.sleep(0.2)
             return
         if home.exists():
             self._stop(home, mode="fast")
             shutil.rmtree(home)
+        self._remove_outside_socket_dir(home)
 
     # -- external instances ------------------------------------------------------------------
     def register_external(self, params: Mapping[str, Any]) -> Connection:

@@ -1,0 +1,16 @@
+"""The ASGI application of `strongroom api`, built once per API worker process."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from strongroom.api.app import create_app
+from strongroom.bootstrap import build
+from strongroom.config import Settings
+
+
+def create() -> FastAPI:
+    """Factory for uvicorn's worker processes: settings come from the environment and the
+    config file (`strongroom api` exports its command-line values before starting them)."""
+    container = build(Settings(), role="api")
+    return create_app(container.services)

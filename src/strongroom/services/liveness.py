@@ -1,0 +1,108 @@
+"""The reaper: jobs whose worker died, and jobs whose queue message was lost.
+
+Run periodically by every worker (scaled-out mode). Rows are claimed with
+``SELECT … FOR UPDATE SKIP LOCKED``, so several reapers never handle the same job."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from strongroom.domain.model import Job, JobKind, JobState
+from strongroom.domain.ports import Clock, UnitOfWorkFactory
+from strongroom.services.job_handlers import JobHandlers
+from strongroom.services.jobs import JobDispatcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LivenessRules:
+    job_lease: timedelta = timedelta(seconds=60)  # no heartbeat for this long: worker is dead
+    redispatch_after: timedelta = timedelta(seconds=30)  # queued this long: send again
+    dispatch_deadline: timedelta = timedelta(minutes=10)  # queued this long: give up
+
+
+class Reaper:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        handlers: JobHandlers,
+        dispatcher: JobDispatcher,
+        rules: LivenessRules,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._handlers = handlers
+        self._dispatcher = dispatcher
+        self._rules = rules
+
+    def beat(self, host_id: str) -> None:
+        with self._uow(write=True) as uow:
+            uow.workers.beat(host_id, self._clock.now())
+            uow.commit()
+
+    def reap(self) -> None:
+        self._dead_workers()
+        self._lost_messages()
+
+    def _dead_workers(self) -> None:
+        now = self._clock.now()
+        with self._uow(write=True) as uow:
+            dead = uow.jobs.stale(JobState.RUNNING, now - self._rules.job_lease)
+            retry: list[Job] = []
+            for job in dead:
+                if job.kind in (JobKind.DELETE_BACKUP, JobKind.DELETE_INSTANCE):
+                    uow.jobs.requeue(job.id, now)
+                    retry.append(job)
+                else:
+                    reason = (
+                        f"the worker running it ({job.worker or 'unknown host'}) stopped responding"
+                    )
+                    uow.jobs.set_state(job.id, JobState.FAILED, now, reason)
+            uow.commit()
+        for job in dead:
+            if job in retry:
+                log.warning("re-queueing %s job %s: its worker died", job.kind, job.id)
+                self._dispatcher.submit(job)
+                continue
+            reason = f"the worker running it ({job.worker or 'unknown host'}) stopped responding"
+            log.warning("failing %s job %s: %s", job.kind, job.id, reason)
+            if job.kind is JobKind.BACKUP:
+                self._handlers.fail_backup(job.target_id, reason)
+                self._handlers.remove_partial(job.target_id)
+            elif job.kind is JobKind.CREATE_INSTANCE:
+                self._fail_instance(job.target_id, reason)
+
+    def _fail_instance(self, instance_id: str, reason: str) -> None:
+        with self._uow() as uow:
+            instance = uow.instances.find(instance_id)
+        if instance is not None:
+            self._handlers.instance_failed(instance, reason)
+
+    def _lost_messages(self) -> None:
+        now = self._clock.now()
+        with self._uow(write=True) as uow:
+            waiting = uow.jobs.stale(JobState.QUEUED, now - self._rules.redispatch_after)
+            expired = [j for j in waiting if now - j.created > self._rules.dispatch_deadline]
+            again = [j for j in waiting if j not in expired]
+            for job in expired:
+                uow.jobs.set_state(job.id, JobState.FAILED, now, "never picked up by a worker")
+            for job in again:
+                uow.jobs.touch(job.id, now)
+            uow.commit()
+        for job in expired:
+            reason = f"no worker for host {job.route!r} picked the job up in time"
+            if job.kind is JobKind.BACKUP:
+                self._handlers.fail_backup(job.target_id, reason)
+            elif job.kind is JobKind.CREATE_INSTANCE:
+                self._fail_instance(job.target_id, reason)
+        for job in again:
+            log.info("dispatching job %s again (queued since %s)", job.id, job.created)
+            self._dispatcher.submit(job)
+
+
+__all__ = ["LivenessRules", "Reaper"]
