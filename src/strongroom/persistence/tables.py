@@ -6,11 +6,17 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     pass
+
+
+# Microseconds everywhere: "most recently updated" must order within a second, and MySQL /
+# MariaDB keep whole seconds unless asked.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 class BackupRow(Base):
@@ -23,8 +29,8 @@ class BackupRow(Base):
     instance_id: Mapped[str | None] = mapped_column(String(36), index=True)
     parent_id: Mapped[str | None] = mapped_column(String(36), index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
-    created: Mapped[datetime] = mapped_column(DateTime)
-    updated: Mapped[datetime] = mapped_column(DateTime, index=True)
+    created: Mapped[datetime] = mapped_column(Timestamp)
+    updated: Mapped[datetime] = mapped_column(Timestamp, index=True)
     datastore_version_id: Mapped[str | None] = mapped_column(String(36))
     size_gb: Mapped[float | None] = mapped_column(Float)
     location_ref: Mapped[str | None] = mapped_column(Text)
@@ -33,8 +39,8 @@ class BackupRow(Base):
     fail_reason: Mapped[str | None] = mapped_column(Text)
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_expected: Mapped[int | None] = mapped_column(Integer)
-    progress_started: Mapped[datetime | None] = mapped_column(DateTime)
-    progress_updated: Mapped[datetime | None] = mapped_column(DateTime)
+    progress_started: Mapped[datetime | None] = mapped_column(Timestamp)
+    progress_updated: Mapped[datetime | None] = mapped_column(Timestamp)
     stored_bytes: Mapped[int | None] = mapped_column(Integer)
 
 
@@ -55,8 +61,8 @@ class InstanceRow(Base):
     host: Mapped[str] = mapped_column(String(255), default="local")
     connection_sealed: Mapped[str | None] = mapped_column(Text)
     public_connection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    created: Mapped[datetime] = mapped_column(DateTime)
-    updated: Mapped[datetime] = mapped_column(DateTime)
+    created: Mapped[datetime] = mapped_column(Timestamp)
+    updated: Mapped[datetime] = mapped_column(Timestamp)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
 
 
@@ -101,8 +107,8 @@ class TokenRow(Base):
     project_id: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[str] = mapped_column(String(64))
     roles: Mapped[str] = mapped_column(String(255))
-    created: Mapped[datetime] = mapped_column(DateTime)
-    revoked: Mapped[datetime | None] = mapped_column(DateTime)
+    created: Mapped[datetime] = mapped_column(Timestamp)
+    revoked: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class JobRow(Base):
@@ -115,9 +121,9 @@ class JobRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
-    created: Mapped[datetime] = mapped_column(DateTime)
-    updated: Mapped[datetime] = mapped_column(DateTime)
-    heartbeat: Mapped[datetime | None] = mapped_column(DateTime)
+    created: Mapped[datetime] = mapped_column(Timestamp)
+    updated: Mapped[datetime] = mapped_column(Timestamp)
+    heartbeat: Mapped[datetime | None] = mapped_column(Timestamp)
     route: Mapped[str] = mapped_column(String(255), default="local")
     worker: Mapped[str | None] = mapped_column(String(255))
 
@@ -128,4 +134,4 @@ class WorkerRow(Base):
     __tablename__ = "workers"
 
     host_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    last_seen: Mapped[datetime] = mapped_column(DateTime)
+    last_seen: Mapped[datetime] = mapped_column(Timestamp)

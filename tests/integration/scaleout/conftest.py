@@ -4,6 +4,7 @@ database per test module), jobs over the real RabbitMQ (queue names unique per r
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -172,7 +173,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "STRONGROOM_QUEUE_PREFIX": "sr" + uuid.uuid4().hex[:10],
             "STRONGROOM_MASTER_KEY_FILE": str(root / "master.key"),
             "STRONGROOM_DATA_DIR": str(root / "api"),
-            "STRONGROOM_STORES": f'[{{"name": "local", "kind": "local", "root": "{shared_store}"}}]',
+            "STRONGROOM_STORES": json.dumps(
+                [{"name": "local", "kind": "local", "root": str(shared_store)}]
+            ),
             "STRONGROOM_DATASTORES": '["sqlite"]',
             "STRONGROOM_SQLITE_ROOTS": f'["{roots}"]',
             "STRONGROOM_HEARTBEAT_SECONDS": "0.5",

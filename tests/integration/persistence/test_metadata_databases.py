@@ -1,0 +1,77 @@
+"""The same service on each metadata database: SQLite (embedded), PostgreSQL and MariaDB,
+through the same models and Alembic migrations."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pymysql
+import pytest
+
+from fixtures.service import make_harness
+
+
+def _postgresql() -> Iterator[str]:
+    name = "strongroom_meta_" + uuid.uuid4().hex[:8]
+    dsn = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f'create database "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f'drop database if exists "{name}" with (force)')
+
+
+def _mariadb() -> Iterator[str]:
+    name = "strongroom_meta_" + uuid.uuid4().hex[:8]
+    admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"create database `{name}`")
+        yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"drop database if exists `{name}`")
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def metadata_url(request) -> Iterator[str | None]:
+    if request.param == "sqlite":
+        yield None
+    elif request.param == "postgresql":
+        yield from _postgresql()
+    else:
+        yield from _mariadb()
+
+
+def test_backup_lifecycle_on_each_metadata_database(tmp_path, metadata_url):
+    overrides = {"database_url": metadata_url} if metadata_url else {}
+    h = make_harness(tmp_path, **overrides)
+    try:
+        inst = h.a.create_instance("meta")
+        h.a.wait_instance(inst["id"])
+        full = h.a.wait_backup(h.a.create_backup(inst["id"], "full")["id"])
+        incr = h.a.wait_backup(h.a.create_backup(inst["id"], "incr", incremental=1)["id"])
+        assert incr["parent_id"] == full["id"]
+        listed = h.a.get("/backups?limit=1").json()
+        assert [b["id"] for b in listed["backups"]] == [incr["id"]]
+        assert "links" in listed
+        assert h.b.get(f"/backups/{full['id']}").status_code == 404
+        h.a.post("/backup_strategies", {"backup_strategy": {"swift_container": "c1"}})
+        assert (
+            h.a.get("/backup_strategies").json()["backup_strategies"][0]["swift_container"] == "c1"
+        )
+        r = h.a.post(
+            "/instances", {"instance": {"name": "r", "restorePoint": {"backupRef": incr["id"]}}}
+        )
+        assert r.status_code == 200, r.text
+        h.a.wait_instance(r.json()["instance"]["id"])
+        assert h.a.delete(f"/backups/{full['id']}").status_code == 202
+        h.wait_idle()
+        assert h.a.get("/backups").json() == {"backups": []}
+    finally:
+        h.container.close()
