@@ -22,6 +22,7 @@ from strongroom.pipeline.keys import MasterKey
 from strongroom.services.authorization import Authorizer
 from strongroom.services.backups import BackupService
 from strongroom.services.clock import SystemClock
+from strongroom.services.consistency import ConsistencyChecker
 from strongroom.services.container import Services
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.instances import InstanceService
@@ -277,3 +278,18 @@ def build_tokens(settings: Settings) -> TokenService:
 def upgrade_schema(settings: Settings) -> None:
     """`strongroom db upgrade`: apply the Alembic migrations."""
     migrate.upgrade(make_engine(settings.metadata_url))
+
+
+def build_checker(settings: Settings) -> ConsistencyChecker:
+    """The metadata database and the stores, for `strongroom check` (no engines, no jobs)."""
+    uow = _open_metadata(settings, migrate_now=settings.broker_url is None)
+    master = MasterKey.load_or_create(settings.key_file)
+    try:
+        store_set = StoreSet.from_configs(
+            [store_config(s) for s in settings.stores], settings.default_store
+        )
+    except StorageError as exc:
+        raise StartupError(f"storage configuration: {exc}") from exc
+    return ConsistencyChecker(
+        uow=uow, stores=StoreCatalog(store_set, master), rules=rules_from(settings)
+    )

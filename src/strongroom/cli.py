@@ -167,6 +167,33 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def check(args: argparse.Namespace) -> int:
+    """Report (and with --fix remove) objects no backup refers to; exit 1 when not clean."""
+    from strongroom.bootstrap import StartupError, build_checker
+
+    try:
+        checker = build_checker(_settings(args))
+    except StartupError as exc:
+        print(f"strongroom: cannot check: {exc}", file=sys.stderr)
+        return 2
+    report = checker.run(fix=args.fix)
+    for store, keys in sorted(report.orphaned.items()):
+        for key in keys:
+            print(f"orphaned object: {store}:{key}")
+    for backup_id in report.missing_manifests:
+        print(f"completed backup without its manifest: {backup_id}")
+    for backup_id in report.stuck:
+        print(f"running backup with no job: {backup_id}")
+    for store, problem in sorted(report.unreachable.items()):
+        print(f"store not checked: {store}: {problem}")
+    if args.fix:
+        print(f"removed {report.removed} orphaned objects")
+        return 0 if not (report.missing_manifests or report.stuck or report.unreachable) else 1
+    if report.clean:
+        print("consistent: every stored object belongs to a backup")
+    return 0 if report.clean else 1
+
+
 def db_upgrade(args: argparse.Namespace) -> int:
     from strongroom.bootstrap import upgrade_schema
 
@@ -251,6 +278,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int)
     data_dir(p)
     p.set_defaults(func=worker)
+
+    p = sub.add_parser("check", help="compare the metadata with the stores; find orphans")
+    p.add_argument("--fix", action="store_true", help="remove orphaned objects")
+    data_dir(p)
+    p.set_defaults(func=check)
 
     db = sub.add_parser("db", help="metadata database").add_subparsers(
         dest="db_command", required=True

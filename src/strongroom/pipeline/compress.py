@@ -32,8 +32,10 @@ _local = threading.local()
 
 def check_level(level: int) -> int:
     """Return ``level`` if it is a supported zstd level, else raise ValueError."""
-    if isinstance(level, bool) or not isinstance(level, int) or not (
-        MIN_LEVEL <= level <= MAX_LEVEL
+    if (
+        isinstance(level, bool)
+        or not isinstance(level, int)
+        or not (MIN_LEVEL <= level <= MAX_LEVEL)
     ):
         raise ValueError(f"zstd level must be an integer {MIN_LEVEL}..{MAX_LEVEL}, got {level!r}")
     return level
@@ -87,7 +89,5 @@ def decompress(compression: int, payload: bytes, *, plain_size: int, what: str) 
     else:
         raise FormatError(f"{what}: unknown compression id {compression}")
     if len(plain) != plain_size:
-        raise IntegrityError(
-            f"{what}: plaintext is {len(plain)} bytes, manifest says {plain_size}"
-        )
+        raise IntegrityError(f"{what}: plaintext is {len(plain)} bytes, manifest says {plain_size}")
     return plain

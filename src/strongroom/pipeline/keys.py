@@ -73,9 +73,7 @@ class MasterKey:
         except (binascii.Error, ValueError) as exc:
             raise ValueError("master key is not valid base64") from exc
         if len(raw) != crypto.KEY_SIZE:
-            raise ValueError(
-                f"master key must decode to {crypto.KEY_SIZE} bytes, got {len(raw)}"
-            )
+            raise ValueError(f"master key must decode to {crypto.KEY_SIZE} bytes, got {len(raw)}")
         return cls(raw)
 
     def to_base64(self) -> str:

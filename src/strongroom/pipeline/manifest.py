@@ -307,8 +307,6 @@ def _chunks(value: Any, chunk_size: int) -> list[ChunkRef]:
         size = _int(entry, "size", where)
         plain_size = _int(entry, "plain_size", where)
         if plain_size > chunk_size or (position < last and plain_size != chunk_size):
-            raise FormatError(
-                f"{where} has plain_size {plain_size}; chunk_size is {chunk_size}"
-            )
+            raise FormatError(f"{where} has plain_size {plain_size}; chunk_size is {chunk_size}")
         refs.append(ChunkRef(index, size, plain_size, _hex64(entry["sha256"], f"{where} sha256")))
     return refs

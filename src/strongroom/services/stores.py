@@ -72,6 +72,9 @@ class StoreCatalog:
                 problems[name] = f"{type(exc).__name__}: {exc}"
         return problems
 
+    def names(self) -> list[str]:
+        return list(self._stores.names())
+
     def backend(self, name: str) -> StorageBackend:
         return self._stores.get(name)
 
