@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
@@ -34,6 +35,7 @@ from strongroom.services.secrets_box import SecretBox
 from strongroom.services.stores import StoreCatalog
 from strongroom.services.tokens import TokenService
 from strongroom.services.transfer import Transfer
+from strongroom.storage.base import StorageBackend
 from strongroom.storage.config import LocalStoreConfig, S3StoreConfig, StoreConfig, SwiftStoreConfig
 from strongroom.storage.errors import StorageAuthError, StorageError
 from strongroom.storage.registry import StoreSet
@@ -162,7 +164,12 @@ def _open_metadata(settings: Settings, *, migrate_now: bool) -> UnitOfWorkFactor
     return uow
 
 
-def build(settings: Settings, *, role: Role = "embedded") -> Container:
+StoreWrapper = Callable[[str, StorageBackend], StorageBackend]
+
+
+def build(
+    settings: Settings, *, role: Role = "embedded", wrap_store: StoreWrapper | None = None
+) -> Container:
     """Wire the service for one role.
 
     * ``embedded``: everything in this process (migrates, runs jobs in threads, recovers
@@ -181,6 +188,11 @@ def build(settings: Settings, *, role: Role = "embedded") -> Container:
         )
     except StorageError as exc:
         raise StartupError(f"storage configuration: {exc}") from exc
+    if wrap_store is not None:
+        store_set = StoreSet(
+            {name: wrap_store(name, store_set.get(name)) for name in store_set.names()},
+            store_set.default_name,
+        )
     stores = StoreCatalog(store_set, master)
     _check_stores(stores)
     engines = build_engine_registry(
