@@ -118,7 +118,10 @@ def test_work_queued_at_shutdown_runs_after_restart(tmp_path):
 
 def test_tool_exiting_non_zero_halfway_reports_its_stderr():
     sink = Sink()
-    script = "import sys; sys.stdout.write('x' * 100000); sys.stdout.flush(); sys.stderr.write('disk on fire\\n'); sys.exit(3)"
+    script = (
+        "import sys; sys.stdout.write('x' * 100000); sys.stdout.flush(); "
+        "sys.stderr.write('disk on fire\\n'); sys.exit(3)"
+    )
     with pytest.raises(ProcessError) as caught:
         stream_out([sys.executable, "-c", script], sink)
     assert "exited with status 3" in str(caught.value)
