@@ -219,8 +219,28 @@ def test_delete_cascades_and_releases_quota(harness, instance):
     assert harness.a.get("/backups").json() == {"backups": []}
     store_root = harness.settings.data_dir / "objects" / "database_backups"
     assert not any(store_root.glob("*/manifest.json"))
-    usage = harness.container.services.backups
-    assert usage is not None
+
+
+def test_cascade_delete_releases_quota_for_every_backup(tmp_path):
+    from fixtures.service import make_harness
+
+    h = make_harness(tmp_path, backup_quota=3)
+    try:
+        inst = h.a.wait_instance(h.a.create_instance()["id"])
+        chain = []
+        for i in range(3):
+            extra = {"incremental": 1} if chain else {}
+            chain.append(h.a.wait_backup(h.a.create_backup(inst["id"], f"c{i}", **extra)["id"]))
+        assert (
+            h.a.post("/backups", {"backup": {"name": "x", "instance": inst["id"]}}).status_code
+            == 413
+        )
+        assert h.a.delete(f"/backups/{chain[0]['id']}").status_code == 202
+        h.wait_idle()
+        for i in range(3):
+            h.a.wait_backup(h.a.create_backup(inst["id"], f"again{i}")["id"])
+    finally:
+        h.container.close()
 
 
 def test_delete_running_backup_is_422(harness, instance):

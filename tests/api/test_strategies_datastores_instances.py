@@ -140,8 +140,7 @@ def test_restore_point_rules(harness, completed):
     )
     assert r.status_code == 409
     assert (
-        msg(r)
-        == f"Unable to create instance because backup {running['id']} is not completed. "
+        msg(r) == f"Unable to create instance because backup {running['id']} is not completed. "
         "Actual state: NEW."
     )
     harness.container.queue.release()

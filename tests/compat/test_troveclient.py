@@ -127,6 +127,24 @@ def test_list_filters_pagination_and_strategies(trove, live_server, project):
     assert trove.datastore_versions.get_by_uuid(version.id).name == "3"
 
 
+def test_running_backup_delete_is_unprocessable(trove):
+    # The backup waits for the write lock another connection holds: it is running.
+    inst = trove.instances.create("held", "1", datastore="sqlite")
+    inst = wait_status(lambda: trove.instances.get(inst.id), "ACTIVE")
+    path = inst.connection["path"]
+    write(path, 0, 10)
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("begin exclusive")
+    try:
+        backup = trove.backups.create("held", inst.id)
+        with pytest.raises(exceptions.UnprocessableEntity, match=r"is running. \(HTTP 422\)"):
+            trove.backups.delete(backup.id)
+    finally:
+        locker.execute("rollback")
+        locker.close()
+    wait_status(lambda: trove.backups.get(backup.id), "COMPLETED")
+
+
 def test_admin_token_plugin_and_running_delete(live_server, project):
     token = live_server.token(project)
     auth = loading.get_plugin_loader("admin_token").load_from_options(
