@@ -38,9 +38,7 @@ def validate_container(container: str) -> str:
     if not container:
         raise InvalidKeyError("container name is empty")
     if len(container) > MAX_CONTAINER_LENGTH:
-        raise InvalidKeyError(
-            f"container name is longer than {MAX_CONTAINER_LENGTH} characters"
-        )
+        raise InvalidKeyError(f"container name is longer than {MAX_CONTAINER_LENGTH} characters")
     if container in (".", "..") or not _CONTAINER_RE.fullmatch(container):
         raise InvalidKeyError(
             f"container name {container!r} is not allowed "

@@ -267,9 +267,7 @@ class S3Backend:
             data: bytes = response["Body"].read()
         expected = response.get("ContentLength")
         if expected is not None and expected != len(data):
-            raise TransientStorageError(
-                f"s3 get {key!r}: got {len(data)} bytes of {expected}"
-            )
+            raise TransientStorageError(f"s3 get {key!r}: got {len(data)} bytes of {expected}")
         return data
 
     def stat(self, key: str) -> ObjectInfo:

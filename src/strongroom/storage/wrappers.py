@@ -70,7 +70,11 @@ class RetryingBackend:
                 wait = self.delay(attempt)
                 log.warning(
                     "storage %s failed (attempt %d of %d), retrying in %.2fs: %s",
-                    op, attempt, self._attempts, wait, exc,
+                    op,
+                    attempt,
+                    self._attempts,
+                    wait,
+                    exc,
                 )
                 self._sleep(wait)
                 attempt += 1
