@@ -78,8 +78,7 @@ def serve(args: argparse.Namespace) -> int:
             port=settings.port,
             log_level="warning",
             timeout_keep_alive=5,
-            limit_concurrency=256,
-        )
+            )
     finally:
         container.close()
     return 0
@@ -119,7 +118,6 @@ def api(args: argparse.Namespace) -> int:
         workers=workers,
         log_level="warning",
         timeout_keep_alive=5,
-        limit_concurrency=256,
     )
     return 0
 

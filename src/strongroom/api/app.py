@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from strongroom.api import openapi
 from strongroom.api.deps import UnsupportedMediaTypeError
 from strongroom.api.errors import domain_fault, fault, unauthorized, unexpected_fault
 from strongroom.api.routes import backups, datastores, instances, versions
@@ -28,6 +29,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     for module in (versions, backups, instances, datastores):
         app.include_router(module.router)
+    openapi.install(app)
 
     @app.middleware("http")
     async def authenticate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -49,21 +50,54 @@ async def json_body(request: Request) -> Any:
     if media != "application/json":
         raise UnsupportedMediaTypeError(f"Unsupported Content-Type: {media}.")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = json.loads(
+            raw, parse_constant=_refuse_constant, parse_float=_finite, parse_int=_int64
+        )
+        # "\ud800" escapes decode to lone surrogates, which no UTF-8 store accepts.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError) as exc:
         raise BadRequestError("Malformed request body") from exc
+    return body
+
+
+# Integers are stored and compared as SQLite's 64-bit INTEGER, and numbers as doubles.
+MAX_INT = 2**63 - 1
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259), though Python's parser accepts them."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400 parses as inf, which no JSON response can carry
+        raise ValueError(f"{text[:20]} is out of range")
+    return number
+
+
+def _int64(text: str) -> int:
+    number = int(text)
+    if abs(number) > MAX_INT:
+        raise ValueError(f"{text[:20]}… is out of range")
+    return number
 
 
 def int_param(request: Request, name: str) -> int | None:
     value = request.query_params.get(name)
     if value is None or value == "":
         return None
-    try:
-        number = int(value)
-    except ValueError as exc:
-        raise BadRequestError(f"{name} must be an integer.") from exc
-    if number < 0:
+    digits = value.strip()
+    negative = digits.startswith("-")
+    if negative:
+        digits = digits[1:]
+    if not (digits.isascii() and digits.isdigit()):
+        raise BadRequestError(f"{name} must be an integer.")
+    if negative:
         raise BadRequestError(f"{name} must not be negative.")
+    number = int(digits)
+    if number > MAX_INT:
+        raise BadRequestError(f"{name} must not be greater than {MAX_INT}.")
     return number
 
 

@@ -121,7 +121,9 @@ class Engine(Protocol):
     def stop_instance(self, home: Path, connection: Connection) -> None: ...
 
     def destroy_instance(self, home: Path, connection: Connection) -> None:
-        """Stop the server and remove ``home``. A missing server is not an error."""
+        """Managed: stop the server and remove ``home``; a missing server is not an error.
+        External: release what the service holds on that server (e.g. a replication slot);
+        never touch its data."""
         ...
 
     # -- external instances ------------------------------------------------------------

@@ -41,6 +41,12 @@ CONTAINER_RE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]*$")
 BACKUPS = "backups"
 
 
+def check_container(container: str) -> None:
+    """Trove's character rule (contract §5.2 step 3), and no path: no '/' at all."""
+    if not CONTAINER_RE.match(container) or "/" in container or container in (".", ".."):
+        raise BadRequestError(f"The value is not allowed: {container}.")
+
+
 @dataclass(frozen=True)
 class Page:
     items: list[Backup]
@@ -153,10 +159,8 @@ class BackupService:
         POST's own (marker, limit), which Trove applies to the incremental parent search."""
         self._authz.enforce(ctx, "backup:create", ctx.project_id)
         container = request.get("swift_container")
-        if container is not None and not CONTAINER_RE.match(container):
-            raise BadRequestError(f"The value is not allowed: {container}.")
-        if container is not None and (".." in container.split("/") or "/" in container):
-            raise BadRequestError(f"The value is not allowed: {container}.")
+        if container is not None:
+            check_container(container)
         store_name = self._stores.resolve_name(request.get("storage_driver"))
         if "restore_from" in request:
             return self._register_restored(ctx, request)
@@ -171,6 +175,7 @@ class BackupService:
         with self._uow(write=True) as uow:
             if container is None:
                 container = self._container_for(uow, ctx, instance_id)
+                check_container(container)  # strategies stored before this rule existed
             instance = uow.instances.find_for_update(instance_id)
             if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
                 raise ResourceNotFoundError(instance_id)
@@ -265,7 +270,11 @@ class BackupService:
         source = request["restore_from"]
         version = self._catalog.version_by_id(source["local_datastore_version_id"])
         location = source["remote_location"]
-        manifest = self._stores.read_manifest_at(location)
+        # A tenant registers only its own project's backups: the master key opens every
+        # project's manifest, so the manifest's project is checked (admins may import any).
+        manifest = self._stores.read_manifest_at(
+            location, project_id=None if ctx.is_admin else ctx.project_id
+        )
         if manifest is None:
             raise BadRequestError(f"Failed to restore backup from {location}")
         store_name, container = manifest
@@ -350,6 +359,7 @@ class BackupService:
         self, ctx: RequestContext, *, instance_id: str | None, container: str
     ) -> BackupStrategy:
         self._authz.enforce(ctx, "backup_strategy:create", ctx.project_id)
+        check_container(container)  # stricter than Trove: a container is never a path
         strategy = BackupStrategy(ctx.project_id, instance_id or "", container)
         with self._uow(write=True) as uow:
             uow.strategies.upsert(strategy)

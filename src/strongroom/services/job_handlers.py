@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
@@ -172,11 +173,17 @@ class JobHandlers:
             uow.commit()
 
     def fail_backup(self, backup_id: str, reason: str) -> None:
+        """A running backup ends FAILED with ``reason`` (a finished one is left alone)."""
+        self._record_failure(backup_id, BackupState.FAILED, reason, running_only=True)
+
+    def _record_failure(
+        self, backup_id: str, state: BackupState, reason: str, *, running_only: bool
+    ) -> None:
         with self._uow(write=True) as uow:
-            backup = uow.backups.find(backup_id)
-            if backup is None or not backup.is_running:
+            backup = uow.backups.find_for_update(backup_id)
+            if backup is None or (running_only and not backup.is_running):
                 return
-            backup.state = BackupState.FAILED
+            backup.state = state
             backup.fail_reason = reason
             backup.updated = self._clock.now()
             uow.backups.save(backup)
@@ -194,21 +201,12 @@ class JobHandlers:
                 for key in store.list(prefix):
                     store.delete(key)
             except Exception as exc:
-                self._mark_delete_failed(backup, describe_failure(exc))
+                self._record_failure(
+                    backup.id, BackupState.DELETE_FAILED, describe_failure(exc), running_only=False
+                )
                 raise
         with self._uow(write=True) as uow:
             uow.backups.remove(backup_id)
-            uow.commit()
-
-    def _mark_delete_failed(self, backup: Backup, reason: str) -> None:
-        with self._uow(write=True) as uow:
-            current = uow.backups.find(backup.id)
-            if current is None:
-                return
-            current.state = BackupState.DELETE_FAILED
-            current.fail_reason = reason
-            current.updated = self._clock.now()
-            uow.backups.save(current)
             uow.commit()
 
     # -- instances -----------------------------------------------------------------
@@ -261,6 +259,15 @@ class JobHandlers:
         home.mkdir(parents=True, exist_ok=True)
         return dict(engine.restore_instance(home, self._transfer.restore_inputs(links), request))
 
+    def _discard_home(self, instance: Instance) -> None:
+        """An interrupted build may have started a server: stop it before removing its
+        files (best effort: the build never recorded a connection)."""
+        home = self.home_of(instance.id)
+        with contextlib.suppress(Exception):
+            version = self._catalog.version_by_id(instance.datastore_version_id)
+            self._catalog.engine_for(version).destroy_instance(home, {"managed": True})
+        shutil.rmtree(home, ignore_errors=True)
+
     def instance_failed(self, instance: Instance, reason: str) -> None:
         with self._uow(write=True) as uow:
             current = uow.instances.find(instance.id)
@@ -279,12 +286,14 @@ class JobHandlers:
             sealed = uow.instances.sealed_connection(instance_id)
         if instance is None:
             return
+        home = self.home_of(instance_id)
+        if sealed is not None:
+            # Managed: stop and remove the server. External: release what the service holds
+            # on that server (e.g. a replication slot); its data is never touched.
+            version = self._catalog.version_by_id(instance.datastore_version_id)
+            engine = self._catalog.engine_for(version)
+            engine.destroy_instance(home, self._secrets.open(sealed, bound_to=instance_id))
         if instance.kind is InstanceKind.MANAGED:
-            home = self.home_of(instance_id)
-            if sealed is not None:
-                version = self._catalog.version_by_id(instance.datastore_version_id)
-                engine = self._catalog.engine_for(version)
-                engine.destroy_instance(home, self._secrets.open(sealed, bound_to=instance_id))
             shutil.rmtree(home, ignore_errors=True)
         with self._uow(write=True) as uow:
             uow.instances.mark_deleted(instance_id)
@@ -307,7 +316,7 @@ class JobHandlers:
                 with self._uow() as uow:
                     instance = uow.instances.find(job.target_id)
                 if instance is not None:
-                    shutil.rmtree(self.home_of(instance.id), ignore_errors=True)
+                    self._discard_home(instance)
                     self.instance_failed(
                         instance, "the service stopped while the instance was being built"
                     )

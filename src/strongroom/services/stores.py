@@ -87,13 +87,19 @@ class StoreCatalog:
         raw = backend.get(key)
         return name, key, open_manifest(raw, self.master_key)
 
-    def read_manifest_at(self, url: str) -> tuple[str, str] | None:
+    def read_manifest_at(
+        self, url: str, *, project_id: str | None = None
+    ) -> tuple[str, str] | None:
         """(store name, container) when ``url`` names a manifest this service can read
-        and verify with its master key; ``None`` otherwise (the reason is logged)."""
+        and verify with its master key, and (given ``project_id``) that this project wrote;
+        ``None`` otherwise (the reason is logged)."""
         try:
-            name, key, _ = self.open_manifest_at(url)
+            name, key, opened = self.open_manifest_at(url)
         except (StorageError, FormatError, ValueError) as exc:
             log.info("restore_from location refused: %s", exc)
+            return None
+        if project_id is not None and opened.manifest.project_id != project_id:
+            log.info("restore_from location refused: another project's backup")
             return None
         return name, key.split("/", 1)[0]
 

@@ -8,15 +8,23 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from strongroom.api.deps import ContextDep, ServicesDep, int_param, json_body, truthy_param
+from strongroom.api.openapi import INSTANCE_ID, LIMIT, MARKER, PROJECT_ID, operation, query
 from strongroom.api.schemas import requests as schemas
+from strongroom.api.schemas import responses as r
 from strongroom.api.views import backup_view, next_link, strategy_view
 from strongroom.services.backups import ListFilter, Page
 
 router = APIRouter(prefix="/v1.0/{project_id}")
 
 
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+LIST_FILTERS = (
+    INSTANCE_ID,
+    query("datastore", {"type": "string"}, "datastore id or name"),
+    PROJECT_ID,
+    query("all_projects", {"type": "string"}, "truthy: every project's backups (admin only)"),
+    LIMIT,
+    MARKER,
+)
 
 
 def _page(request: Request, services: ServicesDep, page: Page) -> dict[str, Any]:
@@ -26,7 +34,9 @@ def _page(request: Request, services: ServicesDep, page: Page) -> dict[str, Any]
     return body
 
 
-@router.get("/backups", summary="List backups")
+@router.get(
+    "/backups", summary="List backups", **operation(200, r.BACKUP_LIST, params=LIST_FILTERS)
+)
 def list_backups(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -44,9 +54,10 @@ def list_backups(
 
 @router.post(
     "/backups",
-    status_code=202,
     summary="Create a backup",
-    openapi_extra=_body(schemas.BACKUP_CREATE),
+    **operation(
+        202, r.BACKUP_SINGLE, 413, 422, 501, params=(LIMIT, MARKER), body=schemas.BACKUP_CREATE
+    ),
 )
 async def create_backup(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
@@ -58,7 +69,7 @@ async def create_backup(
     return JSONResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)
 
 
-@router.get("/backups/{backup_id}", summary="Show a backup")
+@router.get("/backups/{backup_id}", summary="Show a backup", **operation(200, r.BACKUP_SINGLE))
 def show_backup(
     project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -66,7 +77,11 @@ def show_backup(
     return {"backup": backup_view(backup, services.datastores)}
 
 
-@router.delete("/backups/{backup_id}", status_code=202, summary="Delete a backup and its children")
+@router.delete(
+    "/backups/{backup_id}",
+    summary="Delete a backup and its children",
+    **operation(202, None, 422),
+)
 def delete_backup(
     project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
 ) -> Response:
@@ -74,7 +89,11 @@ def delete_backup(
     return Response(status_code=202, media_type="application/json")
 
 
-@router.get("/instances/{instance_id}/backups", summary="List an instance's backups")
+@router.get(
+    "/instances/{instance_id}/backups",
+    summary="List an instance's backups",
+    **operation(200, r.BACKUP_LIST, params=(LIMIT, MARKER)),
+)
 def instance_backups(
     project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -89,9 +108,8 @@ def instance_backups(
 
 @router.post(
     "/backup_strategies",
-    status_code=202,
     summary="Create or update a backup strategy",
-    openapi_extra=_body(schemas.STRATEGY_CREATE),
+    **operation(202, r.STRATEGY_SINGLE, body=schemas.STRATEGY_CREATE),
 )
 async def create_strategy(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
@@ -105,7 +123,11 @@ async def create_strategy(
     return JSONResponse({"backup_strategy": strategy_view(strategy)}, status_code=202)
 
 
-@router.get("/backup_strategies", summary="List backup strategies")
+@router.get(
+    "/backup_strategies",
+    summary="List backup strategies",
+    **operation(200, r.STRATEGY_LIST, params=(INSTANCE_ID, PROJECT_ID)),
+)
 def list_strategies(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -117,7 +139,11 @@ def list_strategies(
     return {"backup_strategies": [strategy_view(s) for s in strategies]}
 
 
-@router.delete("/backup_strategies", status_code=202, summary="Delete a backup strategy")
+@router.delete(
+    "/backup_strategies",
+    summary="Delete a backup strategy",
+    **operation(202, None, params=(INSTANCE_ID, PROJECT_ID)),
+)
 def delete_strategy(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> Response:

@@ -7,12 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from strongroom.api.deps import ContextDep, ServicesDep
+from strongroom.api.openapi import operation
+from strongroom.api.schemas import responses as r
 from strongroom.api.views import datastore_view, version_view
 
 router = APIRouter(prefix="/v1.0/{project_id}")
 
 
-@router.get("/datastores", summary="List datastores")
+@router.get("/datastores", summary="List datastores", **operation(200, r.DATASTORE_LIST))
 def list_datastores(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -20,7 +22,11 @@ def list_datastores(
     return {"datastores": [datastore_view(request, ctx, d) for d in datastores]}
 
 
-@router.get("/datastores/versions/{version_id}", summary="Show a datastore version by id")
+@router.get(
+    "/datastores/versions/{version_id}",
+    summary="Show a datastore version by id",
+    **operation(200, r.VERSION_SINGLE),
+)
 def show_version_by_uuid(
     project_id: str, version_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -28,7 +34,9 @@ def show_version_by_uuid(
     return {"version": version_view(request, ctx, version, with_datastore=True)}
 
 
-@router.get("/datastores/{datastore}", summary="Show a datastore")
+@router.get(
+    "/datastores/{datastore}", summary="Show a datastore", **operation(200, r.DATASTORE_SINGLE)
+)
 def show_datastore(
     project_id: str, datastore: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -36,7 +44,11 @@ def show_datastore(
     return {"datastore": datastore_view(request, ctx, ds)}
 
 
-@router.get("/datastores/{datastore}/versions", summary="List a datastore's versions")
+@router.get(
+    "/datastores/{datastore}/versions",
+    summary="List a datastore's versions",
+    **operation(200, r.VERSION_LIST),
+)
 def list_versions(
     project_id: str, datastore: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -44,7 +56,11 @@ def list_versions(
     return {"versions": [version_view(request, ctx, v, with_datastore=True) for v in ds.versions]}
 
 
-@router.get("/datastores/{datastore}/versions/{version}", summary="Show a datastore version")
+@router.get(
+    "/datastores/{datastore}/versions/{version}",
+    summary="Show a datastore version",
+    **operation(200, r.VERSION_SINGLE),
+)
 def show_version(
     project_id: str,
     datastore: str,

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from strongroom.api.deps import ContextDep, ServicesDep, int_param, json_body
+from strongroom.api.openapi import LIMIT, MARKER, operation
 from strongroom.api.schemas import requests as schemas
+from strongroom.api.schemas import responses as r
 from strongroom.api.views import flavor_view, instance_view
 from strongroom.domain.errors import ResourceNotFoundError
 
@@ -17,14 +19,8 @@ router = APIRouter(prefix="/v1.0/{project_id}")
 
 @router.post(
     "/instances",
-    status_code=200,
     summary="Create an instance (empty, external, or restored from a backup)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schemas.INSTANCE_CREATE}},
-        }
-    },
+    **operation(200, r.INSTANCE_SINGLE, 409, 413, body=schemas.INSTANCE_CREATE),
 )
 async def create_instance(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
@@ -35,7 +31,11 @@ async def create_instance(
     return JSONResponse({"instance": instance_view(request, ctx, view, detail=True)})
 
 
-@router.get("/instances", summary="List instances")
+@router.get(
+    "/instances",
+    summary="List instances",
+    **operation(200, r.INSTANCE_LIST, params=(LIMIT, MARKER)),
+)
 def list_instances(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -44,7 +44,9 @@ def list_instances(
     return {"instances": [instance_view(request, ctx, v, detail=False) for v in views]}
 
 
-@router.get("/instances/{instance_id}", summary="Show an instance")
+@router.get(
+    "/instances/{instance_id}", summary="Show an instance", **operation(200, r.INSTANCE_SINGLE)
+)
 def show_instance(
     project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -52,7 +54,9 @@ def show_instance(
     return {"instance": instance_view(request, ctx, view, detail=True)}
 
 
-@router.delete("/instances/{instance_id}", status_code=202, summary="Delete an instance")
+@router.delete(
+    "/instances/{instance_id}", summary="Delete an instance", **operation(202, None, 422)
+)
 def delete_instance(
     project_id: str, instance_id: str, ctx: ContextDep, services: ServicesDep
 ) -> Response:
@@ -60,14 +64,14 @@ def delete_instance(
     return Response(status_code=202, media_type="application/json")
 
 
-@router.get("/flavors", summary="List flavors")
+@router.get("/flavors", summary="List flavors", **operation(200, r.FLAVOR_LIST))
 def list_flavors(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
     return {"flavors": [flavor_view(request, ctx, f) for f in services.instances.flavors()]}
 
 
-@router.get("/flavors/{flavor_id}", summary="Show a flavor")
+@router.get("/flavors/{flavor_id}", summary="Show a flavor", **operation(200, r.FLAVOR_SINGLE))
 def show_flavor(
     project_id: str, flavor_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:

@@ -7,9 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from strongroom.api.deps import ServicesDep
+from strongroom.api.openapi import operation
+from strongroom.api.schemas import responses as r
 from strongroom.api.views import host_of
 
 router = APIRouter()
+VERSION_DOC = operation(200, r.API_VERSION_SINGLE, public=True)
 
 
 def _version(request: Request, services: ServicesDep) -> dict[str, Any]:
@@ -22,12 +25,12 @@ def _version(request: Request, services: ServicesDep) -> dict[str, Any]:
     }
 
 
-@router.get("/", summary="List API versions")
+@router.get("/", summary="List API versions", **operation(200, r.API_VERSION_LIST, public=True))
 def versions(request: Request, services: ServicesDep) -> dict[str, Any]:
     return {"versions": [_version(request, services)]}
 
 
-@router.get("/v1.0", summary="Show API version v1.0")
-@router.get("/v1.0/", include_in_schema=False)
+@router.get("/v1.0", summary="Show API version v1.0", **VERSION_DOC)
+@router.get("/v1.0/", summary="Show API version v1.0", **VERSION_DOC)
 def version(request: Request, services: ServicesDep) -> dict[str, Any]:
     return {"version": _version(request, services)}
