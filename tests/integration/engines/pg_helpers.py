@@ -300,6 +300,19 @@ def stop_server(data_dir: str | Path, mode: str = "immediate") -> None:
     subprocess.run(argv, capture_output=True, timeout=60)
 
 
+def cleanup_homes(base: Path) -> None:
+    """Stop every server whose data directory is under ``base`` and remove the socket
+    directories their homes keep outside ``base`` (homes with long paths)."""
+    from strongroom.engines.postgresql.cluster import socket_dir_for
+
+    for pid_file in base.rglob("postmaster.pid"):
+        stop_server(pid_file.parent)
+    for version_file in base.rglob("data/PG_VERSION"):
+        socket_dir = socket_dir_for(version_file.parent.parent)
+        if not socket_dir.is_relative_to(base):
+            shutil.rmtree(socket_dir, ignore_errors=True)
+
+
 def servers_running_in(path: Path) -> list[str]:
     """Command lines of processes whose argv mentions ``path`` (a leftover server)."""
     found = []

@@ -19,6 +19,7 @@ from pg_helpers import (
     FileSink,
     PlainServer,
     Writer,
+    cleanup_homes,
     connect,
     invariant,
     pgbench_init,
@@ -38,10 +39,11 @@ from strongroom.engines.errors import (
     BackupError,
     ExternalNotAllowedError,
     IncompatibleBackupError,
+    InstanceError,
     InvalidExternalError,
     RestoreError,
 )
-from strongroom.engines.postgresql import PostgresEngine
+from strongroom.engines.postgresql import PostgresEngine, cluster
 
 SCALE = 5
 
@@ -63,10 +65,7 @@ def workdir() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="strongroom-pgtest-"))
     os.chmod(base, 0o711)
     yield base
-    for pid_file in base.glob("*/data/postmaster.pid"):
-        stop_server(pid_file.parent)
-    for pid_file in base.glob("*/*/data/postmaster.pid"):
-        stop_server(pid_file.parent)
+    cleanup_homes(base)
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -399,6 +398,54 @@ def test_stop_start_keeps_or_moves_port(engine: PostgresEngine, workdir: Path) -
         engine.destroy_instance(home, conn)
     assert not home.exists()
     engine.destroy_instance(home, conn)  # missing server is fine
+
+
+def test_long_home_path_puts_the_socket_in_a_short_directory(
+    engine: PostgresEngine, workdir: Path
+) -> None:
+    # a home whose home/run/.s.PGSQL.<port> would not fit in a socket address
+    parent = workdir / ("deep-" + "x" * 60)
+    parent.mkdir(mode=0o711)
+    home = parent / "instance-0123456789abcdef"
+    assert len(str(home / "run" / ".s.PGSQL.65535")) > 107
+    conn = engine.create_instance(home, InstanceRequest("deep", databases=(DatabaseSpec("d"),)))
+    socket_dir = Path(conn["socket_dir"])
+    try:
+        assert not socket_dir.is_relative_to(home)
+        assert len(str(socket_dir / ".s.PGSQL.65535")) <= 107
+        assert socket_dir.stat().st_mode & 0o777 == 0o700
+        with connect(conn, "d") as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+        # after a reboot the directory is gone; starting again makes it again
+        engine.stop_instance(home, conn)
+        shutil.rmtree(socket_dir)
+        again = engine.start_instance(home, conn)
+        with connect(again, "d") as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        engine.destroy_instance(home, conn)
+    assert not home.exists() and not socket_dir.exists()
+
+
+def test_socket_directory_taken_by_someone_else_is_refused(
+    engine: PostgresEngine, workdir: Path
+) -> None:
+    parent = workdir / ("squat-" + "y" * 60)
+    parent.mkdir(mode=0o711)
+    home = parent / "instance-0123456789abcdef"
+    socket_dir = cluster.socket_dir_for(home)
+    assert not socket_dir.is_relative_to(home)
+    socket_dir.mkdir(mode=0o777)
+    try:
+        os.chmod(socket_dir, 0o777)
+        if os.geteuid() != 0:
+            pytest.skip("needs another OS user to own the directory")
+        with pytest.raises(InstanceError, match="not a private directory"):
+            engine.create_instance(home, InstanceRequest("squat"))
+        assert not home.exists()
+        assert socket_dir.is_dir()  # not ours: left alone
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

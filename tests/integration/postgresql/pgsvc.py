@@ -1,0 +1,214 @@
+"""Helpers for driving PostgreSQL through the service: directories the server's OS user
+can reach, clean-up of servers left running, a writer whose every commit is numbered,
+table contents and comparisons."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from fixtures.service import wait_for
+from integration.engines.pg_helpers import cleanup_homes, servers_running_in
+from strongroom.engines.postgresql import PostgresEngine
+
+_info = PostgresEngine().detect()
+PG_MAJOR: str | None = _info.version if _info is not None else None
+WAIT = 120.0
+
+
+@contextmanager
+def reachable_dir(prefix: str) -> Iterator[Path]:
+    """A fresh directory under /tmp that the ``postgres`` OS user can traverse (pytest's
+    own tmp_path cannot be); every server left running under it is stopped on exit."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(base, 0o711)
+    try:
+        yield base
+    finally:
+        cleanup_homes(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def server_processes(path: Path) -> list[str]:
+    """Server processes (not this test's own) whose command line names ``path``."""
+    return [cmd for cmd in servers_running_in(path) if "postgres" in cmd]
+
+
+def fault_message(response: Any) -> str:
+    (body,) = response.json().values()
+    return str(body["message"])
+
+
+def tcp(connection: dict[str, Any], user: str, password: str, dbname: str) -> dict[str, Any]:
+    """Connection parameters for a client reaching a server over TCP as ``user``."""
+    return {
+        "host": connection["host"],
+        "port": int(connection["port"]),
+        "user": user,
+        "password": password,
+        "dbname": dbname,
+    }
+
+
+def connect(params: dict[str, Any]) -> psycopg.Connection[Any]:
+    return psycopg.connect(**params, autocommit=True, connect_timeout=10)
+
+
+def as_plain(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` in the shape pg_helpers' snapshot/pgbench helpers take."""
+    return {"managed": False, **params}
+
+
+def tables(params: dict[str, Any]) -> list[str]:
+    with connect(params) as c:
+        return [
+            r[0]
+            for r in c.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+            )
+        ]
+
+
+def rows(params: dict[str, Any], table: str, order_by: str) -> list[tuple[Any, ...]]:
+    with connect(params) as c:
+        return list(
+            c.execute(
+                sql.SQL("SELECT * FROM {} ORDER BY {}").format(
+                    sql.Identifier(table), sql.Identifier(order_by)
+                )
+            )
+        )
+
+
+LEDGER_DDL = (
+    "CREATE TABLE ledger (id bigint PRIMARY KEY, aid int NOT NULL, tid int NOT NULL, "
+    "bid int NOT NULL, delta int NOT NULL)"
+)
+
+
+class LedgerWriter(threading.Thread):
+    """pgbench's TPC-B-like transaction in a loop, each one numbered: it adds a delta to
+    one account, teller and branch and records ``(n, aid, tid, bid, delta)`` in ``ledger``.
+    Commits are numbered 1, 2, 3… in commit order, so the state after commit ``n`` is the
+    final state with the ledger entries above ``n`` taken back out."""
+
+    def __init__(self, params: dict[str, Any], scale: int) -> None:
+        super().__init__(daemon=True)
+        self._params = params
+        self._scale = scale
+        self._halt = threading.Event()
+        self._cond = threading.Condition()
+        self.commits = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        rnd = random.Random(7)
+        try:
+            with psycopg.connect(**self._params) as c:
+                while not self._halt.is_set():
+                    n = self.commits + 1
+                    aid = rnd.randint(1, 100000 * self._scale)
+                    tid = rnd.randint(1, 10 * self._scale)
+                    bid = rnd.randint(1, self._scale)
+                    delta = rnd.randint(-5000, 5000)
+                    with c.transaction():
+                        c.execute(
+                            "UPDATE pgbench_accounts SET abalance = abalance + %s WHERE aid = %s",
+                            (delta, aid),
+                        )
+                        c.execute(
+                            "UPDATE pgbench_tellers SET tbalance = tbalance + %s WHERE tid = %s",
+                            (delta, tid),
+                        )
+                        c.execute(
+                            "UPDATE pgbench_branches SET bbalance = bbalance + %s WHERE bid = %s",
+                            (delta, bid),
+                        )
+                        c.execute(
+                            "INSERT INTO ledger VALUES (%s, %s, %s, %s, %s)",
+                            (n, aid, tid, bid, delta),
+                        )
+                    with self._cond:
+                        self.commits = n
+                        self._cond.notify_all()
+        except BaseException as exc:  # reported to the test by wait_for/stop
+            self.error = exc
+            with self._cond:
+                self._cond.notify_all()
+
+    def wait_for(self, commits: int, timeout: float = 60) -> int:
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: self.commits >= commits or self.error is not None, timeout
+            )
+        assert self.error is None, f"writer failed: {self.error}"
+        assert ok, f"writer made only {self.commits} of {commits} commits in {timeout} s"
+        return self.commits
+
+    def stop(self) -> int:
+        self._halt.set()
+        self.join(timeout=60)
+        assert not self.is_alive(), "writer did not stop"
+        assert self.error is None, f"writer failed: {self.error}"
+        return self.commits
+
+
+class LedgerState:
+    """The tables the writer touches, read after it stopped, and what they held after
+    any earlier commit."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.accounts = rows(params, "pgbench_accounts", "aid")
+        self.tellers = rows(params, "pgbench_tellers", "tid")
+        self.branches = rows(params, "pgbench_branches", "bid")
+        self.ledger = rows(params, "ledger", "id")
+
+    def as_of(self, commit: int) -> dict[str, list[tuple[Any, ...]]]:
+        later = [entry for entry in self.ledger if entry[0] > commit]
+
+        def undo(
+            table: list[tuple[Any, ...]], key: Callable[[tuple[Any, ...]], int], col: int
+        ) -> list[tuple[Any, ...]]:
+            taken: dict[int, int] = {}
+            for entry in later:
+                taken[key(entry)] = taken.get(key(entry), 0) + entry[4]
+            out = []
+            for row in table:
+                if row[0] in taken:
+                    row = (*row[:col], row[col] - taken[row[0]], *row[col + 1 :])
+                out.append(row)
+            return out
+
+        return {
+            # pgbench_accounts(aid, bid, abalance, filler)
+            "pgbench_accounts": undo(self.accounts, lambda e: e[1], 2),
+            # pgbench_tellers(tid, bid, tbalance, filler)
+            "pgbench_tellers": undo(self.tellers, lambda e: e[2], 2),
+            # pgbench_branches(bid, bbalance, filler)
+            "pgbench_branches": undo(self.branches, lambda e: e[3], 1),
+            "ledger": [entry for entry in self.ledger if entry[0] <= commit],
+        }
+
+
+def wait_status(get: Callable[[], dict[str, Any]], wanted: str, timeout: float = WAIT) -> Any:
+    """Poll a view until its status is ``wanted``; fail at once on ERROR/FAILED."""
+
+    def check() -> dict[str, Any] | None:
+        view = get()
+        if view["status"] in ("ERROR", "FAILED") and view["status"] != wanted:
+            raise AssertionError(
+                f"{view['status']}: {view.get('fault') or view.get('fail_reason')}"
+            )
+        return view if view["status"] == wanted else None
+
+    return wait_for(check, timeout=timeout, interval=0.1)
