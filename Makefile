@@ -4,7 +4,7 @@ DATA_DIR ?= var/data
 HOST ?= 127.0.0.1
 PORT ?= 8779
 
-.PHONY: setup run test test-unit lint
+.PHONY: setup run test test-unit lint fuzz bench
 
 setup:
 	bash scripts/setup.sh
@@ -21,3 +21,7 @@ test-unit: setup
 lint: setup
 	.venv/bin/ruff check src tests
 	.venv/bin/lint-imports
+
+# A longer fuzz run than the one in `make test` (STRONGROOM_FUZZ_EXAMPLES per operation).
+fuzz: setup
+	STRONGROOM_FUZZ_EXAMPLES=$${STRONGROOM_FUZZ_EXAMPLES:-500} $(PY) -m pytest tests/security/test_security_fuzz.py -q
