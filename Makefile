@@ -25,3 +25,7 @@ lint: setup
 # A longer fuzz run than the one in `make test` (STRONGROOM_FUZZ_EXAMPLES per operation).
 fuzz: setup
 	STRONGROOM_FUZZ_EXAMPLES=$${STRONGROOM_FUZZ_EXAMPLES:-500} $(PY) -m pytest tests/security/test_security_fuzz.py -q
+
+# Side by side with pg_basebackup | zstd, pgBackRest and mariabackup (BENCH_SCALE, BENCH_RUNS).
+bench: setup
+	bash bench/run.sh

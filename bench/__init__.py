@@ -1,0 +1,1 @@
+"""Benchmarks of Strongroom against pg_basebackup, pgBackRest and mariabackup."""

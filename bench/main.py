@@ -1,0 +1,476 @@
+"""Strongroom benchmark: the same work through Strongroom and its peers, alternating.
+
+Run through ``bash bench/run.sh``; see bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections import defaultdict
+from datetime import datetime
+
+from bench import maria, pg
+from bench.api_load import LatencyResult, bench_api
+from bench.common import BENCH_DIR, PYTHON, ROOT, WORK, Sample, Series, free_port, log, measure
+
+SR = "Strongroom"
+PGBR = "pgBackRest"
+BB = "pg_basebackup | zstd -1 -T2"
+MB = "mariabackup | zstd -1 -T2"
+MB_RESTORE = "mbstream + mariabackup --prepare + start"
+
+Figures = dict[str, Series]
+Results = dict[tuple[str, str], Figures]
+
+
+def _figures() -> Figures:
+    return defaultdict(Series)
+
+
+def record(results: Results, section: str, tool: str, sample: Sample, stored: int | None) -> None:
+    figs = results.setdefault((section, tool), _figures())
+    figs["wall"].add(sample.wall)
+    figs["cpu"].add(sample.cpu)
+    figs["rss"].add(sample.rss / 1e6)
+    if tool == SR:
+        figs["rss_py"].add(sample.rss_root / 1e6)
+    if stored is not None:
+        figs["stored"].add(stored / 1e6)
+    op = json.loads(sample.stdout).get("op_seconds") if sample.stdout.startswith("{") else None
+    if op is not None:
+        figs["op"].add(op)
+    stored_text = f", stored {stored / 1e6:.1f} MB" if stored is not None else ""
+    log(
+        f"  {section:<22} {tool:<30} wall {sample.wall:7.2f}s  cpu {sample.cpu:7.2f}s  "
+        f"rss {sample.rss / 1e6:7.1f} MB{stored_text}"
+    )
+
+
+def sr_argv(*args: str) -> list[str]:
+    return [PYTHON, "-m", "bench.sr_task", *args, "--work", str(WORK)]
+
+
+def rotate(items: list[str], by: int) -> list[str]:
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+def bench_postgres(
+    scale: int, runs: int, restore_runs: int, pattern: str, results: Results
+) -> None:
+    cluster = pg.setup(scale)
+    try:
+        params = WORK / "pg-params.json"
+        params.write_text(json.dumps(cluster.connection_params()))
+        params.chmod(0o600)
+        conn = WORK / "pg-conn.json"
+        state = WORK / "pg-state.json"
+        state.unlink(missing_ok=True)
+        measure(sr_argv("register", "--engine", "pg", "--params", str(params), "--out", str(conn)))
+        for r in range(runs):
+            log(f"PostgreSQL run {r + 1}/{runs}")
+            for tool in rotate([SR, PGBR, BB], r):
+                if tool == SR:
+                    s = measure(
+                        sr_argv(
+                            "backup",
+                            "--engine",
+                            "pg",
+                            "--conn",
+                            str(conn),
+                            "--state",
+                            str(state),
+                            "--label",
+                            f"full{r}",
+                        )
+                    )
+                    record(results, "PG full", SR, s, json.loads(s.stdout)["stored_bytes"])
+                elif tool == PGBR:
+                    s = measure(cluster.pgbackrest_argv("backup", "--type=full"))
+                    delta, wal = pg.pgbackrest_stored(cluster, pg.pgbackrest_last(cluster))
+                    record(results, "PG full", PGBR, s, delta + wal)
+                else:
+                    out = WORK / "basebackup.tar.zst"
+                    s = measure(pg.basebackup_argv(cluster, out))
+                    record(results, "PG full", BB, s, out.stat().st_size)
+                    out.unlink()
+            changed = pg.update_five_percent(cluster, r, pattern, scale)
+            cluster.sql("CHECKPOINT")  # the next steps start from the same state, in any order
+            log(f"  updated {changed} rows of pgbench_accounts (5 %, {pattern})")
+            for tool in rotate([SR, PGBR], r):
+                if tool == SR:
+                    s = measure(
+                        sr_argv(
+                            "backup",
+                            "--engine",
+                            "pg",
+                            "--conn",
+                            str(conn),
+                            "--state",
+                            str(state),
+                            "--label",
+                            f"incr{r}",
+                            "--parent",
+                            f"full{r}",
+                        )
+                    )
+                    record(results, "PG incremental", SR, s, json.loads(s.stdout)["stored_bytes"])
+                else:
+                    s = measure(cluster.pgbackrest_argv("backup", "--type=incr"))
+                    delta, wal = pg.pgbackrest_stored(cluster, pg.pgbackrest_last(cluster))
+                    record(results, "PG incremental", PGBR, s, delta + wal)
+            for tool in [] if r >= restore_runs else rotate([SR, PGBR], r):
+                if tool == SR:
+                    home = WORK / "strongroom" / "instances" / f"pg-restore-{r}"
+                    out = WORK / "pg-restored.json"
+                    s = measure(
+                        sr_argv(
+                            "restore",
+                            "--engine",
+                            "pg",
+                            "--conn",
+                            str(conn),
+                            "--state",
+                            str(state),
+                            "--label",
+                            f"incr{r}",
+                            "--home",
+                            str(home),
+                            "--out",
+                            str(out),
+                        )
+                    )
+                    record(results, "PG restore full+incr", SR, s, None)
+                    measure(
+                        sr_argv(
+                            "destroy", "--engine", "pg", "--home", str(home), "--conn", str(out)
+                        )
+                    )
+                else:
+                    target = WORK / "pgbackrest-restore" / "data"
+                    pg.drop_restored(target)
+                    s = measure(pg.pgbackrest_restore_argv(cluster, target, free_port()))
+                    record(results, "PG restore full+incr", PGBR, s, None)
+                    pg.drop_restored(target)
+    finally:
+        cluster.stop()
+
+
+def bench_memory(scale: int, runs: int, results: Results) -> None:
+    """Strongroom's full backup of a cluster at ``scale`` (the main cluster gives SCALE)."""
+    cluster = pg.setup(scale, name="pg-small")
+    try:
+        params = WORK / "pgsmall-params.json"
+        params.write_text(json.dumps(cluster.connection_params()))
+        params.chmod(0o600)
+        conn = WORK / "pgsmall-conn.json"
+        state = WORK / "pgsmall-state.json"
+        state.unlink(missing_ok=True)
+        measure(sr_argv("register", "--engine", "pg", "--params", str(params), "--out", str(conn)))
+        for r in range(runs):
+            s = measure(
+                sr_argv(
+                    "backup",
+                    "--engine",
+                    "pg",
+                    "--conn",
+                    str(conn),
+                    "--state",
+                    str(state),
+                    "--label",
+                    f"full{r}",
+                )
+            )
+            record(
+                results, f"PG full at scale {scale}", SR, s, json.loads(s.stdout)["stored_bytes"]
+            )
+    finally:
+        pg.remove(cluster)
+
+
+# -- MariaDB ------------------------------------------------------------------------------------
+def bench_mariadb(scale: int, runs: int, restore_runs: int, results: Results) -> None:
+    server = maria.setup(scale)
+    try:
+        params = WORK / "maria-params.json"
+        params.write_text(json.dumps(server.connection_params()))
+        params.chmod(0o600)
+        conn = WORK / "maria-conn.json"
+        state = WORK / "maria-state.json"
+        state.unlink(missing_ok=True)
+        measure(
+            sr_argv("register", "--engine", "maria", "--params", str(params), "--out", str(conn))
+        )
+        full_out, incr_out = WORK / "mariabackup-full.xb.zst", WORK / "mariabackup-incr.xb.zst"
+        scratch = WORK / "mariabackup-scratch"
+        for r in range(runs):
+            log(f"MariaDB run {r + 1}/{runs}")
+            peer_lsn = 0
+            for tool in rotate([SR, MB], r):
+                if tool == SR:
+                    s = measure(
+                        sr_argv(
+                            "backup",
+                            "--engine",
+                            "maria",
+                            "--conn",
+                            str(conn),
+                            "--state",
+                            str(state),
+                            "--label",
+                            f"full{r}",
+                        )
+                    )
+                    record(results, "MariaDB full", SR, s, json.loads(s.stdout)["stored_bytes"])
+                else:
+                    s = measure(maria.backup_argv(server, full_out, scratch, None))
+                    peer_lsn = maria.to_lsn(scratch)
+                    record(results, "MariaDB full", MB, s, full_out.stat().st_size)
+            maria.update_five_percent(server, r)
+            for tool in rotate([SR, MB], r):
+                if tool == SR:
+                    s = measure(
+                        sr_argv(
+                            "backup",
+                            "--engine",
+                            "maria",
+                            "--conn",
+                            str(conn),
+                            "--state",
+                            str(state),
+                            "--label",
+                            f"incr{r}",
+                            "--parent",
+                            f"full{r}",
+                        )
+                    )
+                    record(
+                        results, "MariaDB incremental", SR, s, json.loads(s.stdout)["stored_bytes"]
+                    )
+                else:
+                    s = measure(maria.backup_argv(server, incr_out, scratch, peer_lsn))
+                    record(results, "MariaDB incremental", MB, s, incr_out.stat().st_size)
+            for tool in [] if r >= restore_runs else rotate([SR, MB], r):
+                if tool == SR:
+                    home = WORK / "strongroom" / "instances" / f"maria-restore-{r}"
+                    out = WORK / "maria-restored.json"
+                    s = measure(
+                        sr_argv(
+                            "restore",
+                            "--engine",
+                            "maria",
+                            "--conn",
+                            str(conn),
+                            "--state",
+                            str(state),
+                            "--label",
+                            f"incr{r}",
+                            "--home",
+                            str(home),
+                            "--out",
+                            str(out),
+                        )
+                    )
+                    record(results, "MariaDB restore full+incr", SR, s, None)
+                    measure(
+                        sr_argv(
+                            "destroy", "--engine", "maria", "--home", str(home), "--conn", str(out)
+                        )
+                    )
+                else:
+                    target = WORK / "mariabackup-restore"
+                    maria.drop_restored(target)
+                    s = measure(maria.restore_argv(full_out, incr_out, target, free_port()))
+                    record(results, "MariaDB restore full+incr", MB_RESTORE, s, None)
+                    maria.drop_restored(target)
+        for path in (full_out, incr_out):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        maria.stop_server(server.socket)
+
+
+# -- report -------------------------------------------------------------------------------------
+def _cell(results: Results, section: str, tool: str, fig: str, fmt: str) -> str:
+    figs = results.get((section, tool))
+    return figs[fig].spread(fmt) if figs and fig in figs else "-"
+
+
+def _median(results: Results, section: str, tool: str, fig: str) -> float | None:
+    figs = results.get((section, tool))
+    if not figs or fig not in figs or not figs[fig].values:
+        return None
+    return figs[fig].median
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def report(
+    results: Results,
+    api: list[LatencyResult],
+    scale: int,
+    small: int,
+    runs: int,
+    elapsed: float,
+    api_count: int = 10_000,
+    *,
+    maria_scale: int = 0,
+    restore_runs: int = 1,
+    pattern: str = "spread",
+) -> str:
+    lines = [
+        f"# Strongroom benchmark — {datetime.now().strftime('%Y-%m-%d %H:%M')}",
+        "",
+        f"PostgreSQL scale {scale} (memory check also at {small}), MariaDB scale {maria_scale}, "
+        f"{runs} alternating run(s) of backups, {min(runs, restore_runs)} of restores, "
+        f"update pattern {pattern!r}, {os.cpu_count()} CPUs, {platform.platform()}, "
+        f"whole run {elapsed / 60:.1f} min.",
+        "Medians, with min-max over the runs in parentheses. Wall and CPU in seconds "
+        "(CPU = user+sys of the tool's process tree; database server processes are not "
+        "counted), peak RSS and stored bytes in MB.",
+        "",
+        "| operation | tool | wall s | in-process s | CPU s | peak RSS MB | of which Python MB "
+        "| stored MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for section, tool in results:
+        shown = tool.replace("|", "\\|")
+        lines.append(
+            f"| {section} | {shown} | {_cell(results, section, tool, 'wall', '.2f')} | "
+            f"{_cell(results, section, tool, 'op', '.2f')} | "
+            f"{_cell(results, section, tool, 'cpu', '.2f')} | "
+            f"{_cell(results, section, tool, 'rss', '.0f')} | "
+            f"{_cell(results, section, tool, 'rss_py', '.0f')} | "
+            f"{_cell(results, section, tool, 'stored', '.1f')} |"
+        )
+    if api:
+        lines += [
+            "",
+            f"| API ({api_count:,} backups in the project) | requests | median ms | p99 ms "
+            "| req/s |",
+            "|---|---|---|---|---|",
+        ]
+        for a in api:
+            lines.append(
+                f"| {a.name} | {a.requests} | {a.median_ms:.1f} | {a.p99_ms:.1f} | {a.rps:.0f} |"
+            )
+
+    def check(name: str, value: float | None, target: float, unit: str = "") -> str:
+        tgt = f"≤ {target}{' ' + unit if unit else ''}"
+        if value is None:
+            return f"| {name} | - | {tgt} | not measured |"
+        ok = "met" if value <= target else "**not met**"
+        return f"| {name} | {value:.2f}{' ' + unit if unit else ''} | {tgt} | {ok} |"
+
+    rss_big = _median(results, "PG full", SR, "rss")
+    rss_small = _median(results, f"PG full at scale {small}", SR, "rss")
+
+    def ratio(section: str, peer: str, fig: str, own: str | None = None) -> float | None:
+        return _ratio(
+            _median(results, section, SR, own or fig), _median(results, section, peer, fig)
+        )
+
+    list_p99 = next((a.p99_ms for a in api if a.name.startswith("GET /backups?limit=20, 32")), None)
+    rows = [
+        check(
+            "PG full wall, Strongroom / pgBackRest (in-process)",
+            ratio("PG full", PGBR, "wall", "op"),
+            0.6,
+        ),
+        check(
+            "PG full wall, Strongroom / pgBackRest (whole process)",
+            ratio("PG full", PGBR, "wall"),
+            0.6,
+        ),
+        check(
+            "PG incremental stored, Strongroom / pgBackRest",
+            ratio("PG incremental", PGBR, "stored"),
+            0.2,
+        ),
+        check(
+            "PG restore full+incr wall, Strongroom / pgBackRest (in-process)",
+            ratio("PG restore full+incr", PGBR, "wall", "op"),
+            0.75,
+        ),
+        check(
+            "PG restore full+incr wall, Strongroom / pgBackRest (whole process)",
+            ratio("PG restore full+incr", PGBR, "wall"),
+            0.75,
+        ),
+        check(
+            "MariaDB full wall, Strongroom / mariabackup\\|zstd (in-process)",
+            ratio("MariaDB full", MB, "wall", "op"),
+            1.0,
+        ),
+        check(
+            "MariaDB full wall, Strongroom / mariabackup\\|zstd (whole process)",
+            ratio("MariaDB full", MB, "wall"),
+            1.0,
+        ),
+        check(f"Strongroom peak RSS (process tree), PG full at scale {scale}", rss_big, 150, "MB"),
+        check(
+            f"Strongroom peak RSS (process tree) growth, scale {small} → {scale}",
+            _ratio(rss_big, rss_small),
+            1.1,
+            "x",
+        ),
+        check("GET /backups?limit=20 p99 at 10,000 backups", list_p99, 25, "ms"),
+    ]
+    lines += ["", "| target | measured | target | verdict |", "|---|---|---|---|", *rows, ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    scale = int(os.environ.get("BENCH_SCALE", "150"))
+    runs = int(os.environ.get("BENCH_RUNS", "3"))
+    restore_runs = int(os.environ.get("BENCH_RESTORE_RUNS", "1"))
+    maria_scale = int(os.environ.get("BENCH_MARIADB_SCALE", str(max(1, scale // 3))))
+    small = max(1, scale // 3)
+    pattern = os.environ.get("BENCH_UPDATE", "spread")
+    parts = set(os.environ.get("BENCH_ONLY", "pg,memory,mariadb,api").split(","))
+    api_count = int(os.environ.get("BENCH_API_BACKUPS", "10000"))
+    api_requests = int(os.environ.get("BENCH_API_REQUESTS", "2000"))
+    WORK.mkdir(parents=True, exist_ok=True)
+    WORK.chmod(0o711)
+    started = time.monotonic()
+    results: Results = {}
+    api: list[LatencyResult] = []
+    if "pg" in parts:
+        bench_postgres(scale, runs, restore_runs, pattern, results)
+    if "memory" in parts:
+        bench_memory(small, runs, results)
+    if "mariadb" in parts:
+        bench_mariadb(maria_scale, runs, restore_runs, results)
+    if "api" in parts:
+        api = bench_api(api_count, api_requests, 32)
+    text = report(
+        results,
+        api,
+        scale,
+        small,
+        runs,
+        time.monotonic() - started,
+        api_count,
+        maria_scale=maria_scale,
+        restore_runs=restore_runs,
+        pattern=pattern,
+    )
+    out_dir = BENCH_DIR / "results"
+    out_dir.mkdir(exist_ok=True)
+    out = out_dir / f"{datetime.now().strftime('%Y-%m-%d-%H%M')}-scale{scale}.md"
+    out.write_text(text)
+    print(text)
+    log(f"written {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

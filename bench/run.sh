@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Strongroom benchmark: sets up its own PostgreSQL and MariaDB data, runs Strongroom and its
+# peers alternately, writes bench/results/<date>-scale<N>.md. See bench/README.md.
+#   BENCH_SCALE (150)  BENCH_RUNS (3)  BENCH_MARIADB_SCALE (= BENCH_SCALE)
+#   BENCH_ONLY (pg,memory,mariadb,api)  BENCH_WORK (bench/work)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "bench/run.sh must run as root (servers run as postgres and mysql)" >&2
+    exit 1
+fi
+missing=()
+command -v pgbackrest >/dev/null || missing+=(pgbackrest)
+command -v mariabackup >/dev/null || missing+=(mariadb-backup)
+command -v zstd >/dev/null || missing+=(zstd)
+[ -x /usr/lib/postgresql/15/bin/pgbench ] || missing+=(postgresql-15 postgresql-contrib)
+command -v mariadbd >/dev/null || missing+=(mariadb-server)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "no .venv: run 'make test' or 'make run' once first" >&2
+    exit 1
+fi
+.venv/bin/python -c "import psutil, httpx" 2>/dev/null || .venv/bin/pip install -q psutil httpx
+
+exec .venv/bin/python -m bench.main "$@"
