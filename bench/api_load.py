@@ -76,14 +76,6 @@ def populate(data_dir: Path, count: int) -> list[str]:
             )
         uow.quotas.set_in_use(PROJECT, "backups", count)
         uow.commit()
-    if os.environ.get("BENCH_API_LIST_INDEX") == "1":
-        # What-if for a proposed migration: an index matching the list query's filter and
-        # order, so a page is read in order instead of sorting the project's rows.
-        with db.begin() as conn:
-            conn.exec_driver_sql(
-                "CREATE INDEX IF NOT EXISTS ix_backups_project_order ON backups "
-                "(project_id, updated DESC, created DESC, id)"
-            )
     db.dispose()
     return ids
 

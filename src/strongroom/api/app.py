@@ -6,6 +6,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from strongroom.api import openapi
@@ -39,7 +40,11 @@ def create_app(services: Services) -> FastAPI:
         path = request.url.path
         if path in PUBLIC_PATHS:
             return await call_next(request)
-        ctx = services.tokens.authenticate(request.headers.get("x-auth-token"))
+        token = request.headers.get("x-auth-token")
+        # A database lookup when not cached: off the event loop, like the route handlers.
+        ctx = services.tokens.cached(token) or await run_in_threadpool(
+            services.tokens.authenticate, token
+        )
         if ctx is None:
             return unauthorized()
         match = PROJECT_PATH.match(path)

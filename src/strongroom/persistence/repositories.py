@@ -133,7 +133,9 @@ class SqlBackupRepository:
             stmt = stmt.where(BackupRow.datastore_version_id.in_(q.datastore_version_ids))
         if q.states is not None:
             stmt = stmt.where(BackupRow.state.in_([s.value for s in q.states]))
-        stmt = stmt.order_by(BackupRow.updated.desc(), BackupRow.created.desc(), BackupRow.id)
+        stmt = stmt.order_by(
+            BackupRow.updated.desc(), BackupRow.created.desc(), BackupRow.id.desc()
+        )
         stmt = stmt.offset(q.offset)
         if q.limit is not None:
             stmt = stmt.limit(q.limit)

@@ -4,13 +4,14 @@ An operator policy file (YAML or JSON) overrides any rule."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from oslo_config import cfg
 from oslo_policy import policy
 
 from strongroom.domain.errors import PolicyNotAuthorizedError
-from strongroom.domain.model import RequestContext
+from strongroom.domain.model import ProjectId, RequestContext
 
 ADMIN_OR_OWNER = "rule:admin_or_owner"
 ANYONE = ""
@@ -55,14 +56,23 @@ class Authorizer:
         self._enforcer.load_rules()
 
     def allowed(self, ctx: RequestContext, rule: str, target_project: str) -> bool:
+        return self._decide(rule, ctx.project_id, ctx.user_id, ctx.roles, target_project)
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one Authorizer per process, rules fixed
+    def _decide(
+        self, rule: str, project_id: str, user_id: str, roles: tuple[str, ...], target: str
+    ) -> bool:
+        """oslo.policy's decision depends only on these and the loaded rules, which do not
+        change while the process runs; evaluating a rule costs more than the request."""
+        ctx = RequestContext(ProjectId(project_id), user_id, roles)
         creds = {
             "roles": list(ctx.roles),
             "project_id": ctx.project_id,
             "user_id": ctx.user_id,
             "is_admin": ctx.is_admin,
         }
-        target = {"tenant": target_project, "project_id": target_project}
-        return bool(self._enforcer.enforce(rule, target, creds))
+        target_dict = {"tenant": target, "project_id": target}
+        return bool(self._enforcer.enforce(rule, target_dict, creds))
 
     def enforce(self, ctx: RequestContext, rule: str, target_project: str) -> None:
         if not self.allowed(ctx, rule, target_project):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -31,10 +33,19 @@ class IssuedToken:
     roles: tuple[str, ...]
 
 
+CACHE_SECONDS = 5.0
+
+
 class TokenService:
+    """Validated tokens are remembered for ``CACHE_SECONDS`` (a lookup per request costs
+    more than the request): a revocation through this process applies at once, one made
+    by another process (``strongroom token revoke``) within that time."""
+
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow = uow
         self._clock = clock
+        self._cache: dict[str, tuple[float, RequestContext]] = {}
+        self._lock = threading.Lock()
 
     def create(self, *, project_id: str, user_id: str, roles: tuple[str, ...]) -> IssuedToken:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -51,17 +62,35 @@ class TokenService:
             uow.commit()
         return IssuedToken(record.id, token, project_id, user_id, roles)
 
+    def cached(self, token: str | None) -> RequestContext | None:
+        """The caller of a token validated in the last ``CACHE_SECONDS``; no I/O."""
+        if not token or len(token) > 512:
+            return None
+        with self._lock:
+            entry = self._cache.get(token_digest(token))
+        if entry is not None and time.monotonic() - entry[0] < CACHE_SECONDS:
+            return entry[1]
+        return None
+
     def authenticate(self, token: str | None) -> RequestContext | None:
         if not token or len(token) > 512:
             return None
+        if (ctx := self.cached(token)) is not None:
+            return ctx
         digest = token_digest(token)
+        now = time.monotonic()
         with self._uow() as uow:
             record = uow.tokens.find_by_hash(digest)
         if record is None or record.revoked is not None:
             return None
         if not hmac.compare_digest(record.token_hash, digest):
             return None
-        return RequestContext(ProjectId(record.project_id), record.user_id, record.roles)
+        ctx = RequestContext(ProjectId(record.project_id), record.user_id, record.roles)
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now, ctx)
+        return ctx
 
     def list(self) -> list[TokenRecord]:
         with self._uow() as uow:
@@ -72,6 +101,8 @@ class TokenService:
             if not uow.tokens.revoke(token_id, self._clock.now()):
                 raise NotFoundError(f"No active token with id {token_id}.")
             uow.commit()
+        with self._lock:
+            self._cache.clear()
 
     def is_empty(self) -> bool:
         with self._uow() as uow:
