@@ -4,7 +4,7 @@
 # installed into its own venv and started by the test fixtures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export STRONGROOM_TEST_MUST_RUN="${STRONGROOM_TEST_MUST_RUN:-swift,s3}"
+export STRONGROOM_TEST_MUST_RUN="${STRONGROOM_TEST_MUST_RUN:-swift,s3,mariadb,keystone}"
 .venv/bin/ruff check src tests
 .venv/bin/lint-imports
 .venv/bin/python -m pytest -q "$@"

@@ -1,1 +1,1 @@
-pytest_plugins = ["fixtures.service", "fixtures.live", "fixtures.swift"]
+pytest_plugins = ["fixtures.service", "fixtures.live", "fixtures.swift", "fixtures.keystone"]

@@ -9,14 +9,21 @@
 #
 # Swift comes from PyPI, pinned, in its own virtualenv (SWIFT_VENV, default .swift-venv at the
 # repository root), created on first use under a lock so parallel starts install it once.
-# Auth is tempauth with Fernet tokens (no memcached); servers run with workers = 0, so each pid
-# file names the server process itself.
+# Auth is tempauth with Fernet tokens (no memcached), or Keystone (SWIFT_AUTH=keystone); servers
+# run with workers = 0, so each pid file names the server process itself.
+#
+# Keystone mode: run scripts/swift/start-keystone.sh BASE first (with the same
+# SWIFT_PROXY_PORT); this script reads BASE/keystone.env, adds keystonemiddleware to the Swift
+# venv, and runs the proxy with authtoken + keystoneauth (and s3token for the S3 API). Users
+# authenticate against Keystone (v3) and find Swift in its catalog; roles admin and member
+# may write to their project's account. stop-swift.sh BASE stops Keystone too.
 #
 # Settings (environment):
 #   SWIFT_VENV              virtualenv for the Swift servers (default: <repo>/.swift-venv)
 #   SWIFT_PYTHON            interpreter used to create it (default: python3)
 #   SWIFT_PIP_CONSTRAINTS   "none" to let pip resolve freely, or a constraints file path
 #                           (default: the tested versions embedded below)
+#   SWIFT_AUTH              tempauth or keystone                       default tempauth
 #   SWIFT_PROXY_PORT        proxy (Swift API, /auth/v1.0, S3 API)      default 18080
 #   SWIFT_OBJECT_PORT / SWIFT_CONTAINER_PORT / SWIFT_ACCOUNT_PORT      default 16010/16011/16012
 #   SWIFT_DEVICES_DIR       devices directory (needs user xattrs)      default BASE/srv/node
@@ -43,9 +50,26 @@ ACCOUNT_PORT="${SWIFT_ACCOUNT_PORT:-16012}"
 DEVICES="${SWIFT_DEVICES_DIR:-$BASE/srv/node}"
 LOG_LEVEL="${SWIFT_LOG_LEVEL:-INFO}"
 START_TIMEOUT="${SWIFT_START_TIMEOUT:-30}"
+AUTH="${SWIFT_AUTH:-tempauth}"
 RUN_USER="$(id -un)"
 
 die() { echo "start-swift: $*" >&2; exit 1; }
+
+case "$AUTH" in
+  tempauth) ;;
+  keystone)
+    [ -f "$BASE/keystone.env" ] ||
+      die "SWIFT_AUTH=keystone needs $BASE/keystone.env: run start-keystone.sh $BASE first"
+    KEYSTONE_AUTH_URL="" KEYSTONE_URL="" KEYSTONE_REGION="" KEYSTONE_SWIFT_USER=""
+    KEYSTONE_SWIFT_PASSWORD="" KEYSTONE_SERVICE_PROJECT="" KEYSTONE_SWIFT_PROXY_PORT=""
+    # shellcheck disable=SC1091
+    . "$BASE/keystone.env"
+    [ "$KEYSTONE_SWIFT_PROXY_PORT" = "$PROXY_PORT" ] ||
+      die "Keystone's catalog points at proxy port $KEYSTONE_SWIFT_PROXY_PORT, not" \
+        "$PROXY_PORT: give start-keystone.sh the same SWIFT_PROXY_PORT"
+    ;;
+  *) die "SWIFT_AUTH must be tempauth or keystone, not '$AUTH'" ;;
+esac
 
 # The pinned set, tested together (swift 2.38.3 on CPython 3.11).
 tested_constraints() {
@@ -69,6 +93,43 @@ xattr==1.3.0
 PINS
 }
 
+# Added for SWIFT_AUTH=keystone (keystonemiddleware 13.0.1), tested with the set above.
+tested_keystone_constraints() {
+  cat <<'PINS'
+debtcollector==3.1.0
+decorator==5.3.1
+dogpile.cache==1.5.0
+iso8601==2.1.0
+keystoneauth1==5.18.1
+keystonemiddleware==13.0.1
+msgpack==1.2.4
+netaddr==1.3.0
+os-service-types==1.9.0
+oslo.cache==4.3.0
+oslo.config==10.7.0
+oslo.context==6.5.0
+oslo.i18n==6.9.0
+oslo.log==8.3.2
+oslo.serialization==5.11.0
+oslo.utils==10.2.0
+packaging==26.4
+pbr==7.1.3
+psutil==7.2.2
+pycadf==4.1.0
+PyJWT==2.15.1
+pyparsing==3.3.3
+python-dateutil==4.0.0
+python-keystoneclient==6.0.0
+PyYAML==6.0.4
+rfc3986==2.0.0
+stevedore==5.10.0
+typing_extensions==4.16.0
+tzdata==2026.6
+WebOb==1.8.11
+wrapt==2.5.2
+PINS
+}
+
 constraints_text() {
   case "$SWIFT_PIP_CONSTRAINTS" in
     "") tested_constraints ;;
@@ -77,9 +138,38 @@ constraints_text() {
   esac
 }
 
+keystone_constraints_text() {
+  constraints_text
+  [ -n "$SWIFT_PIP_CONSTRAINTS" ] || tested_keystone_constraints
+}
+
 venv_ready() {
   [ -x "$SWIFT_VENV/bin/swift-proxy-server" ] && [ -f "$SWIFT_VENV/.strongroom-stamp" ] &&
     [ "$(cat "$SWIFT_VENV/.strongroom-stamp")" = "$1" ]
+}
+
+keystone_ready() {
+  [ -f "$SWIFT_VENV/.strongroom-keystone-stamp" ] &&
+    [ "$(cat "$SWIFT_VENV/.strongroom-keystone-stamp")" = "$1" ]
+}
+
+ensure_keystonemiddleware() {
+  local want
+  want="$(keystone_constraints_text | sha256sum | cut -c1-16)"
+  keystone_ready "$want" && return 0
+  (
+    flock 9
+    if ! keystone_ready "$want"; then
+      echo "start-swift: installing keystonemiddleware into $SWIFT_VENV" >&2
+      local cfile="$SWIFT_VENV/.keystone-constraints.txt"
+      keystone_constraints_text >"$cfile"
+      local args=(-q install)
+      [ "$SWIFT_PIP_CONSTRAINTS" = none ] || args+=(-c "$cfile")
+      "$SWIFT_VENV/bin/python" -m pip "${args[@]}" keystonemiddleware \
+        || die "pip install of keystonemiddleware into $SWIFT_VENV failed"
+      echo "$want" >"$SWIFT_VENV/.strongroom-keystone-stamp"
+    fi
+  ) 9>"$SWIFT_VENV/.install.lock"
 }
 
 ensure_venv() {
@@ -105,6 +195,7 @@ ensure_venv() {
 }
 
 ensure_venv
+[ "$AUTH" = tempauth ] || ensure_keystonemiddleware
 PY="$SWIFT_VENV/bin/python"
 
 for f in "$BASE"/run/*.pid; do
@@ -192,6 +283,13 @@ server_conf container "$CONTAINER_PORT"
 server_conf object "$OBJECT_PORT"
 
 # s3api before the auth filter, slo after it (without slo, multipart upload is disabled).
+# With Keystone, authtoken comes before s3api and s3token: placed after them it would strip
+# the identity headers s3token sets, and keystoneauth would see S3 requests as anonymous.
+if [ "$AUTH" = keystone ]; then
+  auth_filters="authtoken s3api s3token keystoneauth"
+else
+  auth_filters="s3api tempauth"
+fi
 cat >"$BASE/etc/proxy-server.conf" <<CONF
 [DEFAULT]
 bind_ip = 127.0.0.1
@@ -203,7 +301,7 @@ log_level = $LOG_LEVEL
 log_name = proxy-server
 
 [pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging listing_formats bulk s3api tempauth copy slo dlo proxy-logging proxy-server
+pipeline = catch_errors gatekeeper healthcheck proxy-logging listing_formats bulk $auth_filters copy slo dlo proxy-logging proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -249,6 +347,43 @@ use = egg:swift#slo
 use = egg:swift#dlo
 CONF
 
+if [ "$AUTH" = keystone ]; then
+  chmod 600 "$BASE/etc/proxy-server.conf"
+  cat >>"$BASE/etc/proxy-server.conf" <<CONF
+
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+www_authenticate_uri = $KEYSTONE_AUTH_URL
+auth_url = $KEYSTONE_URL
+auth_type = password
+username = $KEYSTONE_SWIFT_USER
+password = $KEYSTONE_SWIFT_PASSWORD
+project_name = $KEYSTONE_SERVICE_PROJECT
+user_domain_name = Default
+project_domain_name = Default
+region_name = $KEYSTONE_REGION
+delay_auth_decision = true
+service_token_roles_required = true
+
+[filter:keystoneauth]
+use = egg:swift#keystoneauth
+operator_roles = admin, member
+reseller_admin_role = ResellerAdmin
+
+# Keystone 30 answers 401 to an anonymous POST /v3/s3tokens: s3token needs service credentials.
+[filter:s3token]
+use = egg:swift#s3token
+auth_uri = $KEYSTONE_AUTH_URL
+auth_url = $KEYSTONE_URL
+auth_type = password
+username = $KEYSTONE_SWIFT_USER
+password = $KEYSTONE_SWIFT_PASSWORD
+project_name = $KEYSTONE_SERVICE_PROJECT
+user_domain_name = Default
+project_domain_name = Default
+CONF
+fi
+
 # Rings: 2^8 partitions, 1 replica, one device, all three built in one call.
 "$PY" - "$BASE/etc" "$OBJECT_PORT" "$CONTAINER_PORT" "$ACCOUNT_PORT" <<'PYEOF'
 import sys
@@ -269,7 +404,7 @@ cleanup_on_failure() {
     echo "--- $BASE/log/$name.log (tail)" >&2
     tail -n 20 "$BASE/log/$name.log" >&2 || true
   done
-  "$here/stop-swift.sh" "$BASE" >&2 || true
+  "$here/stop-swift.sh" --swift-only "$BASE" >&2 || true
 }
 
 for name in account container object proxy; do
@@ -312,7 +447,21 @@ then
   exit 1
 fi
 
-cat >"$BASE/swift.env" <<ENV
+if [ "$AUTH" = keystone ]; then
+  # Credentials come from Keystone (see BASE/keystone.env); S3 keys are EC2 credentials.
+  cat >"$BASE/swift.env" <<ENV
+SWIFT_AUTH=keystone
+SWIFT_AUTH_VERSION=3
+SWIFT_AUTH_URL=$KEYSTONE_AUTH_URL
+SWIFT_STORAGE_URL_PREFIX=http://127.0.0.1:$PROXY_PORT/v1/AUTH_
+S3_ENDPOINT_URL=http://127.0.0.1:$PROXY_PORT
+S3_REGION=us-east-1
+SWIFT_PROXY_PORT=$PROXY_PORT
+ENV
+else
+  cat >"$BASE/swift.env" <<ENV
+SWIFT_AUTH=tempauth
+SWIFT_AUTH_VERSION=1
 SWIFT_AUTH_URL=http://127.0.0.1:$PROXY_PORT/auth/v1.0
 SWIFT_USER=test:tester
 SWIFT_KEY=testing
@@ -323,4 +472,5 @@ S3_ACCESS_KEY=test:tester
 S3_SECRET_KEY=testing
 SWIFT_PROXY_PORT=$PROXY_PORT
 ENV
+fi
 echo "start-swift: Swift answering on http://127.0.0.1:$PROXY_PORT (config in $BASE/swift.env)" >&2

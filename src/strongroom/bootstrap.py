@@ -80,6 +80,8 @@ def store_config(s: StoreSettings) -> StoreConfig:
             project_domain_name=s.project_domain_name,
             application_credential_id=s.application_credential_id,
             application_credential_secret=secret(s.application_credential_secret),
+            region_name=s.region_name,
+            interface=s.interface,
         )
     return S3StoreConfig(
         name=s.name,

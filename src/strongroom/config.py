@@ -48,6 +48,8 @@ class StoreSettings(BaseModel):
     project_domain_name: str = "Default"
     application_credential_id: str | None = None
     application_credential_secret: SecretStr | None = None
+    region_name: str | None = None  # Keystone catalog: which region's endpoint
+    interface: Literal["public", "internal", "admin"] = "public"
     endpoint_url: str | None = None  # s3
     region: str = "us-east-1"
     access_key: str | None = None

@@ -10,7 +10,12 @@ through public, internal and admin endpoints, and a ``locationRef`` recorded thr
 them must still resolve when the service uses another.
 
 swiftclient's own retries are off (``retries=0``); :class:`~strongroom.storage.wrappers.
-RetryingBackend` retries. swiftclient still re-authenticates once when a token expires.
+RetryingBackend` retries. A token that Swift refuses (expired, revoked) is replaced once: by
+swiftclient, and for uploads (which swiftclient will not resend from memory) by this backend.
+
+With Keystone (``auth_version="3"``) each connection authenticates through a keystoneauth1
+session (password or application credential), which applies ``cacert``/``insecure`` and the
+timeout to Keystone too, and lets a refused token be renewed whatever the credential type.
 ``swiftclient.Connection`` is not thread-safe, so each thread gets its own connection; they
 share the most recent token, so only the first request (or an expired token) authenticates.
 """
@@ -18,6 +23,7 @@ share the most recent token, so only the first request (or an expired token) aut
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +40,7 @@ from strongroom.storage.errors import (
     InvalidKeyError,
     ObjectNotFoundError,
     StorageAuthError,
+    StorageConfigError,
     StorageError,
     TransientStorageError,
 )
@@ -45,6 +52,8 @@ _TRANSIENT_STATUSES = frozenset({408, 409, 429, 498, 499})
 
 try:  # keystoneauth1 is only needed (and only raises) with Keystone auth.
     from keystoneauth1 import exceptions as _ks_exceptions
+    from keystoneauth1 import session as _ks_session
+    from keystoneauth1.identity import v3 as _ks_v3
 
     _KS_TRANSIENT: tuple[type[BaseException], ...] = (
         _ks_exceptions.ConnectionError,
@@ -59,9 +68,28 @@ try:  # keystoneauth1 is only needed (and only raises) with Keystone auth.
         _ks_exceptions.Forbidden,
         _ks_exceptions.AuthorizationFailure,
     )
+    _KS_CATALOG: tuple[type[BaseException], ...] = (_ks_exceptions.EndpointNotFound,)
     _KS_ANY: tuple[type[BaseException], ...] = (_ks_exceptions.ClientException,)
+
+    class _CatalogSession(_ks_session.Session):
+        """A session whose catalog look-up fails loudly: keystoneauth answers ``None`` for
+        a missing endpoint, which swiftclient would take for a storage URL."""
+
+        def __init__(self, *, missing: str | None, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._missing = missing
+
+        def get_endpoint(self, auth: Any = None, **kwargs: Any) -> str | None:
+            url = super().get_endpoint(auth, **kwargs)
+            if not url and self._missing:
+                raise _ks_exceptions.EndpointNotFound(self._missing)
+            return url
+
 except ImportError:  # pragma: no cover - keystoneauth1 is a dependency of the test extras
-    _KS_TRANSIENT = _KS_AUTH = _KS_ANY = ()
+    _ks_session = None  # type: ignore[assignment]
+    _KS_TRANSIENT = _KS_AUTH = _KS_CATALOG = _KS_ANY = ()
+
+_VERSIONED_AUTH_PATH = re.compile(r"v3(?:\.0)?$")
 
 
 def _strip_userinfo(url: str) -> str:
@@ -75,9 +103,10 @@ def _strip_userinfo(url: str) -> str:
 class _SwiftErrors:
     """Maps swiftclient, requests and keystoneauth errors to storage errors (the edge)."""
 
-    def __init__(self, who: str, auth_url: str) -> None:
+    def __init__(self, who: str, auth_url: str, hint: str = "") -> None:
         self._who = who
         self._auth_url = _strip_userinfo(auth_url)
+        self._hint = hint
 
     @contextmanager
     def mapped(self, op: str, key: str) -> Iterator[None]:
@@ -96,12 +125,14 @@ class _SwiftErrors:
             ) from exc
         except _KS_AUTH as exc:
             raise StorageAuthError(self._auth_message(None)) from exc
+        except _KS_CATALOG as exc:
+            raise StorageError(f"{what}: {exc}") from exc
         except _KS_ANY as exc:
             raise StorageError(f"{what}: identity service error ({type(exc).__name__})") from exc
 
     def _auth_message(self, status: int | None) -> str:
         code = f" (HTTP {status})" if status else ""
-        return f"swift: {self._auth_url} refused the credentials of {self._who}{code}"
+        return f"swift: {self._auth_url} refused the credentials of {self._who}{code}{self._hint}"
 
     def _from_client_exception(self, exc: ClientException, what: str) -> StorageError:
         status = exc.http_status
@@ -132,8 +163,18 @@ class SwiftBackend:
         self._shared_token: str | None = None
         self._connections: list[swiftclient.Connection] = []
         self._containers: set[str] = set()
-        who = config.user or config.username or config.application_credential_id or "?"
-        self._errors = _SwiftErrors(f"{who!r}", config.auth_url)
+        if config.auth_version == "1":
+            self._errors = _SwiftErrors(repr(config.user), config.auth_url)
+        else:
+            if config.application_credential_id:
+                who = f"application credential {config.application_credential_id!r}"
+            else:
+                who = f"{config.username!r} for project {config.project_name!r}"
+            self._errors = _SwiftErrors(
+                who,
+                config.auth_url,
+                ": wrong or expired secret, or no role on the project",
+            )
 
     @property
     def config(self) -> SwiftStoreConfig:
@@ -175,7 +216,52 @@ class SwiftBackend:
         if c.storage_url:
             os_options["object_storage_url"] = c.storage_url.rstrip("/")
         kwargs["os_options"] = os_options
+        if c.auth_version == "3":
+            kwargs["session"] = self._keystone_session()
         return kwargs
+
+    def _keystone_session(self) -> Any:
+        """A keystoneauth1 session for this store's v3 credentials (one per connection).
+
+        swiftclient takes the storage URL from its catalog and the token from it, and on a
+        401 invalidates it and authenticates again."""
+        c = self._config
+        if _ks_session is None:  # pragma: no cover - keystoneauth1 is installed with swift v3
+            raise StorageConfigError(
+                f"swift store {c.name!r}: Keystone v3 auth needs the keystoneauth1 package"
+            )
+        auth_url = c.auth_url.rstrip("/")
+        if not _VERSIONED_AUTH_PATH.match(urlsplit(auth_url).path.rsplit("/", 1)[-1]):
+            auth_url += "/v3"
+        auth: Any
+        if c.application_credential_id:
+            auth = _ks_v3.ApplicationCredential(
+                auth_url=auth_url,
+                application_credential_id=c.application_credential_id,
+                application_credential_secret=c.application_credential_secret,
+            )
+        else:
+            auth = _ks_v3.Password(
+                auth_url=auth_url,
+                username=c.username,
+                password=c.password,
+                user_domain_name=c.user_domain_name,
+                project_name=c.project_name,
+                project_domain_name=c.project_domain_name,
+            )
+        region = f" in region {c.region_name!r}" if c.region_name else ""
+        missing = (
+            None
+            if c.storage_url
+            else f"the service catalog of {_strip_userinfo(auth_url)} has no object-store "
+            f"endpoint for interface {c.interface!r}{region}"
+        )
+        return _CatalogSession(
+            missing=missing,
+            auth=auth,
+            verify=False if c.insecure else (c.cacert or True),
+            timeout=c.timeout,
+        )
 
     def _connection(self) -> swiftclient.Connection:
         conn: swiftclient.Connection | None = getattr(self._local, "conn", None)
@@ -193,8 +279,17 @@ class SwiftBackend:
     def _call(self, op: str, key: str, fn: Callable[[swiftclient.Connection], T]) -> T:
         conn = self._connection()
         with self._errors.mapped(op, key):
+            token = conn.token
             try:
-                return fn(conn)
+                try:
+                    return fn(conn)
+                except ClientException:
+                    # swiftclient drops a token that Swift refused (401) and authenticates
+                    # again, but then will not resend an upload from memory. Nothing was
+                    # stored: send it once more, which authenticates afresh.
+                    if token is None or conn.token is not None:
+                        raise
+                    return fn(conn)
             finally:
                 if conn.url and conn.token:
                     with self._lock:
