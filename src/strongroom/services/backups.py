@@ -28,7 +28,7 @@ from strongroom.domain.model import (
     ProjectId,
     RequestContext,
 )
-from strongroom.domain.ports import BackupQuery, UnitOfWork
+from strongroom.domain.ports import BackupQuery, Clock, UnitOfWork, UnitOfWorkFactory
 from strongroom.services.authorization import Authorizer
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.jobs import JobDispatcher
@@ -72,8 +72,8 @@ class BackupService:
     def __init__(
         self,
         *,
-        uow: Any,
-        clock: Any,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
         authorizer: Authorizer,
         catalog: DatastoreCatalog,
         stores: StoreCatalog,
