@@ -55,6 +55,7 @@ class Container:
     stores: StoreCatalog
     settings: Settings
     reaper: Reaper
+    uow: UnitOfWorkFactory
 
     def close(self) -> None:
         self.queue.shutdown()
@@ -271,7 +272,7 @@ def build(
             dispatch_deadline=timedelta(seconds=settings.dispatch_deadline_seconds),
         ),
     )
-    container = Container(services, handlers, queue, stores, settings, reaper)
+    container = Container(services, handlers, queue, stores, settings, reaper, uow)
     if role == "embedded":
         resubmit = handlers.recover()
         handlers.start_managed_instances()

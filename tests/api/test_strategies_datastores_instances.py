@@ -270,3 +270,39 @@ def test_external_sqlite_registration_is_restricted(harness, tmp_path):
         )
         assert r.status_code == 403, r.text
         assert "forbidden" in r.json()
+
+
+def test_restore_into_another_server_version_is_refused(harness, completed):
+    from strongroom.domain.model import Datastore, DatastoreVersion
+    from strongroom.services.datastores import datastore_id, version_id
+
+    _, backup = completed
+    catalog = harness.container.services.datastores
+    old = DatastoreVersion(version_id("sqlite", "2"), datastore_id("sqlite"), "sqlite", "2", False)
+    current = catalog.get("sqlite")
+    with harness.container.uow(write=True) as uow:
+        uow.datastores.ensure(Datastore(current.id, "sqlite", current.default_version_id, (old,)))
+        uow.commit()
+    catalog.load()
+    imported = harness.a.post(
+        "/backups",
+        {
+            "backup": {
+                "name": "old",
+                "restore_from": {
+                    "remote_location": backup["locationRef"],
+                    "local_datastore_version_id": old.id,
+                    "size": 0.01,
+                },
+            }
+        },
+    ).json()["backup"]
+    assert imported["datastore"]["version"] == "2"
+    r = harness.a.post(
+        "/instances", {"instance": {"name": "r", "restorePoint": {"backupRef": imported["id"]}}}
+    )
+    assert r.status_code == 400
+    assert msg(r) == (
+        "The datastore version from which the backup was taken, 2, does not match the "
+        "destination datastore version 3."
+    )

@@ -257,6 +257,12 @@ class InstanceService:
                 f"The datastore from which the backup was taken, {source_name}, does not "
                 f"match the destination datastore of {version.datastore_name}."
             )
+        if source.name != version.name:
+            # Physical backups restore into the same server version only.
+            raise BadRequestError(
+                f"The datastore version from which the backup was taken, {source.name}, "
+                f"does not match the destination datastore version {version.name}."
+            )
 
     # -- delete --------------------------------------------------------------------
     def delete(self, ctx: RequestContext, *, instance_id: str) -> None:
