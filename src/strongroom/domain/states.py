@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from strongroom.domain.errors import InvalidStateError
-from strongroom.domain.model import BackupState
+from strongroom.domain.model import Backup, BackupState
 
 S = BackupState
 ALLOWED: dict[BackupState, frozenset[BackupState]] = {
@@ -21,3 +23,10 @@ ALLOWED: dict[BackupState, frozenset[BackupState]] = {
 def check_transition(current: BackupState, target: BackupState) -> None:
     if target not in ALLOWED[current]:
         raise InvalidStateError(f"A backup cannot go from {current} to {target}.")
+
+
+def transition(backup: Backup, target: BackupState, at: datetime) -> None:
+    """Move ``backup`` to ``target`` (raises ``InvalidStateError`` if not allowed)."""
+    check_transition(backup.state, target)
+    backup.state = target
+    backup.updated = at

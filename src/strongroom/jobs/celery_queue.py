@@ -43,6 +43,9 @@ def make_celery(broker_url: str, *, prefix: str, publish_timeout: float = 3.0) -
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
+        # No remote control: its per-worker exclusive queue would clash between two
+        # deployments sharing a broker, and nothing here uses it.
+        worker_enable_remote_control=False,
     )
     return app
 
@@ -81,7 +84,7 @@ def run_worker(
             "--pool=threads",
             f"--concurrency={concurrency}",
             f"--queues={queues}",
-            f"--hostname=strongroom-{host_id}@%h",
+            f"--hostname={prefix}-{host_id}@%h",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",

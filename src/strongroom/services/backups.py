@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from strongroom.domain import chains, quotas
+from strongroom.domain import chains, quotas, states
 from strongroom.domain.errors import (
     BadRequestError,
     ForbiddenError,
@@ -320,8 +320,7 @@ class BackupService:
             jobs = []
             for backup in plan:
                 keep_objects = backup.state is BackupState.RESTORED
-                backup.state = BackupState.DELETING
-                backup.updated = now
+                states.transition(backup, BackupState.DELETING, now)
                 uow.backups.save(backup)
                 jobs.append(
                     self._jobs.record(

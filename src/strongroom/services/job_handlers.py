@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from strongroom.domain import states
 from strongroom.domain.model import (
     Backup,
     BackupState,
@@ -121,8 +122,7 @@ class JobHandlers:
             instance = uow.instances.find(backup.instance_id or "")
             sealed = uow.instances.sealed_connection(backup.instance_id or "")
             parent = uow.backups.find(backup.parent_id) if backup.parent_id else None
-            backup.state = BackupState.BUILDING
-            backup.updated = self._clock.now()
+            states.transition(backup, BackupState.BUILDING, self._clock.now())
             backup.progress.started_at = self._clock.now()
             uow.backups.save(backup)
             uow.commit()
@@ -155,15 +155,15 @@ class JobHandlers:
             self.fail_backup(backup_id, describe_failure(exc))
             raise
         with self._uow(write=True) as uow:
-            done = uow.backups.find(backup_id)
+            done = uow.backups.find_for_update(backup_id)
             if done is None:
                 return
-            done.state = BackupState.COMPLETED
+            # Raises if the backup was failed meanwhile (e.g. by the reaper): it stays FAILED.
+            states.transition(done, BackupState.COMPLETED, self._clock.now())
             done.location_ref = outcome.location_ref
             done.stored_bytes = outcome.stored_bytes
             done.progress.bytes_done = outcome.plain_bytes
             done.progress.updated_at = self._clock.now()
-            done.updated = self._clock.now()
             uow.backups.save(done)
             uow.commit()
 
@@ -183,9 +183,8 @@ class JobHandlers:
             backup = uow.backups.find_for_update(backup_id)
             if backup is None or (running_only and not backup.is_running):
                 return
-            backup.state = state
+            states.transition(backup, state, self._clock.now())
             backup.fail_reason = reason
-            backup.updated = self._clock.now()
             uow.backups.save(backup)
             uow.commit()
 

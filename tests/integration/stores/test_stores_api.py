@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,8 +294,11 @@ def private_swift(tmp_path_factory) -> Iterator[tuple[SwiftServer, callable, cal
         stop_swift(base)
 
     def start() -> None:
-        again = start_swift(base, ports)
-        assert not isinstance(again, _Unavailable), again
+        # The old processes' sockets may take a moment to go; poll, bounded.
+        deadline = time.monotonic() + 20
+        while isinstance(again := start_swift(base, ports), _Unavailable):
+            assert "not free" in again.reason and time.monotonic() < deadline, again
+            time.sleep(0.5)
 
     try:
         yield server, stop, start
