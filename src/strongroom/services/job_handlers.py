@@ -115,17 +115,13 @@ class JobHandlers:
 
     # -- backups -------------------------------------------------------------------
     def _backup(self, backup_id: str, _payload: dict[str, Any]) -> None:
-        with self._uow(write=True) as uow:
-            backup = uow.backups.find_for_update(backup_id)
+        with self._uow() as uow:
+            backup = uow.backups.find(backup_id)
             if backup is None or backup.state is not BackupState.NEW:
                 return
             instance = uow.instances.find(backup.instance_id or "")
             sealed = uow.instances.sealed_connection(backup.instance_id or "")
             parent = uow.backups.find(backup.parent_id) if backup.parent_id else None
-            states.transition(backup, BackupState.BUILDING, self._clock.now())
-            backup.progress.started_at = self._clock.now()
-            uow.backups.save(backup)
-            uow.commit()
         try:
             if instance is None or sealed is None:
                 raise RuntimeError("the instance of this backup no longer exists")
@@ -135,15 +131,20 @@ class JobHandlers:
             engine = self._catalog.engine_for(version)
             connection = self._secrets.open(sealed, bound_to=instance.id)
             expected = engine.data_size(connection)
+            # BUILDING with its size and expected bytes in one step: a reader never sees a
+            # running backup without them.
             with self._uow(write=True) as uow:
-                current = uow.backups.find(backup_id)
-                if current is not None:
-                    current.size_gb = size_in_gb(expected)
-                    current.progress.bytes_expected = expected
-                    uow.backups.save(current)
-                    uow.commit()
+                claimed = uow.backups.find_for_update(backup_id)
+                if claimed is None or claimed.state is not BackupState.NEW:
+                    return
+                states.transition(claimed, BackupState.BUILDING, self._clock.now())
+                claimed.size_gb = size_in_gb(expected)
+                claimed.progress.bytes_expected = expected
+                claimed.progress.started_at = self._clock.now()
+                uow.backups.save(claimed)
+                uow.commit()
             outcome = self._transfer.backup(
-                backup=backup,
+                backup=claimed,
                 engine=engine,
                 connection=connection,
                 datastore=version.datastore_name,
