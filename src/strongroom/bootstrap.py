@@ -43,6 +43,9 @@ from strongroom.storage.registry import StoreSet
 log = logging.getLogger(__name__)
 
 
+StoreWrapper = Callable[[str, StorageBackend], StorageBackend]
+
+
 class StartupError(Exception):
     """A configuration the service cannot run with; the message says what to fix."""
 
@@ -93,6 +96,23 @@ def store_config(s: StoreSettings) -> StoreConfig:
         addressing_style=s.addressing_style,
         checksum_mode=s.checksum_mode,
     )
+
+
+def _open_stores(
+    settings: Settings, master: MasterKey, wrap_store: StoreWrapper | None = None
+) -> StoreCatalog:
+    try:
+        store_set = StoreSet.from_configs(
+            [store_config(s) for s in settings.stores], settings.default_store
+        )
+    except StorageError as exc:
+        raise StartupError(f"storage configuration: {exc}") from exc
+    if wrap_store is not None:
+        store_set = StoreSet(
+            {name: wrap_store(name, store_set.get(name)) for name in store_set.names()},
+            store_set.default_name,
+        )
+    return StoreCatalog(store_set, master)
 
 
 def _check_stores(stores: StoreCatalog) -> None:
@@ -167,9 +187,6 @@ def _open_metadata(settings: Settings, *, migrate_now: bool) -> UnitOfWorkFactor
     return uow
 
 
-StoreWrapper = Callable[[str, StorageBackend], StorageBackend]
-
-
 def build(
     settings: Settings, *, role: Role = "embedded", wrap_store: StoreWrapper | None = None
 ) -> Container:
@@ -185,18 +202,7 @@ def build(
     clock = SystemClock()
     master = MasterKey.load_or_create(settings.key_file)
     secrets = SecretBox(master.derive_key(b"strongroom-connections"))
-    try:
-        store_set = StoreSet.from_configs(
-            [store_config(s) for s in settings.stores], settings.default_store
-        )
-    except StorageError as exc:
-        raise StartupError(f"storage configuration: {exc}") from exc
-    if wrap_store is not None:
-        store_set = StoreSet(
-            {name: wrap_store(name, store_set.get(name)) for name in store_set.names()},
-            store_set.default_name,
-        )
-    stores = StoreCatalog(store_set, master)
+    stores = _open_stores(settings, master, wrap_store)
     _check_stores(stores)
     engines = build_engine_registry(
         EngineSettings(
@@ -299,12 +305,6 @@ def build_checker(settings: Settings) -> ConsistencyChecker:
     """The metadata database and the stores, for `strongroom check` (no engines, no jobs)."""
     uow = _open_metadata(settings, migrate_now=settings.broker_url is None)
     master = MasterKey.load_or_create(settings.key_file)
-    try:
-        store_set = StoreSet.from_configs(
-            [store_config(s) for s in settings.stores], settings.default_store
-        )
-    except StorageError as exc:
-        raise StartupError(f"storage configuration: {exc}") from exc
     return ConsistencyChecker(
-        uow=uow, stores=StoreCatalog(store_set, master), rules=rules_from(settings)
+        uow=uow, stores=_open_stores(settings, master), rules=rules_from(settings)
     )
