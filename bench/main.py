@@ -12,7 +12,9 @@ import shutil
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from bench import maria, pg
 from bench.api_load import LatencyResult, bench_api
@@ -60,37 +62,87 @@ def rotate(items: list[str], by: int) -> list[str]:
     return items[by:] + items[:by]
 
 
+def stored_bytes(sample: Sample) -> int:
+    return int(json.loads(sample.stdout)["stored_bytes"])
+
+
+@dataclass(frozen=True)
+class StrongroomTask:
+    """Strongroom's side of the work, one `bench.sr_task` process per operation."""
+
+    engine: str  # "pg" or "maria"
+    name: str  # file prefix under WORK
+
+    @property
+    def conn(self) -> Path:
+        return WORK / f"{self.name}-conn.json"
+
+    @property
+    def state(self) -> Path:
+        return WORK / f"{self.name}-state.json"
+
+    def register(self, connection_params: dict[str, object]) -> None:
+        params = WORK / f"{self.name}-params.json"
+        params.write_text(json.dumps(connection_params))
+        params.chmod(0o600)
+        self.state.unlink(missing_ok=True)
+        measure(self._argv("register", "--params", str(params), "--out", str(self.conn)))
+
+    def backup(self, label: str, parent: str | None = None) -> Sample:
+        extra = ["--parent", parent] if parent else []
+        return measure(
+            self._argv(
+                "backup",
+                "--conn",
+                str(self.conn),
+                "--state",
+                str(self.state),
+                "--label",
+                label,
+                *extra,
+            )
+        )
+
+    def restore(self, label: str, run: int) -> Sample:
+        """Restore ``label`` into a new managed instance, measured, then remove it."""
+        home = WORK / "strongroom" / "instances" / f"{self.name}-restore-{run}"
+        out = WORK / f"{self.name}-restored.json"
+        sample = measure(
+            self._argv(
+                "restore",
+                "--conn",
+                str(self.conn),
+                "--state",
+                str(self.state),
+                "--label",
+                label,
+                "--home",
+                str(home),
+                "--out",
+                str(out),
+            )
+        )
+        measure(self._argv("destroy", "--home", str(home), "--conn", str(out)))
+        return sample
+
+    def _argv(self, command: str, *args: str) -> list[str]:
+        return sr_argv(command, "--engine", self.engine, *args)
+
+
 # -- PostgreSQL ---------------------------------------------------------------------------------
 def bench_postgres(
     scale: int, runs: int, restore_runs: int, pattern: str, results: Results
 ) -> None:
     cluster = pg.setup(scale)
     try:
-        params = WORK / "pg-params.json"
-        params.write_text(json.dumps(cluster.connection_params()))
-        params.chmod(0o600)
-        conn = WORK / "pg-conn.json"
-        state = WORK / "pg-state.json"
-        state.unlink(missing_ok=True)
-        measure(sr_argv("register", "--engine", "pg", "--params", str(params), "--out", str(conn)))
+        sr = StrongroomTask("pg", "pg")
+        sr.register(cluster.connection_params())
         for r in range(runs):
             log(f"PostgreSQL run {r + 1}/{runs}")
             for tool in rotate([SR, PGBR, BB], r):
                 if tool == SR:
-                    s = measure(
-                        sr_argv(
-                            "backup",
-                            "--engine",
-                            "pg",
-                            "--conn",
-                            str(conn),
-                            "--state",
-                            str(state),
-                            "--label",
-                            f"full{r}",
-                        )
-                    )
-                    record(results, "PG full", SR, s, json.loads(s.stdout)["stored_bytes"])
+                    s = sr.backup(f"full{r}")
+                    record(results, "PG full", SR, s, stored_bytes(s))
                 elif tool == PGBR:
                     s = measure(cluster.pgbackrest_argv("backup", "--type=full"))
                     delta, wal = pg.pgbackrest_stored(cluster, pg.pgbackrest_last(cluster))
@@ -105,53 +157,15 @@ def bench_postgres(
             log(f"  updated {changed} rows of pgbench_accounts (5 %, {pattern})")
             for tool in rotate([SR, PGBR], r):
                 if tool == SR:
-                    s = measure(
-                        sr_argv(
-                            "backup",
-                            "--engine",
-                            "pg",
-                            "--conn",
-                            str(conn),
-                            "--state",
-                            str(state),
-                            "--label",
-                            f"incr{r}",
-                            "--parent",
-                            f"full{r}",
-                        )
-                    )
-                    record(results, "PG incremental", SR, s, json.loads(s.stdout)["stored_bytes"])
+                    s = sr.backup(f"incr{r}", parent=f"full{r}")
+                    record(results, "PG incremental", SR, s, stored_bytes(s))
                 else:
                     s = measure(cluster.pgbackrest_argv("backup", "--type=incr"))
                     delta, wal = pg.pgbackrest_stored(cluster, pg.pgbackrest_last(cluster))
                     record(results, "PG incremental", PGBR, s, delta + wal)
             for tool in [] if r >= restore_runs else rotate([SR, PGBR], r):
                 if tool == SR:
-                    home = WORK / "strongroom" / "instances" / f"pg-restore-{r}"
-                    out = WORK / "pg-restored.json"
-                    s = measure(
-                        sr_argv(
-                            "restore",
-                            "--engine",
-                            "pg",
-                            "--conn",
-                            str(conn),
-                            "--state",
-                            str(state),
-                            "--label",
-                            f"incr{r}",
-                            "--home",
-                            str(home),
-                            "--out",
-                            str(out),
-                        )
-                    )
-                    record(results, "PG restore full+incr", SR, s, None)
-                    measure(
-                        sr_argv(
-                            "destroy", "--engine", "pg", "--home", str(home), "--conn", str(out)
-                        )
-                    )
+                    record(results, "PG restore full+incr", SR, sr.restore(f"incr{r}", r), None)
                 else:
                     target = WORK / "pgbackrest-restore" / "data"
                     pg.drop_restored(target)
@@ -166,30 +180,11 @@ def bench_memory(scale: int, runs: int, results: Results) -> None:
     """Strongroom's full backup of a cluster at ``scale`` (the main cluster gives SCALE)."""
     cluster = pg.setup(scale, name="pg-small")
     try:
-        params = WORK / "pgsmall-params.json"
-        params.write_text(json.dumps(cluster.connection_params()))
-        params.chmod(0o600)
-        conn = WORK / "pgsmall-conn.json"
-        state = WORK / "pgsmall-state.json"
-        state.unlink(missing_ok=True)
-        measure(sr_argv("register", "--engine", "pg", "--params", str(params), "--out", str(conn)))
+        sr = StrongroomTask("pg", "pgsmall")
+        sr.register(cluster.connection_params())
         for r in range(runs):
-            s = measure(
-                sr_argv(
-                    "backup",
-                    "--engine",
-                    "pg",
-                    "--conn",
-                    str(conn),
-                    "--state",
-                    str(state),
-                    "--label",
-                    f"full{r}",
-                )
-            )
-            record(
-                results, f"PG full at scale {scale}", SR, s, json.loads(s.stdout)["stored_bytes"]
-            )
+            s = sr.backup(f"full{r}")
+            record(results, f"PG full at scale {scale}", SR, s, stored_bytes(s))
     finally:
         pg.remove(cluster)
 
@@ -198,15 +193,8 @@ def bench_memory(scale: int, runs: int, results: Results) -> None:
 def bench_mariadb(scale: int, runs: int, restore_runs: int, results: Results) -> None:
     server = maria.setup(scale)
     try:
-        params = WORK / "maria-params.json"
-        params.write_text(json.dumps(server.connection_params()))
-        params.chmod(0o600)
-        conn = WORK / "maria-conn.json"
-        state = WORK / "maria-state.json"
-        state.unlink(missing_ok=True)
-        measure(
-            sr_argv("register", "--engine", "maria", "--params", str(params), "--out", str(conn))
-        )
+        sr = StrongroomTask("maria", "maria")
+        sr.register(server.connection_params())
         full_out, incr_out = WORK / "mariabackup-full.xb.zst", WORK / "mariabackup-incr.xb.zst"
         scratch = WORK / "mariabackup-scratch"
         for r in range(runs):
@@ -214,20 +202,8 @@ def bench_mariadb(scale: int, runs: int, restore_runs: int, results: Results) ->
             peer_lsn = 0
             for tool in rotate([SR, MB], r):
                 if tool == SR:
-                    s = measure(
-                        sr_argv(
-                            "backup",
-                            "--engine",
-                            "maria",
-                            "--conn",
-                            str(conn),
-                            "--state",
-                            str(state),
-                            "--label",
-                            f"full{r}",
-                        )
-                    )
-                    record(results, "MariaDB full", SR, s, json.loads(s.stdout)["stored_bytes"])
+                    s = sr.backup(f"full{r}")
+                    record(results, "MariaDB full", SR, s, stored_bytes(s))
                 else:
                     s = measure(maria.backup_argv(server, full_out, scratch, None))
                     peer_lsn = maria.to_lsn(scratch)
@@ -235,54 +211,15 @@ def bench_mariadb(scale: int, runs: int, restore_runs: int, results: Results) ->
             maria.update_five_percent(server, r)
             for tool in rotate([SR, MB], r):
                 if tool == SR:
-                    s = measure(
-                        sr_argv(
-                            "backup",
-                            "--engine",
-                            "maria",
-                            "--conn",
-                            str(conn),
-                            "--state",
-                            str(state),
-                            "--label",
-                            f"incr{r}",
-                            "--parent",
-                            f"full{r}",
-                        )
-                    )
-                    record(
-                        results, "MariaDB incremental", SR, s, json.loads(s.stdout)["stored_bytes"]
-                    )
+                    s = sr.backup(f"incr{r}", parent=f"full{r}")
+                    record(results, "MariaDB incremental", SR, s, stored_bytes(s))
                 else:
                     s = measure(maria.backup_argv(server, incr_out, scratch, peer_lsn))
                     record(results, "MariaDB incremental", MB, s, incr_out.stat().st_size)
             for tool in [] if r >= restore_runs else rotate([SR, MB], r):
                 if tool == SR:
-                    home = WORK / "strongroom" / "instances" / f"maria-restore-{r}"
-                    out = WORK / "maria-restored.json"
-                    s = measure(
-                        sr_argv(
-                            "restore",
-                            "--engine",
-                            "maria",
-                            "--conn",
-                            str(conn),
-                            "--state",
-                            str(state),
-                            "--label",
-                            f"incr{r}",
-                            "--home",
-                            str(home),
-                            "--out",
-                            str(out),
-                        )
-                    )
+                    s = sr.restore(f"incr{r}", r)
                     record(results, "MariaDB restore full+incr", SR, s, None)
-                    measure(
-                        sr_argv(
-                            "destroy", "--engine", "maria", "--home", str(home), "--conn", str(out)
-                        )
-                    )
                 else:
                     target = WORK / "mariabackup-restore"
                     maria.drop_restored(target)
