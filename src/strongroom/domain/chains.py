@@ -1,4 +1,7 @@
-"""Backup chains: parent choice for incrementals and cascade-delete order."""
+"""Backup chains: parent choice for incrementals and cascade-delete order.
+
+A restore follows the chain through the stored manifests (services.transfer.open_chain),
+so it works for backups this service has no rows for."""
 
 from __future__ import annotations
 
@@ -50,17 +53,3 @@ def plan_delete(
         if backup.is_running and now - backup.created < running_expires:
             raise BackupRunningError(backup.id)
     return plan
-
-
-def restore_chain(target: Backup, by_id: dict[str, Backup]) -> list[Backup]:
-    """The chain to restore ``target``: its full backup first, ``target`` last."""
-    chain = [target]
-    seen = {target.id}
-    while chain[-1].parent_id is not None:
-        parent = by_id.get(chain[-1].parent_id)
-        if parent is None or parent.id in seen:
-            raise KeyError(chain[-1].parent_id)
-        seen.add(parent.id)
-        chain.append(parent)
-    chain.reverse()
-    return chain

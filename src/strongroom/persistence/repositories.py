@@ -501,11 +501,12 @@ class SqlJobRepository:
     def set_state(
         self, job_id: str, state: JobState, at: datetime, error: str | None = None
     ) -> None:
-        values: dict[str, object] = {"state": state.value, "updated": at, "error": error}
-        if state is JobState.RUNNING:
-            values["attempts"] = JobRow.attempts + 1
-            values["heartbeat"] = at
-        self._s.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
+        """Finish a job (DONE or FAILED); running is entered only through ``claim``."""
+        self._s.execute(
+            update(JobRow)
+            .where(JobRow.id == job_id)
+            .values(state=state.value, updated=at, error=error)
+        )
 
     def unfinished(self) -> list[Job]:
         stmt = (

@@ -27,7 +27,3 @@ def chunk_key_beside(manifest: str, index: int) -> str:
     """The key of chunk ``index`` stored next to the ``manifest`` key."""
     directory = manifest.rsplit("/", 1)[0]
     return f"{directory}/chunk-{index:08d}"
-
-
-def prefix_of(manifest: str) -> str:
-    return manifest.rsplit("/", 1)[0] + "/"

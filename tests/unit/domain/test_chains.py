@@ -2,7 +2,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from strongroom.domain.chains import choose_parent, plan_delete, restore_chain
+from strongroom.domain.chains import choose_parent, plan_delete
 from strongroom.domain.errors import BackupRunningError
 from strongroom.domain.model import Backup, BackupId, BackupState, ProjectId
 
@@ -63,11 +63,3 @@ def test_plan_delete_allows_stale_running_backup():
     a = backup("A", state=BackupState.NEW)
     plan = plan_delete(a, [], now=T0 + timedelta(days=3), running_expires=timedelta(days=3))
     assert [x.id for x in plan] == ["A"]
-
-
-def test_restore_chain_walks_to_the_full():
-    a, b, c = backup("A"), backup("B", "A"), backup("C", "B")
-    by_id = {x.id: x for x in (a, b, c)}
-    assert [x.id for x in restore_chain(c, by_id)] == ["A", "B", "C"]
-    with pytest.raises(KeyError):
-        restore_chain(backup("Z", "missing"), by_id)
