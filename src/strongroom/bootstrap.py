@@ -208,6 +208,7 @@ def build(
         EngineSettings(
             sqlite_roots=tuple(settings.sqlite_roots),
             postgresql_allowed_hosts=tuple(settings.postgresql_allowed_hosts),
+            postgresql_allowed_data_dirs=tuple(settings.postgresql_allowed_data_dirs),
             mariadb_allowed_hosts=tuple(settings.mariadb_allowed_hosts),
             mariadb_allowed_datadirs=tuple(settings.mariadb_allowed_datadirs),
             bind_address=settings.instance_bind_address,

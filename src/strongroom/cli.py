@@ -78,7 +78,7 @@ def serve(args: argparse.Namespace) -> int:
             port=settings.port,
             log_level="warning",
             timeout_keep_alive=5,
-            )
+        )
     finally:
         container.close()
     return 0

@@ -87,6 +87,7 @@ class Settings(BaseSettings):
 
     sqlite_roots: list[Path] = Field(default_factory=list)
     postgresql_allowed_hosts: list[str] = Field(default_factory=list)
+    postgresql_allowed_data_dirs: list[Path] = Field(default_factory=list)
     mariadb_allowed_hosts: list[str] = Field(default_factory=list)
     mariadb_allowed_datadirs: list[Path] = Field(default_factory=list)
     instance_bind_address: str = "127.0.0.1"

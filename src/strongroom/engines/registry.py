@@ -13,6 +13,7 @@ from strongroom.engines.base import Engine
 class EngineSettings:
     sqlite_roots: Sequence[Path] = ()
     postgresql_allowed_hosts: Sequence[str] = ()
+    postgresql_allowed_data_dirs: Sequence[Path] = ()
     mariadb_allowed_hosts: Sequence[str] = ()
     mariadb_allowed_datadirs: Sequence[Path] = ()
     bind_address: str = "127.0.0.1"
@@ -32,6 +33,7 @@ def _postgresql(settings: EngineSettings) -> Engine:
     return PostgresEngine(
         bind_address=settings.bind_address,
         allowed_hosts=tuple(settings.postgresql_allowed_hosts),
+        allowed_data_dirs=tuple(settings.postgresql_allowed_data_dirs),
         timeout=settings.timeout,
     )
 

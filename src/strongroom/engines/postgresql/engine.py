@@ -36,19 +36,25 @@ from strongroom.engines.errors import (
     InvalidExternalError,
     RestoreError,
 )
-from strongroom.engines.postgresql import cluster, tarstream, walstream
+from strongroom.engines.postgresql import cluster, datadir, filestream, tarstream, walstream
 from strongroom.engines.postgresql.cluster import OsUser
 from strongroom.engines.postgresql.lsn import (
+    XLOG_BLCKSZ,
     format_lsn,
     is_segment_name,
     parse_lsn,
     record_boundary,
     segment_number,
 )
+from strongroom.engines.postgresql.streamio import StreamFormatError
 
 DATASTORE = "postgresql"
 FULL_METHOD = "pg_basebackup-tar"
 INCREMENTAL_METHOD = "wal-range"
+FILES_FULL_METHOD = "pgdata-files"
+FILES_INCREMENTAL_METHOD = "pgdata-pages"
+FILE_METHODS = (FILES_FULL_METHOD, FILES_INCREMENTAL_METHOD)
+FULL_METHODS = (FULL_METHOD, FILES_FULL_METHOD)
 SLOT_PREFIX = "strongroom_"
 SLOT_WAL_KEEP_SIZE = "2GB"
 CONNECT_TIMEOUT = 10
@@ -114,12 +120,14 @@ class PostgresEngine:
         bin_dir: Path | None = None,
         bind_address: str = "127.0.0.1",
         allowed_hosts: Sequence[str] = (),
+        allowed_data_dirs: Sequence[Path] = (),
         run_as: str | None = None,
         timeout: float = 3600,
     ) -> None:
         self._explicit_bin_dir = Path(bin_dir) if bin_dir is not None else None
         self.bind_address = bind_address
         self.allowed_hosts = tuple(allowed_hosts)
+        self.allowed_data_dirs = tuple(Path(p).resolve() for p in allowed_data_dirs)
         self._run_as = run_as
         self.timeout = float(timeout)
         self._bin_dir: Path | None = None
@@ -618,7 +626,51 @@ class PostgresEngine:
             ) from exc
         connection["system_identifier"] = sysid
         connection["max_slot_wal_keep_size"] = keep
+        if params.get("data_dir") is not None:
+            connection["data_dir"] = self._check_external_data_dir(
+                connection, params["data_dir"], sysid
+            )
         return connection
+
+    def _check_external_data_dir(self, connection: Connection, given: Any, sysid: str) -> str:
+        """A server on this host may name its data directory: its backups then read the
+        files (page incrementals) instead of ``pg_basebackup`` and retained WAL."""
+        if not isinstance(given, str) or not given.startswith("/"):
+            raise InvalidExternalError("data_dir must be an absolute path")
+        resolved = Path(given).resolve()
+        if not any(resolved.is_relative_to(root) for root in self.allowed_data_dirs):
+            raise ExternalNotAllowedError(
+                "the data directory is not inside a directory the operator allows "
+                "external PostgreSQL servers to use"
+            )
+        try:
+            with self._connect(connection) as conn:
+                row = conn.execute(
+                    "SELECT (SELECT setting FROM pg_settings WHERE name = 'data_directory'), "
+                    "has_function_privilege('pg_backup_start(text, boolean)', 'EXECUTE') "
+                    "AND has_function_privilege('pg_backup_stop(boolean)', 'EXECUTE')"
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise InvalidExternalError(
+                f"cannot read the server's settings: {_pg_error(exc)}"
+            ) from exc
+        assert row is not None
+        if not row[1]:
+            raise InvalidExternalError("the role may not run pg_backup_start and pg_backup_stop")
+        if not row[0] or Path(str(row[0])).resolve() != resolved:
+            raise InvalidExternalError(
+                "the data directory given is not the server's data directory (or the role "
+                "cannot read the data_directory setting)"
+            )
+        try:
+            control = (resolved / "global" / "pg_control").read_bytes()[:8]
+        except OSError as exc:
+            raise InvalidExternalError(
+                f"this host cannot read the server's data directory: {exc.strerror}"
+            ) from exc
+        if str(int.from_bytes(control, "little")) != sysid:
+            raise InvalidExternalError("the data directory belongs to another server")
+        return str(resolved)
 
     # -- both ------------------------------------------------------------------------------
     def public_view(self, connection: Connection) -> dict[str, Any]:
@@ -630,13 +682,16 @@ class PostgresEngine:
                 "databases": list(connection.get("databases", [])),
                 "users": list(connection.get("users", [])),
             }
-        return {
+        view = {
             "managed": False,
             "host": connection.get("host"),
             "port": connection.get("port"),
             "database": connection.get("database"),
             "user": connection.get("user"),
         }
+        if connection.get("data_dir"):
+            view["data_dir"] = connection["data_dir"]
+        return view
 
     def data_size(self, connection: Connection) -> int | None:
         try:
@@ -655,9 +710,15 @@ class PostgresEngine:
     ) -> BackupResult:
         password = connection.get("password")
         try:
+            if self._reads_files(connection):
+                return self._file_backup(connection, sink, parent)
             if parent is None:
                 return self._full_backup(connection, sink)
             return self._incremental_backup(connection, sink, parent)
+        except datadir.DataDirError as exc:
+            raise BackupError(str(exc)) from exc
+        except OSError as exc:
+            raise BackupError(f"reading the data directory failed: {exc}") from exc
         except BackupError as exc:
             raise BackupError(_scrub(str(exc), password)) from exc
         except psycopg.Error as exc:
@@ -770,10 +831,173 @@ class PostgresEngine:
         }
         return BackupResult(metadata=metadata, incremental=False)
 
+    @staticmethod
+    def _reads_files(connection: Connection) -> bool:
+        """Servers whose data directory this host can read (managed ones, and external
+        ones registered with ``data_dir``) are backed up by reading their files."""
+        data_dir = connection.get("data_dir")
+        return bool(data_dir and os.access(Path(data_dir) / "PG_VERSION", os.R_OK))
+
+    def _file_backup(
+        self, connection: Connection, sink: ByteSink, parent: Metadata | None
+    ) -> BackupResult:
+        data = Path(connection["data_dir"])
+        deadline = time.monotonic() + self.timeout
+        pgconn = self._replication_pgconn(connection)
+        try:
+            sysid, timeline, _ = self._identify(pgconn)
+            # A temporary slot on this replication connection keeps the backup's WAL
+            # window until it is streamed below; it goes away with the connection.
+            slot = f"{SLOT_PREFIX}tmp_{secrets.token_hex(6)}"
+            result = pgconn.exec_(
+                f"CREATE_REPLICATION_SLOT {slot} TEMPORARY PHYSICAL RESERVE_WAL".encode()
+            )
+            if result.status != pq.ExecStatus.TUPLES_OK:
+                raise BackupError(
+                    "could not reserve the WAL for the backup: "
+                    f"{walstream._error_text(result.error_message)}"
+                )
+            with self._connect(connection) as conn:
+                facts = self._server_facts(conn)
+                threshold: int | None = None
+                known_databases: set[str] = set()
+                if parent is not None:
+                    if parent.get("method") not in FILE_METHODS:
+                        raise BackupError(
+                            "the parent backup was taken with pg_basebackup, this server's "
+                            "backups now read its files; take a full backup"
+                        )
+                    self._check_parent(parent, facts, sysid, timeline)
+                    threshold = parse_lsn(str(parent["start_lsn"]))
+                    row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+                    assert row is not None
+                    if threshold > parse_lsn(row[0]):
+                        raise BackupError(
+                            f"the parent backup started at {format_lsn(threshold)}, after the "
+                            f"server's current WAL position {row[0]}; take a full backup"
+                        )
+                    known_databases = set(parent.get("databases") or ())
+                row = conn.execute("SELECT pg_backup_start('strongroom', true)::text").fetchone()
+                assert row is not None
+                start = parse_lsn(row[0])
+                # Databases committed now were completely on disk before the copy starts,
+                # so the next incremental may take only their changed pages.
+                databases = [f"base/{r[0]}" for r in conn.execute("SELECT oid FROM pg_database")]
+                header = {
+                    "kind": "full" if parent is None else "pages",
+                    "block_size": facts["block_size"],
+                    "timeline": timeline,
+                    "start_lsn": format_lsn(start),
+                    "threshold_lsn": format_lsn(threshold) if threshold is not None else None,
+                }
+                counter = _CountingSink(sink)
+                writer = filestream.DirStreamWriter(counter, header)
+                pages = self._copy_files(data, writer, threshold, known_databases)
+                # Closing the session would also end the backup; this returns its label.
+                row = conn.execute(
+                    "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
+                ).fetchone()
+                assert row is not None
+            stop = parse_lsn(row[0])
+            if row[2]:
+                raise BackupError("tablespaces are not supported")
+            writer.label(row[1], "")
+            # From the start of the page holding the redo point: recovery checks that
+            # page's header too.
+            wal_start = start - start % XLOG_BLCKSZ
+            walstream.write_header(
+                counter,
+                {
+                    "format": walstream.FORMAT_VERSION,
+                    "timeline": timeline,
+                    "segment_size": facts["wal_segment_size"],
+                    "start": wal_start,
+                    "stop": stop,
+                    "start_lsn": format_lsn(wal_start),
+                    "stop_lsn": format_lsn(stop),
+                    "system_identifier": sysid,
+                },
+            )
+            frames = walstream.FrameWriter(counter)
+            walstream.stream_wal_range(
+                pgconn,
+                slot=slot,
+                timeline=timeline,
+                start=wal_start,
+                stop=stop,
+                frames=frames,
+                deadline=deadline,
+            )
+            frames.close()
+        except walstream.WalStreamError as exc:
+            raise BackupError(f"streaming WAL failed: {exc}") from exc
+        finally:
+            pgconn.finish()
+        metadata: Metadata = {
+            "method": FILES_FULL_METHOD if parent is None else FILES_INCREMENTAL_METHOD,
+            "format": 1,
+            "start_lsn": format_lsn(start),
+            "stop_lsn": format_lsn(stop),
+            "wal_start_lsn": format_lsn(wal_start),
+            "timeline": timeline,
+            "system_identifier": sysid,
+            "databases": databases,
+            "stream_bytes": counter.count,
+            **facts,
+        }
+        if threshold is not None:
+            metadata["threshold_lsn"] = format_lsn(threshold)
+            metadata["changed_pages"] = pages
+        return BackupResult(metadata=metadata, incremental=parent is not None)
+
+    @staticmethod
+    def _copy_files(
+        data: Path,
+        writer: filestream.DirStreamWriter,
+        threshold: int | None,
+        known_databases: set[str],
+    ) -> int:
+        """Every file of the data directory; with ``threshold``, only the pages changed
+        since then of relation files in ``known_databases`` (or ``global``). The
+        control file goes last, as ``pg_basebackup`` sends it. Returns pages copied."""
+        pages = 0
+        control = None
+        for entry in datadir.walk(data):
+            if entry.is_dir:
+                writer.directory(entry.path)
+                continue
+            if entry.path == "global/pg_control":
+                control = entry
+                continue
+            try:
+                fd = os.open(data / entry.path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # dropped while the backup runs; the WAL window replays that
+            try:
+                size = os.fstat(fd).st_size
+                if (
+                    threshold is not None
+                    and entry.is_relation
+                    and (entry.database is None or entry.database in known_databases)
+                ):
+                    pages += writer.changed_pages(entry.path, fd, size, threshold)
+                else:
+                    writer.whole_file(entry.path, fd, size)
+            finally:
+                os.close(fd)
+        if control is None:
+            raise datadir.DataDirError("the data directory has no global/pg_control")
+        fd = os.open(data / control.path, os.O_RDONLY)
+        try:
+            writer.whole_file(control.path, fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        return pages
+
     def _check_parent(
         self, parent: Metadata, facts: Mapping[str, Any], sysid: str, timeline: int
     ) -> int:
-        if parent.get("method") not in (FULL_METHOD, INCREMENTAL_METHOD):
+        if parent.get("method") not in (FULL_METHOD, INCREMENTAL_METHOD, *FILE_METHODS):
             raise BackupError("the parent is not a PostgreSQL backup of this engine")
         if str(parent.get("system_identifier")) != sysid:
             raise BackupError(
@@ -796,6 +1020,11 @@ class PostgresEngine:
         self, connection: Connection, sink: ByteSink, parent: Metadata
     ) -> BackupResult:
         slot = connection.get("slot") or SLOT_PREFIX + "default"
+        if parent.get("method") in FILE_METHODS:
+            raise BackupError(
+                "the parent backup read the server's files, which this host cannot; "
+                "take a full backup"
+            )
         if parent.get("slot") not in (None, slot):
             raise BackupError(
                 "the parent backup was taken through another registration "
@@ -910,7 +1139,7 @@ class PostgresEngine:
     # -- restore ---------------------------------------------------------------------------
     def check_restorable(self, metadata: Metadata) -> None:
         method = metadata.get("method")
-        if method not in (FULL_METHOD, INCREMENTAL_METHOD):
+        if method not in (FULL_METHOD, INCREMENTAL_METHOD, *FILE_METHODS):
             raise IncompatibleBackupError(f"unknown PostgreSQL backup method {method!r}")
         major = str(metadata.get("server_major", ""))
         if major != self.major:
@@ -925,18 +1154,29 @@ class PostgresEngine:
         for link in chain:
             self.check_restorable(link.metadata)
         first = chain[0].metadata
-        if first["method"] != FULL_METHOD:
+        if first["method"] not in FULL_METHODS:
             raise RestoreError("the restore chain does not start with a full backup")
+        incremental = (
+            FILES_INCREMENTAL_METHOD if first["method"] == FILES_FULL_METHOD else INCREMENTAL_METHOD
+        )
         previous = first
         for link in chain[1:]:
             meta = link.metadata
-            if meta["method"] != INCREMENTAL_METHOD:
+            if meta["method"] in FULL_METHODS:
                 raise RestoreError("a full backup appears after the start of the chain")
+            if meta["method"] != incremental:
+                raise RestoreError("the chain mixes backup methods")
             if str(meta["system_identifier"]) != str(first["system_identifier"]):
                 raise RestoreError("the chain mixes backups of different servers")
             if int(meta["timeline"]) != int(first["timeline"]):
                 raise RestoreError("the chain spans a timeline change")
-            if parse_lsn(meta["start_lsn"]) != parse_lsn(previous["stop_lsn"]):
+            if incremental == FILES_INCREMENTAL_METHOD:
+                if parse_lsn(meta["threshold_lsn"]) != parse_lsn(previous["start_lsn"]):
+                    raise RestoreError(
+                        f"the chain has a gap: an incremental holds the pages changed since "
+                        f"{meta['threshold_lsn']}, its parent started at {previous['start_lsn']}"
+                    )
+            elif parse_lsn(meta["start_lsn"]) != parse_lsn(previous["stop_lsn"]):
                 raise RestoreError(
                     f"the chain has a gap: an incremental starts at {meta['start_lsn']}, "
                     f"its parent ends at {previous['stop_lsn']}"
@@ -954,7 +1194,7 @@ class PostgresEngine:
         except RestoreError as exc:
             self._cleanup(home)
             raise RestoreError(_scrub(str(exc), password)) from exc
-        except (EngineError, tarstream.TarStreamError, walstream.WalStreamError) as exc:
+        except (EngineError, StreamFormatError, walstream.WalStreamError) as exc:
             self._cleanup(home)
             raise RestoreError(_scrub(str(exc), password)) from exc
         except (OSError, psycopg.Error) as exc:
@@ -970,29 +1210,12 @@ class PostgresEngine:
         full = chain[0].metadata
         self._prepare_home(home)
         data, run, log = self._paths(home)
-        owner = self.os_user.owner
-        names = tarstream.extract(chain[0].stream, data, owner)
-        if "PG_VERSION" not in names or "backup_label" not in names:
-            raise RestoreError("the full backup stream is not a PostgreSQL base backup")
-        if "backup_manifest" in names:
-            try:
-                process.run([self._tool("pg_verifybackup"), "-q", data], timeout=self.timeout)
-            except process.ProcessError as exc:
-                raise RestoreError(f"the full backup failed verification: {exc}") from exc
+        if full["method"] == FILES_FULL_METHOD:
+            writer = self._lay_out_files(data, chain)
+        else:
+            writer = self._lay_out_base_backup(data, chain)
         timeline = int(full["timeline"])
         segment_size = int(full["wal_segment_size"])
-        writer = walstream.SegmentWriter(data / "pg_wal", timeline, segment_size, owner)
-        for link in chain[1:]:
-            header = walstream.read_header(link.stream)
-            meta = link.metadata
-            if (
-                header["start"] != parse_lsn(meta["start_lsn"])
-                or header["stop"] != parse_lsn(meta["stop_lsn"])
-                or header["timeline"] != timeline
-                or header["segment_size"] != segment_size
-            ):
-                raise RestoreError("an incremental stream does not match its metadata")
-            walstream.apply_wal_stream(link.stream, header, writer)
         end = parse_lsn(chain[-1].metadata["stop_lsn"])
         self._end_wal_at(data / "pg_wal", writer, end, segment_size)
         self._configure_restored(data, run)
@@ -1045,6 +1268,72 @@ class PostgresEngine:
         connection["users"] = roles
         self._apply_request(connection, request)
         return connection
+
+    def _lay_out_base_backup(
+        self, data: Path, chain: Sequence[RestoreInput]
+    ) -> walstream.SegmentWriter:
+        """``pg_basebackup`` tar, then each incremental's WAL into ``pg_wal``."""
+        full = chain[0].metadata
+        owner = self.os_user.owner
+        names = tarstream.extract(chain[0].stream, data, owner)
+        if "PG_VERSION" not in names or "backup_label" not in names:
+            raise RestoreError("the full backup stream is not a PostgreSQL base backup")
+        if "backup_manifest" in names:
+            try:
+                process.run([self._tool("pg_verifybackup"), "-q", data], timeout=self.timeout)
+            except process.ProcessError as exc:
+                raise RestoreError(f"the full backup failed verification: {exc}") from exc
+        writer = walstream.SegmentWriter(
+            data / "pg_wal", int(full["timeline"]), int(full["wal_segment_size"]), owner
+        )
+        for link in chain[1:]:
+            header = walstream.read_header(link.stream)
+            self._check_wal_header(header, link.metadata, full)
+            walstream.apply_wal_stream(link.stream, header, writer)
+        return writer
+
+    def _lay_out_files(self, data: Path, chain: Sequence[RestoreInput]) -> walstream.SegmentWriter:
+        """File-level links, newest first (see :mod:`filestream`); the newest link's
+        label and WAL window make the directory consistent."""
+        full = chain[0].metadata
+        owner = self.os_user.owner
+        restorer = filestream.ChainRestorer(data, owner)
+        writer = walstream.SegmentWriter(
+            data / "pg_wal", int(full["timeline"]), int(full["wal_segment_size"]), owner
+        )
+        for position, link in enumerate(reversed(chain)):
+            meta = link.metadata
+
+            def expect(header: dict[str, Any], meta: Metadata = meta) -> None:
+                if header.get("start_lsn") != meta["start_lsn"] or header.get(
+                    "threshold_lsn"
+                ) != meta.get("threshold_lsn"):
+                    raise RestoreError("a backup stream does not match its metadata")
+
+            end = restorer.apply(link.stream, expect)
+            header = walstream.read_header(end.rest)
+            self._check_wal_header(header, meta, full)
+            if position == 0:
+                walstream.apply_wal_stream(end.rest, header, writer)
+                if "START WAL LOCATION" not in end.backup_label:
+                    raise RestoreError("the backup stream's label is malformed")
+                self._write_owned(data / "backup_label", end.backup_label)
+            else:
+                walstream.apply_wal_stream(end.rest, header, walstream.DISCARD)
+        names = restorer.finish()
+        if "PG_VERSION" not in names or "global/pg_control" not in names:
+            raise RestoreError("the backup stream is not a PostgreSQL data directory")
+        return writer
+
+    @staticmethod
+    def _check_wal_header(header: Mapping[str, Any], meta: Metadata, full: Metadata) -> None:
+        if (
+            header["start"] != parse_lsn(meta.get("wal_start_lsn") or meta["start_lsn"])
+            or header["stop"] != parse_lsn(meta["stop_lsn"])
+            or header["timeline"] != int(full["timeline"])
+            or header["segment_size"] != int(full["wal_segment_size"])
+        ):
+            raise RestoreError("a backup stream's WAL does not match its metadata")
 
     @staticmethod
     def _end_wal_at(

@@ -11,59 +11,19 @@ from __future__ import annotations
 
 import os
 import tarfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from strongroom.engines.base import ByteSource
+from strongroom.engines.postgresql.streamio import SourceBuffer, StreamFormatError, safe_relative
 
-READ_SIZE = 1024 * 1024
 BLOCK = 512
 
 
-class TarStreamError(Exception):
+class TarStreamError(StreamFormatError):
     """The stream is not a valid base backup tar; the message is safe to show."""
 
 
-class _Blocks:
-    """Exact reads over a ByteSource without re-joining what was already read."""
-
-    def __init__(self, source: ByteSource) -> None:
-        self._source = source
-        self._buf = memoryview(b"")
-
-    def take(self, size: int) -> memoryview:
-        """Up to ``size`` bytes (at least one unless the stream ended)."""
-        if not self._buf:
-            self._buf = memoryview(self._source.read(READ_SIZE))
-        out, self._buf = self._buf[:size], self._buf[size:]
-        return out
-
-    def exact(self, size: int) -> bytes:
-        parts = []
-        while size:
-            part = self.take(size)
-            if not part:
-                raise TarStreamError("the backup stream ends early")
-            parts.append(part)
-            size -= len(part)
-        return b"".join(parts)
-
-    def rest(self) -> bytes:
-        """What is left of the current block, then the source's next block."""
-        if self._buf:
-            out, self._buf = bytes(self._buf), memoryview(b"")
-            return out
-        return self._source.read(READ_SIZE)
-
-
-def _safe_relative(name: str) -> PurePosixPath:
-    path = PurePosixPath(name)
-    parts = [p for p in path.parts if p not in ("", ".")]
-    if path.is_absolute() or ".." in parts or not parts:
-        raise TarStreamError(f"unsafe path in the backup: {name!r}")
-    return PurePosixPath(*parts)
-
-
-def _write_file(blocks: _Blocks, dest: Path, size: int) -> None:
+def _write_file(blocks: SourceBuffer, dest: Path, size: int) -> None:
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         remaining = size
@@ -82,7 +42,7 @@ def _write_file(blocks: _Blocks, dest: Path, size: int) -> None:
 def extract(source: ByteSource, target: Path, owner: tuple[int, int] | None) -> list[str]:
     """Extract the tar stream into ``target`` (which must exist); return member names.
     Reads ``source`` to its end."""
-    blocks = _Blocks(source)
+    blocks = SourceBuffer(source, TarStreamError)
     names: list[str] = []
     while True:
         header = blocks.exact(BLOCK)
@@ -92,7 +52,7 @@ def extract(source: ByteSource, target: Path, owner: tuple[int, int] | None) -> 
             member = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
         except tarfile.TarError as exc:
             raise TarStreamError(f"the backup stream is not a valid tar archive: {exc}") from exc
-        rel = _safe_relative(member.name)
+        rel = safe_relative(member.name, TarStreamError)
         dest = target.joinpath(*rel.parts)
         if member.isdir():
             dest.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -290,7 +290,20 @@ class SegmentWriter:
             os.close(fd)
 
 
-def apply_wal_stream(source: ByteSource, header: dict[str, Any], writer: SegmentWriter) -> None:
+class _Discard:
+    """A WAL target that keeps nothing: an older chain link's WAL window is read and
+    verified, but only the newest link's is replayed."""
+
+    def write(self, lsn: int, data: bytes) -> None:
+        pass
+
+
+DISCARD = _Discard()
+
+
+def apply_wal_stream(
+    source: ByteSource, header: dict[str, Any], writer: SegmentWriter | _Discard
+) -> None:
     """Copy a stream's WAL (the frames after its header) into ``writer``; check that it
     covers exactly the header's range and that its digest matches."""
     start, stop = int(header["start"]), int(header["stop"])

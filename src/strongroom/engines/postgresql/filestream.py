@@ -1,0 +1,339 @@
+"""File-level backup streams of a data directory, and restoring a chain of them.
+
+Stream format (version 1)::
+
+    b"SRPGDIR1\\n" | u32 header length | header (JSON)
+    records:
+      b"d" | u16 n | path                                         a directory
+      b"f" | u16 n | path | u64 size | bytes | u32 CRC-32          a whole file
+      b"p" | u16 n | path | u64 size | runs | u32 0xFFFFFFFF | u32 CRC-32
+             run = u32 first block | u32 block count | pages       changed pages only
+      b"l" | u32 n | backup_label | u32 n | tablespace_map         last record
+    the backup's WAL window, as a WAL-range stream (see :mod:`walstream`)
+
+Every file present when the backup ran has a record, so the newest link of a chain
+names the files of the restored directory and their sizes. CRC-32 is the engine's own
+check of each record (the pipeline authenticates every byte cryptographically).
+
+A chain is restored newest link first: each block of each file is written once, by the
+newest link that holds it, so a block changed in every link is not written again and
+again; the older links' copies of it are read (to verify them) and skipped. Every block
+of every restored file must come from some link, or the restore fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from strongroom.engines.base import ByteSink, ByteSource
+from strongroom.engines.postgresql import datadir
+from strongroom.engines.postgresql.streamio import SourceBuffer, StreamFormatError, safe_relative
+
+MAGIC = b"SRPGDIR1\n"
+FORMAT_VERSION = 1
+END_OF_RUNS = 0xFFFFFFFF
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_U64 = struct.Struct("!Q")
+_RUN = struct.Struct("!II")
+
+
+class FileStreamError(StreamFormatError):
+    """A file-level backup stream is malformed, damaged or does not fit its chain."""
+
+
+# -- writing ----------------------------------------------------------------------------
+
+
+class DirStreamWriter:
+    """Writes records of a data directory into ``sink``."""
+
+    def __init__(self, sink: ByteSink, header: dict[str, Any]) -> None:
+        self._sink = sink
+        self._block_size = int(header["block_size"])
+        self._buffer = bytearray(datadir.READ_SIZE)
+        body = json.dumps(dict(header, format=FORMAT_VERSION), sort_keys=True).encode()
+        sink.write(MAGIC + _U32.pack(len(body)) + body)
+
+    def _name(self, kind: bytes, path: str) -> None:
+        raw = path.encode()
+        self._sink.write(kind + _U16.pack(len(raw)) + raw)
+
+    def directory(self, path: str) -> None:
+        self._name(b"d", path)
+
+    def whole_file(self, path: str, fd: int, size: int) -> None:
+        self._name(b"f", path)
+        self._sink.write(_U64.pack(size))
+        crc = 0
+        remaining = size
+        while remaining:
+            view = datadir.read_exactly(fd, self._buffer, min(remaining, len(self._buffer)))
+            crc = zlib.crc32(view, crc)
+            self._sink.write(view)
+            remaining -= len(view)
+        self._sink.write(_U32.pack(crc))
+
+    def changed_pages(self, path: str, fd: int, size: int, threshold: int) -> int:
+        """Write the pages changed since ``threshold``; returns how many."""
+        size -= size % self._block_size
+        self._name(b"p", path)
+        self._sink.write(_U64.pack(size))
+        crc = 0
+        pages = 0
+        for first, view in datadir.changed_runs(fd, size, threshold, self._block_size):
+            count = len(view) // self._block_size
+            run = _RUN.pack(first, count)
+            crc = zlib.crc32(view, zlib.crc32(run, crc))
+            self._sink.write(run)
+            self._sink.write(view)
+            pages += count
+        self._sink.write(_U32.pack(END_OF_RUNS) + _U32.pack(crc))
+        return pages
+
+    def label(self, backup_label: str, tablespace_map: str) -> None:
+        label, spcmap = backup_label.encode(), tablespace_map.encode()
+        self._sink.write(b"l" + _U32.pack(len(label)) + label + _U32.pack(len(spcmap)) + spcmap)
+
+
+# -- restoring --------------------------------------------------------------------------
+
+
+@dataclass
+class LinkEnd:
+    """A link's header, label and tablespace map, and ``rest``: where its WAL window is
+    read from (the source, after what was already buffered)."""
+
+    header: dict[str, Any]
+    backup_label: str
+    tablespace_map: str
+    rest: ByteSource
+
+
+class _FileState:
+    __slots__ = ("complete", "size", "written")
+
+    def __init__(self, size: int, blocks: int | None) -> None:
+        self.size = size
+        self.complete = False
+        # Per block, whether a newer link wrote it; None for files copied whole.
+        self.written: bytearray | None = bytearray(blocks) if blocks is not None else None
+
+
+class ChainRestorer:
+    """Lays a chain's files into ``target``, newest link first (see the module text).
+
+    Memory: one flag byte per 8 KiB block of the files that incrementals changed.
+    """
+
+    def __init__(self, target: Path, owner: tuple[int, int] | None) -> None:
+        self._target = target
+        self._owner = owner
+        self._files: dict[str, _FileState] = {}
+        self._block_size = 0
+        self._links = 0
+
+    # The public steps: one call per link, newest first, then finish().
+    def apply(self, source: ByteSource, expect: Callable[[dict[str, Any]], None]) -> LinkEnd:
+        """Read one link's records up to its WAL window; ``expect`` checks the header."""
+        buffer = SourceBuffer(source, FileStreamError)
+        header = self._header(buffer)
+        expect(header)
+        newest = self._links == 0
+        block_size = int(header.get("block_size", 0))
+        if newest:
+            self._block_size = block_size
+        elif block_size != self._block_size:
+            raise FileStreamError("the chain mixes block sizes")
+        self._links += 1
+        while True:
+            kind = buffer.exact(1)
+            if kind == b"l":
+                label = self._text(buffer)
+                return LinkEnd(header, label, self._text(buffer), buffer)
+            (length,) = _U16.unpack(buffer.exact(2))
+            path = str(safe_relative(buffer.exact(length).decode("utf-8"), FileStreamError))
+            if kind == b"d":
+                if newest:
+                    self._mkdir(path)
+            elif kind == b"f":
+                (size,) = _U64.unpack(buffer.exact(8))
+                self._whole(buffer, path, size, newest)
+            elif kind == b"p":
+                (size,) = _U64.unpack(buffer.exact(8))
+                self._pages(buffer, path, size, newest)
+            else:
+                raise FileStreamError("the backup stream is corrupted (unknown record)")
+
+    def finish(self) -> list[str]:
+        """Cut every file to its size, check that each block came from some link, and
+        return the restored files' paths."""
+        bs = self._block_size
+        for path, state in self._files.items():
+            if not state.complete:
+                blocks = state.size // bs if bs else 0
+                if state.written is None or state.written.find(0, 0, blocks) >= 0:
+                    raise FileStreamError(
+                        f"the backup chain does not hold every page of {path}: "
+                        "a link is missing or belongs to another chain"
+                    )
+            full_path = self._target / path
+            os.truncate(full_path, state.size)
+        return sorted(self._files)
+
+    # -- records --------------------------------------------------------------------
+    @staticmethod
+    def _header(buffer: SourceBuffer) -> dict[str, Any]:
+        if buffer.exact(len(MAGIC)) != MAGIC:
+            raise FileStreamError("not a PostgreSQL file-level backup stream")
+        (length,) = _U32.unpack(buffer.exact(4))
+        if length > 1 << 20:
+            raise FileStreamError("the backup stream's header is malformed")
+        try:
+            header = json.loads(buffer.exact(length))
+        except ValueError as exc:
+            raise FileStreamError("the backup stream's header is malformed") from exc
+        if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
+            raise FileStreamError("unsupported file-level backup stream format")
+        return header
+
+    @staticmethod
+    def _text(buffer: SourceBuffer) -> str:
+        (length,) = _U32.unpack(buffer.exact(4))
+        if length > 1 << 20:
+            raise FileStreamError("the backup stream's label is malformed")
+        return buffer.exact(length).decode("utf-8")
+
+    def _mkdir(self, path: str) -> None:
+        full = self._target / path
+        full.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self._owner is not None:
+            os.chown(full, *self._owner)
+
+    def _open(self, path: str) -> int:
+        full = self._target / path
+        full.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(full, os.O_WRONLY | os.O_CREAT, 0o600)
+        if self._owner is not None:
+            os.fchown(fd, *self._owner)
+        return fd
+
+    def _register(self, path: str, size: int, paged: bool) -> _FileState:
+        if path in self._files:
+            raise FileStreamError(f"the backup stream names {path} twice")
+        state = _FileState(size, -(-size // self._block_size) if paged else None)
+        self._files[path] = state
+        return state
+
+    def _whole(self, buffer: SourceBuffer, path: str, size: int, newest: bool) -> None:
+        if newest:
+            state: _FileState | None = self._register(path, size, paged=False)
+        else:
+            state = self._files.get(path)
+            if state is not None and state.complete:
+                state = None
+        fd = self._open(path) if state is not None else -1
+        try:
+            crc = 0
+            offset = 0
+            while offset < size:
+                view = buffer.take(size - offset)
+                if not view:
+                    raise FileStreamError("the backup stream ends inside a file")
+                crc = zlib.crc32(view, crc)
+                if state is not None:
+                    self._write(fd, offset, view, state)
+                offset += len(view)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        self._check_crc(buffer, crc, path)
+        if state is not None:
+            state.complete = True
+
+    def _pages(self, buffer: SourceBuffer, path: str, size: int, newest: bool) -> None:
+        bs = self._block_size
+        if size % bs:
+            raise FileStreamError(f"the backup stream is corrupted (size of {path})")
+        if newest:
+            state: _FileState | None = self._register(path, size, paged=True)
+        else:
+            state = self._files.get(path)
+            if state is not None and state.complete:
+                state = None
+        fd = self._open(path) if state is not None else -1
+        try:
+            crc = 0
+            while True:
+                raw = buffer.exact(4)
+                (first,) = _U32.unpack(raw)
+                if first == END_OF_RUNS:
+                    break
+                raw += buffer.exact(4)
+                (count,) = _U32.unpack(raw[4:])
+                if count == 0 or (first + count) * bs > size:
+                    raise FileStreamError(f"the backup stream is corrupted (a run of {path})")
+                crc = zlib.crc32(raw, crc)
+                offset, end = first * bs, (first + count) * bs
+                while offset < end:
+                    view = buffer.take(end - offset)
+                    if not view:
+                        raise FileStreamError("the backup stream ends inside a file")
+                    crc = zlib.crc32(view, crc)
+                    if state is not None:
+                        self._write(fd, offset, view, state)
+                    offset += len(view)
+                if state is not None and state.written is not None:
+                    # Marked after the run: a block split across reads is written whole.
+                    self._mark(state, first, min(first + count, len(state.written)))
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        self._check_crc(buffer, crc, path)
+
+    @staticmethod
+    def _mark(state: _FileState, first: int, end: int) -> None:
+        assert state.written is not None
+        if end > first:
+            state.written[first:end] = b"\x01" * (end - first)
+
+    def _write(self, fd: int, offset: int, view: memoryview, state: _FileState) -> None:
+        """Write the parts of ``view`` (at ``offset``) inside the file's final size and
+        not already written by a newer link."""
+        end = min(offset + len(view), state.size)
+        written = state.written
+        if written is None:
+            self._pwrite(fd, view[: max(0, end - offset)], offset)
+            return
+        bs = self._block_size
+        pos = offset
+        while pos < end:
+            block = pos // bs
+            last = (end - 1) // bs + 1
+            free = written.find(0, block, last)
+            if free < 0:
+                return
+            taken = written.find(1, free, last)
+            run_end = end if taken < 0 else taken * bs
+            run_start = max(pos, free * bs)
+            self._pwrite(fd, view[run_start - offset : run_end - offset], run_start)
+            pos = run_end
+
+    @staticmethod
+    def _pwrite(fd: int, data: memoryview, offset: int) -> None:
+        while data:
+            n = os.pwrite(fd, data, offset)
+            data, offset = data[n:], offset + n
+
+    @staticmethod
+    def _check_crc(buffer: SourceBuffer, crc: int, path: str) -> None:
+        (stored,) = _U32.unpack(buffer.exact(4))
+        if stored != crc:
+            raise FileStreamError(f"the backup stream is corrupted (checksum of {path})")

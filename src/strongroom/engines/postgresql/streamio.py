@@ -1,0 +1,59 @@
+"""Reading the engine's restore streams: exact reads without re-joining blocks, and
+member paths that cannot leave the target directory."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from strongroom.engines.base import ByteSource
+
+READ_SIZE = 1024 * 1024
+
+
+class StreamFormatError(Exception):
+    """A restore stream is malformed or damaged; the message is safe to show."""
+
+
+class SourceBuffer:
+    """Exact reads over a ByteSource without re-joining what was already read."""
+
+    def __init__(self, source: ByteSource, error: type[StreamFormatError]) -> None:
+        self._source = source
+        self._error = error
+        self._buf = memoryview(b"")
+
+    def take(self, size: int) -> memoryview:
+        """Up to ``size`` bytes (at least one unless the stream ended)."""
+        if not self._buf:
+            self._buf = memoryview(self._source.read(READ_SIZE))
+        out, self._buf = self._buf[:size], self._buf[size:]
+        return out
+
+    def exact(self, size: int) -> bytes:
+        parts = []
+        while size:
+            part = self.take(size)
+            if not part:
+                raise self._error("the backup stream ends early")
+            parts.append(part)
+            size -= len(part)
+        return b"".join(parts)
+
+    def read(self, size: int, /) -> bytes:
+        """ByteSource: what is buffered first, then the source."""
+        return bytes(self.take(size))
+
+    def rest(self) -> bytes:
+        """What is left of the current block, then the source's next block."""
+        if self._buf:
+            out, self._buf = bytes(self._buf), memoryview(b"")
+            return out
+        return self._source.read(READ_SIZE)
+
+
+def safe_relative(name: str, error: type[StreamFormatError]) -> PurePosixPath:
+    path = PurePosixPath(name)
+    parts = [p for p in path.parts if p not in ("", ".")]
+    if path.is_absolute() or ".." in parts or not parts:
+        raise error(f"unsafe path in the backup: {name!r}")
+    return PurePosixPath(*parts)
