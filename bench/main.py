@@ -131,7 +131,7 @@ class StrongroomTask:
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
 def bench_postgres(
-    scale: int, runs: int, restore_runs: int, pattern: str, results: Results
+    scale: int, runs: int, restore_runs: int, patterns: list[str], results: Results
 ) -> None:
     cluster = pg.setup(scale)
     try:
@@ -152,20 +152,28 @@ def bench_postgres(
                     s = measure(pg.basebackup_argv(cluster, out))
                     record(results, "PG full", BB, s, out.stat().st_size)
                     out.unlink()
-            changed = pg.update_five_percent(cluster, r, pattern, scale)
-            cluster.sql("CHECKPOINT")  # the next steps start from the same state, in any order
-            log(f"  updated {changed} rows of pgbench_accounts (5 %, {pattern})")
-            for tool in rotate([SR, PGBR], r):
-                if tool == SR:
-                    s = sr.backup(f"incr{r}", parent=f"full{r}")
-                    record(results, "PG incremental", SR, s, stored_bytes(s))
-                else:
-                    s = measure(cluster.pgbackrest_argv("backup", "--type=incr"))
-                    delta, wal = pg.pgbackrest_stored(cluster, pg.pgbackrest_last(cluster))
-                    record(results, "PG incremental", PGBR, s, delta + wal)
+            # Two incrementals in a chain: after a 5 % update spread over the table, then
+            # after a contiguous 5 % range (see pg.update_five_percent).
+            parent = f"full{r}"
+            for pattern in patterns:
+                changed = pg.update_five_percent(cluster, r, pattern, scale)
+                cluster.sql("CHECKPOINT")  # the next steps start from one state, in any order
+                log(f"  updated {changed} rows of pgbench_accounts (5 %, {pattern})")
+                section = f"PG incremental ({pattern})"
+                label = f"incr{r}-{pattern}"
+                for tool in rotate([SR, PGBR], r):
+                    if tool == SR:
+                        s = sr.backup(label, parent=parent)
+                        record(results, section, SR, s, stored_bytes(s))
+                    else:
+                        s = measure(cluster.pgbackrest_argv("backup", "--type=incr"))
+                        delta, wal = pg.pgbackrest_stored(cluster, pg.pgbackrest_last(cluster))
+                        record(results, section, PGBR, s, delta + wal)
+                parent = label
             for tool in [] if r >= restore_runs else rotate([SR, PGBR], r):
                 if tool == SR:
-                    record(results, "PG restore full+incr", SR, sr.restore(f"incr{r}", r), None)
+                    # the newest backup, as pgbackrest restore picks it: full + incrementals
+                    record(results, "PG restore full+incr", SR, sr.restore(parent, r), None)
                 else:
                     target = WORK / "pgbackrest-restore" / "data"
                     pg.drop_restored(target)
@@ -261,14 +269,15 @@ def report(
     *,
     maria_scale: int = 0,
     restore_runs: int = 1,
-    pattern: str = "spread",
+    patterns: tuple[str, ...] | list[str] = ("spread", "range"),
 ) -> str:
     lines = [
         f"# Strongroom benchmark — {datetime.now().strftime('%Y-%m-%d %H:%M')}",
         "",
         f"PostgreSQL scale {scale} (memory check also at {small}), MariaDB scale {maria_scale}, "
         f"{runs} alternating run(s) of backups, {min(runs, restore_runs)} of restores, "
-        f"update pattern {pattern!r}, {os.cpu_count()} CPUs, {platform.platform()}, "
+        f"incrementals after 5 % updates ({', '.join(patterns)}), "
+        f"{os.cpu_count()} CPUs, {platform.platform()}, "
         f"whole run {elapsed / 60:.1f} min.",
         "Medians, with min-max over the runs in parentheses. Wall and CPU in seconds "
         "(CPU = user+sys of the tool's process tree; database server processes are not "
@@ -327,18 +336,21 @@ def report(
             ratio("PG full", PGBR, "wall"),
             0.6,
         ),
-        check(
-            "PG incremental stored, Strongroom / pgBackRest",
-            ratio("PG incremental", PGBR, "stored"),
-            0.2,
+        *(
+            check(
+                f"PG incremental stored after a 5 % {pattern} update, Strongroom / pgBackRest",
+                ratio(f"PG incremental ({pattern})", PGBR, "stored"),
+                0.2,
+            )
+            for pattern in patterns
         ),
         check(
-            "PG restore full+incr wall, Strongroom / pgBackRest (in-process)",
+            "PG restore full + incrementals wall, Strongroom / pgBackRest (in-process)",
             ratio("PG restore full+incr", PGBR, "wall", "op"),
             0.75,
         ),
         check(
-            "PG restore full+incr wall, Strongroom / pgBackRest (whole process)",
+            "PG restore full + incrementals wall, Strongroom / pgBackRest (whole process)",
             ratio("PG restore full+incr", PGBR, "wall"),
             0.75,
         ),
@@ -371,7 +383,7 @@ def main() -> int:
     restore_runs = int(os.environ.get("BENCH_RESTORE_RUNS", "1"))
     maria_scale = int(os.environ.get("BENCH_MARIADB_SCALE", str(max(1, scale // 3))))
     small = max(1, scale // 3)
-    pattern = os.environ.get("BENCH_UPDATE", "spread")
+    patterns = os.environ.get("BENCH_UPDATE", "spread,range").split(",")
     parts = set(os.environ.get("BENCH_ONLY", "pg,memory,mariadb,api").split(","))
     api_count = int(os.environ.get("BENCH_API_BACKUPS", "10000"))
     api_requests = int(os.environ.get("BENCH_API_REQUESTS", "2000"))
@@ -381,7 +393,7 @@ def main() -> int:
     results: Results = {}
     api: list[LatencyResult] = []
     if "pg" in parts:
-        bench_postgres(scale, runs, restore_runs, pattern, results)
+        bench_postgres(scale, runs, restore_runs, patterns, results)
     if "memory" in parts:
         bench_memory(small, runs, results)
     if "mariadb" in parts:
@@ -398,7 +410,7 @@ def main() -> int:
         api_count,
         maria_scale=maria_scale,
         restore_runs=restore_runs,
-        pattern=pattern,
+        patterns=patterns,
     )
     out_dir = BENCH_DIR / "results"
     out_dir.mkdir(exist_ok=True)

@@ -59,6 +59,8 @@ class PgCluster:
             "user": "postgres",
             "password": self.password,
             "database": "postgres",
+            # On this host: Strongroom reads the files (page-level incrementals).
+            "data_dir": str(self.data),
         }
 
     # -- server -----------------------------------------------------------------------

@@ -42,7 +42,7 @@ CONTAINER = "database_backups"
 
 def _engine(name: str, work: Path) -> Engine:
     if name == "pg":
-        return PostgresEngine(allowed_hosts=("127.0.0.1",))
+        return PostgresEngine(allowed_hosts=("127.0.0.1",), allowed_data_dirs=(work,))
     return MariaDbEngine(allowed_hosts=("127.0.0.1",), allowed_datadirs=(work / "maria",))
 
 

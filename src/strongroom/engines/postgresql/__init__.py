@@ -1,62 +1,69 @@
 """PostgreSQL engine: managed servers (initdb/pg_ctl), external servers, physical backups.
 
-Full backups
-    ``pg_basebackup -D - -F t -X fetch -c fast``: one tar stream of the data directory with
-    the WAL needed to make it consistent (and a ``backup_manifest``), streamed from the
-    tool's stdout straight into the sink. The WAL range it reports (start and end point,
-    timeline) goes into the metadata with the system identifier and the server version.
+Two ways to back up, chosen per server:
 
-Incremental backups: the WAL since the parent
-    An incremental is the server's WAL from the parent's stop LSN up to a new end point,
-    read over the streaming replication protocol (``START_REPLICATION SLOT … PHYSICAL``
-    on a replication connection, through libpq's copy-both mode) and written to the sink
-    as it arrives, framed by a small header and a SHA-256 trailer. No temporary copy is
-    made. The end point is a WAL record boundary that covers every transaction committed
-    before the backup began: the insert position read inside a transaction whose commit
-    record follows it and is flushed synchronously before streaming starts.
+File level (servers whose data directory this host can read)
+    Managed servers, and external ones registered with ``data_dir`` inside the operator's
+    ``postgresql_allowed_data_dirs``. The method of pgBackRest, ``pg_probackup`` and
+    WAL-G's delta backups, in one stream (:mod:`filestream`):
 
-    A physical replication slot per instance (``strongroom_<id>``, in the connection and
-    the metadata) is created before the first full backup starts, so the server keeps the
-    WAL that ``pg_basebackup`` fetches at its end and every segment the next incremental
-    needs. The slot is moved forward only to what no future backup can need: to a full
-    backup's end once it completed (a new full starts a new chain), and to the parent's
-    end when an incremental starts (so a failed incremental can be retried from the same
-    parent). Managed servers run with ``max_slot_wal_keep_size`` (2GB) so a forgotten
-    slot cannot fill the disk; for external servers that limit is the operator's setting
-    (``register_external`` records it in the connection). ``destroy_instance`` on an
-    external connection drops its slot.
+    * a replication connection creates a *temporary* physical slot (``RESERVE_WAL``), so
+      the server keeps the backup's WAL until it is streamed and nothing once the
+      connection closes (no WAL kept between backups);
+    * ``pg_backup_start(fast checkpoint)`` on a session held open; the files are read
+      straight from the data directory (:mod:`datadir` says which, following
+      ``pg_basebackup``), ``global/pg_control`` last; ``pg_backup_stop`` gives the
+      label, written after the files;
+    * the WAL window ``[start of the redo point's page, stop)`` is streamed through the
+      slot after the label (the WAL-range format below), so each backup restores on its
+      own to a consistent state.
 
-    Why this method rather than page deltas (pages whose LSN is newer than the parent's
-    start, as WAL-G's delta backups do):
+    An incremental reads every file too, but writes for relation main forks only the
+    pages whose LSN is at or after the *parent's start* (the parent's redo point): every
+    change after that point is either already in a page's LSN or, if it happened during
+    this backup, in this backup's WAL window. Other files (free space and visibility maps,
+    ``pg_xact``, …) are small and copied whole (visibility-map bits are cleared without
+    a new page LSN, so its pages cannot be filtered). A database created with
+    ``STRATEGY FILE_COPY`` keeps its template's old LSNs: only databases committed before
+    the parent's copy began (the parent's ``databases``) are filtered, others are copied
+    whole. Truncated, removed and new files follow from the file list every backup
+    carries. Restore writes the newest link first and each block once, checks that every
+    block of every file came from some link, places the newest label and WAL window and
+    recovers: replay covers one backup's window, not the chain's history.
 
-    * it works for every server the engine can reach, on this host or another, with only
-      a role that has the REPLICATION attribute: no access to the data files, no
-      superuser, no ``pg_backup_start``. Page deltas need the data files readable on the
-      backup host, which holds for managed instances but not for external ones in general;
-    * it is exact by construction: WAL replay is PostgreSQL's own recovery, so relation
-      truncation, dropped and new files, visibility-map and free-space-map forks,
-      ``pg_xact`` and every other non-relation file are handled without a second,
-      hand-written notion of "what changed";
-    * it needs no parsing of data pages or of the WAL format;
-    * an incremental after a small change is small: the WAL of that change (with full
-      page images of the pages first touched after a checkpoint; managed servers enable
-      ``wal_compression``).
+    Costs: reading every file for an incremental (sequential I/O, cheap next to storing
+    it); an update spread over every page of a table stores every page, as a file-level
+    tool would.
 
-    Its costs: an incremental is as large as the WAL written since the parent, which for
-    workloads that update the same rows over and over can exceed the changed pages; the
-    server must keep that WAL until the next backup (bounded as above); restoring replays
-    the WAL, so the time to restore grows with the chain. Take full backups often enough
-    to keep chains short. A new timeline on the server (failover, promotion), another
-    system identifier, or WAL the slot no longer holds makes the parent unusable as a
-    base, and ``backup`` raises ``BackupError`` saying so.
+Through the replication protocol (external servers on other hosts)
+    Full: ``pg_basebackup -D - -F t -X fetch -c fast``: one tar stream of the data
+    directory with the WAL needed to make it consistent (and a ``backup_manifest``). The
+    WAL range it reports (start and end point, timeline) goes into the metadata.
+
+    Incremental: the server's WAL from the parent's stop LSN up to a new end point, read
+    over the streaming replication protocol (``START_REPLICATION SLOT … PHYSICAL`` through
+    libpq's copy-both mode) and written to the sink as it arrives, framed by a small
+    header and a SHA-256 trailer. The end point is a WAL record boundary that covers every
+    transaction committed before the backup began: the insert position read inside a
+    transaction whose commit record follows it and is flushed synchronously.
+
+    A physical replication slot per registration (``strongroom_<id>``) is created before
+    the first full backup starts, so the server keeps the WAL ``pg_basebackup`` fetches
+    and every segment the next incremental needs; it moves forward only to what no future
+    backup can need (a full backup's end; the parent's end when an incremental starts).
+    For external servers the size limit is the operator's ``max_slot_wal_keep_size``;
+    ``destroy_instance`` drops the slot. This needs nothing but a role with REPLICATION,
+    and replay is PostgreSQL's own recovery; its costs are that an incremental is as
+    large as the WAL written since the parent (full-page images included) and that a
+    restore replays the whole chain's WAL. A new timeline, another system identifier, or
+    WAL the slot no longer holds makes a parent unusable, and ``backup`` says so.
 
 Restore
-    A new data directory is built in the instance home from the full backup's tar,
-    extracted while it streams in (``tarfile`` mode ``r|``), and checked with
-    ``pg_verifybackup`` against its manifest. Each incremental's WAL is written into
-    ``pg_wal`` segment files at its positions (its SHA-256 checked), and the WAL is cut
-    at the last backup's stop LSN (the rest of that segment zeroed, later segments
-    removed). The server starts in archive recovery (``recovery.signal``, a
+    A new data directory is built in the instance home: from the file-level chain as
+    above, or from the tar (extracted as it streams in, then ``pg_verifybackup``) with
+    each incremental's WAL written into ``pg_wal`` at its positions (SHA-256 checked).
+    The WAL is cut at the last backup's stop LSN (the rest of that segment zeroed, later
+    segments removed). The server starts in archive recovery (``recovery.signal``, a
     ``restore_command`` that finds nothing, so WAL comes from ``pg_wal`` only), replays
     to exactly that point, and promotes onto a new timeline, so the restored server is
     distinguishable from its source. The engine checks that the new timeline branched at
@@ -74,7 +81,8 @@ Managed servers
     root: when the service is root, server processes run as ``postgres`` (or
     ``run_as``) through ``runuser -u <user> --`` as an argv prefix, and the home is owned
     by that user, so each of its parent directories must be traversable by it.
-    Tablespaces are not supported (``pg_basebackup`` cannot stream them to stdout).
+    Tablespaces are not supported (``pg_basebackup`` cannot stream them to stdout, and
+    the file-level reader refuses links in ``pg_tblspc``).
 """
 
 from strongroom.engines.postgresql.engine import PostgresEngine

@@ -1,5 +1,6 @@
-"""``PostgresEngine``: managed and external PostgreSQL servers, full backups with
-``pg_basebackup``, incremental backups as retained WAL (see the package docstring)."""
+"""``PostgresEngine``: managed and external PostgreSQL servers; file-level backups with
+page incrementals where the data directory is readable here, ``pg_basebackup`` and
+retained WAL elsewhere (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -1302,28 +1303,40 @@ class PostgresEngine:
             data / "pg_wal", int(full["timeline"]), int(full["wal_segment_size"]), owner
         )
         for position, link in enumerate(reversed(chain)):
-            meta = link.metadata
-
-            def expect(header: dict[str, Any], meta: Metadata = meta) -> None:
-                if header.get("start_lsn") != meta["start_lsn"] or header.get(
-                    "threshold_lsn"
-                ) != meta.get("threshold_lsn"):
-                    raise RestoreError("a backup stream does not match its metadata")
-
-            end = restorer.apply(link.stream, expect)
-            header = walstream.read_header(end.rest)
-            self._check_wal_header(header, meta, full)
-            if position == 0:
-                walstream.apply_wal_stream(end.rest, header, writer)
-                if "START WAL LOCATION" not in end.backup_label:
-                    raise RestoreError("the backup stream's label is malformed")
-                self._write_owned(data / "backup_label", end.backup_label)
-            else:
-                walstream.apply_wal_stream(end.rest, header, walstream.DISCARD)
+            self._lay_out_link(data, restorer, writer, link, full, newest=position == 0)
         names = restorer.finish()
         if "PG_VERSION" not in names or "global/pg_control" not in names:
             raise RestoreError("the backup stream is not a PostgreSQL data directory")
         return writer
+
+    def _lay_out_link(
+        self,
+        data: Path,
+        restorer: filestream.ChainRestorer,
+        writer: walstream.SegmentWriter,
+        link: RestoreInput,
+        full: Metadata,
+        *,
+        newest: bool,
+    ) -> None:
+        meta = link.metadata
+
+        def expect(header: dict[str, Any]) -> None:
+            if header.get("start_lsn") != meta["start_lsn"] or header.get(
+                "threshold_lsn"
+            ) != meta.get("threshold_lsn"):
+                raise RestoreError("a backup stream does not match its metadata")
+
+        end = restorer.apply(link.stream, expect)
+        header = walstream.read_header(end.rest)
+        self._check_wal_header(header, meta, full)
+        if not newest:
+            walstream.apply_wal_stream(end.rest, header, walstream.DISCARD)
+            return
+        walstream.apply_wal_stream(end.rest, header, writer)
+        if "START WAL LOCATION" not in end.backup_label:
+            raise RestoreError("the backup stream's label is malformed")
+        self._write_owned(data / "backup_label", end.backup_label)
 
     @staticmethod
     def _check_wal_header(header: Mapping[str, Any], meta: Metadata, full: Metadata) -> None:

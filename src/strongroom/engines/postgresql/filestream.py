@@ -233,12 +233,7 @@ class ChainRestorer:
         return state
 
     def _whole(self, buffer: SourceBuffer, path: str, size: int, newest: bool) -> None:
-        if newest:
-            state: _FileState | None = self._register(path, size, paged=False)
-        else:
-            state = self._files.get(path)
-            if state is not None and state.complete:
-                state = None
+        state = self._state_for(path, size, newest, paged=False)
         fd = self._open(path) if state is not None else -1
         try:
             crc = 0
@@ -247,27 +242,23 @@ class ChainRestorer:
                 view = buffer.take(size - offset)
                 if not view:
                     raise FileStreamError("the backup stream ends inside a file")
-                crc = zlib.crc32(view, crc)
                 if state is not None:
+                    crc = zlib.crc32(view, crc)
                     self._write(fd, offset, view, state)
                 offset += len(view)
         finally:
             if fd >= 0:
                 os.close(fd)
-        self._check_crc(buffer, crc, path)
+        stored = self._stored_crc(buffer)
         if state is not None:
+            self._check_crc(stored, crc, path)
             state.complete = True
 
     def _pages(self, buffer: SourceBuffer, path: str, size: int, newest: bool) -> None:
         bs = self._block_size
         if size % bs:
             raise FileStreamError(f"the backup stream is corrupted (size of {path})")
-        if newest:
-            state: _FileState | None = self._register(path, size, paged=True)
-        else:
-            state = self._files.get(path)
-            if state is not None and state.complete:
-                state = None
+        state = self._state_for(path, size, newest, paged=True)
         fd = self._open(path) if state is not None else -1
         try:
             crc = 0
@@ -280,14 +271,15 @@ class ChainRestorer:
                 (count,) = _U32.unpack(raw[4:])
                 if count == 0 or (first + count) * bs > size:
                     raise FileStreamError(f"the backup stream is corrupted (a run of {path})")
-                crc = zlib.crc32(raw, crc)
                 offset, end = first * bs, (first + count) * bs
+                if state is not None:
+                    crc = zlib.crc32(raw, crc)
                 while offset < end:
                     view = buffer.take(end - offset)
                     if not view:
                         raise FileStreamError("the backup stream ends inside a file")
-                    crc = zlib.crc32(view, crc)
                     if state is not None:
+                        crc = zlib.crc32(view, crc)
                         self._write(fd, offset, view, state)
                     offset += len(view)
                 if state is not None and state.written is not None:
@@ -296,7 +288,23 @@ class ChainRestorer:
         finally:
             if fd >= 0:
                 os.close(fd)
-        self._check_crc(buffer, crc, path)
+        stored = self._stored_crc(buffer)
+        if state is not None:
+            self._check_crc(stored, crc, path)
+
+    def _state_for(self, path: str, size: int, newest: bool, paged: bool) -> _FileState | None:
+        """The file a record goes to, or None when nothing of it is needed: not in the
+        restored directory, or every block already written by newer links. A record not
+        needed is read (the pipeline has verified its bytes) but not checked or written."""
+        if newest:
+            return self._register(path, size, paged)
+        state = self._files.get(path)
+        if state is None or state.complete:
+            return None
+        if state.written is not None and state.written.find(0) < 0:
+            state.complete = True
+            return None
+        return state
 
     @staticmethod
     def _mark(state: _FileState, first: int, end: int) -> None:
@@ -333,7 +341,11 @@ class ChainRestorer:
             data, offset = data[n:], offset + n
 
     @staticmethod
-    def _check_crc(buffer: SourceBuffer, crc: int, path: str) -> None:
+    def _stored_crc(buffer: SourceBuffer) -> int:
         (stored,) = _U32.unpack(buffer.exact(4))
+        return int(stored)
+
+    @staticmethod
+    def _check_crc(stored: int, crc: int, path: str) -> None:
         if stored != crc:
             raise FileStreamError(f"the backup stream is corrupted (checksum of {path})")

@@ -1,0 +1,183 @@
+"""File-level PostgreSQL streams without a server: pages with chosen LSNs in real files,
+written by DirStreamWriter and laid out by ChainRestorer, newest link first."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from strongroom.engines.postgresql import datadir, filestream
+
+BS = 8192
+
+
+def page(lsn: int, fill: int) -> bytes:
+    return struct.pack("<II", lsn >> 32, lsn & 0xFFFFFFFF) + bytes([fill]) * (BS - 8)
+
+
+def write_pages(path: Path, pages: list[bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(pages))
+
+
+def backup(root: Path, threshold: int | None) -> tuple[bytes, int]:
+    """A stream of ``root`` as the engine writes it: records, then the label."""
+    out = io.BytesIO()
+    writer = filestream.DirStreamWriter(
+        out, {"block_size": BS, "start_lsn": "0/0", "threshold_lsn": None}
+    )
+    pages = 0
+    for entry in datadir.walk(root):
+        if entry.is_dir:
+            writer.directory(entry.path)
+            continue
+        fd = os.open(root / entry.path, os.O_RDONLY)
+        try:
+            if threshold is not None and entry.is_relation:
+                pages += writer.changed_pages(entry.path, fd, entry.size, threshold)
+            else:
+                writer.whole_file(entry.path, fd, entry.size)
+        finally:
+            os.close(fd)
+    writer.label("START WAL LOCATION: 0/0\n", "")
+    return out.getvalue(), pages
+
+
+def restore(target: Path, streams_newest_first: list[bytes]) -> list[str]:
+    restorer = filestream.ChainRestorer(target, None)
+    for raw in streams_newest_first:
+        end = restorer.apply(io.BytesIO(raw), lambda header: None)
+        assert end.backup_label.startswith("START WAL LOCATION")
+        assert end.rest.read(1) == b""
+    return restorer.finish()
+
+
+def test_changed_runs_selects_pages_by_lsn(tmp_path: Path) -> None:
+    lsns = [5, 100, 150, 0, 7, 200, 200, 3]
+    write_pages(tmp_path / "rel", [page(lsn, i) for i, lsn in enumerate(lsns)])
+    fd = os.open(tmp_path / "rel", os.O_RDONLY)
+    try:
+        runs = [
+            (first, len(view) // BS, bytes(view[8:9]))
+            for first, view in datadir.changed_runs(fd, len(lsns) * BS, 100, BS)
+        ]
+    finally:
+        os.close(fd)
+    # 100 and 150 (at or after the threshold), 0 (never written), 200 200
+    assert runs == [(1, 3, b"\x01"), (5, 2, b"\x05")]
+
+
+def test_walk_follows_pg_basebackup_exclusions(tmp_path: Path) -> None:
+    for rel in (
+        "PG_VERSION",
+        "postmaster.pid",
+        "backup_label",
+        "pg_wal/000000010000000000000001",
+        "pg_stat_tmp/db.stat",
+        "base/1/1259",
+        "base/1/pg_internal.init",
+        "base/1/t3_16384",
+        "base/1/pgsql_tmp/x",
+    ):
+        write_pages(tmp_path / rel, [page(1, 1)])
+    paths = {e.path for e in datadir.walk(tmp_path)}
+    assert paths == {
+        "PG_VERSION",
+        "base",
+        "base/1",
+        "base/1/1259",
+        "pg_wal",
+        "pg_wal/archive_status",
+        "pg_stat_tmp",
+    }
+    os.symlink(tmp_path, tmp_path / "pg_tblspc")
+    with pytest.raises(datadir.DataDirError, match="symbolic link"):
+        list(datadir.walk(tmp_path))
+
+
+def test_chain_is_restored_newest_first_with_each_block_from_its_newest_link(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src"
+    rel = src / "base/5/16384"
+    write_pages(rel, [page(10, i) for i in range(6)])
+    write_pages(src / "base/5/16384_vm", [page(10, 0xAA)])
+    write_pages(src / "base/5/16390", [page(10, 0x11)] * 2)  # dropped later
+    full, _ = backup(src, None)
+
+    # parent started at 20: blocks 1 and 4 change, the table grows by a block
+    pages = [page(10, i) for i in range(6)]
+    pages[1], pages[4] = page(30, 0x71), page(31, 0x74)
+    pages.append(page(32, 0x76))
+    write_pages(rel, pages)
+    inc1, n1 = backup(src, 20)
+    assert n1 == 3
+
+    # next parent started at 40: block 4 again; the table loses its last two blocks,
+    # a relation is dropped, a new one appears
+    pages[4] = page(45, 0x84)
+    write_pages(rel, pages[:5])
+    (src / "base/5/16390").unlink()
+    write_pages(src / "base/5/16400", [page(50, 0x99)])
+    inc2, n2 = backup(src, 40)
+    assert n2 == 2
+
+    target = tmp_path / "target"
+    target.mkdir()
+    files = restore(target, [inc2, inc1, full])
+    assert files == ["base/5/16384", "base/5/16384_vm", "base/5/16400"]
+    assert (target / "base/5/16384").read_bytes() == rel.read_bytes()
+    assert (target / "base/5/16400").read_bytes() == page(50, 0x99)
+    assert not (target / "base/5/16390").exists()
+
+    # the middle of the chain alone restores the state it recorded
+    target1 = tmp_path / "target1"
+    target1.mkdir()
+    restore(target1, [inc1, full])
+    restored = (target1 / "base/5/16384").read_bytes()
+    assert restored == b"".join(
+        [page(10, 0), page(30, 0x71), page(10, 2), page(10, 3), page(31, 0x74)]
+        + [page(10, 5), page(32, 0x76)]
+    )
+
+
+def test_a_chain_missing_its_full_backup_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_pages(src / "base/5/16384", [page(10, 1), page(30, 2)])
+    inc, _ = backup(src, 20)
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(filestream.FileStreamError, match="does not hold every page"):
+        restore(target, [inc])
+
+
+def test_damaged_records_are_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_pages(src / "base/5/16384", [page(10, 1), page(30, 2)])
+    full, _ = backup(src, None)
+    flipped = bytearray(full)
+    flipped[len(full) // 2] ^= 0xFF
+    for bad, message in (
+        (bytes(flipped), "checksum"),
+        (full[: len(full) // 2], "ends"),
+        (b"NOTAPGDIR" + full[9:], "not a PostgreSQL file-level backup"),
+    ):
+        target = tmp_path / f"t-{message.split()[0]}"
+        target.mkdir()
+        with pytest.raises(filestream.FileStreamError, match=message):
+            restore(target, [bad])
+
+
+def test_paths_cannot_leave_the_target(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    writer = filestream.DirStreamWriter(out, {"block_size": BS})
+    writer.directory("../escape")
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(filestream.FileStreamError, match="unsafe path"):
+        filestream.ChainRestorer(target, None).apply(io.BytesIO(out.getvalue()), lambda h: None)
+    assert not (tmp_path / "escape").exists()
