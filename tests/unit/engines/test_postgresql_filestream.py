@@ -139,10 +139,9 @@ def test_chain_is_restored_newest_first_with_each_block_from_its_newest_link(
     target1.mkdir()
     restore(target1, [inc1, full])
     restored = (target1 / "base/5/16384").read_bytes()
-    assert restored == b"".join(
-        [page(10, 0), page(30, 0x71), page(10, 2), page(10, 3), page(31, 0x74)]
-        + [page(10, 5), page(32, 0x76)]
-    )
+    expected = [page(10, 0), page(30, 0x71), page(10, 2), page(10, 3), page(31, 0x74)]
+    expected += [page(10, 5), page(32, 0x76)]
+    assert restored == b"".join(expected)
 
 
 def test_a_chain_missing_its_full_backup_is_refused(tmp_path: Path) -> None:
