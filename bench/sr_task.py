@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from strongroom.allocator import keep_chunk_buffers_in_heap
 from strongroom.config import Settings
 from strongroom.domain.model import Backup, BackupState
 from strongroom.engines.base import Engine, InstanceRequest
@@ -116,6 +117,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--parent")
     parser.add_argument("--home", type=Path)
     args = parser.parse_args(argv)
+    keep_chunk_buffers_in_heap()  # as `strongroom serve` / `worker` do at start
     engine = _engine(args.engine, args.work)
     data_dir = args.work.resolve() / "strongroom"
 

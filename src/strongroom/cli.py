@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from strongroom.allocator import keep_chunk_buffers_in_heap
 from strongroom.config import Settings
 
 if TYPE_CHECKING:
@@ -309,6 +310,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_chunk_buffers_in_heap()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = parser().parse_args(argv)
     code: int = args.func(args)

@@ -26,8 +26,9 @@ def seal(plain: bytes, *, backup_id: str = "b", index: int = 0, final: bool = Tr
     return seal_chunk(cipher, plain, backup_id=backup_id, index=index, final=final, level=3)
 
 
-def unseal(blob: bytes, *, backup_id: str = "b", index: int = 0, final: bool = True,
-           plain_size: int) -> bytes:
+def unseal(
+    blob: bytes, *, backup_id: str = "b", index: int = 0, final: bool = True, plain_size: int
+) -> bytes:
     cipher = crypto.aead_cipher(KEY)
     return open_chunk(
         cipher, blob, backup_id=backup_id, index=index, final=final, plain_size=plain_size
@@ -50,8 +51,10 @@ def test_chunk_incompressible_is_stored_raw() -> None:
 
 @pytest.mark.parametrize("plain", [b"", b"a", compressible(5000), incompressible(5000)])
 def test_chunk_round_trip(plain: bytes) -> None:
-    assert unseal(seal(plain, index=7, final=False), index=7, final=False,
-                  plain_size=len(plain)) == plain
+    assert (
+        unseal(seal(plain, index=7, final=False), index=7, final=False, plain_size=len(plain))
+        == plain
+    )
 
 
 def test_chunk_associated_data_layout() -> None:

@@ -35,9 +35,22 @@ def test_manifest_round_trip_is_byte_stable(raw_manifest: bytes) -> None:
 def test_manifest_has_every_field(raw_manifest: bytes) -> None:
     doc = json.loads(raw_manifest)
     assert list(doc) == [
-        "format_version", "backup_id", "project_id", "instance_id", "datastore",
-        "datastore_version", "engine", "parent_id", "parent_manifest_sha256", "created",
-        "chunk_size", "chunks", "plain_bytes", "stored_bytes", "compression", "encryption",
+        "format_version",
+        "backup_id",
+        "project_id",
+        "instance_id",
+        "datastore",
+        "datastore_version",
+        "engine",
+        "parent_id",
+        "parent_manifest_sha256",
+        "created",
+        "chunk_size",
+        "chunks",
+        "plain_bytes",
+        "stored_bytes",
+        "compression",
+        "encryption",
         "mac",
     ]
     assert doc["format_version"] == 1
@@ -72,8 +85,9 @@ def test_manifest_one_chunk_per_line(raw_manifest: bytes) -> None:
         ({"engine": []}, "engine must be a JSON object"),
     ],
 )
-def test_manifest_rejects_malformed(raw_manifest: bytes, changes: dict[str, Any],
-                                    message: str) -> None:
+def test_manifest_rejects_malformed(
+    raw_manifest: bytes, changes: dict[str, Any], message: str
+) -> None:
     with pytest.raises(FormatError, match=message):
         Manifest.from_bytes(edit(raw_manifest, **changes))
 

@@ -44,7 +44,10 @@ def test_round_trip_default_chunk_size(master_key: MasterKey) -> None:
 
 def test_round_trip_records_manifest_fields(master_key: MasterKey) -> None:
     stored = write_backup(
-        b"abc", master_key, parent_id="bk-0", parent_manifest_sha256="a" * 64,
+        b"abc",
+        master_key,
+        parent_id="bk-0",
+        parent_manifest_sha256="a" * 64,
         engine={"gtid": "0-1-42", "lsns": [1, 2]},
     )
     opened = open_manifest(stored.manifest_bytes, master_key, expected_backup_id="bk-1")
@@ -79,9 +82,10 @@ def test_reader_streams_into_tarfile(master_key: MasterKey) -> None:
         tar.addfile(info, io.BytesIO(payload))
     stored = write_backup(buf.getvalue(), master_key, piece=1000)
     opened = open_manifest(stored.manifest_bytes, master_key)
-    with ChunkReader(opened, stored.fetch) as reader, tarfile.open(
-        fileobj=reader, mode="r|"
-    ) as tar:
+    with (
+        ChunkReader(opened, stored.fetch) as reader,
+        tarfile.open(fileobj=reader, mode="r|") as tar,
+    ):
         member = tar.next()
         assert member is not None and member.name == "base/16384"
         extracted = tar.extractfile(member)

@@ -92,7 +92,9 @@ def test_tamper_truncated_manifest_without_final_chunk(
 ) -> None:
     chunks = stored.manifest.chunks[:-1]
     resign(
-        stored, master_key, chunks=chunks,
+        stored,
+        master_key,
+        chunks=chunks,
         plain_bytes=sum(c.plain_size for c in chunks),
         stored_bytes=sum(c.size for c in chunks),
     )
@@ -151,8 +153,9 @@ def test_tamper_manifest_of_other_backup(stored: StoredBackup, master_key: Maste
         open_manifest(stored.manifest_bytes, master_key, expected_backup_id="bk-2")
 
 
-def test_wrong_master_key(stored: StoredBackup, master_key: MasterKey,
-                          other_key: MasterKey) -> None:
+def test_wrong_master_key(
+    stored: StoredBackup, master_key: MasterKey, other_key: MasterKey
+) -> None:
     with pytest.raises(WrongKeyError) as info:
         open_manifest(stored.manifest_bytes, other_key)
     assert str(info.value) == (
@@ -194,8 +197,9 @@ def test_fetch_missing_error_type_is_configurable(
         return stored.chunks[index]
 
     opened = open_manifest(stored.manifest_bytes, master_key)
-    with ChunkReader(opened, fetch, missing=(NotFound,)) as reader, pytest.raises(
-        MissingChunkError, match="chunk 7 is missing from storage"
+    with (
+        ChunkReader(opened, fetch, missing=(NotFound,)) as reader,
+        pytest.raises(MissingChunkError, match="chunk 7 is missing from storage"),
     ):
         reader.read()
 

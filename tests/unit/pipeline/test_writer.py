@@ -158,8 +158,12 @@ def test_writer_memory_is_bounded(master_key: MasterKey) -> None:
     block = compressible(chunk_size // 2) + incompressible(chunk_size // 2)
     total = 200 * len(block)  # 200 MiB
     writer = BackupWriter(
-        backup_id="bk-mem", master_key=master_key, emit=lambda i, b: None,
-        chunk_size=chunk_size, workers=2, max_in_flight=4,
+        backup_id="bk-mem",
+        master_key=master_key,
+        emit=lambda i, b: None,
+        chunk_size=chunk_size,
+        workers=2,
+        max_in_flight=4,
     )
     tracemalloc.start()
     try:
@@ -177,9 +181,16 @@ def test_writer_memory_is_bounded(master_key: MasterKey) -> None:
 def test_writer_close_is_idempotent_and_manifest_needs_close(master_key: MasterKey) -> None:
     writer = make_writer(master_key, lambda i, b: None)
     with pytest.raises(ValueError, match="close"):
-        writer.manifest(project_id="p", instance_id=None, datastore=None,
-                        datastore_version=None, engine={}, parent_id=None,
-                        parent_manifest_sha256=None, created="2024-01-01T00:00:00")
+        writer.manifest(
+            project_id="p",
+            instance_id=None,
+            datastore=None,
+            datastore_version=None,
+            engine={},
+            parent_id=None,
+            parent_manifest_sha256=None,
+            created="2024-01-01T00:00:00",
+        )
     writer.write(b"abc")
     refs = writer.close()
     assert writer.close() == refs
@@ -191,9 +202,16 @@ def test_writer_rejects_engine_metadata_that_is_not_json(master_key: MasterKey) 
     writer = make_writer(master_key, lambda i, b: None)
     writer.close()
     with pytest.raises(FormatError, match="engine"):
-        writer.manifest(project_id="p", instance_id=None, datastore=None,
-                        datastore_version=None, engine={"lsn": (1, 2)}, parent_id=None,
-                        parent_manifest_sha256=None, created="2024-01-01T00:00:00")
+        writer.manifest(
+            project_id="p",
+            instance_id=None,
+            datastore=None,
+            datastore_version=None,
+            engine={"lsn": (1, 2)},
+            parent_id=None,
+            parent_manifest_sha256=None,
+            created="2024-01-01T00:00:00",
+        )
 
 
 @pytest.mark.parametrize(

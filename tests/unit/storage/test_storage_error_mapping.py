@@ -72,9 +72,15 @@ def test_swift_connection_options_v1() -> None:
 def test_swift_connection_options_keystone_password() -> None:
     backend = SwiftBackend(
         _config(
-            auth_version="3", username="u", password="p", project_name="proj",
-            user_domain_name="UD", project_domain_name="PD", region_name="R1",
-            interface="internal", storage_url="https://swift.example/v1/AUTH_x/",
+            auth_version="3",
+            username="u",
+            password="p",
+            project_name="proj",
+            user_domain_name="UD",
+            project_domain_name="PD",
+            region_name="R1",
+            interface="internal",
+            storage_url="https://swift.example/v1/AUTH_x/",
         )
     )
     kwargs = backend._connection_kwargs()
@@ -95,9 +101,7 @@ def test_swift_connection_options_keystone_password() -> None:
 
 def test_swift_connection_options_application_credential() -> None:
     backend = SwiftBackend(
-        _config(
-            auth_version="3", application_credential_id="id", application_credential_secret="s"
-        )
+        _config(auth_version="3", application_credential_id="id", application_credential_secret="s")
     )
     options = backend._connection_kwargs()["os_options"]
     assert options["auth_type"] == "v3applicationcredential"

@@ -53,11 +53,18 @@ def test_build_backend_refuses_unknown_config() -> None:
 def test_secrets_are_not_in_repr() -> None:
     swift = _swift_config()
     keystone = _swift_config(
-        auth_version="3", user=None, key=None, username="u", password="pw-secret-1",
+        auth_version="3",
+        user=None,
+        key=None,
+        username="u",
+        password="pw-secret-1",
         project_name="p",
     )
     app_cred = _swift_config(
-        auth_version="3", user=None, key=None, application_credential_id="id1",
+        auth_version="3",
+        user=None,
+        key=None,
+        application_credential_id="id1",
         application_credential_secret="ac-secret-2",
     )
     s3 = S3StoreConfig(name="s3", access_key="AKIAEXAMPLE", secret_key="s3-secret-3")

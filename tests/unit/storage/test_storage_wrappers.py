@@ -142,9 +142,7 @@ def test_retrying_backend_delays_grow_exponentially_and_are_capped() -> None:
     backend = RetryingBackend(
         MemoryBackend(), base_delay=0.2, max_delay=5.0, sleep=lambda _: None, jitter=lambda: 1.0
     )
-    assert [round(backend.delay(n), 3) for n in range(1, 8)] == [
-        0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0
-    ]
+    assert [round(backend.delay(n), 3) for n in range(1, 8)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
     low = RetryingBackend(MemoryBackend(), base_delay=0.2, jitter=lambda: 0.0)
     assert low.delay(1) == pytest.approx(0.1)
 
@@ -186,9 +184,7 @@ class SlowBackend(MemoryBackend):
 def test_limited_backend_caps_concurrency() -> None:
     slow = SlowBackend()
     backend = LimitedBackend(slow, max_concurrency=3)
-    threads = [
-        threading.Thread(target=backend.put, args=(f"c/{n}", b"x")) for n in range(12)
-    ]
+    threads = [threading.Thread(target=backend.put, args=(f"c/{n}", b"x")) for n in range(12)]
     for t in threads:
         t.start()
     for t in threads:

@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 
 from strongroom.engines.base import ByteSource
 
-READ_SIZE = 1024 * 1024
+READ_SIZE = 4 * 1024 * 1024  # the pipeline's chunk size: whole chunks come back uncopied
 
 
 class StreamFormatError(Exception):

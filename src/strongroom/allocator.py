@@ -1,0 +1,32 @@
+"""Keep the pipeline's chunk buffers in the C heap.
+
+Backup and restore allocate and free a few 4 MiB buffers per chunk (plaintext, compressed,
+sealed). glibc serves allocations that large with a fresh ``mmap`` each time, so every
+chunk pays a page fault per 4 KiB page and an ``munmap``: measured on a 2.4 GB restore,
+about a quarter of the process's system time. Raising the mmap threshold above the chunk
+size keeps freed buffers for reuse; the trim threshold bounds what the heap keeps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's maximum on 64-bit
+TRIM_THRESHOLD = 128 * 1024 * 1024
+
+
+def keep_chunk_buffers_in_heap() -> bool:
+    """Tune glibc's malloc for the process; False (and no change) elsewhere."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
