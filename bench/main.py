@@ -301,12 +301,13 @@ def report(
         lines += [
             "",
             f"| API ({api_count:,} backups in the project) | requests | median ms | p99 ms "
-            "| req/s |",
-            "|---|---|---|---|---|",
+            "| req/s | resent after a closed connection |",
+            "|---|---|---|---|---|---|",
         ]
         for a in api:
             lines.append(
-                f"| {a.name} | {a.requests} | {a.median_ms:.1f} | {a.p99_ms:.1f} | {a.rps:.0f} |"
+                f"| {a.name} | {a.requests} | {a.median_ms:.1f} | {a.p99_ms:.1f} | {a.rps:.0f} "
+                f"| {a.retried} |"
             )
 
     def check(name: str, value: float | None, target: float, unit: str = "") -> str:
