@@ -91,7 +91,7 @@ def populate(data_dir: Path, count: int, database_url: str | None = None) -> lis
 
 async def _load(
     client: httpx.AsyncClient, paths: list[str], concurrency: int
-) -> tuple[list[float], float]:
+) -> tuple[list[float], float, int]:
     queue: asyncio.Queue[str] = asyncio.Queue()
     for p in paths:
         queue.put_nowait(p)
