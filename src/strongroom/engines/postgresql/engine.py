@@ -847,52 +847,31 @@ class PostgresEngine:
         pgconn = self._replication_pgconn(connection)
         try:
             sysid, timeline, _ = self._identify(pgconn)
-            # A temporary slot on this replication connection keeps the backup's WAL
-            # window until it is streamed below; it goes away with the connection.
-            slot = f"{SLOT_PREFIX}tmp_{secrets.token_hex(6)}"
-            result = pgconn.exec_(
-                f"CREATE_REPLICATION_SLOT {slot} TEMPORARY PHYSICAL RESERVE_WAL".encode()
-            )
-            if result.status != pq.ExecStatus.TUPLES_OK:
-                raise BackupError(
-                    "could not reserve the WAL for the backup: "
-                    f"{walstream._error_text(result.error_message)}"
-                )
+            slot = self._reserve_wal(pgconn)
             with self._connect(connection) as conn:
                 facts = self._server_facts(conn)
-                threshold: int | None = None
-                known_databases: set[str] = set()
+                threshold, known_databases = None, set[str]()
                 if parent is not None:
-                    if parent.get("method") not in FILE_METHODS:
-                        raise BackupError(
-                            "the parent backup was taken with pg_basebackup, this server's "
-                            "backups now read its files; take a full backup"
-                        )
-                    self._check_parent(parent, facts, sysid, timeline)
-                    threshold = parse_lsn(str(parent["start_lsn"]))
-                    row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
-                    assert row is not None
-                    if threshold > parse_lsn(row[0]):
-                        raise BackupError(
-                            f"the parent backup started at {format_lsn(threshold)}, after the "
-                            f"server's current WAL position {row[0]}; take a full backup"
-                        )
-                    known_databases = set(parent.get("databases") or ())
+                    threshold, known_databases = self._page_threshold(
+                        conn, parent, facts, sysid, timeline
+                    )
                 row = conn.execute("SELECT pg_backup_start('strongroom', true)::text").fetchone()
                 assert row is not None
                 start = parse_lsn(row[0])
                 # Databases committed now were completely on disk before the copy starts,
                 # so the next incremental may take only their changed pages.
                 databases = [f"base/{r[0]}" for r in conn.execute("SELECT oid FROM pg_database")]
-                header = {
-                    "kind": "full" if parent is None else "pages",
-                    "block_size": facts["block_size"],
-                    "timeline": timeline,
-                    "start_lsn": format_lsn(start),
-                    "threshold_lsn": format_lsn(threshold) if threshold is not None else None,
-                }
                 counter = _CountingSink(sink)
-                writer = filestream.DirStreamWriter(counter, header)
+                writer = filestream.DirStreamWriter(
+                    counter,
+                    {
+                        "kind": "full" if parent is None else "pages",
+                        "block_size": facts["block_size"],
+                        "timeline": timeline,
+                        "start_lsn": format_lsn(start),
+                        "threshold_lsn": None if threshold is None else format_lsn(threshold),
+                    },
+                )
                 pages = self._copy_files(data, writer, threshold, known_databases)
                 # Closing the session would also end the backup; this returns its label.
                 row = conn.execute(
@@ -906,30 +885,10 @@ class PostgresEngine:
             # From the start of the page holding the redo point: recovery checks that
             # page's header too.
             wal_start = start - start % XLOG_BLCKSZ
-            walstream.write_header(
-                counter,
-                {
-                    "format": walstream.FORMAT_VERSION,
-                    "timeline": timeline,
-                    "segment_size": facts["wal_segment_size"],
-                    "start": wal_start,
-                    "stop": stop,
-                    "start_lsn": format_lsn(wal_start),
-                    "stop_lsn": format_lsn(stop),
-                    "system_identifier": sysid,
-                },
+            window = walstream.WalWindow(
+                timeline, facts["wal_segment_size"], wal_start, stop, sysid
             )
-            frames = walstream.FrameWriter(counter)
-            walstream.stream_wal_range(
-                pgconn,
-                slot=slot,
-                timeline=timeline,
-                start=wal_start,
-                stop=stop,
-                frames=frames,
-                deadline=deadline,
-            )
-            frames.close()
+            self._stream_window(pgconn, slot, window, counter, deadline)
         except walstream.WalStreamError as exc:
             raise BackupError(f"streaming WAL failed: {exc}") from exc
         finally:
@@ -950,6 +909,69 @@ class PostgresEngine:
             metadata["threshold_lsn"] = format_lsn(threshold)
             metadata["changed_pages"] = pages
         return BackupResult(metadata=metadata, incremental=parent is not None)
+
+    @staticmethod
+    def _reserve_wal(pgconn: pq.PGconn) -> str:
+        """A temporary slot on this replication connection: it keeps the backup's WAL
+        window until it is streamed, and goes away with the connection."""
+        slot = f"{SLOT_PREFIX}tmp_{secrets.token_hex(6)}"
+        result = pgconn.exec_(
+            f"CREATE_REPLICATION_SLOT {slot} TEMPORARY PHYSICAL RESERVE_WAL".encode()
+        )
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            raise BackupError(
+                "could not reserve the WAL for the backup: "
+                f"{walstream._error_text(result.error_message)}"
+            )
+        return slot
+
+    def _page_threshold(
+        self,
+        conn: psycopg.Connection[Any],
+        parent: Metadata,
+        facts: Mapping[str, Any],
+        sysid: str,
+        timeline: int,
+    ) -> tuple[int, set[str]]:
+        """The LSN from which pages count as changed (the parent's start) and the
+        databases whose pages may be filtered by it; raises when the parent is no base."""
+        if parent.get("method") not in FILE_METHODS:
+            raise BackupError(
+                "the parent backup was taken with pg_basebackup, this server's "
+                "backups now read its files; take a full backup"
+            )
+        self._check_parent(parent, facts, sysid, timeline)
+        threshold = parse_lsn(str(parent["start_lsn"]))
+        row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+        assert row is not None
+        if threshold > parse_lsn(row[0]):
+            raise BackupError(
+                f"the parent backup started at {format_lsn(threshold)}, after the "
+                f"server's current WAL position {row[0]}; take a full backup"
+            )
+        return threshold, set(parent.get("databases") or ())
+
+    @staticmethod
+    def _stream_window(
+        pgconn: pq.PGconn,
+        slot: str,
+        window: walstream.WalWindow,
+        sink: ByteSink,
+        deadline: float,
+    ) -> None:
+        """The backup's own WAL, after its files, in the WAL-range stream format."""
+        walstream.write_header(sink, window.header())
+        frames = walstream.FrameWriter(sink)
+        walstream.stream_wal_range(
+            pgconn,
+            slot=slot,
+            timeline=window.timeline,
+            start=window.start,
+            stop=window.stop,
+            frames=frames,
+            deadline=deadline,
+        )
+        frames.close()
 
     @staticmethod
     def _copy_files(
@@ -1058,18 +1080,9 @@ class PostgresEngine:
                 stop = self._end_point(conn)
             if stop < start:
                 raise BackupError("the server's WAL is behind the parent backup")
-            header = {
-                "format": walstream.FORMAT_VERSION,
-                "timeline": timeline,
-                "segment_size": facts["wal_segment_size"],
-                "start": start,
-                "stop": stop,
-                "start_lsn": format_lsn(start),
-                "stop_lsn": format_lsn(stop),
-                "system_identifier": sysid,
-            }
+            window = walstream.WalWindow(timeline, facts["wal_segment_size"], start, stop, sysid)
             counter = _CountingSink(sink)
-            walstream.write_header(counter, header)
+            walstream.write_header(counter, window.header())
             frames = walstream.FrameWriter(counter)
             self._stream_with_retry(pgconn, slot, timeline, start, stop, frames, deadline)
             frames.close()

@@ -236,16 +236,7 @@ class ChainRestorer:
         state = self._state_for(path, size, newest, paged=False)
         fd = self._open(path) if state is not None else -1
         try:
-            crc = 0
-            offset = 0
-            while offset < size:
-                view = buffer.take(size - offset)
-                if not view:
-                    raise FileStreamError("the backup stream ends inside a file")
-                if state is not None:
-                    crc = zlib.crc32(view, crc)
-                    self._write(fd, offset, view, state)
-                offset += len(view)
+            crc = self._copy_span(buffer, fd, state, 0, size, 0)
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -271,17 +262,9 @@ class ChainRestorer:
                 (count,) = _U32.unpack(raw[4:])
                 if count == 0 or (first + count) * bs > size:
                     raise FileStreamError(f"the backup stream is corrupted (a run of {path})")
-                offset, end = first * bs, (first + count) * bs
                 if state is not None:
                     crc = zlib.crc32(raw, crc)
-                while offset < end:
-                    view = buffer.take(end - offset)
-                    if not view:
-                        raise FileStreamError("the backup stream ends inside a file")
-                    if state is not None:
-                        crc = zlib.crc32(view, crc)
-                        self._write(fd, offset, view, state)
-                    offset += len(view)
+                crc = self._copy_span(buffer, fd, state, first * bs, (first + count) * bs, crc)
                 if state is not None and state.written is not None:
                     # Marked after the run: a block split across reads is written whole.
                     self._mark(state, first, min(first + count, len(state.written)))
@@ -291,6 +274,27 @@ class ChainRestorer:
         stored = self._stored_crc(buffer)
         if state is not None:
             self._check_crc(stored, crc, path)
+
+    def _copy_span(
+        self,
+        buffer: SourceBuffer,
+        fd: int,
+        state: _FileState | None,
+        offset: int,
+        end: int,
+        crc: int,
+    ) -> int:
+        """Bytes ``[offset, end)`` of a file from the stream: written and checksummed
+        when the file is needed (``state``), only read past otherwise. Returns the CRC."""
+        while offset < end:
+            view = buffer.take(end - offset)
+            if not view:
+                raise FileStreamError("the backup stream ends inside a file")
+            if state is not None:
+                crc = zlib.crc32(view, crc)
+                self._write(fd, offset, view, state)
+            offset += len(view)
+        return crc
 
     def _state_for(self, path: str, size: int, newest: bool, paged: bool) -> _FileState | None:
         """The file a record goes to, or None when nothing of it is needed: not in the

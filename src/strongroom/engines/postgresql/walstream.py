@@ -21,6 +21,7 @@ import select
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,29 @@ class FrameWriter:
         self._flush_data()
         self._flush_zeros()
         self._sink.write(b"E" + self._digest.digest())
+
+
+@dataclass(frozen=True)
+class WalWindow:
+    """The range ``[start, stop)`` of one timeline's WAL a stream carries."""
+
+    timeline: int
+    segment_size: int
+    start: int
+    stop: int
+    system_identifier: str
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "timeline": self.timeline,
+            "segment_size": self.segment_size,
+            "start": self.start,
+            "stop": self.stop,
+            "start_lsn": format_lsn(self.start),
+            "stop_lsn": format_lsn(self.stop),
+            "system_identifier": self.system_identifier,
+        }
 
 
 def write_header(sink: ByteSink, header: dict[str, Any]) -> None:
