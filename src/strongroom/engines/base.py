@@ -37,7 +37,9 @@ class ByteSource(Protocol):
     """Where a restore stream comes from (the pipeline's verified chunk reader).
 
     ``read(n)`` returns at most ``n`` bytes, ``b""`` at the end; ``read()`` / ``read(-1)``
-    is not used by engines (it would hold a whole backup in memory).
+    is not used by engines (it would hold a whole backup in memory). The service's
+    sources also have ``skip(n)``: bytes an engine will not use, whose chunks are then
+    neither fetched nor decrypted; engines look for it and read past without it.
     """
 
     def read(self, size: int, /) -> bytes: ...
@@ -110,7 +112,8 @@ class Engine(Protocol):
         self, home: Path, chain: Sequence[RestoreInput], request: InstanceRequest
     ) -> Connection:
         """Create and start a new server in ``home`` from ``chain`` (full first, then each
-        incremental in order). The streams are consumed in order, each to its end.
+        incremental in order). Each stream is consumed to its end, in an order the engine
+        chooses (one at a time).
         Raises ``RestoreError`` and leaves nothing running when a step fails."""
         ...
 

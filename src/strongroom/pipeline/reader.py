@@ -146,6 +146,35 @@ class ChunkReader(io.RawIOBase):
     def readall(self) -> bytes:
         return self.read(-1)
 
+    def skip(self, size: int) -> None:
+        """Move ``size`` bytes on without returning them. Chunks that lie wholly inside
+        the skipped bytes are not fetched, or are dropped if already prefetched: they are
+        not verified, which is the point (a restore need not read what it will not use).
+        The final chunk is always read, so truncation is still detected."""
+        if size < 0:
+            raise ValueError("skip size must not be negative")
+        self._check_usable()
+        chunks = self._manifest.chunks
+        while size > 0:
+            in_current = min(size, len(self._current) - self._pos)
+            if in_current > 0:
+                self._pos += in_current
+                self._delivered += in_current
+                size -= in_current
+                continue
+            index = self._next_read
+            if index < len(chunks) - 1 and chunks[index].plain_size <= size:
+                if self._pending:
+                    self._pending.popleft().cancel()  # the future for chunk ``index``
+                else:
+                    self._next_fetch = index + 1
+                self._next_read += 1
+                self._delivered += chunks[index].plain_size
+                size -= chunks[index].plain_size
+                continue
+            if not self._advance():
+                raise ValueError("skip past the end of the backup stream")
+
     def close(self) -> None:
         """Stop prefetching and release the pool. Safe to call more than once."""
         if not self.closed:

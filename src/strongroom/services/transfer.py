@@ -67,7 +67,7 @@ class _LazyReader:
         self._transfer = transfer
         self._reader: ChunkReader | None = None
 
-    def read(self, size: int, /) -> bytes:
+    def _opened(self) -> ChunkReader:
         if self._reader is None:
             link = self._link
             self._reader = ChunkReader(
@@ -77,10 +77,18 @@ class _LazyReader:
                 workers=self._transfer.rules.transfer_threads,
                 missing=(ObjectNotFoundError,),
             )
-        data = self._reader.read(size)
+        return self._reader
+
+    def read(self, size: int, /) -> bytes:
+        reader = self._opened()
+        data = reader.read(size)
         if not data:
-            self._reader.close()
+            reader.close()
         return data
+
+    def skip(self, size: int, /) -> None:
+        """Bytes an engine will not use: chunks wholly inside are not fetched."""
+        self._opened().skip(size)
 
     def close(self) -> None:
         if self._reader is not None:

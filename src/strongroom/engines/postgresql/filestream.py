@@ -285,21 +285,24 @@ class ChainRestorer:
         crc: int,
     ) -> int:
         """Bytes ``[offset, end)`` of a file from the stream: written and checksummed
-        when the file is needed (``state``), only read past otherwise. Returns the CRC."""
+        when the file is needed (``state``), skipped otherwise. Returns the CRC."""
+        if state is None:
+            buffer.skip(end - offset)
+            return crc
         while offset < end:
             view = buffer.take(end - offset)
             if not view:
                 raise FileStreamError("the backup stream ends inside a file")
-            if state is not None:
-                crc = zlib.crc32(view, crc)
-                self._write(fd, offset, view, state)
+            crc = zlib.crc32(view, crc)
+            self._write(fd, offset, view, state)
             offset += len(view)
         return crc
 
     def _state_for(self, path: str, size: int, newest: bool, paged: bool) -> _FileState | None:
         """The file a record goes to, or None when nothing of it is needed: not in the
         restored directory, or every block already written by newer links. A record not
-        needed is read (the pipeline has verified its bytes) but not checked or written."""
+        needed is skipped: with the pipeline's reader, chunks holding nothing else are not
+        even fetched or decrypted."""
         if newest:
             return self._register(path, size, paged)
         state = self._files.get(path)

@@ -39,6 +39,25 @@ class SourceBuffer:
             size -= len(part)
         return b"".join(parts)
 
+    def skip(self, size: int) -> None:
+        """Move ``size`` bytes on; a source with ``skip`` (the pipeline's chunk reader)
+        then need not fetch or open the chunks in between."""
+        buffered = min(size, len(self._buf))
+        self._buf = self._buf[buffered:]
+        size -= buffered
+        source_skip = getattr(self._source, "skip", None)
+        if size and source_skip is not None:
+            try:
+                source_skip(size)
+            except ValueError as exc:
+                raise self._error("the backup stream ends early") from exc
+            return
+        while size:
+            part = self.take(min(size, READ_SIZE))
+            if not part:
+                raise self._error("the backup stream ends early")
+            size -= len(part)
+
     def read(self, size: int, /) -> bytes:
         """ByteSource: what is buffered first, then the source."""
         return bytes(self.take(size))
