@@ -26,4 +26,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -c "import psutil, httpx" 2>/dev/null || .venv/bin/pip install -q psutil httpx
 
+# The servers run as postgres and mysql: the work directory must be reachable by them (a
+# checkout under a private directory, e.g. one made by mktemp, is not).
+work="${BENCH_WORK:-bench/work}"
+mkdir -p "$work"
+if ! runuser -u postgres -- test -x "$(realpath "$work")"; then
+    export BENCH_WORK=/var/tmp/strongroom-bench
+    echo "bench: $work is not reachable by the postgres user; working in $BENCH_WORK" >&2
+fi
+
 exec .venv/bin/python -m bench.main "$@"
