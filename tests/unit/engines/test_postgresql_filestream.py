@@ -94,7 +94,17 @@ def test_walk_follows_pg_basebackup_exclusions(tmp_path: Path) -> None:
         "pg_wal/archive_status",
         "pg_stat_tmp",
     }
-    os.symlink(tmp_path, tmp_path / "pg_tblspc")
+    # a WAL directory elsewhere (initdb --waldir) is kept as an empty directory
+    (tmp_path / "pg_wal" / "000000010000000000000001").unlink()
+    (tmp_path / "pg_wal").rmdir()
+    os.symlink(tmp_path / "base", tmp_path / "pg_wal")
+    assert {e.path for e in datadir.walk(tmp_path)} == paths
+    (tmp_path / "pg_tblspc").mkdir()
+    os.symlink(tmp_path, tmp_path / "pg_tblspc" / "16500")
+    with pytest.raises(datadir.DataDirError, match="tablespaces are not supported"):
+        list(datadir.walk(tmp_path))
+    (tmp_path / "pg_tblspc" / "16500").unlink()
+    os.symlink(tmp_path, tmp_path / "base" / "elsewhere")
     with pytest.raises(datadir.DataDirError, match="symbolic link"):
         list(datadir.walk(tmp_path))
 
@@ -180,3 +190,16 @@ def test_paths_cannot_leave_the_target(tmp_path: Path) -> None:
     with pytest.raises(filestream.FileStreamError, match="unsafe path"):
         filestream.ChainRestorer(target, None).apply(io.BytesIO(out.getvalue()), lambda h: None)
     assert not (tmp_path / "escape").exists()
+
+
+def test_malformed_headers_and_names_are_refused(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    zero = io.BytesIO()
+    filestream.DirStreamWriter(zero, {"block_size": 0}).directory("base")
+    bad_name = io.BytesIO()
+    filestream.DirStreamWriter(bad_name, {"block_size": BS})
+    bad_name.write(b"d" + struct.pack("!H", 2) + b"\xff\xfe")
+    for raw, message in ((zero, "block size"), (bad_name, "not UTF-8")):
+        with pytest.raises(filestream.FileStreamError, match=message):
+            filestream.ChainRestorer(target, None).apply(io.BytesIO(raw.getvalue()), lambda h: None)

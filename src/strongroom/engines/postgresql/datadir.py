@@ -25,7 +25,6 @@ from pathlib import Path
 
 READ_SIZE = 1024 * 1024
 RELATION_RE = re.compile(r"^(?:global|base/\d+)/\d+(?:\.\d+)?$")
-DATABASE_DIR_RE = re.compile(r"^base/(\d+)$")
 _TEMP_RELATION_RE = re.compile(r"^t\d+_\d+")
 # Directories whose contents the server recreates (kept empty in the backup).
 _EMPTY_DIRS = frozenset(
@@ -102,6 +101,10 @@ def _walk(root: Path, rel_dir: str) -> Iterator[Entry]:
         except FileNotFoundError:
             continue
         if stat.S_ISLNK(info.st_mode):
+            if rel == "pg_wal":  # initdb --waldir: its contents are not copied anyway
+                yield Entry("pg_wal", True)
+                yield Entry("pg_wal/archive_status", True)
+                continue
             if rel_dir == "pg_tblspc":
                 raise DataDirError("tablespaces are not supported")
             raise DataDirError(f"unexpected symbolic link in the data directory: {rel}")
@@ -113,12 +116,6 @@ def _walk(root: Path, rel_dir: str) -> Iterator[Entry]:
                 yield Entry("pg_wal/archive_status", True)
         elif stat.S_ISREG(info.st_mode):
             yield Entry(rel, False, info.st_size)
-
-
-def databases(root: Path) -> list[str]:
-    """The database directories (``base/<oid>``) present now."""
-    base = root / "base"
-    return sorted(f"base/{e.name}" for e in os.scandir(base) if e.name.isdigit() and e.is_dir())
 
 
 def read_exactly(fd: int, buffer: bytearray, size: int) -> memoryview:

@@ -1354,10 +1354,10 @@ class PostgresEngine:
     @staticmethod
     def _check_wal_header(header: Mapping[str, Any], meta: Metadata, full: Metadata) -> None:
         if (
-            header["start"] != parse_lsn(meta.get("wal_start_lsn") or meta["start_lsn"])
-            or header["stop"] != parse_lsn(meta["stop_lsn"])
-            or header["timeline"] != int(full["timeline"])
-            or header["segment_size"] != int(full["wal_segment_size"])
+            header.get("start") != parse_lsn(meta.get("wal_start_lsn") or meta["start_lsn"])
+            or header.get("stop") != parse_lsn(meta["stop_lsn"])
+            or header.get("timeline") != int(full["timeline"])
+            or header.get("segment_size") != int(full["wal_segment_size"])
         ):
             raise RestoreError("a backup stream's WAL does not match its metadata")
 

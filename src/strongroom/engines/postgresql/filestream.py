@@ -43,6 +43,7 @@ _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
 _RUN = struct.Struct("!II")
+_BLOCK_SIZES = (1024, 2048, 4096, 8192, 16384, 32768)  # what PostgreSQL can be built with
 
 
 class FileStreamError(StreamFormatError):
@@ -147,7 +148,9 @@ class ChainRestorer:
         header = self._header(buffer)
         expect(header)
         newest = self._links == 0
-        block_size = int(header.get("block_size", 0))
+        block_size = header.get("block_size")
+        if block_size not in _BLOCK_SIZES:
+            raise FileStreamError("the backup stream's header is malformed (block size)")
         if newest:
             self._block_size = block_size
         elif block_size != self._block_size:
@@ -159,7 +162,7 @@ class ChainRestorer:
                 label = self._text(buffer)
                 return LinkEnd(header, label, self._text(buffer), buffer)
             (length,) = _U16.unpack(buffer.exact(2))
-            path = str(safe_relative(buffer.exact(length).decode("utf-8"), FileStreamError))
+            path = str(safe_relative(self._decode(buffer.exact(length)), FileStreamError))
             if kind == b"d":
                 if newest:
                     self._mkdir(path)
@@ -209,7 +212,14 @@ class ChainRestorer:
         (length,) = _U32.unpack(buffer.exact(4))
         if length > 1 << 20:
             raise FileStreamError("the backup stream's label is malformed")
-        return buffer.exact(length).decode("utf-8")
+        return ChainRestorer._decode(buffer.exact(length))
+
+    @staticmethod
+    def _decode(raw: bytes) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FileStreamError("the backup stream is corrupted (a name is not UTF-8)") from exc
 
     def _mkdir(self, path: str) -> None:
         full = self._target / path
