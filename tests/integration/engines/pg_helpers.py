@@ -111,26 +111,32 @@ def invariant(conn: Connection, dbname: str = "bench") -> dict[str, int]:
     )
 
 
-class Writer(threading.Thread):
-    """pgbench's TPC-B-like transaction in a loop: each transaction adds the same delta
-    to one account, one teller, one branch and records it in the history, so the sums of
-    the four always agree in any consistent state."""
+class TpcbWriter(threading.Thread):
+    """pgbench's TPC-B-like transaction in a loop on its own connection: each one adds a
+    delta to one account, one teller and one branch, and :meth:`record` writes it down
+    (subclasses say where). Commits are numbered 1, 2, 3… in commit order."""
 
-    def __init__(self, conn: Connection, scale: int, dbname: str = "bench") -> None:
+    def __init__(self, params: dict[str, Any], scale: int, seed: int) -> None:
         super().__init__(daemon=True)
-        self._conn = conn
+        self._params = params
         self._scale = scale
-        self._dbname = dbname
+        self._seed = seed
         self.stop_event = threading.Event()
         self.commits = 0
         self.error: BaseException | None = None
         self._cond = threading.Condition()
 
+    def record(
+        self, c: psycopg.Connection[Any], n: int, aid: int, tid: int, bid: int, delta: int
+    ) -> None:
+        raise NotImplementedError
+
     def run(self) -> None:
-        rnd = random.Random(42)
+        rnd = random.Random(self._seed)
         try:
-            with psycopg.connect(**conninfo(self._conn, self._dbname)) as c:
+            with psycopg.connect(**self._params) as c:
                 while not self.stop_event.is_set():
+                    n = self.commits + 1
                     aid = rnd.randint(1, 100000 * self._scale)
                     tid = rnd.randint(1, 10 * self._scale)
                     bid = rnd.randint(1, self._scale)
@@ -148,20 +154,16 @@ class Writer(threading.Thread):
                             "UPDATE pgbench_branches SET bbalance = bbalance + %s WHERE bid = %s",
                             (delta, bid),
                         )
-                        c.execute(
-                            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)"
-                            " VALUES (%s, %s, %s, %s, now())",
-                            (tid, bid, aid, delta),
-                        )
+                        self.record(c, n, aid, tid, bid, delta)
                     with self._cond:
-                        self.commits += 1
+                        self.commits = n
                         self._cond.notify_all()
-        except BaseException as exc:  # reported by the test
+        except BaseException as exc:  # reported to the test by wait_for/stop
             self.error = exc
             with self._cond:
                 self._cond.notify_all()
 
-    def wait_for(self, commits: int, timeout: float = 30) -> int:
+    def wait_for(self, commits: int, timeout: float = 60) -> int:
         with self._cond:
             ok = self._cond.wait_for(
                 lambda: self.commits >= commits or self.error is not None, timeout
@@ -170,10 +172,29 @@ class Writer(threading.Thread):
         assert ok, f"writer made only {self.commits} of {commits} commits in {timeout} s"
         return self.commits
 
-    def stop(self) -> None:
+    def stop(self) -> int:
         self.stop_event.set()
-        self.join(timeout=30)
+        self.join(timeout=60)
+        assert not self.is_alive(), "writer did not stop"
         assert self.error is None, f"writer failed: {self.error}"
+        return self.commits
+
+
+class Writer(TpcbWriter):
+    """Records each transaction in ``pgbench_history``, so the sums of the four tables
+    always agree in any consistent state."""
+
+    def __init__(self, conn: Connection, scale: int, dbname: str = "bench") -> None:
+        super().__init__(conninfo(conn, dbname), scale, seed=42)
+
+    def record(
+        self, c: psycopg.Connection[Any], n: int, aid: int, tid: int, bid: int, delta: int
+    ) -> None:
+        c.execute(
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)"
+            " VALUES (%s, %s, %s, %s, now())",
+            (tid, bid, aid, delta),
+        )
 
 
 class FileSink:

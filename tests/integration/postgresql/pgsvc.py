@@ -5,10 +5,8 @@ table contents and comparisons."""
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from fixtures.service import wait_for
-from integration.engines.pg_helpers import cleanup_homes, servers_running_in
+from integration.engines.pg_helpers import TpcbWriter, cleanup_homes, servers_running_in
 from strongroom.engines.postgresql import PostgresEngine
 
 _info = PostgresEngine().detect()
@@ -96,71 +94,18 @@ LEDGER_DDL = (
 )
 
 
-class LedgerWriter(threading.Thread):
-    """pgbench's TPC-B-like transaction in a loop, each one numbered: it adds a delta to
-    one account, teller and branch and records ``(n, aid, tid, bid, delta)`` in ``ledger``.
-    Commits are numbered 1, 2, 3… in commit order, so the state after commit ``n`` is the
-    final state with the ledger entries above ``n`` taken back out."""
+class LedgerWriter(TpcbWriter):
+    """Records each numbered transaction ``(n, aid, tid, bid, delta)`` in ``ledger``, so
+    the state after commit ``n`` is the final state with the ledger entries above ``n``
+    taken back out."""
 
     def __init__(self, params: dict[str, Any], scale: int) -> None:
-        super().__init__(daemon=True)
-        self._params = params
-        self._scale = scale
-        self._halt = threading.Event()
-        self._cond = threading.Condition()
-        self.commits = 0
-        self.error: BaseException | None = None
+        super().__init__(params, scale, seed=7)
 
-    def run(self) -> None:
-        rnd = random.Random(7)
-        try:
-            with psycopg.connect(**self._params) as c:
-                while not self._halt.is_set():
-                    n = self.commits + 1
-                    aid = rnd.randint(1, 100000 * self._scale)
-                    tid = rnd.randint(1, 10 * self._scale)
-                    bid = rnd.randint(1, self._scale)
-                    delta = rnd.randint(-5000, 5000)
-                    with c.transaction():
-                        c.execute(
-                            "UPDATE pgbench_accounts SET abalance = abalance + %s WHERE aid = %s",
-                            (delta, aid),
-                        )
-                        c.execute(
-                            "UPDATE pgbench_tellers SET tbalance = tbalance + %s WHERE tid = %s",
-                            (delta, tid),
-                        )
-                        c.execute(
-                            "UPDATE pgbench_branches SET bbalance = bbalance + %s WHERE bid = %s",
-                            (delta, bid),
-                        )
-                        c.execute(
-                            "INSERT INTO ledger VALUES (%s, %s, %s, %s, %s)",
-                            (n, aid, tid, bid, delta),
-                        )
-                    with self._cond:
-                        self.commits = n
-                        self._cond.notify_all()
-        except BaseException as exc:  # reported to the test by wait_for/stop
-            self.error = exc
-            with self._cond:
-                self._cond.notify_all()
-
-    def wait_for(self, commits: int, timeout: float = 60) -> int:
-        with self._cond:
-            ok = self._cond.wait_for(
-                lambda: self.commits >= commits or self.error is not None, timeout
-            )
-        assert self.error is None, f"writer failed: {self.error}"
-        assert ok, f"writer made only {self.commits} of {commits} commits in {timeout} s"
-        return self.commits
-
-    def stop(self) -> int:
-        self._halt.set()
-        self.join(timeout=60)
-        assert not self.is_alive(), "writer did not stop"
-        assert self.error is None, f"writer failed: {self.error}"
-        return self.commits
+    def record(
+        self, c: psycopg.Connection[Any], n: int, aid: int, tid: int, bid: int, delta: int
+    ) -> None:
+        c.execute("INSERT INTO ledger VALUES (%s, %s, %s, %s, %s)", (n, aid, tid, bid, delta))
 
 
 class LedgerState:
