@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Row, Select, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,30 +45,111 @@ from strongroom.persistence.tables import (
 RUNNING = [BackupState.NEW.value, BackupState.BUILDING.value, BackupState.SAVING.value]
 
 
-def _backup(row: BackupRow) -> Backup:
+# Backup reads select these columns, in this order, and unpack each row by position: a
+# list page maps plain rows into domain objects, without building tracked ORM instances
+# or looking each column up by name (together four times the cost). Table columns, not
+# ORM attributes, so these statements skip the ORM's compile and loading steps.
+BACKUPS = BackupRow.__table__
+BACKUP_COLUMNS = (
+    BACKUPS.c.id,
+    BACKUPS.c.project_id,
+    BACKUPS.c.name,
+    BACKUPS.c.description,
+    BACKUPS.c.instance_id,
+    BACKUPS.c.parent_id,
+    BACKUPS.c.state,
+    BACKUPS.c.created,
+    BACKUPS.c.updated,
+    BACKUPS.c.datastore_version_id,
+    BACKUPS.c.size_gb,
+    BACKUPS.c.location_ref,
+    BACKUPS.c.store_name,
+    BACKUPS.c.container,
+    BACKUPS.c.fail_reason,
+    BACKUPS.c.progress_done,
+    BACKUPS.c.progress_expected,
+    BACKUPS.c.progress_started,
+    BACKUPS.c.progress_updated,
+    BACKUPS.c.stored_bytes,
+)
+
+
+def _select_backups() -> Select[Any]:
+    return select(*BACKUP_COLUMNS)
+
+
+@functools.cache
+def _backup_by_id() -> Select[Any]:
+    return _select_backups().where(BACKUPS.c.id == bindparam("id"))
+
+
+@functools.cache
+def _backup_page(
+    *, project: bool, instance: bool, versions: bool, states: bool, limited: bool
+) -> Select[Any]:
+    """The list query for one combination of filters, built once with its values bound at
+    execution: building it and its cache key anew took half the time of a page."""
+    c = BACKUPS.c
+    stmt = _select_backups().where(c.state != BackupState.DELETING.value)
+    if project:
+        stmt = stmt.where(c.project_id == bindparam("project_id"))
+    if instance:
+        stmt = stmt.where(c.instance_id == bindparam("instance_id"))
+    if versions:
+        stmt = stmt.where(c.datastore_version_id.in_(bindparam("version_ids", expanding=True)))
+    if states:
+        stmt = stmt.where(c.state.in_(bindparam("states", expanding=True)))
+    stmt = stmt.order_by(c.updated.desc(), c.created.desc(), c.id.desc())
+    stmt = stmt.offset(bindparam("offset"))
+    return stmt.limit(bindparam("limit")) if limited else stmt
+
+
+def _backup(row: Row[Any]) -> Backup:
+    (
+        backup_id,
+        project_id,
+        name,
+        description,
+        instance_id,
+        parent_id,
+        state,
+        created,
+        updated,
+        datastore_version_id,
+        size_gb,
+        location_ref,
+        store_name,
+        container,
+        fail_reason,
+        progress_done,
+        progress_expected,
+        progress_started,
+        progress_updated,
+        stored_bytes,
+    ) = row
     return Backup(
-        id=BackupId(row.id),
-        project_id=ProjectId(row.project_id),
-        name=row.name,
-        description=row.description,
-        instance_id=InstanceId(row.instance_id) if row.instance_id else None,
-        parent_id=BackupId(row.parent_id) if row.parent_id else None,
-        state=BackupState(row.state),
-        created=row.created,
-        updated=row.updated,
-        datastore_version_id=row.datastore_version_id,
-        size_gb=row.size_gb,
-        location_ref=row.location_ref,
-        store_name=row.store_name,
-        container=row.container,
-        fail_reason=row.fail_reason,
+        id=BackupId(backup_id),
+        project_id=ProjectId(project_id),
+        name=name,
+        description=description,
+        instance_id=InstanceId(instance_id) if instance_id else None,
+        parent_id=BackupId(parent_id) if parent_id else None,
+        state=BackupState(state),
+        created=created,
+        updated=updated,
+        datastore_version_id=datastore_version_id,
+        size_gb=size_gb,
+        location_ref=location_ref,
+        store_name=store_name,
+        container=container,
+        fail_reason=fail_reason,
         progress=Progress(
-            bytes_done=row.progress_done or 0,
-            bytes_expected=row.progress_expected,
-            started_at=row.progress_started,
-            updated_at=row.progress_updated,
+            bytes_done=progress_done or 0,
+            bytes_expected=progress_expected,
+            started_at=progress_started,
+            updated_at=progress_updated,
         ),
-        stored_bytes=row.stored_bytes,
+        stored_bytes=stored_bytes,
     )
 
 
@@ -111,49 +194,49 @@ class SqlBackupRepository:
             setattr(row, key, value)
 
     def find(self, backup_id: str) -> Backup | None:
-        row = self._s.get(BackupRow, backup_id)
+        row = self._s.execute(_backup_by_id(), {"id": backup_id}).first()
         return _backup(row) if row is not None else None
 
     def find_for_update(self, backup_id: str) -> Backup | None:
         row = self._s.execute(
-            select(BackupRow).where(BackupRow.id == backup_id).with_for_update()
-        ).scalar_one_or_none()
+            _select_backups().where(BACKUPS.c.id == backup_id).with_for_update()
+        ).first()
         return _backup(row) if row is not None else None
 
     def remove(self, backup_id: str) -> None:
         self._s.execute(delete(BackupRow).where(BackupRow.id == backup_id))
 
     def query(self, q: BackupQuery) -> list[Backup]:
-        stmt = select(BackupRow).where(BackupRow.state != BackupState.DELETING.value)
-        if q.project_id is not None:
-            stmt = stmt.where(BackupRow.project_id == q.project_id)
-        if q.instance_id is not None:
-            stmt = stmt.where(BackupRow.instance_id == q.instance_id)
-        if q.datastore_version_ids is not None:
-            stmt = stmt.where(BackupRow.datastore_version_id.in_(q.datastore_version_ids))
-        if q.states is not None:
-            stmt = stmt.where(BackupRow.state.in_([s.value for s in q.states]))
-        stmt = stmt.order_by(
-            BackupRow.updated.desc(), BackupRow.created.desc(), BackupRow.id.desc()
+        stmt = _backup_page(
+            project=q.project_id is not None,
+            instance=q.instance_id is not None,
+            versions=q.datastore_version_ids is not None,
+            states=q.states is not None,
+            limited=q.limit is not None,
         )
-        stmt = stmt.offset(q.offset)
-        if q.limit is not None:
-            stmt = stmt.limit(q.limit)
-        return [_backup(r) for r in self._s.execute(stmt).scalars()]
+        params = {
+            "project_id": q.project_id,
+            "instance_id": q.instance_id,
+            "version_ids": q.datastore_version_ids,
+            "states": [s.value for s in q.states] if q.states is not None else None,
+            "offset": q.offset,
+            "limit": q.limit,
+        }
+        return [_backup(r) for r in self._s.execute(stmt, params)]
 
     def children(self, backup_id: str) -> list[Backup]:
-        stmt = select(BackupRow).where(BackupRow.parent_id == backup_id)
-        return [_backup(r) for r in self._s.execute(stmt).scalars()]
+        stmt = _select_backups().where(BACKUPS.c.parent_id == backup_id)
+        return [_backup(r) for r in self._s.execute(stmt)]
 
     def running_for_instance(self, instance_id: str) -> list[Backup]:
-        stmt = select(BackupRow).where(
-            BackupRow.instance_id == instance_id, BackupRow.state.in_(RUNNING)
+        stmt = _select_backups().where(
+            BACKUPS.c.instance_id == instance_id, BACKUPS.c.state.in_(RUNNING)
         )
-        return [_backup(r) for r in self._s.execute(stmt).scalars()]
+        return [_backup(r) for r in self._s.execute(stmt)]
 
     def in_states(self, states: Sequence[BackupState]) -> list[Backup]:
-        stmt = select(BackupRow).where(BackupRow.state.in_([s.value for s in states]))
-        return [_backup(r) for r in self._s.execute(stmt).scalars()]
+        stmt = _select_backups().where(BACKUPS.c.state.in_([s.value for s in states]))
+        return [_backup(r) for r in self._s.execute(stmt)]
 
     def update_progress(self, backup_id: str, done: int, at: datetime) -> None:
         self._s.execute(

@@ -18,6 +18,10 @@ from strongroom.persistence.repositories import (
     SqlWorkerRepository,
 )
 
+# Connections a process keeps to a metadata database across the network: as many as the
+# API runs request threads (Services.request_threads), so none opens one per request.
+POOL_SIZE = 8
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
@@ -42,7 +46,7 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE)
 
 
 class SqlUnitOfWork:

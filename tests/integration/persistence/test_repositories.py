@@ -2,7 +2,14 @@
 
 from datetime import datetime, timedelta
 
-from strongroom.domain.model import Backup, BackupId, BackupState, ProjectId
+from strongroom.domain.model import (
+    Backup,
+    BackupId,
+    BackupState,
+    InstanceId,
+    Progress,
+    ProjectId,
+)
 from strongroom.domain.ports import BackupQuery
 from strongroom.persistence import migrate
 from strongroom.persistence.unit_of_work import SqlUnitOfWork, make_engine, unit_of_work_factory
@@ -91,3 +98,90 @@ def test_metadata_file_never_holds_a_token(tmp_path):
     assert tokens.authenticate(issued.token).project_id == "p"
     assert issued.token.encode() not in (tmp_path / "meta.db").read_bytes()
     assert tokens.authenticate(issued.token + "x") is None
+
+
+def test_every_backup_field_survives_a_round_trip(tmp_path):
+    """Backup reads unpack rows by column position: each field must come back as written."""
+    uow = uow_factory(tmp_path)
+    written = Backup(
+        id=BackupId("full"),
+        project_id=ProjectId("p"),
+        name="n",
+        description="d",
+        instance_id=InstanceId("i"),
+        parent_id=BackupId("parent"),
+        state=BackupState.SAVING,
+        created=T0,
+        updated=T0 + timedelta(seconds=1),
+        datastore_version_id="v",
+        size_gb=0.5,
+        location_ref="file:///x/manifest.json",
+        store_name="local",
+        container="c",
+        fail_reason="r",
+        progress=Progress(
+            bytes_done=7,
+            bytes_expected=9,
+            started_at=T0 + timedelta(seconds=2),
+            updated_at=T0 + timedelta(seconds=3),
+        ),
+        stored_bytes=11,
+    )
+    with uow(write=True) as u:
+        u.backups.add(written)
+        u.commit()
+    with uow() as u:
+        assert u.backups.find("full") == written
+        assert u.backups.find_for_update("full") == written
+        assert u.backups.children("parent") == [written]
+        assert u.backups.running_for_instance("i") == [written]
+        assert u.backups.in_states([BackupState.SAVING]) == [written]
+        assert u.backups.query(BackupQuery(project_id="p")) == [written]
+        assert u.backups.find("missing") is None
+
+
+def test_each_list_filter_alone_and_together(tmp_path):
+    """The list statement is built once per combination of filters, values bound later."""
+    uow = uow_factory(tmp_path)
+    rows = [
+        ("a", "p", "i1", "v1", BackupState.COMPLETED),
+        ("b", "p", "i2", "v2", BackupState.FAILED),
+        ("c", "q", "i1", "v1", BackupState.COMPLETED),
+        ("d", "p", "i1", "v2", BackupState.NEW),
+    ]
+    with uow(write=True) as u:
+        for minutes, (bid, project, instance, version, state) in enumerate(rows):
+            b = backup(bid, minutes, state)
+            b.project_id = ProjectId(project)
+            b.instance_id = InstanceId(instance)
+            b.datastore_version_id = version
+            u.backups.add(b)
+        u.commit()
+
+    def ids(**filters) -> list[str]:
+        with uow() as u:
+            return [b.id for b in u.backups.query(BackupQuery(**filters))]
+
+    assert ids() == ["d", "c", "b", "a"]
+    assert ids(project_id="p") == ["d", "b", "a"]
+    assert ids(project_id="q") == ["c"]
+    assert ids(instance_id="i1") == ["d", "c", "a"]
+    assert ids(datastore_version_ids=["v2"]) == ["d", "b"]
+    assert ids(datastore_version_ids=[]) == []
+    assert ids(states=[BackupState.COMPLETED]) == ["c", "a"]
+    assert ids(project_id="p", instance_id="i1", datastore_version_ids=["v1"]) == ["a"]
+    assert ids(limit=2) == ["d", "c"]
+    assert ids(offset=1, limit=2) == ["c", "b"]
+    assert ids(offset=3) == ["a"]
+
+
+def test_a_read_sees_the_unit_of_works_own_pending_changes(tmp_path):
+    """Reads are Core statements: they rely on the session flushing pending changes first."""
+    uow = uow_factory(tmp_path)
+    with uow(write=True) as u:
+        u.backups.add(backup("a", 0))
+        assert [b.id for b in u.backups.query(BackupQuery(project_id="p"))] == ["a"]
+        a = u.backups.find("a")
+        a.state = BackupState.FAILED
+        u.backups.save(a)
+        assert u.backups.find("a").state is BackupState.FAILED
