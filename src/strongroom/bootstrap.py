@@ -15,6 +15,7 @@ from strongroom.jobs.celery_queue import CeleryJobQueue, make_celery
 from strongroom.jobs.inprocess import InProcessJobQueue
 from strongroom.persistence import migrate
 from strongroom.persistence.unit_of_work import (
+    POOL_SIZE,
     SqlUnitOfWork,
     make_engine,
     unit_of_work_factory,
@@ -267,6 +268,8 @@ def build(
         datastores=catalog,
         tokens=TokenService(uow, clock),
         public_endpoint=settings.public_endpoint,
+        local_metadata=settings.metadata_url.startswith("sqlite"),
+        request_threads=POOL_SIZE,
     )
     reaper = Reaper(
         uow=uow,

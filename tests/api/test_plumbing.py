@@ -93,3 +93,18 @@ def test_body_over_the_limit_is_413(harness):
 def test_timestamps_have_no_fraction_or_zone(harness):
     inst = harness.a.create_instance()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", inst["created"])
+
+
+def test_an_unexpected_error_is_a_500_fault_without_internals(harness, monkeypatch, caplog):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("internal detail /srv/secret")
+
+    monkeypatch.setattr(harness.container.services.backups, "list", broken)
+    r = harness.a.get("/backups")
+    assert r.status_code == 500
+    fault = r.json()["instanceFault"]
+    assert fault["code"] == 500
+    assert "secret" not in r.text
+    incident = re.search(r"\(([0-9a-f-]{36})\)", fault["message"]).group(1)
+    assert incident in caplog.text  # the log keeps the cause under the same id
+    assert harness.a.get(f"/backups/{'0' * 8}").status_code == 404  # the service goes on

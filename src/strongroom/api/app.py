@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator
 
+from anyio import to_thread
 from fastapi import FastAPI, Request, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from strongroom.api import openapi
+from strongroom.api.auth import AuthenticationMiddleware
 from strongroom.api.deps import UnsupportedMediaTypeError
-from strongroom.api.errors import domain_fault, fault, unauthorized, unexpected_fault
+from strongroom.api.errors import domain_fault, fault, unexpected_fault
 from strongroom.api.routes import backups, datastores, instances, versions
 from strongroom.domain.errors import DomainError
 from strongroom.services.container import Services
 
-PUBLIC_PATHS = {"/", "/v1.0", "/v1.0/", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
-PROJECT_PATH = re.compile(r"^/v1\.0/([^/]+)(/|$)")
-
 
 def create_app(services: Services) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Handlers that block (writes; reads of a metadata database across the network)
+        # run in anyio's thread pool, 40 threads by default. More threads than pooled
+        # database connections only open and close connections, and take turns at the GIL.
+        to_thread.current_default_thread_limiter().total_tokens = services.request_threads
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Strongroom",
         version="1.0",
         description="Database backups behind the OpenStack Trove Backups API (v1.0).",
@@ -32,29 +39,7 @@ def create_app(services: Services) -> FastAPI:
         app.include_router(module.router)
     openapi.install(app)
 
-    @app.middleware("http")
-    async def authenticate(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """Token (401), then URL project = token project (403), before routing (§1.3)."""
-        path = request.url.path
-        if path in PUBLIC_PATHS:
-            return await call_next(request)
-        token = request.headers.get("x-auth-token")
-        # A database lookup when not cached: off the event loop, like the route handlers.
-        ctx = services.tokens.cached(token) or await run_in_threadpool(
-            services.tokens.authenticate, token
-        )
-        if ctx is None:
-            return unauthorized()
-        match = PROJECT_PATH.match(path)
-        if match is None or match.group(1) != ctx.project_id:
-            return fault(403, f"User with tenant id {ctx.project_id} cannot access this resource.")
-        request.state.ctx = ctx
-        try:
-            return await call_next(request)
-        except Exception as exc:  # errors raised outside route handlers
-            return unexpected_fault(exc)
+    app.add_middleware(AuthenticationMiddleware, services=services)
 
     @app.exception_handler(DomainError)
     async def on_domain_error(_request: Request, exc: DomainError) -> Response:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from fastapi.responses import JSONResponse
-
+from strongroom.api.rendering import JsonResponse
 from strongroom.domain import errors as e
 
 log = logging.getLogger(__name__)
@@ -42,19 +41,19 @@ FAULT_NAMES = {
 }
 
 
-def fault(status: int, message: str, name: str | None = None) -> JSONResponse:
+def fault(status: int, message: str, name: str | None = None) -> JsonResponse:
     fault_name = name or FAULT_NAMES.get(status, "badRequest")
-    return JSONResponse({fault_name: {"code": status, "message": message}}, status_code=status)
+    return JsonResponse({fault_name: {"code": status, "message": message}}, status_code=status)
 
 
-def domain_fault(exc: e.DomainError) -> JSONResponse:
+def domain_fault(exc: e.DomainError) -> JsonResponse:
     for cls, status, name in ERROR_TABLE:
         if isinstance(exc, cls):
             return fault(status, str(exc), name)
     return fault(400, str(exc), "badRequest")
 
 
-def unexpected_fault(exc: BaseException) -> JSONResponse:
+def unexpected_fault(exc: BaseException) -> JsonResponse:
     incident = uuid.uuid4()
     log.error("unexpected error %s", incident, exc_info=exc)
     return fault(
@@ -65,8 +64,8 @@ def unexpected_fault(exc: BaseException) -> JSONResponse:
     )
 
 
-def unauthorized() -> JSONResponse:
-    response = JSONResponse(
+def unauthorized() -> JsonResponse:
+    response = JsonResponse(
         {
             "unauthorized": {
                 "code": 401,

@@ -23,7 +23,7 @@ from strongroom.services.rules import Flavor
 
 
 def timestamp(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%S") if value else None
+    return value.replace(tzinfo=None).isoformat(timespec="seconds") if value else None
 
 
 def host_of(request: Request) -> str:

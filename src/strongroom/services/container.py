@@ -18,3 +18,5 @@ class Services:
     tokens: TokenService
     public_endpoint: str | None = None
     max_body_bytes: int = 1024 * 1024
+    local_metadata: bool = False  # the metadata database is a SQLite file in the data dir
+    request_threads: int = 8  # threads for blocking request handlers: the metadata pool's size

@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
-from strongroom.api.deps import ContextDep, ServicesDep, int_param, json_body, truthy_param
+from strongroom.api.deps import (
+    ContextDep,
+    ServicesDep,
+    int_param,
+    json_body,
+    read,
+    truthy_param,
+)
 from strongroom.api.openapi import INSTANCE_ID, LIMIT, MARKER, PROJECT_ID, operation, query
+from strongroom.api.rendering import JsonResponse
 from strongroom.api.schemas import requests as schemas
 from strongroom.api.schemas import responses as r
 from strongroom.api.views import backup_view, next_link, strategy_view
@@ -27,19 +34,19 @@ LIST_FILTERS = (
 )
 
 
-def _page(request: Request, services: ServicesDep, page: Page) -> dict[str, Any]:
+def _page(request: Request, services: ServicesDep, page: Page) -> JsonResponse:
     body: dict[str, Any] = {"backups": [backup_view(b, services.datastores) for b in page.items]}
     if page.full:
         body["links"] = next_link(request, page.offset, page.limit)
-    return body
+    return JsonResponse(body)
 
 
 @router.get(
     "/backups", summary="List backups", **operation(200, r.BACKUP_LIST, params=LIST_FILTERS)
 )
-def list_backups(
+async def list_backups(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
-) -> dict[str, Any]:
+) -> JsonResponse:
     q = request.query_params
     filters = ListFilter(
         instance_id=q.get("instance_id") or None,
@@ -49,7 +56,9 @@ def list_backups(
         offset=int_param(request, "marker") or 0,
         limit=int_param(request, "limit"),
     )
-    return _page(request, services, services.backups.list(ctx, filters=filters))
+    return _page(
+        request, services, await read(services, services.backups.list, ctx, filters=filters)
+    )
 
 
 @router.post(
@@ -61,20 +70,20 @@ def list_backups(
 )
 async def create_backup(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
-) -> JSONResponse:
+) -> JsonResponse:
     body = await json_body(request)
     schemas.validate(schemas.BACKUP_CREATE, body)
     parent_page = (int_param(request, "marker") or 0, int_param(request, "limit"))
     backup = services.backups.create(ctx, request=body["backup"], parent_page=parent_page)
-    return JSONResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)
+    return JsonResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)
 
 
 @router.get("/backups/{backup_id}", summary="Show a backup", **operation(200, r.BACKUP_SINGLE))
-def show_backup(
+async def show_backup(
     project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
-) -> dict[str, Any]:
-    backup = services.backups.get(ctx, backup_id=backup_id)
-    return {"backup": backup_view(backup, services.datastores)}
+) -> JsonResponse:
+    backup = await read(services, services.backups.get, ctx, backup_id=backup_id)
+    return JsonResponse({"backup": backup_view(backup, services.datastores)})
 
 
 @router.delete(
@@ -94,10 +103,12 @@ def delete_backup(
     summary="List an instance's backups",
     **operation(200, r.BACKUP_LIST, params=(LIMIT, MARKER)),
 )
-def instance_backups(
+async def instance_backups(
     project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
-) -> dict[str, Any]:
-    page = services.backups.list_for_instance(
+) -> JsonResponse:
+    page = await read(
+        services,
+        services.backups.list_for_instance,
         ctx,
         instance_id=instance_id,
         offset=int_param(request, "marker") or 0,
@@ -113,14 +124,14 @@ def instance_backups(
 )
 async def create_strategy(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
-) -> JSONResponse:
+) -> JsonResponse:
     body = await json_body(request)
     schemas.validate(schemas.STRATEGY_CREATE, body)
     spec = body["backup_strategy"]
     strategy = services.backups.create_strategy(
         ctx, instance_id=spec.get("instance_id"), container=spec["swift_container"]
     )
-    return JSONResponse({"backup_strategy": strategy_view(strategy)}, status_code=202)
+    return JsonResponse({"backup_strategy": strategy_view(strategy)}, status_code=202)
 
 
 @router.get(
@@ -128,10 +139,12 @@ async def create_strategy(
     summary="List backup strategies",
     **operation(200, r.STRATEGY_LIST, params=(INSTANCE_ID, PROJECT_ID)),
 )
-def list_strategies(
+async def list_strategies(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
-    strategies = services.backups.list_strategies(
+    strategies = await read(
+        services,
+        services.backups.list_strategies,
         ctx,
         instance_id=request.query_params.get("instance_id"),
         project_id=request.query_params.get("project_id"),

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
-from strongroom.api.deps import ContextDep, ServicesDep, int_param, json_body
+from strongroom.api.deps import ContextDep, ServicesDep, int_param, json_body, read
 from strongroom.api.openapi import LIMIT, MARKER, operation
+from strongroom.api.rendering import JsonResponse
 from strongroom.api.schemas import requests as schemas
 from strongroom.api.schemas import responses as r
 from strongroom.api.views import flavor_view, instance_view
@@ -24,11 +24,11 @@ router = APIRouter(prefix="/v1.0/{project_id}")
 )
 async def create_instance(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
-) -> JSONResponse:
+) -> JsonResponse:
     body = await json_body(request)
     schemas.validate(schemas.INSTANCE_CREATE, body)
     view = services.instances.create(ctx, request=body["instance"])
-    return JSONResponse({"instance": instance_view(request, ctx, view, detail=True)})
+    return JsonResponse({"instance": instance_view(request, ctx, view, detail=True)})
 
 
 @router.get(
@@ -36,21 +36,22 @@ async def create_instance(
     summary="List instances",
     **operation(200, r.INSTANCE_LIST, params=(LIMIT, MARKER)),
 )
-def list_instances(
+async def list_instances(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
     offset = int_param(request, "marker") or 0
-    views = services.instances.list(ctx, offset=offset, limit=int_param(request, "limit"))
+    limit = int_param(request, "limit")
+    views = await read(services, services.instances.list, ctx, offset=offset, limit=limit)
     return {"instances": [instance_view(request, ctx, v, detail=False) for v in views]}
 
 
 @router.get(
     "/instances/{instance_id}", summary="Show an instance", **operation(200, r.INSTANCE_SINGLE)
 )
-def show_instance(
+async def show_instance(
     project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
-    view = services.instances.get(ctx, instance_id=instance_id)
+    view = await read(services, services.instances.get, ctx, instance_id=instance_id)
     return {"instance": instance_view(request, ctx, view, detail=True)}
 
 
