@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from strongroom.allocator import freeze_startup_objects
 from strongroom.api.app import create_app
 from strongroom.bootstrap import build
 from strongroom.config import Settings
@@ -13,4 +14,6 @@ def create() -> FastAPI:
     """Factory for uvicorn's worker processes: settings come from the environment and the
     config file (`strongroom api` exports its command-line values before starting them)."""
     container = build(Settings(), role="api")
-    return create_app(container.services)
+    app = create_app(container.services)
+    freeze_startup_objects()
+    return app

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from strongroom.allocator import keep_chunk_buffers_in_heap
+from strongroom.allocator import freeze_startup_objects, keep_chunk_buffers_in_heap
 from strongroom.config import Settings
 
 if TYPE_CHECKING:
@@ -51,9 +51,8 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from strongroom.api.app import create_app
+    from strongroom.api.server import serve_app
     from strongroom.bootstrap import StartupError, build
 
     settings = _settings(args)
@@ -72,14 +71,10 @@ def serve(args: argparse.Namespace) -> int:
     # handler it found: make that handler a clean exit, so the worker pool is shut down too.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
+    app = create_app(container.services)
+    freeze_startup_objects()
     try:
-        uvicorn.run(
-            create_app(container.services),
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            timeout_keep_alive=5,
-        )
+        serve_app(app, host=settings.host, port=settings.port)
     finally:
         container.close()
     return 0
@@ -94,8 +89,7 @@ def _export(settings: Settings) -> None:
 
 def api(args: argparse.Namespace) -> int:
     """Only the API, in several processes; jobs go to the broker."""
-    import uvicorn
-
+    from strongroom.api.server import serve_workers
     from strongroom.bootstrap import StartupError, build_tokens
 
     settings = _settings(args)
@@ -111,15 +105,7 @@ def api(args: argparse.Namespace) -> int:
         f"Strongroom API serving on http://{settings.host}:{settings.port} ({workers} processes)",
         flush=True,
     )
-    uvicorn.run(
-        "strongroom.asgi:create",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=workers,
-        log_level="warning",
-        timeout_keep_alive=5,
-    )
+    serve_workers("strongroom.asgi:create", host=settings.host, port=settings.port, workers=workers)
     return 0
 
 
