@@ -1,15 +1,17 @@
 """API latency: GET /backups?limit=20 and GET /backups/{id} with 10,000 backups in one project,
 against `strongroom serve` (embedded default: SQLite metadata, in-process workers) and against
-`strongroom api --workers 2` (scaled out: metadata in the machine's PostgreSQL, RabbitMQ)."""
+`strongroom api --workers 2` (scaled out: metadata in the machine's PostgreSQL, RabbitMQ).
+
+The load comes from `wrk` (C, one event loop per thread), so the client takes little of the
+two cores the server shares with it; a Lua script adds the token and, for single backups, a
+random id per request."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import random
+import re
 import shutil
-import statistics
 import subprocess
 import time
 import uuid
@@ -24,7 +26,7 @@ from bench.common import ROOT, WORK, free_port, log, run
 
 PROJECT = "benchproject"
 STRONGROOM = str(ROOT / ".venv" / "bin" / "strongroom")
-SERIAL_REQUESTS = 300
+WARM_UP_SECONDS = 3
 # The scaled-out layout uses the machine's PostgreSQL and RabbitMQ (a fresh database and
 # queue prefix per run, dropped afterwards).
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -39,7 +41,7 @@ class LatencyResult:
     median_ms: float
     p99_ms: float
     rps: float
-    retried: int = 0  # requests sent again after the connection was closed under them
+    socket_errors: int = 0  # connect, read, write errors and timeouts, as wrk counts them
 
 
 def populate(data_dir: Path, count: int, database_url: str | None = None) -> list[str]:
@@ -89,49 +91,52 @@ def populate(data_dir: Path, count: int, database_url: str | None = None) -> lis
     return ids
 
 
-async def _load(
-    client: httpx.AsyncClient, paths: list[str], concurrency: int
-) -> tuple[list[float], float, int]:
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for p in paths:
-        queue.put_nowait(p)
-    latencies: list[float] = []
-    errors: list[str] = []
-
-    async def worker() -> None:
-        while True:
-            try:
-                path = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            t0 = time.perf_counter()
-            try:
-                response = await client.get(path)
-            except httpx.TransportError:
-                # A keep-alive connection the server closed as it was reused: counted,
-                # then the request is sent again (its latency includes both tries).
-                errors.append(path)
-                response = await client.get(path)
-            latencies.append(time.perf_counter() - t0)
-            if response.status_code != 200:
-                raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:300]}")
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, time.perf_counter() - started, len(errors)
+WRK_SCRIPT = """
+local token, path, ids
+function init(args)
+  token = io.open(args[1]):read("*l")
+  path = args[2]
+  if args[3] then
+    ids = {}
+    for line in io.lines(args[3]) do ids[#ids + 1] = line end
+  end
+end
+function request()
+  local p = path
+  if ids then p = path .. ids[math.random(#ids)] end
+  return wrk.format("GET", p, {["X-Auth-Token"] = token})
+end
+"""
+UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def _summary(name: str, latencies: list[float], elapsed: float, retried: int) -> LatencyResult:
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * len(ordered)) - 1)]
+def _wrk(
+    base: str, script: Path, args: list[str], connections: int, seconds: int, name: str
+) -> LatencyResult:
+    threads = min(2, connections)
+    load = [f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    out = run(["wrk", *load, "-s", script, base, "--", *args]).stdout
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if failed:
+        raise RuntimeError(f"{name}: {failed.group(1)} requests were refused:\n{out}")
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
     return LatencyResult(
         name,
-        len(ordered),
-        statistics.median(ordered) * 1000,
-        p99 * 1000,
-        len(ordered) / elapsed,
-        retried,
+        int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        _latency_ms(out, "50"),
+        _latency_ms(out, "99"),
+        float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        sum(int(n) for n in socket_errors.groups()) if socket_errors else 0,
     )
+
+
+def _latency_ms(wrk_output: str, percentile: str) -> float:
+    match = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", wrk_output, re.M)
+    if match is None:
+        raise RuntimeError(f"no {percentile}th percentile in wrk's output:\n{wrk_output}")
+    return float(match.group(1)) * UNITS_MS[match.group(2)]
 
 
 @contextlib.contextmanager
@@ -154,7 +159,7 @@ def _metadata_database(layout: str) -> Iterator[str | None]:
 
 
 def bench_api(
-    count: int, requests: int, concurrency: int, layout: str = "embedded"
+    count: int, seconds: int, concurrency: int, layout: str = "embedded"
 ) -> list[LatencyResult]:
     data_dir = WORK / f"api-{layout}"
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -191,7 +196,7 @@ def bench_api(
         try:
             base = f"http://127.0.0.1:{port}"
             _wait_until_serving(base, server, layout)
-            return _measure(base, token, ids, requests, concurrency, layout)
+            return _measure(base, token, ids, seconds, concurrency, layout)
         finally:
             server.terminate()
             try:
@@ -214,34 +219,29 @@ def _wait_until_serving(base: str, server: subprocess.Popen[bytes], layout: str)
 
 
 def _measure(
-    base: str, token: str, ids: list[str], requests: int, concurrency: int, layout: str
+    base: str, token: str, ids: list[str], seconds: int, concurrency: int, layout: str
 ) -> list[LatencyResult]:
-    rng = random.Random(42)
-    list_paths = [f"/v1.0/{PROJECT}/backups?limit=20"] * requests
-    show_paths = [f"/v1.0/{PROJECT}/backups/{rng.choice(ids)}" for _ in range(requests)]
-    results: list[LatencyResult] = []
-
-    async def go() -> None:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(
-            base_url=base, headers={"X-Auth-Token": token}, limits=limits, timeout=30
-        ) as client:
-            await _load(client, list_paths[:200] + show_paths[:200], concurrency)  # warm-up
-            for name, paths in (
-                ("GET /backups?limit=20", list_paths),
-                ("GET /backups/{id}", show_paths),
-            ):
-                lat, elapsed, retried = await _load(client, paths, concurrency)
-                results.append(
-                    _summary(f"{name}, {concurrency} clients, {layout}", lat, elapsed, retried)
-                )
-            for name, paths in (
-                ("GET /backups?limit=20", list_paths[:SERIAL_REQUESTS]),
-                ("GET /backups/{id}", show_paths[:SERIAL_REQUESTS]),
-            ):
-                lat, elapsed, retried = await _load(client, paths, 1)
-                results.append(_summary(f"{name}, 1 client, {layout}", lat, elapsed, retried))
-
-    log(f"API ({layout}): {requests} requests per endpoint, {concurrency} concurrent clients")
-    asyncio.run(go())
+    work = WORK / f"api-{layout}-wrk"
+    work.mkdir(exist_ok=True)
+    script, token_file, ids_file = work / "get.lua", work / "token", work / "ids"
+    script.write_text(WRK_SCRIPT)
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    ids_file.write_text("\n".join(ids) + "\n")
+    backups = f"/v1.0/{PROJECT}/backups"
+    endpoints = [
+        ("GET /backups?limit=20", [str(token_file), backups + "?limit=20"]),
+        ("GET /backups/{id}", [str(token_file), backups + "/", str(ids_file)]),
+    ]
+    log(f"API ({layout}): {seconds} s per endpoint at {concurrency} concurrent clients, then 1")
+    for _name, args in endpoints:  # warm-up: connections, caches, the first compilations
+        _wrk(base, script, args, concurrency, WARM_UP_SECONDS, "warm-up")
+    results = [
+        _wrk(base, script, args, concurrency, seconds, f"{name}, {concurrency} clients, {layout}")
+        for name, args in endpoints
+    ]
+    results += [
+        _wrk(base, script, args, 1, max(1, seconds // 2), f"{name}, 1 client, {layout}")
+        for name, args in endpoints
+    ]
     return results

@@ -14,6 +14,7 @@ missing=()
 command -v pgbackrest >/dev/null || missing+=(pgbackrest)
 command -v mariabackup >/dev/null || missing+=(mariadb-backup)
 command -v zstd >/dev/null || missing+=(zstd)
+command -v wrk >/dev/null || missing+=(wrk)
 [ -x /usr/lib/postgresql/15/bin/pgbench ] || missing+=(postgresql-15 postgresql-contrib)
 command -v mariadbd >/dev/null || missing+=(mariadb-server)
 if [ ${#missing[@]} -gt 0 ]; then
