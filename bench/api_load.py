@@ -87,6 +87,12 @@ def populate(data_dir: Path, count: int, database_url: str | None = None) -> lis
             )
         uow.quotas.set_in_use(PROJECT, "backups", count)
         uow.commit()
+    if db.dialect.name == "postgresql":
+        # Statistics, as autovacuum gathers them on a live database within a minute: a
+        # table loaded just now has none, and its list pages were planned as a full scan
+        # and sort (2.6 ms a page instead of 0.9 ms).
+        with db.connect() as conn:
+            conn.exec_driver_sql("ANALYZE backups")
     db.dispose()
     return ids
 
