@@ -37,21 +37,22 @@ def bound_like_uvicorn() -> socket.socket:
 
 
 def test_accepted_connections_get_nodelay() -> None:
-    listener = tcp_listener(bound_like_uvicorn())
-    assert listener.proto == socket.IPPROTO_TCP
-    assert listener.get_inheritable()
-    assert accepted_nodelay(listener) == 1
+    with tcp_listener(bound_like_uvicorn()) as listener:
+        assert listener.proto == socket.IPPROTO_TCP
+        assert listener.get_inheritable()
+        assert accepted_nodelay(listener) == 1
 
 
 def test_without_it_they_do_not() -> None:
     """What the relabelling works around; if this fails, uvicorn has fixed it upstream."""
-    if bound_like_uvicorn().proto == socket.IPPROTO_TCP:
-        pytest.skip("this uvicorn-style socket already says TCP")
-    assert accepted_nodelay(bound_like_uvicorn()) == 0
+    with bound_like_uvicorn() as listener:
+        if listener.proto == socket.IPPROTO_TCP:
+            pytest.skip("this uvicorn-style socket already says TCP")
+        assert accepted_nodelay(listener) == 0
 
 
 def test_other_sockets_are_left_alone() -> None:
-    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    assert tcp_listener(unix) is unix
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    assert tcp_listener(tcp) is tcp
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix:
+        assert tcp_listener(unix) is unix
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as tcp:
+        assert tcp_listener(tcp) is tcp
