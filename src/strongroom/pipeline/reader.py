@@ -12,6 +12,7 @@ from strongroom.pipeline import crypto
 from strongroom.pipeline.checksum import sha256_hex
 from strongroom.pipeline.chunk import open_chunk
 from strongroom.pipeline.errors import (
+    FormatError,
     IntegrityError,
     MissingChunkError,
     WrongKeyError,
@@ -248,13 +249,22 @@ class ChunkReader(io.RawIOBase):
             raise IntegrityError(
                 f"{what} is {len(blob)} bytes in storage, manifest says {ref.size}"
             )
-        if sha256_hex(blob) != ref.sha256:
-            raise IntegrityError(f"{what}: SHA-256 mismatch (stored bytes were changed)")
-        return open_chunk(
-            self._cipher,
-            blob,
-            backup_id=manifest.backup_id,
-            index=index,
-            final=index == len(manifest.chunks) - 1,
-            plain_size=ref.plain_size,
-        )
+        try:
+            return open_chunk(
+                self._cipher,
+                blob,
+                backup_id=manifest.backup_id,
+                index=index,
+                final=index == len(manifest.chunks) - 1,
+                plain_size=ref.plain_size,
+            )
+        except FormatError:
+            # AES-GCM authenticates every byte of the object (header and nonce as associated
+            # data), so an object that opens is the one whose SHA-256 the manifest records:
+            # the checksum only names a failure (changed bytes, or an intact object in the
+            # wrong place). Checked first, it cost a restore a fifth of its CPU.
+            if sha256_hex(blob) != ref.sha256:
+                raise IntegrityError(
+                    f"{what}: SHA-256 mismatch (stored bytes were changed)"
+                ) from None
+            raise
