@@ -23,6 +23,7 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python")
 WORK = Path(os.environ.get("BENCH_WORK", str(BENCH_DIR / "work"))).resolve()
 RSS_SAMPLE_INTERVAL = 0.02
 WARM_BYTES = 6 << 30  # more than a restore writes at scale 150, with the server it starts
+RECENT_REMOVAL_SECONDS = 61  # see prepare_restore
 
 
 def warm_memory(limit: int = WARM_BYTES) -> float:
@@ -42,6 +43,32 @@ def warm_memory(limit: int = WARM_BYTES) -> float:
     seconds = time.perf_counter() - started
     log(f"  wrote {size / 2**30:.1f} GiB of free memory in {seconds:.1f} s")
     return seconds
+
+
+_last_removal = 0.0  # time.monotonic() of the last removal of a restored directory
+
+
+def note_removal() -> None:
+    """A restored directory (thousands of files) was just removed."""
+    global _last_removal
+    _last_removal = time.monotonic()
+
+
+def prepare_restore() -> None:
+    """Before each measured restore: no restored directory removed in the last minute,
+    and used memory (:func:`warm_memory`).
+
+    ext4 without a journal (as here) does not reuse an inode freed in the last 60 s
+    (``RECENTCY_MIN`` in fs/ext4/ialloc.c; longer while its inode table block is dirty) and
+    skips past each one when allocating: a restore creating a thousand files right after
+    another restore was removed spent up to 1 s of kernel time in ``recently_deleted`` and
+    ``find_inode_bit``, a cost the tool that ran first never paid. The bench removes
+    restored directories after both tools' restores, so this rarely waits."""
+    wait = _last_removal + RECENT_REMOVAL_SECONDS - time.monotonic()
+    if wait > 0:
+        log(f"  waiting {wait:.0f} s for inodes freed by the last removal to age")
+        time.sleep(wait)
+    warm_memory()  # last: the host reclaims pages left unused for a while
 
 
 def log(message: str) -> None:

@@ -5,6 +5,7 @@ Run through ``bash bench/run.sh``; see bench/README.md for what each figure mean
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -12,6 +13,7 @@ import shutil
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +30,8 @@ from bench.common import (
     free_port,
     log,
     measure,
-    warm_memory,
+    note_removal,
+    prepare_restore,
 )
 
 SR = "Strongroom"
@@ -114,10 +117,11 @@ class StrongroomTask:
             )
         )
 
-    def restore(self, label: str, run: int) -> Sample:
-        """Restore ``label`` into a new managed instance, measured, then remove it."""
+    def restore(self, label: str, run: int) -> tuple[Sample, Callable[[], None]]:
+        """Restore ``label`` into a new managed instance, measured, then stop it; returns
+        the sample and what removes the instance (see :func:`common.prepare_restore`)."""
         home = WORK / "strongroom" / "instances" / f"{self.name}-restore-{run}"
-        out = WORK / f"{self.name}-restored.json"
+        out = WORK / f"{self.name}-restored-{run}.json"
         sample = measure(
             self._argv(
                 "restore",
@@ -133,8 +137,13 @@ class StrongroomTask:
                 str(out),
             )
         )
-        measure(self._argv("destroy", "--home", str(home), "--conn", str(out)))
-        return sample
+        measure(self._argv("stop", "--home", str(home), "--conn", str(out)))
+
+        def remove() -> None:
+            measure(self._argv("destroy", "--home", str(home), "--conn", str(out)))
+            note_removal()
+
+        return sample, remove
 
     def _argv(self, command: str, *args: str) -> list[str]:
         return sr_argv(command, "--engine", self.engine, *args)
@@ -181,17 +190,24 @@ def bench_postgres(
                         delta, wal = pg.pgbackrest_stored(cluster, pg.pgbackrest_last(cluster))
                         record(results, section, PGBR, s, delta + wal)
                 parent = label
+            # Restored directories are removed after both restores of a round: a removal
+            # slows the next restore's file creation (see common.prepare_restore).
+            removals: list[Callable[[], None]] = []
             for tool in [] if r >= restore_runs else rotate([SR, PGBR], r):
-                warm_memory()
+                prepare_restore()
                 if tool == SR:
                     # the newest backup, as pgbackrest restore picks it: full + incrementals
-                    record(results, "PG restore full+incr", SR, sr.restore(parent, r), None)
+                    s, remove = sr.restore(parent, r)
+                    record(results, "PG restore full+incr", SR, s, None)
+                    removals.append(remove)
                 else:
                     target = WORK / "pgbackrest-restore" / "data"
-                    pg.drop_restored(target)
                     s = measure(pg.pgbackrest_restore_argv(cluster, target, free_port()))
                     record(results, "PG restore full+incr", PGBR, s, None)
-                    pg.drop_restored(target)
+                    pg.stop_restored(target)
+                    removals.append(functools.partial(pg.drop_restored, target))
+            for remove in removals:
+                remove()
     finally:
         cluster.stop()
 
@@ -236,17 +252,21 @@ def bench_mariadb(scale: int, runs: int, restore_runs: int, results: Results) ->
                 else:
                     s = measure(maria.backup_argv(server, incr_out, scratch, peer_lsn))
                     record(results, "MariaDB incremental", MB, s, incr_out.stat().st_size)
+            removals: list[Callable[[], None]] = []
             for tool in [] if r >= restore_runs else rotate([SR, MB], r):
-                warm_memory()
+                prepare_restore()
                 if tool == SR:
-                    s = sr.restore(f"incr{r}", r)
+                    s, remove = sr.restore(f"incr{r}", r)
                     record(results, "MariaDB restore full+incr", SR, s, None)
+                    removals.append(remove)
                 else:
                     target = WORK / "mariabackup-restore"
-                    maria.drop_restored(target)
                     s = measure(maria.restore_argv(full_out, incr_out, target, free_port()))
                     record(results, "MariaDB restore full+incr", MB_RESTORE, s, None)
-                    maria.drop_restored(target)
+                    maria.stop_restored(target)
+                    removals.append(functools.partial(maria.drop_restored, target))
+            for remove in removals:
+                remove()
         for path in (full_out, incr_out):
             path.unlink(missing_ok=True)
         shutil.rmtree(scratch, ignore_errors=True)

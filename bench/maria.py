@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import WORK, free_port, log, private_dir, run
+from bench.common import WORK, free_port, log, note_removal, private_dir, run
 
 OS_USER = "mysql"
 BATCH_ROWS = 1_000_000
@@ -212,10 +212,15 @@ def restore_argv(full: Path, incr: Path, target: Path, port: int) -> list[str]:
     return ["bash", "-c", script]
 
 
-def drop_restored(target: Path) -> None:
+def stop_restored(target: Path) -> None:
     stop_server(target / "run" / "mariadb.sock")
     for _ in range(200):
         if not (target / "run" / "mariadb.pid").exists():
             break
         time.sleep(0.05)
+
+
+def drop_restored(target: Path) -> None:
+    stop_restored(target)
     shutil.rmtree(target, ignore_errors=True)
+    note_removal()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import WORK, free_port, log, private_dir, run, tree_size
+from bench.common import WORK, free_port, log, note_removal, private_dir, run, tree_size
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 OS_USER = "postgres"
@@ -259,14 +259,19 @@ def pgbackrest_restore_argv(cluster: PgCluster, target: Path, port: int) -> list
     return ["bash", "-c", script]
 
 
-def drop_restored(target: Path) -> None:
+def stop_restored(target: Path) -> None:
     if (target / "postmaster.pid").exists():
         run(
             [PG_BIN / "pg_ctl", "stop", "-D", target, "-m", "immediate", "-w"],
             user=OS_USER,
             check=False,
         )
+
+
+def drop_restored(target: Path) -> None:
+    stop_restored(target)
     shutil.rmtree(target.parent, ignore_errors=True)
+    note_removal()
 
 
 def basebackup_argv(cluster: PgCluster, out: Path) -> list[str]:
@@ -285,6 +290,7 @@ def remove(cluster: PgCluster) -> None:
         check=False,
     )
     shutil.rmtree(cluster.root, ignore_errors=True)
+    note_removal()
 
 
 __all__ = ["PgCluster", "remove", "setup", "tree_size"]

@@ -9,6 +9,7 @@ into the engine's ``restore_instance``.
     python -m bench.sr_task register --engine pg --params FILE --out FILE
     python -m bench.sr_task backup   --engine pg --conn FILE --state FILE --label L [--parent P]
     python -m bench.sr_task restore  --engine pg --conn FILE --state FILE --label L --home DIR
+    python -m bench.sr_task stop     --engine pg --home DIR --conn FILE
     python -m bench.sr_task destroy  --engine pg --home DIR --conn FILE
 """
 
@@ -106,7 +107,7 @@ def _stored_size(data_dir: Path, backup_id: str) -> int:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["register", "backup", "restore", "destroy"])
+    parser.add_argument("command", choices=["register", "backup", "restore", "stop", "destroy"])
     parser.add_argument("--engine", choices=["pg", "maria"], required=True)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--params", type=Path)
@@ -124,6 +125,9 @@ def main(argv: list[str]) -> int:
     if args.command == "register":
         connection = engine.register_external(json.loads(args.params.read_text()))
         _save(args.out, connection)
+        return 0
+    if args.command == "stop":
+        engine.stop_instance(args.home, json.loads(args.conn.read_text()))
         return 0
     if args.command == "destroy":
         engine.destroy_instance(args.home, json.loads(args.conn.read_text()))
