@@ -48,12 +48,12 @@ def backup(root: Path, threshold: int | None) -> tuple[bytes, int]:
 
 
 def restore(target: Path, streams_newest_first: list[bytes]) -> list[str]:
-    restorer = filestream.ChainRestorer(target, None)
-    for raw in streams_newest_first:
-        end = restorer.apply(io.BytesIO(raw), lambda header: None)
-        assert end.backup_label.startswith("START WAL LOCATION")
-        assert end.rest.read(1) == b""
-    return restorer.finish()
+    with filestream.ChainRestorer(target, None) as restorer:
+        for raw in streams_newest_first:
+            end = restorer.apply(io.BytesIO(raw), lambda header: None)
+            assert end.backup_label.startswith("START WAL LOCATION")
+            assert end.rest.read(1) == b""
+        return restorer.finish()
 
 
 def test_changed_runs_selects_pages_by_lsn(tmp_path: Path) -> None:
@@ -187,8 +187,11 @@ def test_paths_cannot_leave_the_target(tmp_path: Path) -> None:
     writer.directory("../escape")
     target = tmp_path / "target"
     target.mkdir()
-    with pytest.raises(filestream.FileStreamError, match="unsafe path"):
-        filestream.ChainRestorer(target, None).apply(io.BytesIO(out.getvalue()), lambda h: None)
+    with (
+        pytest.raises(filestream.FileStreamError, match="unsafe path"),
+        filestream.ChainRestorer(target, None) as restorer,
+    ):
+        restorer.apply(io.BytesIO(out.getvalue()), lambda h: None)
     assert not (tmp_path / "escape").exists()
 
 
@@ -201,8 +204,11 @@ def test_malformed_headers_and_names_are_refused(tmp_path: Path) -> None:
     filestream.DirStreamWriter(bad_name, {"block_size": BS})
     bad_name.write(b"d" + struct.pack("!H", 2) + b"\xff\xfe")
     for raw, message in ((zero, "block size"), (bad_name, "not UTF-8")):
-        with pytest.raises(filestream.FileStreamError, match=message):
-            filestream.ChainRestorer(target, None).apply(io.BytesIO(raw.getvalue()), lambda h: None)
+        with (
+            pytest.raises(filestream.FileStreamError, match=message),
+            filestream.ChainRestorer(target, None) as restorer,
+        ):
+            restorer.apply(io.BytesIO(raw.getvalue()), lambda h: None)
 
 
 def test_record_checksums_are_zlibs_crc32() -> None:

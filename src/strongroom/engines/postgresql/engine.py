@@ -61,6 +61,7 @@ SLOT_WAL_KEEP_SIZE = "2GB"
 CONNECT_TIMEOUT = 10
 START_ATTEMPTS = 5
 SLOT_BUSY_WAIT = 15.0
+PROMOTION_POLL = 0.02  # seconds between checks; recovery of a restore ends in tens of ms
 
 _START_RE = re.compile(
     r"write-ahead log start point: ([0-9A-Fa-f]+/[0-9A-Fa-f]+) on timeline (\d+)"
@@ -1311,13 +1312,13 @@ class PostgresEngine:
         label and WAL window make the directory consistent."""
         full = chain[0].metadata
         owner = self.os_user.owner
-        restorer = filestream.ChainRestorer(data, owner)
         writer = walstream.SegmentWriter(
             data / "pg_wal", int(full["timeline"]), int(full["wal_segment_size"]), owner
         )
-        for position, link in enumerate(reversed(chain)):
-            self._lay_out_link(data, restorer, writer, link, full, newest=position == 0)
-        names = restorer.finish()
+        with filestream.ChainRestorer(data, owner) as restorer:
+            for position, link in enumerate(reversed(chain)):
+                self._lay_out_link(data, restorer, writer, link, full, newest=position == 0)
+            names = restorer.finish()
         if "PG_VERSION" not in names or "global/pg_control" not in names:
             raise RestoreError("the backup stream is not a PostgreSQL data directory")
         return writer
@@ -1433,7 +1434,7 @@ class PostgresEngine:
                     return
             except psycopg.Error as exc:
                 last_error = _pg_error(exc)
-            time.sleep(0.1)
+            time.sleep(PROMOTION_POLL)
         raise RestoreError(
             "the restored server did not finish recovery in time: "
             f"{last_error or cluster.log_tail(log, 5)}"
