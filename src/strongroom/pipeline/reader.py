@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import io
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from strongroom.pipeline import crypto
@@ -85,6 +85,7 @@ class ChunkReader(io.RawIOBase):
         prefetch: int = 4,
         workers: int = 2,
         missing: tuple[type[BaseException], ...] = DEFAULT_MISSING,
+        pool: Executor | None = None,
     ) -> None:
         super().__init__()
         if prefetch < 1 or workers < 1:
@@ -94,7 +95,11 @@ class ChunkReader(io.RawIOBase):
         self._fetch = fetch
         self._missing = missing
         self._prefetch = prefetch
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="strongroom-open")
+        # A pool passed in is shared with other readers: it stays open when this closes.
+        self._own_pool = pool is None
+        self._pool: Executor = pool or ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="strongroom-open"
+        )
         self._pending: collections.deque[Future[bytes]] = collections.deque()
         self._next_fetch = 0
         self._next_read = 0
@@ -182,7 +187,7 @@ class ChunkReader(io.RawIOBase):
             for future in self._pending:
                 future.cancel()
             self._pending.clear()
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._stop_pool(wait=True)
         super().close()
 
     # -- internals ----------------------------------------------------------------------
@@ -209,7 +214,9 @@ class ChunkReader(io.RawIOBase):
                 plain = future.result()
             except BaseException as exc:
                 self._error = exc
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                for pending in self._pending:
+                    pending.cancel()
+                self._stop_pool(wait=False)
                 raise
             self._next_read += 1
             self._fill_window()
@@ -232,7 +239,11 @@ class ChunkReader(io.RawIOBase):
             self._error = error
             raise error
         self._eof = True
-        self._pool.shutdown(wait=True)
+        self._stop_pool(wait=True)
+
+    def _stop_pool(self, *, wait: bool) -> None:
+        if self._own_pool:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
 
     def _fetch_and_open(self, index: int) -> bytes:
         manifest = self._manifest

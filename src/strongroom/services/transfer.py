@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from strongroom.domain.model import Backup
@@ -59,31 +61,72 @@ class ChainLink:
     raw_sha256: str
 
 
+class _SharedPool:
+    """The fetch threads of a backup's readers (see ``_LazyReader.reader_at``): one pool
+    however many parts of the stream are read at once, shut down with the last reader."""
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._users = 0
+
+    def acquire(self) -> ThreadPoolExecutor:
+        with self._lock:
+            self._users += 1
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self._workers, thread_name_prefix="strongroom-open"
+                )
+            return self._pool
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
 class _LazyReader:
     """Opens a link's chunk reader on first read, so links are fetched one at a time."""
 
-    def __init__(self, link: ChainLink, transfer: Transfer) -> None:
+    def __init__(
+        self, link: ChainLink, transfer: Transfer, start: int = 0, pool: _SharedPool | None = None
+    ) -> None:
         self._link = link
         self._transfer = transfer
+        self._start = start
+        self._pool = pool or _SharedPool(transfer.rules.transfer_threads)
         self._reader: ChunkReader | None = None
 
     def _opened(self) -> ChunkReader:
         if self._reader is None:
             link = self._link
+            threads = self._transfer.rules.transfer_threads
             self._reader = ChunkReader(
                 link.opened,
                 lambda i: link.store.get(object_layout.chunk_key_beside(link.manifest_key, i)),
-                prefetch=self._transfer.rules.transfer_threads * 2,
-                workers=self._transfer.rules.transfer_threads,
+                # Readers of one backup share the threads; each keeps as many chunks ahead.
+                prefetch=threads if self._start else threads * 2,
                 missing=(ObjectNotFoundError,),
+                pool=self._pool.acquire(),
             )
+            if self._start:
+                self._reader.skip(self._start)  # whole chunks before it are not fetched
         return self._reader
+
+    def reader_at(self, offset: int, /) -> _LazyReader:
+        """Another reader of the same backup, from ``offset``, on the same fetch threads:
+        engines lay out parts of a stream at once. It verifies what it returns; reading
+        on to the end it also checks the stream's length."""
+        return _LazyReader(self._link, self._transfer, offset, self._pool)
 
     def read(self, size: int, /) -> bytes:
         reader = self._opened()
         data = reader.read(size)
         if not data:
-            reader.close()
+            self.close()
         return data
 
     def skip(self, size: int, /) -> None:
@@ -91,8 +134,9 @@ class _LazyReader:
         self._opened().skip(size)
 
     def close(self) -> None:
-        if self._reader is not None:
+        if self._reader is not None and not self._reader.closed:
             self._reader.close()
+            self._pool.release()
 
 
 class Transfer:

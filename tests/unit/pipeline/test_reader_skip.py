@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from strongroom.pipeline import ChunkReader, MasterKey, open_manifest
@@ -75,3 +77,27 @@ def test_skip_past_the_end_is_an_error(master_key: MasterKey) -> None:
     stored = write_backup(compressible(3 * CHUNK), master_key)
     with _reader(stored, master_key, []) as reader, pytest.raises(ValueError, match="past the end"):
         reader.skip(3 * CHUNK + 1)
+
+
+def test_readers_sharing_a_pool_read_from_offsets_and_leave_it_open(
+    master_key: MasterKey,
+) -> None:
+    """Parts of one backup read at once (a restore's segments): each reader skips to its
+    offset, closing one leaves the shared pool to the others, and the reader that reaches
+    the end still checks the stream's length."""
+    data = compressible(8 * CHUNK)
+    stored = write_backup(data, master_key)
+    opened = open_manifest(stored.manifest_bytes, master_key)
+    with ThreadPoolExecutor(2) as pool:
+        readers = []
+        for start in (0, 3 * CHUNK + 7, 6 * CHUNK):
+            reader = ChunkReader(opened, stored.chunks.__getitem__, prefetch=2, pool=pool)
+            reader.skip(start)
+            readers.append(reader)
+        middle = readers[1].read(CHUNK)
+        readers[1].close()
+        assert middle == data[3 * CHUNK + 7 : 4 * CHUNK]
+        assert _read_all(readers[2]) == data[6 * CHUNK :]
+        assert readers[0].read(10) == data[:10]
+        readers[0].close()
+        assert pool.submit(lambda: 1).result() == 1  # still open
