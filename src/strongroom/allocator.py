@@ -5,7 +5,10 @@ Backup and restore allocate and free a few 4 MiB buffers per chunk (plaintext, c
 sealed). glibc serves allocations that large with a fresh ``mmap`` each time, so every
 chunk pays a page fault per 4 KiB page and an ``munmap``: measured on a 2.4 GB restore,
 about a quarter of the process's system time. Raising the mmap threshold above the chunk
-size keeps freed buffers for reuse; the trim threshold bounds what the heap keeps.
+size keeps freed buffers for reuse; the trim threshold bounds what the heap keeps. Each
+glibc arena keeps its own freed buffers, and a restore laying out several parts of a
+stream at once has threads enough for eight: two arenas held its peak RSS at 170 MB
+where eight reached 260 MB, at the same speed.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import gc
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+ARENA_MAX = 2
 MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's maximum on 64-bit
 TRIM_THRESHOLD = 128 * 1024 * 1024
 
@@ -30,7 +35,9 @@ def keep_chunk_buffers_in_heap() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        and mallopt(M_ARENA_MAX, ARENA_MAX)
     )
 
 

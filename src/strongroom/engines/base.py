@@ -39,7 +39,9 @@ class ByteSource(Protocol):
     ``read(n)`` returns at most ``n`` bytes, ``b""`` at the end; ``read()`` / ``read(-1)``
     is not used by engines (it would hold a whole backup in memory). The service's
     sources also have ``skip(n)``: bytes an engine will not use, whose chunks are then
-    neither fetched nor decrypted; engines look for it and read past without it.
+    neither fetched nor decrypted; and ``reader_at(offset)``: another source of the same
+    stream from ``offset``, so that parts of it are restored at once. Engines look for
+    both and do without them.
     """
 
     def read(self, size: int, /) -> bytes: ...

@@ -218,6 +218,25 @@ class FileSink:
         self._fh.close()
 
 
+class OffsetFileSource:
+    """A stream file read as the pipeline's reader reads a backup: also from an offset
+    (``reader_at``), so the engine lays out a link's segments on several threads."""
+
+    def __init__(self, path: Path, offset: int = 0) -> None:
+        self.path = path
+        self._fh = path.open("rb")
+        self._fh.seek(offset)
+
+    def read(self, size: int, /) -> bytes:
+        return self._fh.read(size)
+
+    def reader_at(self, offset: int, /) -> OffsetFileSource:
+        return OffsetFileSource(self.path, offset)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

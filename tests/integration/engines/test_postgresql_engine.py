@@ -21,6 +21,7 @@ import pytest
 import zstandard
 from pg_helpers import (
     FileSink,
+    OffsetFileSource,
     PlainServer,
     Writer,
     cleanup_homes,
@@ -47,7 +48,7 @@ from strongroom.engines.errors import (
     InvalidExternalError,
     RestoreError,
 )
-from strongroom.engines.postgresql import PostgresEngine, cluster
+from strongroom.engines.postgresql import PostgresEngine, cluster, filestream
 
 SCALE = 5
 
@@ -107,8 +108,12 @@ def _restore(
     home: Path,
     links: list[tuple[dict[str, Any], Path]],
     request: InstanceRequest | None = None,
+    *,
+    by_segments: bool = False,
 ) -> dict[str, Any]:
-    files = [path.open("rb") for _, path in links]
+    files: list[Any] = [
+        OffsetFileSource(path) if by_segments else path.open("rb") for _, path in links
+    ]
     try:
         chain = [RestoreInput(meta, fh) for (meta, _), fh in zip(links, files, strict=True)]
         return engine.restore_instance(home, chain, request or InstanceRequest(home.name))
@@ -291,7 +296,15 @@ def _states(conn: dict[str, Any], databases: tuple[str, ...]) -> dict[str, Any]:
     return {db: snapshot(conn, db) for db in databases}
 
 
-def test_incremental_chain(engine: PostgresEngine, source: dict[str, Any], workdir: Path) -> None:
+def test_incremental_chain(
+    engine: PostgresEngine,
+    source: dict[str, Any],
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each prefix of a four-link chain restores the state it recorded; the streams are
+    cut into small segments, laid out on several threads (other tests read them whole)."""
+    monkeypatch.setattr(filestream, "SEGMENT_BYTES", 256 * 1024)
     dbs: tuple[str, ...] = ("bench",)
     states = [_states(source, dbs)]
     full_meta, _ = _backup(engine, source, workdir / "chain-0")
@@ -336,6 +349,7 @@ def test_incremental_chain(engine: PostgresEngine, source: dict[str, Any], workd
         f"{inc1_meta['changed_pages']} pages"
     )
     metas = [full_meta, inc1_meta, inc2_meta, inc3_meta]
+    assert all(len(meta["segment_offsets"]) > 2 for meta in metas)
     for parent, child in itertools.pairwise(metas):
         assert child["method"] == "pgdata-pages"
         assert child["threshold_lsn"] == parent["start_lsn"]
@@ -344,7 +358,7 @@ def test_incremental_chain(engine: PostgresEngine, source: dict[str, Any], workd
     links = [(meta, workdir / f"chain-{n}") for n, meta in enumerate(metas)]
     for n in range(len(links)):
         home = workdir / f"restored-chain-{n}"
-        restored = _restore(engine, home, links[: n + 1])
+        restored = _restore(engine, home, links[: n + 1], by_segments=True)
         try:
             databases = tuple(db for db in states[n])
             assert _states(restored, databases) == states[n], f"chain up to link {n} differs"

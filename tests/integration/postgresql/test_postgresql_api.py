@@ -32,6 +32,7 @@ from pgsvc import (
 
 from fixtures.service import Caller, Harness, make_harness, wait_for
 from integration.engines.pg_helpers import PlainServer, pgbench_init, snapshot, stop_server
+from strongroom.engines.postgresql import filestream
 
 pytestmark = [
     pytest.mark.integration,
@@ -46,6 +47,15 @@ APP_PASSWORD = "app-" + secrets.token_hex(8)
 def base() -> Iterator[Path]:
     with reachable_dir("strongroom-pgapi-") as path:
         yield path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_segments() -> Iterator[None]:
+    """Backup streams cut into 1 MiB segments: restores here read each link from several
+    offsets at once through the pipeline's verified reader, as large backups do."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(filestream, "SEGMENT_BYTES", 1024 * 1024)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +245,8 @@ def test_full_under_writes_then_incrementals_restore_exactly(
 
     assert full["parent_id"] is None
     assert inc1["parent_id"] == full["id"] and inc2["parent_id"] == inc1["id"]
+    (manifest,) = (h.settings.data_dir / "objects").rglob(f"{full['id']}/manifest.json")
+    assert len(json.loads(manifest.read_bytes())["engine"]["segment_offsets"]) > 2
     for b in (full, inc1, inc2):
         assert b["datastore"]["type"] == "postgresql"
         assert b["datastore"]["version"] == PG_MAJOR

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,11 +25,31 @@ def write_pages(path: Path, pages: list[bytes]) -> None:
     path.write_bytes(b"".join(pages))
 
 
-def backup(root: Path, threshold: int | None) -> tuple[bytes, int]:
-    """A stream of ``root`` as the engine writes it: records, then the label."""
+@dataclass(frozen=True)
+class Link:
+    raw: bytes
+    segments: list[int]  # the writer's segment_offsets
+
+
+class OffsetSource(io.BytesIO):
+    """A source that can also be read from an offset, as the pipeline's reader can."""
+
+    def __init__(self, raw: bytes, offset: int = 0) -> None:
+        super().__init__(raw)
+        self.seek(offset)
+
+    def reader_at(self, offset: int) -> OffsetSource:
+        return OffsetSource(self.getvalue(), offset)
+
+
+def backup(root: Path, threshold: int | None, segment_bytes: int = 1) -> tuple[Link, int]:
+    """A stream of ``root`` as the engine writes it: records, then the label. Segments
+    are as small as they can be (one record each) unless ``segment_bytes`` says."""
     out = io.BytesIO()
     writer = filestream.DirStreamWriter(
-        out, {"block_size": BS, "start_lsn": "0/0", "threshold_lsn": None}
+        out,
+        {"block_size": BS, "start_lsn": "0/0", "threshold_lsn": None},
+        segment_bytes=segment_bytes,
     )
     pages = 0
     for entry in datadir.walk(root):
@@ -44,13 +65,15 @@ def backup(root: Path, threshold: int | None) -> tuple[bytes, int]:
         finally:
             os.close(fd)
     writer.label("START WAL LOCATION: 0/0\n", "")
-    return out.getvalue(), pages
+    return Link(out.getvalue(), writer.segment_offsets), pages
 
 
-def restore(target: Path, streams_newest_first: list[bytes]) -> list[str]:
-    with filestream.ChainRestorer(target, None) as restorer:
-        for raw in streams_newest_first:
-            end = restorer.apply(io.BytesIO(raw), lambda header: None)
+def restore(target: Path, newest_first: list[Link] | list[bytes], workers: int = 1) -> list[str]:
+    """Lay out a chain; with ``workers`` > 1, each link's segments on that many threads."""
+    with filestream.ChainRestorer(target, None, workers=workers) as restorer:
+        for link in newest_first:
+            raw, segments = (link.raw, link.segments) if isinstance(link, Link) else (link, [])
+            end = restorer.apply(OffsetSource(raw), lambda header: None, segments)
             assert end.backup_label.startswith("START WAL LOCATION")
             assert end.rest.read(1) == b""
         return restorer.finish()
@@ -109,8 +132,9 @@ def test_walk_follows_pg_basebackup_exclusions(tmp_path: Path) -> None:
         list(datadir.walk(tmp_path))
 
 
+@pytest.mark.parametrize("workers", [1, 3])
 def test_chain_is_restored_newest_first_with_each_block_from_its_newest_link(
-    tmp_path: Path,
+    tmp_path: Path, workers: int
 ) -> None:
     src = tmp_path / "src"
     rel = src / "base/5/16384"
@@ -138,7 +162,7 @@ def test_chain_is_restored_newest_first_with_each_block_from_its_newest_link(
 
     target = tmp_path / "target"
     target.mkdir()
-    files = restore(target, [inc2, inc1, full])
+    files = restore(target, [inc2, inc1, full], workers)
     assert files == ["base/5/16384", "base/5/16384_vm", "base/5/16400"]
     assert (target / "base/5/16384").read_bytes() == rel.read_bytes()
     assert (target / "base/5/16400").read_bytes() == page(50, 0x99)
@@ -147,7 +171,7 @@ def test_chain_is_restored_newest_first_with_each_block_from_its_newest_link(
     # the middle of the chain alone restores the state it recorded
     target1 = tmp_path / "target1"
     target1.mkdir()
-    restore(target1, [inc1, full])
+    restore(target1, [inc1, full], workers)
     restored = (target1 / "base/5/16384").read_bytes()
     expected = [page(10, 0), page(30, 0x71), page(10, 2), page(10, 3), page(31, 0x74)]
     expected += [page(10, 5), page(32, 0x76)]
@@ -167,7 +191,8 @@ def test_a_chain_missing_its_full_backup_is_refused(tmp_path: Path) -> None:
 def test_damaged_records_are_refused(tmp_path: Path) -> None:
     src = tmp_path / "src"
     write_pages(src / "base/5/16384", [page(10, 1), page(30, 2)])
-    full, _ = backup(src, None)
+    link, _ = backup(src, None)
+    full = link.raw
     flipped = bytearray(full)
     flipped[len(full) // 2] ^= 0xFF
     for bad, message in (
@@ -222,3 +247,35 @@ def test_record_checksums_are_zlibs_crc32() -> None:
     for piece in pieces:
         ours, theirs = filestream.crc32(piece, ours), zlib.crc32(piece, theirs)
         assert ours == theirs
+
+
+def test_segments_that_do_not_fall_between_records_are_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for n in range(4):
+        write_pages(src / f"base/5/{16384 + n}", [page(10, n)] * 3)
+    link, _ = backup(src, None)
+    assert len(link.segments) >= 4
+    moved = [*link.segments[:-2], link.segments[-2] + 3, link.segments[-1]]
+    for segments, message in (
+        # the segment before it overruns, or the moved one reads garbage: either fails
+        (moved, "segments do not fit|corrupted|unsafe path|ends early"),
+        (list(reversed(link.segments)), "segment offsets are malformed"),
+        ([5, *link.segments], "segment offsets are malformed"),  # inside the header
+    ):
+        target = tmp_path / f"t{len(list(tmp_path.iterdir()))}"
+        target.mkdir()
+        with pytest.raises(filestream.FileStreamError, match=message):
+            restore(target, [Link(link.raw, segments)], workers=3)
+
+
+def test_a_damaged_segment_fails_the_link_laid_out_in_parallel(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for n in range(6):
+        write_pages(src / f"base/5/{16384 + n}", [page(10, n)] * 4)
+    link, _ = backup(src, None)
+    damaged = bytearray(link.raw)
+    damaged[link.segments[-2] + 200] ^= 0xFF  # inside a page of a file in the middle
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(filestream.FileStreamError, match="checksum"):
+        restore(target, [Link(bytes(damaged), link.segments)], workers=3)

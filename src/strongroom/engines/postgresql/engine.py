@@ -61,6 +61,8 @@ SLOT_WAL_KEEP_SIZE = "2GB"
 CONNECT_TIMEOUT = 10
 START_ATTEMPTS = 5
 SLOT_BUSY_WAIT = 15.0
+# Threads laying out a link's files at once (see filestream.ChainRestorer.apply).
+LAYOUT_THREADS = min(4, os.cpu_count() or 1)
 PROMOTION_POLL = 0.02  # seconds between checks; recovery of a restore ends in tens of ms
 
 _START_RE = re.compile(
@@ -904,6 +906,7 @@ class PostgresEngine:
             "system_identifier": sysid,
             "databases": databases,
             "stream_bytes": counter.count,
+            "segment_offsets": writer.segment_offsets,
             **facts,
         }
         if threshold is not None:
@@ -1315,7 +1318,7 @@ class PostgresEngine:
         writer = walstream.SegmentWriter(
             data / "pg_wal", int(full["timeline"]), int(full["wal_segment_size"]), owner
         )
-        with filestream.ChainRestorer(data, owner) as restorer:
+        with filestream.ChainRestorer(data, owner, workers=LAYOUT_THREADS) as restorer:
             for position, link in enumerate(reversed(chain)):
                 self._lay_out_link(data, restorer, writer, link, full, newest=position == 0)
             names = restorer.finish()
@@ -1341,7 +1344,7 @@ class PostgresEngine:
             ) != meta.get("threshold_lsn"):
                 raise RestoreError("a backup stream does not match its metadata")
 
-        end = restorer.apply(link.stream, expect)
+        end = restorer.apply(link.stream, expect, meta.get("segment_offsets") or ())
         header = walstream.read_header(end.rest)
         self._check_wal_header(header, meta, full)
         if not newest:

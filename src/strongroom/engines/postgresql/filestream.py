@@ -29,7 +29,9 @@ import contextlib
 import json
 import os
 import struct
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,8 @@ _BLOCK_SIZES = (1024, 2048, 4096, 8192, 16384, 32768)  # what PostgreSQL can be 
 # Smaller files are left to the server's fsync at start: one fdatasync each would cost a
 # metadata write (a journal commit) for a few kilobytes, and a directory holds thousands.
 WRITEBACK_MIN_SIZE = 1024 * 1024
+# A restore lays out the parts of a link between these on several threads at once.
+SEGMENT_BYTES = 128 * 1024 * 1024
 
 
 class FileStreamError(StreamFormatError):
@@ -64,52 +68,66 @@ class FileStreamError(StreamFormatError):
 class DirStreamWriter:
     """Writes records of a data directory into ``sink``."""
 
-    def __init__(self, sink: ByteSink, header: dict[str, Any]) -> None:
+    def __init__(
+        self, sink: ByteSink, header: dict[str, Any], *, segment_bytes: int | None = None
+    ) -> None:
         self._sink = sink
         self._block_size = int(header["block_size"])
         self._buffer = bytearray(datadir.READ_SIZE)
+        self._written = 0
+        self._segment_bytes = segment_bytes or SEGMENT_BYTES
+        self._next_segment = self._segment_bytes
+        # Where records start, about every ``segment_bytes`` (see :func:`check_segments`).
+        self.segment_offsets: list[int] = []
         body = json.dumps(dict(header, format=FORMAT_VERSION), sort_keys=True).encode()
-        sink.write(MAGIC + _U32.pack(len(body)) + body)
+        self._put(MAGIC + _U32.pack(len(body)) + body)
+
+    def _put(self, data: bytes | memoryview) -> None:
+        self._sink.write(data)
+        self._written += len(data)
 
     def _name(self, kind: bytes, path: str) -> None:
+        if self._written >= self._next_segment:
+            self.segment_offsets.append(self._written)
+            self._next_segment = self._written + self._segment_bytes
         raw = path.encode()
-        self._sink.write(kind + _U16.pack(len(raw)) + raw)
+        self._put(kind + _U16.pack(len(raw)) + raw)
 
     def directory(self, path: str) -> None:
         self._name(b"d", path)
 
     def whole_file(self, path: str, fd: int, size: int) -> None:
         self._name(b"f", path)
-        self._sink.write(_U64.pack(size))
+        self._put(_U64.pack(size))
         crc = 0
         remaining = size
         while remaining:
             view = datadir.read_exactly(fd, self._buffer, min(remaining, len(self._buffer)))
             crc = crc32(view, crc)
-            self._sink.write(view)
+            self._put(view)
             remaining -= len(view)
-        self._sink.write(_U32.pack(crc))
+        self._put(_U32.pack(crc))
 
     def changed_pages(self, path: str, fd: int, size: int, threshold: int) -> int:
         """Write the pages changed since ``threshold``; returns how many."""
         size -= size % self._block_size
         self._name(b"p", path)
-        self._sink.write(_U64.pack(size))
+        self._put(_U64.pack(size))
         crc = 0
         pages = 0
         for first, view in datadir.changed_runs(fd, size, threshold, self._block_size):
             count = len(view) // self._block_size
             run = _RUN.pack(first, count)
             crc = crc32(view, crc32(run, crc))
-            self._sink.write(run)
-            self._sink.write(view)
+            self._put(run)
+            self._put(view)
             pages += count
-        self._sink.write(_U32.pack(END_OF_RUNS) + _U32.pack(crc))
+        self._put(_U32.pack(END_OF_RUNS) + _U32.pack(crc))
         return pages
 
     def label(self, backup_label: str, tablespace_map: str) -> None:
         label, spcmap = backup_label.encode(), tablespace_map.encode()
-        self._sink.write(b"l" + _U32.pack(len(label)) + label + _U32.pack(len(spcmap)) + spcmap)
+        self._put(b"l" + _U32.pack(len(label)) + label + _U32.pack(len(spcmap)) + spcmap)
 
 
 # -- restoring --------------------------------------------------------------------------
@@ -124,6 +142,25 @@ class LinkEnd:
     backup_label: str
     tablespace_map: str
     rest: ByteSource
+
+
+def check_segments(offsets: Sequence[int], first_record: int) -> None:
+    """A link's ``segment_offsets``: increasing, none inside its header."""
+    previous = first_record - 1
+    for offset in offsets:
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset <= previous:
+            raise FileStreamError("the backup's segment offsets are malformed")
+        previous = offset
+
+
+class _Stopped(Exception):
+    """Another segment of the link failed."""
+
+
+def _close(source: ByteSource) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
 
 
 class _FileState:
@@ -144,23 +181,39 @@ class ChainRestorer:
     Memory: one flag byte per 8 KiB block of the files that incrementals changed.
     """
 
-    def __init__(self, target: Path, owner: tuple[int, int] | None) -> None:
+    def __init__(self, target: Path, owner: tuple[int, int] | None, *, workers: int = 1) -> None:
         self._target = target
         self._owner = owner
+        self._workers = workers
         self._files: dict[str, _FileState] = {}
         self._block_size = 0
         self._links = 0
         self._writeback = BackgroundWriteback()
+        self._layout = ThreadPoolExecutor(workers, thread_name_prefix="strongroom-layout")
+        self._lock = threading.Lock()  # the files of the chain, and of the link, by path
+        self._stop = threading.Event()  # a segment failed: the others stop
 
     def __enter__(self) -> ChainRestorer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self._layout.shutdown(wait=True, cancel_futures=True)
         self._writeback.close()
 
     # The public steps: one call per link, newest first, then finish().
-    def apply(self, source: ByteSource, expect: Callable[[dict[str, Any]], None]) -> LinkEnd:
-        """Read one link's records up to its WAL window; ``expect`` checks the header."""
+    def apply(
+        self,
+        source: ByteSource,
+        expect: Callable[[dict[str, Any]], None],
+        segments: Sequence[int] = (),
+    ) -> LinkEnd:
+        """Read one link's records up to its WAL window; ``expect`` checks the header.
+
+        ``segments`` are the link's ``segment_offsets``: where records start. With more
+        than one worker and a source that can also be read from an offset (the pipeline's
+        ``reader_at``), the parts between them are laid out on that many threads at once:
+        they hold different files, and one thread writing into the page cache was the
+        restore's limit."""
         buffer = SourceBuffer(source, FileStreamError)
         header = self._header(buffer)
         expect(header)
@@ -173,17 +226,84 @@ class ChainRestorer:
         elif block_size != self._block_size:
             raise FileStreamError("the chain mixes block sizes")
         self._links += 1
-        while True:
+        seen: set[str] = set()
+        reader_at = getattr(source, "reader_at", None)
+        if self._workers > 1 and segments and reader_at is not None:
+            check_segments(segments, buffer.position)
+            buffer = self._apply_segments(buffer, source, list(segments), newest, seen)
+        else:
+            self._records(buffer, newest, None, seen)
+        label = self._text(buffer)
+        return LinkEnd(header, label, self._text(buffer), buffer)
+
+    def _apply_segments(
+        self,
+        first: SourceBuffer,
+        source: ByteSource,
+        starts: list[int],
+        newest: bool,
+        seen: set[str],
+    ) -> SourceBuffer:
+        """Lay out the records before ``starts[0]`` from ``first`` (over ``source``) and
+        each segment from a reader of its own; returns the last segment's buffer, at the
+        link's label."""
+        reader_at: Callable[[int], ByteSource] = source.reader_at  # type: ignore[attr-defined]
+
+        def segment(start: int, end: int | None) -> tuple[SourceBuffer, ByteSource]:
+            source = reader_at(start)
+            try:
+                buffer = SourceBuffer(source, FileStreamError, start=start)
+                self._records(buffer, newest, end, seen)
+            except BaseException:
+                _close(source)
+                raise
+            if end is not None:
+                _close(source)
+            return buffer, source
+
+        ends: list[int | None] = [*starts[1:], None]
+        pool = self._layout
+        head = pool.submit(self._records, first, newest, starts[0], seen)
+        parts = [pool.submit(segment, s, e) for s, e in zip(starts, ends, strict=True)]
+        futures: list[Future[Any]] = [head, *parts]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.done() and f.exception() is not None for f in futures):
+            self._stop.set()
+            for future in futures:
+                future.cancel()
+        wait(futures)
+        self._stop.clear()
+        _close(source)  # it stopped at the first segment; the link ends in the last one
+        errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+        if errors:
+            if not parts[-1].cancelled() and parts[-1].exception() is None:
+                _close(parts[-1].result()[1])
+            raise next((e for e in errors if not isinstance(e, _Stopped)), errors[0])
+        buffer: SourceBuffer = parts[-1].result()[0]
+        return buffer
+
+    def _records(self, buffer: SourceBuffer, newest: bool, end: int | None, seen: set[str]) -> None:
+        """Lay out records from ``buffer`` up to offset ``end`` (which must fall between
+        records), or, without ``end``, up to the link's label record (its kind read)."""
+        while end is None or buffer.position < end:
+            if self._stop.is_set():
+                raise _Stopped
             kind = buffer.exact(1)
             if kind == b"l":
-                label = self._text(buffer)
-                return LinkEnd(header, label, self._text(buffer), buffer)
+                if end is not None:
+                    break
+                return
             (length,) = _U16.unpack(buffer.exact(2))
             path = str(safe_relative(self._decode(buffer.exact(length)), FileStreamError))
             if kind == b"d":
                 if newest:
                     self._mkdir(path)
-            elif kind == b"f":
+                continue
+            with self._lock:
+                if path in seen:
+                    raise FileStreamError(f"the backup stream names {path} twice")
+                seen.add(path)
+            if kind == b"f":
                 (size,) = _U64.unpack(buffer.exact(8))
                 self._whole(buffer, path, size, newest)
             elif kind == b"p":
@@ -191,6 +311,8 @@ class ChainRestorer:
                 self._pages(buffer, path, size, newest)
             else:
                 raise FileStreamError("the backup stream is corrupted (unknown record)")
+        if buffer.position != end:
+            raise FileStreamError("the backup stream is corrupted (its segments do not fit)")
 
     def finish(self) -> list[str]:
         """Cut every file to its size, check that each block came from some link, and
@@ -272,10 +394,9 @@ class ChainRestorer:
         return fd
 
     def _register(self, path: str, size: int, paged: bool) -> _FileState:
-        if path in self._files:
-            raise FileStreamError(f"the backup stream names {path} twice")
         state = _FileState(size, -(-size // self._block_size) if paged else None)
-        self._files[path] = state
+        with self._lock:
+            self._files[path] = state
         return state
 
     def _whole(self, buffer: SourceBuffer, path: str, size: int, newest: bool) -> None:

@@ -17,15 +17,24 @@ class StreamFormatError(Exception):
 class SourceBuffer:
     """Exact reads over a ByteSource without re-joining what was already read."""
 
-    def __init__(self, source: ByteSource, error: type[StreamFormatError]) -> None:
+    def __init__(
+        self, source: ByteSource, error: type[StreamFormatError], *, start: int = 0
+    ) -> None:
         self._source = source
         self._error = error
         self._buf = memoryview(b"")
+        self._passed = start  # offset in the stream of the end of what was fetched
+
+    @property
+    def position(self) -> int:
+        """Offset in the stream of the next byte to be taken (``start`` for the first)."""
+        return self._passed - len(self._buf)
 
     def take(self, size: int) -> memoryview:
         """Up to ``size`` bytes (at least one unless the stream ended)."""
         if not self._buf:
             self._buf = memoryview(self._source.read(READ_SIZE))
+            self._passed += len(self._buf)
         out, self._buf = self._buf[:size], self._buf[size:]
         return out
 
@@ -51,6 +60,7 @@ class SourceBuffer:
                 source_skip(size)
             except ValueError as exc:
                 raise self._error("the backup stream ends early") from exc
+            self._passed += size
             return
         while size:
             part = self.take(min(size, READ_SIZE))
@@ -67,7 +77,9 @@ class SourceBuffer:
         if self._buf:
             out, self._buf = bytes(self._buf), memoryview(b"")
             return out
-        return self._source.read(READ_SIZE)
+        out = self._source.read(READ_SIZE)
+        self._passed += len(out)
+        return out
 
 
 def safe_relative(name: str, error: type[StreamFormatError]) -> PurePosixPath:
