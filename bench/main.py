@@ -416,7 +416,7 @@ def report(
 def main() -> int:
     scale = int(os.environ.get("BENCH_SCALE", "150"))
     runs = int(os.environ.get("BENCH_RUNS", "3"))
-    restore_runs = int(os.environ.get("BENCH_RESTORE_RUNS", "1"))
+    restore_runs = int(os.environ.get("BENCH_RESTORE_RUNS", str(runs)))
     maria_scale = int(os.environ.get("BENCH_MARIADB_SCALE", str(max(1, scale // 3))))
     small = max(1, scale // 3)
     patterns = os.environ.get("BENCH_UPDATE", "spread,range").split(",")

@@ -2,7 +2,7 @@
 # Strongroom benchmark: sets up its own PostgreSQL and MariaDB data, runs Strongroom and its
 # peers alternately, writes bench/results/<date>-scale<N>.md. See bench/README.md.
 #   BENCH_SCALE (150)  BENCH_RUNS (3)  BENCH_MARIADB_SCALE (= BENCH_SCALE)
-#   BENCH_ONLY (pg,memory,mariadb,api)  BENCH_WORK (bench/work)
+#   BENCH_ONLY (pg,memory,mariadb,api)  BENCH_WORK (bench/work)  BENCH_RESTORE_RUNS (= BENCH_RUNS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
