@@ -23,7 +23,6 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python")
 WORK = Path(os.environ.get("BENCH_WORK", str(BENCH_DIR / "work"))).resolve()
 RSS_SAMPLE_INTERVAL = 0.02
 WARM_BYTES = 6 << 30  # more than a restore writes at scale 150, with the server it starts
-RECENT_REMOVAL_SECONDS = 61  # see prepare_restore
 
 
 def warm_memory(limit: int = WARM_BYTES) -> float:
@@ -45,30 +44,22 @@ def warm_memory(limit: int = WARM_BYTES) -> float:
     return seconds
 
 
-_last_removal = 0.0  # time.monotonic() of the last removal of a restored directory
-
-
-def note_removal() -> None:
-    """A restored directory (thousands of files) was just removed."""
-    global _last_removal
-    _last_removal = time.monotonic()
-
-
 def prepare_restore() -> None:
-    """Before each measured restore: no restored directory removed in the last minute,
-    and used memory (:func:`warm_memory`).
+    """Before each measured restore: the page cache dropped, then used memory
+    (:func:`warm_memory`). Each tool then reads its backup from disk, as a restore of a
+    backup taken days ago does, and writes into pages this VM has used.
 
-    ext4 without a journal (as here) does not reuse an inode freed in the last 60 s
-    (``RECENTCY_MIN`` in fs/ext4/ialloc.c; longer while its inode table block is dirty) and
-    skips past each one when allocating: a restore creating a thousand files right after
-    another restore was removed spent up to 1 s of kernel time in ``recently_deleted`` and
-    ``find_inode_bit``, a cost the tool that ran first never paid. The bench removes
-    restored directories after both tools' restores, so this rarely waits."""
-    wait = _last_removal + RECENT_REMOVAL_SECONDS - time.monotonic()
-    if wait > 0:
-        log(f"  waiting {wait:.0f} s for inodes freed by the last removal to age")
-        time.sleep(wait)
-    warm_memory()  # last: the host reclaims pages left unused for a while
+    Without it the figures followed the machine's state more than the tools: as the
+    rounds filled the page cache with backups and restored directories, less free
+    memory was left to warm (0.8 GiB before the last restore of a run) and restores took
+    their pages by eviction; and ext4 without a journal (as here) does not reuse an
+    inode freed in the last 60 s while its inode table block is cached
+    (``recently_deleted`` in fs/ext4/ialloc.c), so a restore right after the other
+    tool's restored directory was removed spent up to 1 s of kernel time skipping them.
+    Restored directories are also removed only after both tools' restores of a round."""
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    warm_memory()
 
 
 def log(message: str) -> None:

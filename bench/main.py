@@ -30,7 +30,6 @@ from bench.common import (
     free_port,
     log,
     measure,
-    note_removal,
     prepare_restore,
 )
 
@@ -117,9 +116,10 @@ class StrongroomTask:
             )
         )
 
-    def restore(self, label: str, run: int) -> tuple[Sample, Callable[[], None]]:
+    def restore(self, label: str, run: int) -> tuple[Sample, Callable[[], object]]:
         """Restore ``label`` into a new managed instance, measured, then stop it; returns
-        the sample and what removes the instance (see :func:`common.prepare_restore`)."""
+        the sample and what removes the instance (after the round's restores, see
+        :func:`common.prepare_restore`)."""
         home = WORK / "strongroom" / "instances" / f"{self.name}-restore-{run}"
         out = WORK / f"{self.name}-restored-{run}.json"
         sample = measure(
@@ -139,11 +139,8 @@ class StrongroomTask:
         )
         measure(self._argv("stop", "--home", str(home), "--conn", str(out)))
 
-        def remove() -> None:
-            measure(self._argv("destroy", "--home", str(home), "--conn", str(out)))
-            note_removal()
-
-        return sample, remove
+        destroy = self._argv("destroy", "--home", str(home), "--conn", str(out))
+        return sample, functools.partial(measure, destroy)
 
     def _argv(self, command: str, *args: str) -> list[str]:
         return sr_argv(command, "--engine", self.engine, *args)
@@ -192,7 +189,7 @@ def bench_postgres(
                 parent = label
             # Restored directories are removed after both restores of a round: a removal
             # slows the next restore's file creation (see common.prepare_restore).
-            removals: list[Callable[[], None]] = []
+            removals: list[Callable[[], object]] = []
             for tool in [] if r >= restore_runs else rotate([SR, PGBR], r):
                 prepare_restore()
                 if tool == SR:
@@ -252,7 +249,7 @@ def bench_mariadb(scale: int, runs: int, restore_runs: int, results: Results) ->
                 else:
                     s = measure(maria.backup_argv(server, incr_out, scratch, peer_lsn))
                     record(results, "MariaDB incremental", MB, s, incr_out.stat().st_size)
-            removals: list[Callable[[], None]] = []
+            removals: list[Callable[[], object]] = []
             for tool in [] if r >= restore_runs else rotate([SR, MB], r):
                 prepare_restore()
                 if tool == SR:

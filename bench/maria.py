@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import WORK, free_port, log, note_removal, private_dir, run
+from bench.common import WORK, free_port, log, private_dir, run
 
 OS_USER = "mysql"
 BATCH_ROWS = 1_000_000
@@ -223,4 +223,3 @@ def stop_restored(target: Path) -> None:
 def drop_restored(target: Path) -> None:
     stop_restored(target)
     shutil.rmtree(target, ignore_errors=True)
-    note_removal()

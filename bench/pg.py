@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import WORK, free_port, log, note_removal, private_dir, run, tree_size
+from bench.common import WORK, free_port, log, private_dir, run, tree_size
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 OS_USER = "postgres"
@@ -271,7 +271,6 @@ def stop_restored(target: Path) -> None:
 def drop_restored(target: Path) -> None:
     stop_restored(target)
     shutil.rmtree(target.parent, ignore_errors=True)
-    note_removal()
 
 
 def basebackup_argv(cluster: PgCluster, out: Path) -> list[str]:
@@ -290,7 +289,6 @@ def remove(cluster: PgCluster) -> None:
         check=False,
     )
     shutil.rmtree(cluster.root, ignore_errors=True)
-    note_removal()
 
 
 __all__ = ["PgCluster", "remove", "setup", "tree_size"]
