@@ -250,16 +250,16 @@ class ChainRestorer:
         reader_at: Callable[[int], ByteSource] = source.reader_at  # type: ignore[attr-defined]
 
         def segment(start: int, end: int | None) -> tuple[SourceBuffer, ByteSource]:
-            source = reader_at(start)
+            reader = reader_at(start)
             try:
-                buffer = SourceBuffer(source, FileStreamError, start=start)
+                buffer = SourceBuffer(reader, FileStreamError, start=start)
                 self._records(buffer, newest, end, seen)
             except BaseException:
-                _close(source)
+                _close(reader)
                 raise
             if end is not None:
-                _close(source)
-            return buffer, source
+                _close(reader)
+            return buffer, reader
 
         ends: list[int | None] = [*starts[1:], None]
         pool = self._layout
