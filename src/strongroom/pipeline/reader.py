@@ -273,7 +273,7 @@ class ChunkReader(io.RawIOBase):
             # AES-GCM authenticates every byte of the object (header and nonce as associated
             # data), so an object that opens is the one whose SHA-256 the manifest records:
             # the checksum only names a failure (changed bytes, or an intact object in the
-            # wrong place). Checked first, it cost a restore a fifth of its CPU.
+            # wrong place). Checked first, it cost a restore an eighth of its CPU.
             if sha256_hex(blob) != ref.sha256:
                 raise IntegrityError(
                     f"{what}: SHA-256 mismatch (stored bytes were changed)"
