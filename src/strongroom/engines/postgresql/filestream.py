@@ -230,7 +230,7 @@ class ChainRestorer:
         reader_at = getattr(source, "reader_at", None)
         if self._workers > 1 and segments and reader_at is not None:
             check_segments(segments, buffer.position)
-            buffer = self._apply_segments(buffer, source, list(segments), newest, seen)
+            buffer = self._apply_segments(buffer, source, reader_at, list(segments), newest, seen)
         else:
             self._records(buffer, newest, None, seen)
         label = self._text(buffer)
@@ -240,6 +240,7 @@ class ChainRestorer:
         self,
         first: SourceBuffer,
         source: ByteSource,
+        reader_at: Callable[[int], ByteSource],
         starts: list[int],
         newest: bool,
         seen: set[str],
@@ -247,7 +248,6 @@ class ChainRestorer:
         """Lay out the records before ``starts[0]`` from ``first`` (over ``source``) and
         each segment from a reader of its own; returns the last segment's buffer, at the
         link's label."""
-        reader_at: Callable[[int], ByteSource] = source.reader_at  # type: ignore[attr-defined]
 
         def segment(start: int, end: int | None) -> tuple[SourceBuffer, ByteSource]:
             reader = reader_at(start)
