@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from strongroom.config import Settings, StoreSettings
+from strongroom.config import Allowance, Settings, StoreSettings
 from strongroom.domain.ports import JobQueue, UnitOfWorkFactory
+from strongroom.engines.allowlist import AllowEntry, AllowList
 from strongroom.engines.registry import EngineSettings, build_engine_registry
 from strongroom.jobs.celery_queue import CeleryJobQueue, make_celery
 from strongroom.jobs.inprocess import InProcessJobQueue
@@ -64,6 +65,11 @@ class Container:
     def close(self) -> None:
         self.queue.shutdown()
         self.stores.close()
+
+
+def _allow_list(allowances: list[Allowance], *, paths: bool = False) -> AllowList:
+    entries = [AllowEntry(a.value, frozenset(a.projects)) for a in allowances]
+    return AllowList.of_paths(entries) if paths else AllowList.of(entries)
 
 
 def store_config(s: StoreSettings) -> StoreConfig:
@@ -207,11 +213,13 @@ def build(
     _check_stores(stores)
     engines = build_engine_registry(
         EngineSettings(
-            sqlite_roots=tuple(settings.sqlite_roots),
-            postgresql_allowed_hosts=tuple(settings.postgresql_allowed_hosts),
-            postgresql_allowed_data_dirs=tuple(settings.postgresql_allowed_data_dirs),
-            mariadb_allowed_hosts=tuple(settings.mariadb_allowed_hosts),
-            mariadb_allowed_datadirs=tuple(settings.mariadb_allowed_datadirs),
+            sqlite_roots=_allow_list(settings.sqlite_roots, paths=True),
+            postgresql_allowed_hosts=_allow_list(settings.postgresql_allowed_hosts),
+            postgresql_allowed_data_dirs=_allow_list(
+                settings.postgresql_allowed_data_dirs, paths=True
+            ),
+            mariadb_allowed_hosts=_allow_list(settings.mariadb_allowed_hosts),
+            mariadb_allowed_datadirs=_allow_list(settings.mariadb_allowed_datadirs, paths=True),
             bind_address=settings.instance_bind_address,
             timeout=settings.engine_timeout,
             enabled=tuple(settings.datastores),

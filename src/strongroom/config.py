@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -31,6 +33,44 @@ DEFAULT_FLAVORS = [
     FlavorSettings(id="5", name="xlarge", ram=16384, vcpus=8),
     FlavorSettings(id="6", name="xxlarge", ram=32768, vcpus=16),
 ]
+
+
+class Allowance(BaseModel):
+    """One entry of an external-instance allow-list: a host or a directory (``value``; TOML
+    may say ``host`` or ``path``), and the projects it serves (none: every project).
+    A plain string is an entry for every project."""
+
+    value: str
+    projects: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_plain(cls, data: Any) -> Any:
+        if isinstance(data, str | os.PathLike):
+            return {"value": os.fspath(data)}
+        if isinstance(data, dict) and "value" not in data:
+            named = {k: data[k] for k in ("host", "path") if k in data}
+            if len(named) == 1:
+                rest = {k: v for k, v in data.items() if k not in named}
+                return {"value": next(iter(named.values())), **rest}
+        return data
+
+
+def _listed(value: Any) -> Any:
+    """A list setting given as one string (an environment variable): a JSON list, or
+    comma-separated values."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"not a JSON list: {exc}") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+AllowanceList = Annotated[list[Allowance], NoDecode]
 
 
 class StoreSettings(BaseModel):
@@ -85,16 +125,31 @@ class Settings(BaseSettings):
     max_instances: int = 20
     default_container: str = "database_backups"
 
-    sqlite_roots: list[Path] = Field(default_factory=list)
-    postgresql_allowed_hosts: list[str] = Field(default_factory=list)
-    postgresql_allowed_data_dirs: list[Path] = Field(default_factory=list)
-    mariadb_allowed_hosts: list[str] = Field(default_factory=list)
-    mariadb_allowed_datadirs: list[Path] = Field(default_factory=list)
+    # External-instance allow-lists: plain entries serve every project; an entry
+    # {host|path = "…", projects = ["…"]} serves only the projects it names.
+    sqlite_roots: AllowanceList = Field(default_factory=list)
+    postgresql_allowed_hosts: AllowanceList = Field(default_factory=list)
+    postgresql_allowed_data_dirs: AllowanceList = Field(default_factory=list)
+    mariadb_allowed_hosts: AllowanceList = Field(default_factory=list)
+    mariadb_allowed_datadirs: AllowanceList = Field(default_factory=list)
     instance_bind_address: str = "127.0.0.1"
     engine_timeout: float = 6 * 3600
-    datastores: list[Literal["sqlite", "postgresql", "mariadb"]] = Field(
+    datastores: Annotated[list[Literal["sqlite", "postgresql", "mariadb"]], NoDecode] = Field(
         default_factory=lambda: ["sqlite", "postgresql", "mariadb"]
     )
+
+    @field_validator(
+        "sqlite_roots",
+        "postgresql_allowed_hosts",
+        "postgresql_allowed_data_dirs",
+        "mariadb_allowed_hosts",
+        "mariadb_allowed_datadirs",
+        "datastores",
+        mode="before",
+    )
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _listed(value)
 
     # Scaled out (`strongroom api` / `strongroom worker`): metadata in PostgreSQL or MariaDB
     # (database_url), jobs over a Celery broker (RabbitMQ).
@@ -143,7 +198,13 @@ class Settings(BaseSettings):
             self.default_store = names[0]
         elif self.default_store not in names:
             raise ValueError(f"default_store {self.default_store!r} is not a configured store")
-        self.sqlite_roots = [p.absolute() for p in self.sqlite_roots]
+        for allowances in (
+            self.sqlite_roots,
+            self.postgresql_allowed_data_dirs,
+            self.mariadb_allowed_datadirs,
+        ):
+            for entry in allowances:
+                entry.value = str(Path(entry.value).absolute())
         return self
 
     @property

@@ -132,10 +132,17 @@ class Engine(Protocol):
         ...
 
     # -- external instances ------------------------------------------------------------
-    def register_external(self, params: Mapping[str, Any]) -> Connection:
-        """Validate an existing server's connection details (operator allow-lists,
-        reachability, privileges) and return its connection. Raises
-        ``ExternalNotAllowedError`` (→ 403) or ``InvalidExternalError`` (→ 400)."""
+    def register_external(self, params: Mapping[str, Any], *, project_id: str) -> Connection:
+        """Validate an existing server's connection details (the operator's allow-list
+        entries that serve ``project_id``, reachability, privileges) and return its
+        connection. Raises ``ExternalNotAllowedError`` (→ 403) or ``InvalidExternalError``
+        (→ 400)."""
+        ...
+
+    def external_identity(self, connection: Connection) -> str:
+        """What makes an external registration *this* database, whatever name reached it
+        (a file's device and inode, a server's host and port or system identifier): one
+        project's registration keeps every other project from registering the same one."""
         ...
 
     # -- both ----------------------------------------------------------------------------

@@ -41,13 +41,27 @@ def _tool_name(argv: Sequence[str | os.PathLike[str]]) -> str:
     return Path(str(argv[0])).name
 
 
-def _merged_env(env: Mapping[str, str] | None) -> dict[str, str]:
-    merged = dict(os.environ)
+# What a tool inherits from the service: nothing but these. A managed server's environment
+# is readable by its own user (/proc/PID/environ), and so by a tenant that is superuser
+# there: the service's settings, tokens and keys must never reach it.
+INHERITED = ("PATH", "TZ", "TMPDIR")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def minimal_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A tool's whole environment: PATH (and TZ, TMPDIR) from the service, the C locale
+    (stable output to parse and quote), and ``env``."""
+    merged = {name: os.environ[name] for name in INHERITED if name in os.environ}
+    merged.setdefault("PATH", DEFAULT_PATH)
     # Locale-independent tool output keeps parsing and failure reasons stable.
     merged["LC_ALL"] = "C"
+    merged["LANG"] = "C"
     if env:
         merged.update(env)
     return merged
+
+
+_merged_env = minimal_env
 
 
 def run(

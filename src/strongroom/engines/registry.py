@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from strongroom.engines.allowlist import AllowList
 from strongroom.engines.base import Engine
 
 
 @dataclass(frozen=True)
 class EngineSettings:
-    sqlite_roots: Sequence[Path] = ()
-    postgresql_allowed_hosts: Sequence[str] = ()
-    postgresql_allowed_data_dirs: Sequence[Path] = ()
-    mariadb_allowed_hosts: Sequence[str] = ()
-    mariadb_allowed_datadirs: Sequence[Path] = ()
+    sqlite_roots: AllowList = field(default_factory=AllowList)
+    postgresql_allowed_hosts: AllowList = field(default_factory=AllowList)
+    postgresql_allowed_data_dirs: AllowList = field(default_factory=AllowList)
+    mariadb_allowed_hosts: AllowList = field(default_factory=AllowList)
+    mariadb_allowed_datadirs: AllowList = field(default_factory=AllowList)
     bind_address: str = "127.0.0.1"
     timeout: float = 6 * 3600
     enabled: Sequence[str] = field(default=("sqlite", "postgresql", "mariadb"))
@@ -24,7 +24,7 @@ class EngineSettings:
 def _sqlite(settings: EngineSettings) -> Engine:
     from strongroom.engines.sqlite import SqliteEngine
 
-    return SqliteEngine(allowed_roots=tuple(settings.sqlite_roots))
+    return SqliteEngine(allowed_roots=settings.sqlite_roots)
 
 
 def _postgresql(settings: EngineSettings) -> Engine:
@@ -32,8 +32,8 @@ def _postgresql(settings: EngineSettings) -> Engine:
 
     return PostgresEngine(
         bind_address=settings.bind_address,
-        allowed_hosts=tuple(settings.postgresql_allowed_hosts),
-        allowed_data_dirs=tuple(settings.postgresql_allowed_data_dirs),
+        allowed_hosts=settings.postgresql_allowed_hosts,
+        allowed_data_dirs=settings.postgresql_allowed_data_dirs,
         timeout=settings.timeout,
     )
 
@@ -43,8 +43,8 @@ def _mariadb(settings: EngineSettings) -> Engine:
 
     return MariaDbEngine(
         bind_address=settings.bind_address,
-        allowed_hosts=tuple(settings.mariadb_allowed_hosts),
-        allowed_datadirs=tuple(settings.mariadb_allowed_datadirs),
+        allowed_hosts=settings.mariadb_allowed_hosts,
+        allowed_datadirs=settings.mariadb_allowed_datadirs,
         timeout=settings.timeout,
     )
 

@@ -131,7 +131,7 @@ class InstanceService:
             if not isinstance(external, dict):
                 raise BadRequestError("'external' must be an object of connection details.")
             try:
-                connection = engine.register_external(external)
+                connection = engine.register_external(external, project_id=ctx.project_id)
             except ExternalNotAllowedError as exc:
                 raise ForbiddenError(str(exc)) from exc
             except InvalidExternalError as exc:

@@ -732,30 +732,32 @@ def test_external_registration(
         "datadir": conn["datadir"],
     }
     with pytest.raises(ExternalNotAllowedError, match="not enabled"):
-        engine.register_external(params)
+        engine.register_external(params, project_id="p1")
     datadir = Path(conn["datadir"])
     elsewhere = MariaDbEngine(allowed_hosts=["127.0.0.1"], allowed_datadirs=[lab.base / "none"])
     with pytest.raises(ExternalNotAllowedError, match="data directory"):
-        elsewhere.register_external(params)
+        elsewhere.register_external(params, project_id="p1")
     other_host = MariaDbEngine(allowed_hosts=["db.example"], allowed_datadirs=[lab.base])
     with pytest.raises(ExternalNotAllowedError, match=r"127\.0\.0\.1"):
-        other_host.register_external(params)
+        other_host.register_external(params, project_id="p1")
     # ../ tricks resolve before the allow-list check.
     sneaky = MariaDbEngine(allowed_hosts=["127.0.0.1"], allowed_datadirs=[datadir / "app"])
     with pytest.raises(ExternalNotAllowedError):
-        sneaky.register_external({**params, "datadir": str(datadir / "app" / "..")})
+        sneaky.register_external(
+            {**params, "datadir": str(datadir / "app" / "..")}, project_id="p1"
+        )
 
     allowed = MariaDbEngine(allowed_hosts=["127.0.0.1"], allowed_datadirs=[lab.base])
     with pytest.raises(InvalidExternalError, match="cannot connect"):
-        allowed.register_external(params)  # the user does not exist yet
+        allowed.register_external(params, project_id="p1")  # the user does not exist yet
     query(conn, "CREATE USER 'ext_backup'@'%' IDENTIFIED BY 'ext-Pass-9'")
     query(conn, "GRANT RELOAD, PROCESS ON *.* TO 'ext_backup'@'%'")
     with pytest.raises(InvalidExternalError, match="LOCK TABLES, BINLOG MONITOR"):
-        allowed.register_external(params)
+        allowed.register_external(params, project_id="p1")
     query(conn, "GRANT LOCK TABLES, BINLOG MONITOR ON *.* TO 'ext_backup'@'%'")
     with pytest.raises(InvalidExternalError, match="not the server's data directory"):
-        allowed.register_external({**params, "datadir": str(lab.base)})
-    external = allowed.register_external(params)
+        allowed.register_external({**params, "datadir": str(lab.base)}, project_id="p1")
+    external = allowed.register_external(params, project_id="p1")
     assert external["managed"] is False
     view = allowed.public_view(external)
     assert view == {"host": "127.0.0.1", "port": conn["port"], "users": [{"name": "ext_backup"}]}

@@ -562,10 +562,10 @@ def test_external_requires_allowed_host(external: PlainServer) -> None:
         "database": "postgres",
     }
     with pytest.raises(ExternalNotAllowedError, match="not allowed"):
-        PostgresEngine().register_external(params)
+        PostgresEngine().register_external(params, project_id="p1")
     with pytest.raises(ExternalNotAllowedError, match="localhost"):
         PostgresEngine(allowed_hosts=["127.0.0.1"]).register_external(
-            dict(params, host="localhost")
+            dict(params, host="localhost"), project_id="p1"
         )
 
 
@@ -573,15 +573,19 @@ def test_external_role_checks(external: PlainServer) -> None:
     eng = PostgresEngine(allowed_hosts=["127.0.0.1"])
     base = {"host": "127.0.0.1", "port": external.port, "database": "postgres"}
     with pytest.raises(InvalidExternalError) as info:
-        eng.register_external(dict(base, user="plain_role", password="plain-pw"))
+        eng.register_external(dict(base, user="plain_role", password="plain-pw"), project_id="p1")
     assert str(info.value) == "role plain_role lacks the REPLICATION attribute"
     with pytest.raises(InvalidExternalError) as info:
-        eng.register_external(dict(base, user="backup_role", password="wrong-pw-123"))
+        eng.register_external(
+            dict(base, user="backup_role", password="wrong-pw-123"), project_id="p1"
+        )
     assert "wrong-pw-123" not in str(info.value)
     assert "password authentication failed" in str(info.value)
     closed_port = external.port + 1 if external.port < 65535 else external.port - 1
     with pytest.raises(InvalidExternalError, match="cannot connect"):
-        eng.register_external(dict(base, port=closed_port, user="backup_role", password="repl-pw"))
+        eng.register_external(
+            dict(base, port=closed_port, user="backup_role", password="repl-pw"), project_id="p1"
+        )
 
 
 def test_external_backup_and_restore(
@@ -595,7 +599,8 @@ def test_external_backup_and_restore(
             "user": "backup_role",
             "password": "repl-pw",
             "database": "bench",
-        }
+        },
+        project_id="p1",
     )
     assert "repl-pw" not in repr(eng.public_view(conn))
     admin_view = {
@@ -639,15 +644,15 @@ def test_external_with_data_dir_reads_its_files(external: PlainServer, workdir: 
     }
     not_allowed = PostgresEngine(allowed_hosts=["127.0.0.1"], timeout=120)
     with pytest.raises(ExternalNotAllowedError, match="data directory"):
-        not_allowed.register_external(params)
+        not_allowed.register_external(params, project_id="p1")
     eng = PostgresEngine(
         allowed_hosts=["127.0.0.1"], allowed_data_dirs=[external.home], timeout=120
     )
     with pytest.raises(InvalidExternalError, match="not the server's data directory"):
-        eng.register_external(dict(params, data_dir=str(external.home)))
+        eng.register_external(dict(params, data_dir=str(external.home)), project_id="p1")
     with pytest.raises(InvalidExternalError, match="pg_backup_start"):
-        eng.register_external(dict(params, user="backup_role", password="repl-pw"))
-    conn = eng.register_external(params)
+        eng.register_external(dict(params, user="backup_role", password="repl-pw"), project_id="p1")
+    conn = eng.register_external(params, project_id="p1")
     assert eng.public_view(conn)["data_dir"] == str(external.data.resolve())
     with external.admin() as c:
         c.execute("CREATE DATABASE files_db")

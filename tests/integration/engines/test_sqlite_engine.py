@@ -246,7 +246,7 @@ def test_full_backup_is_one_point_in_time_under_concurrent_writer(
         "INSERT INTO pairs (txn, side, pad) SELECT 0, 0, randomblob(300) FROM s"
     )
     db.close()
-    conn = engine.register_external({"path": str(path)})
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
     writer = PairWriter(path)
     writer.start()
     assert writer.wait_for(20)
@@ -297,7 +297,7 @@ def test_wal_snapshot_survives_wal_restart_during_backup(
     busy, log_frames, backfilled = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert busy == 0 and log_frames == backfilled > 0
     expected = dump(path)
-    conn = engine.register_external({"path": str(path)})
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
 
     def overwrite_wal() -> None:
         db.execute("UPDATE items SET v = randomblob(1000), n = -1")
@@ -320,7 +320,7 @@ def test_chain_restores_each_point_in_time(
     path = allowed / "chain.db"
     db = open_db(path, mode=mode)
     fill(db, 3000)
-    conn = engine.register_external({"path": str(path)})
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
     links = [backup(engine, conn)]
     states = [dump(path)]
 
@@ -356,7 +356,7 @@ def test_incremental_after_small_change_is_small(engine: SqliteEngine, allowed: 
     path = allowed / "big.db"
     db = open_db(path, mode="wal")
     fill(db, 8000)  # about 8 MB
-    conn = engine.register_external({"path": str(path)})
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
     full_meta, full = backup(engine, conn)
     db.execute("UPDATE items SET v = randomblob(1000) WHERE id BETWEEN 4000 AND 4079")  # 1 %
     db.close()
@@ -374,7 +374,7 @@ def test_incremental_refuses_a_parent_with_another_page_size(
     path = allowed / "pages.db"
     db = open_db(path, mode="delete")
     fill(db, 300)
-    conn = engine.register_external({"path": str(path)})
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
     parent, _ = backup(engine, conn)
     db.execute("PRAGMA page_size = 8192")
     db.execute("VACUUM")
@@ -406,7 +406,7 @@ def small_backup(engine: SqliteEngine, allowed: Path) -> tuple[Metadata, bytes]:
     db = open_db(path, mode="delete")
     fill(db, 200)
     db.close()
-    return backup(engine, engine.register_external({"path": str(path)}))
+    return backup(engine, engine.register_external({"path": str(path)}, project_id="p1"))
 
 
 def _assert_refused(
@@ -456,7 +456,7 @@ def test_restore_refuses_links_out_of_order(
     path = allowed / "order.db"
     db = open_db(path, mode="wal")
     fill(db, 200)
-    conn = engine.register_external({"path": str(path)})
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
     full = backup(engine, conn)
     db.execute("UPDATE items SET n = n + 1")
     one = backup(engine, conn, full[0])
@@ -495,19 +495,25 @@ def _make_db(path: Path) -> Path:
 def test_external_registration_disabled_without_roots(tmp_path: Path) -> None:
     path = _make_db(tmp_path / "a.db")
     with pytest.raises(ExternalNotAllowedError, match="allows no"):
-        SqliteEngine().register_external({"path": str(path)})
+        SqliteEngine().register_external({"path": str(path)}, project_id="p1")
 
 
 def test_external_registration_inside_roots(
     engine: SqliteEngine, allowed: Path, tmp_path: Path
 ) -> None:
     path = _make_db(allowed / "sub" / "ok.db")
-    assert engine.register_external({"path": str(path)}) == {"path": str(path.resolve())}
+    assert engine.register_external({"path": str(path)}, project_id="p1")["path"] == str(
+        path.resolve()
+    )
     link = allowed / "link.db"
     link.symlink_to(path)
-    assert engine.register_external({"path": str(link)}) == {"path": str(path.resolve())}
+    assert engine.register_external({"path": str(link)}, project_id="p1")["path"] == str(
+        path.resolve()
+    )
     dotted = allowed / "sub" / ".." / "sub" / "ok.db"
-    assert engine.register_external({"path": str(dotted)}) == {"path": str(path.resolve())}
+    assert engine.register_external({"path": str(dotted)}, project_id="p1")["path"] == str(
+        path.resolve()
+    )
 
 
 @pytest.mark.parametrize("how", ["outside", "dotdot", "symlink", "symlinked_dir", "missing"])
@@ -528,7 +534,7 @@ def test_external_registration_refuses_escapes(
     else:  # a missing file outside must not be told apart from an existing one
         raw = str(tmp_path / "outside" / "nothing.db")
     with pytest.raises(ExternalNotAllowedError):
-        engine.register_external({"path": raw})
+        engine.register_external({"path": raw}, project_id="p1")
 
 
 @pytest.mark.parametrize("how", ["relative", "nul", "missing", "not_db", "directory", "empty"])
@@ -550,14 +556,14 @@ def test_external_registration_refuses_invalid_files(
         (allowed / "empty.db").touch()
         params = {"path": str(allowed / "empty.db")}
     with pytest.raises(InvalidExternalError):
-        engine.register_external(params)
+        engine.register_external(params, project_id="p1")
 
 
 def test_backup_refuses_a_path_swapped_for_a_symlink(
     engine: SqliteEngine, allowed: Path, tmp_path: Path
 ) -> None:
     path = _make_db(allowed / "swap.db")
-    conn = engine.register_external({"path": str(path)})
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
     outside = _make_db(tmp_path / "outside" / "other.db")
     path.unlink()
     path.symlink_to(outside)
@@ -573,7 +579,7 @@ def test_backup_of_100_mb_keeps_memory_bounded(engine: SqliteEngine, allowed: Pa
     db.close()
     size = os.path.getsize(path)
     assert size > 100_000_000
-    conn = engine.register_external({"path": str(path)})
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
     sink = DiscardSink()
     tracemalloc.start()
     try:

@@ -53,4 +53,27 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     s = Settings(data_dir=Path("rel"), sqlite_roots=[Path("roots")])
     assert s.data_dir == tmp_path / "rel"
-    assert s.sqlite_roots == [tmp_path / "roots"]
+    assert [a.value for a in s.sqlite_roots] == [str(tmp_path / "roots")]
+
+
+def test_list_settings_take_comma_separated_env(monkeypatch):
+    monkeypatch.setenv("STRONGROOM_POSTGRESQL_ALLOWED_HOSTS", "127.0.0.1, 10.0.0.2")
+    monkeypatch.setenv("STRONGROOM_DATASTORES", "sqlite,postgresql")
+    s = Settings()
+    assert [a.value for a in s.postgresql_allowed_hosts] == ["127.0.0.1", "10.0.0.2"]
+    assert s.datastores == ["sqlite", "postgresql"]
+    monkeypatch.setenv("STRONGROOM_POSTGRESQL_ALLOWED_HOSTS", '["10.0.0.3"]')
+    assert [a.value for a in Settings().postgresql_allowed_hosts] == ["10.0.0.3"]
+
+
+def test_allowance_entries_name_their_projects(tmp_path):
+    s = Settings(
+        data_dir=tmp_path,
+        sqlite_roots=[str(tmp_path / "all"), {"path": str(tmp_path / "a"), "projects": ["a"]}],
+        mariadb_allowed_hosts=[{"host": "10.0.0.5", "projects": ["a", "b"]}],
+    )
+    assert [(e.value, e.projects) for e in s.sqlite_roots] == [
+        (str(tmp_path / "all"), []),
+        (str(tmp_path / "a"), ["a"]),
+    ]
+    assert s.mariadb_allowed_hosts[0].projects == ["a", "b"]

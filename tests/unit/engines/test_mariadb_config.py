@@ -144,14 +144,16 @@ def test_external_registration_is_refused_without_allow_lists(tmp_path: Path) ->
         pytest.skip("MariaDB is not installed")
     params = {"host": "127.0.0.1", "port": 3306, "user": "u", "password": "p", "datadir": "/d"}
     with pytest.raises(ExternalNotAllowedError, match="not enabled"):
-        eng.register_external(params)
+        eng.register_external(params, project_id="p1")
     allowed = engine.MariaDbEngine(allowed_hosts=["127.0.0.1"], allowed_datadirs=[tmp_path])
     with pytest.raises(ExternalNotAllowedError, match="data directory"):
-        allowed.register_external({**params, "datadir": str(tmp_path / ".." / "x")})
+        allowed.register_external(
+            {**params, "datadir": str(tmp_path / ".." / "x")}, project_id="p1"
+        )
     with pytest.raises(InvalidExternalError, match="absolute"):
-        allowed.register_external({**params, "datadir": "relative"})
+        allowed.register_external({**params, "datadir": "relative"}, project_id="p1")
     with pytest.raises(InvalidExternalError, match="port"):
-        allowed.register_external({**params, "port": 70000})
+        allowed.register_external({**params, "port": 70000}, project_id="p1")
 
 
 def test_public_view_has_no_secrets() -> None:

@@ -28,18 +28,18 @@ def _engine(**kw: object) -> PostgresEngine:
 def test_external_not_allowed_by_default() -> None:
     with pytest.raises(ExternalNotAllowedError, match="allowed hosts list is empty"):
         _engine().register_external(
-            {"host": "db.example", "port": 5432, "user": "u", "password": "p"}
+            {"host": "db.example", "port": 5432, "user": "u", "password": "p"}, project_id="p1"
         )
 
 
 def test_external_host_must_be_listed() -> None:
     eng = _engine(allowed_hosts=["10.0.0.5"])
     with pytest.raises(ExternalNotAllowedError, match=r"'10\.0\.0\.6' is not in"):
-        eng.register_external({"host": "10.0.0.6", "user": "u", "password": "p"})
+        eng.register_external({"host": "10.0.0.6", "user": "u", "password": "p"}, project_id="p1")
     with pytest.raises(InvalidExternalError, match="port"):
-        eng.register_external({"host": "10.0.0.5", "port": "x", "user": "u"})
+        eng.register_external({"host": "10.0.0.5", "port": "x", "user": "u"}, project_id="p1")
     with pytest.raises(InvalidExternalError, match="user is required"):
-        eng.register_external({"host": "10.0.0.5", "port": 5432})
+        eng.register_external({"host": "10.0.0.5", "port": 5432}, project_id="p1")
 
 
 def test_check_restorable() -> None:

@@ -46,6 +46,7 @@ from typing import Any
 import pymysql
 
 from strongroom.engines import process
+from strongroom.engines.allowlist import AllowList
 from strongroom.engines.base import (
     BackupResult,
     ByteSink,
@@ -138,14 +139,20 @@ class MariaDbEngine:
         self,
         *,
         bind_address: str = "127.0.0.1",
-        allowed_hosts: Sequence[str] = (),
-        allowed_datadirs: Sequence[Path] = (),
+        allowed_hosts: AllowList | Sequence[str] = (),
+        allowed_datadirs: AllowList | Sequence[Path] = (),
         run_as: str | None = None,
         timeout: float = 3600,
     ) -> None:
         self.bind_address = bind_address
-        self.allowed_hosts = tuple(h.strip().lower() for h in allowed_hosts)
-        self.allowed_datadirs = tuple(Path(p).resolve() for p in allowed_datadirs)
+        self.allowed_hosts = (
+            allowed_hosts if isinstance(allowed_hosts, AllowList) else AllowList.of(allowed_hosts)
+        )
+        self.allowed_datadirs = (
+            allowed_datadirs
+            if isinstance(allowed_datadirs, AllowList)
+            else AllowList.of_paths(allowed_datadirs)
+        )
         # Running as root, the server runs as "mysql" unless told otherwise.
         self.run_as = run_as if run_as is not None else ("mysql" if os.geteuid() == 0 else None)
         self.timeout = timeout
@@ -469,7 +476,7 @@ class MariaDbEngine:
         shutil.rmtree(layout.home, ignore_errors=True)
 
     # -- external instances ------------------------------------------------------------------
-    def register_external(self, params: Mapping[str, Any]) -> Connection:
+    def register_external(self, params: Mapping[str, Any], *, project_id: str) -> Connection:
         tools = self._require()
         host = params.get("host")
         port = params.get("port", 3306)
@@ -496,18 +503,18 @@ class MariaDbEngine:
                 "(mariabackup reads the server's files)"
             )
         host = host.strip().lower()
-        if not self.allowed_hosts:
+        if not self.allowed_hosts.for_project(project_id):
             raise ExternalNotAllowedError(
                 "registering external MariaDB servers is not enabled on this service "
                 "(the operator has allowed no hosts)"
             )
-        if host not in self.allowed_hosts:
+        if not self.allowed_hosts.allows_host(host, project_id):
             raise ExternalNotAllowedError(
                 f"the host {host!r} is not in the operator's list of allowed MariaDB hosts "
                 "(mariabackup must run on the server's own host)"
             )
         resolved = Path(datadir).resolve()
-        if not any(resolved.is_relative_to(allowed) for allowed in self.allowed_datadirs):
+        if not self.allowed_datadirs.allows_path(resolved, project_id):
             raise ExternalNotAllowedError(
                 "the data directory is not inside a directory the operator allows "
                 "external MariaDB servers to use"
@@ -566,6 +573,9 @@ class MariaDbEngine:
             f"{host}:{port}:{resolved}".encode()
         ).hexdigest()[:32]
         return connection
+
+    def external_identity(self, connection: Connection) -> str:
+        return f"mariadb:{connection.get('datadir')}"
 
     # -- both ---------------------------------------------------------------------------------
     def public_view(self, connection: Connection) -> dict[str, Any]:

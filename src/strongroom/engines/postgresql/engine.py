@@ -18,6 +18,7 @@ import psycopg
 from psycopg import pq, sql
 
 from strongroom.engines import process
+from strongroom.engines.allowlist import AllowList
 from strongroom.engines.base import (
     BackupResult,
     ByteSink,
@@ -123,15 +124,21 @@ class PostgresEngine:
         *,
         bin_dir: Path | None = None,
         bind_address: str = "127.0.0.1",
-        allowed_hosts: Sequence[str] = (),
-        allowed_data_dirs: Sequence[Path] = (),
+        allowed_hosts: AllowList | Sequence[str] = (),
+        allowed_data_dirs: AllowList | Sequence[Path] = (),
         run_as: str | None = None,
         timeout: float = 3600,
     ) -> None:
         self._explicit_bin_dir = Path(bin_dir) if bin_dir is not None else None
         self.bind_address = bind_address
-        self.allowed_hosts = tuple(allowed_hosts)
-        self.allowed_data_dirs = tuple(Path(p).resolve() for p in allowed_data_dirs)
+        self.allowed_hosts = (
+            allowed_hosts if isinstance(allowed_hosts, AllowList) else AllowList.of(allowed_hosts)
+        )
+        self.allowed_data_dirs = (
+            allowed_data_dirs
+            if isinstance(allowed_data_dirs, AllowList)
+            else AllowList.of_paths(allowed_data_dirs)
+        )
         self._run_as = run_as
         self.timeout = float(timeout)
         self._bin_dir: Path | None = None
@@ -554,12 +561,12 @@ class PostgresEngine:
         self._remove_outside_socket_dir(home)
 
     # -- external instances ------------------------------------------------------------------
-    def register_external(self, params: Mapping[str, Any]) -> Connection:
+    def register_external(self, params: Mapping[str, Any], *, project_id: str) -> Connection:
         host = str(params.get("host") or "").strip()
         if not host:
             raise InvalidExternalError("host is required")
-        if host not in self.allowed_hosts:
-            if not self.allowed_hosts:
+        if not self.allowed_hosts.allows_host(host, project_id):
+            if not self.allowed_hosts.for_project(project_id):
                 raise ExternalNotAllowedError(
                     "external PostgreSQL servers are not allowed on this service "
                     "(the operator's allowed hosts list is empty)"
@@ -632,17 +639,25 @@ class PostgresEngine:
         connection["max_slot_wal_keep_size"] = keep
         if params.get("data_dir") is not None:
             connection["data_dir"] = self._check_external_data_dir(
-                connection, params["data_dir"], sysid
+                connection, params["data_dir"], sysid, project_id
             )
         return connection
 
-    def _check_external_data_dir(self, connection: Connection, given: Any, sysid: str) -> str:
+    def external_identity(self, connection: Connection) -> str:
+        sysid = connection.get("system_identifier")
+        if connection.get("data_dir"):
+            return f"postgresql:datadir:{connection['data_dir']}"
+        return f"postgresql:{connection.get('host')}:{connection.get('port')}:{sysid}"
+
+    def _check_external_data_dir(
+        self, connection: Connection, given: Any, sysid: str, project_id: str
+    ) -> str:
         """A server on this host may name its data directory: its backups then read the
         files (page incrementals) instead of ``pg_basebackup`` and retained WAL."""
         if not isinstance(given, str) or not given.startswith("/"):
             raise InvalidExternalError("data_dir must be an absolute path")
         resolved = Path(given).resolve()
-        if not any(resolved.is_relative_to(root) for root in self.allowed_data_dirs):
+        if not self.allowed_data_dirs.allows_path(resolved, project_id):
             raise ExternalNotAllowedError(
                 "the data directory is not inside a directory the operator allows "
                 "external PostgreSQL servers to use"

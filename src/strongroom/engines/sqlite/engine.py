@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from strongroom.engines.allowlist import AllowList
 from strongroom.engines.base import (
     BackupResult,
     ByteSink,
@@ -45,7 +46,6 @@ from strongroom.engines.errors import (
 )
 from strongroom.engines.sqlite.paths import (
     external_path,
-    resolve_roots,
     unchanged_path,
 )
 from strongroom.engines.sqlite.restore import restore_file
@@ -77,10 +77,12 @@ class SqliteEngine:
     def __init__(
         self,
         *,
-        allowed_roots: Sequence[Path] = (),
+        allowed_roots: AllowList | Sequence[Path] = (),
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     ) -> None:
-        self._roots = resolve_roots(allowed_roots)
+        if not isinstance(allowed_roots, AllowList):
+            allowed_roots = AllowList.of_paths(allowed_roots)
+        self._roots = allowed_roots
         self._busy_timeout = busy_timeout
 
     def detect(self) -> EngineInfo | None:
@@ -136,8 +138,10 @@ class SqliteEngine:
             raise InstanceError(f"cannot remove the instance directory: {exc.strerror}") from exc
 
     # -- external instances ------------------------------------------------------------
-    def register_external(self, params: Mapping[str, Any]) -> Connection:
-        path = external_path(params, self._roots)
+    def register_external(self, params: Mapping[str, Any], *, project_id: str) -> Connection:
+        roots = tuple(Path(root) for root in self._roots.for_project(project_id))
+        path = external_path(params, roots)
+        info = path.stat()
         try:
             conn = connect(str(path), busy_timeout=self._busy_timeout)
             try:
@@ -146,7 +150,10 @@ class SqliteEngine:
                 conn.close()
         except sqlite3.Error as exc:
             raise InvalidExternalError(f"the file is not a usable SQLite database: {exc}") from exc
-        return {"path": str(path)}
+        return {"path": str(path), "dev": info.st_dev, "ino": info.st_ino}
+
+    def external_identity(self, connection: Connection) -> str:
+        return f"sqlite:{connection.get('dev')}:{connection.get('ino')}"
 
     # -- both ----------------------------------------------------------------------------
     def public_view(self, connection: Connection) -> dict[str, Any]:
