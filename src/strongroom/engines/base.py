@@ -106,6 +106,12 @@ class Engine(Protocol):
         ...
 
     # -- managed instances -------------------------------------------------------------
+    def check_request(self, request: InstanceRequest) -> None:
+        """Refuse, before anything is created, users and databases this engine will not
+        make: reserved names (the server's own and the service's accounts), malformed
+        ones. Raises ``InvalidRequestError`` (→ 400)."""
+        ...
+
     def create_instance(self, home: Path, request: InstanceRequest) -> Connection:
         """Create and start a new, empty server in ``home``; return how to reach it."""
         ...

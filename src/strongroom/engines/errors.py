@@ -33,3 +33,7 @@ class ExternalNotAllowedError(EngineError):
 
 class InvalidExternalError(EngineError):
     """External connection details that are malformed, unreachable or lack privileges."""
+
+
+class InvalidRequestError(EngineError):
+    """Requested users or databases the engine refuses (reserved or malformed names)."""

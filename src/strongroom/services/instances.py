@@ -30,9 +30,14 @@ from strongroom.domain.model import (
     RequestContext,
 )
 from strongroom.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
-from strongroom.engines.errors import ExternalNotAllowedError, InvalidExternalError
+from strongroom.engines.errors import (
+    ExternalNotAllowedError,
+    InvalidExternalError,
+    InvalidRequestError,
+)
 from strongroom.services.authorization import Authorizer
 from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.instance_requests import instance_request
 from strongroom.services.jobs import JobDispatcher
 from strongroom.services.rules import Flavor, ServiceRules
 from strongroom.services.secrets_box import SecretBox
@@ -122,6 +127,11 @@ class InstanceService:
         backup_ref = (request.get("restorePoint") or {}).get("backupRef")
         if external is not None and backup_ref is not None:
             raise BadRequestError("An external instance cannot be restored from a backup.")
+        if external is None:
+            try:
+                engine.check_request(instance_request(str(request.get("name", "")), request))
+            except InvalidRequestError as exc:
+                raise BadRequestError(str(exc)) from exc
 
         now = self._clock.now()
         instance_id = InstanceId(str(uuid.uuid4()))

@@ -22,10 +22,11 @@ from strongroom.domain.model import (
     JobState,
 )
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
-from strongroom.engines.base import DatabaseSpec, InstanceRequest, UserSpec
+from strongroom.engines.base import InstanceRequest
 from strongroom.services import object_layout
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.failure import describe_failure
+from strongroom.services.instance_requests import instance_request
 from strongroom.services.secrets_box import SecretBox
 from strongroom.services.transfer import Transfer
 
@@ -381,20 +382,3 @@ class JobHandlers:
                             current, self._secrets.seal(started, bound_to=instance.id)
                         )
                         uow.commit()
-
-
-def instance_request(name: str, payload: dict[str, Any]) -> InstanceRequest:
-    databases = tuple(
-        DatabaseSpec(d["name"]) for d in payload.get("databases", []) if isinstance(d, dict)
-    )
-    users = tuple(
-        UserSpec(
-            name=u["name"],
-            password=u.get("password", ""),
-            databases=tuple(d["name"] for d in u.get("databases", []) if isinstance(d, dict)),
-            host=u.get("host", "%"),
-        )
-        for u in payload.get("users", [])
-        if isinstance(u, dict)
-    )
-    return InstanceRequest(name=name, databases=databases, users=users)

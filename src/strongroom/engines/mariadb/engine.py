@@ -216,6 +216,9 @@ class MariaDbEngine:
         return self._tools
 
     # -- managed instances -------------------------------------------------------------------
+    def check_request(self, request: InstanceRequest) -> None:
+        return None  # names are checked when the instance is created
+
     def create_instance(self, home: Path, request: InstanceRequest) -> Connection:
         tools = self._require()
         layout = Layout(Path(home))

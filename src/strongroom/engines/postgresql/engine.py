@@ -411,6 +411,9 @@ class PostgresEngine:
         return env
 
     # -- managed instances -----------------------------------------------------------------
+    def check_request(self, request: InstanceRequest) -> None:
+        return None  # names are checked when the instance is created
+
     def create_instance(self, home: Path, request: InstanceRequest) -> Connection:
         home = Path(home)
         password = secrets.token_urlsafe(24)

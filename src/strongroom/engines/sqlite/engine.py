@@ -90,6 +90,9 @@ class SqliteEngine:
         return EngineInfo("sqlite", "3", supports_incremental=True, extra=extra)
 
     # -- managed instances -------------------------------------------------------------
+    def check_request(self, request: InstanceRequest) -> None:
+        return None  # SQLite has no users or databases of its own
+
     def create_instance(self, home: Path, request: InstanceRequest) -> Connection:
         path = self._managed_path(home)
         try:
