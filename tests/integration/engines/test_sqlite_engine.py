@@ -791,7 +791,9 @@ def _swap_under_snapshot(
             (allowed / "app2").mkdir()
             os.link(other, allowed / "app2" / "a.db")
         with (
-            pytest.raises(BackupError, match=r"not the registered file|was replaced"),
+            pytest.raises(
+                BackupError, match=r"not the registered file|path to the registered file changed"
+            ),
             Snapshot(files, busy_timeout=5) as snap,
         ):
             list(snap.chunks())

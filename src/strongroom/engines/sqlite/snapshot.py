@@ -205,7 +205,7 @@ class Snapshot:
         if opened != [self.path] or holds_shared_lock(self.files.identity) is False:
             raise BackupError(NOT_THE_REGISTERED_FILE)
         if not self.files.name_leads_here():
-            raise BackupError("the registered file was replaced during the backup")
+            raise BackupError("the path to the registered file changed during the backup")
 
     # -- streaming ---------------------------------------------------------------------
     def chunks(self) -> Iterator[memoryview]:
