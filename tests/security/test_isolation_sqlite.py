@@ -21,12 +21,15 @@ import pytest
 
 from fixtures.service import PROJECT_A, Harness, make_harness, wait_for
 from security.wire import assert_fault
+from strongroom.engines.errors import EngineError
+from strongroom.engines.sqlite import SqliteEngine
 
 FINAL = ("COMPLETED", "FAILED")
 # lstat calls spent with the real directory in place between two flips, one per backup:
 # from flipping flat out (most backups fail early) to letting most of a backup through.
 DWELLS = (0, 0, 0, 10, 10, 30, 30, 100, 100, 300, 300, 3000)
 MAX_SWAPS = 1_000_000  # per backup
+REGISTRATIONS = 200
 RACE_SECONDS = 20.0  # per backup
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
@@ -235,3 +238,53 @@ def test_swapping_the_directory_during_backups_never_yields_another_tenants_data
     done = backup_outcome(roots.h.a, instance_id)
     assert done["status"] == "COMPLETED", done.get("fail_reason")
     assert restored_rows(roots.h.a, done["id"]) == a_rows
+
+
+def test_registration_during_swaps_records_only_the_tenants_file(tmp_path: Path) -> None:
+    """Registering while the directory flips: refused, or the tenant's own file recorded."""
+    root = tmp_path / "root"
+    a_path = make_db(root / "app2" / "data.db", "a", 50)
+    victim = make_db(tmp_path / "victim" / "data.db", "b", 50)
+    a_identity = (a_path.stat().st_dev, a_path.stat().st_ino)
+    engine = SqliteEngine(allowed_roots=[root])
+    swapper = Swapper(a_path.parent, victim.parent, dwell=10)
+    swapper.start()
+    accepted = refused = 0
+    try:
+        wait_for(lambda: swapper.swaps > 0 or swapper.error is not None)
+        for _ in range(REGISTRATIONS):
+            try:
+                conn = engine.register_external({"path": str(a_path)}, project_id="p")
+            except EngineError as exc:
+                assert str(exc)
+                refused += 1
+                continue
+            assert (conn["dev"], conn["ino"]) == a_identity and conn["path"] == str(a_path)
+            accepted += 1
+    finally:
+        swapper.stop.set()
+        swapper.join(RACE_SECONDS)
+        swapper.link.unlink()
+    assert swapper.error is None and swapper.swaps > 0
+    assert accepted + refused == REGISTRATIONS
+
+
+def test_managed_instances_are_private_on_disk(roots: Roots) -> None:
+    instance = roots.h.a.create_instance("private")
+    path = Path(roots.h.a.wait_instance(instance["id"])["connection"]["path"])
+    make_db(path, "a", 10)
+    done = backup_outcome(roots.h.a, instance["id"])
+    assert done["status"] == "COMPLETED", done.get("fail_reason")
+    copy = roots.h.a.create_instance("copy", restorePoint={"backupRef": done["id"]})
+    copy_path = Path(roots.h.a.wait_instance(copy["id"])["connection"]["path"])
+    for db in (path, copy_path):
+        conn = sqlite3.connect(db)  # -wal and -shm exist while it is open
+        conn.execute("SELECT count(*) FROM owner").fetchone()
+        modes = {p.name: p.stat().st_mode & 0o777 for p in db.parent.iterdir()}
+        conn.close()
+        assert db.parent.stat().st_mode & 0o777 == 0o700
+        assert modes == {
+            "data.db": 0o600,
+            "data.db-wal": 0o600,
+            "data.db-shm": 0o600,
+        }

@@ -163,9 +163,11 @@ def holds_shared_lock(identity: tuple[int, int]) -> bool | None:
 
     POSIX locks belong to the process and the inode, whatever name reached it, so this
     tells whether the snapshot's connection locked the registered file and not another
-    one a swapped link led it to. ``None`` where the kernel does not list locks."""
-    dev, ino = identity
-    wanted = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
+    one a swapped link led it to. ``None`` where the kernel does not list locks.
+
+    Only the inode number is compared: the kernel lists the superblock's device, which is
+    not what ``stat`` reports on btrfs subvolumes."""
+    _dev, ino = identity
     pid = str(os.getpid())
     try:
         with open(PROC_LOCKS, encoding="ascii", errors="replace") as locks:
@@ -177,7 +179,9 @@ def holds_shared_lock(identity: tuple[int, int]) -> bool | None:
         if "->" in fields[:2]:  # a waiter, listed under the lock it waits for
             continue
         # "1: POSIX  ADVISORY  READ 1234 fe:00:5678 1073741826 1073742335"
-        if len(fields) < 8 or fields[1] != "POSIX" or fields[4] != pid or fields[5] != wanted:
+        if len(fields) < 8 or fields[1] != "POSIX" or fields[4] != pid:
+            continue
+        if fields[5].rsplit(":", 1)[-1] != str(ino):
             continue
         start, end = int(fields[6]), fields[7]
         if start <= SHARED_FIRST and (end == "EOF" or int(end) >= SHARED_FIRST):
