@@ -799,6 +799,34 @@ def _swap_under_snapshot(
             list(snap.chunks())
 
 
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+@pytest.mark.parametrize("plant", ["symlink", "hardlink", "fifo"])
+def test_backup_refuses_planted_companions(
+    engine: SqliteEngine, allowed: Path, tmp_path: Path, suffix: str, plant: str
+) -> None:
+    """SQLite opens -wal, -shm and -journal by name, as root: a link planted there would
+    lead it to roll back or checkpoint through it into another file."""
+    path = _rows_db(allowed / "app" / "a.db", "a")
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
+    victim = _rows_db(tmp_path / "victim" / "b.db", "b")
+    victim_bytes, a_bytes = victim.read_bytes(), path.read_bytes()
+    companion = Path(f"{path}{suffix}")
+    companion.unlink(missing_ok=True)  # a read-only connection leaves -wal and -shm behind
+    if plant == "symlink":
+        companion.symlink_to(victim)
+    elif plant == "hardlink":
+        os.link(victim, companion)
+    else:
+        os.mkfifo(companion)
+    with pytest.raises(BackupError, match=f"{suffix} file (is not a regular file|has other names)"):
+        engine.backup(conn, MemorySink(), parent=None)
+    with pytest.raises(InvalidExternalError, match=suffix):
+        engine.register_external({"path": str(path)}, project_id="p1")
+    assert victim.read_bytes() == victim_bytes and path.read_bytes() == a_bytes
+    companion.unlink()
+    assert backup(engine, conn)[0]["page_count"] > 0
+
+
 def test_page_reader_opens_nothing_but_regular_files_beside_it(tmp_path: Path) -> None:
 
     (tmp_path / "a.db").write_bytes(b"x")

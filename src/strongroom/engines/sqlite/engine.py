@@ -261,10 +261,11 @@ class SqliteEngine:
         return Path(os.path.realpath(home)) / DB_FILENAME
 
     def _check_usable(self, files: DatabaseFiles) -> None:
-        """SQLite opens the file (by name) and reads its schema; then the name must still
-        lead to the file looked at, and SQLite must have followed no link."""
+        """SQLite opens the file (by name, read-only) and reads its schema; then the name
+        must still lead to the file looked at, and SQLite must have followed no link."""
+        files.check_companions()
         try:
-            conn = connect(files.path, busy_timeout=self._busy_timeout)
+            conn = connect(files.path, busy_timeout=self._busy_timeout, mode="ro")
             try:
                 conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
                 opened = [r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"]

@@ -34,6 +34,7 @@ from strongroom.engines.beneath import EscapeError, open_beneath, open_dir
 # (PENDING_BYTE + 2, 510 bytes), in rollback-journal and WAL mode alike.
 SHARED_FIRST = 0x40000000 + 2
 PROC_LOCKS = "/proc/locks"
+COMPANIONS = ("-journal", "-wal", "-shm")
 
 
 class DatabaseFileError(ValueError):
@@ -108,6 +109,21 @@ class DatabaseFiles:
             raise DatabaseFileError("the registered file is no longer a regular file")
         if expected is not None and (current.st_dev, current.st_ino) != tuple(expected):
             raise DatabaseFileError("the registered file was replaced by another file")
+
+    def check_companions(self) -> None:
+        """SQLite's ``-journal``, ``-wal`` and ``-shm`` beside the file are absent, or regular
+        files with no other name: SQLite opens them by name and would follow a link."""
+        for suffix in COMPANIONS:
+            try:
+                st = os.stat(self.name + suffix, dir_fd=self.parent_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise DatabaseFileError(_reason(exc, f"the database's {suffix} file")) from exc
+            if not stat.S_ISREG(st.st_mode):
+                raise DatabaseFileError(f"the database's {suffix} file is not a regular file")
+            if st.st_nlink != 1:
+                raise DatabaseFileError(f"the database's {suffix} file has other names (links)")
 
     def name_leads_here(self) -> bool:
         """Whether the name (as SQLite follows it) still leads to the file held open."""

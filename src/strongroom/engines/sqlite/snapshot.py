@@ -35,7 +35,12 @@ helper reads only descriptors the engine opened beneath the registered directory
 the page size and count, which must agree with what the registered file's own header and
 wal-index say. Once the snapshot is held, the name SQLite resolved must be the registered
 path, this process must hold a SHARED lock on the registered file's inode, and the name must
-still lead to it; otherwise the backup fails rather than read an unlocked file.
+still lead to it; otherwise the backup fails rather than read an unlocked file. Before SQLite
+opens anything and again at the end, its ``-journal``, ``-wal`` and ``-shm`` must be absent or
+plain regular files with one name: SQLite would follow a link planted there (and, as root,
+roll back or checkpoint through it). Only the writer, which holds the WAL write lock for an
+instant, can write; it is closed before the read-only reader, so that SQLite's checkpoint on
+the last close never runs in this process.
 
 Alternatives rejected: ``sqlite_dbpage`` (not compiled into this Python's SQLite 3.40.1,
 nor into the ``apsw`` wheels on PyPI); loading a second SQLite library into the process
@@ -58,7 +63,7 @@ from typing import Any
 from urllib.parse import quote
 
 from strongroom.engines.errors import BackupError
-from strongroom.engines.sqlite.files import DatabaseFiles, holds_shared_lock
+from strongroom.engines.sqlite.files import DatabaseFileError, DatabaseFiles, holds_shared_lock
 
 READER_SCRIPT = Path(__file__).with_name("pagereader.py")
 CHUNK_BYTES = 1 << 20
@@ -113,7 +118,11 @@ class Snapshot:
             raise
 
     def _acquire(self) -> bool:
-        """Start the snapshot; ``False`` when the journal mode changed meanwhile."""
+        """Start the snapshot; ``False`` when the journal mode changed meanwhile.
+
+        The writer connection is always closed before the (read-only) reader: the last
+        connection to close a WAL database checkpoints it, and only a read-only one cannot."""
+        self._check_companions()
         writer = connect(self.path, busy_timeout=self.busy_timeout)
         try:
             writer.execute("SELECT count(*) FROM sqlite_schema").fetchone()
@@ -125,22 +134,29 @@ class Snapshot:
                 writer.close()
             self._begin_read()
             if (self.journal_mode == "wal") != wal:
+                writer.close()
                 self._release()
                 return False
             reply = self._handshake(wal)
             if wal:
                 writer.execute("ROLLBACK")
+            writer.close()
             self._check_reply(reply, wal)
         except BaseException:
+            writer.close()
             self._release()
             raise
-        finally:
-            writer.close()
         self._send(b"go\n")
         return True
 
+    def _check_companions(self) -> None:
+        try:
+            self.files.check_companions()
+        except DatabaseFileError as exc:
+            raise BackupError(str(exc)) from exc
+
     def _begin_read(self) -> None:
-        reader = connect(self.path, busy_timeout=self.busy_timeout)
+        reader = connect(self.path, busy_timeout=self.busy_timeout, mode="ro")
         self._reader = reader
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM sqlite_schema").fetchone()
@@ -206,6 +222,7 @@ class Snapshot:
             raise BackupError(NOT_THE_REGISTERED_FILE)
         if not self.files.name_leads_here():
             raise BackupError("the path to the registered file changed during the backup")
+        self._check_companions()
 
     # -- streaming ---------------------------------------------------------------------
     def chunks(self) -> Iterator[memoryview]:
