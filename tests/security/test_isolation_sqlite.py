@@ -125,6 +125,7 @@ def test_project_registers_under_its_own_root_and_others_are_refused(roots: Root
     assert_fault(register(roots.h.b, roots.plain / "to-a.db"), 403)
     (roots.plain / "to-a-dir").symlink_to(a_file.parent, target_is_directory=True)
     assert_fault(register(roots.h.b, roots.plain / "to-a-dir" / "a.db"), 403)
+    assert_fault(register(roots.h.b, f"{roots.plain}/../{roots.only_a.name}/app/a.db"), 403)
     # A's own backups work and restore A's rows
     done = backup_outcome(roots.h.a, instance_id)
     assert done["status"] == "COMPLETED", done.get("fail_reason")

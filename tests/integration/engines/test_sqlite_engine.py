@@ -838,6 +838,7 @@ def test_page_reader_opens_nothing_but_regular_files_beside_it(tmp_path: Path) -
         os.close(open_beside(dir_fd, "a.db", (st.st_dev, st.st_ino)))
         for name, reason in [
             ("link.db", "symbolic link"),
+            ("missing.db", "missing"),
             ("fifo.db", "not a regular file"),
             ("../a.db", "not a file name"),
             ("", "not a file name"),

@@ -233,6 +233,8 @@ def open_beside(dir_fd: int, name: str, identity: tuple[int, int] | None = None)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise PageReadError(f"{name} is a symbolic link") from exc
+        if exc.errno == errno.ENOENT:
+            raise PageReadError(f"{name} is missing") from exc
         raise
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
