@@ -8,14 +8,16 @@ file's directory beneath it with :func:`strongroom.engines.beneath.open_beneath`
 at any step), and the page reader opens the file and its ``-wal``/``-shm`` relative to that
 descriptor (``O_NOFOLLOW``), checking the type and ``(st_dev, st_ino)`` on what it opened.
 
-This process never opens the database file itself: closing any descriptor of it would drop
-every POSIX lock the process holds on it, SQLite's snapshot lock included. Here it is only
-looked at with ``fstatat`` on the held directory.
+The service process never opens an existing database file itself: closing any descriptor
+of it would drop every POSIX lock the process holds on it, SQLite's snapshot lock included.
+Here it is only looked at with ``fstatat`` on the held directory.
 
-SQLite itself can only be given a name (it resolves links in it, even ``/proc/self/fd/N``).
-Its connection only holds the snapshot's lock; :func:`holds_shared_lock` checks that this
+SQLite itself can only be given a name (it resolves links in it, even ``/proc/self/fd/N``),
+and opens ``-journal``, ``-wal`` and ``-shm`` by name too. Its connection only holds the
+snapshot's lock; :meth:`DatabaseFiles.check_companions` refuses companions that are links
+or have other names before SQLite opens them, :func:`holds_shared_lock` checks that this
 process holds a lock on the registered file, and :meth:`DatabaseFiles.name_leads_here` that
-the name still leads to it.
+the path still leads to it.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ class DatabaseFiles:
                 raise DatabaseFileError(f"the database's {suffix} file has other names (links)")
 
     def name_leads_here(self) -> bool:
-        """Whether the name (as SQLite follows it) still leads to the file held open."""
+        """Whether the path (as SQLite follows it) still leads to the file looked at."""
         try:
             st = os.stat(self.path)
         except OSError:
