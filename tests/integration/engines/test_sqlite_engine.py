@@ -7,6 +7,8 @@ import json
 import os
 import sqlite3
 import struct
+import subprocess
+import sys
 import threading
 import tracemalloc
 from collections.abc import Callable
@@ -26,6 +28,9 @@ from strongroom.engines.errors import (
     RestoreError,
 )
 from strongroom.engines.sqlite import SqliteEngine
+from strongroom.engines.sqlite.files import FileLocation, open_database
+from strongroom.engines.sqlite.pagereader import PageReadError, open_beside
+from strongroom.engines.sqlite.snapshot import Snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -173,6 +178,78 @@ def test_managed_instance_lifecycle(engine: SqliteEngine, tmp_path: Path) -> Non
     engine.destroy_instance(home, conn)  # a missing instance is not an error
     with pytest.raises(InstanceError):
         engine.start_instance(home, conn)
+
+
+# -- private files ---------------------------------------------------------------------
+def _modes(home: Path) -> dict[str, int]:
+    found = {".": home.stat().st_mode & 0o777}
+    found.update({p.name: p.stat().st_mode & 0o777 for p in home.iterdir()})
+    return found
+
+
+@pytest.fixture
+def open_umask() -> Any:
+    """The most permissive umask: the engine must not rely on the service's."""
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_managed_files_are_private(engine: SqliteEngine, allowed: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)  # as the service makes it
+    conn = engine.create_instance(home, InstanceRequest(name="app"))
+    db = open_db(Path(conn["path"]))
+    fill(db, 50)  # -wal and -shm exist while it is open
+    assert _modes(home) == {
+        ".": 0o700,
+        "data.db": 0o600,
+        "data.db-wal": 0o600,
+        "data.db-shm": 0o600,
+    }
+    source = _rows_db(allowed / "src.db", "a")
+    meta, stream = backup(engine, engine.register_external({"path": str(source)}, project_id="p"))
+    db.close()
+    restored_home = tmp_path / "restored"
+    restored_home.mkdir(mode=0o777)
+    restored, _ = restore(engine, restored_home, [(meta, stream)])
+    check = open_db(restored)
+    check.execute("SELECT count(*) FROM owner").fetchone()
+    assert _modes(restored_home) == {
+        ".": 0o700,
+        "data.db": 0o600,
+        "data.db-wal": 0o600,
+        "data.db-shm": 0o600,
+    }
+    check.close()
+
+
+def test_restore_never_writes_through_a_planted_link(
+    engine: SqliteEngine, small_backup: tuple[Metadata, bytes], tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.db"
+    outside.write_bytes(b"keep")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "data.db").symlink_to(outside)
+    with pytest.raises(RestoreError, match="already holds"):
+        restore(engine, home, [small_backup])
+    assert outside.read_bytes() == b"keep"
+    assert [p.name for p in home.iterdir()] == ["data.db"]
+
+
+def test_managed_backup_checks_the_file_it_created(engine: SqliteEngine, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    conn = engine.create_instance(home, InstanceRequest(name="app"))
+    db = open_db(Path(conn["path"]))
+    fill(db, 20)
+    db.close()
+    meta, stream = backup(engine, conn)
+    assert dump(restore(engine, tmp_path / "copy", [(meta, stream)])[0]) == dump(Path(conn["path"]))
+    os.replace(_rows_db(tmp_path / "other" / "data.db", "x"), Path(conn["path"]))
+    with pytest.raises(BackupError, match="replaced"):
+        engine.backup(conn, MemorySink(), parent=None)
 
 
 # -- consistency under concurrent writers --------------------------------------------
@@ -569,6 +646,209 @@ def test_backup_refuses_a_path_swapped_for_a_symlink(
     path.symlink_to(outside)
     with pytest.raises(BackupError, match="symbolic link"):
         engine.backup(conn, MemorySink(), parent=None)
+
+
+def _rows_db(path: Path, label: str, rows: int = 300, mode: str = "wal") -> Path:
+    """A database whose rows all say ``label`` (the same size whatever the label)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = open_db(path, mode=mode)
+    db.execute("CREATE TABLE owner (id INTEGER PRIMARY KEY, who TEXT, pad BLOB)")
+    db.executemany("INSERT INTO owner (who, pad) VALUES (?, zeroblob(200))", [(label,)] * rows)
+    db.close()
+    return path
+
+
+def test_external_connection_records_root_and_file_identity(allowed: Path, tmp_path: Path) -> None:
+    inner = allowed / "team"
+    path = _rows_db(inner / "app" / "a.db", "a")
+    engine = SqliteEngine(allowed_roots=[allowed, inner])
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
+    st = path.stat()
+    assert conn == {"path": str(path), "root": str(inner), "dev": st.st_dev, "ino": st.st_ino}
+    assert engine.external_identity(conn) == f"sqlite:{st.st_dev}:{st.st_ino}"
+
+
+def test_backup_of_a_connection_without_root_walks_from_the_top(
+    engine: SqliteEngine, allowed: Path, tmp_path: Path
+) -> None:
+    path = _rows_db(allowed / "old" / "a.db", "a")
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
+    del conn["root"]  # registered before roots were recorded
+    meta, stream = backup(engine, conn)
+    restored, _ = restore(engine, tmp_path / "home", [(meta, stream)])
+    assert dump(restored) == dump(path)
+    (allowed / "old").rename(allowed / "old.real")
+    (allowed / "old").symlink_to(allowed / "old.real")
+    with pytest.raises(BackupError, match="symbolic link"):
+        engine.backup(conn, MemorySink(), parent=None)
+
+
+def test_backup_fails_when_the_registered_file_is_replaced(
+    engine: SqliteEngine, allowed: Path
+) -> None:
+    path = _rows_db(allowed / "app" / "a.db", "a")
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
+    other = _rows_db(allowed / "elsewhere" / "a.db", "other")
+    os.replace(other, path)  # same name, another file
+    with pytest.raises(BackupError, match="the registered file was replaced"):
+        engine.backup(conn, MemorySink(), parent=None)
+    assert engine.data_size(conn) is None
+
+
+def test_backup_fails_when_the_directory_becomes_a_symlink(
+    engine: SqliteEngine, allowed: Path, tmp_path: Path
+) -> None:
+    path = _rows_db(allowed / "app2" / "a.db", "a")
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
+    victim = _rows_db(tmp_path / "victim" / "a.db", "victim")
+    (allowed / "app2").rename(allowed / "app2.real")
+    (allowed / "app2").symlink_to(victim.parent, target_is_directory=True)
+    with pytest.raises(BackupError, match="symbolic link"):
+        engine.backup(conn, MemorySink(), parent=None)
+    assert engine.data_size(conn) is None
+
+
+def test_backup_fails_without_hanging_when_a_fifo_stands_in_place(
+    engine: SqliteEngine, allowed: Path
+) -> None:
+    path = _rows_db(allowed / "app" / "a.db", "a")
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
+    path.unlink()
+    os.mkfifo(path)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            engine.backup(conn, MemorySink(), parent=None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(WAIT)
+    if worker.is_alive():  # unblock it: a writer lets a blocked reader go
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("the backup hung on a FIFO")
+    assert len(outcome) == 1 and isinstance(outcome[0], BackupError), outcome
+    assert "no longer a regular file" in str(outcome[0])
+
+
+class HeldOpen:
+    """Another process keeping a WAL database open (so its -wal and -shm stay)."""
+
+    def __init__(self, path: Path) -> None:
+        code = (
+            "import sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1])\n"
+            "c.execute('SELECT count(*) FROM sqlite_schema').fetchone()\n"
+            "print('open', flush=True)\n"
+            "sys.stdin.read()\n"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == b"open\n"
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(WAIT)
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+@pytest.mark.parametrize("swap", ["symlink", "directory"])
+def test_snapshot_fails_when_sqlite_is_led_to_another_file(
+    engine: SqliteEngine, allowed: Path, tmp_path: Path, swap: str, mode: str
+) -> None:
+    """The directory is swapped after the engine holds it and before SQLite opens the file
+    by name: SQLite reaches the other database (same size), the page reader still reads the
+    registered one, and the backup fails instead of using an unlocked snapshot."""
+
+    path = _rows_db(allowed / "app2" / "a.db", "a", mode=mode)
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
+    other = _rows_db(tmp_path / "victim" / "a.db", "b", mode=mode)
+    assert other.stat().st_size == path.stat().st_size
+    location = FileLocation(conn["root"], conn["path"])
+    held = HeldOpen(path) if mode == "wal" else None
+    try:
+        _swap_under_snapshot(location, conn, allowed, other, swap)
+    finally:
+        if held is not None:
+            held.close()
+
+
+def _swap_under_snapshot(
+    location: FileLocation, conn: dict[str, Any], allowed: Path, other: Path, swap: str
+) -> None:
+
+    with open_database(location, (conn["dev"], conn["ino"])) as files:
+        (allowed / "app2").rename(allowed / "app2.real")
+        if swap == "symlink":
+            (allowed / "app2").symlink_to(other.parent, target_is_directory=True)
+        else:
+            (allowed / "app2").mkdir()
+            os.link(other, allowed / "app2" / "a.db")
+        with (
+            pytest.raises(
+                BackupError, match=r"not the registered file|path to the registered file changed"
+            ),
+            Snapshot(files, busy_timeout=5) as snap,
+        ):
+            list(snap.chunks())
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+@pytest.mark.parametrize("plant", ["symlink", "hardlink", "fifo"])
+def test_backup_refuses_planted_companions(
+    engine: SqliteEngine, allowed: Path, tmp_path: Path, suffix: str, plant: str
+) -> None:
+    """SQLite opens -wal, -shm and -journal by name, as root: a link planted there would
+    lead it to roll back or checkpoint through it into another file."""
+    path = _rows_db(allowed / "app" / "a.db", "a")
+    conn = engine.register_external({"path": str(path)}, project_id="p1")
+    victim = _rows_db(tmp_path / "victim" / "b.db", "b")
+    victim_bytes, a_bytes = victim.read_bytes(), path.read_bytes()
+    companion = Path(f"{path}{suffix}")
+    companion.unlink(missing_ok=True)  # a read-only connection leaves -wal and -shm behind
+    if plant == "symlink":
+        companion.symlink_to(victim)
+    elif plant == "hardlink":
+        os.link(victim, companion)
+    else:
+        os.mkfifo(companion)
+    with pytest.raises(BackupError, match=f"{suffix} file (is not a regular file|has other names)"):
+        engine.backup(conn, MemorySink(), parent=None)
+    with pytest.raises(InvalidExternalError, match=suffix):
+        engine.register_external({"path": str(path)}, project_id="p1")
+    assert victim.read_bytes() == victim_bytes and path.read_bytes() == a_bytes
+    companion.unlink()
+    assert backup(engine, conn)[0]["page_count"] > 0
+
+
+def test_page_reader_opens_nothing_but_regular_files_beside_it(tmp_path: Path) -> None:
+
+    (tmp_path / "a.db").write_bytes(b"x")
+    (tmp_path / "link.db").symlink_to(tmp_path / "a.db")
+    os.mkfifo(tmp_path / "fifo.db")
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        st = (tmp_path / "a.db").stat()
+        os.close(open_beside(dir_fd, "a.db", (st.st_dev, st.st_ino)))
+        for name, reason in [
+            ("link.db", "symbolic link"),
+            ("missing.db", "missing"),
+            ("fifo.db", "not a regular file"),
+            ("../a.db", "not a file name"),
+            ("", "not a file name"),
+        ]:
+            with pytest.raises(PageReadError, match=reason):
+                open_beside(dir_fd, name)
+        with pytest.raises(PageReadError, match="replaced"):
+            open_beside(dir_fd, "a.db", (st.st_dev, st.st_ino + 1))
+    finally:
+        os.close(dir_fd)
 
 
 # -- memory ----------------------------------------------------------------------------

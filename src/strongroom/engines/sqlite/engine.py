@@ -1,15 +1,21 @@
 """``SqliteEngine``: SQLite files as instances, backed up as consistent page images.
 
-Connections are ``{"path": "/absolute/resolved/file.db"}``.
+Connections are ``{"path": "/resolved/file.db", "root": "/resolved/dir", "dev": n, "ino": n}``:
+the file, the directory it is reached from (an allow-list root, or a managed instance's
+home) and its ``(st_dev, st_ino)``. Every access opens the root and walks beneath it by
+descriptor, never through a link, and checks the file is still the one registered
+(:mod:`strongroom.engines.sqlite.files`).
 
-Managed instances are one file, ``<home>/data.db``, created in WAL mode: readers never
+Managed instances are one file, ``<home>/data.db`` (0600 in a 0700 home, like the ``-wal``
+and ``-shm`` files SQLite creates after it), created in WAL mode: readers never
 block the writer, so a backup does not stall the application either (in rollback-journal
 mode a backup's read lock makes writers wait for it). There is no server process: start and
 stop only check the file. Trove's ``databases`` and ``users`` have no meaning for SQLite (one
 file, no accounts) and are ignored.
 
-External files must lie inside one of the operator's ``allowed_roots`` (see
-:mod:`strongroom.engines.sqlite.paths`); without roots, registration is refused.
+External files must lie inside one of the ``allowed_roots`` entries that serve the
+registering project (see :mod:`strongroom.engines.sqlite.paths`); without roots,
+registration is refused.
 
 Backups are page images (:mod:`strongroom.engines.sqlite.snapshot` explains how a
 consistent snapshot is read from a live database, :mod:`strongroom.engines.sqlite.stream`
@@ -18,7 +24,6 @@ the stream format); incrementals carry only pages whose hash changed since the p
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -38,16 +43,20 @@ from strongroom.engines.base import (
     Metadata,
     RestoreInput,
 )
+from strongroom.engines.beneath import directory, open_beneath
 from strongroom.engines.errors import (
     BackupError,
     IncompatibleBackupError,
     InstanceError,
     InvalidExternalError,
 )
-from strongroom.engines.sqlite.paths import (
-    external_path,
-    unchanged_path,
+from strongroom.engines.sqlite.files import (
+    DatabaseFileError,
+    DatabaseFiles,
+    FileLocation,
+    open_database,
 )
+from strongroom.engines.sqlite.paths import containing_root, external_path
 from strongroom.engines.sqlite.restore import restore_file
 from strongroom.engines.sqlite.snapshot import Snapshot, connect
 from strongroom.engines.sqlite.stream import (
@@ -69,6 +78,8 @@ from strongroom.engines.sqlite.stream import (
 DB_FILENAME = "data.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_BUSY_TIMEOUT = 30.0
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
 
 
 class SqliteEngine:
@@ -96,10 +107,19 @@ class SqliteEngine:
     def create_instance(self, home: Path, request: InstanceRequest) -> Connection:
         path = self._managed_path(home)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if path.exists():
-                raise InstanceError("the instance directory already holds a database")
-            conn = connect(str(path), busy_timeout=self._busy_timeout, mode="rwc")
+            _private_home(path.parent)
+            with directory(path.parent) as home_fd:
+                # Created here 0600, so SQLite's -wal and -shm (made with the same mode) are too.
+                flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                try:
+                    fd = open_beneath(home_fd, DB_FILENAME, flags, PRIVATE_FILE)
+                except FileExistsError as exc:
+                    raise InstanceError("the instance directory already holds a database") from exc
+                try:
+                    os.fchmod(fd, PRIVATE_FILE)
+                finally:
+                    os.close(fd)
+            conn = connect(str(path), busy_timeout=self._busy_timeout)
             try:
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             finally:
@@ -108,26 +128,28 @@ class SqliteEngine:
             raise InstanceError(f"cannot create the SQLite file: {exc}") from exc
         if str(mode).lower() != "wal":
             raise InstanceError("the SQLite file could not be put in WAL mode")
-        return {"path": str(path)}
+        return self._managed_connection(path)
 
     def restore_instance(
         self, home: Path, chain: Sequence[RestoreInput], request: InstanceRequest
     ) -> Connection:
         path = self._managed_path(home)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_home(path.parent)
         except OSError as exc:
             raise InstanceError(f"cannot create the instance directory: {exc.strerror}") from exc
         for link in chain:
             self.check_restorable(link.metadata)
-        restore_file(path, chain, busy_timeout=self._busy_timeout)
-        return {"path": str(path)}
+        restore_file(path.parent, path.name, chain, busy_timeout=self._busy_timeout)
+        return self._managed_connection(path)
 
     def start_instance(self, home: Path, connection: Connection) -> Connection:
-        path = connection.get("path")
-        if not isinstance(path, str) or not os.path.isfile(path):
-            raise InstanceError("the instance's SQLite file is missing")
-        return {"path": path}
+        try:
+            with self._open(connection):
+                pass
+        except BackupError as exc:
+            raise InstanceError(f"the instance's SQLite file is unusable: {exc}") from exc
+        return dict(connection)
 
     def stop_instance(self, home: Path, connection: Connection) -> None:
         return None
@@ -142,18 +164,18 @@ class SqliteEngine:
 
     # -- external instances ------------------------------------------------------------
     def register_external(self, params: Mapping[str, Any], *, project_id: str) -> Connection:
+        """Resolve the path within the project's roots, then open it beneath the deepest
+        root holding it (no link at any step) and record what the descriptor is."""
         roots = tuple(Path(root) for root in self._roots.for_project(project_id))
         path = external_path(params, roots)
-        info = path.stat()
+        location = FileLocation(str(containing_root(path, roots)), str(path))
         try:
-            conn = connect(str(path), busy_timeout=self._busy_timeout)
-            try:
-                conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            raise InvalidExternalError(f"the file is not a usable SQLite database: {exc}") from exc
-        return {"path": str(path), "dev": info.st_dev, "ino": info.st_ino}
+            with open_database(location, None) as files:
+                self._check_usable(files)
+                dev, ino = files.identity
+        except DatabaseFileError as exc:
+            raise InvalidExternalError(f"the path changed while it was checked: {exc}") from exc
+        return {"path": location.path, "root": location.root, "dev": dev, "ino": ino}
 
     def external_identity(self, connection: Connection) -> str:
         return f"sqlite:{connection.get('dev')}:{connection.get('ino')}"
@@ -163,26 +185,21 @@ class SqliteEngine:
         return {"path": connection.get("path")}
 
     def data_size(self, connection: Connection) -> int | None:
-        path = connection.get("path")
-        if not isinstance(path, str):
-            return None
         try:
-            size = os.stat(path).st_size
-        except OSError:
+            files = self._open(connection)
+        except BackupError:
             return None
-        with contextlib.suppress(OSError):
-            size += os.stat(path + "-wal").st_size
-        return size
+        with files:
+            return files.stat.st_size + files.companion_size("-wal")
 
     def backup(
         self, connection: Connection, sink: ByteSink, *, parent: Metadata | None
     ) -> BackupResult:
-        try:
-            path = unchanged_path(connection)
-        except ValueError as exc:
-            raise BackupError(str(exc)) from exc
         base, base_hashes = _parent_info(parent)
-        with Snapshot(path, busy_timeout=self._busy_timeout) as snap:
+        with (
+            self._open(connection) as files,
+            Snapshot(files, busy_timeout=self._busy_timeout) as snap,
+        ):
             page_size, page_count = snap.page_size, snap.page_count
             if base is not None and base.page_size != page_size:
                 raise BackupError(
@@ -211,6 +228,7 @@ class SqliteEngine:
                     image_done = pool.submit(image.update, chunk)
                     pgno = _pages(chunk, pgno, page_size, hashes, base_hashes, base, writer)
                     image_done.result()
+            snap.check_same_file()
             sha256 = image.digest()
             writer.finish(sha256)
             metadata: Metadata = {
@@ -241,6 +259,46 @@ class SqliteEngine:
     @staticmethod
     def _managed_path(home: Path) -> Path:
         return Path(os.path.realpath(home)) / DB_FILENAME
+
+    def _check_usable(self, files: DatabaseFiles) -> None:
+        """SQLite opens the file (by name, read-only) and reads its schema; then the name
+        must still lead to the file looked at, and SQLite must have followed no link."""
+        files.check_companions()
+        try:
+            conn = connect(files.path, busy_timeout=self._busy_timeout, mode="ro")
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+                opened = [r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"]
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise InvalidExternalError(f"the file is not a usable SQLite database: {exc}") from exc
+        files.check(files.identity)
+        if opened != [files.path] or not files.name_leads_here():
+            raise DatabaseFileError("the path led elsewhere while it was checked")
+
+    @staticmethod
+    def _managed_connection(path: Path) -> Connection:
+        with open_database(FileLocation(str(path.parent), str(path)), None) as files:
+            dev, ino = files.identity
+        return {"path": str(path), "root": str(path.parent), "dev": dev, "ino": ino}
+
+    @staticmethod
+    def _open(connection: Connection) -> DatabaseFiles:
+        """The connection's file, opened beneath its root and checked (``BackupError``)."""
+        dev, ino = connection.get("dev"), connection.get("ino")
+        expected = (dev, ino) if isinstance(dev, int) and isinstance(ino, int) else None
+        try:
+            return open_database(FileLocation.of(connection), expected)
+        except DatabaseFileError as exc:
+            raise BackupError(str(exc)) from exc
+
+
+def _private_home(home: Path) -> None:
+    """The instance's home exists and is 0700 (the service may have made it 0755)."""
+    home.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    with directory(home) as fd:
+        os.fchmod(fd, PRIVATE_DIR)
 
 
 def _pages(

@@ -10,11 +10,20 @@ SQLite locks, so its descriptors cannot disturb anyone. It never takes a lock an
 
 Protocol (stdin / stdout, one JSON line each way, then raw pages):
 
-1. The parent writes ``{"db": path, "wal": bool, "page_size": n, "page_count": n}``.
-2. The child opens the files and, for a WAL database, reads the wal-index header from
-   ``-shm`` (the parent holds the WAL write lock at this moment, so the header is exactly
-   its reader's snapshot). It answers ``{"mx_frame", "n_page", "page_size", "n_backfill"}``
-   (``{}`` in rollback-journal mode) or ``{"error": message}``.
+The files are never opened by path: the parent passes a descriptor of the database's
+directory (reached without following any link), and the files are opened relative to it
+with ``O_NOFOLLOW``; the database must be a regular file with the registered
+``(st_dev, st_ino)``, its ``-wal`` and ``-shm`` regular files. Nothing read here can come
+from a file a swapped link leads to.
+
+1. The parent writes ``{"dir_fd": n, "name": str, "dev": n, "ino": n, "wal": bool,
+   "page_size": n, "page_count": n}`` (``dev``/``ino`` may be null: not checked).
+2. The child reads the main file's header and, for a WAL database, the wal-index header
+   from ``-shm`` (the parent holds the WAL write lock at this moment, so the header is
+   exactly its reader's snapshot). It answers ``{"db_bytes", "db_page_size",
+   "db_header_pages"}`` (what the main file says of itself, for the parent to compare with
+   what its SQLite connection saw) plus ``{"mx_frame", "n_page", "page_size",
+   "n_backfill"}`` in WAL mode.
 3. The parent releases the write lock and writes ``go``.
 4. The child writes pages 1..page_count (``page_size`` bytes each) and one JSON line of
    statistics, then exits 0. Failures go to stderr with exit status 2.
@@ -26,8 +35,10 @@ is exactly the reader's snapshot while writers and checkpoints keep running.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import struct
 import sys
 from collections.abc import Callable
@@ -40,6 +51,7 @@ WAL_INDEX_VERSION = 3007000
 WAL_INDEX_HEADER_SIZE = 48
 SHM_PREFIX_SIZE = 136  # two wal-index headers + checkpoint info
 READ_CHUNK = 1 << 20
+DB_HEADER_SIZE = 100
 
 # pread(size, offset) -> bytes (short at end of file)
 Pread = Callable[[int, int], bytes]
@@ -211,8 +223,49 @@ def _pread(fd: int) -> Pread:
     return read
 
 
-def _open(path: str) -> int:
-    return os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+def open_beside(dir_fd: int, name: str, identity: tuple[int, int] | None = None) -> int:
+    """``name`` in the directory ``dir_fd``: a regular file (and ``identity``), no link."""
+    if not name or "/" in name or name in (".", ".."):
+        raise PageReadError(f"not a file name: {name!r}")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PageReadError(f"{name} is a symbolic link") from exc
+        if exc.errno == errno.ENOENT:
+            raise PageReadError(f"{name} is missing") from exc
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise PageReadError(f"{name} is not a regular file")
+    if identity is not None and (st.st_dev, st.st_ino) != identity:
+        os.close(fd)
+        raise PageReadError("the registered file was replaced by another file")
+    return fd
+
+
+def _identity(request: dict[str, object]) -> tuple[int, int] | None:
+    dev, ino = request.get("dev"), request.get("ino")
+    return (dev, ino) if isinstance(dev, int) and isinstance(ino, int) else None
+
+
+def main_file_facts(fd: int) -> dict[str, int]:
+    """What the main file says of itself: its size, page size, and the page count in its
+    header (0 when that count is stale, and SQLite then counts the file's pages)."""
+    size = os.fstat(fd).st_size
+    header = _pread(fd)(DB_HEADER_SIZE, 0)
+    if len(header) < DB_HEADER_SIZE:
+        return {"db_bytes": size, "db_page_size": 0, "db_header_pages": 0}
+    (raw_page_size,) = struct.unpack_from(">H", header, 16)
+    change_counter, pages = struct.unpack_from(">II", header, 24)
+    (valid_for,) = struct.unpack_from(">I", header, 92)
+    return {
+        "db_bytes": size,
+        "db_page_size": 65536 if raw_page_size == 1 else raw_page_size,
+        "db_header_pages": pages if change_counter == valid_for else 0,
+    }
 
 
 def main() -> int:
@@ -224,20 +277,21 @@ def main() -> int:
 
     try:
         request = json.loads(stdin.readline())
-        db_path = str(request["db"])
         page_size = int(request["page_size"])
         page_count = int(request["page_count"])
-        db = _pread(_open(db_path))
+        dir_fd, name = int(request["dir_fd"]), str(request["name"])
+        db_fd = open_beside(dir_fd, name, _identity(request))
+        db = _pread(db_fd)
         wal: Pread | None = None
         hdr: WalIndexHeader | None = None
-        reply: dict[str, int] = {}
+        reply: dict[str, int] = main_file_facts(db_fd)
         if request["wal"]:
-            shm_fd = _open(db_path + "-shm")
+            shm_fd = open_beside(dir_fd, name + "-shm")
             hdr = parse_wal_index_header(_pread(shm_fd)(SHM_PREFIX_SIZE, 0))
             os.close(shm_fd)
             if hdr.mx_frame:
-                wal = _pread(_open(db_path + "-wal"))
-            reply = {
+                wal = _pread(open_beside(dir_fd, name + "-wal"))
+            reply |= {
                 "mx_frame": hdr.mx_frame,
                 "n_page": hdr.n_page,
                 "page_size": hdr.page_size,

@@ -1,4 +1,5 @@
-"""Which SQLite files a tenant may register: only files inside the operator's allowed roots.
+"""Which SQLite files a tenant may register: only files inside the allowed roots that serve
+the tenant's project.
 
 A path is judged by where it really leads: symbolic links and ``..`` are resolved before
 the containment check. The containment check runs before the existence check, so a tenant
@@ -56,11 +57,9 @@ def is_inside(path: Path, roots: Sequence[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
-def unchanged_path(connection: Mapping[str, Any]) -> str:
-    """The connection's path, if it still leads to itself (no link swapped in since)."""
-    raw = connection.get("path")
-    if not isinstance(raw, str) or "\x00" in raw or not os.path.isabs(raw):
-        raise ValueError("the connection has no absolute 'path'")
-    if os.path.realpath(raw) != raw:
-        raise ValueError("the database path now goes through a symbolic link")
-    return raw
+def containing_root(path: Path, roots: Sequence[Path]) -> Path:
+    """The deepest of ``roots`` holding ``path``: the fewest directories to walk beneath."""
+    holding = [root for root in roots if is_inside(path, [root])]
+    if not holding:
+        raise ExternalNotAllowedError("the path is outside the directories the operator allows")
+    return max(holding, key=lambda root: len(root.parts))

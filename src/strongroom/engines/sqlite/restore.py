@@ -3,7 +3,9 @@
 The file is built under a temporary name next to the target, checked (image SHA-256
 against the last link's metadata, then ``PRAGMA integrity_check``) and only then renamed
 into place; on any failure the temporary file and its ``-wal``/``-shm``/``-journal``
-companions are removed, so nothing half-restored is left behind.
+companions are removed, so nothing half-restored is left behind. Every name is created,
+renamed and removed relative to a descriptor of the instance's directory (``O_EXCL``, no
+link followed), and the file is 0600 from its creation.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from strongroom.engines.base import RestoreInput
+from strongroom.engines.beneath import open_beneath
 from strongroom.engines.errors import RestoreError
 from strongroom.engines.sqlite.snapshot import connect
 from strongroom.engines.sqlite.stream import (
@@ -29,6 +32,7 @@ from strongroom.engines.sqlite.stream import (
 )
 
 HASH_CHUNK = 1 << 20
+PRIVATE_FILE = 0o600
 COMPANIONS = ("-wal", "-shm", "-journal")
 
 
@@ -56,15 +60,41 @@ def validate_chain(chain: Sequence[RestoreInput]) -> list[LinkInfo]:
     return links
 
 
-def restore_file(target: Path, chain: Sequence[RestoreInput], *, busy_timeout: float) -> None:
-    """Build ``target`` from ``chain``; raise ``RestoreError`` and leave nothing on failure."""
+def restore_file(
+    directory: Path, name: str, chain: Sequence[RestoreInput], *, busy_timeout: float
+) -> None:
+    """Build ``directory/name`` from ``chain``; raise ``RestoreError`` and leave nothing on
+    failure."""
     links = validate_chain(chain)
-    if target.exists():
-        raise RestoreError("the instance directory already holds a database")
-    temp = target.with_name(f".{target.name}.restore-{secrets.token_hex(6)}")
     try:
-        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise RestoreError(f"cannot open the instance directory: {exc.strerror}") from exc
+    try:
+        _restore_beneath(dir_fd, directory, name, chain, links, busy_timeout)
+    finally:
+        os.close(dir_fd)
+
+
+def _restore_beneath(
+    dir_fd: int,
+    directory: Path,
+    name: str,
+    chain: Sequence[RestoreInput],
+    links: list[LinkInfo],
+    busy_timeout: float,
+) -> None:
+    if _exists(dir_fd, name):
+        raise RestoreError("the instance directory already holds a database")
+    temp = f".{name}.restore-{secrets.token_hex(6)}"
+    try:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
+            fd = open_beneath(dir_fd, temp, flags, PRIVATE_FILE)
+        except OSError as exc:
+            raise RestoreError(f"cannot create the restored database: {exc.strerror}") from exc
+        try:
+            os.fchmod(fd, PRIVATE_FILE)
             for position, (link, info) in enumerate(zip(chain, links, strict=True)):
                 _apply(fd, link, info, position)
             os.fsync(fd)
@@ -72,12 +102,15 @@ def restore_file(target: Path, chain: Sequence[RestoreInput], *, busy_timeout: f
                 raise RestoreError("the restored image does not match the backup's checksum")
         finally:
             os.close(fd)
-        _integrity_check(temp, busy_timeout)
-        _remove_companions(temp)
-        os.replace(temp, target)
-        _fsync_dir(target.parent)
+        # SQLite can only open by name: the directory is the service's own (0700).
+        _integrity_check(directory / temp, busy_timeout)
+        _remove_companions(dir_fd, temp)
+        if _exists(dir_fd, name):
+            raise RestoreError("the instance directory already holds a database")
+        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)
     except BaseException:
-        _remove(temp)
+        _remove(dir_fd, temp)
         raise
 
 
@@ -136,21 +169,21 @@ def _integrity_check(path: Path, busy_timeout: float) -> None:
         raise RestoreError(f"the restored database fails its integrity check: {first}")
 
 
-def _remove(path: Path) -> None:
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _remove(dir_fd: int, name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    _remove_companions(path)
+        os.unlink(name, dir_fd=dir_fd)
+    _remove_companions(dir_fd, name)
 
 
-def _remove_companions(path: Path) -> None:
+def _remove_companions(dir_fd: int, name: str) -> None:
     for suffix in COMPANIONS:
         with contextlib.suppress(FileNotFoundError):
-            Path(f"{path}{suffix}").unlink()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            os.unlink(name + suffix, dir_fd=dir_fd)

@@ -28,6 +28,20 @@ checkpoints run, because SQLite itself keeps it true for our reader:
   restart by the changed salt and then reads those pages from the main file; it refuses
   if the header said frames were still missing from the main file.
 
+*Which file.* SQLite opens the database (and its ``-wal``/``-shm``) by name, and a tenant
+may swap a directory on the way for a link. Nothing SQLite reads goes into the backup: the
+helper reads only descriptors the engine opened beneath the registered directory and checked
+(:mod:`strongroom.engines.sqlite.files`). SQLite's connection only holds the lock, and gives
+the page size and count, which must agree with what the registered file's own header and
+wal-index say. Once the snapshot is held, the name SQLite resolved must be the registered
+path, this process must hold a SHARED lock on the registered file's inode, and the name must
+still lead to it; otherwise the backup fails rather than read an unlocked file. Before SQLite
+opens anything and again at the end, its ``-journal``, ``-wal`` and ``-shm`` must be absent or
+plain regular files with one name: SQLite would follow a link planted there (and, as root,
+roll back or checkpoint through it). Only the writer, which holds the WAL write lock for an
+instant, can write; it is closed before the read-only reader, so that SQLite's checkpoint on
+the last close never runs in this process.
+
 Alternatives rejected: ``sqlite_dbpage`` (not compiled into this Python's SQLite 3.40.1,
 nor into the ``apsw`` wheels on PyPI); loading a second SQLite library into the process
 (two libraries in one process do not see each other's POSIX locks, and a writer in the
@@ -49,11 +63,15 @@ from typing import Any
 from urllib.parse import quote
 
 from strongroom.engines.errors import BackupError
+from strongroom.engines.sqlite.files import DatabaseFileError, DatabaseFiles, holds_shared_lock
 
 READER_SCRIPT = Path(__file__).with_name("pagereader.py")
 CHUNK_BYTES = 1 << 20
 STDERR_LIMIT = 4000
 MODE_RETRIES = 3
+NOT_THE_REGISTERED_FILE = (
+    "the database SQLite opened is not the registered file (its path changed during the backup)"
+)
 
 
 def sqlite_uri(path: str, mode: str) -> str:
@@ -67,14 +85,15 @@ def connect(path: str, *, busy_timeout: float, mode: str = "rw") -> sqlite3.Conn
 
 
 class Snapshot:
-    """Hold a read transaction on ``path`` and stream its pages (a context manager).
+    """Hold a read transaction on ``files`` and stream its pages (a context manager).
 
-    >>> with Snapshot(path, busy_timeout=30) as snap:
+    >>> with open_database(location, identity) as files, Snapshot(files, busy_timeout=30) as snap:
     ...     for chunk in snap.chunks(): ...   # whole pages, in order, <= 1 MiB each
     """
 
-    def __init__(self, path: str, *, busy_timeout: float) -> None:
-        self.path = path
+    def __init__(self, files: DatabaseFiles, *, busy_timeout: float) -> None:
+        self.files = files
+        self.path = files.path
         self.busy_timeout = busy_timeout
         self.page_size = 0
         self.page_count = 0
@@ -88,6 +107,7 @@ class Snapshot:
         try:
             for _ in range(MODE_RETRIES):
                 if self._acquire():
+                    self.check_same_file()
                     return self
             raise BackupError("the database kept switching journal mode; try again")
         except sqlite3.Error as exc:
@@ -98,7 +118,11 @@ class Snapshot:
             raise
 
     def _acquire(self) -> bool:
-        """Start the snapshot; ``False`` when the journal mode changed meanwhile."""
+        """Start the snapshot; ``False`` when the journal mode changed meanwhile.
+
+        The writer connection is always closed before the (read-only) reader: the last
+        connection to close a WAL database checkpoints it, and only a read-only one cannot."""
+        self._check_companions()
         writer = connect(self.path, busy_timeout=self.busy_timeout)
         try:
             writer.execute("SELECT count(*) FROM sqlite_schema").fetchone()
@@ -110,22 +134,29 @@ class Snapshot:
                 writer.close()
             self._begin_read()
             if (self.journal_mode == "wal") != wal:
+                writer.close()
                 self._release()
                 return False
             reply = self._handshake(wal)
             if wal:
                 writer.execute("ROLLBACK")
+            writer.close()
             self._check_reply(reply, wal)
         except BaseException:
+            writer.close()
             self._release()
             raise
-        finally:
-            writer.close()
         self._send(b"go\n")
         return True
 
+    def _check_companions(self) -> None:
+        try:
+            self.files.check_companions()
+        except DatabaseFileError as exc:
+            raise BackupError(str(exc)) from exc
+
     def _begin_read(self) -> None:
-        reader = connect(self.path, busy_timeout=self.busy_timeout)
+        reader = connect(self.path, busy_timeout=self.busy_timeout, mode="ro")
         self._reader = reader
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM sqlite_schema").fetchone()
@@ -134,6 +165,7 @@ class Snapshot:
         self.page_count = int(reader.execute("PRAGMA page_count").fetchone()[0])
 
     def _spawn(self) -> subprocess.Popen[bytes]:
+        """Start the page reader with the database's directory (never the file itself)."""
         try:
             return subprocess.Popen(
                 [sys.executable, "-I", "-S", str(READER_SCRIPT)],
@@ -142,13 +174,18 @@ class Snapshot:
                 stderr=subprocess.PIPE,
                 bufsize=0,
                 close_fds=True,
+                pass_fds=[self.files.parent_fd],
             )
         except OSError as exc:
             raise BackupError(f"cannot start the page reader: {exc.strerror}") from exc
 
     def _handshake(self, wal: bool) -> dict[str, Any]:
+        dev, ino = self.files.identity
         request = {
-            "db": self.path,
+            "dir_fd": self.files.parent_fd,
+            "name": self.files.name,
+            "dev": dev,
+            "ino": ino,
             "wal": wal,
             "page_size": self.page_size,
             "page_count": self.page_count,
@@ -157,12 +194,35 @@ class Snapshot:
         return self._read_json()
 
     def _check_reply(self, reply: dict[str, Any], wal: bool) -> None:
-        if not wal or not reply.get("mx_frame"):
-            return  # an empty WAL: the snapshot is the main file
-        if reply.get("page_size") != self.page_size:
-            raise BackupError("the WAL index disagrees with the database's page size")
-        if reply.get("n_page") != self.page_count:
-            raise BackupError("the WAL index disagrees with the snapshot's page count")
+        """What SQLite's connection saw must be what the registered file says of itself."""
+        if wal and reply.get("mx_frame"):
+            if reply.get("page_size") != self.page_size:
+                raise BackupError("the WAL index disagrees with the database's page size")
+            if reply.get("n_page") != self.page_count:
+                raise BackupError("the WAL index disagrees with the snapshot's page count")
+            return
+        # The snapshot is the main file alone: its header must agree.
+        size, header_pages = reply.get("db_bytes"), reply.get("db_header_pages")
+        if not isinstance(size, int) or not isinstance(header_pages, int):
+            raise BackupError("the page reader answered nonsense")
+        if size == 0 and self.page_count == 0:
+            return
+        pages = header_pages or size // max(self.page_size, 1)
+        if reply.get("db_page_size") != self.page_size or pages != self.page_count:
+            raise BackupError(NOT_THE_REGISTERED_FILE)
+
+    def check_same_file(self) -> None:
+        """Fail unless SQLite's snapshot lock is on the registered file and its name still
+        leads there (a link swapped in on the way would have led SQLite elsewhere)."""
+        reader = self._reader
+        if reader is None:
+            raise BackupError("the snapshot is not open")
+        opened = [row[2] for row in reader.execute("PRAGMA database_list") if row[1] == "main"]
+        if opened != [self.path] or holds_shared_lock(self.files.identity) is False:
+            raise BackupError(NOT_THE_REGISTERED_FILE)
+        if not self.files.name_leads_here():
+            raise BackupError("the path to the registered file changed during the backup")
+        self._check_companions()
 
     # -- streaming ---------------------------------------------------------------------
     def chunks(self) -> Iterator[memoryview]:
