@@ -9,7 +9,8 @@ from datetime import timedelta
 from typing import Literal
 
 from strongroom.config import Allowance, Settings, StoreSettings
-from strongroom.domain.ports import JobQueue, UnitOfWorkFactory
+from strongroom.domain.model import JobKind
+from strongroom.domain.ports import Clock, JobQueue, UnitOfWorkFactory
 from strongroom.engines.allowlist import AllowEntry, AllowList
 from strongroom.engines.registry import EngineSettings, build_engine_registry
 from strongroom.jobs.celery_queue import CeleryJobQueue, make_celery
@@ -33,10 +34,13 @@ from strongroom.services.job_handlers import JobHandlers
 from strongroom.services.jobs import JobDispatcher
 from strongroom.services.liveness import LivenessRules, Reaper
 from strongroom.services.rules import Flavor, ServiceRules
+from strongroom.services.scheduler import Scheduler
+from strongroom.services.schedules import ScheduleService
 from strongroom.services.secrets_box import SecretBox
 from strongroom.services.stores import StoreCatalog
 from strongroom.services.tokens import TokenService
 from strongroom.services.transfer import Transfer
+from strongroom.services.verification import VerificationService, Verifier
 from strongroom.storage.base import StorageBackend
 from strongroom.storage.config import LocalStoreConfig, S3StoreConfig, StoreConfig, SwiftStoreConfig
 from strongroom.storage.errors import StorageAuthError, StorageError
@@ -61,8 +65,11 @@ class Container:
     settings: Settings
     reaper: Reaper
     uow: UnitOfWorkFactory
+    scheduler: Scheduler | None = None
 
     def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self.queue.shutdown()
         self.stores.close()
 
@@ -195,18 +202,27 @@ def _open_metadata(settings: Settings, *, migrate_now: bool) -> UnitOfWorkFactor
 
 
 def build(
-    settings: Settings, *, role: Role = "embedded", wrap_store: StoreWrapper | None = None
+    settings: Settings,
+    *,
+    role: Role = "embedded",
+    wrap_store: StoreWrapper | None = None,
+    clock: Clock | None = None,
+    run_scheduler: bool = True,
 ) -> Container:
     """Wire the service for one role.
 
     * ``embedded``: everything in this process (migrates, runs jobs in threads, recovers
       interrupted jobs on start);
     * ``api``: requests only; jobs go to the broker;
-    * ``worker``: runs this host's jobs from the broker (see ``run_worker``)."""
+    * ``worker``: runs this host's jobs from the broker (see ``run_worker``).
+
+    The backup scheduler's loop runs in the embedded and api roles unless
+    ``run_scheduler`` is false (tests then call ``container.scheduler.tick()`` with their
+    own ``clock``)."""
     if role != "embedded" and settings.broker_url is None:
         raise StartupError("scaled-out roles need broker_url (e.g. amqp://user:pw@host:5672/vhost)")
     uow = _open_metadata(settings, migrate_now=role == "embedded")
-    clock = SystemClock()
+    clock = clock or SystemClock()
     master = MasterKey.load_or_create(settings.key_file)
     secrets = SecretBox(master.derive_key(b"strongroom-connections"))
     stores = _open_stores(settings, master, wrap_store)
@@ -254,16 +270,28 @@ def build(
         )
         queue = CeleryJobQueue(celery_app, prefix=settings.queue_prefix)
     dispatcher.attach(queue)
+    backups = BackupService(
+        uow=uow,
+        clock=clock,
+        authorizer=authorizer,
+        catalog=catalog,
+        stores=stores,
+        jobs=dispatcher,
+        rules=rules,
+    )
+    verification = VerificationService(
+        uow=uow,
+        clock=clock,
+        authorizer=authorizer,
+        jobs=dispatcher,
+        stale_after=rules.running_backups_expire,
+    )
+    handlers.add_handler(JobKind.VERIFY_BACKUP, Verifier(uow=uow, clock=clock, transfer=transfer))
+    schedules = ScheduleService(
+        uow=uow, clock=clock, authorizer=authorizer, backups=backups, stores=stores
+    )
     services = Services(
-        backups=BackupService(
-            uow=uow,
-            clock=clock,
-            authorizer=authorizer,
-            catalog=catalog,
-            stores=stores,
-            jobs=dispatcher,
-            rules=rules,
-        ),
+        backups=backups,
         instances=InstanceService(
             uow=uow,
             clock=clock,
@@ -278,6 +306,8 @@ def build(
         public_endpoint=settings.public_endpoint,
         local_metadata=settings.metadata_url.startswith("sqlite"),
         request_threads=POOL_SIZE,
+        schedules=schedules,
+        verification=verification,
     )
     reaper = Reaper(
         uow=uow,
@@ -291,6 +321,13 @@ def build(
         ),
     )
     container = Container(services, handlers, queue, stores, settings, reaper, uow)
+    if role != "worker":
+        container.scheduler = Scheduler(
+            uow=uow,
+            clock=clock,
+            schedules=schedules,
+            verify=verification.start,
+        )
     if role == "embedded":
         resubmit = handlers.recover()
         handlers.start_managed_instances()
@@ -299,6 +336,8 @@ def build(
     elif role == "worker":
         reaper.beat(settings.host_id)
         handlers.start_managed_instances()
+    if container.scheduler is not None and run_scheduler:
+        container.scheduler.start()
     return container
 
 

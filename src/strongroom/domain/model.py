@@ -48,6 +48,7 @@ class JobKind(StrEnum):
     DELETE_BACKUP = "delete_backup"
     CREATE_INSTANCE = "create_instance"
     DELETE_INSTANCE = "delete_instance"
+    VERIFY_BACKUP = "verify_backup"
 
 
 class JobState(StrEnum):
@@ -93,6 +94,21 @@ class Progress:
     updated_at: datetime | None = None
 
 
+class VerifyStatus(StrEnum):
+    RUNNING = "RUNNING"
+    OK = "OK"
+    CORRUPT = "CORRUPT"  # an object or manifest fails authentication or its checks
+    MISSING = "MISSING"  # an object or manifest is not in the store
+    ERROR = "ERROR"  # the check could not run (e.g. the store is unreachable)
+
+
+@dataclass(frozen=True)
+class Verification:
+    status: VerifyStatus
+    at: datetime  # when it was asked for (RUNNING) or finished
+    error: str | None = None
+
+
 @dataclass
 class Backup:
     id: BackupId
@@ -112,6 +128,8 @@ class Backup:
     fail_reason: str | None = None
     progress: Progress = field(default_factory=Progress)
     stored_bytes: int | None = None
+    schedule_id: str | None = None  # the schedule that made it
+    verification: Verification | None = None
 
     @property
     def is_running(self) -> bool:

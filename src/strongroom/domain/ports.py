@@ -17,7 +17,9 @@ from strongroom.domain.model import (
     Job,
     JobId,
     JobState,
+    Verification,
 )
+from strongroom.domain.schedules import RunStatus, Schedule
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class BackupRepository(Protocol):
     def running_for_instance(self, instance_id: str) -> list[Backup]: ...
     def in_states(self, states: Sequence[BackupState]) -> list[Backup]: ...
     def update_progress(self, backup_id: str, done: int, at: datetime) -> None: ...
+    def record_verification(self, backup_id: str, verification: Verification) -> None: ...
 
 
 class InstanceRepository(Protocol):
@@ -113,6 +116,30 @@ class WorkerRepository(Protocol):
     def live(self, since: datetime) -> list[str]: ...
 
 
+class ScheduleRepository(Protocol):
+    def add(self, schedule: Schedule) -> None: ...
+    def replace(self, schedule: Schedule) -> None: ...
+    def find(self, schedule_id: str) -> Schedule | None: ...
+    def list(self, project_id: str | None, instance_id: str | None) -> list[Schedule]: ...
+    def remove(self, schedule_id: str) -> None: ...
+    def due(self, now: datetime) -> list[Schedule]: ...
+    def claim(self, schedule_id: str, expected: datetime, following: datetime) -> bool: ...
+    def record_run(
+        self,
+        schedule_id: str,
+        *,
+        at: datetime,
+        backup_id: str | None,
+        status: RunStatus,
+        error: str | None,
+    ) -> None: ...
+    def with_pending(self) -> list[Schedule]: ...
+    def take_pending(
+        self, schedule_id: str, backup_id: str, status: RunStatus, error: str | None
+    ) -> bool: ...
+    def backups_of(self, schedule_id: str) -> list[Backup]: ...
+
+
 class UnitOfWork(Protocol):
     backups: BackupRepository
     instances: InstanceRepository
@@ -122,6 +149,7 @@ class UnitOfWork(Protocol):
     tokens: TokenRepository
     jobs: JobRepository
     workers: WorkerRepository
+    schedules: ScheduleRepository
 
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(

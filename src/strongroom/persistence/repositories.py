@@ -28,6 +28,8 @@ from strongroom.domain.model import (
     JobState,
     Progress,
     ProjectId,
+    Verification,
+    VerifyStatus,
 )
 from strongroom.domain.ports import BackupQuery, TokenRecord
 from strongroom.persistence.tables import (
@@ -71,6 +73,10 @@ BACKUP_COLUMNS = (
     BACKUPS.c.progress_started,
     BACKUPS.c.progress_updated,
     BACKUPS.c.stored_bytes,
+    BACKUPS.c.schedule_id,
+    BACKUPS.c.verify_status,
+    BACKUPS.c.verified_at,
+    BACKUPS.c.verify_error,
 )
 
 
@@ -126,6 +132,10 @@ def _backup(row: Row[Any]) -> Backup:
         progress_started,
         progress_updated,
         stored_bytes,
+        schedule_id,
+        verify_status,
+        verified_at,
+        verify_error,
     ) = row
     return Backup(
         id=BackupId(backup_id),
@@ -150,6 +160,10 @@ def _backup(row: Row[Any]) -> Backup:
             updated_at=progress_updated,
         ),
         stored_bytes=stored_bytes,
+        schedule_id=schedule_id,
+        verification=Verification(VerifyStatus(verify_status), verified_at, verify_error)
+        if verify_status
+        else None,
     )
 
 
@@ -175,6 +189,9 @@ def _backup_values(b: Backup) -> dict[str, object]:
         "progress_started": b.progress.started_at,
         "progress_updated": b.progress.updated_at,
         "stored_bytes": b.stored_bytes,
+        # Verification columns are written only by ``record_verification``: a backup saved
+        # from an older read must not undo a verification that finished meanwhile.
+        "schedule_id": b.schedule_id,
     }
 
 
@@ -243,6 +260,17 @@ class SqlBackupRepository:
             update(BackupRow)
             .where(BackupRow.id == backup_id)
             .values(progress_done=done, progress_updated=at)
+        )
+
+    def record_verification(self, backup_id: str, verification: Verification) -> None:
+        self._s.execute(
+            update(BackupRow)
+            .where(BackupRow.id == backup_id)
+            .values(
+                verify_status=verification.status.value,
+                verified_at=verification.at,
+                verify_error=verification.error,
+            )
         )
 
 

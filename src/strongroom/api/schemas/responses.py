@@ -64,6 +64,10 @@ BACKUP = _object(
         "stored_bytes": {"type": "integer"},
         "fail_reason": STRING,
         "progress": {"type": "object"},
+        "schedule_id": STRING,
+        "verify_status": {"enum": ["RUNNING", "OK", "CORRUPT", "MISSING", "ERROR"]},
+        "verified_at": TIMESTAMP,
+        "verify_error": NULLABLE_STRING,
     },
 )
 BACKUP_SINGLE = _single("backup", BACKUP)
