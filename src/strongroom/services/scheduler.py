@@ -66,9 +66,10 @@ class Scheduler:
             uow.commit()
         return won
 
-    def follow_up(self) -> None:
+    def follow_up(self) -> int:
         """For each schedule whose last backup has finished: record how it ended, verify it
-        if asked, and apply the retention policy."""
+        if asked, and apply the retention policy. Returns how many this process handled."""
+        handled = 0
         with self._uow() as uow:
             waiting = [
                 (s, uow.backups.find(s.pending_backup_id or ""))
@@ -89,6 +90,7 @@ class Scheduler:
                 uow.commit()
             if not won:
                 continue
+            handled += 1
             if status is RunStatus.COMPLETED and schedule.verify:
                 try:
                     self._verify(pending)
@@ -98,6 +100,7 @@ class Scheduler:
                 self._schedules.apply_retention(schedule)
             except Exception:
                 log.exception("retention of schedule %s failed", schedule.id)
+        return handled
 
     # -- the loop --------------------------------------------------------------------
     def start(self) -> None:
