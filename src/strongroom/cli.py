@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from strongroom import client
 from strongroom.allocator import freeze_startup_objects, keep_chunk_buffers_in_heap
 from strongroom.config import Settings
 
@@ -292,6 +293,7 @@ def parser() -> argparse.ArgumentParser:
     data_dir(p)
     p.add_argument("token_id")
     p.set_defaults(func=token_revoke)
+    client.add_commands(sub)
     return top
 
 
