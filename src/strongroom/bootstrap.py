@@ -359,3 +359,11 @@ def build_checker(settings: Settings) -> ConsistencyChecker:
     return ConsistencyChecker(
         uow=uow, stores=_open_stores(settings, master), rules=rules_from(settings)
     )
+
+
+def build_verifier(settings: Settings) -> Verifier:
+    """The metadata database and the stores, for `strongroom check --read-data`."""
+    uow = _open_metadata(settings, migrate_now=settings.broker_url is None)
+    master = MasterKey.load_or_create(settings.key_file)
+    stores = _open_stores(settings, master)
+    return Verifier(uow=uow, clock=SystemClock(), transfer=Transfer(stores, rules_from(settings)))

@@ -114,6 +114,21 @@ class Verifier:
             )
             uow.commit()
 
+    def verify_completed(self) -> list[tuple[Backup, Verification]]:
+        """Verify every COMPLETED backup now, one after another (`strongroom check
+        --read-data`), recording each result on the backup as the job does."""
+        with self._uow() as uow:
+            completed = uow.backups.in_states([BackupState.COMPLETED])
+        results = []
+        for backup in sorted(completed, key=lambda b: b.created):
+            status, error = self.check(backup)
+            verification = Verification(status, self._clock.now(), error)
+            with self._uow(write=True) as uow:
+                uow.backups.record_verification(backup.id, verification)
+                uow.commit()
+            results.append((backup, verification))
+        return results
+
     def check(self, backup: Backup) -> tuple[VerifyStatus, str | None]:
         def find(other_id: str) -> Backup | None:
             with self._uow() as uow:
