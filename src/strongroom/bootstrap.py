@@ -29,6 +29,7 @@ from strongroom.services.clock import SystemClock
 from strongroom.services.consistency import ConsistencyChecker
 from strongroom.services.container import Services
 from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.drills import Driller, DrillService
 from strongroom.services.instances import InstanceService
 from strongroom.services.job_handlers import JobHandlers
 from strongroom.services.jobs import JobDispatcher
@@ -287,6 +288,23 @@ def build(
         stale_after=rules.running_backups_expire,
     )
     handlers.add_handler(JobKind.VERIFY_BACKUP, Verifier(uow=uow, clock=clock, transfer=transfer))
+    drills = DrillService(
+        uow=uow,
+        clock=clock,
+        authorizer=authorizer,
+        jobs=dispatcher,
+        stale_after=rules.running_backups_expire,
+    )
+    handlers.add_handler(
+        JobKind.DRILL_BACKUP,
+        Driller(
+            uow=uow,
+            clock=clock,
+            catalog=catalog,
+            transfer=transfer,
+            instances_dir=settings.data_dir / "instances",
+        ),
+    )
     schedules = ScheduleService(
         uow=uow, clock=clock, authorizer=authorizer, backups=backups, stores=stores
     )
@@ -308,6 +326,7 @@ def build(
         request_threads=POOL_SIZE,
         schedules=schedules,
         verification=verification,
+        drills=drills,
     )
     reaper = Reaper(
         uow=uow,
@@ -327,6 +346,7 @@ def build(
             clock=clock,
             schedules=schedules,
             verify=verification.start,
+            drill=drills.start,
         )
     if role == "embedded":
         resubmit = handlers.recover()

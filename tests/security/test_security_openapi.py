@@ -36,6 +36,7 @@ BODILESS_POSTS = {
     "/v1.0/{project_id}/backup_schedules/{schedule_id}/run",
     "/v1.0/{project_id}/backup_schedules/{schedule_id}/prune",
     "/v1.0/{project_id}/backups/{backup_id}/verify",
+    "/v1.0/{project_id}/backups/{backup_id}/drill",
 }
 
 

@@ -66,6 +66,11 @@ def backup_view(backup: Backup, catalog: DatastoreCatalog) -> dict[str, Any]:
         view["verify_status"] = backup.verification.status.value
         view["verified_at"] = timestamp(backup.verification.at)
         view["verify_error"] = backup.verification.error
+    if backup.drill is not None:
+        view["drill_status"] = backup.drill.status.value
+        view["drilled_at"] = timestamp(backup.drill.at)
+        view["drill_error"] = backup.drill.error
+        view["drill_report"] = backup.drill.report
     return view
 
 
@@ -229,6 +234,7 @@ def schedule_view(schedule: Schedule) -> dict[str, Any]:
         "created": timestamp(schedule.created),
         "updated": timestamp(schedule.updated),
         "next_run_at": timestamp(schedule.next_run_at),
+        "next_drill_at": timestamp(schedule.next_drill_at),
         "last_run_at": timestamp(schedule.last_run_at),
         "last_backup_id": schedule.last_backup_id,
         "last_status": schedule.last_status.value if schedule.last_status else None,

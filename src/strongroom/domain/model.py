@@ -49,6 +49,7 @@ class JobKind(StrEnum):
     CREATE_INSTANCE = "create_instance"
     DELETE_INSTANCE = "delete_instance"
     VERIFY_BACKUP = "verify_backup"
+    DRILL_BACKUP = "drill_backup"
 
 
 class JobState(StrEnum):
@@ -109,6 +110,20 @@ class Verification:
     error: str | None = None
 
 
+class DrillStatus(StrEnum):
+    RUNNING = "RUNNING"
+    OK = "OK"  # restored into a throwaway instance, and the restored data checked out
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class Drill:
+    status: DrillStatus
+    at: datetime
+    error: str | None = None
+    report: dict[str, Any] | None = None  # e.g. {"integrity_check": "ok", "rows": {...}}
+
+
 @dataclass
 class Backup:
     id: BackupId
@@ -130,6 +145,7 @@ class Backup:
     stored_bytes: int | None = None
     schedule_id: str | None = None  # the schedule that made it
     verification: Verification | None = None
+    drill: Drill | None = None
 
     @property
     def is_running(self) -> bool:

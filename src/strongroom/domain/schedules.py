@@ -133,3 +133,4 @@ class Schedule:
     last_error: str | None = None
     # The backup whose completion the scheduler still has to act on (retention, verify).
     pending_backup_id: BackupId | None = None
+    next_drill_at: datetime | None = None  # when drill_cron next restores the newest backup

@@ -18,6 +18,8 @@ from strongroom.domain.model import (
     BackupStrategy,
     Datastore,
     DatastoreVersion,
+    Drill,
+    DrillStatus,
     Instance,
     InstanceId,
     InstanceKind,
@@ -77,6 +79,10 @@ BACKUP_COLUMNS = (
     BACKUPS.c.verify_status,
     BACKUPS.c.verified_at,
     BACKUPS.c.verify_error,
+    BACKUPS.c.drill_status,
+    BACKUPS.c.drilled_at,
+    BACKUPS.c.drill_error,
+    BACKUPS.c.drill_report,
 )
 
 
@@ -136,6 +142,10 @@ def _backup(row: Row[Any]) -> Backup:
         verify_status,
         verified_at,
         verify_error,
+        drill_status,
+        drilled_at,
+        drill_error,
+        drill_report,
     ) = row
     return Backup(
         id=BackupId(backup_id),
@@ -163,6 +173,9 @@ def _backup(row: Row[Any]) -> Backup:
         schedule_id=schedule_id,
         verification=Verification(VerifyStatus(verify_status), verified_at, verify_error)
         if verify_status
+        else None,
+        drill=Drill(DrillStatus(drill_status), drilled_at, drill_error, drill_report)
+        if drill_status
         else None,
     )
 
@@ -260,6 +273,18 @@ class SqlBackupRepository:
             update(BackupRow)
             .where(BackupRow.id == backup_id)
             .values(progress_done=done, progress_updated=at)
+        )
+
+    def record_drill(self, backup_id: str, drill: Drill) -> None:
+        self._s.execute(
+            update(BackupRow)
+            .where(BackupRow.id == backup_id)
+            .values(
+                drill_status=drill.status.value,
+                drilled_at=drill.at,
+                drill_error=drill.error,
+                drill_report=drill.report,
+            )
         )
 
     def record_verification(self, backup_id: str, verification: Verification) -> None:

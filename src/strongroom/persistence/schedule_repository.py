@@ -39,6 +39,7 @@ def _schedule(row: Row) -> Schedule:
         last_status=RunStatus(row.last_status) if row.last_status else None,
         last_error=row.last_error,
         pending_backup_id=BackupId(row.pending_backup_id) if row.pending_backup_id else None,
+        next_drill_at=row.next_drill_at,
     )
 
 
@@ -58,6 +59,7 @@ def _definition(s: Schedule) -> dict[str, Any]:
         "drill_cron": s.drill_cron,
         "updated": s.updated,
         "next_run_at": s.next_run_at,
+        "next_drill_at": s.next_drill_at,
     }
 
 
@@ -107,6 +109,19 @@ class SqlScheduleRepository:
             update(Row)
             .where(Row.id == schedule_id, Row.next_run_at == expected)
             .values(next_run_at=following)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def due_drills(self, now: datetime) -> list[Schedule]:
+        stmt = select(Row).where(Row.next_drill_at <= now).order_by(Row.next_drill_at)
+        return [_schedule(r) for r in self._s.execute(stmt).scalars()]
+
+    def claim_drill(self, schedule_id: str, expected: datetime, following: datetime) -> bool:
+        """As ``claim``, for the schedule's restore drills."""
+        result = self._s.execute(
+            update(Row)
+            .where(Row.id == schedule_id, Row.next_drill_at == expected)
+            .values(next_drill_at=following)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 

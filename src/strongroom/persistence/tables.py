@@ -58,6 +58,10 @@ class BackupRow(Base):
     verify_status: Mapped[str | None] = mapped_column(String(16))
     verified_at: Mapped[datetime | None] = mapped_column(Timestamp)
     verify_error: Mapped[str | None] = mapped_column(Text)
+    drill_status: Mapped[str | None] = mapped_column(String(16))
+    drilled_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    drill_error: Mapped[str | None] = mapped_column(Text)
+    drill_report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class InstanceRow(Base):
@@ -182,3 +186,4 @@ class BackupScheduleRow(Base):
     last_status: Mapped[str | None] = mapped_column(String(16))
     last_error: Mapped[str | None] = mapped_column(Text)
     pending_backup_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    next_drill_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)

@@ -42,6 +42,7 @@ DEFAULT_RULES = [
     policy.RuleDefault("flavor:index", ANYONE),
     policy.RuleDefault("flavor:show", ANYONE),
     policy.RuleDefault("backup:verify", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup:drill", ADMIN_OR_OWNER),
     policy.RuleDefault("backup_schedule:create", ADMIN_OR_OWNER),
     policy.RuleDefault("backup_schedule:index", ADMIN_OR_OWNER),
     policy.RuleDefault("backup_schedule:show", ADMIN_OR_OWNER),

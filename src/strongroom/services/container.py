@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from strongroom.services.backups import BackupService
 from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.drills import DrillService
 from strongroom.services.instances import InstanceService
 from strongroom.services.schedules import ScheduleService
 from strongroom.services.tokens import TokenService
@@ -24,3 +25,4 @@ class Services:
     request_threads: int = 8  # threads for blocking request handlers: the metadata pool's size
     schedules: ScheduleService | None = None
     verification: VerificationService | None = None
+    drills: DrillService | None = None

@@ -32,12 +32,14 @@ class Scheduler:
         clock: Clock,
         schedules: ScheduleService,
         verify: Callable[[str], object],
+        drill: Callable[[str], object] | None = None,
         interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._schedules = schedules
         self._verify = verify
+        self._drill = drill
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -57,6 +59,7 @@ class Scheduler:
             except Exception:
                 log.exception("scheduled run of %s failed to start", schedule.id)
         self.follow_up()
+        self.drills()
         return started
 
     def _claim(self, schedule: Schedule) -> bool:
@@ -101,6 +104,35 @@ class Scheduler:
             except Exception:
                 log.exception("retention of schedule %s failed", schedule.id)
         return handled
+
+    def drills(self) -> int:
+        """Start the restore drills that are due (``drill_cron``): each drills the
+        schedule's newest completed backup. Returns how many this process started."""
+        if self._drill is None:
+            return 0
+        started = 0
+        now = self._clock.now()
+        with self._uow() as uow:
+            due = uow.schedules.due_drills(now)
+        for schedule in due:
+            if schedule.drill_cron is None or schedule.next_drill_at is None:
+                continue
+            try:
+                following = cron.next_after(schedule.drill_cron, schedule.timezone, now)
+                with self._uow(write=True) as uow:
+                    won = uow.schedules.claim_drill(schedule.id, schedule.next_drill_at, following)
+                    uow.commit()
+                    completed = [
+                        b
+                        for b in uow.schedules.backups_of(schedule.id)
+                        if b.state is BackupState.COMPLETED
+                    ]
+                if won and completed:
+                    self._drill(max(completed, key=lambda b: b.created).id)
+                    started += 1
+            except Exception:
+                log.exception("restore drill of schedule %s failed to start", schedule.id)
+        return started
 
     # -- the loop --------------------------------------------------------------------
     def start(self) -> None:

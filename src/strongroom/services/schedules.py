@@ -128,6 +128,7 @@ class ScheduleService:
             verify=bool(spec.get("verify", False)),
             drill_cron=drill,
             next_run_at=cron.next_after(expression, zone_name, now),
+            next_drill_at=cron.next_after(drill, zone_name, now) if drill else None,
         )
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""POST /v1.0/{project_id}/backups/{backup_id}/verify: read a backup back from its store."""
+"""POST /v1.0/{project_id}/backups/{backup_id}/verify: read a backup back from its store;
+…/drill: restore it into a throwaway instance and check what came back."""
 
 from __future__ import annotations
 
@@ -24,4 +25,18 @@ def verify_backup(
     if services.verification is None:
         raise RuntimeError("verification is not configured")
     backup = services.verification.request(ctx, backup_id=backup_id)
+    return JsonResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)
+
+
+@router.post(
+    "/backups/{backup_id}/drill",
+    summary="Restore drill: restore into a throwaway instance, check the data, remove it",
+    **operation(202, BACKUP_SINGLE, 409, 422),
+)
+def drill_backup(
+    project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
+) -> JsonResponse:
+    if services.drills is None:
+        raise RuntimeError("restore drills are not configured")
+    backup = services.drills.request(ctx, backup_id=backup_id)
     return JsonResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)

@@ -65,6 +65,7 @@ SCHEDULE = _object(
         "storage_driver": NULLABLE_STRING,
         "swift_container": NULLABLE_STRING,
         "drill_cron": NULLABLE_STRING,
+        "next_drill_at": NULLABLE_TIMESTAMP,
         "created": TIMESTAMP,
         "updated": TIMESTAMP,
     },

@@ -1,4 +1,4 @@
-"""backup schedules; a backup's schedule and verification
+"""backup schedules; a backup's schedule, verification and restore drill
 
 Revision ID: 0009_backup_schedules
 Revises: 0004
@@ -43,21 +43,34 @@ def upgrade() -> None:
         sa.Column("last_status", sa.String(length=16), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("pending_backup_id", sa.String(length=36), nullable=True),
+        sa.Column("next_drill_at", Timestamp, nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
-    for column in ("project_id", "instance_id", "next_run_at", "pending_backup_id"):
+    for column in (
+        "project_id",
+        "instance_id",
+        "next_run_at",
+        "pending_backup_id",
+        "next_drill_at",
+    ):
         op.create_index(f"ix_backup_schedules_{column}", "backup_schedules", [column])
     with op.batch_alter_table("backups", schema=None) as batch_op:
         batch_op.add_column(sa.Column("schedule_id", sa.String(length=36), nullable=True))
         batch_op.add_column(sa.Column("verify_status", sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column("verified_at", Timestamp, nullable=True))
         batch_op.add_column(sa.Column("verify_error", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("drill_status", sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column("drilled_at", Timestamp, nullable=True))
+        batch_op.add_column(sa.Column("drill_error", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("drill_report", sa.JSON(), nullable=True))
         batch_op.create_index("ix_backups_schedule_id", ["schedule_id"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("backups", schema=None) as batch_op:
         batch_op.drop_index("ix_backups_schedule_id")
+        for column in ("drill_report", "drill_error", "drilled_at", "drill_status"):
+            batch_op.drop_column(column)
         batch_op.drop_column("verify_error")
         batch_op.drop_column("verified_at")
         batch_op.drop_column("verify_status")
