@@ -1,5 +1,5 @@
 """Two schedulers racing on one metadata database (one SQLite file, or the machine's
-PostgreSQL): every due tick yields exactly one backup, and every finished backup is
+PostgreSQL or MariaDB): every due tick yields exactly one backup, and every finished backup is
 followed up (verified, pruned) exactly once."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pymysql
 import pytest
 
 from fixtures.clocked import ManualClock, make_clocked_harness, scheduler_of
@@ -35,12 +36,29 @@ def _postgresql() -> Iterator[str]:
             admin.execute(f'drop database if exists "{name}" with (force)')
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def _mariadb() -> Iterator[str]:
+    name = "strongroom_sched_" + uuid.uuid4().hex[:8]
+    try:
+        admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
+    except pymysql.err.OperationalError as exc:
+        pytest.skip(f"no MariaDB on 127.0.0.1:3306 ({exc})")
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"create database `{name}`")
+        yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"drop database if exists `{name}`")
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def metadata(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     if request.param == "sqlite":
         yield {}
     else:
-        for url in _postgresql():
+        urls = _postgresql() if request.param == "postgresql" else _mariadb()
+        for url in urls:
             yield {"database_url": url}
 
 
