@@ -82,7 +82,7 @@ class ScheduleService:
             ),
         )
         with self._uow(write=True) as uow:
-            self._check_instance(uow, ctx, schedule)
+            self._check_instance(uow, schedule)
             uow.schedules.add(schedule)
             uow.commit()
         return schedule
@@ -92,7 +92,7 @@ class ScheduleService:
             current = self._visible(uow, ctx, schedule_id)
             self._authz.enforce(ctx, "backup_schedule:update", current.project_id)
             schedule = self._parse(ctx, spec, replace(current, updated=self._clock.now()))
-            self._check_instance(uow, ctx, schedule)
+            self._check_instance(uow, schedule)
             uow.schedules.replace(schedule)
             uow.commit()
         return schedule
@@ -132,7 +132,7 @@ class ScheduleService:
         )
 
     @staticmethod
-    def _check_instance(uow: UnitOfWork, ctx: RequestContext, schedule: Schedule) -> None:
+    def _check_instance(uow: UnitOfWork, schedule: Schedule) -> None:
         instance = uow.instances.find(schedule.instance_id)
         if instance is None or instance.project_id != schedule.project_id:
             raise BadRequestError(f"Instance {schedule.instance_id} cannot be found.")
