@@ -96,7 +96,7 @@ def plan_retention(
     Only COMPLETED backups are selected by the policy; running ones are kept; FAILED ones
     older than the newest completed backup are deleted; others are left alone."""
     members = [b for b in backups if b.state is not BackupState.DELETING]
-    by_id = {b.id: b for b in members}
+    by_id: dict[str, Backup] = {b.id: b for b in members}
     newest_first = sorted(members, key=lambda b: b.created, reverse=True)
     completed = [b for b in newest_first if b.state is BackupState.COMPLETED]
     keep: dict[str, list[str]] = {}

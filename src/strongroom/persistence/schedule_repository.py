@@ -86,15 +86,6 @@ class SqlScheduleRepository:
         row = self._s.get(Row, schedule_id)
         return _schedule(row) if row is not None else None
 
-    def list(self, project_id: str | None, instance_id: str | None) -> list[Schedule]:
-        stmt = select(Row)
-        if project_id is not None:
-            stmt = stmt.where(Row.project_id == project_id)
-        if instance_id is not None:
-            stmt = stmt.where(Row.instance_id == instance_id)
-        stmt = stmt.order_by(Row.created, Row.id)
-        return [_schedule(r) for r in self._s.execute(stmt).scalars()]
-
     def remove(self, schedule_id: str) -> None:
         self._s.execute(delete(Row).where(Row.id == schedule_id))
 
@@ -170,3 +161,13 @@ class SqlScheduleRepository:
     def backups_of(self, schedule_id: str) -> list[Backup]:
         stmt = _select_backups().where(BACKUPS.c.schedule_id == schedule_id)
         return [_backup(r) for r in self._s.execute(stmt)]
+
+    # Last: below it, ``list`` in annotations would name this method.
+    def list(self, project_id: str | None, instance_id: str | None) -> list[Schedule]:
+        stmt = select(Row)
+        if project_id is not None:
+            stmt = stmt.where(Row.project_id == project_id)
+        if instance_id is not None:
+            stmt = stmt.where(Row.instance_id == instance_id)
+        stmt = stmt.order_by(Row.created, Row.id)
+        return [_schedule(r) for r in self._s.execute(stmt).scalars()]

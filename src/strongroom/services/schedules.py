@@ -143,11 +143,6 @@ class ScheduleService:
         self._authz.enforce(ctx, "backup_schedule:show", schedule.project_id)
         return schedule
 
-    def list(self, ctx: RequestContext, *, instance_id: str | None) -> list[Schedule]:
-        self._authz.enforce(ctx, "backup_schedule:index", ctx.project_id)
-        with self._uow() as uow:
-            return uow.schedules.list(ctx.project_id, instance_id)
-
     def delete(self, ctx: RequestContext, *, schedule_id: str) -> None:
         """The schedule goes; its backups stay (they are ordinary backups)."""
         with self._uow(write=True) as uow:
@@ -282,3 +277,9 @@ class ScheduleService:
                     errors[decision.backup_id] = describe_failure(exc)
                     log.warning("retention could not delete %s: %s", decision.backup_id, exc)
         return PruneResult(plan, errors)
+
+    # Last: below it, ``list`` in annotations would name this method.
+    def list(self, ctx: RequestContext, *, instance_id: str | None) -> list[Schedule]:
+        self._authz.enforce(ctx, "backup_schedule:index", ctx.project_id)
+        with self._uow() as uow:
+            return uow.schedules.list(ctx.project_id, instance_id)
