@@ -364,3 +364,24 @@ def test_retention_never_deletes_a_backup_another_backup_is_built_on(
     h.wait_idle()
     assert h.a.get(f"/backups/{manual['id']}").json()["backup"]["status"] == "COMPLETED"
     assert h.a.get(f"/backups/{first['id']}").status_code == 200
+
+
+def test_operator_policy_governs_schedules_and_their_runs(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('"backup_schedule:prune": "role:admin"\n"backup:create": "role:admin"\n')
+    h = make_clocked_harness(tmp_path, clock, policy_file=policy)
+    try:
+        inst = active_instance(h.a)
+        schedule = create_schedule(h.a, inst)
+        r = h.a.post(f"/backup_schedules/{schedule['id']}/prune?dry_run=1")
+        assert r.status_code == 403 and "backup_schedule:prune" in r.json()["forbidden"]["message"]
+        # A scheduled run is an ordinary backup: the creator may not create backups.
+        clock.set(datetime.fromisoformat(schedule["next_run_at"]))
+        assert scheduler_of(h).tick() == 0
+        after = show(h.a, schedule["id"])
+        assert after["last_status"] == "SKIPPED" and "backup:create" in after["last_error"]
+        assert h.a.post(f"/backup_schedules/{schedule['id']}/run").status_code == 403
+    finally:
+        h.container.close()
