@@ -1,4 +1,5 @@
-"""`strongroom schedule …` and `strongroom backup verify`: HTTP clients of a running service.
+"""`strongroom schedule …` and `strongroom backup verify|drill`: HTTP clients of a running
+service.
 
 They talk to ``--url`` (the project endpoint, e.g. http://127.0.0.1:8779/v1.0/demo) with
 ``--token``; both default to OS_ENDPOINT and OS_TOKEN, as the OpenStack clients read them.
@@ -25,7 +26,7 @@ class ClientError(Exception):
     """A refusal from the service (its fault message) or no answer at all."""
 
 
-def _session(args: argparse.Namespace) -> httpx.Client:
+def _connect(args: argparse.Namespace) -> httpx.Client:
     if not args.url:
         raise ClientError("no endpoint: pass --url or set OS_ENDPOINT")
     if not args.token:
@@ -39,7 +40,7 @@ def _session(args: argparse.Namespace) -> httpx.Client:
 
 def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
     try:
-        with _session(args) as http:
+        with _connect(args) as http:
             response = http.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
         raise ClientError(f"{args.url}: {exc}") from exc
@@ -175,6 +176,11 @@ def backup_verify(args: argparse.Namespace) -> None:
     _show(args, body, lambda b: _fields("backup", b["backup"]))
 
 
+def backup_drill(args: argparse.Namespace) -> None:
+    body = _call(args, "POST", f"/backups/{args.backup_id}/drill")
+    _show(args, body, lambda b: _fields("backup", b["backup"]))
+
+
 # -- argparse --------------------------------------------------------------------------------
 
 
@@ -219,7 +225,8 @@ def _command(func: Callable[[argparse.Namespace], None]) -> Callable[[argparse.N
 
 
 def add_commands(sub: Any) -> None:
-    """Register `schedule …` and `backup verify` on the `strongroom` command's subparsers."""
+    """Register `schedule …` and `backup verify|drill` on the `strongroom` command's
+    subparsers."""
     schedule = sub.add_parser("schedule", help="backup schedules of a running service")
     commands = schedule.add_subparsers(dest="schedule_command", required=True)
     p = commands.add_parser("create", help="create a backup schedule")
@@ -251,3 +258,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("backup_id")
     _endpoint_options(p)
     p.set_defaults(func=_command(backup_verify))
+    p = commands.add_parser("drill", help="restore a backup into a throwaway instance and check it")
+    p.add_argument("backup_id")
+    _endpoint_options(p)
+    p.set_defaults(func=_command(backup_drill))

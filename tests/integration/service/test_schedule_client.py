@@ -75,6 +75,9 @@ def test_schedule_commands_against_a_live_service(server: LiveServer) -> None:
     verified = ok_json(env, "backup", "verify", backup["id"])["backup"]
     assert verified["verify_status"] == "RUNNING"
     wait_for(lambda: http.get(f"/backups/{backup['id']}").json()["backup"]["verify_status"] == "OK")
+    drilled = ok_json(env, "backup", "drill", backup["id"])["backup"]
+    assert drilled["drill_status"] == "RUNNING"
+    wait_for(lambda: http.get(f"/backups/{backup['id']}").json()["backup"]["drill_status"] == "OK")
     prune = strongroom(env, "schedule", "prune", created["id"], "--dry-run")
     assert prune.returncode == 0, prune.stderr
     assert backup["id"] in prune.stdout and "dry run" in prune.stdout
