@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 from strongroom.config import Allowance, Settings, StoreSettings
@@ -271,45 +272,16 @@ def build(
         )
         queue = CeleryJobQueue(celery_app, prefix=settings.queue_prefix)
     dispatcher.attach(queue)
-    backups = BackupService(
-        uow=uow,
-        clock=clock,
-        authorizer=authorizer,
-        catalog=catalog,
-        stores=stores,
-        jobs=dispatcher,
-        rules=rules,
-    )
-    verification = VerificationService(
-        uow=uow,
-        clock=clock,
-        authorizer=authorizer,
-        jobs=dispatcher,
-        stale_after=rules.running_backups_expire,
-    )
-    handlers.add_handler(JobKind.VERIFY_BACKUP, Verifier(uow=uow, clock=clock, transfer=transfer))
-    drills = DrillService(
-        uow=uow,
-        clock=clock,
-        authorizer=authorizer,
-        jobs=dispatcher,
-        stale_after=rules.running_backups_expire,
-    )
-    handlers.add_handler(
-        JobKind.DRILL_BACKUP,
-        Driller(
+    services = Services(
+        backups=BackupService(
             uow=uow,
             clock=clock,
+            authorizer=authorizer,
             catalog=catalog,
-            transfer=transfer,
-            instances_dir=settings.data_dir / "instances",
+            stores=stores,
+            jobs=dispatcher,
+            rules=rules,
         ),
-    )
-    schedules = ScheduleService(
-        uow=uow, clock=clock, authorizer=authorizer, backups=backups, stores=stores
-    )
-    services = Services(
-        backups=backups,
         instances=InstanceService(
             uow=uow,
             clock=clock,
@@ -324,9 +296,18 @@ def build(
         public_endpoint=settings.public_endpoint,
         local_metadata=settings.metadata_url.startswith("sqlite"),
         request_threads=POOL_SIZE,
-        schedules=schedules,
-        verification=verification,
-        drills=drills,
+    )
+    services = _with_backup_automation(
+        services,
+        uow=uow,
+        clock=clock,
+        authorizer=authorizer,
+        dispatcher=dispatcher,
+        handlers=handlers,
+        catalog=catalog,
+        transfer=transfer,
+        stores=stores,
+        instances_dir=settings.data_dir / "instances",
     )
     reaper = Reaper(
         uow=uow,
@@ -341,13 +322,7 @@ def build(
     )
     container = Container(services, handlers, queue, stores, settings, reaper, uow)
     if role != "worker":
-        container.scheduler = Scheduler(
-            uow=uow,
-            clock=clock,
-            schedules=schedules,
-            verify=verification.start,
-            drill=drills.start,
-        )
+        container.scheduler = _scheduler(services, uow=uow, clock=clock)
     if role == "embedded":
         resubmit = handlers.recover()
         handlers.start_managed_instances()
@@ -359,6 +334,51 @@ def build(
     if container.scheduler is not None and run_scheduler:
         container.scheduler.start()
     return container
+
+
+def _with_backup_automation(
+    services: Services,
+    *,
+    uow: UnitOfWorkFactory,
+    clock: Clock,
+    authorizer: Authorizer,
+    dispatcher: JobDispatcher,
+    handlers: JobHandlers,
+    catalog: DatastoreCatalog,
+    transfer: Transfer,
+    stores: StoreCatalog,
+    instances_dir: Path,
+) -> Services:
+    """Schedules, verification and restore drills: their services and job handlers."""
+    stale_after = transfer.rules.running_backups_expire
+    verification = VerificationService(
+        uow=uow, clock=clock, authorizer=authorizer, jobs=dispatcher, stale_after=stale_after
+    )
+    handlers.add_handler(JobKind.VERIFY_BACKUP, Verifier(uow=uow, clock=clock, transfer=transfer))
+    drills = DrillService(
+        uow=uow, clock=clock, authorizer=authorizer, jobs=dispatcher, stale_after=stale_after
+    )
+    handlers.add_handler(
+        JobKind.DRILL_BACKUP,
+        Driller(
+            uow=uow, clock=clock, catalog=catalog, transfer=transfer, instances_dir=instances_dir
+        ),
+    )
+    schedules = ScheduleService(
+        uow=uow, clock=clock, authorizer=authorizer, backups=services.backups, stores=stores
+    )
+    return replace(services, schedules=schedules, verification=verification, drills=drills)
+
+
+def _scheduler(services: Services, *, uow: UnitOfWorkFactory, clock: Clock) -> Scheduler:
+    assert services.schedules and services.verification and services.drills
+    return Scheduler(
+        uow=uow,
+        clock=clock,
+        schedules=services.schedules,
+        verify=services.verification.start,
+        drill=services.drills.start,
+    )
 
 
 def build_tokens(settings: Settings) -> TokenService:
