@@ -385,3 +385,12 @@ def test_operator_policy_governs_schedules_and_their_runs(
         assert h.a.post(f"/backup_schedules/{schedule['id']}/run").status_code == 403
     finally:
         h.container.close()
+
+
+def test_a_schedules_container_and_store_are_its_backups(h: Harness, clock: ManualClock) -> None:
+    inst = active_instance(h.a)
+    schedule = create_schedule(h.a, inst, swift_container="nightly-c", storage_driver="local")
+    assert schedule["swift_container"] == "nightly-c" and schedule["storage_driver"] == "local"
+    backup = run_due(h, clock, schedule["id"])
+    assert backup["storage_driver"] == "local"
+    assert "/nightly-c/" in backup["locationRef"]
