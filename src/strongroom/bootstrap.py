@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 from strongroom.config import Allowance, Settings, StoreSettings
-from strongroom.domain.ports import JobQueue, UnitOfWorkFactory
+from strongroom.domain.model import JobKind
+from strongroom.domain.ports import Clock, JobQueue, UnitOfWorkFactory
 from strongroom.engines.allowlist import AllowEntry, AllowList
 from strongroom.engines.registry import EngineSettings, build_engine_registry
 from strongroom.jobs.celery_queue import CeleryJobQueue, make_celery
@@ -28,15 +30,19 @@ from strongroom.services.clock import SystemClock
 from strongroom.services.consistency import ConsistencyChecker
 from strongroom.services.container import Services
 from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.drills import Driller, DrillService
 from strongroom.services.instances import InstanceService
 from strongroom.services.job_handlers import JobHandlers
 from strongroom.services.jobs import JobDispatcher
 from strongroom.services.liveness import LivenessRules, Reaper
 from strongroom.services.rules import Flavor, ServiceRules
+from strongroom.services.scheduler import Scheduler
+from strongroom.services.schedules import ScheduleService
 from strongroom.services.secrets_box import SecretBox
 from strongroom.services.stores import StoreCatalog
 from strongroom.services.tokens import TokenService
 from strongroom.services.transfer import Transfer
+from strongroom.services.verification import VerificationService, Verifier
 from strongroom.storage.base import StorageBackend
 from strongroom.storage.config import LocalStoreConfig, S3StoreConfig, StoreConfig, SwiftStoreConfig
 from strongroom.storage.errors import StorageAuthError, StorageError
@@ -61,8 +67,11 @@ class Container:
     settings: Settings
     reaper: Reaper
     uow: UnitOfWorkFactory
+    scheduler: Scheduler | None = None
 
     def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self.queue.shutdown()
         self.stores.close()
 
@@ -195,18 +204,27 @@ def _open_metadata(settings: Settings, *, migrate_now: bool) -> UnitOfWorkFactor
 
 
 def build(
-    settings: Settings, *, role: Role = "embedded", wrap_store: StoreWrapper | None = None
+    settings: Settings,
+    *,
+    role: Role = "embedded",
+    wrap_store: StoreWrapper | None = None,
+    clock: Clock | None = None,
+    run_scheduler: bool = True,
 ) -> Container:
     """Wire the service for one role.
 
     * ``embedded``: everything in this process (migrates, runs jobs in threads, recovers
       interrupted jobs on start);
     * ``api``: requests only; jobs go to the broker;
-    * ``worker``: runs this host's jobs from the broker (see ``run_worker``)."""
+    * ``worker``: runs this host's jobs from the broker (see ``run_worker``).
+
+    The backup scheduler's loop runs in the embedded and api roles unless
+    ``run_scheduler`` is false (tests then call ``container.scheduler.tick()`` with their
+    own ``clock``)."""
     if role != "embedded" and settings.broker_url is None:
         raise StartupError("scaled-out roles need broker_url (e.g. amqp://user:pw@host:5672/vhost)")
     uow = _open_metadata(settings, migrate_now=role == "embedded")
-    clock = SystemClock()
+    clock = clock or SystemClock()
     master = MasterKey.load_or_create(settings.key_file)
     secrets = SecretBox(master.derive_key(b"strongroom-connections"))
     stores = _open_stores(settings, master, wrap_store)
@@ -279,6 +297,18 @@ def build(
         local_metadata=settings.metadata_url.startswith("sqlite"),
         request_threads=POOL_SIZE,
     )
+    services = _with_backup_automation(
+        services,
+        uow=uow,
+        clock=clock,
+        authorizer=authorizer,
+        dispatcher=dispatcher,
+        handlers=handlers,
+        catalog=catalog,
+        transfer=transfer,
+        stores=stores,
+        instances_dir=settings.data_dir / "instances",
+    )
     reaper = Reaper(
         uow=uow,
         clock=clock,
@@ -291,6 +321,8 @@ def build(
         ),
     )
     container = Container(services, handlers, queue, stores, settings, reaper, uow)
+    if role != "worker":
+        container.scheduler = _scheduler(services, uow=uow, clock=clock)
     if role == "embedded":
         resubmit = handlers.recover()
         handlers.start_managed_instances()
@@ -299,7 +331,54 @@ def build(
     elif role == "worker":
         reaper.beat(settings.host_id)
         handlers.start_managed_instances()
+    if container.scheduler is not None and run_scheduler:
+        container.scheduler.start()
     return container
+
+
+def _with_backup_automation(
+    services: Services,
+    *,
+    uow: UnitOfWorkFactory,
+    clock: Clock,
+    authorizer: Authorizer,
+    dispatcher: JobDispatcher,
+    handlers: JobHandlers,
+    catalog: DatastoreCatalog,
+    transfer: Transfer,
+    stores: StoreCatalog,
+    instances_dir: Path,
+) -> Services:
+    """Schedules, verification and restore drills: their services and job handlers."""
+    stale_after = transfer.rules.running_backups_expire
+    verification = VerificationService(
+        uow=uow, clock=clock, authorizer=authorizer, jobs=dispatcher, stale_after=stale_after
+    )
+    handlers.add_handler(JobKind.VERIFY_BACKUP, Verifier(uow=uow, clock=clock, transfer=transfer))
+    drills = DrillService(
+        uow=uow, clock=clock, authorizer=authorizer, jobs=dispatcher, stale_after=stale_after
+    )
+    handlers.add_handler(
+        JobKind.DRILL_BACKUP,
+        Driller(
+            uow=uow, clock=clock, catalog=catalog, transfer=transfer, instances_dir=instances_dir
+        ),
+    )
+    schedules = ScheduleService(
+        uow=uow, clock=clock, authorizer=authorizer, backups=services.backups, stores=stores
+    )
+    return replace(services, schedules=schedules, verification=verification, drills=drills)
+
+
+def _scheduler(services: Services, *, uow: UnitOfWorkFactory, clock: Clock) -> Scheduler:
+    assert services.schedules and services.verification and services.drills
+    return Scheduler(
+        uow=uow,
+        clock=clock,
+        schedules=services.schedules,
+        verify=services.verification.start,
+        drill=services.drills.start,
+    )
 
 
 def build_tokens(settings: Settings) -> TokenService:
@@ -320,3 +399,11 @@ def build_checker(settings: Settings) -> ConsistencyChecker:
     return ConsistencyChecker(
         uow=uow, stores=_open_stores(settings, master), rules=rules_from(settings)
     )
+
+
+def build_verifier(settings: Settings) -> Verifier:
+    """The metadata database and the stores, for `strongroom check --read-data`."""
+    uow = _open_metadata(settings, migrate_now=settings.broker_url is None)
+    master = MasterKey.load_or_create(settings.key_file)
+    stores = _open_stores(settings, master)
+    return Verifier(uow=uow, clock=SystemClock(), transfer=Transfer(stores, rules_from(settings)))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from strongroom import client
 from strongroom.allocator import freeze_startup_objects, keep_chunk_buffers_in_heap
 from strongroom.config import Settings
 
@@ -179,6 +180,32 @@ def check(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
+def check_read_data(args: argparse.Namespace) -> int:
+    """`check --read-data`: read every completed backup back (its chain, every chunk
+    authenticated and decompressed); exit 1 unless all are OK."""
+    from strongroom.bootstrap import StartupError, build_verifier
+
+    try:
+        verifier = build_verifier(_settings(args))
+    except StartupError as exc:
+        print(f"strongroom: cannot check: {exc}", file=sys.stderr)
+        return 2
+    results = verifier.verify_completed()
+    for backup, verification in results:
+        detail = f": {verification.error}" if verification.error else ""
+        print(f"backup {backup.id} ({backup.name}): {verification.status}{detail}")
+    failed = [b for b, v in results if v.status != "OK"]
+    print(f"read back {len(results)} completed backups, {len(failed)} not OK")
+    return 1 if failed else 0
+
+
+def check_with_read_data(args: argparse.Namespace) -> int:
+    code = check(args)
+    if args.read_data:
+        code = max(code, check_read_data(args))
+    return code
+
+
 def db_upgrade(args: argparse.Namespace) -> int:
     from strongroom.bootstrap import upgrade_schema
 
@@ -266,8 +293,11 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="compare the metadata with the stores; find orphans")
     p.add_argument("--fix", action="store_true", help="remove orphaned objects")
+    p.add_argument(
+        "--read-data", action="store_true", help="also read back and verify every completed backup"
+    )
     data_dir(p)
-    p.set_defaults(func=check)
+    p.set_defaults(func=check_with_read_data)
 
     db = sub.add_parser("db", help="metadata database").add_subparsers(
         dest="db_command", required=True
@@ -292,6 +322,7 @@ def parser() -> argparse.ArgumentParser:
     data_dir(p)
     p.add_argument("token_id")
     p.set_defaults(func=token_revoke)
+    client.add_commands(sub)
     return top
 
 

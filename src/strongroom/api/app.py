@@ -13,7 +13,7 @@ from strongroom.api import openapi
 from strongroom.api.auth import AuthenticationMiddleware
 from strongroom.api.deps import UnsupportedMediaTypeError
 from strongroom.api.errors import domain_fault, fault, unexpected_fault
-from strongroom.api.routes import backups, datastores, instances, versions
+from strongroom.api.routes import backups, datastores, instances, schedules, verification, versions
 from strongroom.domain.errors import DomainError
 from strongroom.services.container import Services
 
@@ -36,6 +36,8 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     for module in (versions, backups, instances, datastores):
+        app.include_router(module.router)
+    for module in (schedules, verification):
         app.include_router(module.router)
     openapi.install(app)
 

@@ -17,9 +17,11 @@ from strongroom.domain.model import (
     InstanceStatus,
     RequestContext,
 )
+from strongroom.domain.schedules import Schedule
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.instances import InstanceView
 from strongroom.services.rules import Flavor
+from strongroom.services.schedules import PruneResult
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -58,6 +60,17 @@ def backup_view(backup: Backup, catalog: DatastoreCatalog) -> dict[str, Any]:
         view["progress"] = progress_view(backup)
     if backup.fail_reason and backup.state in (BackupState.FAILED, BackupState.DELETE_FAILED):
         view["fail_reason"] = backup.fail_reason
+    if backup.schedule_id is not None:
+        view["schedule_id"] = backup.schedule_id
+    if backup.verification is not None:
+        view["verify_status"] = backup.verification.status.value
+        view["verified_at"] = timestamp(backup.verification.at)
+        view["verify_error"] = backup.verification.error
+    if backup.drill is not None:
+        view["drill_status"] = backup.drill.status.value
+        view["drilled_at"] = timestamp(backup.drill.at)
+        view["drill_error"] = backup.drill.error
+        view["drill_report"] = backup.drill.report
     return view
 
 
@@ -201,3 +214,40 @@ def instance_view(
         if i.fault:
             body["fault"] = {"message": i.fault, "created": timestamp(i.updated), "details": ""}
     return body
+
+
+def schedule_view(schedule: Schedule) -> dict[str, Any]:
+    return {
+        "id": schedule.id,
+        "project_id": schedule.project_id,
+        "instance_id": schedule.instance_id,
+        "name": schedule.name,
+        "cron": schedule.cron,
+        "timezone": schedule.timezone,
+        "incremental": schedule.incremental,
+        "full_every": schedule.full_every,
+        "storage_driver": schedule.storage_driver,
+        "swift_container": schedule.swift_container,
+        "retention": schedule.retention.to_dict(),
+        "verify": schedule.verify,
+        "drill_cron": schedule.drill_cron,
+        "created": timestamp(schedule.created),
+        "updated": timestamp(schedule.updated),
+        "next_run_at": timestamp(schedule.next_run_at),
+        "next_drill_at": timestamp(schedule.next_drill_at),
+        "last_run_at": timestamp(schedule.last_run_at),
+        "last_backup_id": schedule.last_backup_id,
+        "last_status": schedule.last_status.value if schedule.last_status else None,
+        "last_error": schedule.last_error,
+    }
+
+
+def prune_view(result: PruneResult, *, dry_run: bool) -> dict[str, Any]:
+    delete = []
+    for d in result.plan.delete:
+        entry: dict[str, Any] = {"id": d.backup_id, "reason": "; ".join(d.reasons)}
+        if d.backup_id in result.errors:
+            entry["error"] = result.errors[d.backup_id]
+        delete.append(entry)
+    keep = [{"id": d.backup_id, "reasons": list(d.reasons)} for d in result.plan.keep]
+    return {"prune": {"dry_run": dry_run, "delete": delete, "keep": keep}}

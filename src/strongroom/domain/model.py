@@ -48,6 +48,8 @@ class JobKind(StrEnum):
     DELETE_BACKUP = "delete_backup"
     CREATE_INSTANCE = "create_instance"
     DELETE_INSTANCE = "delete_instance"
+    VERIFY_BACKUP = "verify_backup"
+    DRILL_BACKUP = "drill_backup"
 
 
 class JobState(StrEnum):
@@ -93,6 +95,35 @@ class Progress:
     updated_at: datetime | None = None
 
 
+class VerifyStatus(StrEnum):
+    RUNNING = "RUNNING"
+    OK = "OK"
+    CORRUPT = "CORRUPT"  # an object or manifest fails authentication or its checks
+    MISSING = "MISSING"  # an object or manifest is not in the store
+    ERROR = "ERROR"  # the check could not run (e.g. the store is unreachable)
+
+
+@dataclass(frozen=True)
+class Verification:
+    status: VerifyStatus
+    at: datetime  # when it was asked for (RUNNING) or finished
+    error: str | None = None
+
+
+class DrillStatus(StrEnum):
+    RUNNING = "RUNNING"
+    OK = "OK"  # restored into a throwaway instance, and the restored data checked out
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class Drill:
+    status: DrillStatus
+    at: datetime
+    error: str | None = None
+    report: dict[str, Any] | None = None  # e.g. {"integrity_check": "ok", "rows": {...}}
+
+
 @dataclass
 class Backup:
     id: BackupId
@@ -112,6 +143,9 @@ class Backup:
     fail_reason: str | None = None
     progress: Progress = field(default_factory=Progress)
     stored_bytes: int | None = None
+    schedule_id: str | None = None  # the schedule that made it
+    verification: Verification | None = None
+    drill: Drill | None = None
 
     @property
     def is_running(self) -> bool:

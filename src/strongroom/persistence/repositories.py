@@ -18,6 +18,8 @@ from strongroom.domain.model import (
     BackupStrategy,
     Datastore,
     DatastoreVersion,
+    Drill,
+    DrillStatus,
     Instance,
     InstanceId,
     InstanceKind,
@@ -28,6 +30,8 @@ from strongroom.domain.model import (
     JobState,
     Progress,
     ProjectId,
+    Verification,
+    VerifyStatus,
 )
 from strongroom.domain.ports import BackupQuery, TokenRecord
 from strongroom.persistence.tables import (
@@ -71,6 +75,14 @@ BACKUP_COLUMNS = (
     BACKUPS.c.progress_started,
     BACKUPS.c.progress_updated,
     BACKUPS.c.stored_bytes,
+    BACKUPS.c.schedule_id,
+    BACKUPS.c.verify_status,
+    BACKUPS.c.verified_at,
+    BACKUPS.c.verify_error,
+    BACKUPS.c.drill_status,
+    BACKUPS.c.drilled_at,
+    BACKUPS.c.drill_error,
+    BACKUPS.c.drill_report,
 )
 
 
@@ -126,6 +138,14 @@ def _backup(row: Row[Any]) -> Backup:
         progress_started,
         progress_updated,
         stored_bytes,
+        schedule_id,
+        verify_status,
+        verified_at,
+        verify_error,
+        drill_status,
+        drilled_at,
+        drill_error,
+        drill_report,
     ) = row
     return Backup(
         id=BackupId(backup_id),
@@ -150,6 +170,13 @@ def _backup(row: Row[Any]) -> Backup:
             updated_at=progress_updated,
         ),
         stored_bytes=stored_bytes,
+        schedule_id=schedule_id,
+        verification=Verification(VerifyStatus(verify_status), verified_at, verify_error)
+        if verify_status
+        else None,
+        drill=Drill(DrillStatus(drill_status), drilled_at, drill_error, drill_report)
+        if drill_status
+        else None,
     )
 
 
@@ -175,6 +202,9 @@ def _backup_values(b: Backup) -> dict[str, object]:
         "progress_started": b.progress.started_at,
         "progress_updated": b.progress.updated_at,
         "stored_bytes": b.stored_bytes,
+        # Verification columns are written only by ``record_verification``: a backup saved
+        # from an older read must not undo a verification that finished meanwhile.
+        "schedule_id": b.schedule_id,
     }
 
 
@@ -243,6 +273,29 @@ class SqlBackupRepository:
             update(BackupRow)
             .where(BackupRow.id == backup_id)
             .values(progress_done=done, progress_updated=at)
+        )
+
+    def record_drill(self, backup_id: str, drill: Drill) -> None:
+        self._s.execute(
+            update(BackupRow)
+            .where(BackupRow.id == backup_id)
+            .values(
+                drill_status=drill.status.value,
+                drilled_at=drill.at,
+                drill_error=drill.error,
+                drill_report=drill.report,
+            )
+        )
+
+    def record_verification(self, backup_id: str, verification: Verification) -> None:
+        self._s.execute(
+            update(BackupRow)
+            .where(BackupRow.id == backup_id)
+            .values(
+                verify_status=verification.status.value,
+                verified_at=verification.at,
+                verify_error=verification.error,
+            )
         )
 
 

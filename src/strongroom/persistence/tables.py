@@ -54,6 +54,14 @@ class BackupRow(Base):
     progress_started: Mapped[datetime | None] = mapped_column(Timestamp)
     progress_updated: Mapped[datetime | None] = mapped_column(Timestamp)
     stored_bytes: Mapped[int | None] = mapped_column(Integer)
+    schedule_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    verify_status: Mapped[str | None] = mapped_column(String(16))
+    verified_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    verify_error: Mapped[str | None] = mapped_column(Text)
+    drill_status: Mapped[str | None] = mapped_column(String(16))
+    drilled_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    drill_error: Mapped[str | None] = mapped_column(Text)
+    drill_report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class InstanceRow(Base):
@@ -147,3 +155,35 @@ class WorkerRow(Base):
 
     host_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     last_seen: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class BackupScheduleRow(Base):
+    """A backup schedule; ``next_run_at`` is the claim: a run is taken by the one process
+    whose conditional UPDATE moves it on."""
+
+    __tablename__ = "backup_schedules"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    instance_id: Mapped[str] = mapped_column(String(36), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    cron: Mapped[str] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64))
+    incremental: Mapped[bool] = mapped_column(Boolean, default=False)
+    full_every: Mapped[int] = mapped_column(Integer, default=7)
+    storage_driver: Mapped[str | None] = mapped_column(String(64))
+    swift_container: Mapped[str | None] = mapped_column(String(255))
+    retention: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    verify: Mapped[bool] = mapped_column(Boolean, default=False)
+    drill_cron: Mapped[str | None] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(String(64))
+    roles: Mapped[str] = mapped_column(String(255))
+    created: Mapped[datetime] = mapped_column(Timestamp)
+    updated: Mapped[datetime] = mapped_column(Timestamp)
+    next_run_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    last_run_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_backup_id: Mapped[str | None] = mapped_column(String(36))
+    last_status: Mapped[str | None] = mapped_column(String(16))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    pending_backup_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    next_drill_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)

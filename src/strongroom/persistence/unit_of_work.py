@@ -17,6 +17,7 @@ from strongroom.persistence.repositories import (
     SqlTokenRepository,
     SqlWorkerRepository,
 )
+from strongroom.persistence.schedule_repository import SqlScheduleRepository
 
 # Connections a process keeps to a metadata database across the network: as many as the
 # API runs request threads (Services.request_threads), so none opens one per request.
@@ -66,6 +67,7 @@ class SqlUnitOfWork:
         self.tokens = SqlTokenRepository(self.session)
         self.jobs = SqlJobRepository(self.session)
         self.workers = SqlWorkerRepository(self.session)
+        self.schedules = SqlScheduleRepository(self.session)
         return self
 
     def __exit__(

@@ -41,6 +41,15 @@ DEFAULT_RULES = [
     policy.RuleDefault("datastore:version_show_by_uuid", ANYONE),
     policy.RuleDefault("flavor:index", ANYONE),
     policy.RuleDefault("flavor:show", ANYONE),
+    policy.RuleDefault("backup:verify", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup:drill", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup_schedule:create", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup_schedule:index", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup_schedule:show", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup_schedule:update", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup_schedule:delete", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup_schedule:run", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup_schedule:prune", ADMIN_OR_OWNER),
 ]
 
 

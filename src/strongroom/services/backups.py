@@ -153,10 +153,16 @@ class BackupService:
 
     # -- create --------------------------------------------------------------------
     def create(
-        self, ctx: RequestContext, *, request: dict[str, Any], parent_page: tuple[int, int | None]
+        self,
+        ctx: RequestContext,
+        *,
+        request: dict[str, Any],
+        parent_page: tuple[int, int | None],
+        schedule_id: str | None = None,
     ) -> Backup:
         """``request`` is the schema-validated ``backup`` object. ``parent_page`` is the
-        POST's own (marker, limit), which Trove applies to the incremental parent search."""
+        POST's own (marker, limit), which Trove applies to the incremental parent search.
+        ``schedule_id``: the schedule whose run this is."""
         self._authz.enforce(ctx, "backup:create", ctx.project_id)
         container = request.get("swift_container")
         if container is not None:
@@ -203,6 +209,7 @@ class BackupService:
                 datastore_version_id=instance.datastore_version_id,
                 store_name=store_name,
                 container=container,
+                schedule_id=schedule_id,
             )
             uow.backups.add(backup)
             job = self._jobs.record(uow, JobKind.BACKUP, backup_id, route=instance.host)

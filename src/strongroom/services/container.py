@@ -6,8 +6,11 @@ from dataclasses import dataclass
 
 from strongroom.services.backups import BackupService
 from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.drills import DrillService
 from strongroom.services.instances import InstanceService
+from strongroom.services.schedules import ScheduleService
 from strongroom.services.tokens import TokenService
+from strongroom.services.verification import VerificationService
 
 
 @dataclass(frozen=True)
@@ -20,3 +23,6 @@ class Services:
     max_body_bytes: int = 1024 * 1024
     local_metadata: bool = False  # the metadata database is a SQLite file in the data dir
     request_threads: int = 8  # threads for blocking request handlers: the metadata pool's size
+    schedules: ScheduleService | None = None
+    verification: VerificationService | None = None
+    drills: DrillService | None = None

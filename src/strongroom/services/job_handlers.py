@@ -6,6 +6,7 @@ import contextlib
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,11 @@ class JobHandlers:
         self._instances_dir = instances_dir
         self.host_id = host_id
         self._heartbeat_interval = heartbeat_interval
+        self._more: dict[JobKind, Callable[[str, dict[str, Any]], None]] = {}
+
+    def add_handler(self, kind: JobKind, handler: Callable[[str, dict[str, Any]], None]) -> None:
+        """A job kind handled outside this module (e.g. verification)."""
+        self._more[kind] = handler
 
     def home_of(self, instance_id: str) -> Path:
         return self._instances_dir / instance_id
@@ -79,7 +85,7 @@ class JobHandlers:
             JobKind.DELETE_BACKUP: self._delete_backup,
             JobKind.CREATE_INSTANCE: self._create_instance,
             JobKind.DELETE_INSTANCE: self._delete_instance,
-        }[job.kind]
+        }.get(job.kind) or self._more[job.kind]
         stop_beating = threading.Event()
         beater = threading.Thread(
             target=self._beat,

@@ -24,6 +24,15 @@ class LivenessRules:
     dispatch_deadline: timedelta = timedelta(minutes=10)  # queued this long: give up
 
 
+# Jobs that are safe to run again from the start when their worker died.
+RERUNNABLE = (
+    JobKind.DELETE_BACKUP,
+    JobKind.DELETE_INSTANCE,
+    JobKind.VERIFY_BACKUP,
+    JobKind.DRILL_BACKUP,
+)
+
+
 class Reaper:
     def __init__(
         self,
@@ -55,7 +64,7 @@ class Reaper:
             dead = uow.jobs.stale(JobState.RUNNING, now - self._rules.job_lease)
             retry: list[Job] = []
             for job in dead:
-                if job.kind in (JobKind.DELETE_BACKUP, JobKind.DELETE_INSTANCE):
+                if job.kind in RERUNNABLE:
                     uow.jobs.requeue(job.id, now)
                     retry.append(job)
                 else:

@@ -64,6 +64,14 @@ BACKUP = _object(
         "stored_bytes": {"type": "integer"},
         "fail_reason": STRING,
         "progress": {"type": "object"},
+        "schedule_id": STRING,
+        "verify_status": {"enum": ["RUNNING", "OK", "CORRUPT", "MISSING", "ERROR"]},
+        "verified_at": TIMESTAMP,
+        "verify_error": NULLABLE_STRING,
+        "drill_status": {"enum": ["RUNNING", "OK", "FAILED"]},
+        "drilled_at": TIMESTAMP,
+        "drill_error": NULLABLE_STRING,
+        "drill_report": {"type": ["object", "null"]},
     },
 )
 BACKUP_SINGLE = _single("backup", BACKUP)

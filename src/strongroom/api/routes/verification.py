@@ -1,0 +1,42 @@
+"""POST /v1.0/{project_id}/backups/{backup_id}/verify: read a backup back from its store;
+…/drill: restore it into a throwaway instance and check what came back."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from strongroom.api.deps import ContextDep, ServicesDep
+from strongroom.api.openapi import operation
+from strongroom.api.rendering import JsonResponse
+from strongroom.api.schemas.responses import BACKUP_SINGLE
+from strongroom.api.views import backup_view
+
+router = APIRouter(prefix="/v1.0/{project_id}")
+
+
+@router.post(
+    "/backups/{backup_id}/verify",
+    summary="Verify a backup: read, authenticate and decompress every object of its chain",
+    **operation(202, BACKUP_SINGLE, 409, 422),
+)
+def verify_backup(
+    project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
+) -> JsonResponse:
+    if services.verification is None:
+        raise RuntimeError("verification is not configured")
+    backup = services.verification.request(ctx, backup_id=backup_id)
+    return JsonResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)
+
+
+@router.post(
+    "/backups/{backup_id}/drill",
+    summary="Restore drill: restore into a throwaway instance, check the data, remove it",
+    **operation(202, BACKUP_SINGLE, 409, 422),
+)
+def drill_backup(
+    project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
+) -> JsonResponse:
+    if services.drills is None:
+        raise RuntimeError("restore drills are not configured")
+    backup = services.drills.request(ctx, backup_id=backup_id)
+    return JsonResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)

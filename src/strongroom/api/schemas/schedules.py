@@ -1,0 +1,88 @@
+"""Backup schedules on the wire: the request body's JSON Schema and the documented views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from strongroom.api.schemas.requests import NON_EMPTY_STRING, UUID
+from strongroom.api.schemas.responses import (
+    NULLABLE_STRING,
+    STRING,
+    TIMESTAMP,
+    _many,
+    _object,
+    _single,
+)
+
+COUNT = {"type": "integer", "minimum": 0, "maximum": 100_000}
+CRON = {"type": "string", "minLength": 9, "maxLength": 255}
+
+SCHEDULE_BODY: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["instance_id", "name", "cron"],
+    "properties": {
+        "instance_id": UUID,
+        "name": NON_EMPTY_STRING,
+        "cron": CRON,
+        "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
+        "incremental": {"type": "boolean"},
+        "full_every": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "storage_driver": {"type": "string", "minLength": 1, "maxLength": 64},
+        "swift_container": NON_EMPTY_STRING,
+        # Keys and counts are checked by the service (its messages name the keys allowed).
+        "retention": {"type": "object"},
+        "verify": {"type": "boolean"},
+        "drill_cron": {"oneOf": [CRON, {"type": "null"}]},
+    },
+}
+SCHEDULE_CREATE: dict[str, Any] = {
+    "type": "object",
+    "required": ["backup_schedule"],
+    "properties": {"backup_schedule": SCHEDULE_BODY},
+}
+
+NULLABLE_TIMESTAMP = {"oneOf": [TIMESTAMP, {"type": "null"}]}
+SCHEDULE = _object(
+    {
+        "id": STRING,
+        "project_id": STRING,
+        "instance_id": STRING,
+        "name": STRING,
+        "cron": STRING,
+        "timezone": STRING,
+        "incremental": {"type": "boolean"},
+        "full_every": {"type": "integer"},
+        "retention": {"type": "object"},
+        "verify": {"type": "boolean"},
+        "next_run_at": TIMESTAMP,
+        "last_run_at": NULLABLE_TIMESTAMP,
+        "last_backup_id": NULLABLE_STRING,
+        "last_status": {"enum": [None, "STARTED", "COMPLETED", "FAILED", "SKIPPED"]},
+        "last_error": NULLABLE_STRING,
+    },
+    {
+        "storage_driver": NULLABLE_STRING,
+        "swift_container": NULLABLE_STRING,
+        "drill_cron": NULLABLE_STRING,
+        "next_drill_at": NULLABLE_TIMESTAMP,
+        "created": TIMESTAMP,
+        "updated": TIMESTAMP,
+    },
+)
+SCHEDULE_SINGLE = _single("backup_schedule", SCHEDULE)
+SCHEDULE_LIST = _many("backup_schedules", SCHEDULE)
+
+DECISION = _object(
+    {"id": STRING}, {"reason": STRING, "reasons": {"type": "array", "items": STRING}}
+)
+PRUNE = _single(
+    "prune",
+    _object(
+        {
+            "delete": {"type": "array", "items": DECISION},
+            "keep": {"type": "array", "items": DECISION},
+        },
+        {"dry_run": {"type": "boolean"}},
+    ),
+)

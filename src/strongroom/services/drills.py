@@ -1,0 +1,194 @@
+"""Restore drills: restore a backup into a throwaway managed instance, check what came
+back, and throw the instance away.
+
+A drill proves more than a verification: the engine rebuilds the database from the chain
+(for SQLite that includes its SHA-256 and ``PRAGMA integrity_check``), and the restored
+data is then opened and counted. For SQLite the report holds ``integrity_check`` and each
+table's row count; for the server engines, that the server was restored and started. The
+instance lives under the service's own ``instances`` directory, never in a tenant's view,
+and is removed whatever the outcome."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from strongroom.domain.errors import ConflictError, ResourceNotFoundError, UnprocessableError
+from strongroom.domain.model import (
+    SHARED_ROUTE,
+    Backup,
+    BackupState,
+    Drill,
+    DrillStatus,
+    JobKind,
+    RequestContext,
+)
+from strongroom.domain.ports import Clock, UnitOfWorkFactory
+from strongroom.engines.base import InstanceRequest
+from strongroom.services.authorization import Authorizer
+from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.failure import describe_failure
+from strongroom.services.jobs import JobDispatcher
+from strongroom.services.transfer import Transfer
+
+log = logging.getLogger(__name__)
+
+MAX_TABLES = 1000
+
+
+class DrillService:
+    """Asks for a drill: records RUNNING and a job in one transaction."""
+
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        authorizer: Authorizer,
+        jobs: JobDispatcher,
+        stale_after: timedelta,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._authz = authorizer
+        self._jobs = jobs
+        self._stale_after = stale_after
+
+    def request(self, ctx: RequestContext, *, backup_id: str) -> Backup:
+        with self._uow() as uow:
+            backup = uow.backups.find(backup_id)
+        if (
+            backup is None
+            or backup.state is BackupState.DELETING
+            or not (ctx.is_admin or backup.project_id == ctx.project_id)
+        ):
+            raise ResourceNotFoundError(backup_id)
+        self._authz.enforce(ctx, "backup:drill", backup.project_id)
+        return self.start(backup_id)
+
+    def start(self, backup_id: str) -> Backup:
+        now = self._clock.now()
+        with self._uow(write=True) as uow:
+            backup = uow.backups.find_for_update(backup_id)
+            if backup is None or backup.state is BackupState.DELETING:
+                raise ResourceNotFoundError(backup_id)
+            if backup.state is not BackupState.COMPLETED:
+                raise ConflictError(
+                    f"Backup {backup_id} cannot be drilled: its status is {backup.state}."
+                )
+            current = backup.drill
+            if (
+                current is not None
+                and current.status is DrillStatus.RUNNING
+                and now - current.at < self._stale_after
+            ):
+                raise UnprocessableError(f"Backup {backup_id} is being drilled already.")
+            backup.drill = Drill(DrillStatus.RUNNING, now)
+            uow.backups.record_drill(backup_id, backup.drill)
+            job = self._jobs.record(uow, JobKind.DRILL_BACKUP, backup_id, route=SHARED_ROUTE)
+            uow.commit()
+        self._jobs.submit(job)
+        return backup
+
+
+class Driller:
+    """The ``drill_backup`` job."""
+
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        catalog: DatastoreCatalog,
+        transfer: Transfer,
+        instances_dir: Path,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._catalog = catalog
+        self._transfer = transfer
+        self._instances_dir = instances_dir
+
+    def __call__(self, backup_id: str, _payload: dict[str, Any]) -> None:
+        with self._uow() as uow:
+            backup = uow.backups.find(backup_id)
+        if backup is None or backup.state is BackupState.DELETING:
+            return
+        try:
+            report = self.drill(backup)
+        except Exception as exc:
+            log.warning("restore drill of backup %s failed: %s", backup_id, exc)
+            drill = Drill(DrillStatus.FAILED, self._clock.now(), describe_failure(exc))
+        else:
+            drill = Drill(DrillStatus.OK, self._clock.now(), None, report)
+        with self._uow(write=True) as uow:
+            uow.backups.record_drill(backup_id, drill)
+            uow.commit()
+
+    def drill(self, backup: Backup) -> dict[str, Any]:
+        version = self._catalog.version_by_id(backup.datastore_version_id or "")
+        engine = self._catalog.engine_for(version)
+
+        def find(other_id: str) -> Backup | None:
+            with self._uow() as uow:
+                return uow.backups.find(other_id)
+
+        links = self._transfer.open_chain(backup, find)
+        for link in links:
+            engine.check_restorable(link.opened.manifest.engine)
+        # Not an instance id: a drill's home can never be mistaken for a tenant's instance.
+        home = self._instances_dir / f"drill-{uuid.uuid4().hex}"
+        home.mkdir(parents=True)
+        connection: dict[str, Any] | None = None
+        try:
+            connection = dict(
+                engine.restore_instance(
+                    home, self._transfer.restore_inputs(links), InstanceRequest("drill")
+                )
+            )
+            report: dict[str, Any] = {"restored_links": len(links)}
+            if version.datastore_name == "sqlite":
+                report.update(sqlite_report(Path(connection["path"]), home))
+            return report
+        finally:
+            try:
+                engine.destroy_instance(home, connection or {"managed": True})
+            except Exception as exc:
+                log.warning("drill instance %s not stopped cleanly: %s", home.name, exc)
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def sqlite_report(path: Path, home: Path) -> dict[str, Any]:
+    """``PRAGMA integrity_check`` and each table's row count of a restored SQLite file,
+    opened read-only; its schema is the tenant's, so nothing in it is trusted."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(home.resolve()):
+        raise RuntimeError("the restored database is not inside the drill's directory")
+    db = sqlite3.connect(f"{resolved.as_uri()}?mode=ro", uri=True)
+    try:
+        db.execute("PRAGMA trusted_schema = OFF")
+        check = [r[0] for r in db.execute("PRAGMA integrity_check")]
+        if check != ["ok"]:
+            raise RuntimeError("integrity_check: " + "; ".join(map(str, check[:10])))
+        names = [
+            r[0]
+            for r in db.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' AND sql NOT LIKE 'CREATE VIRTUAL%' ORDER BY name"
+            )
+        ][:MAX_TABLES]
+        rows = {name: int(db.execute(count_rows(name)).fetchone()[0]) for name in names}
+    finally:
+        db.close()
+    return {"integrity_check": "ok", "rows": rows}
+
+
+def count_rows(table: str) -> str:
+    """``SELECT count(*)`` of a table whose name the tenant chose, quoted as SQL says."""
+    quoted = table.replace('"', '""')
+    return f'SELECT count(*) FROM "{quoted}"'

@@ -1,0 +1,155 @@
+"""The scheduler loop: start due runs, then act on finished ones (verify, retention).
+
+Every process that serves the API runs one (never the workers). A due run is claimed in
+the metadata database by a conditional UPDATE of ``next_run_at``, and a finished run by
+clearing ``pending_backup_id`` the same way, so however many loops poll one database,
+each tick starts one backup and each finished backup is handled once. A run is computed
+from ``now``, so after downtime a schedule catches up with one run, not one per missed
+tick; a run that cannot start records why and waits for its next tick."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from strongroom.domain.model import BackupState
+from strongroom.domain.ports import Clock, UnitOfWorkFactory
+from strongroom.domain.schedules import RunStatus, Schedule
+from strongroom.services import cron
+from strongroom.services.schedules import ScheduleService
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 1.0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        schedules: ScheduleService,
+        verify: Callable[[str], object],
+        drill: Callable[[str], object] | None = None,
+        interval: float = DEFAULT_INTERVAL,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._schedules = schedules
+        self._verify = verify
+        self._drill = drill
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- one pass ------------------------------------------------------------------
+    def tick(self) -> int:
+        """Start every due run this process wins, then handle finished runs; returns the
+        number of runs started."""
+        started = 0
+        now = self._clock.now()
+        with self._uow() as uow:
+            due = uow.schedules.due(now)
+        for schedule in due:
+            try:
+                if self._claim(schedule):
+                    started += self._schedules.start_run(schedule) is not None
+            except Exception:
+                log.exception("scheduled run of %s failed to start", schedule.id)
+        self.follow_up()
+        self.drills()
+        return started
+
+    def _claim(self, schedule: Schedule) -> bool:
+        following = cron.next_after(schedule.cron, schedule.timezone, self._clock.now())
+        with self._uow(write=True) as uow:
+            won = uow.schedules.claim(schedule.id, schedule.next_run_at, following)
+            uow.commit()
+        return won
+
+    def follow_up(self) -> int:
+        """For each schedule whose last backup has finished: record how it ended, verify it
+        if asked, and apply the retention policy. Returns how many this process handled."""
+        handled = 0
+        with self._uow() as uow:
+            waiting = [
+                (s, uow.backups.find(s.pending_backup_id or ""))
+                for s in uow.schedules.with_pending()
+            ]
+        for schedule, backup in waiting:
+            if backup is not None and backup.is_running:
+                continue
+            if backup is None or backup.state is BackupState.DELETING:
+                status, error = RunStatus.FAILED, "the backup was deleted before it finished"
+            elif backup.state is BackupState.COMPLETED:
+                status, error = RunStatus.COMPLETED, None
+            else:
+                status, error = RunStatus.FAILED, backup.fail_reason
+            pending = schedule.pending_backup_id or ""
+            with self._uow(write=True) as uow:
+                won = uow.schedules.take_pending(schedule.id, pending, status, error)
+                uow.commit()
+            if not won:
+                continue
+            handled += 1
+            if status is RunStatus.COMPLETED and schedule.verify:
+                try:
+                    self._verify(pending)
+                except Exception:
+                    log.exception("could not start the verification of backup %s", pending)
+            try:
+                self._schedules.apply_retention(schedule)
+            except Exception:
+                log.exception("retention of schedule %s failed", schedule.id)
+        return handled
+
+    def drills(self) -> int:
+        """Start the restore drills that are due (``drill_cron``): each drills the
+        schedule's newest completed backup. Returns how many this process started."""
+        if self._drill is None:
+            return 0
+        started = 0
+        now = self._clock.now()
+        with self._uow() as uow:
+            due = uow.schedules.due_drills(now)
+        for schedule in due:
+            if schedule.drill_cron is None or schedule.next_drill_at is None:
+                continue
+            try:
+                following = cron.next_after(schedule.drill_cron, schedule.timezone, now)
+                with self._uow(write=True) as uow:
+                    won = uow.schedules.claim_drill(schedule.id, schedule.next_drill_at, following)
+                    uow.commit()
+                    completed = [
+                        b
+                        for b in uow.schedules.backups_of(schedule.id)
+                        if b.state is BackupState.COMPLETED
+                    ]
+                if won and completed:
+                    self._drill(max(completed, key=lambda b: b.created).id)
+                    started += 1
+            except Exception:
+                log.exception("restore drill of schedule %s failed to start", schedule.id)
+        return started
+
+    # -- the loop --------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("scheduler tick failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

@@ -1,0 +1,162 @@
+"""Backup verification: read every object of a backup and its chain back from the store.
+
+Each manifest is authenticated (and bound to its child by the checksum the child
+recorded), then every chunk is fetched, authenticated (AES-GCM) and decompressed by the
+pipeline's reader, and the stream's length checked against the manifest: what a restore
+does, without an engine. Chunks stream through a bounded prefetch window, so memory does
+not grow with the backup. It runs as a job (``verify_backup``), on any worker."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from strongroom.domain.errors import ConflictError, ResourceNotFoundError, UnprocessableError
+from strongroom.domain.model import (
+    SHARED_ROUTE,
+    Backup,
+    BackupState,
+    JobKind,
+    RequestContext,
+    Verification,
+    VerifyStatus,
+)
+from strongroom.domain.ports import Clock, UnitOfWorkFactory
+from strongroom.pipeline.errors import FormatError, MissingChunkError
+from strongroom.pipeline.reader import ChunkReader
+from strongroom.services import object_layout
+from strongroom.services.authorization import Authorizer
+from strongroom.services.failure import describe_failure
+from strongroom.services.jobs import JobDispatcher
+from strongroom.services.transfer import ChainLink, Transfer
+from strongroom.storage.errors import ObjectNotFoundError
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 20
+VERIFIABLE = (BackupState.COMPLETED, BackupState.RESTORED)
+
+
+class VerificationService:
+    """Asks for a verification: records RUNNING and a job in one transaction."""
+
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        authorizer: Authorizer,
+        jobs: JobDispatcher,
+        stale_after: timedelta,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._authz = authorizer
+        self._jobs = jobs
+        self._stale_after = stale_after
+
+    def request(self, ctx: RequestContext, *, backup_id: str) -> Backup:
+        with self._uow() as uow:
+            backup = uow.backups.find(backup_id)
+        if (
+            backup is None
+            or backup.state is BackupState.DELETING
+            or not (ctx.is_admin or backup.project_id == ctx.project_id)
+        ):
+            raise ResourceNotFoundError(backup_id)
+        self._authz.enforce(ctx, "backup:verify", backup.project_id)
+        return self.start(backup_id)
+
+    def start(self, backup_id: str) -> Backup:
+        now = self._clock.now()
+        with self._uow(write=True) as uow:
+            backup = uow.backups.find_for_update(backup_id)
+            if backup is None or backup.state is BackupState.DELETING:
+                raise ResourceNotFoundError(backup_id)
+            if backup.state not in VERIFIABLE:
+                raise ConflictError(
+                    f"Backup {backup_id} cannot be verified: its status is {backup.state}."
+                )
+            current = backup.verification
+            if (
+                current is not None
+                and current.status is VerifyStatus.RUNNING
+                and now - current.at < self._stale_after
+            ):
+                raise UnprocessableError(f"Backup {backup_id} is being verified already.")
+            backup.verification = Verification(VerifyStatus.RUNNING, now)
+            uow.backups.record_verification(backup_id, backup.verification)
+            job = self._jobs.record(uow, JobKind.VERIFY_BACKUP, backup_id, route=SHARED_ROUTE)
+            uow.commit()
+        self._jobs.submit(job)
+        return backup
+
+
+class Verifier:
+    """The ``verify_backup`` job."""
+
+    def __init__(self, *, uow: UnitOfWorkFactory, clock: Clock, transfer: Transfer) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._transfer = transfer
+
+    def __call__(self, backup_id: str, _payload: dict[str, Any]) -> None:
+        with self._uow() as uow:
+            backup = uow.backups.find(backup_id)
+        if backup is None or backup.state is BackupState.DELETING:
+            return
+        status, error = self.check(backup)
+        log.info("backup %s verified: %s", backup_id, status, extra={"backup_id": backup_id})
+        with self._uow(write=True) as uow:
+            uow.backups.record_verification(
+                backup_id, Verification(status, self._clock.now(), error)
+            )
+            uow.commit()
+
+    def verify_completed(self) -> list[tuple[Backup, Verification]]:
+        """Verify every COMPLETED backup now, one after another (`strongroom check
+        --read-data`), recording each result on the backup as the job does."""
+        with self._uow() as uow:
+            completed = uow.backups.in_states([BackupState.COMPLETED])
+        results = []
+        for backup in sorted(completed, key=lambda b: b.created):
+            status, error = self.check(backup)
+            verification = Verification(status, self._clock.now(), error)
+            with self._uow(write=True) as uow:
+                uow.backups.record_verification(backup.id, verification)
+                uow.commit()
+            results.append((backup, verification))
+        return results
+
+    def check(self, backup: Backup) -> tuple[VerifyStatus, str | None]:
+        def find(other_id: str) -> Backup | None:
+            with self._uow() as uow:
+                return uow.backups.find(other_id)
+
+        try:
+            for link in self._transfer.open_chain(backup, find):
+                self._read_through(link)
+        except (ObjectNotFoundError, MissingChunkError) as exc:
+            return VerifyStatus.MISSING, describe_failure(exc)
+        except FormatError as exc:
+            return VerifyStatus.CORRUPT, describe_failure(exc)
+        except Exception as exc:
+            log.warning("could not verify backup %s: %s", backup.id, exc)
+            return VerifyStatus.ERROR, describe_failure(exc)
+        return VerifyStatus.OK, None
+
+    def _read_through(self, link: ChainLink) -> None:
+        threads = self._transfer.rules.transfer_threads
+        reader = ChunkReader(
+            link.opened,
+            lambda i: link.store.get(object_layout.chunk_key_beside(link.manifest_key, i)),
+            prefetch=threads * 2,
+            workers=threads,
+            missing=(ObjectNotFoundError,),
+        )
+        try:
+            while reader.read(READ_SIZE):
+                pass
+        finally:
+            reader.close()
