@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
 import psycopg
 import pymysql
@@ -75,3 +76,60 @@ def test_backup_lifecycle_on_each_metadata_database(tmp_path, metadata_url):
         assert h.a.get("/backups").json() == {"backups": []}
     finally:
         h.container.close()
+
+
+FIVE_GIB = 5 * 1024**3
+
+
+def test_sizes_over_4_gib_survive_a_round_trip_on_each_metadata_database(tmp_path, metadata_url):
+    """Byte counts are 64-bit everywhere; a database already at the previous revision, with
+    a backup in it, is migrated in place and keeps its row."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from strongroom.domain.model import Backup, BackupId, BackupState, ProjectId
+    from strongroom.persistence import migrate
+    from strongroom.persistence.unit_of_work import (
+        SqlUnitOfWork,
+        make_engine,
+        unit_of_work_factory,
+    )
+
+    engine = make_engine(metadata_url or f"sqlite:///{tmp_path / 'meta.db'}")
+    config = migrate.alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0004")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "insert into backups (id, project_id, name, state, created, updated,"
+                " progress_done, stored_bytes) values ('old', 'p', 'old', 'COMPLETED',"
+                " :t, :t, 7, 11)"
+            ),
+            {"t": datetime(2026, 1, 1)},
+        )
+    migrate.upgrade(engine)
+    uow = unit_of_work_factory(engine)
+    t = datetime(2026, 1, 1, 12)
+    big = Backup(BackupId("big"), ProjectId("p"), "big", None, None, None, BackupState.SAVING, t, t)
+    big.progress.bytes_done = FIVE_GIB - 1
+    big.progress.bytes_expected = FIVE_GIB
+    big.stored_bytes = FIVE_GIB + 1
+    big.size_gb = 5.0
+    with SqlUnitOfWork(uow, write=True) as u:
+        u.backups.add(big)
+        u.commit()
+    with SqlUnitOfWork(uow, write=True) as u:
+        u.backups.update_progress("big", FIVE_GIB, t)
+        u.commit()
+    with SqlUnitOfWork(uow) as u:
+        found = u.backups.find("big")
+        old = u.backups.find("old")
+    engine.dispose()
+    assert found is not None and old is not None
+    assert found.progress.bytes_done == FIVE_GIB
+    assert found.progress.bytes_expected == FIVE_GIB
+    assert found.stored_bytes == FIVE_GIB + 1
+    assert found.size_gb == 5.0
+    assert (old.progress.bytes_done, old.stored_bytes) == (7, 11)
