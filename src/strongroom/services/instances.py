@@ -117,6 +117,8 @@ class InstanceService:
     def create(self, ctx: RequestContext, *, request: dict[str, Any]) -> InstanceView:
         """``request`` is the schema-validated ``instance`` object."""
         self._authz.enforce(ctx, "instance:create", ctx.project_id)
+        if request.get("host") is not None:
+            self._authz.enforce(ctx, "instance:create:host", ctx.project_id)
         version = self._resolve_version(request.get("datastore") or {})
         engine = self._catalog.engine_for(version)
         flavor_ref = request.get("flavorRef")
