@@ -112,6 +112,7 @@ class Backup:
     fail_reason: str | None = None
     progress: Progress = field(default_factory=Progress)
     stored_bytes: int | None = None
+    manifest_sha256: str | None = None  # restore_from: the manifest registered, pinned
 
     @property
     def is_running(self) -> bool:

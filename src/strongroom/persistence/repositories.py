@@ -71,6 +71,7 @@ BACKUP_COLUMNS = (
     BACKUPS.c.progress_started,
     BACKUPS.c.progress_updated,
     BACKUPS.c.stored_bytes,
+    BACKUPS.c.manifest_sha256,
 )
 
 
@@ -126,6 +127,7 @@ def _backup(row: Row[Any]) -> Backup:
         progress_started,
         progress_updated,
         stored_bytes,
+        manifest_sha256,
     ) = row
     return Backup(
         id=BackupId(backup_id),
@@ -150,6 +152,7 @@ def _backup(row: Row[Any]) -> Backup:
             updated_at=progress_updated,
         ),
         stored_bytes=stored_bytes,
+        manifest_sha256=manifest_sha256,
     )
 
 
@@ -175,6 +178,7 @@ def _backup_values(b: Backup) -> dict[str, object]:
         "progress_started": b.progress.started_at,
         "progress_updated": b.progress.updated_at,
         "stored_bytes": b.stored_bytes,
+        "manifest_sha256": b.manifest_sha256,
     }
 
 

@@ -57,6 +57,8 @@ class BackupRow(Base):
     progress_started: Mapped[datetime | None] = mapped_column(Timestamp)
     progress_updated: Mapped[datetime | None] = mapped_column(Timestamp)
     stored_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # A restore_from registration: the SHA-256 of the manifest it was registered with.
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class InstanceRow(Base):

@@ -17,10 +17,14 @@ def chunk_key(container: str, backup_id: str, index: int) -> str:
     return f"{container}/{backup_id}/chunk-{index:08d}"
 
 
+def container_of(key: str) -> str:
+    """The container of an object key."""
+    return key.split("/", 1)[0]
+
+
 def sibling_manifest_key(manifest: str, backup_id: str) -> str:
     """The manifest of ``backup_id`` in the same container as the ``manifest`` key."""
-    container = manifest.split("/", 1)[0]
-    return manifest_key(container, backup_id)
+    return manifest_key(container_of(manifest), backup_id)
 
 
 def chunk_key_beside(manifest: str, index: int) -> str:

@@ -16,6 +16,7 @@ from strongroom.pipeline.errors import IntegrityError
 from strongroom.pipeline.reader import ChunkReader, OpenedManifest, open_manifest
 from strongroom.pipeline.writer import BackupWriter
 from strongroom.services import object_layout
+from strongroom.services.manifest_binding import check_manifest_belongs_to
 from strongroom.services.rules import ServiceRules
 from strongroom.services.stores import StoreCatalog
 from strongroom.storage.base import StorageBackend
@@ -218,18 +219,22 @@ class Transfer:
 
     # -- restore ---------------------------------------------------------------------
     def open_link(self, backup: Backup) -> ChainLink:
+        """``backup``'s manifest, verified with the master key and checked against the row."""
         if backup.location_ref is None:
             raise IntegrityError(f"backup {backup.id} has no stored data")
         _, store, key = self.stores.locate(backup.location_ref)
         raw = store.get(key)
         opened = open_manifest(raw, self.stores.master_key)
-        return ChainLink(store, key, opened, hashlib.sha256(raw).hexdigest())
+        link = ChainLink(store, key, opened, hashlib.sha256(raw).hexdigest())
+        check_manifest_belongs_to(opened.manifest, link.raw_sha256, backup)
+        return link
 
     def open_chain(
         self, target: Backup, find_backup: Callable[[str], Backup | None]
     ) -> list[ChainLink]:
         """Every manifest from the full backup to ``target``, verified, each bound to its
-        child by the child's recorded parent manifest checksum."""
+        child by the child's recorded parent manifest checksum and, where the metadata has
+        a row for it, to that row."""
         links = [self.open_link(target)]
         while (parent_id := links[-1].opened.manifest.parent_id) is not None:
             child = links[-1]
