@@ -137,6 +137,7 @@ class Instance:
     host: str = "local"
     connection: dict[str, Any] | None = None  # decrypted engine connection (never shown)
     public_connection: dict[str, Any] | None = None
+    external_identity: str | None = None  # SHA-256 of the registered database's identity
 
 
 @dataclass(frozen=True)

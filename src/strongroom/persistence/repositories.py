@@ -267,6 +267,7 @@ def _instance(row: InstanceRow) -> Instance:
         fault=row.fault,
         host=row.host,
         public_connection=row.public_connection,
+        external_identity=row.external_identity,
     )
 
 
@@ -293,6 +294,7 @@ class SqlInstanceRepository:
                 host=instance.host,
                 connection_sealed=sealed_connection,
                 public_connection=instance.public_connection,
+                external_identity=instance.external_identity,
                 created=instance.created,
                 updated=instance.updated,
                 deleted=False,
@@ -352,6 +354,13 @@ class SqlInstanceRepository:
         if project_id is not None:
             stmt = stmt.where(InstanceRow.project_id == project_id)
         stmt = stmt.order_by(InstanceRow.created.desc(), InstanceRow.id).offset(offset).limit(limit)
+        return [_instance(r) for r in self._s.execute(stmt).scalars()]
+
+    def holding_external(self, identity: str) -> list[Instance]:
+        """Live instances registered for the external database ``identity``."""
+        stmt = select(InstanceRow).where(
+            InstanceRow.external_identity == identity, InstanceRow.deleted.is_(False)
+        )
         return [_instance(r) for r in self._s.execute(stmt).scalars()]
 
     def all_live(self) -> list[Instance]:

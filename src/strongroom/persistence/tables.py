@@ -77,6 +77,8 @@ class InstanceRow(Base):
     fault: Mapped[str | None] = mapped_column(Text)
     host: Mapped[str] = mapped_column(String(255), default="local")
     connection_sealed: Mapped[str | None] = mapped_column(Text)
+    # An external instance: SHA-256 of what makes it *this* database (engine-defined).
+    external_identity: Mapped[str | None] = mapped_column(String(64), index=True)
     public_connection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created: Mapped[datetime] = mapped_column(Timestamp)
     updated: Mapped[datetime] = mapped_column(Timestamp)

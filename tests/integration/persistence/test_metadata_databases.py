@@ -133,3 +133,46 @@ def test_sizes_over_4_gib_survive_a_round_trip_on_each_metadata_database(tmp_pat
     assert found.stored_bytes == FIVE_GIB + 1
     assert found.size_gb == 5.0
     assert (old.progress.bytes_done, old.stored_bytes) == (7, 11)
+
+
+def test_two_projects_racing_to_register_one_database_on_each_metadata_database(
+    tmp_path, metadata_url
+):
+    """Both requests at once, bounded rounds: exactly one project gets the database."""
+    import sqlite3
+    import threading
+    import time
+
+    overrides = {"database_url": metadata_url} if metadata_url else {}
+    h = make_harness(tmp_path, **overrides)
+    try:
+        deadline = time.monotonic() + 60
+        for round_ in range(15):
+            assert time.monotonic() < deadline, "the race rounds took too long"
+            path = tmp_path / "external" / f"db{round_}.db"
+            with sqlite3.connect(path) as db:
+                db.execute("create table t(x)")
+            barrier = threading.Barrier(2, timeout=10)
+            statuses: dict[str, int] = {}
+
+            def register(name: str, caller, path=path, barrier=barrier, statuses=statuses):
+                body = {
+                    "instance": {
+                        "name": "ext",
+                        "datastore": {"type": "sqlite"},
+                        "external": {"path": str(path)},
+                    }
+                }
+                barrier.wait()
+                statuses[name] = caller.post("/instances", body).status_code
+
+            threads = [
+                threading.Thread(target=register, args=(n, c)) for n, c in (("a", h.a), ("b", h.b))
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=30)
+            assert sorted(statuses.values()) == [200, 403], (round_, statuses)
+    finally:
+        h.container.close()
