@@ -31,6 +31,7 @@ from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.instances import InstanceService
 from strongroom.services.job_handlers import JobHandlers
 from strongroom.services.jobs import JobDispatcher
+from strongroom.services.leftovers import TemporaryObjectSweeper
 from strongroom.services.liveness import LivenessRules, Reaper
 from strongroom.services.rules import Flavor, ServiceRules
 from strongroom.services.secrets_box import SecretBox
@@ -147,6 +148,7 @@ def rules_from(settings: Settings) -> ServiceRules:
         chunk_size=settings.chunk_size,
         compression_level=settings.compression_level,
         transfer_threads=settings.transfer_threads,
+        temporary_object_max_age=timedelta(seconds=settings.temporary_object_max_age_seconds),
     )
 
 
@@ -284,6 +286,7 @@ def build(
         clock=clock,
         handlers=handlers,
         dispatcher=dispatcher,
+        temporaries=TemporaryObjectSweeper(uow=uow, stores=stores, rules=rules, clock=clock),
         rules=LivenessRules(
             job_lease=timedelta(seconds=settings.job_lease_seconds),
             redispatch_after=timedelta(seconds=settings.redispatch_after_seconds),

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from strongroom.domain.model import Job, JobKind, JobState
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
 from strongroom.services.job_handlers import JobHandlers
 from strongroom.services.jobs import JobDispatcher
+from strongroom.services.leftovers import TemporaryObjectSweeper
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ class LivenessRules:
     job_lease: timedelta = timedelta(seconds=60)  # no heartbeat for this long: worker is dead
     redispatch_after: timedelta = timedelta(seconds=30)  # queued this long: send again
     dispatch_deadline: timedelta = timedelta(minutes=10)  # queued this long: give up
+    sweep_interval: timedelta = timedelta(minutes=10)  # stale temporary objects: look again
 
 
 class Reaper:
@@ -33,12 +35,15 @@ class Reaper:
         handlers: JobHandlers,
         dispatcher: JobDispatcher,
         rules: LivenessRules,
+        temporaries: TemporaryObjectSweeper | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._handlers = handlers
         self._dispatcher = dispatcher
         self._rules = rules
+        self._temporaries = temporaries
+        self._last_sweep: datetime | None = None
 
     def beat(self, host_id: str) -> None:
         with self._uow(write=True) as uow:
@@ -48,6 +53,18 @@ class Reaper:
     def reap(self) -> None:
         self._dead_workers()
         self._lost_messages()
+        self._stale_temporaries()
+
+    def _stale_temporaries(self) -> None:
+        """Temporary objects killed writers left: listing stores costs more than a reap, so
+        at most once per ``sweep_interval``."""
+        now = self._clock.now()
+        if self._temporaries is None or (
+            self._last_sweep is not None and now - self._last_sweep < self._rules.sweep_interval
+        ):
+            return
+        self._last_sweep = now
+        self._temporaries.sweep()
 
     def _dead_workers(self) -> None:
         now = self._clock.now()
