@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from strongroom.domain.interruptions import AfterInterruption, after_interruption
 from strongroom.domain.model import Job, JobKind, JobState
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
 from strongroom.services.job_handlers import JobHandlers
@@ -70,29 +71,21 @@ class Reaper:
         now = self._clock.now()
         with self._uow(write=True) as uow:
             dead = uow.jobs.stale(JobState.RUNNING, now - self._rules.job_lease)
-            retry: list[Job] = []
             for job in dead:
-                if job.kind in (JobKind.DELETE_BACKUP, JobKind.DELETE_INSTANCE):
+                if after_interruption(job.kind) is AfterInterruption.RUN_AGAIN:
                     uow.jobs.requeue(job.id, now)
-                    retry.append(job)
                 else:
-                    reason = (
-                        f"the worker running it ({job.worker or 'unknown host'}) stopped responding"
-                    )
-                    uow.jobs.set_state(job.id, JobState.FAILED, now, reason)
+                    uow.jobs.set_state(job.id, JobState.FAILED, now, _stopped(job))
             uow.commit()
         for job in dead:
-            if job in retry:
+            if after_interruption(job.kind) is AfterInterruption.RUN_AGAIN:
                 log.warning("re-queueing %s job %s: its worker died", job.kind, job.id)
                 self._dispatcher.submit(job)
-                continue
-            reason = f"the worker running it ({job.worker or 'unknown host'}) stopped responding"
-            log.warning("failing %s job %s: %s", job.kind, job.id, reason)
-            if job.kind is JobKind.BACKUP:
-                self._handlers.fail_backup(job.target_id, reason)
-                self._handlers.remove_partial(job.target_id)
-            elif job.kind is JobKind.CREATE_INSTANCE:
-                self._fail_instance(job.target_id, reason)
+            else:
+                log.warning("failing %s job %s: %s", job.kind, job.id, _stopped(job))
+                # The dead worker's host may be another one: its files are not ours.
+                on_this_host = job.worker == self._handlers.host_id
+                self._handlers.abandon(job, _stopped(job), on_this_host=on_this_host)
 
     def _fail_instance(self, instance_id: str, reason: str) -> None:
         with self._uow() as uow:
@@ -120,6 +113,10 @@ class Reaper:
         for job in again:
             log.info("dispatching job %s again (queued since %s)", job.id, job.created)
             self._dispatcher.submit(job)
+
+
+def _stopped(job: Job) -> str:
+    return f"the worker running it ({job.worker or 'unknown host'}) stopped responding"
 
 
 __all__ = ["LivenessRules", "Reaper"]

@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from strongroom.domain.model import Backup
-from strongroom.engines.base import Connection, Engine, Metadata, RestoreInput
+from strongroom.engines.base import Connection, Engine, InstanceRequest, Metadata, RestoreInput
 from strongroom.pipeline.errors import IntegrityError
 from strongroom.pipeline.reader import ChunkReader, OpenedManifest, open_manifest
 from strongroom.pipeline.writer import BackupWriter
@@ -198,7 +199,10 @@ class Transfer:
             store.put(key, manifest.to_bytes())
         except BaseException:
             writer.abort()
-            self.remove_objects(store, object_layout.backup_prefix(container, backup_id))
+            try:
+                self.remove_objects(backup)
+            except Exception as exc:  # the backup's own error is the one to report
+                log.warning("could not remove the objects of failed backup %s: %s", backup_id, exc)
             raise
         return BackupOutcome(
             location_ref=store.url_for(key),
@@ -207,15 +211,14 @@ class Transfer:
             incremental=result.incremental,
         )
 
-    @staticmethod
-    def remove_objects(store: StorageBackend, prefix: str) -> None:
-        """Best effort clean-up of a failed backup's objects; a failure is only logged
-        (``strongroom check`` finds what is left)."""
-        try:
-            for key in store.list(prefix):
-                store.delete(key)
-        except Exception as exc:
-            log.warning("could not remove objects under %s: %s", prefix, exc)
+    def remove_objects(self, backup: Backup) -> None:
+        """Delete every object of ``backup`` (none is fine). Raises StorageError; what is
+        left then, ``strongroom check`` finds."""
+        if not backup.store_name or not backup.container:
+            return
+        store = self.stores.backend(backup.store_name)
+        for key in store.list(object_layout.backup_prefix(backup.container, backup.id)):
+            store.delete(key)
 
     # -- restore ---------------------------------------------------------------------
     def open_link(self, backup: Backup) -> ChainLink:
@@ -262,6 +265,24 @@ class Transfer:
                 raise IntegrityError("backup chain is too long or loops")
         links.reverse()
         return links
+
+    def restore(
+        self,
+        *,
+        target: Backup,
+        find_backup: Callable[[str], Backup | None],
+        engine: Engine,
+        home: Path,
+        request: InstanceRequest,
+    ) -> Connection:
+        """Restore ``target``'s chain into a new instance at ``home``. Every manifest is
+        verified and checked against its row, and the engine accepts each link, before
+        the engine gets a byte."""
+        links = self.open_chain(target, find_backup)
+        for link in links:
+            engine.check_restorable(link.opened.manifest.engine)
+        home.mkdir(parents=True, exist_ok=True)
+        return dict(engine.restore_instance(home, self.restore_inputs(links), request))
 
     def restore_inputs(self, links: list[ChainLink]) -> list[RestoreInput]:
         return [
