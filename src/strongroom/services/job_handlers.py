@@ -348,15 +348,10 @@ class JobHandlers:
                 self.instance_failed(instance, reason)
 
     def remove_partial(self, backup_id: str) -> None:
-        """Best effort: what cannot be removed now, ``strongroom check`` finds."""
         with self._uow() as uow:
             backup = uow.backups.find(backup_id)
-        if backup is None:
-            return
-        try:
-            self._transfer.remove_objects(backup)
-        except Exception as exc:
-            log.warning("could not remove the objects of failed backup %s: %s", backup_id, exc)
+        if backup is not None:
+            self._transfer.discard_objects(backup)
 
     def start_managed_instances(self) -> None:
         """Bring managed servers back after a restart; one that cannot start goes to ERROR."""

@@ -199,10 +199,7 @@ class Transfer:
             store.put(key, manifest.to_bytes())
         except BaseException:
             writer.abort()
-            try:
-                self.remove_objects(backup)
-            except Exception as exc:  # the backup's own error is the one to report
-                log.warning("could not remove the objects of failed backup %s: %s", backup_id, exc)
+            self.discard_objects(backup)
             raise
         return BackupOutcome(
             location_ref=store.url_for(key),
@@ -219,6 +216,14 @@ class Transfer:
         store = self.stores.backend(backup.store_name)
         for key in store.list(object_layout.backup_prefix(backup.container, backup.id)):
             store.delete(key)
+
+    def discard_objects(self, backup: Backup) -> None:
+        """Best effort clean-up of a failed backup's objects: a failure is only logged (the
+        backup's own error is the one to report; ``strongroom check`` finds what is left)."""
+        try:
+            self.remove_objects(backup)
+        except Exception as exc:
+            log.warning("could not remove the objects of failed backup %s: %s", backup.id, exc)
 
     # -- restore ---------------------------------------------------------------------
     def open_link(self, backup: Backup) -> ChainLink:
