@@ -99,6 +99,7 @@ class ConsistencyChecker:
                         report.stale_temporary.setdefault(store_name, []).extend(stale)
             except StorageError as exc:
                 report.unreachable[store_name] = f"{type(exc).__name__}: {exc}"
+        self._drop_backups_created_meanwhile(report)
         for b in backups:
             if b.state is BackupState.COMPLETED and b.store_name and b.container:
                 key = object_layout.manifest_key(b.container, b.id)
@@ -113,6 +114,18 @@ class ConsistencyChecker:
         if fix:
             self._fix(report)
         return report
+
+    def _drop_backups_created_meanwhile(self, report: CheckReport) -> None:
+        """A backup's row is committed before its first object is written, so reading the
+        rows again after listing finds every backup whose objects the listing saw."""
+        with self._uow() as uow:
+            now_known = {b.id for b in uow.backups.query(BackupQuery())}
+        for store_name, keys in list(report.orphaned.items()):
+            left = [k for k in keys if _backup_id(k) not in now_known]
+            if left:
+                report.orphaned[store_name] = left
+            else:
+                del report.orphaned[store_name]
 
     def _registered_chain(
         self, backup_id: str, location: str, known: set[str], unreadable: set[tuple[str, str]]
@@ -157,3 +170,8 @@ class ConsistencyChecker:
             return
         report.removed_keys.append(name)
         log.info("check removed %s", name)
+
+
+def _backup_id(key: str) -> str | None:
+    parsed = object_layout.parse(key)
+    return parsed.backup_id if parsed is not None else None

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from fixtures.service import make_harness
-from strongroom.bootstrap import build_checker
+from strongroom.bootstrap import build_checker, rules_from
 from strongroom.storage.base import TEMP_PREFIX
 
 HOUR = 3600
@@ -189,3 +189,80 @@ def test_a_registered_chains_objects_are_not_orphans(tmp_path):
     base = h.settings.data_dir / "objects" / "database_backups"
     assert (base / full["id"] / "manifest.json").exists()
     assert (base / incr["id"] / "manifest.json").exists()
+
+
+class _RowCommittedDuringListing:
+    """The stores, where listing a container is when another process commits the row of
+    a new backup whose first object is already there (the scaled-out race)."""
+
+    def __init__(self, stores, on_list) -> None:
+        self._stores = stores
+        self._on_list = on_list
+        self.default_name = stores.default_name
+
+    def names(self):
+        return self._stores.names()
+
+    def get(self, name):
+        inner = self._stores.backend(name)
+        on_list = self._on_list
+
+        class Listing:
+            def __getattr__(self, attr):
+                return getattr(inner, attr)
+
+            def list(self, prefix):
+                keys = inner.list(prefix)
+                on_list()
+                return keys
+
+        return Listing()
+
+    def resolve_url(self, url):
+        return self._stores.locate(url)
+
+    def close(self) -> None:
+        return None
+
+
+def test_check_never_removes_a_backup_created_while_it_listed(tmp_path):
+    from datetime import UTC, datetime
+
+    from strongroom.domain.model import Backup, BackupId, BackupState, InstanceId, ProjectId
+    from strongroom.services.consistency import ConsistencyChecker
+    from strongroom.services.stores import StoreCatalog
+
+    h = make_harness(tmp_path)
+    try:
+        inst = h.a.wait_instance(h.a.create_instance()["id"])
+        new_id = str(uuid.uuid4())
+        first = write(
+            h.settings.data_dir / "objects" / "database_backups" / new_id / "chunk-00000000",
+            b"being written",
+        )
+
+        def commit_row() -> None:
+            now = datetime.now(UTC).replace(tzinfo=None)
+            with h.container.uow(write=True) as uow:
+                if uow.backups.find(new_id) is None:
+                    uow.backups.add(
+                        Backup(
+                            BackupId(new_id), ProjectId(h.a.project), "new", None,
+                            InstanceId(inst["id"]), None, BackupState.BUILDING, now, now,
+                            store_name="local", container="database_backups",
+                        )
+                    )  # fmt: skip
+                    uow.commit()
+
+        stores = StoreCatalog(
+            _RowCommittedDuringListing(h.container.stores, commit_row),
+            h.container.stores.master_key,
+        )
+        checker = ConsistencyChecker(
+            uow=h.container.uow, stores=stores, rules=rules_from(h.settings)
+        )
+        report = checker.run(fix=True)
+        assert report.orphaned == {} and report.removed_keys == []
+        assert first.exists()
+    finally:
+        h.container.close()
