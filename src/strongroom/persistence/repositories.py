@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 from collections.abc import Sequence
 from datetime import datetime
@@ -356,14 +357,14 @@ class SqlInstanceRepository:
         stmt = stmt.order_by(InstanceRow.created.desc(), InstanceRow.id).offset(offset).limit(limit)
         return [_instance(r) for r in self._s.execute(stmt).scalars()]
 
-    def holding_external(self, identity: str) -> list[Instance]:
+    def holding_external(self, identity: str) -> builtins.list[Instance]:
         """Live instances registered for the external database ``identity``."""
         stmt = select(InstanceRow).where(
             InstanceRow.external_identity == identity, InstanceRow.deleted.is_(False)
         )
         return [_instance(r) for r in self._s.execute(stmt).scalars()]
 
-    def all_live(self) -> list[Instance]:
+    def all_live(self) -> builtins.list[Instance]:
         stmt = select(InstanceRow).where(InstanceRow.deleted.is_(False))
         return [_instance(r) for r in self._s.execute(stmt).scalars()]
 

@@ -76,7 +76,7 @@ class ConsistencyChecker:
             deleting = uow.backups.in_states([BackupState.DELETING])
             live_jobs = {j.target_id for j in uow.jobs.unfinished()}
         rows = [*backups, *deleting]
-        known = {b.id for b in rows}
+        known: set[str] = {b.id for b in rows}
         # A restore_from registration refers to another backup's objects, and through its
         # manifest to that backup's parents beside it: all of them are kept. A container
         # whose registered chain cannot be read is left alone entirely.

@@ -140,7 +140,7 @@ class LocalBackend:
     def list(self, prefix: str) -> list[str]:
         return sorted(key for key, _ in self._scan(prefix, temporary=False))
 
-    def list_temporary(self, prefix: str) -> list[TemporaryObject]:
+    def list_temporary(self, prefix: str) -> builtins.list[TemporaryObject]:
         """Temporary files a killed writer left (see the module docstring)."""
         found = [
             TemporaryObject(key, entry.stat(follow_symlinks=False).st_mtime)
