@@ -281,12 +281,13 @@ def build(
         local_metadata=settings.metadata_url.startswith("sqlite"),
         request_threads=POOL_SIZE,
     )
+    temporaries = TemporaryObjectSweeper(uow=uow, stores=stores, rules=rules, clock=clock)
     reaper = Reaper(
         uow=uow,
         clock=clock,
         handlers=handlers,
         dispatcher=dispatcher,
-        temporaries=TemporaryObjectSweeper(uow=uow, stores=stores, rules=rules, clock=clock),
+        temporaries=temporaries,
         rules=LivenessRules(
             job_lease=timedelta(seconds=settings.job_lease_seconds),
             redispatch_after=timedelta(seconds=settings.redispatch_after_seconds),
@@ -296,6 +297,7 @@ def build(
     container = Container(services, handlers, queue, stores, settings, reaper, uow)
     if role == "embedded":
         resubmit = handlers.recover()
+        temporaries.sweep()  # no reaper runs here: a killed writer's leftovers go on restart
         handlers.start_managed_instances()
         for job in resubmit:
             dispatcher.submit(job)

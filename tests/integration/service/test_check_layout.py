@@ -266,3 +266,20 @@ def test_check_never_removes_a_backup_created_while_it_listed(tmp_path):
         assert first.exists()
     finally:
         h.container.close()
+
+
+def test_a_restarted_embedded_service_removes_stale_temporary_objects(tmp_path):
+    h = make_harness(tmp_path)
+    try:
+        inst = h.a.wait_instance(h.a.create_instance()["id"])
+        backup = h.a.wait_backup(h.a.create_backup(inst["id"])["id"])
+    finally:
+        h.container.close()
+    here = h.settings.data_dir / "objects" / "database_backups" / backup["id"]
+    stale = write(here / f"{TEMP_PREFIX}killed", b"partial", age=2 * HOUR)
+    fresh = write(here / f"{TEMP_PREFIX}writing", b"partial")
+    restarted = make_harness(tmp_path)
+    restarted.container.close()
+    assert not stale.exists()
+    assert fresh.exists()
+    assert (here / "manifest.json").exists()
