@@ -34,6 +34,7 @@ from strongroom.services.drills import Driller, DrillService
 from strongroom.services.instances import InstanceService
 from strongroom.services.job_handlers import JobHandlers
 from strongroom.services.jobs import JobDispatcher
+from strongroom.services.leftovers import TemporaryObjectSweeper
 from strongroom.services.liveness import LivenessRules, Reaper
 from strongroom.services.rules import Flavor, ServiceRules
 from strongroom.services.scheduler import Scheduler
@@ -156,6 +157,7 @@ def rules_from(settings: Settings) -> ServiceRules:
         chunk_size=settings.chunk_size,
         compression_level=settings.compression_level,
         transfer_threads=settings.transfer_threads,
+        temporary_object_max_age=timedelta(seconds=settings.temporary_object_max_age_seconds),
     )
 
 
@@ -309,11 +311,13 @@ def build(
         stores=stores,
         instances_dir=settings.data_dir / "instances",
     )
+    temporaries = TemporaryObjectSweeper(uow=uow, stores=stores, rules=rules, clock=clock)
     reaper = Reaper(
         uow=uow,
         clock=clock,
         handlers=handlers,
         dispatcher=dispatcher,
+        temporaries=temporaries,
         rules=LivenessRules(
             job_lease=timedelta(seconds=settings.job_lease_seconds),
             redispatch_after=timedelta(seconds=settings.redispatch_after_seconds),
@@ -325,6 +329,7 @@ def build(
         container.scheduler = _scheduler(services, uow=uow, clock=clock)
     if role == "embedded":
         resubmit = handlers.recover()
+        temporaries.sweep()  # no reaper runs here: a killed writer's leftovers go on restart
         handlers.start_managed_instances()
         for job in resubmit:
             dispatcher.submit(job)

@@ -166,6 +166,9 @@ def check(args: argparse.Namespace) -> int:
     for store, keys in sorted(report.orphaned.items()):
         for key in keys:
             print(f"orphaned object: {store}:{key}")
+    for store, keys in sorted(report.stale_temporary.items()):
+        for key in keys:
+            print(f"stale temporary object: {store}:{key}")
     for backup_id in report.missing_manifests:
         print(f"completed backup without its manifest: {backup_id}")
     for backup_id in report.stuck:
@@ -173,8 +176,13 @@ def check(args: argparse.Namespace) -> int:
     for store, problem in sorted(report.unreachable.items()):
         print(f"store not checked: {store}: {problem}")
     if args.fix:
+        for name in report.removed_keys:
+            print(f"removed: {name}")
+        for name, problem in sorted(report.not_removed.items()):
+            print(f"not removed: {name}: {problem}")
         print(f"removed {report.removed} orphaned objects")
-        return 0 if not (report.missing_manifests or report.stuck or report.unreachable) else 1
+        unresolved = report.missing_manifests or report.stuck or report.unreachable
+        return 1 if unresolved or report.not_removed else 0
     if report.clean:
         print("consistent: every stored object belongs to a backup")
     return 0 if report.clean else 1

@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     redispatch_after_seconds: float = 30.0
     dispatch_deadline_seconds: float = 600.0
     reaper_interval_seconds: float = 10.0
+    # A store's temporary object (a killed writer's partial put) older than this is reported
+    # by `check` and removed by `check --fix` and the reaper.
+    temporary_object_max_age_seconds: float = Field(3600.0, gt=0)
 
     flavors: list[FlavorSettings] = Field(default_factory=lambda: list(DEFAULT_FLAVORS))
     stores: list[StoreSettings] = Field(default_factory=list)

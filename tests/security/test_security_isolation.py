@@ -142,6 +142,13 @@ ATTACKS: list[tuple[str, str, str, Any, int]] = [
         },
         404,
     ),
+    (
+        "place an instance on a chosen worker host",
+        "POST",
+        "/instances",
+        {"instance": {"name": "x", "datastore": {"type": "sqlite"}, "host": "local"}},
+        403,
+    ),
     ("list B's backups by project_id", "GET", "/backups?project_id=projb", None, 403),
     ("list all projects' backups", "GET", "/backups?all_projects=true", None, 403),
     ("own project_id filter is admin-only too", "GET", "/backups?project_id=proja", None, 403),

@@ -146,6 +146,7 @@ class Backup:
     schedule_id: str | None = None  # the schedule that made it
     verification: Verification | None = None
     drill: Drill | None = None
+    manifest_sha256: str | None = None  # restore_from: the manifest registered, pinned
 
     @property
     def is_running(self) -> bool:
@@ -170,6 +171,7 @@ class Instance:
     host: str = "local"
     connection: dict[str, Any] | None = None  # decrypted engine connection (never shown)
     public_connection: dict[str, Any] | None = None
+    external_identity: str | None = None  # SHA-256 of the registered database's identity
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 from collections.abc import Sequence
 from datetime import datetime
@@ -83,6 +84,7 @@ BACKUP_COLUMNS = (
     BACKUPS.c.drilled_at,
     BACKUPS.c.drill_error,
     BACKUPS.c.drill_report,
+    BACKUPS.c.manifest_sha256,
 )
 
 
@@ -146,6 +148,7 @@ def _backup(row: Row[Any]) -> Backup:
         drilled_at,
         drill_error,
         drill_report,
+        manifest_sha256,
     ) = row
     return Backup(
         id=BackupId(backup_id),
@@ -177,6 +180,7 @@ def _backup(row: Row[Any]) -> Backup:
         drill=Drill(DrillStatus(drill_status), drilled_at, drill_error, drill_report)
         if drill_status
         else None,
+        manifest_sha256=manifest_sha256,
     )
 
 
@@ -205,6 +209,7 @@ def _backup_values(b: Backup) -> dict[str, object]:
         # Verification columns are written only by ``record_verification``: a backup saved
         # from an older read must not undo a verification that finished meanwhile.
         "schedule_id": b.schedule_id,
+        "manifest_sha256": b.manifest_sha256,
     }
 
 
@@ -316,6 +321,7 @@ def _instance(row: InstanceRow) -> Instance:
         fault=row.fault,
         host=row.host,
         public_connection=row.public_connection,
+        external_identity=row.external_identity,
     )
 
 
@@ -342,6 +348,7 @@ class SqlInstanceRepository:
                 host=instance.host,
                 connection_sealed=sealed_connection,
                 public_connection=instance.public_connection,
+                external_identity=instance.external_identity,
                 created=instance.created,
                 updated=instance.updated,
                 deleted=False,
@@ -403,7 +410,14 @@ class SqlInstanceRepository:
         stmt = stmt.order_by(InstanceRow.created.desc(), InstanceRow.id).offset(offset).limit(limit)
         return [_instance(r) for r in self._s.execute(stmt).scalars()]
 
-    def all_live(self) -> list[Instance]:
+    def holding_external(self, identity: str) -> builtins.list[Instance]:
+        """Live instances registered for the external database ``identity``."""
+        stmt = select(InstanceRow).where(
+            InstanceRow.external_identity == identity, InstanceRow.deleted.is_(False)
+        )
+        return [_instance(r) for r in self._s.execute(stmt).scalars()]
+
+    def all_live(self) -> builtins.list[Instance]:
         stmt = select(InstanceRow).where(InstanceRow.deleted.is_(False))
         return [_instance(r) for r in self._s.execute(stmt).scalars()]
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -27,6 +28,8 @@ class Base(DeclarativeBase):
 # Microseconds everywhere: "most recently updated" must order within a second, and MySQL /
 # MariaDB keep whole seconds unless asked.
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# Sizes: MySQL's FLOAT is single precision; elsewhere Float is already double.
+SizeInGb = Float().with_variant(mysql.DOUBLE(), "mysql", "mariadb")
 
 
 class BackupRow(Base):
@@ -44,16 +47,16 @@ class BackupRow(Base):
     created: Mapped[datetime] = mapped_column(Timestamp)
     updated: Mapped[datetime] = mapped_column(Timestamp, index=True)
     datastore_version_id: Mapped[str | None] = mapped_column(String(36))
-    size_gb: Mapped[float | None] = mapped_column(Float)
+    size_gb: Mapped[float | None] = mapped_column(SizeInGb)
     location_ref: Mapped[str | None] = mapped_column(Text)
     store_name: Mapped[str | None] = mapped_column(String(64))
     container: Mapped[str | None] = mapped_column(String(255))
     fail_reason: Mapped[str | None] = mapped_column(Text)
-    progress_done: Mapped[int] = mapped_column(Integer, default=0)
-    progress_expected: Mapped[int | None] = mapped_column(Integer)
+    progress_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    progress_expected: Mapped[int | None] = mapped_column(BigInteger)
     progress_started: Mapped[datetime | None] = mapped_column(Timestamp)
     progress_updated: Mapped[datetime | None] = mapped_column(Timestamp)
-    stored_bytes: Mapped[int | None] = mapped_column(Integer)
+    stored_bytes: Mapped[int | None] = mapped_column(BigInteger)
     schedule_id: Mapped[str | None] = mapped_column(String(36), index=True)
     verify_status: Mapped[str | None] = mapped_column(String(16))
     verified_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -62,6 +65,8 @@ class BackupRow(Base):
     drilled_at: Mapped[datetime | None] = mapped_column(Timestamp)
     drill_error: Mapped[str | None] = mapped_column(Text)
     drill_report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A restore_from registration: the SHA-256 of the manifest it was registered with.
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class InstanceRow(Base):
@@ -75,11 +80,13 @@ class InstanceRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     task: Mapped[str | None] = mapped_column(String(32))
     flavor_id: Mapped[str | None] = mapped_column(String(64))
-    volume_size: Mapped[int | None] = mapped_column(Integer)
+    volume_size: Mapped[int | None] = mapped_column(BigInteger)
     restore_backup_id: Mapped[str | None] = mapped_column(String(36))
     fault: Mapped[str | None] = mapped_column(Text)
     host: Mapped[str] = mapped_column(String(255), default="local")
     connection_sealed: Mapped[str | None] = mapped_column(Text)
+    # An external instance: SHA-256 of what makes it *this* database (engine-defined).
+    external_identity: Mapped[str | None] = mapped_column(String(64), index=True)
     public_connection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created: Mapped[datetime] = mapped_column(Timestamp)
     updated: Mapped[datetime] = mapped_column(Timestamp)

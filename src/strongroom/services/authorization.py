@@ -29,6 +29,8 @@ DEFAULT_RULES = [
     policy.RuleDefault("backup_strategy:index", ADMIN_OR_OWNER),
     policy.RuleDefault("backup_strategy:delete", ADMIN_OR_OWNER),
     policy.RuleDefault("instance:create", ADMIN_OR_OWNER),
+    # Placing an instance on a chosen worker host (extension field "host") is the operator's.
+    policy.RuleDefault("instance:create:host", "rule:admin"),
     policy.RuleDefault("instance:index", ADMIN_OR_OWNER),
     policy.RuleDefault("instance:detail", ADMIN_OR_OWNER),
     policy.RuleDefault("instance:show", ADMIN_OR_OWNER),

@@ -284,7 +284,6 @@ class BackupService:
         )
         if manifest is None:
             raise BadRequestError(f"Failed to restore backup from {location}")
-        store_name, container = manifest
         now = self._clock.now()
         with self._uow(write=True) as uow:
             in_use = uow.quotas.lock_in_use(ctx.project_id, BACKUPS)
@@ -303,8 +302,9 @@ class BackupService:
                 datastore_version_id=version.id,
                 size_gb=float(source["size"]),
                 location_ref=location,
-                store_name=store_name,
-                container=container,
+                store_name=manifest.store_name,
+                container=manifest.container,
+                manifest_sha256=manifest.sha256,
             )
             uow.backups.add(backup)
             uow.commit()

@@ -1,9 +1,12 @@
 """`strongroom check`: compare the metadata database with what the stores hold.
 
-Reports orphaned objects (a backup directory no backup row knows: a crash between writing
-objects and recording them, or a failed clean-up), completed backups whose manifest is
-missing, and backups still running with no job alive. ``fix`` removes orphaned objects only:
-it never deletes data a row refers to."""
+Reports orphaned objects (keys of the service's layout, in a container its backups use,
+of a backup no row knows: a crash between writing objects and recording them, or a failed
+clean-up), temporary objects older than the bound (a writer killed mid-put), completed
+backups whose manifest is missing, and backups still running with no job alive. Any other
+key (another application's file in a shared container) is never looked at. ``fix``
+removes orphaned and stale temporary objects only, and reports each key it removes: it
+never deletes data a row refers to."""
 
 from __future__ import annotations
 
@@ -11,71 +14,92 @@ import logging
 from dataclasses import dataclass, field
 
 from strongroom.domain.model import BackupState
-from strongroom.domain.ports import BackupQuery, UnitOfWorkFactory
+from strongroom.domain.ports import BackupQuery, Clock, UnitOfWorkFactory
+from strongroom.pipeline.reader import open_manifest
 from strongroom.services import object_layout
+from strongroom.services.clock import SystemClock
+from strongroom.services.leftovers import TemporaryObjectSweeper, containers_in_use
 from strongroom.services.rules import ServiceRules
 from strongroom.services.stores import StoreCatalog
 from strongroom.storage.errors import ObjectNotFoundError, StorageError
 
 log = logging.getLogger(__name__)
 
+MAX_CHAIN = 10_000
+
 
 @dataclass
 class CheckReport:
     orphaned: dict[str, list[str]] = field(default_factory=dict)  # store → object keys
+    stale_temporary: dict[str, list[str]] = field(default_factory=dict)  # store → keys
     missing_manifests: list[str] = field(default_factory=list)  # backup ids
     stuck: list[str] = field(default_factory=list)  # running backups without a live job
     unreachable: dict[str, str] = field(default_factory=dict)  # store → error
-    removed: int = 0
+    removed_keys: list[str] = field(default_factory=list)  # "store:key", with fix
+    not_removed: dict[str, str] = field(default_factory=dict)  # "store:key" → error
+
+    @property
+    def removed(self) -> int:
+        return len(self.removed_keys)
 
     @property
     def clean(self) -> bool:
-        return not (self.orphaned or self.missing_manifests or self.stuck or self.unreachable)
+        return not (
+            self.orphaned
+            or self.stale_temporary
+            or self.missing_manifests
+            or self.stuck
+            or self.unreachable
+        )
 
 
 class ConsistencyChecker:
-    def __init__(self, *, uow: UnitOfWorkFactory, stores: StoreCatalog, rules: ServiceRules):
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        stores: StoreCatalog,
+        rules: ServiceRules,
+        clock: Clock | None = None,
+    ) -> None:
         self._uow = uow
         self._stores = stores
         self._rules = rules
+        self.temporaries = TemporaryObjectSweeper(
+            uow=uow, stores=stores, rules=rules, clock=clock or SystemClock()
+        )
 
     def run(self, *, fix: bool = False) -> CheckReport:
         report = CheckReport()
         with self._uow() as uow:
             backups = uow.backups.query(BackupQuery())
             deleting = uow.backups.in_states([BackupState.DELETING])
-            strategies_containers = {
-                s.swift_container
-                for p in {b.project_id for b in backups}
-                for s in uow.strategies.list(p, None)
-            }
             live_jobs = {j.target_id for j in uow.jobs.unfinished()}
-        known = {b.id for b in backups} | {b.id for b in deleting}
-        # A restore_from registration refers to objects by location, not by its own id.
-        for b in backups:
+        rows = [*backups, *deleting]
+        known: set[str] = {b.id for b in rows}
+        # A restore_from registration refers to another backup's objects, and through its
+        # manifest to that backup's parents beside it: all of them are kept. A container
+        # whose registered chain cannot be read is left alone entirely.
+        unreadable: set[tuple[str, str]] = set()
+        for b in rows:
             if b.state is BackupState.RESTORED and b.location_ref:
-                parts = b.location_ref.rstrip("/").split("/")
-                if len(parts) >= 2:
-                    known.add(parts[-2])
-        containers: dict[str, set[str]] = {
-            name: {self._rules.default_container} for name in self._stores.names()
-        }
-        for b in [*backups, *deleting]:
-            if b.store_name and b.container and b.state is not BackupState.RESTORED:
-                containers.setdefault(b.store_name, set()).add(b.container)
-        for name in containers:
-            containers[name] |= strategies_containers
+                self._registered_chain(b.id, b.location_ref, known, unreadable)
+        containers = containers_in_use(rows, self._stores.names(), self._rules.default_container)
         for store_name, names in sorted(containers.items()):
-            store = self._stores.backend(store_name)
             try:
+                store = self._stores.backend(store_name)
                 for container in sorted(names):
-                    for key in store.list(f"{container}/"):
-                        parts = key.split("/")
-                        if len(parts) < 3 or parts[1] in known:
-                            continue
-                        report.orphaned.setdefault(store_name, []).append(key)
+                    if (store_name, container) not in unreadable:
+                        for key in store.list(f"{container}/"):
+                            parsed = object_layout.parse(key)
+                            if parsed is not None and parsed.backup_id not in known:
+                                report.orphaned.setdefault(store_name, []).append(key)
+                    stale = self.temporaries.stale(store_name, container)
+                    if stale:
+                        report.stale_temporary.setdefault(store_name, []).extend(stale)
             except StorageError as exc:
                 report.unreachable[store_name] = f"{type(exc).__name__}: {exc}"
+        self._drop_backups_created_meanwhile(report)
         for b in backups:
             if b.state is BackupState.COMPLETED and b.store_name and b.container:
                 key = object_layout.manifest_key(b.container, b.id)
@@ -88,9 +112,66 @@ class ConsistencyChecker:
             if b.is_running and b.id not in live_jobs:
                 report.stuck.append(b.id)
         if fix:
-            for store_name, keys in report.orphaned.items():
-                store = self._stores.backend(store_name)
-                for key in keys:
-                    store.delete(key)
-                    report.removed += 1
+            self._fix(report)
         return report
+
+    def _drop_backups_created_meanwhile(self, report: CheckReport) -> None:
+        """A backup's row is committed before its first object is written, so reading the
+        rows again after listing finds every backup whose objects the listing saw."""
+        with self._uow() as uow:
+            now_known = {b.id for b in uow.backups.query(BackupQuery())}
+        for store_name, keys in list(report.orphaned.items()):
+            left = [k for k in keys if _backup_id(k) not in now_known]
+            if left:
+                report.orphaned[store_name] = left
+            else:
+                del report.orphaned[store_name]
+
+    def _registered_chain(
+        self, backup_id: str, location: str, known: set[str], unreadable: set[tuple[str, str]]
+    ) -> None:
+        """Add the ids of a restore_from backup's chain to ``known``."""
+        try:
+            store_name, store, key = self._stores.locate(location)
+        except (StorageError, ValueError) as exc:
+            log.info("restore_from backup %s: location not in a store: %s", backup_id, exc)
+            return
+        try:
+            for _ in range(MAX_CHAIN):
+                parsed = object_layout.parse(key)
+                if parsed is None:
+                    return
+                known.add(parsed.backup_id)
+                manifest = open_manifest(store.get(key), self._stores.master_key).manifest
+                if manifest.parent_id is None:
+                    return
+                key = object_layout.sibling_manifest_key(key, manifest.parent_id)
+        except Exception as exc:
+            log.warning("restore_from backup %s: chain not readable: %s", backup_id, exc)
+            unreadable.add((store_name, object_layout.container_of(key)))
+
+    def _fix(self, report: CheckReport) -> None:
+        for store_name, keys in sorted(report.orphaned.items()):
+            for key in keys:
+                self._remove(report, store_name, key, temporary=False)
+        for store_name, keys in sorted(report.stale_temporary.items()):
+            for key in keys:
+                self._remove(report, store_name, key, temporary=True)
+
+    def _remove(self, report: CheckReport, store_name: str, key: str, *, temporary: bool) -> None:
+        name = f"{store_name}:{key}"
+        try:
+            if temporary:
+                self.temporaries.remove(store_name, key)
+            else:
+                self._stores.backend(store_name).delete(key)
+        except StorageError as exc:
+            report.not_removed[name] = f"{type(exc).__name__}: {exc}"
+            return
+        report.removed_keys.append(name)
+        log.info("check removed %s", name)
+
+
+def _backup_id(key: str) -> str | None:
+    parsed = object_layout.parse(key)
+    return parsed.backup_id if parsed is not None else None

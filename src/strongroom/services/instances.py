@@ -35,6 +35,7 @@ from strongroom.engines.errors import (
     InvalidExternalError,
     InvalidRequestError,
 )
+from strongroom.pipeline.checksum import sha256_hex
 from strongroom.services.authorization import Authorizer
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.instance_requests import instance_request
@@ -44,6 +45,9 @@ from strongroom.services.secrets_box import SecretBox
 
 log = logging.getLogger(__name__)
 INSTANCES = "instances"
+# The row locked while an external registration is checked (made by migration 0007): no
+# project id is empty.
+REGISTRATION_LOCK = ("", "external_registrations")
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ class InstanceService:
     def create(self, ctx: RequestContext, *, request: dict[str, Any]) -> InstanceView:
         """``request`` is the schema-validated ``instance`` object."""
         self._authz.enforce(ctx, "instance:create", ctx.project_id)
+        if request.get("host") is not None:
+            self._authz.enforce(ctx, "instance:create:host", ctx.project_id)
         version = self._resolve_version(request.get("datastore") or {})
         engine = self._catalog.engine_for(version)
         flavor_ref = request.get("flavorRef")
@@ -137,6 +143,7 @@ class InstanceService:
         instance_id = InstanceId(str(uuid.uuid4()))
         sealed_connection = None
         public_connection = None
+        identity = None
         if external is not None:
             if not isinstance(external, dict):
                 raise BadRequestError("'external' must be an object of connection details.")
@@ -148,10 +155,13 @@ class InstanceService:
                 raise BadRequestError(str(exc)) from exc
             sealed_connection = self._secrets.seal(connection, bound_to=instance_id)
             public_connection = engine.public_view(connection)
+            identity = sha256_hex(engine.external_identity(connection).encode())
 
         with self._uow(write=True) as uow:
             if backup_ref is not None:
                 self._check_restore_point(uow, ctx, backup_ref, volume_size, version)
+            if identity is not None:
+                self._check_not_registered_elsewhere(uow, ctx, identity)
             in_use = uow.instances.count(ctx.project_id)
             quotas.check_quota(resource=INSTANCES, in_use=in_use, limit=self._rules.instance_quota)
             host = self._place(uow, request.get("host"))
@@ -170,6 +180,7 @@ class InstanceService:
                 restore_backup_id=BackupId(backup_ref) if backup_ref else None,
                 public_connection=public_connection,
                 host=host,
+                external_identity=identity,
             )
             uow.instances.add(instance, sealed_connection)
             job = None
@@ -190,6 +201,19 @@ class InstanceService:
         if job is not None:
             self._jobs.submit(job)
         return view
+
+    @staticmethod
+    def _check_not_registered_elsewhere(
+        uow: UnitOfWork, ctx: RequestContext, identity: str
+    ) -> None:
+        """One project per external database: another project's live registration of the
+        same database (whatever path or address reached it) refuses this one, without
+        saying whose it is. The same project may register it again."""
+        # Registrations of every project take one lock, so two cannot both pass the check
+        # (SQLite's write lock already serialises them; PostgreSQL and MariaDB need a row).
+        uow.quotas.lock_in_use(REGISTRATION_LOCK[0], REGISTRATION_LOCK[1])
+        if any(i.project_id != ctx.project_id for i in uow.instances.holding_external(identity)):
+            raise ForbiddenError("This database is already registered by another project.")
 
     def _place(self, uow: UnitOfWork, requested: Any) -> str:
         """The worker host of a new instance: the one asked for (extension field ``host``),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from strongroom.domain import states
+from strongroom.domain.interruptions import AfterInterruption, after_interruption
 from strongroom.domain.model import (
     Backup,
     BackupState,
@@ -23,8 +24,7 @@ from strongroom.domain.model import (
     JobState,
 )
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
-from strongroom.engines.base import InstanceRequest
-from strongroom.services import object_layout
+from strongroom.engines.base import Engine, InstanceRequest
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.failure import describe_failure
 from strongroom.services.instance_requests import instance_request
@@ -34,6 +34,12 @@ from strongroom.services.transfer import Transfer
 log = logging.getLogger(__name__)
 
 GB = 1024**3
+STOPPED_WHILE = {
+    JobKind.BACKUP: "the service stopped while the backup was running",
+    JobKind.CREATE_INSTANCE: "the service stopped while the instance was being built",
+    JobKind.DELETE_BACKUP: "the service stopped while the backup was being deleted",
+    JobKind.DELETE_INSTANCE: "the service stopped while the instance was being deleted",
+}
 
 
 def size_in_gb(size: int | None) -> float:
@@ -201,12 +207,9 @@ class JobHandlers:
             backup = uow.backups.find(backup_id)
         if backup is None:
             return
-        if not payload.get("keep_objects") and backup.store_name and backup.container:
+        if not payload.get("keep_objects"):
             try:
-                store = self._transfer.stores.backend(backup.store_name)
-                prefix = object_layout.backup_prefix(backup.container, backup.id)
-                for key in store.list(prefix):
-                    store.delete(key)
+                self._transfer.remove_objects(backup)
             except Exception as exc:
                 self._record_failure(
                     backup.id, BackupState.DELETE_FAILED, describe_failure(exc), running_only=False
@@ -250,21 +253,20 @@ class JobHandlers:
             uow.commit()
 
     def _restore(
-        self, instance: Instance, engine: Any, home: Path, request: InstanceRequest
+        self, instance: Instance, engine: Engine, home: Path, request: InstanceRequest
     ) -> dict[str, Any]:
         with self._uow() as uow:
             target = uow.backups.find(instance.restore_backup_id or "")
-            if target is None:
-                raise RuntimeError(f"backup {instance.restore_backup_id} no longer exists")
+        if target is None:
+            raise RuntimeError(f"backup {instance.restore_backup_id} no longer exists")
 
-            def find(bid: str) -> Backup | None:
-                return uow.backups.find(bid)
+        def find(backup_id: str) -> Backup | None:
+            with self._uow() as uow:
+                return uow.backups.find(backup_id)
 
-            links = self._transfer.open_chain(target, find)
-        for link in links:
-            engine.check_restorable(link.opened.manifest.engine)
-        home.mkdir(parents=True, exist_ok=True)
-        return dict(engine.restore_instance(home, self._transfer.restore_inputs(links), request))
+        return self._transfer.restore(
+            target=target, find_backup=find, engine=engine, home=home, request=request
+        )
 
     def _discard_home(self, instance: Instance) -> None:
         """An interrupted build may have started a server: stop it before removing its
@@ -308,32 +310,22 @@ class JobHandlers:
 
     # -- restart safety ------------------------------------------------------------
     def recover(self) -> list[Job]:
-        """Embedded mode, after a restart: fail what was interrupted, return the jobs to run
-        again. (Scaled out, the reaper does this by heartbeats instead.)"""
+        """Embedded mode, after a restart: settle what was interrupted, return the jobs to
+        run again. (Scaled out, the reaper does this by heartbeats instead.)"""
         resubmit: list[Job] = []
         with self._uow() as uow:
             unfinished = uow.jobs.unfinished()
         for job in unfinished:
-            interrupted = job.state is JobState.RUNNING
-            if job.kind is JobKind.BACKUP and interrupted:
-                self.fail_backup(job.target_id, "the service stopped while the backup was running")
-                self.remove_partial(job.target_id)
-                self.finish(job.id, JobState.FAILED, "interrupted by a service restart")
-            elif job.kind is JobKind.CREATE_INSTANCE and interrupted:
-                with self._uow() as uow:
-                    instance = uow.instances.find(job.target_id)
-                if instance is not None:
-                    self._discard_home(instance)
-                    self.instance_failed(
-                        instance, "the service stopped while the instance was being built"
-                    )
-                self.finish(job.id, JobState.FAILED, "interrupted by a service restart")
-            else:
-                if interrupted:
-                    with self._uow(write=True) as uow:
-                        uow.jobs.requeue(job.id, self._clock.now())
-                        uow.commit()
+            if job.state is not JobState.RUNNING:
+                resubmit.append(job)  # queued: never started
+            elif after_interruption(job.kind) is AfterInterruption.RUN_AGAIN:
+                with self._uow(write=True) as uow:
+                    uow.jobs.requeue(job.id, self._clock.now())
+                    uow.commit()
                 resubmit.append(job)
+            else:
+                self.abandon(job, STOPPED_WHILE[job.kind], on_this_host=True)
+                self.finish(job.id, JobState.FAILED, "interrupted by a service restart")
         # A running backup with no job left (it cannot happen through the service, but a
         # hand-edited database must not leave one BUILDING forever).
         with self._uow() as uow:
@@ -346,15 +338,26 @@ class JobHandlers:
                 self.fail_backup(backup.id, "the service stopped while the backup was running")
         return resubmit
 
+    def abandon(self, job: Job, reason: str, *, on_this_host: bool) -> None:
+        """The target of a job that failed by interruption (see ``after_interruption``):
+        a backup ends FAILED and its partial objects are removed; an instance ends ERROR,
+        and its half-built home is removed when it is on this host."""
+        if job.kind is JobKind.BACKUP:
+            self.fail_backup(job.target_id, reason)
+            self.remove_partial(job.target_id)
+        elif job.kind is JobKind.CREATE_INSTANCE:
+            with self._uow() as uow:
+                instance = uow.instances.find(job.target_id)
+            if instance is not None:
+                if on_this_host:
+                    self._discard_home(instance)
+                self.instance_failed(instance, reason)
+
     def remove_partial(self, backup_id: str) -> None:
         with self._uow() as uow:
             backup = uow.backups.find(backup_id)
-        if backup is None or not backup.store_name or not backup.container:
-            return
-        store = self._transfer.stores.backend(backup.store_name)
-        self._transfer.remove_objects(
-            store, object_layout.backup_prefix(backup.container, backup.id)
-        )
+        if backup is not None:
+            self._transfer.discard_objects(backup)
 
     def start_managed_instances(self) -> None:
         """Bring managed servers back after a restart; one that cannot start goes to ERROR."""

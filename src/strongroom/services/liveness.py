@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from strongroom.domain.interruptions import AfterInterruption, after_interruption
 from strongroom.domain.model import Job, JobKind, JobState
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
 from strongroom.services.job_handlers import JobHandlers
 from strongroom.services.jobs import JobDispatcher
+from strongroom.services.leftovers import TemporaryObjectSweeper
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +24,7 @@ class LivenessRules:
     job_lease: timedelta = timedelta(seconds=60)  # no heartbeat for this long: worker is dead
     redispatch_after: timedelta = timedelta(seconds=30)  # queued this long: send again
     dispatch_deadline: timedelta = timedelta(minutes=10)  # queued this long: give up
-
-
-# Jobs that are safe to run again from the start when their worker died.
-RERUNNABLE = (
-    JobKind.DELETE_BACKUP,
-    JobKind.DELETE_INSTANCE,
-    JobKind.VERIFY_BACKUP,
-    JobKind.DRILL_BACKUP,
-)
+    sweep_interval: timedelta = timedelta(minutes=10)  # stale temporary objects: look again
 
 
 class Reaper:
@@ -42,12 +36,15 @@ class Reaper:
         handlers: JobHandlers,
         dispatcher: JobDispatcher,
         rules: LivenessRules,
+        temporaries: TemporaryObjectSweeper | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._handlers = handlers
         self._dispatcher = dispatcher
         self._rules = rules
+        self._temporaries = temporaries
+        self._last_sweep: datetime | None = None
 
     def beat(self, host_id: str) -> None:
         with self._uow(write=True) as uow:
@@ -57,34 +54,38 @@ class Reaper:
     def reap(self) -> None:
         self._dead_workers()
         self._lost_messages()
+        self._stale_temporaries()
+
+    def _stale_temporaries(self) -> None:
+        """Temporary objects killed writers left: listing stores costs more than a reap, so
+        at most once per ``sweep_interval``."""
+        now = self._clock.now()
+        if self._temporaries is None or (
+            self._last_sweep is not None and now - self._last_sweep < self._rules.sweep_interval
+        ):
+            return
+        self._last_sweep = now
+        self._temporaries.sweep()
 
     def _dead_workers(self) -> None:
         now = self._clock.now()
         with self._uow(write=True) as uow:
             dead = uow.jobs.stale(JobState.RUNNING, now - self._rules.job_lease)
-            retry: list[Job] = []
             for job in dead:
-                if job.kind in RERUNNABLE:
+                if after_interruption(job.kind) is AfterInterruption.RUN_AGAIN:
                     uow.jobs.requeue(job.id, now)
-                    retry.append(job)
                 else:
-                    reason = (
-                        f"the worker running it ({job.worker or 'unknown host'}) stopped responding"
-                    )
-                    uow.jobs.set_state(job.id, JobState.FAILED, now, reason)
+                    uow.jobs.set_state(job.id, JobState.FAILED, now, _stopped(job))
             uow.commit()
         for job in dead:
-            if job in retry:
+            if after_interruption(job.kind) is AfterInterruption.RUN_AGAIN:
                 log.warning("re-queueing %s job %s: its worker died", job.kind, job.id)
                 self._dispatcher.submit(job)
-                continue
-            reason = f"the worker running it ({job.worker or 'unknown host'}) stopped responding"
-            log.warning("failing %s job %s: %s", job.kind, job.id, reason)
-            if job.kind is JobKind.BACKUP:
-                self._handlers.fail_backup(job.target_id, reason)
-                self._handlers.remove_partial(job.target_id)
-            elif job.kind is JobKind.CREATE_INSTANCE:
-                self._fail_instance(job.target_id, reason)
+            else:
+                log.warning("failing %s job %s: %s", job.kind, job.id, _stopped(job))
+                # The dead worker's host may be another one: its files are not ours.
+                on_this_host = job.worker == self._handlers.host_id
+                self._handlers.abandon(job, _stopped(job), on_this_host=on_this_host)
 
     def _fail_instance(self, instance_id: str, reason: str) -> None:
         with self._uow() as uow:
@@ -112,6 +113,10 @@ class Reaper:
         for job in again:
             log.info("dispatching job %s again (queued since %s)", job.id, job.created)
             self._dispatcher.submit(job)
+
+
+def _stopped(job: Job) -> str:
+    return f"the worker running it ({job.worker or 'unknown host'}) stopped responding"
 
 
 __all__ = ["LivenessRules", "Reaper"]

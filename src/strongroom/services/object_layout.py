@@ -1,8 +1,37 @@
-"""Where a backup's objects live in a store. Object keys are made here and nowhere else."""
+"""Where a backup's objects live in a store. Object keys are made and read here and
+nowhere else.
+
+A backup's objects are ``<container>/<backup uuid>/manifest.json`` and
+``<container>/<backup uuid>/chunk-NNNNNNNN``; a store that writes through temporary objects
+may leave ``<container>/<backup uuid>/<TEMP_PREFIX>…`` behind. Any other key is not the
+service's, even in a container its backups use."""
 
 from __future__ import annotations
 
+import re
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from strongroom.storage.base import TEMP_PREFIX
+
 MANIFEST_NAME = "manifest.json"
+_CHUNK_NAME = re.compile(r"chunk-[0-9]{8,}")
+
+
+class ObjectKind(StrEnum):
+    MANIFEST = "manifest"
+    CHUNK = "chunk"
+    TEMPORARY = "temporary"
+
+
+@dataclass(frozen=True)
+class BackupObject:
+    """A key of the service's layout, read back."""
+
+    container: str
+    backup_id: str
+    kind: ObjectKind
 
 
 def backup_prefix(container: str, backup_id: str) -> str:
@@ -17,13 +46,44 @@ def chunk_key(container: str, backup_id: str, index: int) -> str:
     return f"{container}/{backup_id}/chunk-{index:08d}"
 
 
+def container_of(key: str) -> str:
+    """The container of an object key."""
+    return key.split("/", 1)[0]
+
+
 def sibling_manifest_key(manifest: str, backup_id: str) -> str:
     """The manifest of ``backup_id`` in the same container as the ``manifest`` key."""
-    container = manifest.split("/", 1)[0]
-    return manifest_key(container, backup_id)
+    return manifest_key(container_of(manifest), backup_id)
 
 
 def chunk_key_beside(manifest: str, index: int) -> str:
     """The key of chunk ``index`` stored next to the ``manifest`` key."""
     directory = manifest.rsplit("/", 1)[0]
     return f"{directory}/chunk-{index:08d}"
+
+
+def parse(key: str) -> BackupObject | None:
+    """What ``key`` is in the service's layout, or ``None`` when it is not the service's."""
+    parts = key.split("/")
+    if len(parts) != 3:
+        return None
+    container, backup_id, name = parts
+    if not _is_backup_id(backup_id):
+        return None
+    if name == MANIFEST_NAME:
+        kind = ObjectKind.MANIFEST
+    elif _CHUNK_NAME.fullmatch(name):
+        kind = ObjectKind.CHUNK
+    elif name.startswith(TEMP_PREFIX):
+        kind = ObjectKind.TEMPORARY
+    else:
+        return None
+    return BackupObject(container, backup_id, kind)
+
+
+def _is_backup_id(text: str) -> bool:
+    """Backup ids are UUIDs in their canonical lowercase form (as the service makes them)."""
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False

@@ -31,3 +31,6 @@ class ServiceRules:
     transfer_threads: int = 2
     default_host: str = "local"
     worker_lease: timedelta = timedelta(seconds=60)
+    # A store's temporary object older than this is a killed writer's: check and the reaper
+    # remove it (a live put replaces its temporary object within seconds).
+    temporary_object_max_age: timedelta = timedelta(hours=1)

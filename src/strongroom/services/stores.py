@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from strongroom.domain.errors import (
@@ -11,9 +12,11 @@ from strongroom.domain.errors import (
     StorageAccessDeniedError,
     StorageUnavailableError,
 )
+from strongroom.pipeline.checksum import sha256_hex
 from strongroom.pipeline.errors import FormatError
 from strongroom.pipeline.keys import MasterKey
-from strongroom.pipeline.reader import OpenedManifest, open_manifest
+from strongroom.pipeline.reader import open_manifest
+from strongroom.services import object_layout
 from strongroom.storage.base import StorageBackend
 from strongroom.storage.errors import StorageAuthError, StorageError
 
@@ -29,6 +32,13 @@ class StoreDirectory(Protocol):
     def get(self, name: str) -> StorageBackend: ...
     def resolve_url(self, url: str) -> tuple[str, StorageBackend, str]: ...
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RegisteredManifest:
+    store_name: str
+    container: str
+    sha256: str  # of the manifest's bytes: a restore refuses any other manifest there
 
 
 class StoreCatalog:
@@ -81,27 +91,23 @@ class StoreCatalog:
     def locate(self, url: str) -> tuple[str, StorageBackend, str]:
         return self._stores.resolve_url(url)
 
-    def open_manifest_at(self, url: str) -> tuple[str, str, OpenedManifest]:
-        """(store name, manifest key, verified manifest) of the manifest at ``url``."""
-        name, backend, key = self._stores.resolve_url(url)
-        raw = backend.get(key)
-        return name, key, open_manifest(raw, self.master_key)
-
     def read_manifest_at(
         self, url: str, *, project_id: str | None = None
-    ) -> tuple[str, str] | None:
-        """(store name, container) when ``url`` names a manifest this service can read
-        and verify with its master key, and (given ``project_id``) that this project wrote;
-        ``None`` otherwise (the reason is logged)."""
+    ) -> RegisteredManifest | None:
+        """Where the manifest at ``url`` is, and its SHA-256, when this service can read
+        and verify it with its master key and (given ``project_id``) that project wrote
+        it; ``None`` otherwise (the reason is logged)."""
         try:
-            name, key, opened = self.open_manifest_at(url)
+            name, backend, key = self._stores.resolve_url(url)
+            raw = backend.get(key)
+            opened = open_manifest(raw, self.master_key)
         except (StorageError, FormatError, ValueError) as exc:
             log.info("restore_from location refused: %s", exc)
             return None
         if project_id is not None and opened.manifest.project_id != project_id:
             log.info("restore_from location refused: another project's backup")
             return None
-        return name, key.split("/", 1)[0]
+        return RegisteredManifest(name, object_layout.container_of(key), sha256_hex(raw))
 
     def close(self) -> None:
         self._stores.close()

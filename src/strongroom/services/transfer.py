@@ -9,13 +9,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from strongroom.domain.model import Backup
-from strongroom.engines.base import Connection, Engine, Metadata, RestoreInput
+from strongroom.engines.base import Connection, Engine, InstanceRequest, Metadata, RestoreInput
 from strongroom.pipeline.errors import IntegrityError
 from strongroom.pipeline.reader import ChunkReader, OpenedManifest, open_manifest
 from strongroom.pipeline.writer import BackupWriter
 from strongroom.services import object_layout
+from strongroom.services.manifest_binding import check_manifest_belongs_to
 from strongroom.services.rules import ServiceRules
 from strongroom.services.stores import StoreCatalog
 from strongroom.storage.base import StorageBackend
@@ -197,7 +199,7 @@ class Transfer:
             store.put(key, manifest.to_bytes())
         except BaseException:
             writer.abort()
-            self.remove_objects(store, object_layout.backup_prefix(container, backup_id))
+            self.discard_objects(backup)
             raise
         return BackupOutcome(
             location_ref=store.url_for(key),
@@ -206,30 +208,41 @@ class Transfer:
             incremental=result.incremental,
         )
 
-    @staticmethod
-    def remove_objects(store: StorageBackend, prefix: str) -> None:
-        """Best effort clean-up of a failed backup's objects; a failure is only logged
-        (``strongroom check`` finds what is left)."""
+    def remove_objects(self, backup: Backup) -> None:
+        """Delete every object of ``backup`` (none is fine). Raises StorageError; what is
+        left then, ``strongroom check`` finds."""
+        if not backup.store_name or not backup.container:
+            return
+        store = self.stores.backend(backup.store_name)
+        for key in store.list(object_layout.backup_prefix(backup.container, backup.id)):
+            store.delete(key)
+
+    def discard_objects(self, backup: Backup) -> None:
+        """Best effort clean-up of a failed backup's objects: a failure is only logged (the
+        backup's own error is the one to report; ``strongroom check`` finds what is left)."""
         try:
-            for key in store.list(prefix):
-                store.delete(key)
+            self.remove_objects(backup)
         except Exception as exc:
-            log.warning("could not remove objects under %s: %s", prefix, exc)
+            log.warning("could not remove the objects of failed backup %s: %s", backup.id, exc)
 
     # -- restore ---------------------------------------------------------------------
     def open_link(self, backup: Backup) -> ChainLink:
+        """``backup``'s manifest, verified with the master key and checked against the row."""
         if backup.location_ref is None:
             raise IntegrityError(f"backup {backup.id} has no stored data")
         _, store, key = self.stores.locate(backup.location_ref)
         raw = store.get(key)
         opened = open_manifest(raw, self.stores.master_key)
-        return ChainLink(store, key, opened, hashlib.sha256(raw).hexdigest())
+        link = ChainLink(store, key, opened, hashlib.sha256(raw).hexdigest())
+        check_manifest_belongs_to(opened.manifest, link.raw_sha256, backup)
+        return link
 
     def open_chain(
         self, target: Backup, find_backup: Callable[[str], Backup | None]
     ) -> list[ChainLink]:
         """Every manifest from the full backup to ``target``, verified, each bound to its
-        child by the child's recorded parent manifest checksum."""
+        child by the child's recorded parent manifest checksum and, where the metadata has
+        a row for it, to that row."""
         links = [self.open_link(target)]
         while (parent_id := links[-1].opened.manifest.parent_id) is not None:
             child = links[-1]
@@ -257,6 +270,24 @@ class Transfer:
                 raise IntegrityError("backup chain is too long or loops")
         links.reverse()
         return links
+
+    def restore(
+        self,
+        *,
+        target: Backup,
+        find_backup: Callable[[str], Backup | None],
+        engine: Engine,
+        home: Path,
+        request: InstanceRequest,
+    ) -> Connection:
+        """Restore ``target``'s chain into a new instance at ``home``. Every manifest is
+        verified and checked against its row, and the engine accepts each link, before
+        the engine gets a byte."""
+        links = self.open_chain(target, find_backup)
+        for link in links:
+            engine.check_restorable(link.opened.manifest.engine)
+        home.mkdir(parents=True, exist_ok=True)
+        return dict(engine.restore_instance(home, self.restore_inputs(links), request))
 
     def restore_inputs(self, links: list[ChainLink]) -> list[RestoreInput]:
         return [

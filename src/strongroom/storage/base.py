@@ -39,6 +39,29 @@ class ObjectInfo:
     size: int
 
 
+@dataclass(frozen=True)
+class TemporaryObject:
+    """A partial write a store keeps beside its objects (e.g. a killed writer's temp file)."""
+
+    key: str  # the key it would have; its last segment starts with TEMP_PREFIX
+    modified: float  # POSIX time of its last write
+
+
+TEMP_PREFIX = ".strongroom-tmp-"
+
+
+@runtime_checkable
+class TemporaryObjects(Protocol):
+    """A store whose atomic puts go through temporary objects, which a writer killed
+    mid-put leaves behind. ``list_temporary(prefix)`` returns them under ``prefix`` (same
+    rules as ``list``); ``delete_temporary(key)`` removes one (a missing one is fine) and
+    refuses any key that is not a temporary object's."""
+
+    def list_temporary(self, prefix: str) -> list[TemporaryObject]: ...
+
+    def delete_temporary(self, key: str) -> None: ...
+
+
 @runtime_checkable
 class StorageBackend(Protocol):
     """One object store. See the module docstring for the contract."""

@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from strongroom.storage.base import ObjectInfo
+from strongroom.storage.base import TEMP_PREFIX, ObjectInfo, TemporaryObject
 from strongroom.storage.errors import (
     InvalidKeyError,
     ObjectNotFoundError,
@@ -28,8 +28,6 @@ from strongroom.storage.errors import (
     TransientStorageError,
 )
 from strongroom.storage.keys import split_key, split_prefix
-
-TEMP_PREFIX = ".strongroom-tmp-"
 
 _TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ETIMEDOUT})
 
@@ -140,30 +138,64 @@ class LocalBackend:
         return ObjectInfo(key=key, size=st.st_size)
 
     def list(self, prefix: str) -> list[str]:
+        return sorted(key for key, _ in self._scan(prefix, temporary=False))
+
+    def list_temporary(self, prefix: str) -> builtins.list[TemporaryObject]:
+        """Temporary files a killed writer left (see the module docstring)."""
+        found = [
+            TemporaryObject(key, entry.stat(follow_symlinks=False).st_mtime)
+            for key, entry in self._scan(prefix, temporary=True)
+        ]
+        return sorted(found, key=lambda t: t.key)
+
+    def delete_temporary(self, key: str) -> None:
+        container, name = split_key(key)
+        *dirs, last = name.split("/")
+        if not last.startswith(TEMP_PREFIX) or any(
+            s.startswith(TEMP_PREFIX) for s in [container, *dirs]
+        ):
+            raise InvalidKeyError(f"{key!r} is not a temporary object's key")
+        path = self._root.joinpath(container, *dirs, last)
+        with _os_errors("delete", key), suppress(FileNotFoundError):
+            if not path.is_symlink() and path.is_file():
+                path.unlink()
+
+    def _scan(self, prefix: str, *, temporary: bool) -> builtins.list[tuple[str, os.DirEntry[str]]]:
         container, name_prefix = split_prefix(prefix)
         *dirs, _ = name_prefix.split("/")
         start = self._root.joinpath(container, *dirs)
         base = "/".join([container, *dirs])
         full = f"{container}/{name_prefix}"
-        keys: list[str] = []
+        found: builtins.list[tuple[str, os.DirEntry[str]]] = []
         with _os_errors("list", prefix):
-            self._walk(start, base, full, keys)
-        return sorted(keys)
+            self._walk(start, base, full, found, temporary)
+        return found
 
-    def _walk(self, directory: Path, base: str, full: str, out: builtins.list[str]) -> None:
+    def _walk(
+        self,
+        directory: Path,
+        base: str,
+        full: str,
+        out: builtins.list[tuple[str, os.DirEntry[str]]],
+        temporary: bool,
+    ) -> None:
         try:
             entries = list(os.scandir(directory))
         except (FileNotFoundError, NotADirectoryError):
             return
         for entry in entries:
-            if entry.name.startswith(TEMP_PREFIX):
-                continue
             key = f"{base}/{entry.name}"
             if entry.is_dir(follow_symlinks=False):
+                if entry.name.startswith(TEMP_PREFIX):
+                    continue
                 if full.startswith(key + "/") or key.startswith(full):
-                    self._walk(Path(entry.path), key, full, out)
-            elif entry.is_file(follow_symlinks=False) and key.startswith(full):
-                out.append(key)
+                    self._walk(Path(entry.path), key, full, out, temporary)
+            elif (
+                entry.is_file(follow_symlinks=False)
+                and key.startswith(full)
+                and entry.name.startswith(TEMP_PREFIX) == temporary
+            ):
+                out.append((key, entry))
 
     def delete(self, key: str) -> None:
         path = self._path(key)

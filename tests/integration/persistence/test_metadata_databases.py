@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
 import psycopg
 import pymysql
@@ -73,5 +74,105 @@ def test_backup_lifecycle_on_each_metadata_database(tmp_path, metadata_url):
         assert h.a.delete(f"/backups/{full['id']}").status_code == 202
         h.wait_idle()
         assert h.a.get("/backups").json() == {"backups": []}
+    finally:
+        h.container.close()
+
+
+FIVE_GIB = 5 * 1024**3
+
+
+def test_sizes_over_4_gib_survive_a_round_trip_on_each_metadata_database(tmp_path, metadata_url):
+    """Byte counts are 64-bit everywhere; a database already at the previous revision, with
+    a backup in it, is migrated in place and keeps its row."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from strongroom.domain.model import Backup, BackupId, BackupState, ProjectId
+    from strongroom.persistence import migrate
+    from strongroom.persistence.unit_of_work import (
+        SqlUnitOfWork,
+        make_engine,
+        unit_of_work_factory,
+    )
+
+    engine = make_engine(metadata_url or f"sqlite:///{tmp_path / 'meta.db'}")
+    config = migrate.alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0004")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "insert into backups (id, project_id, name, state, created, updated,"
+                " progress_done, stored_bytes) values ('old', 'p', 'old', 'COMPLETED',"
+                " :t, :t, 7, 11)"
+            ),
+            {"t": datetime(2026, 1, 1)},
+        )
+    migrate.upgrade(engine)
+    uow = unit_of_work_factory(engine)
+    t = datetime(2026, 1, 1, 12)
+    big = Backup(BackupId("big"), ProjectId("p"), "big", None, None, None, BackupState.SAVING, t, t)
+    big.progress.bytes_done = FIVE_GIB - 1
+    big.progress.bytes_expected = FIVE_GIB
+    big.stored_bytes = FIVE_GIB + 1
+    big.size_gb = 5.0
+    with SqlUnitOfWork(uow, write=True) as u:
+        u.backups.add(big)
+        u.commit()
+    with SqlUnitOfWork(uow, write=True) as u:
+        u.backups.update_progress("big", FIVE_GIB, t)
+        u.commit()
+    with SqlUnitOfWork(uow) as u:
+        found = u.backups.find("big")
+        old = u.backups.find("old")
+    engine.dispose()
+    assert found is not None and old is not None
+    assert found.progress.bytes_done == FIVE_GIB
+    assert found.progress.bytes_expected == FIVE_GIB
+    assert found.stored_bytes == FIVE_GIB + 1
+    assert found.size_gb == 5.0
+    assert (old.progress.bytes_done, old.stored_bytes) == (7, 11)
+
+
+def test_two_projects_racing_to_register_one_database_on_each_metadata_database(
+    tmp_path, metadata_url
+):
+    """Both requests at once, bounded rounds: exactly one project gets the database."""
+    import sqlite3
+    import threading
+    import time
+
+    overrides = {"database_url": metadata_url} if metadata_url else {}
+    h = make_harness(tmp_path, **overrides)
+    try:
+        deadline = time.monotonic() + 60
+        for round_ in range(15):
+            assert time.monotonic() < deadline, "the race rounds took too long"
+            path = tmp_path / "external" / f"db{round_}.db"
+            with sqlite3.connect(path) as db:
+                db.execute("create table t(x)")
+            barrier = threading.Barrier(2, timeout=10)
+            statuses: dict[str, int] = {}
+
+            def register(name: str, caller, path=path, barrier=barrier, statuses=statuses):
+                body = {
+                    "instance": {
+                        "name": "ext",
+                        "datastore": {"type": "sqlite"},
+                        "external": {"path": str(path)},
+                    }
+                }
+                barrier.wait()
+                statuses[name] = caller.post("/instances", body).status_code
+
+            threads = [
+                threading.Thread(target=register, args=(n, c)) for n, c in (("a", h.a), ("b", h.b))
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=30)
+            assert sorted(statuses.values()) == [200, 403], (round_, statuses)
     finally:
         h.container.close()

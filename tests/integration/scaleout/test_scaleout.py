@@ -59,7 +59,7 @@ class Api:
 @pytest.fixture(scope="module")
 def project(cluster):
     name = "p" + uuid.uuid4().hex[:10]
-    return name, cluster.token(name)
+    return name, cluster.token(name, "admin")  # the tests place instances on chosen hosts
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def test_concurrent_creates_from_two_api_processes_start_exactly_one(cluster, ap
 
 def test_quota_cannot_be_raced_past(cluster):
     name = "q" + uuid.uuid4().hex[:8]
-    token = cluster.token(name)
+    token = cluster.token(name, "admin")  # places instances on a chosen host
     apis = [Api(url, name, token) for url in cluster.api_urls]
     instances = [apis[0].instance(f"q{i}", "h1") for i in range(2)]
     # Fill the quota up to one below the limit through restore_from registrations.

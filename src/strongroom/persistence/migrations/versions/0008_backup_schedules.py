@@ -1,7 +1,7 @@
 """backup schedules; a backup's schedule, verification and restore drill
 
-Revision ID: 0009_backup_schedules
-Revises: 0004
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-06 12:00:00
 """
 
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "0009_backup_schedules"
-down_revision = "0004"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
