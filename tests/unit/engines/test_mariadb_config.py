@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from strongroom.engines import process
 from strongroom.engines.base import DatabaseSpec, InstanceRequest, UserSpec
 from strongroom.engines.errors import ExternalNotAllowedError, InvalidExternalError
+from strongroom.engines.identity import InstanceIdentity
 from strongroom.engines.mariadb import config, engine, server
 
 
@@ -111,12 +111,11 @@ def test_failure_reason_keeps_error_lines() -> None:
 
 def test_server_config_round_trip(tmp_path: Path) -> None:
     layout = server.Layout(tmp_path)
-    run_as = server.RunAs(None, os.getuid(), os.getgid())
     server.write_config(
         layout,
         port=4406,
         bind_address="127.0.0.1",
-        run_as=run_as,
+        identity=InstanceIdentity.current(),
         extra={"innodb_page_size": "32768"},
     )
     options = server.read_config(layout)
@@ -125,6 +124,26 @@ def test_server_config_round_trip(tmp_path: Path) -> None:
     assert options["innodb_page_size"] == "32768"
     assert "log-bin" in options and options["server-id"] == "1"
     assert "user" not in options
+    # SQL reads and writes files in the instance's own directory only.
+    assert options["secure_file_priv"] == str(tmp_path / "files")
+
+
+def test_server_options_are_set_in_place_and_added(tmp_path: Path) -> None:
+    layout = server.Layout(tmp_path)
+    layout.config.write_text(
+        "# an instance made before OS users of its own\n[mariadbd]\nuser = mysql\n"
+        'innodb-buffer-pool-size = "1G"\n\n[client]\nport = "3307"\n'
+    )
+    server.set_server_options(layout, {"user": "sr-0123456789ab", "secure_file_priv": "/h/f"})
+    text = layout.config.read_text()
+    options = server.read_config(layout)
+    assert options["user"] == "sr-0123456789ab"
+    assert options["secure_file_priv"] == "/h/f"
+    assert options["innodb-buffer-pool-size"] == "1G"
+    assert "mysql" not in text and text.count("[client]") == 1
+    assert text.index("secure_file_priv") < text.index("[client]")
+    with pytest.raises(ValueError):
+        server.set_server_options(layout, {"user": "x\n[client]"})
 
 
 def test_carried_options(tmp_path: Path) -> None:
@@ -178,8 +197,9 @@ def test_public_view_has_no_secrets() -> None:
 
 def test_set_port_keeps_other_options(tmp_path: Path) -> None:
     layout = server.Layout(tmp_path)
-    run_as = server.RunAs(None, os.getuid(), os.getgid())
-    server.write_config(layout, port=4406, bind_address="127.0.0.1", run_as=run_as)
+    server.write_config(
+        layout, port=4406, bind_address="127.0.0.1", identity=InstanceIdentity.current()
+    )
     with layout.config.open("a") as handle:
         handle.write('[mariadbd]\ninnodb_buffer_pool_size = "1G"\n')
     server.set_port(layout, 5507)

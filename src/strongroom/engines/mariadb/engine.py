@@ -23,6 +23,15 @@ Restore
     service accounts with new passwords, so the restored server never shares credentials
     with its source.
 
+Isolation
+    When the service runs as root, each managed instance has an OS user of its own
+    (``os_user`` in its connection), made with the instance and removed with it: mariadbd
+    runs as it, its home and every directory in it are 0700 and its, and the tools that
+    touch its files (mariabackup, mbstream) run as it too. ``secure_file_priv`` points at
+    the instance's ``files`` directory, so a tenant with the FILE privilege reads and
+    writes nothing else. An instance made before this (its files owned by ``mysql``) is
+    handed to a user of its own on its next start.
+
 Credentials
     The tools read passwords from a 0600 option file in a private 0700 directory passed as
     ``--defaults-file`` (so no system option file is read either); the server reads new
@@ -45,7 +54,7 @@ from typing import Any
 
 import pymysql
 
-from strongroom.engines import process
+from strongroom.engines import beneath, process
 from strongroom.engines.allowlist import AllowList
 from strongroom.engines.base import (
     BackupResult,
@@ -65,8 +74,9 @@ from strongroom.engines.errors import (
     InvalidExternalError,
     RestoreError,
 )
+from strongroom.engines.identity import IdentityError, InstanceIdentity, name_for
 from strongroom.engines.mariadb import config, metadata, server
-from strongroom.engines.mariadb.server import Layout, RunAs
+from strongroom.engines.mariadb.server import Layout
 
 ADMIN_USER = "strongroom_admin"
 BACKUP_USER = "strongroom_backup"
@@ -76,6 +86,8 @@ BACKUP_PRIVILEGES = ("RELOAD", "PROCESS", "LOCK TABLES", "BINLOG MONITOR")
 SYSTEM_USERS = frozenset({"root", "mysql", "mariadb.sys", "PUBLIC", ""})
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 RESERVED_PREFIX = "strongroom_"
+# The accounts mariadb-install-db makes for an instance's OS user (identity.name_for).
+OS_USER_ACCOUNT = "^sr-[0-9a-f]{12}$"
 START_TIMEOUT = 120.0
 _ERROR_LINE = re.compile(
     r"error|fatal|failed|cannot|can't|denied|gone away|invalid|corrupt|mismatch", re.IGNORECASE
@@ -105,10 +117,15 @@ def _which(*names: str) -> str | None:
     return None
 
 
-def _failure_reason(exc: process.ProcessError, lines: int = 8) -> str:
+def _failure_reason(
+    exc: process.ProcessError, tool: str | os.PathLike[str] | None = None, lines: int = 8
+) -> str:
     """The tool's status and the stderr lines that say what went wrong (mariabackup logs
-    every file it copies, so a plain tail is mostly noise)."""
+    every file it copies, so a plain tail is mostly noise). ``tool``: the name to give
+    when the tool ran through ``runuser``."""
     head = str(exc).split(":", 1)[0]
+    if tool is not None:
+        head = head.replace(exc.tool, Path(tool).name, 1)
     tail = exc.stderr.strip().splitlines()
     errors = [line for line in tail if _ERROR_LINE.search(line)]
     chosen = (errors or tail)[-lines:]
@@ -128,8 +145,8 @@ class MariaDbEngine:
     ``bind_address``: where managed servers listen (each on a free port).
     ``allowed_hosts`` / ``allowed_datadirs``: the operator's allow-lists for external
     servers; both empty by default, so no external server can be registered.
-    ``run_as``: the account managed servers run as; by default ``mysql`` when the service
-    runs as root (mariadbd refuses root), else the current user.
+    Managed servers run as an OS user of their own when the service runs as root (see
+    :mod:`strongroom.engines.identity`), else as the service's user.
     ``timeout``: seconds any one tool run (backup, unpack, prepare) may take.
     """
 
@@ -141,7 +158,6 @@ class MariaDbEngine:
         bind_address: str = "127.0.0.1",
         allowed_hosts: AllowList | Sequence[str] = (),
         allowed_datadirs: AllowList | Sequence[Path] = (),
-        run_as: str | None = None,
         timeout: float = 3600,
     ) -> None:
         self.bind_address = bind_address
@@ -153,8 +169,6 @@ class MariaDbEngine:
             if isinstance(allowed_datadirs, AllowList)
             else AllowList.of_paths(allowed_datadirs)
         )
-        # Running as root, the server runs as "mysql" unless told otherwise.
-        self.run_as = run_as if run_as is not None else ("mysql" if os.geteuid() == 0 else None)
         self.timeout = timeout
         self._tools: Tools | None = None
         self._detected = False
@@ -222,20 +236,21 @@ class MariaDbEngine:
     def create_instance(self, home: Path, request: InstanceRequest) -> Connection:
         tools = self._require()
         layout = Layout(Path(home))
-        run_as = RunAs.resolve(self.run_as)
         if layout.datadir.exists() or layout.config.exists():
             raise InstanceError("the instance directory already holds a MariaDB server")
         try:
             _validate_request(request)
         except ValueError as exc:
             raise InstanceError(str(exc)) from None
+        identity = InstanceIdentity.current()
         try:
-            server.prepare_home(layout, run_as)
+            identity = _new_identity(layout, InstanceError)
+            server.prepare_home(layout, identity)
             server.write_config(
                 layout,
                 port=server.free_port(self.bind_address),
                 bind_address=self.bind_address,
-                run_as=run_as,
+                identity=identity,
             )
             argv = [
                 tools.install_db,
@@ -243,17 +258,18 @@ class MariaDbEngine:
                 "--auth-root-authentication-method=socket",
                 "--skip-test-db",
             ]
-            if run_as.switches:
-                argv.append(f"--user={run_as.name}")
+            if identity.name is not None:
+                argv.append(f"--user={identity.name}")
             try:
-                process.run(argv, timeout=min(self.timeout, 600))
+                process.run(argv, cwd=layout.home, timeout=min(self.timeout, 600))
             except process.ProcessError as exc:
                 raise InstanceError(
                     f"the data directory could not be created: {_failure_reason(exc)}"
                 ) from None
-            return self._boot(layout, run_as, tools, request, InstanceError)
+            os.chmod(layout.datadir, 0o700)
+            return self._boot(layout, identity, tools, request, InstanceError)
         except BaseException:
-            self._discard(layout)
+            self._discard(layout, identity)
             raise
 
     def restore_instance(
@@ -266,21 +282,24 @@ class MariaDbEngine:
             _validate_request(request)
         except ValueError as exc:
             raise RestoreError(str(exc)) from None
+        identity = InstanceIdentity.current()
         try:
             tools = self._require()
             metadata.check_chain([link.metadata for link in chain], tools.series)
-            run_as = RunAs.resolve(self.run_as)
-            server.prepare_home(layout, run_as)
-            carried = self._unpack_and_prepare(layout, tools, chain)
+            identity = _new_identity(layout, RestoreError)
+            server.prepare_home(layout, identity)
+            carried = self._unpack_and_prepare(layout, identity, tools, chain)
             server.write_config(
                 layout,
                 port=server.free_port(self.bind_address),
                 bind_address=self.bind_address,
-                run_as=run_as,
+                identity=identity,
                 extra=carried,
             )
             base = layout.restore_dir / "base"
             self._run_tool(
+                identity,
+                layout,
                 [
                     tools.mariabackup,
                     "--no-defaults",
@@ -291,39 +310,48 @@ class MariaDbEngine:
                 "moving the prepared backup into the data directory",
             )
             shutil.rmtree(layout.restore_dir)
-            server.chown_tree(layout.datadir, run_as)
-            return self._boot(layout, run_as, tools, request, RestoreError)
+            os.chmod(layout.datadir, 0o700)
+            return self._boot(layout, identity, tools, request, RestoreError)
         except RestoreError:
-            self._discard(layout)
+            self._discard(layout, identity)
             raise
         except EngineError as exc:
-            self._discard(layout)
+            self._discard(layout, identity)
             raise RestoreError(str(exc)) from None
         except BaseException:
-            self._discard(layout)
+            self._discard(layout, identity)
             raise
 
     def _unpack_and_prepare(
-        self, layout: Layout, tools: Tools, chain: Sequence[RestoreInput]
+        self,
+        layout: Layout,
+        identity: InstanceIdentity,
+        tools: Tools,
+        chain: Sequence[RestoreInput],
     ) -> dict[str, str]:
-        """Unpack and prepare every link into ``restore/base``; return the server options
-        the backup was taken with that the new server must share."""
-        layout.restore_dir.mkdir(mode=0o700)
+        """Unpack and prepare every link into ``restore/base`` (as the instance's OS user:
+        the files are the tenant's); return the server options the backup was taken with
+        that the new server must share."""
+        identity.private_dir(layout.restore_dir)
         base = layout.restore_dir / "base"
         carried: dict[str, str] = {}
         for index, link in enumerate(chain):
             target = base if index == 0 else layout.restore_dir / f"incremental-{index}"
-            target.mkdir(mode=0o700)
+            identity.private_dir(target)
             what = "the full backup" if index == 0 else f"incremental backup {index}"
             try:
                 process.stream_in(
-                    [tools.mbstream, "-x", "-C", target], link.stream, timeout=self.timeout
+                    identity.argv([tools.mbstream, "-x", "-C", target]),
+                    link.stream,
+                    cwd=layout.home,
+                    timeout=self.timeout,
                 )
             except process.ProcessError as exc:
-                raise RestoreError(f"unpacking {what} failed: {_failure_reason(exc)}") from None
+                reason = _failure_reason(exc, tools.mbstream)
+                raise RestoreError(f"unpacking {what} failed: {reason}") from None
             try:
                 extracted = metadata.parse_checkpoints(
-                    (target / "xtrabackup_checkpoints").read_text(encoding="utf-8")
+                    _read_beneath(target, "xtrabackup_checkpoints")
                 )
             except (OSError, ValueError):
                 raise RestoreError(
@@ -341,7 +369,7 @@ class MariaDbEngine:
                     f"--target-dir={base}",
                     f"--incremental-dir={target}",
                 ]
-            self._run_tool(argv, f"preparing {what}")
+            self._run_tool(identity, layout, argv, f"preparing {what}")
             if index > 0:
                 shutil.rmtree(target)
         return carried
@@ -349,7 +377,7 @@ class MariaDbEngine:
     @staticmethod
     def _carried_options(base: Path) -> dict[str, str]:
         try:
-            text = (base / "backup-my.cnf").read_text(encoding="utf-8")
+            text = _read_beneath(base, "backup-my.cnf")
         except OSError:
             return {}
         values = metadata.parse_key_values(text)
@@ -358,16 +386,22 @@ class MariaDbEngine:
             del carried["innodb_page_size"]
         return carried
 
-    def _run_tool(self, argv: Sequence[str | os.PathLike[str]], what: str) -> None:
+    def _run_tool(
+        self,
+        identity: InstanceIdentity,
+        layout: Layout,
+        argv: Sequence[str | os.PathLike[str]],
+        what: str,
+    ) -> None:
         try:
-            process.run(argv, timeout=self.timeout)
+            process.run(identity.argv(argv), cwd=layout.home, timeout=self.timeout)
         except process.ProcessError as exc:
-            raise RestoreError(f"{what} failed: {_failure_reason(exc)}") from None
+            raise RestoreError(f"{what} failed: {_failure_reason(exc, argv[0])}") from None
 
     def _boot(
         self,
         layout: Layout,
-        run_as: RunAs,
+        identity: InstanceIdentity,
         tools: Tools,
         request: InstanceRequest,
         error: Callable[[str], EngineError],
@@ -381,14 +415,15 @@ class MariaDbEngine:
         config.write_private(
             init_file,
             _accounts_sql(admin_password, backup_password),
-            owner=(run_as.uid, run_as.gid) if run_as.switches else None,
+            owner=identity.owner,
         )
         try:
-            self._start(layout, run_as, tools, admin_password, error=error, init_file=init_file)
+            self._start(layout, tools, admin_password, error=error, init_file=init_file)
         finally:
             init_file.unlink(missing_ok=True)
         try:
             with server.session(layout, ADMIN_USER, admin_password) as cursor:
+                _drop_os_user_accounts(cursor)
                 _apply_request(cursor, request)
                 users = _list_users(cursor)
         except (pymysql.MySQLError, ValueError) as exc:
@@ -409,6 +444,7 @@ class MariaDbEngine:
             "backup_user": BACKUP_USER,
             "backup_password": backup_password,
             "managed": True,
+            "os_user": identity.name,
             "instance_uid": secrets.token_hex(16),
             "users": users,
         }
@@ -416,7 +452,6 @@ class MariaDbEngine:
     def _start(
         self,
         layout: Layout,
-        run_as: RunAs,
         tools: Tools,
         admin_password: str,
         *,
@@ -427,7 +462,7 @@ class MariaDbEngine:
         for attempt in range(PORT_ATTEMPTS):
             options = server.read_config(layout)
             if not server.port_is_free(self.bind_address, int(options["port"])):
-                self._move_port(layout, run_as)
+                server.set_port(layout, server.free_port(self.bind_address))
             try:
                 server.start(
                     layout,
@@ -443,10 +478,7 @@ class MariaDbEngine:
                 in_use = "Address already in use" in str(exc) or "Bind on TCP/IP" in str(exc)
                 if not in_use or attempt == PORT_ATTEMPTS - 1:
                     raise
-                self._move_port(layout, run_as)
-
-    def _move_port(self, layout: Layout, run_as: RunAs) -> None:
-        server.set_port(layout, server.free_port(self.bind_address))
+                server.set_port(layout, server.free_port(self.bind_address))
 
     def start_instance(self, home: Path, connection: Connection) -> Connection:
         tools = self._require()
@@ -454,11 +486,17 @@ class MariaDbEngine:
         if not layout.config.exists() or not layout.datadir.exists():
             raise InstanceError("the instance's data directory is missing")
         password = str(connection["admin_password"])
+        updated = dict(connection)
         if server.running_pid(layout) is None:
-            self._start(layout, RunAs.resolve(self.run_as), tools, password, error=InstanceError)
+            identity = _identity_of(layout, connection)
+            if identity.name is not None and layout.home.stat().st_uid != identity.uid:
+                # Made before instances had OS users of their own (their server ran as
+                # "mysql"), or its user was lost: its files go to its own user now.
+                server.hand_over(layout, identity)
+            updated["os_user"] = identity.name
+            self._start(layout, tools, password, error=InstanceError)
         else:
             server.wait_ready(layout, ADMIN_USER, password, timeout=START_TIMEOUT)
-        updated = dict(connection)
         updated["port"] = int(server.read_config(layout)["port"])
         return updated
 
@@ -471,12 +509,16 @@ class MariaDbEngine:
         shutil.rmtree(layout.home, ignore_errors=True)
         if layout.home.exists():
             raise InstanceError("the instance directory could not be removed")
+        _remove_identity(layout, connection)
 
-    def _discard(self, layout: Layout) -> None:
-        """After a failed create or restore: nothing left running, nothing left on disk."""
+    def _discard(self, layout: Layout, identity: InstanceIdentity) -> None:
+        """After a failed create or restore: nothing left running, nothing left on disk,
+        no OS user left."""
         with contextlib.suppress(Exception):
             server.kill(layout)
         shutil.rmtree(layout.home, ignore_errors=True)
+        with contextlib.suppress(IdentityError):
+            identity.remove()
 
     # -- external instances ------------------------------------------------------------------
     def register_external(self, params: Mapping[str, Any], *, project_id: str) -> Connection:
@@ -621,16 +663,21 @@ class MariaDbEngine:
         source_id = str(connection.get("instance_uid", ""))
         incremental_lsn = metadata.check_parent(parent, tools.series, source_id) if parent else None
         server_version, page_size = self._probe(connection, user, password, tools)
+        identity = _backup_identity(connection)
         with config.private_dir() as scratch:
+            # mariabackup runs as the instance's OS user: it reads only what the server
+            # itself could (a table a tenant placed elsewhere cannot pull a host file in).
+            identity.chown(scratch)
             defaults = scratch / "client.cnf"
             config.write_private(
                 defaults,
                 config.render({"client": config.client_options(connection, user, password)}),
+                owner=identity.owner,
             )
             target = scratch / "target"
             lsndir = scratch / "lsn"
-            target.mkdir()
-            lsndir.mkdir()
+            identity.private_dir(target)
+            identity.private_dir(lsndir)
             argv: list[str | os.PathLike[str]] = [
                 tools.mariabackup,
                 f"--defaults-file={defaults}",
@@ -643,15 +690,17 @@ class MariaDbEngine:
             if incremental_lsn is not None:
                 argv.append(f"--incremental-lsn={incremental_lsn}")
             try:
-                stderr = process.stream_out(argv, sink, cwd=scratch, timeout=self.timeout)
+                stderr = process.stream_out(
+                    identity.argv(argv), sink, cwd=scratch, timeout=self.timeout
+                )
             except process.ProcessError as exc:
-                reason = _scrub(_failure_reason(exc), [password])
+                reason = _scrub(_failure_reason(exc, tools.mariabackup), [password])
                 raise BackupError(f"the backup failed: {reason}") from None
             try:
                 checkpoints = metadata.parse_checkpoints(
-                    (lsndir / "xtrabackup_checkpoints").read_text(encoding="utf-8")
+                    _read_beneath(lsndir, "xtrabackup_checkpoints")
                 )
-                info_text = (lsndir / "xtrabackup_info").read_text(encoding="utf-8")
+                info_text = _read_beneath(lsndir, "xtrabackup_info")
             except (OSError, ValueError) as exc:
                 raise BackupError(f"mariabackup did not record the backup's LSNs: {exc}") from None
         expected = "incremental" if incremental_lsn is not None else "full-backuped"
@@ -700,6 +749,59 @@ class MariaDbEngine:
         metadata.check_series(metadata_, tools.series)
 
 
+# -- OS users ------------------------------------------------------------------------------------
+def _new_identity(layout: Layout, error: Callable[[str], EngineError]) -> InstanceIdentity:
+    try:
+        return InstanceIdentity.for_home(layout.home)
+    except IdentityError as exc:
+        raise error(f"the instance's OS user could not be created: {exc}") from None
+
+
+def _identity_of(layout: Layout, connection: Connection) -> InstanceIdentity:
+    """The OS user a managed instance runs as: the one it recorded, else one of its own,
+    made now (the service's own user when the service is not root)."""
+    if os.geteuid() != 0:
+        return InstanceIdentity.current()
+    name = connection.get("os_user")
+    found = InstanceIdentity.lookup(name) if isinstance(name, str) else None
+    return found if found is not None else _new_identity(layout, InstanceError)
+
+
+def _backup_identity(connection: Connection) -> InstanceIdentity:
+    """Who runs mariabackup: a managed instance's OS user; the service for an external
+    server (its files belong to its own OS user) and for an instance made before
+    instances had OS users (until its next start hands it one)."""
+    name = connection.get("os_user")
+    if not connection.get("managed") or not isinstance(name, str) or os.geteuid() != 0:
+        return InstanceIdentity.current()
+    found = InstanceIdentity.lookup(name)
+    if found is None:
+        raise BackupError(f"the instance's OS user {name} is missing: restart the instance")
+    return found
+
+
+def _remove_identity(layout: Layout, connection: Connection) -> None:
+    if os.geteuid() != 0:
+        return
+    names = {connection.get("os_user"), name_for(layout.home)}
+    for name in names:
+        found = InstanceIdentity.lookup(name) if isinstance(name, str) else None
+        if found is None:
+            continue
+        try:
+            found.remove()
+        except IdentityError as exc:
+            raise InstanceError(f"the instance's OS user could not be removed: {exc}") from None
+
+
+def _read_beneath(directory: Path, name: str) -> str:
+    """A small file a tool running as the instance's user wrote: never through a link."""
+    with beneath.directory(directory) as dir_fd:
+        fd, _ = beneath.open_regular(dir_fd, name)
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read(1 << 20).decode("utf-8", "replace")
+
+
 # -- SQL helpers --------------------------------------------------------------------------------
 def _accounts_sql(admin_password: str, backup_password: str) -> str:
     admin = f"{config.sql_string(ADMIN_USER)}@{config.sql_string(ACCOUNT_HOST)}"
@@ -732,6 +834,19 @@ def _validate_request(request: InstanceRequest) -> None:
         config.check_identifier(name, "database name")
         if name.lower() in SYSTEM_DATABASES:
             raise ValueError(f"the database name {name!r} is reserved")
+
+
+def _drop_os_user_accounts(cursor: Any) -> None:
+    """mariadb-install-db gives the OS user it ran for a password-less superuser account
+    (unix_socket); a restored data directory has its source's. Nothing needs them: any
+    process of the instance's OS user could log in as superuser with one."""
+    cursor.execute("SET SESSION sql_log_bin = 0")
+    cursor.execute(
+        "SELECT User FROM mysql.global_priv WHERE Host = 'localhost' AND User REGEXP %s",
+        (OS_USER_ACCOUNT,),
+    )
+    for (name,) in cursor.fetchall():
+        cursor.execute("DROP USER %s@'localhost'", (name,))
 
 
 def _apply_request(cursor: Any, request: InstanceRequest) -> None:
