@@ -43,8 +43,7 @@ from strongroom.engines.errors import (
     InvalidExternalError,
     RestoreError,
 )
-from strongroom.engines.mariadb import MariaDbEngine
-from strongroom.engines.mariadb import engine as engine_module
+from strongroom.engines.mariadb import MariaDbEngine, accounts
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -674,7 +673,7 @@ def test_failure_after_server_start_leaves_nothing_running(
         started.extend(server_processes(home))
         raise pymysql.err.OperationalError(2013, "Lost connection to server during query")
 
-    monkeypatch.setattr(engine_module, "_apply_request", broken)
+    monkeypatch.setattr(accounts, "apply_request", broken)
     home = lab.home("late-failure")
     with pytest.raises(RestoreError, match="Lost connection"):
         engine.restore_instance(home, [RestoreInput(meta, FileSource(path))], InstanceRequest("x"))

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from strongroom.engines import process
-from strongroom.engines.base import DatabaseSpec, InstanceRequest, UserSpec
 from strongroom.engines.errors import ExternalNotAllowedError, InvalidExternalError
 from strongroom.engines.identity import InstanceIdentity
 from strongroom.engines.mariadb import config, engine, server
@@ -74,28 +73,6 @@ def test_identifiers_and_sql_strings() -> None:
     assert config.sql_string("it's \\ fine") == "'it\\'s \\\\ fine'"
     with pytest.raises(ValueError):
         config.sql_string("a\nb")
-
-
-def test_accounts_sql_is_not_binlogged() -> None:
-    sql = engine._accounts_sql("adminpw", "backuppw")
-    lines = sql.splitlines()
-    assert lines[0] == "SET SESSION sql_log_bin = 0;"
-    assert "CREATE OR REPLACE USER 'strongroom_admin'@'localhost' IDENTIFIED BY 'adminpw';" in sql
-    assert "GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.*" in sql
-
-
-def test_validate_request() -> None:
-    engine._validate_request(
-        InstanceRequest("ok", (DatabaseSpec("app"),), (UserSpec("bob", "pw", ("app", "b")),))
-    )
-    for request in (
-        InstanceRequest("x", users=(UserSpec("root", "pw"),)),
-        InstanceRequest("x", users=(UserSpec("Strongroom_backup", "pw"),)),
-        InstanceRequest("x", databases=(DatabaseSpec("MySQL"),)),
-        InstanceRequest("x", users=(UserSpec("bob", "pw", ("a.b",)),)),
-    ):
-        with pytest.raises(ValueError):
-            engine._validate_request(request)
 
 
 def test_failure_reason_keeps_error_lines() -> None:

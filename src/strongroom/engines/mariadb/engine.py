@@ -72,22 +72,14 @@ from strongroom.engines.errors import (
     ExternalNotAllowedError,
     InstanceError,
     InvalidExternalError,
+    InvalidRequestError,
     RestoreError,
 )
 from strongroom.engines.identity import IdentityError, InstanceIdentity, name_for
-from strongroom.engines.mariadb import config, metadata, server
+from strongroom.engines.mariadb import accounts, config, metadata, server
+from strongroom.engines.mariadb.accounts import ADMIN_USER, BACKUP_PRIVILEGES, BACKUP_USER
 from strongroom.engines.mariadb.server import Layout
 
-ADMIN_USER = "strongroom_admin"
-BACKUP_USER = "strongroom_backup"
-ACCOUNT_HOST = "localhost"
-# What mariabackup needs on MariaDB 10.5+ (BINLOG MONITOR was REPLICATION CLIENT).
-BACKUP_PRIVILEGES = ("RELOAD", "PROCESS", "LOCK TABLES", "BINLOG MONITOR")
-SYSTEM_USERS = frozenset({"root", "mysql", "mariadb.sys", "PUBLIC", ""})
-SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
-RESERVED_PREFIX = "strongroom_"
-# The accounts mariadb-install-db makes for an instance's OS user (identity.name_for).
-OS_USER_ACCOUNT = "^sr-[0-9a-f]{12}$"
 START_TIMEOUT = 120.0
 _ERROR_LINE = re.compile(
     r"error|fatal|failed|cannot|can't|denied|gone away|invalid|corrupt|mismatch", re.IGNORECASE
@@ -231,7 +223,7 @@ class MariaDbEngine:
 
     # -- managed instances -------------------------------------------------------------------
     def check_request(self, request: InstanceRequest) -> None:
-        return None  # names are checked when the instance is created
+        accounts.check_request(request)
 
     def create_instance(self, home: Path, request: InstanceRequest) -> Connection:
         tools = self._require()
@@ -239,8 +231,8 @@ class MariaDbEngine:
         if layout.datadir.exists() or layout.config.exists():
             raise InstanceError("the instance directory already holds a MariaDB server")
         try:
-            _validate_request(request)
-        except ValueError as exc:
+            accounts.check_request(request)
+        except InvalidRequestError as exc:
             raise InstanceError(str(exc)) from None
         identity = InstanceIdentity.current()
         try:
@@ -279,8 +271,8 @@ class MariaDbEngine:
         if layout.datadir.exists() or layout.config.exists():
             raise RestoreError("the instance directory already holds a MariaDB server")
         try:
-            _validate_request(request)
-        except ValueError as exc:
+            accounts.check_request(request)
+        except InvalidRequestError as exc:
             raise RestoreError(str(exc)) from None
         identity = InstanceIdentity.current()
         try:
@@ -414,7 +406,7 @@ class MariaDbEngine:
         init_file.unlink(missing_ok=True)
         config.write_private(
             init_file,
-            _accounts_sql(admin_password, backup_password),
+            accounts.service_accounts_sql(admin_password, backup_password),
             owner=identity.owner,
         )
         try:
@@ -423,10 +415,10 @@ class MariaDbEngine:
             init_file.unlink(missing_ok=True)
         try:
             with server.session(layout, ADMIN_USER, admin_password) as cursor:
-                _drop_os_user_accounts(cursor)
-                _apply_request(cursor, request)
-                users = _list_users(cursor)
-        except (pymysql.MySQLError, ValueError) as exc:
+                accounts.drop_os_user_accounts(cursor)
+                accounts.apply_request(cursor, request)
+                users = accounts.list_users(cursor)
+        except (pymysql.MySQLError, ValueError, InvalidRequestError) as exc:
             server.kill(layout)
             hidden = [admin_password, backup_password, *(u.password for u in request.users)]
             raise error(
@@ -803,90 +795,6 @@ def _read_beneath(directory: Path, name: str) -> str:
 
 
 # -- SQL helpers --------------------------------------------------------------------------------
-def _accounts_sql(admin_password: str, backup_password: str) -> str:
-    admin = f"{config.sql_string(ADMIN_USER)}@{config.sql_string(ACCOUNT_HOST)}"
-    backup = f"{config.sql_string(BACKUP_USER)}@{config.sql_string(ACCOUNT_HOST)}"
-    return "\n".join(
-        [
-            "SET SESSION sql_log_bin = 0;",
-            f"CREATE OR REPLACE USER {admin} IDENTIFIED BY {config.sql_string(admin_password)};",
-            f"GRANT ALL PRIVILEGES ON *.* TO {admin} WITH GRANT OPTION;",
-            f"CREATE OR REPLACE USER {backup} IDENTIFIED BY {config.sql_string(backup_password)};",
-            f"GRANT {', '.join(BACKUP_PRIVILEGES)} ON *.* TO {backup};",
-            "",
-        ]
-    )
-
-
-def _check_user_name(name: str) -> None:
-    if not name or len(name) > 128 or any(ord(ch) < 32 for ch in name):
-        raise ValueError(f"the user name {name!r} is not allowed")
-    if name in SYSTEM_USERS or name.lower().startswith(RESERVED_PREFIX):
-        raise ValueError(f"the user name {name!r} is reserved")
-
-
-def _validate_request(request: InstanceRequest) -> None:
-    names = {db.name for db in request.databases}
-    for user in request.users:
-        _check_user_name(user.name)
-        names.update(user.databases)
-    for name in names:
-        config.check_identifier(name, "database name")
-        if name.lower() in SYSTEM_DATABASES:
-            raise ValueError(f"the database name {name!r} is reserved")
-
-
-def _drop_os_user_accounts(cursor: Any) -> None:
-    """mariadb-install-db gives the OS user it ran for a password-less superuser account
-    (unix_socket); a restored data directory has its source's. Nothing needs them: any
-    process of the instance's OS user could log in as superuser with one."""
-    cursor.execute("SET SESSION sql_log_bin = 0")
-    cursor.execute(
-        "SELECT User FROM mysql.global_priv WHERE Host = 'localhost' AND User REGEXP %s",
-        (OS_USER_ACCOUNT,),
-    )
-    for (name,) in cursor.fetchall():
-        cursor.execute("DROP USER %s@'localhost'", (name,))
-
-
-def _apply_request(cursor: Any, request: InstanceRequest) -> None:
-    """Create the request's databases and users (not binary-logged: the statements
-    carry passwords)."""
-    cursor.execute("SET SESSION sql_log_bin = 0")
-    names = {db.name for db in request.databases}
-    for user in request.users:
-        names.update(user.databases)
-    for name in sorted(names):
-        if name.lower() in SYSTEM_DATABASES:
-            raise ValueError(f"the database name {name!r} is reserved")
-        cursor.execute(f"CREATE DATABASE IF NOT EXISTS {config.quote_identifier(name)}")
-    for user in request.users:
-        _check_user_name(user.name)
-        cursor.execute(
-            "CREATE OR REPLACE USER %s@%s IDENTIFIED BY %s", (user.name, user.host, user.password)
-        )
-        for name in user.databases:
-            cursor.execute(
-                f"GRANT ALL PRIVILEGES ON {config.quote_identifier(name)}.* TO %s@%s",
-                (user.name, user.host),
-            )
-
-
-def _list_users(cursor: Any) -> list[dict[str, Any]]:
-    cursor.execute("SELECT User, Host FROM mysql.user WHERE is_role = 'N' ORDER BY User, Host")
-    users: list[dict[str, Any]] = []
-    for name, host in cursor.fetchall():
-        if name in SYSTEM_USERS or str(name).lower().startswith(RESERVED_PREFIX):
-            continue
-        cursor.execute(
-            "SELECT Db FROM mysql.db WHERE User = %s AND Host = %s ORDER BY Db", (name, host)
-        )
-        users.append(
-            {"name": name, "host": host, "databases": [row[0] for row in cursor.fetchall()]}
-        )
-    return users
-
-
 def _sql_error(exc: Exception, secret_values: Sequence[str] = ()) -> str:
     if isinstance(exc, pymysql.MySQLError) and len(exc.args) >= 2:
         text = f"{exc.args[1]} (error {exc.args[0]})"
