@@ -27,6 +27,7 @@ from typing import Any
 import pymysql
 import pytest
 
+from integration.mariadb.mdb_support import remove_os_users_under
 from strongroom.engines import process
 from strongroom.engines.base import (
     DatabaseSpec,
@@ -343,6 +344,7 @@ class Lab:
         for home, conn in reversed(self.instances):
             with contextlib.suppress(Exception):
                 self.engine.destroy_instance(home, conn)
+        remove_os_users_under(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

@@ -157,10 +157,13 @@ def write_config(
 
 def _replace_config(layout: Layout, text: str) -> None:
     # Written by the service and only readable through the instance's 0700 home.
+    # O_EXCL: never through a link someone left under the temporary name.
     tmp = layout.config.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(fd, 0o644)
+        handle.write(text)
     os.replace(tmp, layout.config)
 
 
