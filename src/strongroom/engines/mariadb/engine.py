@@ -258,7 +258,7 @@ class MariaDbEngine:
                 raise InstanceError(
                     f"the data directory could not be created: {_failure_reason(exc)}"
                 ) from None
-            os.chmod(layout.datadir, 0o700)
+            server.close_datadir(layout)
             return self._boot(layout, identity, tools, request, InstanceError)
         except BaseException:
             self._discard(layout, identity)
@@ -302,7 +302,7 @@ class MariaDbEngine:
                 "moving the prepared backup into the data directory",
             )
             shutil.rmtree(layout.restore_dir)
-            os.chmod(layout.datadir, 0o700)
+            server.close_datadir(layout)
             return self._boot(layout, identity, tools, request, RestoreError)
         except RestoreError:
             self._discard(layout, identity)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pymysql
 
-from strongroom.engines import process
+from strongroom.engines import beneath, process
 from strongroom.engines.errors import InstanceError
 from strongroom.engines.identity import InstanceIdentity
 from strongroom.engines.mariadb import config
@@ -247,11 +247,18 @@ def hand_over(layout: Layout, identity: InstanceIdentity) -> None:
     chown_tree(layout.home, identity)
     prepare_home(layout, identity)
     if layout.datadir.is_dir():
-        os.chmod(layout.datadir, 0o700)
+        close_datadir(layout)
     options = {"secure_file_priv": str(layout.files_dir)}
     if identity.name is not None:
         options["user"] = identity.name
     set_server_options(layout, options)
+
+
+def close_datadir(layout: Layout) -> None:
+    """Make the data directory 0700 (the tools made it), on the directory itself: a link
+    left in its place is refused, not followed."""
+    with beneath.directory(layout.datadir) as fd:
+        os.fchmod(fd, 0o700)
 
 
 def check_reachable(path: Path, identity: InstanceIdentity) -> None:
