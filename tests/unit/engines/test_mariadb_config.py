@@ -10,7 +10,7 @@ import pytest
 from strongroom.engines import process
 from strongroom.engines.errors import ExternalNotAllowedError, InvalidExternalError
 from strongroom.engines.identity import InstanceIdentity
-from strongroom.engines.mariadb import config, engine, server
+from strongroom.engines.mariadb import config, engine, restore, server, tools
 
 
 def test_option_values_are_quoted() -> None:
@@ -79,11 +79,14 @@ def test_failure_reason_keeps_error_lines() -> None:
     stderr = "\n".join([f"[00] Streaming ./db/t{i}.ibd" for i in range(30)])
     stderr += "\n[00] FATAL ERROR: failed to execute query BACKUP LOCK: Server has gone away"
     exc = process.ProcessError("mariadb-backup", "exited with status 1", stderr)
-    reason = engine._failure_reason(exc)
+    reason = tools.failure_reason(exc)
     assert reason.startswith("mariadb-backup exited with status 1: ")
     assert "Server has gone away" in reason and "Streaming" not in reason
     quiet = process.ProcessError("mbstream", "exited with status 1", "just\nthis")
-    assert engine._failure_reason(quiet) == "mbstream exited with status 1: just\nthis"
+    assert tools.failure_reason(quiet) == "mbstream exited with status 1: just\nthis"
+    # A tool run as the instance's OS user is named, not runuser.
+    wrapped = process.ProcessError("runuser", "exited with status 1", "x: error")
+    assert tools.failure_reason(wrapped, "/usr/bin/mbstream").startswith("mbstream exited")
 
 
 def test_server_config_round_trip(tmp_path: Path) -> None:
@@ -128,7 +131,7 @@ def test_carried_options(tmp_path: Path) -> None:
         "[mysqld]\ninnodb_page_size=16384\ninnodb_data_file_path=ibdata1:12M:autoextend\n"
         "innodb_undo_tablespaces=0\ninnodb_log_file_size=33554432\n"
     )
-    assert engine.MariaDbEngine._carried_options(tmp_path) == {
+    assert restore.carried_options(tmp_path) == {
         "innodb_data_file_path": "ibdata1:12M:autoextend",
         "innodb_undo_tablespaces": "0",
     }
