@@ -767,3 +767,15 @@ def test_external_registration(
     result = allowed.backup(external, sink, parent=None)
     assert result.metadata["to_lsn"] > 0 and len(sink.getvalue()) > 1_000_000
     query(conn, "DROP USER 'ext_backup'@'%'")
+
+
+def test_a_backup_that_cannot_checkpoint_fails_with_a_reason(
+    engine: MariaDbEngine, source: tuple[Path, dict[str, Any]]
+) -> None:
+    _, conn = source
+    wrong = "wrong-Admin-Pw-0"
+    sink = io.BytesIO()
+    with pytest.raises(BackupError, match="could not write a checkpoint") as caught:
+        engine.backup({**conn, "admin_password": wrong}, sink, parent=None)
+    assert wrong not in str(caught.value) and "Access denied" in str(caught.value)
+    assert sink.getvalue() == b""

@@ -49,7 +49,7 @@ def backup(
     incremental_lsn = metadata.check_parent(parent, tools.series, source_id) if parent else None
     server_version, page_size = _probe(connection, user, password, tools)
     if connection.get("managed"):
-        _checkpoint(connection)
+        _checkpoint(connection, timeout)
     identity = _backup_identity(connection)
     with config.private_dir() as scratch:
         # mariabackup runs as the instance's OS user: it reads only what the server
@@ -135,11 +135,12 @@ def _probe(
     return str(version), int(page_size) if page_size is not None else None
 
 
-def _checkpoint(connection: Connection) -> None:
+def _checkpoint(connection: Connection, timeout: float) -> None:
     """Flush every dirty page and write an InnoDB checkpoint (the statement returns once it
-    is written), as the service's admin account: the backup account stays without SUPER."""
+    is written: with a large buffer pool that takes a while), as the service's admin
+    account: the backup account stays without SUPER."""
     try:
-        with managed_session(connection) as cursor:
+        with managed_session(connection, read_timeout=timeout) as cursor:
             cursor.execute("SET GLOBAL innodb_log_checkpoint_now = ON")
     except pymysql.MySQLError as exc:
         reason = sql_error(exc, [str(connection.get("admin_password", ""))])

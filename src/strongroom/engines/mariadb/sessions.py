@@ -13,12 +13,14 @@ from strongroom.engines.mariadb.tools import scrub
 
 
 @contextlib.contextmanager
-def session(connection: Mapping[str, Any], user: str, password: str) -> Iterator[Any]:
+def session(
+    connection: Mapping[str, Any], user: str, password: str, *, read_timeout: float = 60
+) -> Iterator[Any]:
     kwargs: dict[str, Any] = {
         "user": user,
         "password": password,
         "connect_timeout": 10,
-        "read_timeout": 60,
+        "read_timeout": read_timeout,
         "write_timeout": 60,
         "autocommit": True,
         "charset": "utf8mb4",
@@ -36,8 +38,15 @@ def session(connection: Mapping[str, Any], user: str, password: str) -> Iterator
         conn.close()
 
 
-def managed_session(connection: Mapping[str, Any]) -> contextlib.AbstractContextManager[Any]:
-    return session(connection, str(connection["admin_user"]), str(connection["admin_password"]))
+def managed_session(
+    connection: Mapping[str, Any], *, read_timeout: float = 60
+) -> contextlib.AbstractContextManager[Any]:
+    return session(
+        connection,
+        str(connection["admin_user"]),
+        str(connection["admin_password"]),
+        read_timeout=read_timeout,
+    )
 
 
 def external_session(connection: Mapping[str, Any]) -> contextlib.AbstractContextManager[Any]:
