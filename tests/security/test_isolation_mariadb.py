@@ -11,6 +11,7 @@ away with it.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pwd
 import secrets
@@ -27,7 +28,7 @@ from integration.mariadb.mdb_support import require_mariadb, scratch_root
 from security.wire import assert_fault
 from strongroom.engines import process
 from strongroom.engines.base import DatabaseSpec, InstanceRequest, RestoreInput, UserSpec
-from strongroom.engines.errors import InstanceError, InvalidRequestError
+from strongroom.engines.errors import InstanceError, InvalidRequestError, RestoreError
 from strongroom.engines.identity import InstanceIdentity, name_for
 from strongroom.engines.mariadb import MariaDbEngine, accounts, server
 
@@ -348,6 +349,8 @@ def test_the_os_user_goes_with_the_instance(
 ) -> None:
     home, conn = instances.create("short-lived", InstanceRequest("x"))
     assert pwd.getpwnam(conn["os_user"])
+    backup = io.BytesIO()
+    meta = engine.backup(conn, backup, parent=None).metadata
     engine.destroy_instance(home, conn)
     assert not home.exists()
     with pytest.raises(KeyError):
@@ -360,6 +363,11 @@ def test_the_os_user_goes_with_the_instance(
     failed = instances.base / "failed"
     with pytest.raises(InstanceError, match="Lost connection"):
         engine.create_instance(failed, InstanceRequest("x"))
+    assert not failed.exists()
+    assert InstanceIdentity.lookup(name_for(failed)) is None
+    truncated = io.BytesIO(backup.getvalue()[: len(backup.getvalue()) // 2])
+    with pytest.raises(RestoreError):
+        engine.restore_instance(failed, [RestoreInput(meta, truncated)], InstanceRequest("x"))
     assert not failed.exists()
     assert InstanceIdentity.lookup(name_for(failed)) is None
 
