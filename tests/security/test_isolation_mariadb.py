@@ -264,8 +264,17 @@ def test_tenant_superuser_reads_and_writes_no_file_outside_its_own(
             with contextlib.suppress(pymysql.MySQLError):
                 cur.execute("SET GLOBAL general_log = OFF")
                 cur.execute("SET GLOBAL general_log_file = %s", (log_file,))
+            # And tables: InnoDB writes a table wherever DATA DIRECTORY says, as the server.
+            if os.geteuid() == 0:
+                for where in (home_b / "files", base):
+                    with pytest.raises(pymysql.err.MySQLError):
+                        cur.execute(
+                            f"CREATE TABLE app.planted (x INT) ENGINE=InnoDB "
+                            f"DATA DIRECTORY = '{where}'"
+                        )
     finally:
         db.close()
+    assert not list(home_b.rglob("planted*")) and not list(base.glob("app"))
     assert not outside.exists()
     assert not (home_b / "files" / "planted").exists()
     if os.geteuid() == 0:
