@@ -27,6 +27,7 @@ from typing import Any
 import pymysql
 import pytest
 
+from integration.mariadb.mdb_support import remove_os_users_under
 from strongroom.engines import process
 from strongroom.engines.base import (
     DatabaseSpec,
@@ -43,8 +44,7 @@ from strongroom.engines.errors import (
     InvalidExternalError,
     RestoreError,
 )
-from strongroom.engines.mariadb import MariaDbEngine
-from strongroom.engines.mariadb import engine as engine_module
+from strongroom.engines.mariadb import MariaDbEngine, accounts
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -344,6 +344,7 @@ class Lab:
         for home, conn in reversed(self.instances):
             with contextlib.suppress(Exception):
                 self.engine.destroy_instance(home, conn)
+        remove_os_users_under(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -674,7 +675,7 @@ def test_failure_after_server_start_leaves_nothing_running(
         started.extend(server_processes(home))
         raise pymysql.err.OperationalError(2013, "Lost connection to server during query")
 
-    monkeypatch.setattr(engine_module, "_apply_request", broken)
+    monkeypatch.setattr(accounts, "apply_request", broken)
     home = lab.home("late-failure")
     with pytest.raises(RestoreError, match="Lost connection"):
         engine.restore_instance(home, [RestoreInput(meta, FileSource(path))], InstanceRequest("x"))
@@ -766,3 +767,15 @@ def test_external_registration(
     result = allowed.backup(external, sink, parent=None)
     assert result.metadata["to_lsn"] > 0 and len(sink.getvalue()) > 1_000_000
     query(conn, "DROP USER 'ext_backup'@'%'")
+
+
+def test_a_backup_that_cannot_checkpoint_fails_with_a_reason(
+    engine: MariaDbEngine, source: tuple[Path, dict[str, Any]]
+) -> None:
+    _, conn = source
+    wrong = "wrong-Admin-Pw-0"
+    sink = io.BytesIO()
+    with pytest.raises(BackupError, match="could not write a checkpoint") as caught:
+        engine.backup({**conn, "admin_password": wrong}, sink, parent=None)
+    assert wrong not in str(caught.value) and "Access denied" in str(caught.value)
+    assert sink.getvalue() == b""

@@ -23,6 +23,7 @@ import pymysql
 import pytest
 
 from fixtures.live import free_port
+from strongroom.engines.identity import IdentityError, InstanceIdentity, name_for
 from strongroom.engines.mariadb import MariaDbEngine
 
 MUST_RUN_ENV = "STRONGROOM_TEST_MUST_RUN"
@@ -137,7 +138,23 @@ def scratch_root(prefix: str) -> Iterator[Path]:
         yield base
     finally:
         stop_servers_under(base)
+        remove_os_users_under(base)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def remove_os_users_under(base: Path, depth: int = 4) -> None:
+    """Remove the OS users of instance homes left under ``base`` (instances a test did not
+    delete through the service)."""
+    if os.geteuid() != 0:
+        return
+    for root, dirs, _files in os.walk(base):
+        if len(Path(root).relative_to(base).parts) >= depth:
+            dirs.clear()
+        for name in dirs:
+            found = InstanceIdentity.lookup(name_for(Path(root) / name))
+            if found is not None:
+                with contextlib.suppress(IdentityError):
+                    found.remove()
 
 
 # -- SQL -------------------------------------------------------------------------------------------

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
 import pytest
 
 from strongroom.engines import process
-from strongroom.engines.base import DatabaseSpec, InstanceRequest, UserSpec
 from strongroom.engines.errors import ExternalNotAllowedError, InvalidExternalError
-from strongroom.engines.mariadb import config, engine, server
+from strongroom.engines.identity import InstanceIdentity
+from strongroom.engines.mariadb import config, engine, restore, server, tools
 
 
 def test_option_values_are_quoted() -> None:
@@ -76,47 +75,27 @@ def test_identifiers_and_sql_strings() -> None:
         config.sql_string("a\nb")
 
 
-def test_accounts_sql_is_not_binlogged() -> None:
-    sql = engine._accounts_sql("adminpw", "backuppw")
-    lines = sql.splitlines()
-    assert lines[0] == "SET SESSION sql_log_bin = 0;"
-    assert "CREATE OR REPLACE USER 'strongroom_admin'@'localhost' IDENTIFIED BY 'adminpw';" in sql
-    assert "GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.*" in sql
-
-
-def test_validate_request() -> None:
-    engine._validate_request(
-        InstanceRequest("ok", (DatabaseSpec("app"),), (UserSpec("bob", "pw", ("app", "b")),))
-    )
-    for request in (
-        InstanceRequest("x", users=(UserSpec("root", "pw"),)),
-        InstanceRequest("x", users=(UserSpec("Strongroom_backup", "pw"),)),
-        InstanceRequest("x", databases=(DatabaseSpec("MySQL"),)),
-        InstanceRequest("x", users=(UserSpec("bob", "pw", ("a.b",)),)),
-    ):
-        with pytest.raises(ValueError):
-            engine._validate_request(request)
-
-
 def test_failure_reason_keeps_error_lines() -> None:
     stderr = "\n".join([f"[00] Streaming ./db/t{i}.ibd" for i in range(30)])
     stderr += "\n[00] FATAL ERROR: failed to execute query BACKUP LOCK: Server has gone away"
     exc = process.ProcessError("mariadb-backup", "exited with status 1", stderr)
-    reason = engine._failure_reason(exc)
+    reason = tools.failure_reason(exc)
     assert reason.startswith("mariadb-backup exited with status 1: ")
     assert "Server has gone away" in reason and "Streaming" not in reason
     quiet = process.ProcessError("mbstream", "exited with status 1", "just\nthis")
-    assert engine._failure_reason(quiet) == "mbstream exited with status 1: just\nthis"
+    assert tools.failure_reason(quiet) == "mbstream exited with status 1: just\nthis"
+    # A tool run as the instance's OS user is named, not runuser.
+    wrapped = process.ProcessError("runuser", "exited with status 1", "x: error")
+    assert tools.failure_reason(wrapped, "/usr/bin/mbstream").startswith("mbstream exited")
 
 
 def test_server_config_round_trip(tmp_path: Path) -> None:
     layout = server.Layout(tmp_path)
-    run_as = server.RunAs(None, os.getuid(), os.getgid())
     server.write_config(
         layout,
         port=4406,
         bind_address="127.0.0.1",
-        run_as=run_as,
+        identity=InstanceIdentity.current(),
         extra={"innodb_page_size": "32768"},
     )
     options = server.read_config(layout)
@@ -125,6 +104,26 @@ def test_server_config_round_trip(tmp_path: Path) -> None:
     assert options["innodb_page_size"] == "32768"
     assert "log-bin" in options and options["server-id"] == "1"
     assert "user" not in options
+    # SQL reads and writes files in the instance's own directory only.
+    assert options["secure_file_priv"] == str(tmp_path / "files")
+
+
+def test_server_options_are_set_in_place_and_added(tmp_path: Path) -> None:
+    layout = server.Layout(tmp_path)
+    layout.config.write_text(
+        "# an instance made before OS users of its own\n[mariadbd]\nuser = mysql\n"
+        'innodb-buffer-pool-size = "1G"\n\n[client]\nport = "3307"\n'
+    )
+    server.set_server_options(layout, {"user": "sr-0123456789ab", "secure_file_priv": "/h/f"})
+    text = layout.config.read_text()
+    options = server.read_config(layout)
+    assert options["user"] == "sr-0123456789ab"
+    assert options["secure_file_priv"] == "/h/f"
+    assert options["innodb-buffer-pool-size"] == "1G"
+    assert "mysql" not in text and text.count("[client]") == 1
+    assert text.index("secure_file_priv") < text.index("[client]")
+    with pytest.raises(ValueError):
+        server.set_server_options(layout, {"user": "x\n[client]"})
 
 
 def test_carried_options(tmp_path: Path) -> None:
@@ -132,7 +131,7 @@ def test_carried_options(tmp_path: Path) -> None:
         "[mysqld]\ninnodb_page_size=16384\ninnodb_data_file_path=ibdata1:12M:autoextend\n"
         "innodb_undo_tablespaces=0\ninnodb_log_file_size=33554432\n"
     )
-    assert engine.MariaDbEngine._carried_options(tmp_path) == {
+    assert restore.carried_options(tmp_path) == {
         "innodb_data_file_path": "ibdata1:12M:autoextend",
         "innodb_undo_tablespaces": "0",
     }
@@ -178,8 +177,9 @@ def test_public_view_has_no_secrets() -> None:
 
 def test_set_port_keeps_other_options(tmp_path: Path) -> None:
     layout = server.Layout(tmp_path)
-    run_as = server.RunAs(None, os.getuid(), os.getgid())
-    server.write_config(layout, port=4406, bind_address="127.0.0.1", run_as=run_as)
+    server.write_config(
+        layout, port=4406, bind_address="127.0.0.1", identity=InstanceIdentity.current()
+    )
     with layout.config.open("a") as handle:
         handle.write('[mariadbd]\ninnodb_buffer_pool_size = "1G"\n')
     server.set_port(layout, 5507)

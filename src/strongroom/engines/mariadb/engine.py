@@ -1,51 +1,32 @@
 """MariaDB engine: physical backups with mariabackup, managed servers with mariadbd.
 
-Backup
-    ``mariabackup --backup --stream=xbstream`` writes the backup to stdout, which is copied
-    into the sink as it comes (no copy of the data on disk; ``--target-dir`` is an empty
-    scratch directory). mariabackup copies the InnoDB files while tailing the redo log and
-    takes ``BACKUP STAGE`` locks only for the final, short phase, so the backup is consistent
-    under concurrent writes. ``--extra-lsndir`` makes it also write ``xtrabackup_checkpoints``
-    and ``xtrabackup_info`` (the same files that travel in the stream) into a private scratch
-    directory: after a successful run the engine parses them for ``from_lsn``, ``to_lsn``,
-    ``last_lsn`` and the binary log file, position and GTID recorded under the backup lock,
-    falling back to the ``MySQL binlog position`` line of the tool's stderr.
-    An incremental backup passes ``--incremental-lsn=<parent to_lsn>``: only pages changed
-    since then travel, as ``.delta`` files, plus the redo log written during the backup.
+This is the façade the service sees; each part lives in its own module:
 
-Restore
-    Each link's stream is unpacked with ``mbstream -x`` (fed through stdin) into a scratch
-    directory in ``home``; the full backup is prepared with ``mariabackup --prepare``, then
-    each incremental is applied with ``--prepare --incremental-dir`` (MariaDB 10.2+
-    semantics: no ``--apply-log-only``) and its scratch directory removed. The prepared
-    backup is moved into the new data directory with ``--move-back``, handed to the server's
-    user, and ``mariadbd`` is started once with an ``--init-file`` that (re)creates the
-    service accounts with new passwords, so the restored server never shares credentials
-    with its source.
+- :mod:`.tools`: the installed programs (one release series) and their failure reasons;
+- :mod:`.managed`: managed servers (create, first boot, start, stop, destroy), each
+  instance under an OS user of its own; :mod:`.server` runs one ``mariadbd``;
+- :mod:`.accounts`: the service's accounts and the request's users and databases;
+- :mod:`.external`: registering an existing server on this host;
+- :mod:`.backup`: full and incremental backups (``mariabackup --backup``);
+- :mod:`.restore`: a chain of backups into a new managed server;
+- :mod:`.metadata`: what a backup records, and the checks of a chain against it.
 
-Credentials
-    The tools read passwords from a 0600 option file in a private 0700 directory passed as
-    ``--defaults-file`` (so no system option file is read either); the server reads new
-    account passwords from a 0600 init file that is deleted as soon as the server accepts
-    connections. Nothing secret is ever on a command line.
+Credentials: the tools read passwords from a 0600 option file in a private 0700 directory
+passed as ``--defaults-file`` (so no system option file is read either); the server reads
+new account passwords from a 0600 init file that is deleted as soon as the server accepts
+connections. Nothing secret is ever on a command line.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import re
-import secrets
-import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pymysql
 
-from strongroom.engines import process
 from strongroom.engines.allowlist import AllowList
 from strongroom.engines.base import (
     BackupResult,
@@ -56,70 +37,12 @@ from strongroom.engines.base import (
     Metadata,
     RestoreInput,
 )
-from strongroom.engines.errors import (
-    BackupError,
-    EngineError,
-    EngineUnavailableError,
-    ExternalNotAllowedError,
-    InstanceError,
-    InvalidExternalError,
-    RestoreError,
-)
-from strongroom.engines.mariadb import config, metadata, server
-from strongroom.engines.mariadb.server import Layout, RunAs
-
-ADMIN_USER = "strongroom_admin"
-BACKUP_USER = "strongroom_backup"
-ACCOUNT_HOST = "localhost"
-# What mariabackup needs on MariaDB 10.5+ (BINLOG MONITOR was REPLICATION CLIENT).
-BACKUP_PRIVILEGES = ("RELOAD", "PROCESS", "LOCK TABLES", "BINLOG MONITOR")
-SYSTEM_USERS = frozenset({"root", "mysql", "mariadb.sys", "PUBLIC", ""})
-SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
-RESERVED_PREFIX = "strongroom_"
-START_TIMEOUT = 120.0
-_ERROR_LINE = re.compile(
-    r"error|fatal|failed|cannot|can't|denied|gone away|invalid|corrupt|mismatch", re.IGNORECASE
-)
-PORT_ATTEMPTS = 3
-SEARCH_PATH = ("/usr/sbin", "/usr/local/sbin", "/usr/libexec", "/usr/local/mysql/bin")
-# Options a restored server must share with the server the backup came from.
-CARRIED_OPTIONS = ("innodb_page_size", "innodb_data_file_path", "innodb_undo_tablespaces")
-
-
-@dataclass(frozen=True)
-class Tools:
-    mariadbd: str
-    install_db: str
-    mariabackup: str
-    mbstream: str
-    server_version: str  # "10.11.19-MariaDB-0+deb12u1"
-    series: str  # "10.11"
-
-
-def _which(*names: str) -> str | None:
-    path = os.pathsep.join([os.environ.get("PATH", ""), *SEARCH_PATH])
-    for name in names:
-        found = shutil.which(name, path=path)
-        if found:
-            return found
-    return None
-
-
-def _failure_reason(exc: process.ProcessError, lines: int = 8) -> str:
-    """The tool's status and the stderr lines that say what went wrong (mariabackup logs
-    every file it copies, so a plain tail is mostly noise)."""
-    head = str(exc).split(":", 1)[0]
-    tail = exc.stderr.strip().splitlines()
-    errors = [line for line in tail if _ERROR_LINE.search(line)]
-    chosen = (errors or tail)[-lines:]
-    return head + (": " + "\n".join(chosen) if chosen else "")
-
-
-def _scrub(text: str, secret_values: Sequence[str]) -> str:
-    for value in secret_values:
-        if value:
-            text = text.replace(value, "***")
-    return text
+from strongroom.engines.errors import EngineUnavailableError, RestoreError
+from strongroom.engines.mariadb import accounts, backup, external, metadata, restore
+from strongroom.engines.mariadb.accounts import ADMIN_USER, BACKUP_USER
+from strongroom.engines.mariadb.managed import ManagedServers
+from strongroom.engines.mariadb.sessions import managed_session
+from strongroom.engines.mariadb.tools import Tools, find_tools
 
 
 class MariaDbEngine:
@@ -128,8 +51,8 @@ class MariaDbEngine:
     ``bind_address``: where managed servers listen (each on a free port).
     ``allowed_hosts`` / ``allowed_datadirs``: the operator's allow-lists for external
     servers; both empty by default, so no external server can be registered.
-    ``run_as``: the account managed servers run as; by default ``mysql`` when the service
-    runs as root (mariadbd refuses root), else the current user.
+    Managed servers run as an OS user of their own when the service runs as root (see
+    :mod:`strongroom.engines.identity`), else as the service's user.
     ``timeout``: seconds any one tool run (backup, unpack, prepare) may take.
     """
 
@@ -141,10 +64,8 @@ class MariaDbEngine:
         bind_address: str = "127.0.0.1",
         allowed_hosts: AllowList | Sequence[str] = (),
         allowed_datadirs: AllowList | Sequence[Path] = (),
-        run_as: str | None = None,
         timeout: float = 3600,
     ) -> None:
-        self.bind_address = bind_address
         self.allowed_hosts = (
             allowed_hosts if isinstance(allowed_hosts, AllowList) else AllowList.of(allowed_hosts)
         )
@@ -153,49 +74,15 @@ class MariaDbEngine:
             if isinstance(allowed_datadirs, AllowList)
             else AllowList.of_paths(allowed_datadirs)
         )
-        # Running as root, the server runs as "mysql" unless told otherwise.
-        self.run_as = run_as if run_as is not None else ("mysql" if os.geteuid() == 0 else None)
         self.timeout = timeout
+        self._servers = ManagedServers(bind_address=bind_address, timeout=timeout)
         self._tools: Tools | None = None
         self._detected = False
 
     # -- detection -------------------------------------------------------------------------
-    def _find_tools(self) -> Tools | None:
-        mariadbd = _which("mariadbd", "mysqld")
-        install_db = _which("mariadb-install-db", "mysql_install_db")
-        mariabackup = _which("mariadb-backup", "mariabackup")
-        mbstream = _which("mbstream")
-        if not (mariadbd and install_db and mariabackup and mbstream):
-            return None
-        try:
-            server_out = process.run([mariadbd, "--version"], timeout=60)
-            tool_out = process.run([mariabackup, "--version"], timeout=60)
-        except EngineError:
-            return None
-        server_text = server_out.stdout.decode("utf-8", "replace") + server_out.stderr
-        if "mariadb" not in server_text.lower():
-            return None  # a MySQL server: mariabackup cannot back it up
-        server_version = metadata.parse_version(server_text)
-        tool_version = metadata.parse_version(
-            tool_out.stderr + tool_out.stdout.decode("utf-8", "replace")
-        )
-        if server_version is None or tool_version is None:
-            return None
-        if metadata.series(server_version) != metadata.series(tool_version):
-            return None  # mariabackup must come from the server's own release series
-        text = server_text.split("Ver", 1)[-1].split()[0] if "Ver" in server_text else ""
-        return Tools(
-            mariadbd=mariadbd,
-            install_db=install_db,
-            mariabackup=mariabackup,
-            mbstream=mbstream,
-            server_version=text or ".".join(map(str, server_version)),
-            series=metadata.series(server_version),
-        )
-
     def detect(self) -> EngineInfo | None:
         if not self._detected:
-            self._tools = self._find_tools()
+            self._tools = find_tools()
             self._detected = True
         if self._tools is None:
             return None
@@ -217,368 +104,41 @@ class MariaDbEngine:
 
     # -- managed instances -------------------------------------------------------------------
     def check_request(self, request: InstanceRequest) -> None:
-        return None  # names are checked when the instance is created
+        accounts.check_request(request)
 
     def create_instance(self, home: Path, request: InstanceRequest) -> Connection:
-        tools = self._require()
-        layout = Layout(Path(home))
-        run_as = RunAs.resolve(self.run_as)
-        if layout.datadir.exists() or layout.config.exists():
-            raise InstanceError("the instance directory already holds a MariaDB server")
-        try:
-            _validate_request(request)
-        except ValueError as exc:
-            raise InstanceError(str(exc)) from None
-        try:
-            server.prepare_home(layout, run_as)
-            server.write_config(
-                layout,
-                port=server.free_port(self.bind_address),
-                bind_address=self.bind_address,
-                run_as=run_as,
-            )
-            argv = [
-                tools.install_db,
-                f"--defaults-file={layout.config}",
-                "--auth-root-authentication-method=socket",
-                "--skip-test-db",
-            ]
-            if run_as.switches:
-                argv.append(f"--user={run_as.name}")
-            try:
-                process.run(argv, timeout=min(self.timeout, 600))
-            except process.ProcessError as exc:
-                raise InstanceError(
-                    f"the data directory could not be created: {_failure_reason(exc)}"
-                ) from None
-            return self._boot(layout, run_as, tools, request, InstanceError)
-        except BaseException:
-            self._discard(layout)
-            raise
+        return self._servers.create(self._require(), home, request)
 
     def restore_instance(
         self, home: Path, chain: Sequence[RestoreInput], request: InstanceRequest
     ) -> Connection:
-        layout = Layout(Path(home))
-        if layout.datadir.exists() or layout.config.exists():
-            raise RestoreError("the instance directory already holds a MariaDB server")
-        try:
-            _validate_request(request)
-        except ValueError as exc:
-            raise RestoreError(str(exc)) from None
         try:
             tools = self._require()
-            metadata.check_chain([link.metadata for link in chain], tools.series)
-            run_as = RunAs.resolve(self.run_as)
-            server.prepare_home(layout, run_as)
-            carried = self._unpack_and_prepare(layout, tools, chain)
-            server.write_config(
-                layout,
-                port=server.free_port(self.bind_address),
-                bind_address=self.bind_address,
-                run_as=run_as,
-                extra=carried,
-            )
-            base = layout.restore_dir / "base"
-            self._run_tool(
-                [
-                    tools.mariabackup,
-                    "--no-defaults",
-                    "--move-back",
-                    f"--datadir={layout.datadir}",
-                    f"--target-dir={base}",
-                ],
-                "moving the prepared backup into the data directory",
-            )
-            shutil.rmtree(layout.restore_dir)
-            server.chown_tree(layout.datadir, run_as)
-            return self._boot(layout, run_as, tools, request, RestoreError)
-        except RestoreError:
-            self._discard(layout)
-            raise
-        except EngineError as exc:
-            self._discard(layout)
+        except EngineUnavailableError as exc:
             raise RestoreError(str(exc)) from None
-        except BaseException:
-            self._discard(layout)
-            raise
-
-    def _unpack_and_prepare(
-        self, layout: Layout, tools: Tools, chain: Sequence[RestoreInput]
-    ) -> dict[str, str]:
-        """Unpack and prepare every link into ``restore/base``; return the server options
-        the backup was taken with that the new server must share."""
-        layout.restore_dir.mkdir(mode=0o700)
-        base = layout.restore_dir / "base"
-        carried: dict[str, str] = {}
-        for index, link in enumerate(chain):
-            target = base if index == 0 else layout.restore_dir / f"incremental-{index}"
-            target.mkdir(mode=0o700)
-            what = "the full backup" if index == 0 else f"incremental backup {index}"
-            try:
-                process.stream_in(
-                    [tools.mbstream, "-x", "-C", target], link.stream, timeout=self.timeout
-                )
-            except process.ProcessError as exc:
-                raise RestoreError(f"unpacking {what} failed: {_failure_reason(exc)}") from None
-            try:
-                extracted = metadata.parse_checkpoints(
-                    (target / "xtrabackup_checkpoints").read_text(encoding="utf-8")
-                )
-            except (OSError, ValueError):
-                raise RestoreError(
-                    f"{what}'s stream is incomplete: it has no valid xtrabackup_checkpoints"
-                ) from None
-            metadata.check_extracted(extracted, link.metadata)
-            if index == 0:
-                carried = self._carried_options(base)
-                argv = [tools.mariabackup, "--no-defaults", "--prepare", f"--target-dir={base}"]
-            else:
-                argv = [
-                    tools.mariabackup,
-                    "--no-defaults",
-                    "--prepare",
-                    f"--target-dir={base}",
-                    f"--incremental-dir={target}",
-                ]
-            self._run_tool(argv, f"preparing {what}")
-            if index > 0:
-                shutil.rmtree(target)
-        return carried
-
-    @staticmethod
-    def _carried_options(base: Path) -> dict[str, str]:
-        try:
-            text = (base / "backup-my.cnf").read_text(encoding="utf-8")
-        except OSError:
-            return {}
-        values = metadata.parse_key_values(text)
-        carried = {key: values[key] for key in CARRIED_OPTIONS if values.get(key)}
-        if carried.get("innodb_page_size") == "16384":
-            del carried["innodb_page_size"]
-        return carried
-
-    def _run_tool(self, argv: Sequence[str | os.PathLike[str]], what: str) -> None:
-        try:
-            process.run(argv, timeout=self.timeout)
-        except process.ProcessError as exc:
-            raise RestoreError(f"{what} failed: {_failure_reason(exc)}") from None
-
-    def _boot(
-        self,
-        layout: Layout,
-        run_as: RunAs,
-        tools: Tools,
-        request: InstanceRequest,
-        error: Callable[[str], EngineError],
-    ) -> Connection:
-        """First start of a new data directory: (re)create the service accounts with new
-        passwords through an init file, then apply the request's databases and users."""
-        admin_password = secrets.token_urlsafe(24)
-        backup_password = secrets.token_urlsafe(24)
-        init_file = layout.private_dir / "init.sql"
-        init_file.unlink(missing_ok=True)
-        config.write_private(
-            init_file,
-            _accounts_sql(admin_password, backup_password),
-            owner=(run_as.uid, run_as.gid) if run_as.switches else None,
-        )
-        try:
-            self._start(layout, run_as, tools, admin_password, error=error, init_file=init_file)
-        finally:
-            init_file.unlink(missing_ok=True)
-        try:
-            with server.session(layout, ADMIN_USER, admin_password) as cursor:
-                _apply_request(cursor, request)
-                users = _list_users(cursor)
-        except (pymysql.MySQLError, ValueError) as exc:
-            server.kill(layout)
-            hidden = [admin_password, backup_password, *(u.password for u in request.users)]
-            raise error(
-                f"setting up databases and users failed: {_sql_error(exc, hidden)}"
-            ) from None
-        options = server.read_config(layout)
-        return {
-            "host": self.bind_address,
-            "port": int(options["port"]),
-            "socket": str(layout.socket),
-            "datadir": str(layout.datadir),
-            "defaults_file": str(layout.config),
-            "admin_user": ADMIN_USER,
-            "admin_password": admin_password,
-            "backup_user": BACKUP_USER,
-            "backup_password": backup_password,
-            "managed": True,
-            "instance_uid": secrets.token_hex(16),
-            "users": users,
-        }
-
-    def _start(
-        self,
-        layout: Layout,
-        run_as: RunAs,
-        tools: Tools,
-        admin_password: str,
-        *,
-        error: Callable[[str], EngineError],
-        init_file: Path | None = None,
-    ) -> None:
-        """Start, choosing another free port when the configured one was taken."""
-        for attempt in range(PORT_ATTEMPTS):
-            options = server.read_config(layout)
-            if not server.port_is_free(self.bind_address, int(options["port"])):
-                self._move_port(layout, run_as)
-            try:
-                server.start(
-                    layout,
-                    mariadbd=tools.mariadbd,
-                    user=ADMIN_USER,
-                    password=admin_password,
-                    timeout=min(self.timeout, START_TIMEOUT),
-                    init_file=init_file,
-                    error=error,
-                )
-                return
-            except EngineError as exc:
-                in_use = "Address already in use" in str(exc) or "Bind on TCP/IP" in str(exc)
-                if not in_use or attempt == PORT_ATTEMPTS - 1:
-                    raise
-                self._move_port(layout, run_as)
-
-    def _move_port(self, layout: Layout, run_as: RunAs) -> None:
-        server.set_port(layout, server.free_port(self.bind_address))
+        return restore.restore(self._servers, tools, home, chain, request)
 
     def start_instance(self, home: Path, connection: Connection) -> Connection:
-        tools = self._require()
-        layout = Layout(Path(home))
-        if not layout.config.exists() or not layout.datadir.exists():
-            raise InstanceError("the instance's data directory is missing")
-        password = str(connection["admin_password"])
-        if server.running_pid(layout) is None:
-            self._start(layout, RunAs.resolve(self.run_as), tools, password, error=InstanceError)
-        else:
-            server.wait_ready(layout, ADMIN_USER, password, timeout=START_TIMEOUT)
-        updated = dict(connection)
-        updated["port"] = int(server.read_config(layout)["port"])
-        return updated
+        return self._servers.start(self._require(), home, connection)
 
     def stop_instance(self, home: Path, connection: Connection) -> None:
-        server.stop(Layout(Path(home)))
+        self._servers.stop(home)
 
     def destroy_instance(self, home: Path, connection: Connection) -> None:
-        layout = Layout(Path(home))
-        server.stop(layout)
-        shutil.rmtree(layout.home, ignore_errors=True)
-        if layout.home.exists():
-            raise InstanceError("the instance directory could not be removed")
-
-    def _discard(self, layout: Layout) -> None:
-        """After a failed create or restore: nothing left running, nothing left on disk."""
-        with contextlib.suppress(Exception):
-            server.kill(layout)
-        shutil.rmtree(layout.home, ignore_errors=True)
+        self._servers.destroy(home, connection)
 
     # -- external instances ------------------------------------------------------------------
     def register_external(self, params: Mapping[str, Any], *, project_id: str) -> Connection:
-        tools = self._require()
-        host = params.get("host")
-        port = params.get("port", 3306)
-        user = params.get("user")
-        password = params.get("password", "")
-        datadir = params.get("datadir")
-        if not isinstance(host, str) or not host.strip():
-            raise InvalidExternalError("an external MariaDB server needs a host")
-        if isinstance(port, bool) or not isinstance(port, int | str):
-            raise InvalidExternalError("the port must be a number")
-        try:
-            port = int(port)
-        except ValueError:
-            raise InvalidExternalError("the port must be a number") from None
-        if not 0 < port < 65536:
-            raise InvalidExternalError("the port must be between 1 and 65535")
-        if not isinstance(user, str) or not user:
-            raise InvalidExternalError("an external MariaDB server needs a user")
-        if not isinstance(password, str):
-            raise InvalidExternalError("the password must be a string")
-        if not isinstance(datadir, str) or not datadir.startswith("/"):
-            raise InvalidExternalError(
-                "an external MariaDB server needs its data directory as an absolute path "
-                "(mariabackup reads the server's files)"
-            )
-        host = host.strip().lower()
-        if not self.allowed_hosts.for_project(project_id):
-            raise ExternalNotAllowedError(
-                "registering external MariaDB servers is not enabled on this service "
-                "(the operator has allowed no hosts)"
-            )
-        if not self.allowed_hosts.allows_host(host, project_id):
-            raise ExternalNotAllowedError(
-                f"the host {host!r} is not in the operator's list of allowed MariaDB hosts "
-                "(mariabackup must run on the server's own host)"
-            )
-        resolved = Path(datadir).resolve()
-        if not self.allowed_datadirs.allows_path(resolved, project_id):
-            raise ExternalNotAllowedError(
-                "the data directory is not inside a directory the operator allows "
-                "external MariaDB servers to use"
-            )
-        for value in (user, password):
-            try:
-                config.option_value(value)
-            except ValueError:
-                raise InvalidExternalError(
-                    "user and password must not contain control characters"
-                ) from None
-        connection: Connection = {
-            "host": host,
-            "port": port,
-            "user": user,
-            "password": password,
-            "datadir": str(resolved),
-            "managed": False,
-        }
-        try:
-            with _external_session(connection) as cursor:
-                cursor.execute("SELECT VERSION(), @@datadir, @@log_bin")
-                version, server_datadir, log_bin = cursor.fetchone()
-                cursor.execute(
-                    "SELECT DISTINCT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES"
-                )
-                granted = {str(row[0]).upper() for row in cursor.fetchall()}
-        except pymysql.MySQLError as exc:
-            raise InvalidExternalError(
-                f"cannot connect to the MariaDB server: {_sql_error(exc, [password])}"
-            ) from None
-        if "mariadb" not in str(version).lower():
-            raise InvalidExternalError("the server is not MariaDB")
-        server_series = metadata.series(str(version))
-        if server_series != tools.series:
-            raise InvalidExternalError(
-                f"the server runs MariaDB {server_series}; this host's mariabackup backs "
-                f"up MariaDB {tools.series} only"
-            )
-        if Path(str(server_datadir)).resolve() != resolved:
-            raise InvalidExternalError(
-                "the data directory given is not the server's data directory"
-            )
-        if "REPLICATION CLIENT" in granted:
-            granted.add("BINLOG MONITOR")
-        missing = [p for p in BACKUP_PRIVILEGES if p not in granted]
-        if missing:
-            raise InvalidExternalError(
-                f"the user {user!r} lacks privileges mariabackup needs: "
-                + ", ".join(missing)
-                + f" (grant {', '.join(BACKUP_PRIVILEGES)} ON *.*)"
-            )
-        connection["server_version"] = str(version)
-        connection["log_bin"] = bool(log_bin)
-        connection["instance_uid"] = hashlib.sha256(
-            f"{host}:{port}:{resolved}".encode()
-        ).hexdigest()[:32]
-        return connection
+        return external.register(
+            self._require(),
+            params,
+            project_id=project_id,
+            allowed_hosts=self.allowed_hosts,
+            allowed_datadirs=self.allowed_datadirs,
+        )
 
     def external_identity(self, connection: Connection) -> str:
-        return f"mariadb:{connection.get('datadir')}"
+        return external.identity(connection)
 
     # -- both ---------------------------------------------------------------------------------
     def public_view(self, connection: Connection) -> dict[str, Any]:
@@ -603,7 +163,7 @@ class MariaDbEngine:
         )
         if connection.get("managed"):
             try:
-                with _managed_session(connection) as cursor:
+                with managed_session(connection) as cursor:
                     cursor.execute(query)
                     return int(cursor.fetchone()[0])
             except (pymysql.MySQLError, OSError, KeyError):
@@ -613,203 +173,11 @@ class MariaDbEngine:
     def backup(
         self, connection: Connection, sink: ByteSink, *, parent: Metadata | None
     ) -> BackupResult:
-        tools = self._require()
-        if connection.get("managed"):
-            user, password = str(connection["backup_user"]), str(connection["backup_password"])
-        else:
-            user, password = str(connection["user"]), str(connection.get("password", ""))
-        source_id = str(connection.get("instance_uid", ""))
-        incremental_lsn = metadata.check_parent(parent, tools.series, source_id) if parent else None
-        server_version, page_size = self._probe(connection, user, password, tools)
-        with config.private_dir() as scratch:
-            defaults = scratch / "client.cnf"
-            config.write_private(
-                defaults,
-                config.render({"client": config.client_options(connection, user, password)}),
-            )
-            target = scratch / "target"
-            lsndir = scratch / "lsn"
-            target.mkdir()
-            lsndir.mkdir()
-            argv: list[str | os.PathLike[str]] = [
-                tools.mariabackup,
-                f"--defaults-file={defaults}",
-                "--backup",
-                "--stream=xbstream",
-                f"--target-dir={target}",
-                f"--extra-lsndir={lsndir}",
-                f"--datadir={connection['datadir']}",
-            ]
-            if incremental_lsn is not None:
-                argv.append(f"--incremental-lsn={incremental_lsn}")
-            try:
-                stderr = process.stream_out(argv, sink, cwd=scratch, timeout=self.timeout)
-            except process.ProcessError as exc:
-                reason = _scrub(_failure_reason(exc), [password])
-                raise BackupError(f"the backup failed: {reason}") from None
-            try:
-                checkpoints = metadata.parse_checkpoints(
-                    (lsndir / "xtrabackup_checkpoints").read_text(encoding="utf-8")
-                )
-                info_text = (lsndir / "xtrabackup_info").read_text(encoding="utf-8")
-            except (OSError, ValueError) as exc:
-                raise BackupError(f"mariabackup did not record the backup's LSNs: {exc}") from None
-        expected = "incremental" if incremental_lsn is not None else "full-backuped"
-        if checkpoints.backup_type != expected:
-            raise BackupError(f"mariabackup made a {checkpoints.backup_type} backup")
-        if incremental_lsn is not None and checkpoints.from_lsn != incremental_lsn:
-            raise BackupError("mariabackup's incremental backup starts at another LSN")
-        info = metadata.parse_key_values(info_text)
-        binlog = metadata.parse_binlog_position(
-            info.get("binlog_pos", "")
-        ) or metadata.parse_binlog_position(stderr)
-        result = metadata.build_metadata(
-            checkpoints=checkpoints,
-            info=info,
-            binlog=binlog,
-            server_series=tools.series,
-            server_version=info.get("server_version", server_version),
-            source_id=source_id,
-            parent=parent,
-            page_size=page_size,
-        )
-        return BackupResult(metadata=result, incremental=parent is not None)
-
-    def _probe(
-        self, connection: Connection, user: str, password: str, tools: Tools
-    ) -> tuple[str, int | None]:
-        """Reach the server before streaming: a clear reason when it is down or another
-        release series than this host's mariabackup."""
-        try:
-            with _session(connection, user, password) as cursor:
-                cursor.execute("SELECT VERSION(), @@innodb_page_size")
-                version, page_size = cursor.fetchone()
-        except pymysql.MySQLError as exc:
-            raise BackupError(
-                f"cannot connect to the MariaDB server: {_sql_error(exc, [password])}"
-            ) from None
-        if metadata.series(str(version)) != tools.series:
-            raise BackupError(
-                f"the server runs MariaDB {metadata.series(str(version))}; this host's "
-                f"mariabackup backs up MariaDB {tools.series} only"
-            )
-        return str(version), int(page_size) if page_size is not None else None
+        return backup.backup(self._require(), connection, sink, parent=parent, timeout=self.timeout)
 
     def check_restorable(self, metadata_: Metadata) -> None:
         tools = self._require()
         metadata.check_series(metadata_, tools.series)
-
-
-# -- SQL helpers --------------------------------------------------------------------------------
-def _accounts_sql(admin_password: str, backup_password: str) -> str:
-    admin = f"{config.sql_string(ADMIN_USER)}@{config.sql_string(ACCOUNT_HOST)}"
-    backup = f"{config.sql_string(BACKUP_USER)}@{config.sql_string(ACCOUNT_HOST)}"
-    return "\n".join(
-        [
-            "SET SESSION sql_log_bin = 0;",
-            f"CREATE OR REPLACE USER {admin} IDENTIFIED BY {config.sql_string(admin_password)};",
-            f"GRANT ALL PRIVILEGES ON *.* TO {admin} WITH GRANT OPTION;",
-            f"CREATE OR REPLACE USER {backup} IDENTIFIED BY {config.sql_string(backup_password)};",
-            f"GRANT {', '.join(BACKUP_PRIVILEGES)} ON *.* TO {backup};",
-            "",
-        ]
-    )
-
-
-def _check_user_name(name: str) -> None:
-    if not name or len(name) > 128 or any(ord(ch) < 32 for ch in name):
-        raise ValueError(f"the user name {name!r} is not allowed")
-    if name in SYSTEM_USERS or name.lower().startswith(RESERVED_PREFIX):
-        raise ValueError(f"the user name {name!r} is reserved")
-
-
-def _validate_request(request: InstanceRequest) -> None:
-    names = {db.name for db in request.databases}
-    for user in request.users:
-        _check_user_name(user.name)
-        names.update(user.databases)
-    for name in names:
-        config.check_identifier(name, "database name")
-        if name.lower() in SYSTEM_DATABASES:
-            raise ValueError(f"the database name {name!r} is reserved")
-
-
-def _apply_request(cursor: Any, request: InstanceRequest) -> None:
-    """Create the request's databases and users (not binary-logged: the statements
-    carry passwords)."""
-    cursor.execute("SET SESSION sql_log_bin = 0")
-    names = {db.name for db in request.databases}
-    for user in request.users:
-        names.update(user.databases)
-    for name in sorted(names):
-        if name.lower() in SYSTEM_DATABASES:
-            raise ValueError(f"the database name {name!r} is reserved")
-        cursor.execute(f"CREATE DATABASE IF NOT EXISTS {config.quote_identifier(name)}")
-    for user in request.users:
-        _check_user_name(user.name)
-        cursor.execute(
-            "CREATE OR REPLACE USER %s@%s IDENTIFIED BY %s", (user.name, user.host, user.password)
-        )
-        for name in user.databases:
-            cursor.execute(
-                f"GRANT ALL PRIVILEGES ON {config.quote_identifier(name)}.* TO %s@%s",
-                (user.name, user.host),
-            )
-
-
-def _list_users(cursor: Any) -> list[dict[str, Any]]:
-    cursor.execute("SELECT User, Host FROM mysql.user WHERE is_role = 'N' ORDER BY User, Host")
-    users: list[dict[str, Any]] = []
-    for name, host in cursor.fetchall():
-        if name in SYSTEM_USERS or str(name).lower().startswith(RESERVED_PREFIX):
-            continue
-        cursor.execute(
-            "SELECT Db FROM mysql.db WHERE User = %s AND Host = %s ORDER BY Db", (name, host)
-        )
-        users.append(
-            {"name": name, "host": host, "databases": [row[0] for row in cursor.fetchall()]}
-        )
-    return users
-
-
-def _sql_error(exc: Exception, secret_values: Sequence[str] = ()) -> str:
-    if isinstance(exc, pymysql.MySQLError) and len(exc.args) >= 2:
-        text = f"{exc.args[1]} (error {exc.args[0]})"
-    else:
-        text = str(exc)
-    return _scrub(text, secret_values)
-
-
-@contextlib.contextmanager
-def _session(connection: Mapping[str, Any], user: str, password: str) -> Iterator[Any]:
-    kwargs: dict[str, Any] = {
-        "user": user,
-        "password": password,
-        "connect_timeout": 10,
-        "read_timeout": 60,
-        "write_timeout": 60,
-        "autocommit": True,
-        "charset": "utf8mb4",
-    }
-    if connection.get("managed") and connection.get("socket"):
-        kwargs["unix_socket"] = str(connection["socket"])
-    else:
-        kwargs["host"] = str(connection["host"])
-        kwargs["port"] = int(connection["port"])
-    conn = pymysql.connect(**kwargs)
-    try:
-        with conn.cursor() as cursor:
-            yield cursor
-    finally:
-        conn.close()
-
-
-def _managed_session(connection: Mapping[str, Any]) -> contextlib.AbstractContextManager[Any]:
-    return _session(connection, str(connection["admin_user"]), str(connection["admin_password"]))
-
-
-def _external_session(connection: Mapping[str, Any]) -> contextlib.AbstractContextManager[Any]:
-    return _session(connection, str(connection["user"]), str(connection["password"]))
 
 
 def _tree_size(path: Path) -> int | None:

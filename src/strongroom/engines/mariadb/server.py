@@ -6,20 +6,23 @@ Layout of a managed instance's ``home``::
     home/data/            the data directory (binary logs included)
     home/mysqld.sock      the socket; home/mariadbd.pid, home/mariadbd.err
     home/tmp/             the server's tmpdir
+    home/files/           the only directory SQL may read or write files in (secure_file_priv)
+    home/private/         one-shot files with secrets for the server (init files)
     home/restore/         scratch space of a restore, removed when it ends
 
 The server is a long-running daemon, so it is started with :class:`subprocess.Popen`
-(argv list, no shell, own session) rather than through :mod:`..process`, whose runners wait
-for their tool to finish. When Strongroom runs as root, ``mariadbd`` is started with
-``--user=<run_as>`` (it drops root itself before touching any file) and everything in
-``home`` is owned by that user; every directory above ``home`` must let that user through.
+(argv list, no shell, own session, the minimal environment of :mod:`..process`) rather than
+through :mod:`..process`'s runners, which wait for their tool to finish. When Strongroom
+runs as root, each instance has an OS user of its own (:mod:`..identity`): ``mariadbd`` is
+started with ``--user=<it>`` (it drops root itself before touching any file), ``home`` and
+its directories are 0700 and that user's, and every directory above ``home`` must let that
+user through.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import re
 import signal
 import socket
@@ -34,7 +37,9 @@ from pathlib import Path
 
 import pymysql
 
+from strongroom.engines import beneath, process
 from strongroom.engines.errors import InstanceError
+from strongroom.engines.identity import InstanceIdentity
 from strongroom.engines.mariadb import config
 
 SOCKET_NAME = "mysqld.sock"
@@ -43,6 +48,7 @@ LOG_NAME = "mariadbd.err"
 CONFIG_NAME = "my.cnf"
 DATA_NAME = "data"
 TMP_NAME = "tmp"
+FILES_NAME = "files"
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 STOP_TIMEOUT = 120.0
 POLL_INTERVAL = 0.1
@@ -82,6 +88,12 @@ class Layout:
         return self.home / TMP_NAME
 
     @property
+    def files_dir(self) -> Path:
+        """``secure_file_priv``: ``LOAD_FILE``, ``LOAD DATA`` and ``INTO OUTFILE`` work
+        here only, so a tenant with the FILE privilege reads nothing of the host."""
+        return self.home / FILES_NAME
+
+    @property
     def restore_dir(self) -> Path:
         return self.home / "restore"
 
@@ -89,29 +101,6 @@ class Layout:
     def private_dir(self) -> Path:
         """Where one-shot files with secrets for the server (init files) live briefly."""
         return self.home / "private"
-
-
-@dataclass(frozen=True)
-class RunAs:
-    """The unprivileged account the server runs as (``None`` fields: the current user)."""
-
-    name: str | None
-    uid: int
-    gid: int
-
-    @classmethod
-    def resolve(cls, name: str | None) -> RunAs:
-        if name is None:
-            return cls(None, os.getuid(), os.getgid())
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            raise InstanceError(f"the user {name!r} to run MariaDB as does not exist") from None
-        return cls(name, entry.pw_uid, entry.pw_gid)
-
-    @property
-    def switches(self) -> bool:
-        return self.name is not None and self.uid != os.getuid()
 
 
 def free_port(bind_address: str) -> int:
@@ -138,7 +127,7 @@ def write_config(
     *,
     port: int,
     bind_address: str,
-    run_as: RunAs,
+    identity: InstanceIdentity,
     extra: dict[str, str] | None = None,
 ) -> None:
     server: dict[str, str | int | Path | None] = {
@@ -149,22 +138,32 @@ def write_config(
         "pid-file": layout.pid_file,
         "log-error": layout.log,
         "tmpdir": layout.tmpdir,
+        "secure_file_priv": layout.files_dir,
         "log-bin": "mariadb-bin",
         "server-id": 1,
         "skip-name-resolve": None,
         **config.SERVER_DEFAULTS,
         **(extra or {}),
     }
-    if run_as.name is not None and os.geteuid() == 0:
+    if identity.name is not None:
         # Started as root, mariadbd switches to this user itself (and refuses to run as
         # root unless told so explicitly).
-        server["user"] = run_as.name
+        server["user"] = identity.name
     text = "# Managed by Strongroom; read on every start.\n" + config.render(
         {"mariadbd": server, "client": {"socket": layout.socket, "port": port}}
     )
+    _replace_config(layout, text)
+
+
+def _replace_config(layout: Layout, text: str) -> None:
+    # Written by the service and only readable through the instance's 0700 home.
+    # O_EXCL: never through a link someone left under the temporary name.
     tmp = layout.config.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, 0o644)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(fd, 0o644)
+        handle.write(text)
     os.replace(tmp, layout.config)
 
 
@@ -172,10 +171,41 @@ def set_port(layout: Layout, port: int) -> None:
     """Point the option file at another port, keeping every other option as it is."""
     text = layout.config.read_text(encoding="utf-8")
     text = re.sub(r'(?m)^port = "\d+"$', f'port = "{port}"', text)
-    tmp = layout.config.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, layout.config)
+    _replace_config(layout, text)
+
+
+def set_server_options(layout: Layout, options: dict[str, str]) -> None:
+    """Set ``[mariadbd]`` options in the option file, keeping every other line (the
+    operator may have tuned it): an option already there is replaced where it stands, a
+    new one added after the last ``[mariadbd]`` line."""
+    wanted = {_option_key(name): name for name in options}
+    lines = layout.config.read_text(encoding="utf-8").splitlines()
+    replaced: set[str] = set()
+    group = ""
+    insert_at: int | None = None
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            group = stripped.strip("[]")
+            continue
+        if group != "mariadbd":
+            continue
+        insert_at = index + 1
+        name = wanted.get(_option_key(stripped.partition("=")[0]))
+        if name is not None:
+            lines[index] = f"{name} = {config.option_value(options[name])}"
+            replaced.add(name)
+    added = [f"{k} = {config.option_value(v)}" for k, v in options.items() if k not in replaced]
+    if insert_at is None:
+        lines += ["[mariadbd]", *added]
+    else:
+        lines[insert_at:insert_at] = added
+    _replace_config(layout, "\n".join(lines) + "\n")
+
+
+def _option_key(text: str) -> str:
+    # mariadbd treats "-" and "_" in option names alike.
+    return text.strip().replace("-", "_")
 
 
 def read_config(layout: Layout) -> dict[str, str]:
@@ -197,30 +227,47 @@ def read_config(layout: Layout) -> dict[str, str]:
     return options
 
 
-def prepare_home(layout: Layout, run_as: RunAs) -> None:
-    """Create ``home`` and its directories, owned by the server's user."""
+def prepare_home(layout: Layout, identity: InstanceIdentity) -> None:
+    """Create ``home`` and its directories: 0700, the instance's OS user's."""
     if len(str(layout.socket)) > MAX_SOCKET_PATH:
         raise InstanceError(
             f"the instance directory path is too long for a server socket "
             f"(at most {MAX_SOCKET_PATH - len(SOCKET_NAME) - 1} characters)"
         )
-    layout.home.mkdir(parents=True, exist_ok=True)
-    os.chmod(layout.home, 0o750)
-    for directory in (layout.tmpdir, layout.private_dir):
-        directory.mkdir(exist_ok=True)
-    os.chmod(layout.private_dir, 0o700)
-    if run_as.switches:
-        for path in (layout.home, layout.tmpdir, layout.private_dir):
-            os.chown(path, run_as.uid, run_as.gid)
-        check_reachable(layout.home, run_as)
+    layout.home.parent.mkdir(parents=True, exist_ok=True)
+    for directory in (layout.home, layout.tmpdir, layout.private_dir, layout.files_dir):
+        identity.private_dir(directory)
+    if identity.name is not None:
+        check_reachable(layout.home, identity)
 
 
-def check_reachable(path: Path, run_as: RunAs) -> None:
-    """Every directory above ``path`` must let ``run_as`` search it."""
-    groups = set(os.getgrouplist(run_as.name, run_as.gid)) if run_as.name else {run_as.gid}
+def hand_over(layout: Layout, identity: InstanceIdentity) -> None:
+    """Give an existing instance's files to ``identity`` (an instance made before it had
+    an OS user of its own, or whose user was lost) and point its option file at it."""
+    chown_tree(layout.home, identity)
+    prepare_home(layout, identity)
+    if layout.datadir.is_dir():
+        close_datadir(layout)
+    options = {"secure_file_priv": str(layout.files_dir)}
+    if identity.name is not None:
+        options["user"] = identity.name
+    set_server_options(layout, options)
+
+
+def close_datadir(layout: Layout) -> None:
+    """Make the data directory 0700 (the tools made it), on the directory itself: a link
+    left in its place is refused, not followed."""
+    with beneath.directory(layout.datadir) as fd:
+        os.fchmod(fd, 0o700)
+
+
+def check_reachable(path: Path, identity: InstanceIdentity) -> None:
+    """Every directory above ``path`` must let ``identity`` search it."""
+    name = identity.name
+    groups = set(os.getgrouplist(name, identity.gid)) if name else {identity.gid}
     for parent in path.resolve().parents:
         st = parent.stat()
-        if st.st_uid == run_as.uid:
+        if st.st_uid == identity.uid:
             allowed = bool(st.st_mode & stat.S_IXUSR)
         elif st.st_gid in groups:
             allowed = bool(st.st_mode & stat.S_IXGRP)
@@ -228,19 +275,22 @@ def check_reachable(path: Path, run_as: RunAs) -> None:
             allowed = bool(st.st_mode & stat.S_IXOTH)
         if not allowed:
             raise InstanceError(
-                f"the MariaDB server runs as {run_as.name!r}, which cannot reach the "
+                f"the MariaDB server runs as {name!r}, which cannot reach the "
                 "instance directory: a parent directory does not let it through "
                 "(give it search permission, e.g. mode 0711)"
             )
 
 
-def chown_tree(path: Path, run_as: RunAs) -> None:
-    if not run_as.switches:
+def chown_tree(path: Path, identity: InstanceIdentity) -> None:
+    """Give ``path`` and everything below it to ``identity`` (links themselves, never
+    what they point to)."""
+    if identity.owner is None:
         return
-    os.chown(path, run_as.uid, run_as.gid, follow_symlinks=False)
+    uid, gid = identity.owner
+    os.chown(path, uid, gid, follow_symlinks=False)
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
-            os.chown(os.path.join(root, name), run_as.uid, run_as.gid, follow_symlinks=False)
+            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
 
 def log_tail(layout: Layout, lines: int = LOG_TAIL_LINES) -> str:
@@ -361,7 +411,9 @@ def start(
                 cwd=layout.home,
                 start_new_session=True,
                 close_fds=True,
-                env={**os.environ, "LC_ALL": "C"},
+                # Nothing of the service's environment: a tenant that is superuser here
+                # can read the server's (/proc/PID/environ as the same OS user).
+                env=process.minimal_env(),
             )
         except OSError as exc:
             raise error(f"mariadbd could not be started: {exc.strerror}") from None

@@ -1,0 +1,134 @@
+"""Registering an existing MariaDB server on this host ("external" instance).
+
+Only where the operator allows it (hosts and data directories, per project), only a
+MariaDB server of this host's mariabackup series, whose data directory is the one given,
+reached by an account holding what mariabackup needs. The service never touches its data
+outside backups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+from strongroom.engines.allowlist import AllowList
+from strongroom.engines.base import Connection
+from strongroom.engines.errors import ExternalNotAllowedError, InvalidExternalError
+from strongroom.engines.mariadb import config, metadata
+from strongroom.engines.mariadb.accounts import BACKUP_PRIVILEGES
+from strongroom.engines.mariadb.sessions import external_session, sql_error
+from strongroom.engines.mariadb.tools import Tools
+
+
+def register(
+    tools: Tools,
+    params: Mapping[str, Any],
+    *,
+    project_id: str,
+    allowed_hosts: AllowList,
+    allowed_datadirs: AllowList,
+) -> Connection:
+    host, port, user, password, datadir = _parse(params)
+    if not allowed_hosts.for_project(project_id):
+        raise ExternalNotAllowedError(
+            "registering external MariaDB servers is not enabled on this service "
+            "(the operator has allowed no hosts)"
+        )
+    if not allowed_hosts.allows_host(host, project_id):
+        raise ExternalNotAllowedError(
+            f"the host {host!r} is not in the operator's list of allowed MariaDB hosts "
+            "(mariabackup must run on the server's own host)"
+        )
+    resolved = Path(datadir).resolve()
+    if not allowed_datadirs.allows_path(resolved, project_id):
+        raise ExternalNotAllowedError(
+            "the data directory is not inside a directory the operator allows "
+            "external MariaDB servers to use"
+        )
+    for value in (user, password):
+        try:
+            config.option_value(value)
+        except ValueError:
+            raise InvalidExternalError(
+                "user and password must not contain control characters"
+            ) from None
+    connection: Connection = {
+        "host": host,
+        "port": port,
+        "user": user,
+        "password": password,
+        "datadir": str(resolved),
+        "managed": False,
+    }
+    try:
+        with external_session(connection) as cursor:
+            cursor.execute("SELECT VERSION(), @@datadir, @@log_bin")
+            version, server_datadir, log_bin = cursor.fetchone()
+            cursor.execute("SELECT DISTINCT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES")
+            granted = {str(row[0]).upper() for row in cursor.fetchall()}
+    except pymysql.MySQLError as exc:
+        raise InvalidExternalError(
+            f"cannot connect to the MariaDB server: {sql_error(exc, [password])}"
+        ) from None
+    if "mariadb" not in str(version).lower():
+        raise InvalidExternalError("the server is not MariaDB")
+    server_series = metadata.series(str(version))
+    if server_series != tools.series:
+        raise InvalidExternalError(
+            f"the server runs MariaDB {server_series}; this host's mariabackup backs "
+            f"up MariaDB {tools.series} only"
+        )
+    if Path(str(server_datadir)).resolve() != resolved:
+        raise InvalidExternalError("the data directory given is not the server's data directory")
+    if "REPLICATION CLIENT" in granted:
+        granted.add("BINLOG MONITOR")
+    missing = [p for p in BACKUP_PRIVILEGES if p not in granted]
+    if missing:
+        raise InvalidExternalError(
+            f"the user {user!r} lacks privileges mariabackup needs: "
+            + ", ".join(missing)
+            + f" (grant {', '.join(BACKUP_PRIVILEGES)} ON *.*)"
+        )
+    connection["server_version"] = str(version)
+    connection["log_bin"] = bool(log_bin)
+    where = f"{host}:{port}:{resolved}".encode()
+    connection["instance_uid"] = hashlib.sha256(where).hexdigest()[:32]
+    return connection
+
+
+def _parse(params: Mapping[str, Any]) -> tuple[str, int, str, str, str]:
+    """``host`` (lower case), ``port``, ``user``, ``password``, ``datadir`` as given."""
+    host = params.get("host")
+    port = params.get("port", 3306)
+    user = params.get("user")
+    password = params.get("password", "")
+    datadir = params.get("datadir")
+    if not isinstance(host, str) or not host.strip():
+        raise InvalidExternalError("an external MariaDB server needs a host")
+    if isinstance(port, bool) or not isinstance(port, int | str):
+        raise InvalidExternalError("the port must be a number")
+    try:
+        port = int(port)
+    except ValueError:
+        raise InvalidExternalError("the port must be a number") from None
+    if not 0 < port < 65536:
+        raise InvalidExternalError("the port must be between 1 and 65535")
+    if not isinstance(user, str) or not user:
+        raise InvalidExternalError("an external MariaDB server needs a user")
+    if not isinstance(password, str):
+        raise InvalidExternalError("the password must be a string")
+    if not isinstance(datadir, str) or not datadir.startswith("/"):
+        raise InvalidExternalError(
+            "an external MariaDB server needs its data directory as an absolute path "
+            "(mariabackup reads the server's files)"
+        )
+    return host.strip().lower(), port, user, password, datadir
+
+
+def identity(connection: Connection) -> str:
+    """What makes a registration this server: its data directory on this host."""
+    return f"mariadb:{connection.get('datadir')}"

@@ -1,0 +1,148 @@
+"""Restore a chain of mariabackup streams into a new managed server.
+
+Each link's stream is unpacked with ``mbstream -x`` (fed through stdin) into a scratch
+directory in ``home``; the full backup is prepared with ``mariabackup --prepare``, then each
+incremental is applied with ``--prepare --incremental-dir`` (MariaDB 10.2+ semantics: no
+``--apply-log-only``) and its scratch directory removed. The prepared backup is moved into
+the new data directory with ``--move-back`` and the server booted with new service
+accounts. Every tool runs as the new instance's OS user: the files are the tenant's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from strongroom.engines import process
+from strongroom.engines.base import Connection, InstanceRequest, RestoreInput
+from strongroom.engines.errors import EngineError, InvalidRequestError, RestoreError
+from strongroom.engines.identity import InstanceIdentity
+from strongroom.engines.mariadb import accounts, metadata, server
+from strongroom.engines.mariadb.managed import ManagedServers
+from strongroom.engines.mariadb.server import Layout
+from strongroom.engines.mariadb.tools import Tools, failure_reason, read_tool_file
+
+# Options a restored server must share with the server the backup came from.
+CARRIED_OPTIONS = ("innodb_page_size", "innodb_data_file_path", "innodb_undo_tablespaces")
+
+
+def restore(
+    servers: ManagedServers,
+    tools: Tools,
+    home: Path,
+    chain: Sequence[RestoreInput],
+    request: InstanceRequest,
+) -> Connection:
+    """A new server in ``home`` from ``chain`` (full first); nothing is left running or
+    on disk when a step fails."""
+    layout = Layout(Path(home))
+    if layout.datadir.exists() or layout.config.exists():
+        raise RestoreError("the instance directory already holds a MariaDB server")
+    try:
+        accounts.check_request(request)
+    except InvalidRequestError as exc:
+        raise RestoreError(str(exc)) from None
+    identity = InstanceIdentity.current()
+    try:
+        metadata.check_chain([link.metadata for link in chain], tools.series)
+        identity = servers.open_home(layout, RestoreError)
+        carried = _unpack_and_prepare(layout, identity, tools, chain, servers.timeout)
+        servers.write_config(layout, identity, extra=carried)
+        base = layout.restore_dir / "base"
+        _run_tool(
+            identity,
+            layout,
+            [
+                tools.mariabackup,
+                "--no-defaults",
+                "--move-back",
+                f"--datadir={layout.datadir}",
+                f"--target-dir={base}",
+            ],
+            "moving the prepared backup into the data directory",
+            servers.timeout,
+        )
+        shutil.rmtree(layout.restore_dir)
+        server.close_datadir(layout)
+        return servers.boot(layout, identity, tools, request, RestoreError)
+    except RestoreError:
+        servers.discard(layout, identity)
+        raise
+    except EngineError as exc:
+        servers.discard(layout, identity)
+        raise RestoreError(str(exc)) from None
+    except BaseException:
+        servers.discard(layout, identity)
+        raise
+
+
+def _unpack_and_prepare(
+    layout: Layout,
+    identity: InstanceIdentity,
+    tools: Tools,
+    chain: Sequence[RestoreInput],
+    timeout: float,
+) -> dict[str, str]:
+    """Unpack and prepare every link into ``restore/base``; return the server options the
+    backup was taken with that the new server must share."""
+    identity.private_dir(layout.restore_dir)
+    base = layout.restore_dir / "base"
+    carried: dict[str, str] = {}
+    for index, link in enumerate(chain):
+        target = base if index == 0 else layout.restore_dir / f"incremental-{index}"
+        identity.private_dir(target)
+        what = "the full backup" if index == 0 else f"incremental backup {index}"
+        try:
+            process.stream_in(
+                identity.argv([tools.mbstream, "-x", "-C", target]),
+                link.stream,
+                cwd=layout.home,
+                timeout=timeout,
+            )
+        except process.ProcessError as exc:
+            reason = failure_reason(exc, tools.mbstream)
+            raise RestoreError(f"unpacking {what} failed: {reason}") from None
+        try:
+            extracted = metadata.parse_checkpoints(read_tool_file(target, "xtrabackup_checkpoints"))
+        except (OSError, ValueError):
+            raise RestoreError(
+                f"{what}'s stream is incomplete: it has no valid xtrabackup_checkpoints"
+            ) from None
+        metadata.check_extracted(extracted, link.metadata)
+        argv = [tools.mariabackup, "--no-defaults", "--prepare", f"--target-dir={base}"]
+        if index == 0:
+            carried = carried_options(base)
+        else:
+            argv.append(f"--incremental-dir={target}")
+        _run_tool(identity, layout, argv, f"preparing {what}", timeout)
+        if index > 0:
+            shutil.rmtree(target)
+    return carried
+
+
+def carried_options(base: Path) -> dict[str, str]:
+    """The options of ``backup-my.cnf`` the new server must be started with."""
+    try:
+        text = read_tool_file(base, "backup-my.cnf")
+    except OSError:
+        return {}
+    values = metadata.parse_key_values(text)
+    carried = {key: values[key] for key in CARRIED_OPTIONS if values.get(key)}
+    if carried.get("innodb_page_size") == "16384":
+        del carried["innodb_page_size"]
+    return carried
+
+
+def _run_tool(
+    identity: InstanceIdentity,
+    layout: Layout,
+    argv: Sequence[str | os.PathLike[str]],
+    what: str,
+    timeout: float,
+) -> None:
+    try:
+        process.run(identity.argv(argv), cwd=layout.home, timeout=timeout)
+    except process.ProcessError as exc:
+        raise RestoreError(f"{what} failed: {failure_reason(exc, argv[0])}") from None
