@@ -4,6 +4,7 @@ keeps an invariant, a plain (non-engine) server to play the external one."""
 from __future__ import annotations
 
 import os
+import pwd
 import random
 import shutil
 import socket
@@ -334,9 +335,11 @@ class PlainServer:
 
 
 def stop_server(data_dir: str | Path, mode: str = "immediate") -> None:
+    """Stop a server as the owner of its data directory (each managed one has its own)."""
     argv = [str(bin_dir() / "pg_ctl"), "stop", "-D", str(data_dir), "-m", mode, "-w", "-s"]
     if os.geteuid() == 0:
-        argv = ["runuser", "-u", "postgres", "--", *argv]
+        owner = pwd.getpwuid(os.stat(data_dir).st_uid).pw_name
+        argv = ["runuser", "-u", owner, "--", *argv]
     subprocess.run(argv, capture_output=True, timeout=60)
 
 

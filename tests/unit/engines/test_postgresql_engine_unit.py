@@ -166,9 +166,3 @@ def test_basebackup_stderr_parsing() -> None:
 
 def test_scrub() -> None:
     assert engine._scrub("failed for pw hunter2", "hunter2", None) == "failed for pw ***"
-
-
-def test_run_as_root_uses_runuser() -> None:
-    user = cluster.OsUser("postgres", 101, 104)
-    assert user.argv(["initdb", Path("/d")]) == ["runuser", "-u", "postgres", "--", "initdb", "/d"]
-    assert cluster.OsUser(None, 1000, 1000).argv(["pg_ctl"]) == ["pg_ctl"]

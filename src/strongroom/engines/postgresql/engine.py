@@ -8,7 +8,6 @@ import contextlib
 import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import pq, sql
 
-from strongroom.engines import process
+from strongroom.engines import beneath, process
 from strongroom.engines.allowlist import AllowList
 from strongroom.engines.base import (
     BackupResult,
@@ -38,8 +37,8 @@ from strongroom.engines.errors import (
     InvalidExternalError,
     RestoreError,
 )
+from strongroom.engines.identity import InstanceIdentity
 from strongroom.engines.postgresql import cluster, datadir, filestream, tarstream, walstream
-from strongroom.engines.postgresql.cluster import OsUser
 from strongroom.engines.postgresql.lsn import (
     XLOG_BLCKSZ,
     format_lsn,
@@ -48,6 +47,7 @@ from strongroom.engines.postgresql.lsn import (
     record_boundary,
     segment_number,
 )
+from strongroom.engines.postgresql.server import INCLUDE_LINES, ManagedServer, write_beneath
 from strongroom.engines.postgresql.streamio import StreamFormatError
 
 DATASTORE = "postgresql"
@@ -58,9 +58,7 @@ FILES_INCREMENTAL_METHOD = "pgdata-pages"
 FILE_METHODS = (FILES_FULL_METHOD, FILES_INCREMENTAL_METHOD)
 FULL_METHODS = (FULL_METHOD, FILES_FULL_METHOD)
 SLOT_PREFIX = "strongroom_"
-SLOT_WAL_KEEP_SIZE = "2GB"
 CONNECT_TIMEOUT = 10
-START_ATTEMPTS = 5
 SLOT_BUSY_WAIT = 15.0
 # Threads laying out a link's files at once (see filestream.ChainRestorer.apply).
 LAYOUT_THREADS = min(4, os.cpu_count() or 1)
@@ -126,7 +124,6 @@ class PostgresEngine:
         bind_address: str = "127.0.0.1",
         allowed_hosts: AllowList | Sequence[str] = (),
         allowed_data_dirs: AllowList | Sequence[Path] = (),
-        run_as: str | None = None,
         timeout: float = 3600,
     ) -> None:
         self._explicit_bin_dir = Path(bin_dir) if bin_dir is not None else None
@@ -139,11 +136,9 @@ class PostgresEngine:
             if isinstance(allowed_data_dirs, AllowList)
             else AllowList.of_paths(allowed_data_dirs)
         )
-        self._run_as = run_as
         self.timeout = float(timeout)
         self._bin_dir: Path | None = None
         self._version: tuple[str, str] | None = None
-        self._user: OsUser | None = None
 
     # -- installation ---------------------------------------------------------------------
     def detect(self) -> EngineInfo | None:
@@ -173,172 +168,20 @@ class PostgresEngine:
         assert self._version is not None
         return self._version[0]
 
-    @property
-    def os_user(self) -> OsUser:
-        if self._user is None:
-            try:
-                self._user = OsUser.resolve(self._run_as)
-            except LookupError as exc:
-                raise InstanceError(str(exc)) from exc
-        return self._user
-
     def _tool(self, name: str) -> Path:
         return self.bin_dir / name
 
-    # -- managed instances: layout and server control ----------------------------------
-    @staticmethod
-    def _paths(home: Path) -> tuple[Path, Path, Path]:
-        """``(data, socket dir, log file)``; see :func:`cluster.socket_dir_for`."""
-        return home / "data", cluster.socket_dir_for(home), home / "log" / "postgresql.log"
-
-    def _ensure_socket_dir(self, run: Path) -> None:
-        try:
-            cluster.ensure_socket_dir(run, self.os_user)
-        except PermissionError as exc:
-            raise InstanceError(str(exc)) from exc
-
-    def _prepare_home(self, home: Path) -> None:
-        data, run, log = self._paths(home)
-        if len(os.fsencode(run)) > cluster.UNIX_SOCKET_DIR_MAX:
-            raise InstanceError(f"socket directory path is too long: {run}")
-        if (data / "postmaster.pid").exists() and self._running(data):
-            raise InstanceError("a server is already running in this instance home")
-        if home.exists():
-            shutil.rmtree(home)
-        home.mkdir(mode=0o700, parents=True)
-        for path in (data, log.parent):
-            path.mkdir(mode=0o700)
-        for path in (home, data, log.parent):
-            self.os_user.chown(path)
-        self._ensure_socket_dir(run)
-
-    def _running(self, data: Path) -> bool:
-        if not data.is_dir():
-            return False
-        result = process.run(
-            self.os_user.argv([self._tool("pg_ctl"), "status", "-D", data]),
-            timeout=60,
-            check=False,
+    # -- managed instances: the server in a home -----------------------------------------
+    def _server(self, home: Path, identity: InstanceIdentity | None = None) -> ManagedServer:
+        """The server in ``home``, run as ``identity`` (default: the owner of its data
+        directory, see :meth:`ManagedServer.identity_of`)."""
+        return ManagedServer(
+            Path(home),
+            identity if identity is not None else ManagedServer.identity_of(home),
+            bin_dir=self.bin_dir,
+            bind_address=self.bind_address,
+            timeout=self.timeout,
         )
-        return result.returncode == 0
-
-    def _write_base_conf(self, data: Path, run: Path, extra: Mapping[str, str | int]) -> None:
-        settings: dict[str, str | int] = {
-            "listen_addresses": self.bind_address,
-            "unix_socket_directories": str(run),
-            "unix_socket_permissions": "0700",
-            "password_encryption": "scram-sha-256",
-            "wal_level": "replica",
-            "max_wal_senders": 10,
-            "max_replication_slots": 10,
-            "max_slot_wal_keep_size": SLOT_WAL_KEEP_SIZE,
-            "wal_compression": "on",
-            "full_page_writes": "on",
-            "logging_collector": "off",
-            "log_line_prefix": "%m [%p] ",
-            "lc_messages": "C",
-        }
-        settings.update(extra)
-        self._write_owned(data / "strongroom.conf", cluster.render_conf(settings))
-        self._write_owned(data / "pg_hba.conf", cluster.render_hba(self.bind_address))
-
-    def _write_owned(self, path: Path, text: str) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        self.os_user.chown(path)
-
-    @staticmethod
-    def _include_lines() -> str:
-        return (
-            "\n# Strongroom settings (keep these lines last)\n"
-            "include 'strongroom.conf'\n"
-            "include_if_exists 'strongroom-recovery.conf'\n"
-            "include 'strongroom-port.conf'\n"
-        )
-
-    def _start(self, home: Path, preferred_port: int | None) -> int:
-        """Start the server in ``home`` on ``preferred_port`` if it is free, else on
-        another free port; wait until it accepts connections. Returns the port."""
-        data, run, log = self._paths(home)
-        self._ensure_socket_dir(run)  # outside the home it may be gone after a reboot
-        tried: list[int] = []
-        port = preferred_port
-        for _ in range(START_ATTEMPTS):
-            if port is None or not cluster.port_is_free(self.bind_address, port):
-                port = cluster.free_port(self.bind_address, avoid=tried)
-            tried.append(port)
-            self._write_owned(data / "strongroom-port.conf", f"port = {port}\n")
-            size_before = log.stat().st_size if log.exists() else 0
-            result = process.run(
-                self.os_user.argv(
-                    [
-                        self._tool("pg_ctl"),
-                        "start",
-                        "-D",
-                        data,
-                        "-l",
-                        log,
-                        "-w",
-                        "-t",
-                        str(int(self.timeout)),
-                        "-s",
-                    ]
-                ),
-                timeout=self.timeout + 60,
-                check=False,
-            )
-            if result.returncode == 0:
-                return port
-            tail = self._new_log(log, size_before) or result.stderr.strip()
-            if "Address already in use" in tail or "could not create any TCP/IP" in tail:
-                port = None
-                continue
-            with contextlib.suppress(EngineError):
-                self._stop(home, mode="immediate")
-            raise InstanceError(f"PostgreSQL did not start: {tail}")
-        raise InstanceError(f"PostgreSQL did not start: no free port (tried {tried})")
-
-    @staticmethod
-    def _new_log(log: Path, offset: int) -> str:
-        try:
-            with log.open("rb") as fh:
-                fh.seek(offset)
-                text = fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-        return "\n".join(lines[-15:])
-
-    def _stop(self, home: Path, mode: str = "fast") -> None:
-        data = home / "data"
-        if not (data / "postmaster.pid").exists():
-            return
-        result = process.run(
-            self.os_user.argv(
-                [self._tool("pg_ctl"), "stop", "-D", data, "-m", mode, "-w", "-t", "120", "-s"]
-            ),
-            timeout=180,
-            check=False,
-        )
-        if result.returncode != 0 and self._running(data):
-            if mode != "immediate":
-                self._stop(home, mode="immediate")
-                return
-            raise InstanceError(f"PostgreSQL did not stop: {result.stderr.strip()}")
-
-    def _cleanup(self, home: Path) -> None:
-        with contextlib.suppress(Exception):
-            self._stop(home, mode="immediate")
-        shutil.rmtree(home, ignore_errors=True)
-        self._remove_outside_socket_dir(home)
-
-    def _remove_outside_socket_dir(self, home: Path) -> None:
-        run = cluster.socket_dir_for(home)
-        if not run.is_relative_to(home):
-            with contextlib.suppress(OSError):
-                if not run.is_symlink() and run.stat().st_uid == self.os_user.uid:
-                    shutil.rmtree(run)
 
     # -- connections ------------------------------------------------------------------------
     @staticmethod
@@ -417,18 +260,21 @@ class PostgresEngine:
     def create_instance(self, home: Path, request: InstanceRequest) -> Connection:
         home = Path(home)
         password = secrets.token_urlsafe(24)
+        server = self._server(home, ManagedServer.new_identity(home))
         try:
-            self._prepare_home(home)
-            data, run, _log = self._paths(home)
+            server.prepare_home()
             pwfile = home / ".initdb-password"
-            self._write_owned(pwfile, password + "\n")
+            with beneath.directory(home) as home_fd:
+                write_beneath(
+                    home_fd, pwfile.name, (password + "\n").encode(), server.identity.owner
+                )
             try:
                 process.run(
-                    self.os_user.argv(
+                    server.identity.argv(
                         [
                             self._tool("initdb"),
                             "-D",
-                            data,
+                            server.data,
                             "-U",
                             "postgres",
                             f"--pwfile={pwfile}",
@@ -444,19 +290,20 @@ class PostgresEngine:
                 )
             finally:
                 pwfile.unlink(missing_ok=True)
-            with (data / "postgresql.conf").open("a") as fh:
-                fh.write(self._include_lines())
-            self._write_base_conf(data, run, {})
-            port = self._start(home, None)
+            conf = server.read_file("data/postgresql.conf", 1 << 20).decode()
+            server.write_file("postgresql.conf", conf + INCLUDE_LINES)
+            server.write_base_conf({})
+            port = server.start(None)
             connection: Connection = {
                 "host": self.bind_address,
                 "port": port,
-                "socket_dir": str(run),
+                "socket_dir": str(server.run),
                 "superuser": "postgres",
                 "password": password,
                 "database": "postgres",
-                "data_dir": str(data),
+                "data_dir": str(server.data),
                 "managed": True,
+                "os_user": server.identity.name,
                 "slot": SLOT_PREFIX + secrets.token_hex(4),
                 "users": [],
                 "databases": [],
@@ -464,13 +311,16 @@ class PostgresEngine:
             self._apply_request(connection, request)
             return connection
         except EngineError as exc:
-            self._cleanup(home)
+            server.destroy(quietly=True)
             raise InstanceError(_scrub(str(exc), password)) from exc
         except (OSError, psycopg.Error) as exc:
-            self._cleanup(home)
+            server.destroy(quietly=True)
             raise InstanceError(
                 f"could not create the instance: {_scrub(_pg_error(exc), password)}"
             ) from exc
+        except BaseException:
+            server.destroy(quietly=True)
+            raise
 
     def _apply_request(self, connection: Connection, request: InstanceRequest) -> None:
         """Create the requested databases and users (with their grants)."""
@@ -520,20 +370,29 @@ class PostgresEngine:
 
     def start_instance(self, home: Path, connection: Connection) -> Connection:
         home = Path(home)
-        data = home / "data"
-        if not (data / "PG_VERSION").exists():
+        server = self._server(home)
+        if not (server.data / "PG_VERSION").exists():
             raise InstanceError("the instance's data directory is missing")
-        if self._running(data):
-            return dict(connection)
-        with contextlib.suppress(OSError):
-            (data / "postmaster.pid").unlink()  # stale: pg_ctl status said not running
-        port = self._start(home, int(connection["port"]))
         updated = dict(connection)
-        updated["port"] = port
+        if os.geteuid() == 0 and not connection.get("os_user"):
+            server = self._adopt(server)
+            updated["os_user"] = server.identity.name
+        if server.running():
+            return updated
+        server.remove_stale_pid()  # pg_ctl status said not running
+        updated["port"] = server.start(int(connection["port"]))
         return updated
 
+    def _adopt(self, old: ManagedServer) -> ManagedServer:
+        """An instance created when every managed server ran as ``postgres``: stopped,
+        given an OS user of its own, started again by the caller."""
+        old.stop()
+        server = self._server(old.home, ManagedServer.new_identity(old.home))
+        server.adopt(old.identity)
+        return server
+
     def stop_instance(self, home: Path, connection: Connection) -> None:
-        self._stop(Path(home))
+        self._server(Path(home)).stop()
 
     def destroy_instance(self, home: Path, connection: Connection) -> None:
         home = Path(home)
@@ -558,10 +417,7 @@ class PostgresEngine:
                         break
                     time.sleep(0.2)
             return
-        if home.exists():
-            self._stop(home, mode="fast")
-            shutil.rmtree(home)
-        self._remove_outside_socket_dir(home)
+        self._server(home).destroy()
 
     # -- external instances ------------------------------------------------------------------
     def register_external(self, params: Mapping[str, Any], *, project_id: str) -> Connection:
@@ -1225,38 +1081,43 @@ class PostgresEngine:
         home = Path(home)
         self._check_chain(chain)
         password = secrets.token_urlsafe(24)
+        server = self._server(home, ManagedServer.new_identity(home))
         try:
-            return self._restore(home, chain, request, password)
+            return self._restore(server, chain, request, password)
         except RestoreError as exc:
-            self._cleanup(home)
+            server.destroy(quietly=True)
             raise RestoreError(_scrub(str(exc), password)) from exc
         except (EngineError, StreamFormatError, walstream.WalStreamError) as exc:
-            self._cleanup(home)
+            server.destroy(quietly=True)
             raise RestoreError(_scrub(str(exc), password)) from exc
         except (OSError, psycopg.Error) as exc:
-            self._cleanup(home)
+            server.destroy(quietly=True)
             raise RestoreError(f"restore failed: {_scrub(_pg_error(exc), password)}") from exc
         except BaseException:
-            self._cleanup(home)
+            server.destroy(quietly=True)
             raise
 
     def _restore(
-        self, home: Path, chain: Sequence[RestoreInput], request: InstanceRequest, password: str
+        self,
+        server: ManagedServer,
+        chain: Sequence[RestoreInput],
+        request: InstanceRequest,
+        password: str,
     ) -> Connection:
         full = chain[0].metadata
-        self._prepare_home(home)
-        data, run, log = self._paths(home)
+        server.prepare_home()
+        data, run = server.data, server.run
         if full["method"] == FILES_FULL_METHOD:
-            writer = self._lay_out_files(data, chain)
+            writer = self._lay_out_files(server, chain)
         else:
-            writer = self._lay_out_base_backup(data, chain)
+            writer = self._lay_out_base_backup(server, chain)
         timeline = int(full["timeline"])
         segment_size = int(full["wal_segment_size"])
         end = parse_lsn(chain[-1].metadata["stop_lsn"])
         self._end_wal_at(data / "pg_wal", writer, end, segment_size)
-        self._configure_restored(data, run)
-        self.os_user.chown_tree(home)
-        port = self._start(home, None)
+        self._configure_restored(server)
+        server.chown_tree()
+        port = server.start(None)
         superuser = str(full.get("bootstrap_superuser") or "postgres")
         connection: Connection = {
             "host": self.bind_address,
@@ -1267,11 +1128,12 @@ class PostgresEngine:
             "database": "postgres",
             "data_dir": str(data),
             "managed": True,
+            "os_user": server.identity.name,
             "slot": SLOT_PREFIX + secrets.token_hex(4),
             "users": [],
             "databases": [],
         }
-        self._wait_promoted(connection, log)
+        self._wait_promoted(connection, server)
         self._check_recovery_end(data / "pg_wal", timeline, end, segment_size)
         with self._connect(connection) as conn:
             dbs = [
@@ -1306,11 +1168,11 @@ class PostgresEngine:
         return connection
 
     def _lay_out_base_backup(
-        self, data: Path, chain: Sequence[RestoreInput]
+        self, server: ManagedServer, chain: Sequence[RestoreInput]
     ) -> walstream.SegmentWriter:
         """``pg_basebackup`` tar, then each incremental's WAL into ``pg_wal``."""
         full = chain[0].metadata
-        owner = self.os_user.owner
+        data, owner = server.data, server.identity.owner
         names = tarstream.extract(chain[0].stream, data, owner)
         if "PG_VERSION" not in names or "backup_label" not in names:
             raise RestoreError("the full backup stream is not a PostgreSQL base backup")
@@ -1328,17 +1190,19 @@ class PostgresEngine:
             walstream.apply_wal_stream(link.stream, header, writer)
         return writer
 
-    def _lay_out_files(self, data: Path, chain: Sequence[RestoreInput]) -> walstream.SegmentWriter:
+    def _lay_out_files(
+        self, server: ManagedServer, chain: Sequence[RestoreInput]
+    ) -> walstream.SegmentWriter:
         """File-level links, newest first (see :mod:`filestream`); the newest link's
         label and WAL window make the directory consistent."""
         full = chain[0].metadata
-        owner = self.os_user.owner
+        data, owner = server.data, server.identity.owner
         writer = walstream.SegmentWriter(
             data / "pg_wal", int(full["timeline"]), int(full["wal_segment_size"]), owner
         )
         with filestream.ChainRestorer(data, owner, workers=LAYOUT_THREADS) as restorer:
             for position, link in enumerate(reversed(chain)):
-                self._lay_out_link(data, restorer, writer, link, full, newest=position == 0)
+                self._lay_out_link(server, restorer, writer, link, full, newest=position == 0)
             names = restorer.finish()
         if "PG_VERSION" not in names or "global/pg_control" not in names:
             raise RestoreError("the backup stream is not a PostgreSQL data directory")
@@ -1346,7 +1210,7 @@ class PostgresEngine:
 
     def _lay_out_link(
         self,
-        data: Path,
+        server: ManagedServer,
         restorer: filestream.ChainRestorer,
         writer: walstream.SegmentWriter,
         link: RestoreInput,
@@ -1371,7 +1235,7 @@ class PostgresEngine:
         walstream.apply_wal_stream(end.rest, header, writer)
         if "START WAL LOCATION" not in end.backup_label:
             raise RestoreError("the backup stream's label is malformed")
-        self._write_owned(data / "backup_label", end.backup_label)
+        server.write_file("backup_label", end.backup_label)
 
     @staticmethod
     def _check_wal_header(header: Mapping[str, Any], meta: Metadata, full: Metadata) -> None:
@@ -1398,7 +1262,8 @@ class PostgresEngine:
             elif entry.name.endswith(".partial"):
                 entry.unlink()
 
-    def _configure_restored(self, data: Path, run: Path) -> None:
+    def _configure_restored(self, server: ManagedServer) -> None:
+        data = server.data
         for name in (
             "postmaster.pid",
             "postmaster.opts",
@@ -1418,21 +1283,20 @@ class PostgresEngine:
         source_conf = data / "postgresql.conf"
         if source_conf.exists():
             source_conf.rename(data / "postgresql.conf.source")
-        self._write_owned(
-            data / "postgresql.conf",
-            "# The source server's settings are kept in postgresql.conf.source.\n"
-            + self._include_lines(),
+        server.write_file(
+            "postgresql.conf",
+            "# The source server's settings are kept in postgresql.conf.source.\n" + INCLUDE_LINES,
         )
-        self._write_owned(
-            data / "postgresql.auto.conf",
+        server.write_file(
+            "postgresql.auto.conf",
             "# Do not edit this file manually!\n"
             "# It will be overwritten by the ALTER SYSTEM command.\n",
         )
-        self._write_base_conf(data, run, extra)
+        server.write_base_conf(extra)
         # Archive recovery from pg_wal only (restore_command finds nothing), to the end
         # of the WAL laid out above, then promotion onto a new timeline.
-        self._write_owned(
-            data / "strongroom-recovery.conf",
+        server.write_file(
+            "strongroom-recovery.conf",
             cluster.render_conf(
                 {
                     "restore_command": "false",
@@ -1442,9 +1306,9 @@ class PostgresEngine:
                 }
             ),
         )
-        self._write_owned(data / "recovery.signal", "")
+        server.write_file("recovery.signal", "")
 
-    def _wait_promoted(self, connection: Connection, log: Path) -> None:
+    def _wait_promoted(self, connection: Connection, server: ManagedServer) -> None:
         deadline = time.monotonic() + self.timeout
         last_error = ""
         while time.monotonic() < deadline:
@@ -1458,7 +1322,7 @@ class PostgresEngine:
             time.sleep(PROMOTION_POLL)
         raise RestoreError(
             "the restored server did not finish recovery in time: "
-            f"{last_error or cluster.log_tail(log, 5)}"
+            f"{last_error or server.log_tail(5)}"
         )
 
     @staticmethod
