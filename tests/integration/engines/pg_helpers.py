@@ -31,6 +31,7 @@ def conninfo(conn: Connection, dbname: str = "bench") -> dict[str, Any]:
             "host": conn["socket_dir"],
             "port": conn["port"],
             "user": conn["superuser"],
+            "password": conn["password"],
             "dbname": dbname,
         }
     return {

@@ -144,7 +144,8 @@ def test_tar_extract_refuses_unsafe_members(
 def test_hba_uses_scram_for_tcp() -> None:
     hba = cluster.render_hba("127.0.0.1")
     assert "127.0.0.1/32  scram-sha-256" in hba and "0.0.0.0/0" not in hba
-    assert "trust" in hba.split("host")[0]  # trust only on the local socket
+    assert "trust" not in hba and "peer" not in hba
+    assert "local   all          all            scram-sha-256" in hba
     assert "0.0.0.0/0  scram-sha-256" in cluster.render_hba("0.0.0.0")
 
 

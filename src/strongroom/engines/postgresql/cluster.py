@@ -146,16 +146,35 @@ def is_loopback(address: str) -> bool:
     return address in ("127.0.0.1", "::1", "localhost") or address.startswith("127.")
 
 
-def render_hba(bind_address: str) -> str:
-    """Local socket (in the instance home, mode 0700): trust. TCP: SCRAM passwords."""
+RESTORE_MAP = "strongroom-restore"
+
+
+def render_hba(bind_address: str, *, peer_map: bool = False) -> str:
+    """SCRAM passwords everywhere, on the local socket too: a tenant that runs programs as
+    the server's OS user must not get in without one. ``peer_map``: while a restore
+    resets the bootstrap superuser's password (unknown until then), the local socket
+    also lets in the service's own OS user as that role (see :func:`render_ident`)."""
     nets = ["127.0.0.1/32", "::1/128"] if is_loopback(bind_address) else ["0.0.0.0/0", "::/0"]
     lines = [
         "# Written by Strongroom.",
         "# TYPE  DATABASE     USER  ADDRESS  METHOD",
-        "local   all          all            trust",
-        "local   replication  all            trust",
     ]
+    if peer_map:
+        lines.append(f"local   all          all            peer map={RESTORE_MAP}")
+    lines.append("local   all          all            scram-sha-256")
+    lines.append("local   replication  all            scram-sha-256")
     for net in nets:
         lines.append(f"host    all          all   {net}  scram-sha-256")
         lines.append(f"host    replication  all   {net}  scram-sha-256")
+    return "\n".join(lines) + "\n"
+
+
+def render_ident(os_user: str | None = None, role: str | None = None) -> str:
+    """The user name map: empty, or ``os_user`` (the service's) allowed in as ``role``."""
+    lines = ["# Written by Strongroom."]
+    if os_user is not None and role is not None:
+        for name in (os_user, role):
+            if not name or '"' in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+                raise ValueError(f"a name the user name map cannot hold: {name!r}")
+        lines.append(f'{RESTORE_MAP}  "{os_user}"  "{role}"')
     return "\n".join(lines) + "\n"

@@ -186,7 +186,12 @@ class ManagedServer:
     def log_tail(self, lines: int = 20) -> str:
         return self.log_since(0, lines)
 
-    def write_base_conf(self, extra: Mapping[str, str | int]) -> None:
+    def write_base_conf(
+        self, extra: Mapping[str, str | int], *, restoring_as: str | None = None
+    ) -> None:
+        """The managed settings and the authentication files; ``restoring_as``: the role
+        the service's OS user may use on the local socket without a password until the
+        restore has given it one (see :func:`cluster.render_hba`)."""
         settings: dict[str, str | int] = {
             "listen_addresses": self.bind_address,
             "unix_socket_directories": str(self.run),
@@ -204,10 +209,25 @@ class ManagedServer:
         }
         settings.update(extra)
         self.write_file("strongroom.conf", cluster.render_conf(settings))
-        self.write_hba()
+        self.write_hba(restoring_as=restoring_as)
 
-    def write_hba(self) -> None:
-        self.write_file("pg_hba.conf", cluster.render_hba(self.bind_address))
+    def write_hba(self, *, restoring_as: str | None = None) -> None:
+        service_user = pwd.getpwuid(os.geteuid()).pw_name
+        try:
+            ident = cluster.render_ident(service_user if restoring_as else None, restoring_as)
+        except ValueError as exc:
+            raise InstanceError(str(exc)) from exc
+        self.write_file("pg_ident.conf", ident)
+        self.write_file(
+            "pg_hba.conf", cluster.render_hba(self.bind_address, peer_map=bool(restoring_as))
+        )
+
+    def reload(self) -> None:
+        """Make a running server read its configuration files again."""
+        process.run(
+            self.identity.argv([self.tool("pg_ctl"), "reload", "-D", self.data, "-s"]),
+            timeout=60,
+        )
 
     # -- pg_ctl ----------------------------------------------------------------------------
     def running(self) -> bool:
