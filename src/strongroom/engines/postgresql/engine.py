@@ -35,10 +35,18 @@ from strongroom.engines.errors import (
     IncompatibleBackupError,
     InstanceError,
     InvalidExternalError,
+    InvalidRequestError,
     RestoreError,
 )
 from strongroom.engines.identity import InstanceIdentity
-from strongroom.engines.postgresql import cluster, datadir, filestream, tarstream, walstream
+from strongroom.engines.postgresql import (
+    cluster,
+    datadir,
+    filestream,
+    names,
+    tarstream,
+    walstream,
+)
 from strongroom.engines.postgresql.lsn import (
     XLOG_BLCKSZ,
     format_lsn,
@@ -62,6 +70,8 @@ CONNECT_TIMEOUT = 10
 SLOT_BUSY_WAIT = 15.0
 # Threads laying out a link's files at once (see filestream.ChainRestorer.apply).
 LAYOUT_THREADS = min(4, os.cpu_count() or 1)
+# What a requested user may not do, whatever defaults a server was built with.
+CREATED_ROLE_OPTIONS = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
 PROMOTION_POLL = 0.02  # seconds between checks; recovery of a restore ends in tens of ms
 
 _START_RE = re.compile(
@@ -255,10 +265,11 @@ class PostgresEngine:
 
     # -- managed instances -----------------------------------------------------------------
     def check_request(self, request: InstanceRequest) -> None:
-        return None  # names are checked when the instance is created
+        names.check_request(request)
 
     def create_instance(self, home: Path, request: InstanceRequest) -> Connection:
         home = Path(home)
+        names.check_request(request)
         password = secrets.token_urlsafe(24)
         server = self._server(home, ManagedServer.new_identity(home))
         try:
@@ -343,9 +354,12 @@ class PostgresEngine:
                 exists = conn.execute(
                     "SELECT 1 FROM pg_roles WHERE rolname = %s", (user.name,)
                 ).fetchone()
-                verb = "ALTER" if exists else "CREATE"
+                if exists:
+                    # Altering it would hand the requester a role someone else made
+                    # (a restored server's own, its superuser among them).
+                    raise InvalidRequestError(f"user {user.name!r} already exists")
                 conn.execute(
-                    sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+                    sql.SQL("CREATE ROLE {} " + CREATED_ROLE_OPTIONS + " PASSWORD {}").format(
                         sql.Identifier(user.name), sql.Literal(verifier)
                     )
                 )
@@ -1082,6 +1096,7 @@ class PostgresEngine:
         self, home: Path, chain: Sequence[RestoreInput], request: InstanceRequest
     ) -> Connection:
         home = Path(home)
+        names.check_request(request)
         self._check_chain(chain)
         password = secrets.token_urlsafe(24)
         server = self._server(home, ManagedServer.new_identity(home))
