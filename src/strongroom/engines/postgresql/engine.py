@@ -558,12 +558,15 @@ class PostgresEngine:
                 "cannot read the data_directory setting)"
             )
         try:
-            control = (resolved / "global" / "pg_control").read_bytes()[:8]
+            with beneath.directory(resolved) as root_fd:
+                found = datadir.system_identifier(root_fd)
+        except datadir.DataDirError as exc:
+            raise InvalidExternalError(f"the data directory cannot be read: {exc}") from exc
         except OSError as exc:
             raise InvalidExternalError(
                 f"this host cannot read the server's data directory: {exc.strerror}"
             ) from exc
-        if str(int.from_bytes(control, "little")) != sysid:
+        if found != sysid:
             raise InvalidExternalError("the data directory belongs to another server")
         return str(resolved)
 
@@ -766,7 +769,13 @@ class PostgresEngine:
                         "threshold_lsn": None if threshold is None else format_lsn(threshold),
                     },
                 )
-                pages = self._copy_files(data, writer, threshold, known_databases)
+                with beneath.directory(data) as root_fd:
+                    if datadir.system_identifier(root_fd) != sysid:
+                        raise BackupError(
+                            "the data directory is not the server's (another system "
+                            "identifier in its pg_control)"
+                        )
+                    pages = self._copy_files(root_fd, writer, threshold, known_databases)
                 # Closing the session would also end the backup; this returns its label.
                 row = conn.execute(
                     "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
@@ -870,29 +879,28 @@ class PostgresEngine:
 
     @staticmethod
     def _copy_files(
-        data: Path,
+        root_fd: int,
         writer: filestream.DirStreamWriter,
         threshold: int | None,
         known_databases: set[str],
     ) -> int:
-        """Every file of the data directory; with ``threshold``, only the pages changed
-        since then of relation files in ``known_databases`` (or ``global``). The
-        control file goes last, as ``pg_basebackup`` sends it. Returns pages copied."""
+        """Every file of the data directory held by ``root_fd`` (see :func:`datadir.walk`:
+        by descriptor, never through a link); with ``threshold``, only the pages changed
+        since then of relation files in ``known_databases`` (or ``global``). The control
+        file goes last, as ``pg_basebackup`` sends it. Returns pages copied."""
         pages = 0
-        control = None
-        for entry in datadir.walk(data):
+        owner = os.fstat(root_fd).st_uid
+        for entry in datadir.walk(root_fd):
             if entry.is_dir:
                 writer.directory(entry.path)
                 continue
             if entry.path == "global/pg_control":
-                control = entry
                 continue
-            try:
-                fd = os.open(data / entry.path, os.O_RDONLY)
-            except FileNotFoundError:
+            opened = datadir.open_file(entry, owner)
+            if opened is None:
                 continue  # dropped while the backup runs; the WAL window replays that
+            fd, size = opened
             try:
-                size = os.fstat(fd).st_size
                 if (
                     threshold is not None
                     and entry.is_relation
@@ -903,11 +911,9 @@ class PostgresEngine:
                     writer.whole_file(entry.path, fd, size)
             finally:
                 os.close(fd)
-        if control is None:
-            raise datadir.DataDirError("the data directory has no global/pg_control")
-        fd = os.open(data / control.path, os.O_RDONLY)
+        fd, size = datadir.open_path(root_fd, "global/pg_control")
         try:
-            writer.whole_file(control.path, fd, os.fstat(fd).st_size)
+            writer.whole_file("global/pg_control", fd, size)
         finally:
             os.close(fd)
         return pages
@@ -1152,7 +1158,7 @@ class PostgresEngine:
             "databases": [],
         }
         self._wait_promoted(connection, server)
-        self._check_recovery_end(data / "pg_wal", timeline, end, segment_size)
+        self._check_recovery_end(server, timeline, end, segment_size)
         with self._connect(connection) as conn:
             dbs = [
                 r[0]
@@ -1178,7 +1184,7 @@ class PostgresEngine:
                     ),
                 )
             )
-            (data / "strongroom-recovery.conf").unlink(missing_ok=True)
+            server.remove_file("data/strongroom-recovery.conf")
             server.write_hba()  # the superuser has a password now: no more peer map
             conn.execute("SELECT pg_reload_conf()")
         connection["databases"] = dbs
@@ -1345,17 +1351,22 @@ class PostgresEngine:
         )
 
     @staticmethod
-    def _check_recovery_end(wal_dir: Path, timeline: int, end: int, segment_size: int) -> None:
+    def _check_recovery_end(
+        server: ManagedServer, timeline: int, end: int, segment_size: int
+    ) -> None:
         """The new timeline's history file records where recovery ended: it must be the
         backup's end, or the WAL laid out was not replayed completely."""
         histories = sorted(
-            (int(p.name[:8], 16), p) for p in wal_dir.glob("*.history") if len(p.name) == 16
+            (int(name[:8], 16), name)
+            for name in server.list_dir("data/pg_wal")
+            if name.endswith(".history") and len(name) == 16
         )
         if not histories:
             raise RestoreError("the restored server did not switch to a new timeline")
-        _tli, path = histories[-1]
+        _tli, name = histories[-1]
         switch: int | None = None
-        for line in path.read_text().splitlines():
+        text = server.read_file(f"data/pg_wal/{name}", 1 << 20).decode("utf-8", "replace")
+        for line in text.splitlines():
             fields = line.split()
             if len(fields) >= 2 and fields[0].isdigit() and int(fields[0]) == timeline:
                 switch = parse_lsn(fields[1])

@@ -163,6 +163,27 @@ class ManagedServer:
         finally:
             os.close(fd)
 
+    def list_dir(self, relname: str) -> list[str]:
+        """The names in the directory ``home/relname``, reached without a link."""
+        with beneath.directory(self.home) as home_fd:
+            fd = beneath.open_beneath(home_fd, relname, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                with os.scandir(fd) as listing:
+                    return [entry.name for entry in listing]
+            finally:
+                os.close(fd)
+
+    def remove_file(self, relname: str) -> None:
+        """Unlink ``home/relname`` (its directory reached without a link), if present."""
+        parent, _, name = relname.rpartition("/")
+        with beneath.directory(self.home) as home_fd:
+            fd = beneath.open_beneath(home_fd, parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)
+            finally:
+                os.close(fd)
+
     def log_size(self) -> int:
         try:
             with beneath.directory(self.home) as home_fd:
@@ -298,12 +319,8 @@ class ManagedServer:
             raise InstanceError(f"PostgreSQL did not stop: {result.stderr.strip()}")
 
     def remove_stale_pid(self) -> None:
-        with contextlib.suppress(OSError), beneath.directory(self.home) as home_fd:
-            data_fd = beneath.open_beneath(home_fd, "data", os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.unlink("postmaster.pid", dir_fd=data_fd)
-            finally:
-                os.close(data_fd)
+        with contextlib.suppress(OSError):
+            self.remove_file("data/postmaster.pid")
 
     # -- the end --------------------------------------------------------------------------
     def destroy(self, *, quietly: bool = False) -> None:
