@@ -345,16 +345,22 @@ def stop_server(data_dir: str | Path, mode: str = "immediate") -> None:
 
 
 def cleanup_homes(base: Path) -> None:
-    """Stop every server whose data directory is under ``base`` and remove the socket
-    directories their homes keep outside ``base`` (homes with long paths)."""
+    """Stop every server whose data directory is under ``base``, remove the socket
+    directories their homes keep outside ``base`` (homes with long paths) and the OS
+    users of their instances."""
+    from strongroom.engines.identity import InstanceIdentity, name_for
     from strongroom.engines.postgresql.cluster import socket_dir_for
 
     for pid_file in base.rglob("postmaster.pid"):
         stop_server(pid_file.parent)
     for version_file in base.rglob("data/PG_VERSION"):
-        socket_dir = socket_dir_for(version_file.parent.parent)
+        home = version_file.parent.parent
+        socket_dir = socket_dir_for(home)
         if not socket_dir.is_relative_to(base):
             shutil.rmtree(socket_dir, ignore_errors=True)
+        identity = InstanceIdentity.lookup(name_for(home)) if os.geteuid() == 0 else None
+        if identity is not None:
+            identity.remove()
 
 
 def servers_running_in(path: Path) -> list[str]:
