@@ -204,9 +204,6 @@ class ManagedServer:
         kept = [ln for ln in text.strip().splitlines() if ln.strip()]
         return "\n".join(kept[-lines:])
 
-    def log_tail(self, lines: int = 20) -> str:
-        return self.log_since(0, lines)
-
     def write_base_conf(
         self, extra: Mapping[str, str | int], *, restoring_as: str | None = None
     ) -> None:
@@ -317,10 +314,6 @@ class ManagedServer:
                 self.stop(mode="immediate")
                 return
             raise InstanceError(f"PostgreSQL did not stop: {result.stderr.strip()}")
-
-    def remove_stale_pid(self) -> None:
-        with contextlib.suppress(OSError):
-            self.remove_file("data/postmaster.pid")
 
     # -- the end --------------------------------------------------------------------------
     def destroy(self, *, quietly: bool = False) -> None:
