@@ -33,7 +33,12 @@ from integration.engines.pg_helpers import (
 )
 from security.wire import assert_fault
 from strongroom.engines.base import DatabaseSpec, InstanceRequest, RestoreInput, UserSpec
-from strongroom.engines.errors import BackupError, InvalidRequestError, RestoreError
+from strongroom.engines.errors import (
+    BackupError,
+    InstanceError,
+    InvalidRequestError,
+    RestoreError,
+)
 from strongroom.engines.identity import InstanceIdentity, name_for
 from strongroom.engines.postgresql import PostgresEngine, cluster
 
@@ -354,7 +359,16 @@ def test_an_instance_of_the_shared_postgres_user_with_trust_is_moved_on_start(
     assert old is not None
     old.remove()  # the previous release made none
     assert conn["os_user"] not in _os_users()
+    # Another server of the shared user could have left a hard link to its own file here.
+    other = base / "other-server-file"
+    other.write_text("another server's data")
+    os.chown(other, postgres.pw_uid, postgres.pw_gid)
+    os.link(other, home / "data" / "base" / "planted")
     try:
+        with pytest.raises(InstanceError, match="hard links"):
+            engine.start_instance(home, legacy)
+        assert other.stat().st_uid == postgres.pw_uid
+        os.unlink(home / "data" / "base" / "planted")
         started = engine.start_instance(home, legacy)
         assert started["os_user"] == name_for(home)
         uid = pwd.getpwnam(started["os_user"]).pw_uid

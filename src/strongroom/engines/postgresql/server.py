@@ -126,13 +126,23 @@ class ManagedServer:
 
     def chown_tree(self) -> None:
         """Give everything in the home to the instance's user (after a restore laid it
-        out as root). Walks by descriptor and never follows a link."""
+        out as root, or when a server of the shared ``postgres`` user is adopted). Walks
+        by descriptor and never follows a link; refuses files with other hard links."""
         owner = self.identity.owner
         if owner is None:
             return
         with beneath.directory(self.home) as home_fd:
             os.fchown(home_fd, *owner)
-        for _dirpath, dirnames, filenames, dir_fd in os.fwalk(self.home, follow_symlinks=False):
+        for dirpath, dirnames, filenames, dir_fd in os.fwalk(self.home, follow_symlinks=False):
+            for name in filenames:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                    # A hard link to a file elsewhere (another server's, when every
+                    # server ran as one user) would be handed to this one.
+                    raise InstanceError(
+                        f"{dirpath}/{name} has other hard links; it is not given to the "
+                        "instance's OS user"
+                    )
             for name in (*dirnames, *filenames):
                 os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
 
