@@ -230,7 +230,7 @@ def test_an_existing_role_is_never_altered(base: Path) -> None:
             )
     finally:
         source.close()
-    assert not target.exists()
+    assert not target.exists() and name_for(target) not in _os_users()
     with pytest.raises(InvalidRequestError):
         engine.create_instance(base / "dup", InstanceRequest("x", users=(UserSpec("pg_x", "p"),)))
     assert not (base / "dup").exists()
@@ -327,6 +327,21 @@ def test_deleting_an_instance_removes_its_os_user(h: Harness) -> None:
     assert h.a.delete(f"/instances/{instance_id}").status_code == 202
     wait_for(lambda: h.a.get(f"/instances/{instance_id}").status_code == 404, timeout=WAIT)
     assert name not in _os_users()
+
+
+@AS_ROOT
+def test_a_failed_create_removes_the_os_user_it_made(base: Path) -> None:
+    parent = base / ("squat-" + "q" * 70)
+    parent.mkdir(mode=0o711)
+    home = parent / "instance-0123456789abcdef"
+    squatted = cluster.socket_dir_for(home)
+    squatted.mkdir(mode=0o777)  # someone took the socket directory's name first
+    try:
+        with pytest.raises(InstanceError, match="not a private directory"):
+            PostgresEngine(timeout=120).create_instance(home, InstanceRequest("q"))
+    finally:
+        shutil.rmtree(squatted, ignore_errors=True)
+    assert not home.exists() and name_for(home) not in _os_users()
 
 
 # -- instances made before each server had its own user and a password on the socket --------
