@@ -191,7 +191,7 @@ def test_reserved_names_are_refused_with_400_and_nothing_is_made(
     assert _os_users() == users
 
 
-def test_created_users_have_no_privileges_and_the_superuser_kept_its_password(
+def test_created_users_have_no_privileges(
     tenants: dict[str, Any],
 ) -> None:
     conn = tenants["a"]["conn"]
