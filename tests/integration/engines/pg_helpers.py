@@ -4,6 +4,7 @@ keeps an invariant, a plain (non-engine) server to play the external one."""
 from __future__ import annotations
 
 import os
+import pwd
 import random
 import shutil
 import socket
@@ -30,6 +31,7 @@ def conninfo(conn: Connection, dbname: str = "bench") -> dict[str, Any]:
             "host": conn["socket_dir"],
             "port": conn["port"],
             "user": conn["superuser"],
+            "password": conn["password"],
             "dbname": dbname,
         }
     return {
@@ -334,23 +336,31 @@ class PlainServer:
 
 
 def stop_server(data_dir: str | Path, mode: str = "immediate") -> None:
+    """Stop a server as the owner of its data directory (each managed one has its own)."""
     argv = [str(bin_dir() / "pg_ctl"), "stop", "-D", str(data_dir), "-m", mode, "-w", "-s"]
     if os.geteuid() == 0:
-        argv = ["runuser", "-u", "postgres", "--", *argv]
+        owner = pwd.getpwuid(os.stat(data_dir).st_uid).pw_name
+        argv = ["runuser", "-u", owner, "--", *argv]
     subprocess.run(argv, capture_output=True, timeout=60)
 
 
 def cleanup_homes(base: Path) -> None:
-    """Stop every server whose data directory is under ``base`` and remove the socket
-    directories their homes keep outside ``base`` (homes with long paths)."""
+    """Stop every server whose data directory is under ``base``, remove the socket
+    directories their homes keep outside ``base`` (homes with long paths) and the OS
+    users of their instances."""
+    from strongroom.engines.identity import InstanceIdentity, name_for
     from strongroom.engines.postgresql.cluster import socket_dir_for
 
     for pid_file in base.rglob("postmaster.pid"):
         stop_server(pid_file.parent)
     for version_file in base.rglob("data/PG_VERSION"):
-        socket_dir = socket_dir_for(version_file.parent.parent)
+        home = version_file.parent.parent
+        socket_dir = socket_dir_for(home)
         if not socket_dir.is_relative_to(base):
             shutil.rmtree(socket_dir, ignore_errors=True)
+        identity = InstanceIdentity.lookup(name_for(home)) if os.geteuid() == 0 else None
+        if identity is not None:
+            identity.remove()
 
 
 def servers_running_in(path: Path) -> list[str]:

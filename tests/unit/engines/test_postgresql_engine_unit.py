@@ -15,7 +15,14 @@ from strongroom.engines.errors import (
     InvalidExternalError,
     RestoreError,
 )
-from strongroom.engines.postgresql import PostgresEngine, cluster, engine, tarstream
+from strongroom.engines.postgresql import (
+    PostgresEngine,
+    cluster,
+    methods,
+    replication_method,
+    session,
+    tarstream,
+)
 
 
 def _engine(**kw: object) -> PostgresEngine:
@@ -44,9 +51,9 @@ def test_external_host_must_be_listed() -> None:
 
 def test_check_restorable() -> None:
     eng = _engine()
-    eng.check_restorable({"method": engine.FULL_METHOD, "server_major": "15"})
+    eng.check_restorable({"method": methods.REPLICATION_FULL, "server_major": "15"})
     with pytest.raises(IncompatibleBackupError) as info:
-        eng.check_restorable({"method": engine.FULL_METHOD, "server_major": "14"})
+        eng.check_restorable({"method": methods.REPLICATION_FULL, "server_major": "14"})
     assert str(info.value) == "backup is from PostgreSQL 14, this host runs 15"
     with pytest.raises(IncompatibleBackupError, match="method"):
         eng.check_restorable({"method": "mariabackup", "server_major": "15"})
@@ -56,8 +63,10 @@ def test_chain_gaps_are_refused_before_anything_is_done(tmp_path: Path) -> None:
     from strongroom.engines.base import InstanceRequest, RestoreInput
 
     base = {"server_major": "15", "system_identifier": "1", "timeline": 1}
-    full = dict(base, method=engine.FULL_METHOD, stop_lsn="0/3000100")
-    inc = dict(base, method=engine.INCREMENTAL_METHOD, start_lsn="0/3000200", stop_lsn="0/4000000")
+    full = dict(base, method=methods.REPLICATION_FULL, stop_lsn="0/3000100")
+    inc = dict(
+        base, method=methods.REPLICATION_INCREMENTAL, start_lsn="0/3000200", stop_lsn="0/4000000"
+    )
     with pytest.raises(RestoreError, match="gap"):
         _engine().restore_instance(
             tmp_path / "home",
@@ -144,7 +153,8 @@ def test_tar_extract_refuses_unsafe_members(
 def test_hba_uses_scram_for_tcp() -> None:
     hba = cluster.render_hba("127.0.0.1")
     assert "127.0.0.1/32  scram-sha-256" in hba and "0.0.0.0/0" not in hba
-    assert "trust" in hba.split("host")[0]  # trust only on the local socket
+    assert "trust" not in hba and "peer" not in hba
+    assert "local   all          all            scram-sha-256" in hba
     assert "0.0.0.0/0  scram-sha-256" in cluster.render_hba("0.0.0.0")
 
 
@@ -158,17 +168,11 @@ def test_basebackup_stderr_parsing() -> None:
         "pg_basebackup: write-ahead log start point: 0/2000028 on timeline 3\n"
         "pg_basebackup: write-ahead log end point: 0/2000100\n"
     )
-    start = engine._START_RE.search(stderr)
-    end = engine._END_RE.search(stderr)
+    start = replication_method.START_RE.search(stderr)
+    end = replication_method.END_RE.search(stderr)
     assert start and end
     assert (start.group(1), start.group(2), end.group(1)) == ("0/2000028", "3", "0/2000100")
 
 
 def test_scrub() -> None:
-    assert engine._scrub("failed for pw hunter2", "hunter2", None) == "failed for pw ***"
-
-
-def test_run_as_root_uses_runuser() -> None:
-    user = cluster.OsUser("postgres", 101, 104)
-    assert user.argv(["initdb", Path("/d")]) == ["runuser", "-u", "postgres", "--", "initdb", "/d"]
-    assert cluster.OsUser(None, 1000, 1000).argv(["pg_ctl"]) == ["pg_ctl"]
+    assert session.scrub("failed for pw hunter2", "hunter2", None) == "failed for pw ***"

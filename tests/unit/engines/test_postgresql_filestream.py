@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from strongroom.engines import beneath
 from strongroom.engines.postgresql import datadir, filestream
 
 BS = 8192
@@ -42,6 +43,11 @@ class OffsetSource(io.BytesIO):
         return OffsetSource(self.getvalue(), offset)
 
 
+def walk(root: Path) -> list[datadir.Entry]:
+    with beneath.directory(root) as fd:
+        return list(datadir.walk(fd))
+
+
 def backup(root: Path, threshold: int | None, segment_bytes: int = 1) -> tuple[Link, int]:
     """A stream of ``root`` as the engine writes it: records, then the label. Segments
     are as small as they can be (one record each) unless ``segment_bytes`` says."""
@@ -52,7 +58,7 @@ def backup(root: Path, threshold: int | None, segment_bytes: int = 1) -> tuple[L
         segment_bytes=segment_bytes,
     )
     pages = 0
-    for entry in datadir.walk(root):
+    for entry in walk(root):
         if entry.is_dir:
             writer.directory(entry.path)
             continue
@@ -107,7 +113,7 @@ def test_walk_follows_pg_basebackup_exclusions(tmp_path: Path) -> None:
         "base/1/pgsql_tmp/x",
     ):
         write_pages(tmp_path / rel, [page(1, 1)])
-    paths = {e.path for e in datadir.walk(tmp_path)}
+    paths = {e.path for e in walk(tmp_path)}
     assert paths == {
         "PG_VERSION",
         "base",
@@ -121,15 +127,15 @@ def test_walk_follows_pg_basebackup_exclusions(tmp_path: Path) -> None:
     (tmp_path / "pg_wal" / "000000010000000000000001").unlink()
     (tmp_path / "pg_wal").rmdir()
     os.symlink(tmp_path / "base", tmp_path / "pg_wal")
-    assert {e.path for e in datadir.walk(tmp_path)} == paths
+    assert {e.path for e in walk(tmp_path)} == paths
     (tmp_path / "pg_tblspc").mkdir()
     os.symlink(tmp_path, tmp_path / "pg_tblspc" / "16500")
     with pytest.raises(datadir.DataDirError, match="tablespaces are not supported"):
-        list(datadir.walk(tmp_path))
+        walk(tmp_path)
     (tmp_path / "pg_tblspc" / "16500").unlink()
     os.symlink(tmp_path, tmp_path / "base" / "elsewhere")
     with pytest.raises(datadir.DataDirError, match="symbolic link"):
-        list(datadir.walk(tmp_path))
+        walk(tmp_path)
 
 
 @pytest.mark.parametrize("workers", [1, 3])
@@ -279,3 +285,68 @@ def test_a_damaged_segment_fails_the_link_laid_out_in_parallel(tmp_path: Path) -
     target.mkdir()
     with pytest.raises(filestream.FileStreamError, match="checksum"):
         restore(target, [Link(bytes(damaged), link.segments)], workers=3)
+
+
+def test_a_directory_swapped_for_a_link_mid_walk_fails_the_walk(tmp_path: Path) -> None:
+    """The tenant renames a directory away and leaves a link to a secret place between
+    the walk's listing and its descent: the walk refuses, it never lists the target."""
+    write_pages(tmp_path / "base/1/1259", [page(1, 1)])
+    elsewhere = tmp_path.parent / (tmp_path.name + "-elsewhere")
+    write_pages(elsewhere / "secret", [page(1, 2)])
+    seen = []
+    with beneath.directory(tmp_path) as fd, pytest.raises(datadir.DataDirError, match="replaced"):
+        for entry in datadir.walk(fd):
+            seen.append(entry.path)
+            if entry.path == "base/1":
+                os.rename(tmp_path / "base/1", tmp_path / "base/1.away")
+                os.symlink(elsewhere, tmp_path / "base/1")
+    assert not any("secret" in p for p in seen)
+
+
+def test_a_file_swapped_for_a_link_or_a_fifo_is_not_read(tmp_path: Path) -> None:
+    write_pages(tmp_path / "base/1/1259", [page(1, 1)])
+    secret = tmp_path.parent / (tmp_path.name + "-secret")
+    secret.write_bytes(b"master key bytes")
+    for replace in (
+        lambda p: os.symlink(secret, p),
+        lambda p: os.mkfifo(p),
+    ):
+        with beneath.directory(tmp_path) as fd:
+            owner = os.fstat(fd).st_uid
+            with pytest.raises(datadir.DataDirError, match="replaced"):
+                for entry in datadir.walk(fd):
+                    if entry.path == "base/1/1259":
+                        os.rename(tmp_path / entry.path, tmp_path / "base/1/1259.away")
+                        replace(tmp_path / entry.path)
+                        datadir.open_file(entry, owner)
+        os.unlink(tmp_path / "base/1/1259")
+        os.rename(tmp_path / "base/1/1259.away", tmp_path / "base/1/1259")
+
+
+def test_a_file_of_another_owner_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a file away")
+    write_pages(tmp_path / "base/1/1259", [page(1, 1)])
+    os.chown(tmp_path / "base/1/1259", 65534, 65534)  # as a hard link to it would be
+    with beneath.directory(tmp_path) as fd:
+        owner = os.fstat(fd).st_uid
+        entries = [e for e in datadir.walk(fd) if e.path == "base/1/1259"]
+        with beneath.directory(tmp_path / "base/1") as parent:
+            entry = datadir.Entry("base/1/1259", False, 0, parent, "1259")
+            with pytest.raises(datadir.DataDirError, match="does not belong"):
+                datadir.open_file(entry, owner)
+    assert len(entries) == 1
+
+
+def test_restore_never_writes_through_a_link_in_the_target(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_pages(src / "base/5/16384", [page(10, 1)])
+    link, _ = backup(src, None)
+    target = tmp_path / "target"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target.mkdir()
+    os.symlink(outside, target / "base")
+    with pytest.raises((OSError, filestream.FileStreamError)):
+        restore(target, [link])
+    assert list(outside.iterdir()) == []

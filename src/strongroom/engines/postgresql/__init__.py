@@ -72,17 +72,52 @@ Restore
     the source are replaced (its ``postgresql.conf`` is kept as ``postgresql.conf.source``)
     with the managed settings, sized from ``pg_control`` so recovery accepts them.
 
-Managed servers
-    ``home/data`` (PGDATA), ``home/run`` (unix socket, mode 0700; when that path is too
-    long for a socket address, a 0700 directory under /tmp named after the home, checked
-    to be the server user's own before use), ``home/log``. TCP
-    connections use SCRAM passwords; the local socket inside the home is ``trust``
-    (only the server's OS user and root can reach it). PostgreSQL refuses to run as
-    root: when the service is root, server processes run as ``postgres`` (or
-    ``run_as``) through ``runuser -u <user> --`` as an argv prefix, and the home is owned
-    by that user, so each of its parent directories must be traversable by it.
-    Tablespaces are not supported (``pg_basebackup`` cannot stream them to stdout, and
-    the file-level reader refuses links in ``pg_tblspc``).
+Managed servers and who runs as whom
+    ``home/data`` (PGDATA), ``home/log``, and the unix socket in ``home/run`` (when that
+    path is too long for a socket address, a directory under /tmp named after the home,
+    made through a descriptor and checked to be the server user's own before use). When
+    the service runs as root, each managed server runs as an OS user of its own
+    (``sr-<12 hex>``, :mod:`strongroom.engines.identity`), created with the instance,
+    recorded in its connection (``os_user``) and removed with it; the home, data, log and
+    socket directories are 0700 and that user's. ``initdb``, ``pg_ctl`` and the server
+    run as that user through ``runuser -u <user> --`` (an argv prefix, no shell) with
+    the minimal environment of :func:`process.minimal_env`: nothing of the service's
+    environment reaches ``/proc/<postmaster>/environ``. So a tenant that is superuser
+    of its server (``COPY … FROM PROGRAM``) acts as a user that owns its own home and
+    nothing else. When the service is not root, everything runs as the service's user
+    and there is no such separation.
+
+    No ``trust`` authentication: the local socket and TCP both need SCRAM passwords; the
+    service uses the superuser password sealed in the connection. A restore resets the
+    source's superuser password through a ``peer`` map that lets only the service's own
+    OS user in as that role, then writes the final ``pg_hba.conf`` and reloads.
+    Requested users and databases are checked first (:mod:`names`: no ``postgres``,
+    ``pg_*``, service or template names); roles are created ``NOSUPERUSER NOCREATEDB
+    NOCREATEROLE NOREPLICATION NOBYPASSRLS`` and an existing role is never altered
+    (:mod:`accounts`). Servers made before these rules (run by ``postgres``, ``trust``
+    on the socket) are stopped, given their own user and SCRAM when they next start.
+
+    Whatever root writes or reads in a home goes through a directory descriptor and
+    never follows a link (:mod:`server`, :mod:`strongroom.engines.beneath`); a file-level
+    backup walks PGDATA the same way (:func:`datadir.walk`): each file is opened beneath
+    its directory's descriptor and its type and owner are checked on that descriptor, and
+    ``global/pg_control`` must hold the server's system identifier. A directory swapped
+    for a link during a backup fails it with a reason. Tablespaces are not supported
+    (``pg_basebackup`` cannot stream them to stdout, and the file-level reader refuses
+    links in ``pg_tblspc``), so no link is ever followed.
+
+Modules
+    :mod:`engine` the engine boundary: picks the method per server;
+    :mod:`server` one managed server: layout, OS identity, ``pg_ctl``, its files;
+    :mod:`accounts` and :mod:`names` requested users and databases;
+    :mod:`external` registering and releasing external servers;
+    :mod:`session` connections, tool environments, facts a backup records;
+    :mod:`methods` method names and chain rules;
+    :mod:`file_method` file-level backups and their restore (with :mod:`datadir`,
+    :mod:`filestream`, :mod:`writeback`);
+    :mod:`replication_method` ``pg_basebackup`` and WAL ranges and their restore (with
+    :mod:`tarstream`, :mod:`walstream`);
+    :mod:`restore` what every restore does after its method laid the chain out.
 """
 
 from strongroom.engines.postgresql.engine import PostgresEngine

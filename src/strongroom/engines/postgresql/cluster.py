@@ -1,26 +1,22 @@
 """A PostgreSQL server this host runs: binaries, configuration, ``pg_ctl``, ports.
 
-PostgreSQL refuses to run as root. When the service runs as root, the server processes
-run as an unprivileged OS user (``postgres`` by default): tools that touch the data
-directory are started through ``runuser -u <user> --`` (an argv prefix, no shell), and
-the instance home is owned by that user. When the service is not root, everything runs
-as the service's own user.
+PostgreSQL refuses to run as root. When the service runs as root, each managed server
+runs as an OS user of its own (:mod:`strongroom.engines.identity`, see :mod:`server`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import pwd
 import re
 import shutil
 import socket
 import stat
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from strongroom.engines import process
+from strongroom.engines import beneath, process
+from strongroom.engines.identity import InstanceIdentity
 
 SEARCH_ROOTS = (Path("/usr/lib/postgresql"), Path("/usr/pgsql"), Path("/usr/local/pgsql"))
 REQUIRED_TOOLS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
@@ -28,6 +24,7 @@ REQUIRED_TOOLS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
 SUN_PATH_MAX = 107
 UNIX_SOCKET_DIR_MAX = SUN_PATH_MAX - len("/.s.PGSQL.65535")
 SHORT_SOCKET_ROOT = Path("/tmp")
+SLOT_WAL_KEEP_SIZE = "2GB"
 
 
 def find_bin_dir(explicit: Path | None) -> Path | None:
@@ -67,50 +64,6 @@ def server_version(bin_dir: Path) -> tuple[str, str]:
     return major, full
 
 
-@dataclass(frozen=True)
-class OsUser:
-    """Who the server processes run as; ``name`` is ``None`` for the current user."""
-
-    name: str | None
-    uid: int
-    gid: int
-
-    @classmethod
-    def resolve(cls, run_as: str | None) -> OsUser:
-        if run_as is None and os.geteuid() == 0:
-            run_as = "postgres"
-        if run_as is None:
-            return cls(None, os.geteuid(), os.getegid())
-        try:
-            entry = pwd.getpwnam(run_as)
-        except KeyError as exc:
-            raise LookupError(f"OS user {run_as!r} does not exist") from exc
-        if entry.pw_uid == os.geteuid():
-            return cls(None, entry.pw_uid, entry.pw_gid)
-        return cls(run_as, entry.pw_uid, entry.pw_gid)
-
-    @property
-    def owner(self) -> tuple[int, int] | None:
-        """``(uid, gid)`` to give files to, or ``None`` when no change is needed."""
-        return (self.uid, self.gid) if self.name is not None else None
-
-    def argv(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
-        prefix = ["runuser", "-u", self.name, "--"] if self.name is not None else []
-        return prefix + [str(a) for a in argv]
-
-    def chown(self, path: Path) -> None:
-        if self.owner is not None:
-            os.chown(path, *self.owner)
-
-    def chown_tree(self, root: Path) -> None:
-        if self.owner is None:
-            return
-        os.chown(root, *self.owner)
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in (*dirnames, *filenames):
-                os.chown(os.path.join(dirpath, name), *self.owner, follow_symlinks=False)
-
-
 def socket_dir_for(home: Path) -> Path:
     """Where a managed server's unix socket lives: ``home/run``, unless that path is too
     long for a socket address; then a short directory under /tmp named after the home
@@ -122,10 +75,12 @@ def socket_dir_for(home: Path) -> Path:
     return SHORT_SOCKET_ROOT / f"strongroom-pg-{digest}"
 
 
-def ensure_socket_dir(path: Path, user: OsUser) -> None:
+def ensure_socket_dir(path: Path, user: InstanceIdentity) -> None:
     """Make the socket directory (mode 0700, the server's OS user's), or accept an
     existing one only if it is a real directory of that user that no one else can
-    enter: a name under /tmp can be taken first by anyone, to catch the socket.
+    enter: a name under /tmp can be taken first by anyone, to catch the socket. The new
+    directory is given away through a descriptor, so a link swapped in after ``mkdir``
+    is never followed.
 
     Raises ``PermissionError`` when an existing path is not acceptable."""
     try:
@@ -138,8 +93,18 @@ def ensure_socket_dir(path: Path, user: OsUser) -> None:
                 "server's OS user"
             ) from None
         return
-    user.chown(path)
-    path.chmod(0o700)
+    try:
+        fd = beneath.open_dir(path)
+    except OSError as exc:
+        raise PermissionError(f"socket directory {path} changed while it was made") from exc
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise PermissionError(f"socket directory {path} changed while it was made")
+        if user.owner is not None:
+            os.fchown(fd, *user.owner)
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
 
 
 def free_port(address: str, avoid: Iterable[int] = ()) -> int:
@@ -181,28 +146,35 @@ def is_loopback(address: str) -> bool:
     return address in ("127.0.0.1", "::1", "localhost") or address.startswith("127.")
 
 
-def render_hba(bind_address: str) -> str:
-    """Local socket (in the instance home, mode 0700): trust. TCP: SCRAM passwords."""
+RESTORE_MAP = "strongroom-restore"
+
+
+def render_hba(bind_address: str, *, peer_map: bool = False) -> str:
+    """SCRAM passwords everywhere, on the local socket too: a tenant that runs programs as
+    the server's OS user must not get in without one. ``peer_map``: while a restore
+    resets the bootstrap superuser's password (unknown until then), the local socket
+    also lets in the service's own OS user as that role (see :func:`render_ident`)."""
     nets = ["127.0.0.1/32", "::1/128"] if is_loopback(bind_address) else ["0.0.0.0/0", "::/0"]
     lines = [
         "# Written by Strongroom.",
         "# TYPE  DATABASE     USER  ADDRESS  METHOD",
-        "local   all          all            trust",
-        "local   replication  all            trust",
     ]
+    if peer_map:
+        lines.append(f"local   all          all            peer map={RESTORE_MAP}")
+    lines.append("local   all          all            scram-sha-256")
+    lines.append("local   replication  all            scram-sha-256")
     for net in nets:
         lines.append(f"host    all          all   {net}  scram-sha-256")
         lines.append(f"host    replication  all   {net}  scram-sha-256")
     return "\n".join(lines) + "\n"
 
 
-def log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 16384))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
+def render_ident(os_user: str | None = None, role: str | None = None) -> str:
+    """The user name map: empty, or ``os_user`` (the service's) allowed in as ``role``."""
+    lines = ["# Written by Strongroom."]
+    if os_user is not None and role is not None:
+        for name in (os_user, role):
+            if not name or '"' in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+                raise ValueError(f"a name the user name map cannot hold: {name!r}")
+        lines.append(f'{RESTORE_MAP}  "{os_user}"  "{role}"')
+    return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ The rules follow ``pg_basebackup`` (src/backend/backup/basebackup.c): the conten
 directories themselves are kept), as are the server's pid and options files, relation
 cache init files, temporary relations and any ``backup_label``/``tablespace_map`` on
 disk (the backup writes its own). Tablespaces (links in ``pg_tblspc``) are refused.
+The data directory is read by descriptor, never through a link (see :func:`walk`).
 
 A *relation file* is a main-fork segment (``base/<db>/<relfilenode>[.<n>]`` or
 ``global/<relfilenode>[.<n>]``): every page of it carries the LSN of the last WAL record
@@ -21,7 +22,8 @@ import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+
+from strongroom.engines import beneath
 
 READ_SIZE = 1024 * 1024
 RELATION_RE = re.compile(r"^(?:global|base/\d+)/\d+(?:\.\d+)?$")
@@ -61,6 +63,9 @@ class Entry:
     path: str  # relative, with "/" separators
     is_dir: bool
     size: int = 0
+    # The directory holding it and its name there: valid while the walk is at this entry.
+    parent_fd: int = -1
+    name: str = ""
 
     @property
     def is_relation(self) -> bool:
@@ -82,16 +87,27 @@ def _skipped(rel: str, name: str) -> bool:
     )
 
 
-def walk(root: Path) -> Iterator[Entry]:
-    """Every directory and file to copy, parents before children, in a stable order."""
-    yield from _walk(root, "")
+def _changed(rel: str) -> DataDirError:
+    return DataDirError(
+        f"{rel} was replaced by a link or by something else while the backup ran; "
+        "nothing outside the data directory was read"
+    )
 
 
-def _walk(root: Path, rel_dir: str) -> Iterator[Entry]:
-    try:
-        entries = sorted(os.scandir(root / rel_dir if rel_dir else root), key=lambda e: e.name)
-    except FileNotFoundError:
-        return  # a directory removed while the backup runs (e.g. DROP DATABASE)
+def walk(root_fd: int) -> Iterator[Entry]:
+    """Every directory and file to copy, parents before children, in a stable order.
+
+    The server's OS user can rename anything in its data directory at any moment, so
+    the walk holds each directory by descriptor, opens the next one beneath it without
+    following links (:func:`beneath.open_beneath`), and requires every directory to be
+    the data directory owner's. Links are not followed: ``pg_wal`` may be one (its
+    contents are not copied), a tablespace is refused, any other is an error."""
+    yield from _walk(root_fd, "", os.fstat(root_fd).st_uid)
+
+
+def _walk(dir_fd: int, rel_dir: str, owner: int) -> Iterator[Entry]:
+    with os.scandir(dir_fd) as listing:
+        entries = sorted(listing, key=lambda e: e.name)
     for entry in entries:
         rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
         if _skipped(rel, entry.name):
@@ -110,12 +126,75 @@ def _walk(root: Path, rel_dir: str) -> Iterator[Entry]:
             raise DataDirError(f"unexpected symbolic link in the data directory: {rel}")
         if stat.S_ISDIR(info.st_mode):
             yield Entry(rel, True)
-            if not (rel_dir == "" and entry.name in _EMPTY_DIRS):
-                yield from _walk(root, rel)
-            elif entry.name == "pg_wal":
-                yield Entry("pg_wal/archive_status", True)
+            if rel_dir == "" and entry.name in _EMPTY_DIRS:
+                if entry.name == "pg_wal":
+                    yield Entry("pg_wal/archive_status", True)
+                continue
+            child = _open_dir(dir_fd, entry.name, rel, owner)
+            if child is None:
+                continue  # removed while the backup runs (e.g. DROP DATABASE)
+            try:
+                yield from _walk(child, rel, owner)
+            finally:
+                os.close(child)
         elif stat.S_ISREG(info.st_mode):
-            yield Entry(rel, False, info.st_size)
+            yield Entry(rel, False, info.st_size, dir_fd, entry.name)
+
+
+def _open_dir(parent_fd: int, name: str, rel: str, owner: int) -> int | None:
+    try:
+        fd = beneath.open_beneath(parent_fd, name, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return None
+    except (beneath.EscapeError, NotADirectoryError) as exc:
+        raise _changed(rel) from exc
+    if os.fstat(fd).st_uid != owner:
+        os.close(fd)
+        raise DataDirError(f"{rel} does not belong to the data directory's owner")
+    return fd
+
+
+def open_file(entry: Entry, owner: int) -> tuple[int, int] | None:
+    """``(descriptor, size)`` of a file the walk found, checked on that descriptor: a
+    regular file of ``owner`` (a hard link to someone else's file is not), reached
+    without a link. ``None`` when it is gone (dropped while the backup runs)."""
+    try:
+        fd, info = beneath.open_regular(entry.parent_fd, entry.name)
+    except FileNotFoundError:
+        return None
+    except beneath.EscapeError as exc:
+        raise _changed(entry.path) from exc
+    if info.st_uid != owner:
+        os.close(fd)
+        raise DataDirError(f"{entry.path} does not belong to the data directory's owner")
+    return fd, info.st_size
+
+
+def open_path(root_fd: int, rel: str) -> tuple[int, int]:
+    """A regular file of the data directory's owner at ``rel`` (``global/pg_control``),
+    reached beneath ``root_fd`` without a link."""
+    try:
+        fd, info = beneath.open_regular(root_fd, rel)
+    except FileNotFoundError as exc:
+        raise DataDirError(f"the data directory has no {rel}") from exc
+    except beneath.EscapeError as exc:
+        raise _changed(rel) from exc
+    if info.st_uid != os.fstat(root_fd).st_uid:
+        os.close(fd)
+        raise DataDirError(f"{rel} does not belong to the data directory's owner")
+    return fd, info.st_size
+
+
+def system_identifier(root_fd: int) -> str:
+    """The system identifier in ``global/pg_control`` (its first 8 bytes)."""
+    fd, _size = open_path(root_fd, "global/pg_control")
+    try:
+        raw = os.pread(fd, 8, 0)
+    finally:
+        os.close(fd)
+    if len(raw) != 8:
+        raise DataDirError("global/pg_control is too short")
+    return str(int.from_bytes(raw, "little"))
 
 
 def read_exactly(fd: int, buffer: bytearray, size: int) -> memoryview:

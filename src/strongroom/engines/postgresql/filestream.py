@@ -38,6 +38,7 @@ from typing import Any
 
 from zlib_ng.zlib_ng import crc32
 
+from strongroom.engines import beneath
 from strongroom.engines.base import ByteSink, ByteSource
 from strongroom.engines.postgresql import datadir
 from strongroom.engines.postgresql.streamio import SourceBuffer, StreamFormatError, safe_relative
@@ -164,11 +165,12 @@ def _close(source: ByteSource) -> None:
 
 
 class _FileState:
-    __slots__ = ("complete", "size", "written")
+    __slots__ = ("complete", "created", "size", "written")
 
     def __init__(self, size: int, blocks: int | None) -> None:
         self.size = size
         self.complete = False
+        self.created = False
         # Per block, whether a newer link wrote it; None for files copied whole.
         self.written: bytearray | None = bytearray(blocks) if blocks is not None else None
 
@@ -183,6 +185,9 @@ class ChainRestorer:
 
     def __init__(self, target: Path, owner: tuple[int, int] | None, *, workers: int = 1) -> None:
         self._target = target
+        # Everything is made beneath this descriptor and never through a link: the
+        # directory belongs to the server's OS user (see :mod:`strongroom.engines.beneath`).
+        self._root_fd = beneath.open_dir(target)
         self._owner = owner
         self._workers = workers
         self._files: dict[str, _FileState] = {}
@@ -199,6 +204,7 @@ class ChainRestorer:
     def __exit__(self, *exc_info: object) -> None:
         self._layout.shutdown(wait=True, cancel_futures=True)
         self._writeback.close()
+        os.close(self._root_fd)
 
     # The public steps: one call per link, newest first, then finish().
     def apply(
@@ -326,8 +332,11 @@ class ChainRestorer:
                         f"the backup chain does not hold every page of {path}: "
                         "a link is missing or belongs to another chain"
                     )
-            full_path = self._target / path
-            os.truncate(full_path, state.size)
+            fd = beneath.open_beneath(self._root_fd, path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, state.size)
+            finally:
+                os.close(fd)
         self._writeback.wait()
         return sorted(self._files)
 
@@ -362,16 +371,26 @@ class ChainRestorer:
             raise FileStreamError("the backup stream is corrupted (a name is not UTF-8)") from exc
 
     def _mkdir(self, path: str) -> None:
-        full = self._target / path
-        full.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self._owner is not None:
-            os.chown(full, *self._owner)
+        """``path`` and any missing parent, each made beneath its parent's descriptor."""
+        parent = self._root_fd
+        opened: list[int] = []
+        try:
+            for part in path.split("/"):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o700, dir_fd=parent)
+                parent = beneath.open_beneath(parent, part, os.O_RDONLY | os.O_DIRECTORY)
+                opened.append(parent)
+                if self._owner is not None:
+                    os.fchown(parent, *self._owner)
+        finally:
+            for fd in opened:
+                os.close(fd)
 
     @contextlib.contextmanager
     def _output(self, path: str, state: _FileState | None) -> Iterator[int]:
         """The file a record writes to (-1 when it is skipped), handed to the background
         writeback when the record is done."""
-        fd = self._open(path) if state is not None else -1
+        fd = self._open(path, state) if state is not None else -1
         try:
             yield fd
         except BaseException:
@@ -385,10 +404,18 @@ class ChainRestorer:
         else:
             os.close(fd)
 
-    def _open(self, path: str) -> int:
-        full = self._target / path
-        full.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(full, os.O_WRONLY | os.O_CREAT, 0o600)
+    def _open(self, path: str, state: _FileState) -> int:
+        """The file, made new (``O_EXCL``) by the newest link that names it; opened
+        again by older links, beneath the target and never through a link."""
+        if state.created:
+            return beneath.open_beneath(self._root_fd, path, os.O_WRONLY)
+        new = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            fd = beneath.open_beneath(self._root_fd, path, new, 0o600)
+        except FileNotFoundError:  # a directory the stream did not name first
+            self._mkdir(path.rpartition("/")[0])
+            fd = beneath.open_beneath(self._root_fd, path, new, 0o600)
+        state.created = True
         if self._owner is not None:
             os.fchown(fd, *self._owner)
         return fd

@@ -1,0 +1,187 @@
+"""External servers: registering one (the operator's allow-lists, reachability, the
+role's privileges, optionally its data directory on this host), what makes it *this*
+server, and releasing what the service holds on it (its replication slot)."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from strongroom.engines import beneath
+from strongroom.engines.allowlist import AllowList
+from strongroom.engines.base import Connection
+from strongroom.engines.errors import BackupError, ExternalNotAllowedError, InvalidExternalError
+from strongroom.engines.postgresql import datadir, session
+
+
+def register(
+    params: Mapping[str, Any],
+    *,
+    project_id: str,
+    allowed_hosts: AllowList,
+    allowed_data_dirs: AllowList,
+    major: str,
+) -> Connection:
+    host = str(params.get("host") or "").strip()
+    if not host:
+        raise InvalidExternalError("host is required")
+    if not allowed_hosts.allows_host(host, project_id):
+        if not allowed_hosts.for_project(project_id):
+            raise ExternalNotAllowedError(
+                "external PostgreSQL servers are not allowed on this service "
+                "(the operator's allowed hosts list is empty)"
+            )
+        raise ExternalNotAllowedError(
+            f"host {host!r} is not in the operator's list of allowed PostgreSQL hosts"
+        )
+    try:
+        port = int(params.get("port") or 5432)
+    except (TypeError, ValueError) as exc:
+        raise InvalidExternalError("port must be a number") from exc
+    if not 0 < port < 65536:
+        raise InvalidExternalError("port must be between 1 and 65535")
+    user = str(params.get("user") or "").strip()
+    if not user:
+        raise InvalidExternalError("user is required")
+    password = params.get("password")
+    connection: Connection = {
+        "host": host,
+        "port": port,
+        "user": user,
+        "password": str(password) if password is not None else "",
+        "database": str(params.get("database") or "postgres"),
+        "managed": False,
+        "slot": session.SLOT_PREFIX + secrets.token_hex(4),
+    }
+    where = f"{host}:{port}"
+    try:
+        with session.connect(connection) as conn:
+            row = conn.execute(
+                "SELECT rolreplication, rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+            if row is None or not (row[0] or row[1]):
+                raise InvalidExternalError(f"role {user} lacks the REPLICATION attribute")
+            version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
+            wal_level = conn.execute("SHOW wal_level").fetchone()[0]
+            senders = int(conn.execute("SHOW max_wal_senders").fetchone()[0])
+            keep = conn.execute("SHOW max_slot_wal_keep_size").fetchone()[0]
+            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+    except psycopg.Error as exc:
+        raise InvalidExternalError(
+            f"cannot connect to {where}: "
+            f"{session.scrub(session.pg_error(exc), connection['password'])}"
+        ) from exc
+    theirs = str(version_num // 10000)
+    if theirs != major:
+        raise InvalidExternalError(
+            f"server at {where} runs PostgreSQL {theirs}, this host runs {major}"
+        )
+    if wal_level not in ("replica", "logical"):
+        raise InvalidExternalError(
+            f"server at {where} has wal_level={wal_level}; physical backups need wal_level=replica"
+        )
+    if senders < 2:
+        raise InvalidExternalError(f"server at {where} needs max_wal_senders of at least 2")
+    if in_recovery:
+        raise InvalidExternalError(f"server at {where} is a standby; register its primary")
+    try:
+        pgconn = session.replication_pgconn(connection)
+        try:
+            sysid, _tli, _pos = session.identify(pgconn)
+        finally:
+            pgconn.finish()
+    except BackupError as exc:
+        raise InvalidExternalError(
+            f"server at {where} refuses replication connections for role {user}: "
+            f"{session.scrub(str(exc), connection['password'])}"
+        ) from exc
+    connection["system_identifier"] = sysid
+    connection["max_slot_wal_keep_size"] = keep
+    if params.get("data_dir") is not None:
+        connection["data_dir"] = _check_data_dir(
+            connection, params["data_dir"], sysid, project_id, allowed_data_dirs
+        )
+    return connection
+
+
+def identity(connection: Connection) -> str:
+    sysid = connection.get("system_identifier")
+    if connection.get("data_dir"):
+        return f"postgresql:datadir:{connection['data_dir']}"
+    return f"postgresql:{connection.get('host')}:{connection.get('port')}:{sysid}"
+
+
+def _check_data_dir(
+    connection: Connection,
+    given: Any,
+    sysid: str,
+    project_id: str,
+    allowed_data_dirs: AllowList,
+) -> str:
+    """A server on this host may name its data directory: its backups then read the
+    files (page incrementals) instead of ``pg_basebackup`` and retained WAL."""
+    if not isinstance(given, str) or not given.startswith("/"):
+        raise InvalidExternalError("data_dir must be an absolute path")
+    resolved = Path(given).resolve()
+    if not allowed_data_dirs.allows_path(resolved, project_id):
+        raise ExternalNotAllowedError(
+            "the data directory is not inside a directory the operator allows "
+            "external PostgreSQL servers to use"
+        )
+    try:
+        with session.connect(connection) as conn:
+            row = conn.execute(
+                "SELECT (SELECT setting FROM pg_settings WHERE name = 'data_directory'), "
+                "has_function_privilege('pg_backup_start(text, boolean)', 'EXECUTE') "
+                "AND has_function_privilege('pg_backup_stop(boolean)', 'EXECUTE')"
+            ).fetchone()
+    except psycopg.Error as exc:
+        raise InvalidExternalError(
+            f"cannot read the server's settings: {session.pg_error(exc)}"
+        ) from exc
+    assert row is not None
+    if not row[1]:
+        raise InvalidExternalError("the role may not run pg_backup_start and pg_backup_stop")
+    if not row[0] or Path(str(row[0])).resolve() != resolved:
+        raise InvalidExternalError(
+            "the data directory given is not the server's data directory (or the role "
+            "cannot read the data_directory setting)"
+        )
+    try:
+        with beneath.directory(resolved) as root_fd:
+            found = datadir.system_identifier(root_fd)
+    except datadir.DataDirError as exc:
+        raise InvalidExternalError(f"the data directory cannot be read: {exc}") from exc
+    except OSError as exc:
+        raise InvalidExternalError(
+            f"this host cannot read the server's data directory: {exc.strerror}"
+        ) from exc
+    if found != sysid:
+        raise InvalidExternalError("the data directory belongs to another server")
+    return str(resolved)
+
+
+def forget(connection: Connection) -> None:
+    """Drop the registration's slot, so the server stops keeping WAL for us. The
+    walsender of a backup that just ended may hold it a moment."""
+    with contextlib.suppress(Exception), session.connect(connection) as conn:
+        busy_until = time.monotonic() + session.SLOT_BUSY_WAIT
+        while True:
+            row = conn.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                (connection.get("slot"),),
+            ).fetchone()
+            if row is None:
+                break
+            if not row[0]:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (connection.get("slot"),))
+                break
+            if time.monotonic() > busy_until:
+                break
+            time.sleep(0.2)

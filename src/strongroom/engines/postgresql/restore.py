@@ -1,0 +1,218 @@
+"""What every restore does once a method has laid out its chain: cut the WAL at the
+backup's end, configure the server for archive recovery from ``pg_wal`` only, start it,
+wait for promotion, check that recovery reached the end, give the bootstrap superuser a
+new password, then make the requested databases and users (see the package text)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from strongroom.engines import process
+from strongroom.engines.base import Connection, InstanceRequest, RestoreInput
+from strongroom.engines.errors import RestoreError
+from strongroom.engines.postgresql import accounts, cluster, session, walstream
+from strongroom.engines.postgresql.lsn import (
+    format_lsn,
+    is_segment_name,
+    parse_lsn,
+    record_boundary,
+    segment_number,
+)
+from strongroom.engines.postgresql.server import INCLUDE_LINES, ManagedServer
+
+PROMOTION_POLL = 0.02  # seconds between checks; recovery of a restore ends in tens of ms
+_CONTROLDATA_SETTINGS = {
+    "max_connections setting": "max_connections",
+    "max_worker_processes setting": "max_worker_processes",
+    "max_wal_senders setting": "max_wal_senders",
+    "max_prepared_xacts setting": "max_prepared_transactions",
+    "max_locks_per_xact setting": "max_locks_per_transaction",
+}
+_SETTING_FLOORS = {
+    "max_connections": 100,
+    "max_worker_processes": 8,
+    "max_wal_senders": 10,
+    "max_prepared_transactions": 0,
+    "max_locks_per_transaction": 64,
+}
+LayOut = Callable[[ManagedServer, Sequence[RestoreInput]], walstream.SegmentWriter]
+
+
+def restore(
+    server: ManagedServer,
+    chain: Sequence[RestoreInput],
+    request: InstanceRequest,
+    password: str,
+    lay_out: LayOut,
+) -> Connection:
+    """A new server in ``server``'s home from ``chain``, laid out by the chain's method;
+    returns its connection (the superuser's password is ``password``)."""
+    full = chain[0].metadata
+    server.prepare_home()
+    data, run = server.data, server.run
+    writer = lay_out(server, chain)
+    timeline = int(full["timeline"])
+    segment_size = int(full["wal_segment_size"])
+    end = parse_lsn(chain[-1].metadata["stop_lsn"])
+    end_wal_at(data / "pg_wal", writer, end, segment_size)
+    superuser = str(full.get("bootstrap_superuser") or "postgres")
+    configure(server, superuser)
+    server.chown_tree()
+    port = server.start(None)
+    connection: Connection = {
+        "host": server.bind_address,
+        "port": port,
+        "socket_dir": str(run),
+        "superuser": superuser,
+        "password": password,
+        "database": "postgres",
+        "data_dir": str(data),
+        "managed": True,
+        "os_user": server.identity.name,
+        "slot": session.SLOT_PREFIX + secrets.token_hex(4),
+        "users": [],
+        "databases": [],
+    }
+    wait_promoted(connection, server)
+    check_recovery_end(server, timeline, end, segment_size)
+    with session.connect(connection) as conn:
+        dbs = [
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE NOT datistemplate "
+                "AND datname <> 'postgres' ORDER BY datname"
+            )
+        ]
+        roles = [
+            r[0]
+            for r in conn.execute(
+                "SELECT rolname FROM pg_roles WHERE rolcanlogin AND oid >= 16384 ORDER BY rolname"
+            )
+        ]
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(superuser),
+                sql.Literal(
+                    conn.pgconn.encrypt_password(
+                        password.encode(), superuser.encode(), b"scram-sha-256"
+                    ).decode()
+                ),
+            )
+        )
+        server.remove_file("data/strongroom-recovery.conf")
+        server.write_hba()  # the superuser has a password now: no more peer map
+        conn.execute("SELECT pg_reload_conf()")
+    connection["databases"] = dbs
+    connection["users"] = roles
+    accounts.apply_request(connection, request)
+    return connection
+
+
+def end_wal_at(wal_dir: Path, writer: walstream.SegmentWriter, end: int, segment_size: int) -> None:
+    """Cut the WAL at the backup's end: recovery then stops exactly there."""
+    last_segno = end // segment_size
+    writer.end_at(end)
+    for entry in wal_dir.iterdir():
+        if is_segment_name(entry.name):
+            _tli, segno = segment_number(entry.name, segment_size)
+            if segno > last_segno:
+                entry.unlink()
+        elif entry.name.endswith(".partial"):
+            entry.unlink()
+
+
+def configure(server: ManagedServer, superuser: str) -> None:
+    data = server.data
+    for name in (
+        "postmaster.pid",
+        "postmaster.opts",
+        "standby.signal",
+        "recovery.signal",
+        "strongroom-port.conf",
+        "strongroom-recovery.conf",
+    ):
+        (data / name).unlink(missing_ok=True)
+    extra: dict[str, str | int] = {}
+    controldata = process.run([server.tool("pg_controldata"), "-D", data], timeout=60)
+    for line in controldata.stdout.decode("utf-8", "replace").splitlines():
+        key, _, value = line.partition(":")
+        setting = _CONTROLDATA_SETTINGS.get(key.strip())
+        if setting and value.strip().isdigit():
+            extra[setting] = max(int(value.strip()), _SETTING_FLOORS[setting])
+    source_conf = data / "postgresql.conf"
+    if source_conf.exists():
+        source_conf.rename(data / "postgresql.conf.source")
+    server.write_file(
+        "postgresql.conf",
+        "# The source server's settings are kept in postgresql.conf.source.\n" + INCLUDE_LINES,
+    )
+    server.write_file(
+        "postgresql.auto.conf",
+        "# Do not edit this file manually!\n"
+        "# It will be overwritten by the ALTER SYSTEM command.\n",
+    )
+    server.write_base_conf(extra, restoring_as=superuser)
+    # Archive recovery from pg_wal only (restore_command finds nothing), to the end
+    # of the WAL laid out above, then promotion onto a new timeline.
+    server.write_file(
+        "strongroom-recovery.conf",
+        cluster.render_conf(
+            {
+                "restore_command": "false",
+                "recovery_target_timeline": "current",
+                "hot_standby": "off",
+                "archive_mode": "off",
+            }
+        ),
+    )
+    server.write_file("recovery.signal", "")
+
+
+def wait_promoted(connection: Connection, server: ManagedServer) -> None:
+    deadline = time.monotonic() + server.timeout
+    last_error = ""
+    while time.monotonic() < deadline:
+        try:
+            with session.connect(connection) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            if row is not None and not row[0]:
+                return
+        except psycopg.Error as exc:
+            last_error = session.pg_error(exc)
+        time.sleep(PROMOTION_POLL)
+    raise RestoreError(
+        "the restored server did not finish recovery in time: "
+        f"{last_error or server.log_since(0, 5)}"
+    )
+
+
+def check_recovery_end(server: ManagedServer, timeline: int, end: int, segment_size: int) -> None:
+    """The new timeline's history file records where recovery ended: it must be the
+    backup's end, or the WAL laid out was not replayed completely."""
+    histories = sorted(
+        (int(name[:8], 16), name)
+        for name in server.list_dir("data/pg_wal")
+        if name.endswith(".history") and len(name) == 16
+    )
+    if not histories:
+        raise RestoreError("the restored server did not switch to a new timeline")
+    _tli, name = histories[-1]
+    switch: int | None = None
+    text = server.read_file(f"data/pg_wal/{name}", 1 << 20).decode("utf-8", "replace")
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].isdigit() and int(fields[0]) == timeline:
+            switch = parse_lsn(fields[1])
+    if switch is None:
+        raise RestoreError("the restored server's timeline history is unexpected")
+    if record_boundary(switch, segment_size) < record_boundary(end, segment_size):
+        raise RestoreError(
+            f"recovery stopped at {format_lsn(switch)} before the backup's end "
+            f"{format_lsn(end)}: the WAL is incomplete or corrupted"
+        )

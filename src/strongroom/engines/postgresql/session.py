@@ -1,0 +1,151 @@
+"""Reaching a PostgreSQL server: connection parameters from a stored connection, libpq
+sessions (plain and replication), the environment of its client tools, the facts a
+backup records, and failure reasons that hold no secret."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from strongroom.engines.base import ByteSink, Connection
+from strongroom.engines.errors import BackupError
+from strongroom.engines.postgresql import walstream
+from strongroom.engines.postgresql.lsn import parse_lsn
+
+CONNECT_TIMEOUT = 10
+SLOT_PREFIX = "strongroom_"
+SLOT_BUSY_WAIT = 15.0  # a walsender that just ended may hold its slot this long
+
+
+def scrub(text: str, *secrets_: str | None) -> str:
+    for secret in secrets_:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def pg_error(exc: BaseException) -> str:
+    """A one-line reason from a psycopg error (its text never includes the password)."""
+    text = str(exc).strip()
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    return " ".join((primary or text or type(exc).__name__).split())
+
+
+class CountingSink:
+    def __init__(self, sink: ByteSink) -> None:
+        self._sink = sink
+        self.count = 0
+        self.started = False
+
+    def write(self, data: bytes, /) -> int:
+        self.started = True
+        self._sink.write(data)
+        self.count += len(data)
+        return len(data)
+
+
+def conn_kwargs(connection: Connection, *, database: str | None = None) -> dict[str, Any]:
+    if connection.get("managed"):
+        return {
+            "host": connection["socket_dir"],
+            "port": int(connection["port"]),
+            "user": connection["superuser"],
+            "password": connection.get("password") or None,
+            "dbname": database or connection.get("database", "postgres"),
+        }
+    return {
+        "host": connection["host"],
+        "port": int(connection["port"]),
+        "user": connection["user"],
+        "password": connection.get("password") or None,
+        "dbname": database or connection.get("database") or "postgres",
+    }
+
+
+def connect(connection: Connection, **extra: Any) -> psycopg.Connection[Any]:
+    kwargs = conn_kwargs(connection)
+    kwargs.update(extra)
+    return psycopg.connect(
+        **{k: v for k, v in kwargs.items() if v is not None},
+        connect_timeout=CONNECT_TIMEOUT,
+        application_name="strongroom",
+        autocommit=True,
+    )
+
+
+def replication_pgconn(connection: Connection) -> pq.PGconn:
+    kwargs = conn_kwargs(connection)
+    kwargs.update(
+        replication="true", connect_timeout=CONNECT_TIMEOUT, application_name="strongroom"
+    )
+    conninfo = psycopg.conninfo.make_conninfo(**{k: v for k, v in kwargs.items() if v is not None})
+    pgconn = pq.PGconn.connect(conninfo.encode())
+    if pgconn.status != pq.ConnStatus.OK:
+        message = walstream._error_text(pgconn.error_message)
+        pgconn.finish()
+        raise BackupError(f"replication connection failed: {message}")
+    return pgconn
+
+
+def identify(pgconn: pq.PGconn) -> tuple[str, int, int]:
+    """``(system_identifier, timeline, flush_lsn)`` from IDENTIFY_SYSTEM."""
+    result = pgconn.exec_(b"IDENTIFY_SYSTEM")
+    if result.status != pq.ExecStatus.TUPLES_OK:
+        raise BackupError(f"IDENTIFY_SYSTEM failed: {walstream._error_text(result.error_message)}")
+    values = [result.get_value(0, i) for i in range(3)]
+    sysid, tli, xlogpos = (bytes(v or b"").decode() for v in values)
+    return sysid, int(tli), parse_lsn(xlogpos)
+
+
+def tool_env(connection: Connection) -> dict[str, str]:
+    kwargs = conn_kwargs(connection)
+    env = {
+        "PGHOST": str(kwargs["host"]),
+        "PGPORT": str(kwargs["port"]),
+        "PGUSER": str(kwargs["user"]),
+        "PGDATABASE": str(kwargs["dbname"]),
+        "PGAPPNAME": "strongroom",
+        "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT),
+    }
+    if kwargs.get("password"):
+        env["PGPASSWORD"] = str(kwargs["password"])
+    return env
+
+
+def server_facts(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT current_setting('server_version_num')::int, "
+        "current_setting('server_version'), "
+        "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), "
+        "current_setting('block_size')::int, "
+        "current_setting('data_checksums'), "
+        "(SELECT rolname FROM pg_roles WHERE oid = 10), "
+        "pg_is_in_recovery()"
+    ).fetchone()
+    assert row is not None
+    if row[6]:
+        raise BackupError("the server is a standby; back up its primary")
+    version_full = str(row[1]).split()[0]
+    return {
+        "server_version_num": int(row[0]),
+        "server_version": version_full,
+        "server_major": str(int(row[0]) // 10000),
+        "wal_segment_size": int(row[2]),
+        "block_size": int(row[3]),
+        "data_checksums": row[4] == "on",
+        "bootstrap_superuser": row[5],
+    }
+
+
+def slot_state(conn: psycopg.Connection[Any], slot: str) -> tuple[int | None, str] | None:
+    row = conn.execute(
+        "SELECT restart_lsn::text, coalesce(wal_status, '') FROM pg_replication_slots "
+        "WHERE slot_name = %s",
+        (slot,),
+    ).fetchone()
+    if row is None:
+        return None
+    return (parse_lsn(row[0]) if row[0] else None), row[1]
