@@ -6,14 +6,15 @@ from fastapi import FastAPI
 
 from strongroom.allocator import freeze_startup_objects
 from strongroom.api.app import create_app
-from strongroom.bootstrap import build
+from strongroom.bootstrap import build, edge_settings
 from strongroom.config import Settings
 
 
 def create() -> FastAPI:
     """Factory for uvicorn's worker processes: settings come from the environment and the
     config file (`strongroom api` exports its command-line values before starting them)."""
-    container = build(Settings(), role="api")
-    app = create_app(container.services)
+    settings = Settings()
+    container = build(settings, role="api")
+    app = create_app(container.services, edge_settings(settings))
     freeze_startup_objects()
     return app

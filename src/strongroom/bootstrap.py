@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
+from strongroom.api.edge import EdgeSettings
 from strongroom.config import Allowance, Settings, StoreSettings
 from strongroom.domain.ports import JobQueue, UnitOfWorkFactory
 from strongroom.engines.allowlist import AllowEntry, AllowList
@@ -300,6 +301,17 @@ def build(
         reaper.beat(settings.host_id)
         handlers.start_managed_instances()
     return container
+
+
+def edge_settings(settings: Settings) -> EdgeSettings:
+    """What the HTTP edge allows one client and one project."""
+    return EdgeSettings(
+        header_timeout=settings.header_timeout,
+        max_connections=settings.max_connections,
+        blocking_threads=settings.blocking_threads,
+        blocking_threads_per_project=settings.blocking_threads_per_project,
+        blocking_wait_seconds=settings.blocking_wait_seconds,
+    )
 
 
 def build_tokens(settings: Settings) -> TokenService:

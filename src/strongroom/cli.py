@@ -53,7 +53,7 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
 def serve(args: argparse.Namespace) -> int:
     from strongroom.api.app import create_app
     from strongroom.api.server import serve_app
-    from strongroom.bootstrap import StartupError, build
+    from strongroom.bootstrap import StartupError, build, edge_settings
 
     settings = _settings(args)
     try:
@@ -71,7 +71,7 @@ def serve(args: argparse.Namespace) -> int:
     # handler it found: make that handler a clean exit, so the worker pool is shut down too.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
-    app = create_app(container.services)
+    app = create_app(container.services, edge_settings(settings))
     freeze_startup_objects()
     try:
         serve_app(app, host=settings.host, port=settings.port)

@@ -110,7 +110,14 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: SQLite file in data_dir
     master_key_file: Path | None = None  # default: data_dir/master.key
     policy_file: Path | None = None
-    public_endpoint: str | None = None
+    public_endpoint: str | None = None  # base of links in responses (else the listening address)
+
+    # The HTTP edge: what one client or one project may hold.
+    header_timeout: float = 10.0  # seconds a client has to send a request's headers
+    max_connections: int = 4096  # open client connections per process; beyond, refused
+    blocking_threads: int = 16  # threads for calls that may block (stores, database servers)
+    blocking_threads_per_project: int = 4  # of those, at most this many for one project
+    blocking_wait_seconds: float = 30.0  # a call waiting longer for a thread is refused (503)
 
     workers: int = 2
     chunk_size: int = 4 * 1024 * 1024

@@ -11,14 +11,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from strongroom.api import openapi
 from strongroom.api.auth import AuthenticationMiddleware
+from strongroom.api.blocking import BlockingCalls, ServiceBusyError
 from strongroom.api.deps import UnsupportedMediaTypeError
+from strongroom.api.edge import EdgeSettings
 from strongroom.api.errors import domain_fault, fault, unexpected_fault
 from strongroom.api.routes import backups, datastores, instances, versions
 from strongroom.domain.errors import DomainError
 from strongroom.services.container import Services
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
+    edge = edge or EdgeSettings()
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Handlers that block (writes; reads of a metadata database across the network)
@@ -35,6 +39,12 @@ def create_app(services: Services) -> FastAPI:
         redoc_url=None,
     )
     app.state.services = services
+    app.state.edge = edge
+    app.state.blocking = BlockingCalls(
+        threads=edge.blocking_threads,
+        per_project=edge.blocking_threads_per_project,
+        wait_seconds=edge.blocking_wait_seconds,
+    )
     for module in (versions, backups, instances, datastores):
         app.include_router(module.router)
     openapi.install(app)
@@ -46,6 +56,12 @@ def create_app(services: Services) -> FastAPI:
         if isinstance(exc, UnsupportedMediaTypeError):
             return fault(415, str(exc), "badMediaType")
         return domain_fault(exc)
+
+    @app.exception_handler(ServiceBusyError)
+    async def on_busy(_request: Request, exc: ServiceBusyError) -> Response:
+        response = fault(503, str(exc), "serviceUnavailable")
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_request: Request, exc: StarletteHTTPException) -> Response:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from strongroom.api.blocking import BlockingCalls
 from strongroom.domain.errors import BadRequestError, DomainError, OverLimitError
 from strongroom.domain.model import RequestContext
 from strongroom.services.container import Services
@@ -44,6 +45,15 @@ async def read(services: Services, call: Callable[..., T], /, *args: Any, **kwar
     if services.local_metadata:
         return call(*args, **kwargs)
     return await run_in_threadpool(call, *args, **kwargs)
+
+
+async def blocking(
+    request: Request, ctx: RequestContext, call: Callable[..., T], /, *args: Any, **kwargs: Any
+) -> T:
+    """Run a call that may block (a store, a database server, a tenant's locked file) in a
+    thread, within the caller's project's share of threads (``api.blocking``)."""
+    calls: BlockingCalls = request.app.state.blocking
+    return await calls.run(ctx.project_id, call, *args, **kwargs)
 
 
 async def json_body(request: Request) -> Any:
