@@ -71,10 +71,11 @@ def serve(args: argparse.Namespace) -> int:
     # handler it found: make that handler a clean exit, so the worker pool is shut down too.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
-    app = create_app(container.services, edge_settings(settings))
+    edge = edge_settings(settings)
+    app = create_app(container.services, edge)
     freeze_startup_objects()
     try:
-        serve_app(app, host=settings.host, port=settings.port)
+        serve_app(app, host=settings.host, port=settings.port, edge=edge)
     finally:
         container.close()
     return 0
@@ -90,7 +91,7 @@ def _export(settings: Settings) -> None:
 def api(args: argparse.Namespace) -> int:
     """Only the API, in several processes; jobs go to the broker."""
     from strongroom.api.server import serve_workers
-    from strongroom.bootstrap import StartupError, build_tokens
+    from strongroom.bootstrap import StartupError, build_tokens, edge_settings
 
     settings = _settings(args)
     workers = args.workers or settings.api_workers
@@ -105,7 +106,13 @@ def api(args: argparse.Namespace) -> int:
         f"Strongroom API serving on http://{settings.host}:{settings.port} ({workers} processes)",
         flush=True,
     )
-    serve_workers("strongroom.asgi:create", host=settings.host, port=settings.port, workers=workers)
+    serve_workers(
+        "strongroom.asgi:create",
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        edge=edge_settings(settings),
+    )
     return 0
 
 

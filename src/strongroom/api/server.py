@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+import resource
 import socket
 from typing import Any
 
@@ -10,20 +12,58 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
+from strongroom.api.edge import EdgeSettings
+from strongroom.api.protocol import EdgeConfig
+
+log = logging.getLogger(__name__)
+
 # asyncio's own event loop rather than uvloop: under 32 keep-alive clients uvloop served
 # the connections unevenly, a p99 five times the median at the same throughput (seen with
 # a bare ASGI app as well), where asyncio's loop keeps the p99 within about 10 %.
-HTTP_SETTINGS: dict[str, Any] = {"log_level": "warning", "timeout_keep_alive": 5, "loop": "asyncio"}
+# No proxy headers: a client must not choose the scheme or the address the service sees.
+HTTP_SETTINGS: dict[str, Any] = {
+    "log_level": "warning",
+    "timeout_keep_alive": 5,
+    "loop": "asyncio",
+    "proxy_headers": False,
+    "server_header": False,
+}
 
 
-def serve_app(app: FastAPI, *, host: str, port: int) -> None:
-    uvicorn.run(app, host=host, port=port, **HTTP_SETTINGS)
+def raise_open_file_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (connections are files);
+    returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, wanted, exc)
+        return soft
+    return wanted
 
 
-def serve_workers(factory: str, *, host: str, port: int, workers: int) -> None:
+def serve_app(app: FastAPI, *, host: str, port: int, edge: EdgeSettings | None = None) -> None:
+    raise_open_file_limit()
+    config = EdgeConfig(app, edge=edge or EdgeSettings(), host=host, port=port, **HTTP_SETTINGS)
+    uvicorn.Server(config).run()
+
+
+def serve_workers(
+    factory: str, *, host: str, port: int, workers: int, edge: EdgeSettings | None = None
+) -> None:
     """``factory`` (``module:function``) builds the application in each worker process."""
-    config = uvicorn.Config(
-        factory, factory=True, host=host, port=port, workers=workers, **HTTP_SETTINGS
+    raise_open_file_limit()  # inherited by the worker processes
+    config = EdgeConfig(
+        factory,
+        edge=edge or EdgeSettings(),
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        **HTTP_SETTINGS,
     )
     listener = tcp_listener(config.bind_socket())
     if workers > 1:
