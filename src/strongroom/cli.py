@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from strongroom.services.tokens import TokenService
 
 ADMIN_PROJECT = "admin"
+ADMIN_TOKEN_FILE = "admin-token"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -36,14 +38,31 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _first_admin_token(tokens: TokenService) -> None:
-    if tokens.is_empty():
-        issued = tokens.create(project_id=ADMIN_PROJECT, user_id="admin", roles=("admin",))
+def _first_admin_token(tokens: TokenService, data_dir: Path) -> None:
+    """Make the first admin token. On a terminal it is shown; otherwise (stdout is a log:
+    a service manager, a pipe) it goes to a file only its owner reads, and the log gets
+    the file's path."""
+    if not tokens.is_empty():
+        return
+    issued = tokens.create(project_id=ADMIN_PROJECT, user_id="admin", roles=("admin",))
+    if sys.stdout.isatty():
         print(
             "Created the first admin token (shown once; keep it safe):\n"
             f"  project: {ADMIN_PROJECT}\n  token:   {issued.token}",
             flush=True,
         )
+        return
+    path = data_dir / ADMIN_TOKEN_FILE
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(issued.token + "\n")
+    print(
+        f"Created the first admin token (project {ADMIN_PROJECT}) in {path} "
+        "(readable by its owner only; move it somewhere safe)",
+        flush=True,
+    )
 
 
 def _exit_cleanly(signum: int, _frame: object) -> None:
@@ -61,7 +80,7 @@ def serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
-    _first_admin_token(container.services.tokens)
+    _first_admin_token(container.services.tokens, settings.data_dir)
     print(
         f"Strongroom serving on http://{settings.host}:{settings.port} "
         f"(data dir {settings.data_dir})",
@@ -100,7 +119,7 @@ def api(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
-    _first_admin_token(tokens)
+    _first_admin_token(tokens, settings.data_dir)
     _export(settings)
     print(
         f"Strongroom API serving on http://{settings.host}:{settings.port} ({workers} processes)",

@@ -141,7 +141,7 @@ def test_order_and_pagination_links(harness, instance):
     assert body["links"] == [
         {
             "rel": "next",
-            "href": f"https://127.0.0.1:8779/v1.0/{harness.a.project}/backups?limit=2&marker=2",
+            "href": f"http://127.0.0.1:8779/v1.0/{harness.a.project}/backups?limit=2&marker=2",
         }
     ]
     body = harness.a.get("/backups?limit=2&marker=2&foo=bar").json()

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from strongroom.api import openapi
 from strongroom.api.auth import AuthenticationMiddleware
 from strongroom.api.blocking import BlockingCalls, ServiceBusyError
-from strongroom.api.deps import UnsupportedMediaTypeError
+from strongroom.api.deps import BodyTimeoutError, UnsupportedMediaTypeError
 from strongroom.api.edge import EdgeSettings
 from strongroom.api.errors import domain_fault, fault, unexpected_fault
 from strongroom.api.routes import backups, datastores, instances, versions
@@ -55,6 +55,8 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
     async def on_domain_error(_request: Request, exc: DomainError) -> Response:
         if isinstance(exc, UnsupportedMediaTypeError):
             return fault(415, str(exc), "badMediaType")
+        if isinstance(exc, BodyTimeoutError):
+            return fault(408, str(exc), "badRequest")
         return domain_fault(exc)
 
     @app.exception_handler(ServiceBusyError)

@@ -20,12 +20,22 @@ PUBLIC_PATHS = {"/", "/v1.0", "/v1.0/", "/openapi.json", "/docs", "/docs/oauth2-
 PROJECT_PATH = re.compile(r"^/v1\.0/([^/]+)(/|$)")
 
 
+def has_nul(scope: Scope) -> bool:
+    """A NUL in the path or the query: no metadata database stores it in text."""
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or b"\x00" in query or b"%00" in query
+
+
 class AuthenticationMiddleware:
     def __init__(self, app: ASGIApp, *, services: Services) -> None:
         self.app = app
         self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and has_nul(scope):
+            refused = fault(400, "The URL contains a NUL character (U+0000).", "badRequest")
+            await refused(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
