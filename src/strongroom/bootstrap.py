@@ -119,7 +119,17 @@ def _open_stores(
         store_set = StoreSet(
             {name: wrap_store(name, store_set.get(name)) for name in store_set.names()},
             store_set.default_name,
+            store_set.kinds,
         )
+    for name in store_set.names():
+        try:
+            store_set.check_container(name, settings.default_container)
+        except StorageError as exc:
+            store_set.close()
+            raise StartupError(
+                f"default_container cannot be used on store {name!r}: {exc} "
+                "(set default_container to a name every store accepts)"
+            ) from exc
     return StoreCatalog(store_set, master)
 
 

@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     max_page_size: int = 1000
     max_volume_size: int = 10
     max_instances: int = 20
-    default_container: str = "database_backups"
+    default_container: str = "database-backups"
 
     # External-instance allow-lists: plain entries serve every project; an entry
     # {host|path = "…", projects = ["…"]} serves only the projects it names.

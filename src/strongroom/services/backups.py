@@ -167,6 +167,8 @@ class BackupService:
         instance_id = request.get("instance")
         if not instance_id:
             raise BadRequestError("instance is missing.")
+        if container is not None:
+            self._stores.check_container(store_name, container)
 
         # A network round trip: done before the metadata write lock is taken.
         self._stores.check(store_name, project_id=ctx.project_id)
@@ -176,6 +178,7 @@ class BackupService:
             if container is None:
                 container = self._container_for(uow, ctx, instance_id)
                 check_container(container)  # strategies stored before this rule existed
+                self._stores.check_container(store_name, container)
             instance = uow.instances.find_for_update(instance_id)
             if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
                 raise ResourceNotFoundError(instance_id)
@@ -359,6 +362,8 @@ class BackupService:
     ) -> BackupStrategy:
         self._authz.enforce(ctx, "backup_strategy:create", ctx.project_id)
         check_container(container)  # stricter than Trove: a container is never a path
+        # Backups without a storage_driver go to the default store: its naming rule.
+        self._stores.check_container(self._stores.default_name, container)
         strategy = BackupStrategy(ctx.project_id, instance_id or "", container)
         with self._uow(write=True) as uow:
             uow.strategies.upsert(strategy)

@@ -57,14 +57,17 @@ class ConsistencyChecker:
                 parts = b.location_ref.rstrip("/").split("/")
                 if len(parts) >= 2:
                     known.add(parts[-2])
+        # Where backups may have been written: the default and the strategies' containers
+        # (those a store cannot hold, such as an S3 bucket with capitals, hold nothing
+        # there), and every container a backup row names.
+        candidates = {self._rules.default_container} | strategies_containers
         containers: dict[str, set[str]] = {
-            name: {self._rules.default_container} for name in self._stores.names()
+            name: {c for c in candidates if self._stores.container_allowed(name, c)}
+            for name in self._stores.names()
         }
         for b in [*backups, *deleting]:
             if b.store_name and b.container and b.state is not BackupState.RESTORED:
                 containers.setdefault(b.store_name, set()).add(b.container)
-        for name in containers:
-            containers[name] |= strategies_containers
         for store_name, names in sorted(containers.items()):
             store = self._stores.backend(store_name)
             try:
