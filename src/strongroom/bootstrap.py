@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 from strongroom.api.edge import EdgeSettings
@@ -175,6 +178,24 @@ def _prepare_data_dir(settings: Settings) -> None:
         path.chmod(0o700)
 
 
+def check_data_dir_reachable(data_dir: Path) -> None:
+    """As root, managed database servers run as their own OS users: each directory above
+    the data dir must let others through (x), or their tools cannot reach their files."""
+    if os.geteuid() != 0:
+        return
+    for parent in data_dir.absolute().parents:
+        try:
+            mode = parent.stat().st_mode
+        except OSError:
+            continue  # not made yet: created below with the usual modes
+        if not mode & stat.S_IXOTH:
+            raise StartupError(
+                f"{parent} (mode {stat.S_IMODE(mode):04o}) does not let other users through, "
+                f"so managed database servers cannot reach {data_dir}: "
+                f"run `chmod o+x {parent}` or choose another data_dir"
+            )
+
+
 def _restrict_metadata_file(settings: Settings) -> None:
     """The metadata DB holds sealed secrets and token digests: owner only."""
     if settings.database_url is None:
@@ -216,6 +237,9 @@ def build(
     * ``worker``: runs this host's jobs from the broker (see ``run_worker``)."""
     if role != "embedded" and settings.broker_url is None:
         raise StartupError("scaled-out roles need broker_url (e.g. amqp://user:pw@host:5672/vhost)")
+    # The roles that run managed servers of the engines that run as their own OS users.
+    if role != "api" and {"postgresql", "mariadb"} & set(settings.datastores):
+        check_data_dir_reachable(settings.data_dir)
     uow = _open_metadata(settings, migrate_now=role == "embedded")
     clock = SystemClock()
     master = MasterKey.load_or_create(settings.key_file)

@@ -1,4 +1,8 @@
-"""The `strongroom` command: serve, token create/list/revoke. Thin: it calls bootstrap."""
+"""Strongroom: database backups behind the OpenStack Trove Backups API.
+
+`strongroom serve` runs the API and the backup workers in one process; `strongroom api`
+and `strongroom worker` run them scaled out. Settings come from the options, STRONGROOM_*
+environment variables and a TOML file (--config); see the README."""
 
 from __future__ import annotations
 
@@ -8,9 +12,14 @@ import logging
 import os
 import signal
 import sys
+import tomllib
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
+from strongroom import logformat
 from strongroom.allocator import freeze_startup_objects, keep_chunk_buffers_in_heap
 from strongroom.config import Settings
 
@@ -22,7 +31,8 @@ ADMIN_TOKEN_FILE = "admin-token"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    """Settings from the environment and config, with command-line values on top."""
+    """Settings from the environment and config, with command-line values on top. A bad
+    setting ends the command with one line naming it."""
     overrides: dict[str, Any] = {}
     config_file = getattr(args, "config", None)
     if config_file is not None:
@@ -35,7 +45,26 @@ def _settings(args: argparse.Namespace) -> Settings:
             overrides[name] = value
     if getattr(args, "sqlite_root", None):
         overrides["sqlite_roots"] = args.sqlite_root
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SystemExit(f"strongroom: {setting_problem(exc)}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SystemExit(
+            f"strongroom: config file {os.environ.get('STRONGROOM_CONFIG')}: {exc}"
+        ) from None
+
+
+def setting_problem(exc: ValidationError) -> str:
+    """The first problem of a settings error as one line: the setting, what is wrong."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    more = exc.error_count() - 1
+    tail = f" (and {more} more)" if more else ""
+    if not where:
+        return f"configuration: {message}{tail}"
+    return f"setting {where}: {message} (got {first.get('input')!r:.60}){tail}"
 
 
 def _first_admin_token(tokens: TokenService, data_dir: Path) -> None:
@@ -71,13 +100,19 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from strongroom.api.app import create_app
-    from strongroom.api.server import serve_app
+    from strongroom.api.server import ListenError, listen, serve_app
     from strongroom.bootstrap import StartupError, build, edge_settings
 
     settings = _settings(args)
     try:
+        listener = listen(settings.host, settings.port)
+    except ListenError as exc:
+        print(f"strongroom: {exc}", file=sys.stderr)
+        return 1
+    try:
         container = build(settings)
     except StartupError as exc:
+        listener.close()
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
     _first_admin_token(container.services.tokens, settings.data_dir)
@@ -94,7 +129,7 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(container.services, edge)
     freeze_startup_objects()
     try:
-        serve_app(app, host=settings.host, port=settings.port, edge=edge)
+        serve_app(app, listener=listener, edge=edge)
     finally:
         container.close()
     return 0
@@ -109,14 +144,20 @@ def _export(settings: Settings) -> None:
 
 def api(args: argparse.Namespace) -> int:
     """Only the API, in several processes; jobs go to the broker."""
-    from strongroom.api.server import serve_workers
+    from strongroom.api.server import ListenError, listen, serve_workers
     from strongroom.bootstrap import StartupError, build_tokens, edge_settings
 
     settings = _settings(args)
     workers = args.workers or settings.api_workers
     try:
+        listener = listen(settings.host, settings.port)
+    except ListenError as exc:
+        print(f"strongroom: {exc}", file=sys.stderr)
+        return 1
+    try:
         tokens = build_tokens(settings)
     except StartupError as exc:
+        listener.close()
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
     _first_admin_token(tokens, settings.data_dir)
@@ -127,8 +168,7 @@ def api(args: argparse.Namespace) -> int:
     )
     serve_workers(
         "strongroom.asgi:create",
-        host=settings.host,
-        port=settings.port,
+        listener=listener,
         workers=workers,
         edge=edge_settings(settings),
     )
@@ -258,72 +298,100 @@ def token_revoke(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="strongroom", description=__doc__)
-    sub = top.add_subparsers(dest="command", required=True)
+    top = argparse.ArgumentParser(
+        prog="strongroom",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"strongroom {version('strongroom')}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def data_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", type=Path, help="metadata, objects, keys (default var/data)")
-        p.add_argument("--config", type=Path, help="TOML settings file (see README)")
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            metavar="DIR",
+            help="metadata database, master key, local objects, managed instances "
+            "(default: var/data; setting data_dir)",
+        )
+        p.add_argument(
+            "--config", type=Path, metavar="FILE", help="TOML settings file (see the README)"
+        )
+
+    def address(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+        p.add_argument("--port", type=int, help="port to listen on (default: 8779)")
 
     p = sub.add_parser("serve", help="run the API and the workers in one process")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    data_dir(p)
+    address(p)
+    common(p)
     p.add_argument(
         "--sqlite-root",
         type=Path,
         action="append",
+        metavar="DIR",
         help="directory under which external SQLite files may be registered (repeatable)",
     )
     p.set_defaults(func=serve)
 
     p = sub.add_parser("api", help="scaled out: run only the API, in several processes")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--workers", type=int, help="API processes (default: api_workers)")
-    data_dir(p)
+    address(p)
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="API processes (default: setting api_workers)"
+    )
+    common(p)
     p.set_defaults(func=api)
 
     p = sub.add_parser("worker", help="scaled out: run the jobs of one database host")
-    p.add_argument("--host-id", help="this host's id (default: host_id setting)")
-    p.add_argument("--concurrency", type=int)
-    data_dir(p)
+    p.add_argument("--host-id", metavar="ID", help="this host's id (default: setting host_id)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="jobs run at once (default: setting worker_concurrency)",
+    )
+    common(p)
     p.set_defaults(func=worker)
 
     p = sub.add_parser("check", help="compare the metadata with the stores; find orphans")
     p.add_argument("--fix", action="store_true", help="remove orphaned objects")
-    data_dir(p)
+    common(p)
     p.set_defaults(func=check)
 
     db = sub.add_parser("db", help="metadata database").add_subparsers(
-        dest="db_command", required=True
+        dest="db_command", required=True, metavar="COMMAND"
     )
     p = db.add_parser("upgrade", help="apply schema migrations")
-    data_dir(p)
+    common(p)
     p.set_defaults(func=db_upgrade)
 
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(
-        dest="token_command", required=True
+        dest="token_command", required=True, metavar="COMMAND"
     )
     p = token.add_parser("create", help="print a new token")
-    data_dir(p)
-    p.add_argument("--project-id", required=True)
-    p.add_argument("--user-id")
-    p.add_argument("--role", choices=["member", "admin"], default="member")
+    common(p)
+    p.add_argument("--project-id", required=True, help="the project the token acts for")
+    p.add_argument("--user-id", help="the user recorded with the token (default: the project)")
+    p.add_argument(
+        "--role",
+        choices=["member", "admin"],
+        default="member",
+        help="member: the project's own resources; admin: every project's (default: member)",
+    )
     p.set_defaults(func=token_create)
     p = token.add_parser("list", help="list tokens (never their values)")
-    data_dir(p)
+    common(p)
     p.set_defaults(func=token_list)
     p = token.add_parser("revoke", help="revoke a token by id")
-    data_dir(p)
-    p.add_argument("token_id")
+    common(p)
+    p.add_argument("token_id", help="the token's id, as `strongroom token list` shows it")
     p.set_defaults(func=token_revoke)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     keep_chunk_buffers_in_heap()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logformat.configure()
     args = parser().parse_args(argv)
     code: int = args.func(args)
     return code

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import resource
 import socket
@@ -27,6 +28,8 @@ HTTP_SETTINGS: dict[str, Any] = {
     "loop": "asyncio",
     "proxy_headers": False,
     "server_header": False,
+    "log_config": None,  # the service's own log format (strongroom.logformat)
+    "access_log": False,  # api.access writes one line per request, without tokens
 }
 
 
@@ -45,17 +48,41 @@ def raise_open_file_limit() -> int:
     return wanted
 
 
-def serve_app(app: FastAPI, *, host: str, port: int, edge: EdgeSettings | None = None) -> None:
+class ListenError(Exception):
+    """The address cannot be listened on; the message says why in one line."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for ``host:port`` (IPPROTO_TCP, so that accepted connections get
+    TCP_NODELAY; see ``tcp_listener``). Bound before anything else starts, so a port in use
+    is reported at once and alone."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(f"port {port} on {host} is already in use") from None
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_app(app: FastAPI, *, listener: socket.socket, edge: EdgeSettings | None = None) -> None:
     raise_open_file_limit()
+    host, port = listener.getsockname()[:2]
     config = EdgeConfig(app, edge=edge or EdgeSettings(), host=host, port=port, **HTTP_SETTINGS)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 def serve_workers(
-    factory: str, *, host: str, port: int, workers: int, edge: EdgeSettings | None = None
+    factory: str, *, listener: socket.socket, workers: int, edge: EdgeSettings | None = None
 ) -> None:
     """``factory`` (``module:function``) builds the application in each worker process."""
     raise_open_file_limit()  # inherited by the worker processes
+    host, port = listener.getsockname()[:2]
     config = EdgeConfig(
         factory,
         edge=edge or EdgeSettings(),
@@ -65,7 +92,6 @@ def serve_workers(
         workers=workers,
         **HTTP_SETTINGS,
     )
-    listener = tcp_listener(config.bind_socket())
     if workers > 1:
         Multiprocess(config, sockets=[listener]).run()
     else:
