@@ -9,7 +9,8 @@ from anyio import to_thread
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from strongroom.api import openapi
+from strongroom.api import docs, openapi
+from strongroom.api.access import AccessLogMiddleware
 from strongroom.api.auth import AuthenticationMiddleware
 from strongroom.api.blocking import BlockingCalls, ServiceBusyError
 from strongroom.api.deps import BodyTimeoutError, UnsupportedMediaTypeError
@@ -37,6 +38,8 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
         version="1.0",
         description="Database backups behind the OpenStack Trove Backups API (v1.0).",
         redoc_url=None,
+        docs_url=None,  # served by api.docs, without a CDN
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.services = services
     app.state.edge = edge
@@ -48,8 +51,10 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
     for module in (versions, backups, instances, datastores):
         app.include_router(module.router)
     openapi.install(app)
+    docs.install(app)
 
     app.add_middleware(AuthenticationMiddleware, services=services)
+    app.add_middleware(AccessLogMiddleware)  # outermost: refused requests are logged too
 
     @app.exception_handler(DomainError)
     async def on_domain_error(_request: Request, exc: DomainError) -> Response:

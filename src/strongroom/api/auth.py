@@ -12,11 +12,12 @@ import re
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from strongroom.api import docs
 from strongroom.api.deps import read
 from strongroom.api.errors import fault, unauthorized, unexpected_fault
 from strongroom.services.container import Services
 
-PUBLIC_PATHS = {"/", "/v1.0", "/v1.0/", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+PUBLIC_PATHS = {"/", "/v1.0", "/v1.0/", "/openapi.json", *docs.PUBLIC_PATHS}
 PROJECT_PATH = re.compile(r"^/v1\.0/([^/]+)(/|$)")
 
 

@@ -211,7 +211,15 @@ class BackupService:
             job = self._jobs.record(uow, JobKind.BACKUP, backup_id, route=instance.host)
             uow.commit()
         self._jobs.submit(job)
-        log.info("backup created", extra={"backup_id": backup_id, "job_id": job.id})
+        log.info(
+            "backup requested",
+            extra={
+                "project_id": ctx.project_id,
+                "instance_id": instance_id,
+                "backup_id": backup_id,
+                "job_id": job.id,
+            },
+        )
         return backup
 
     def _catalog_engines(self) -> set[str]:
@@ -304,6 +312,10 @@ class BackupService:
             )
             uow.backups.add(backup)
             uow.commit()
+        log.info(
+            "backup registered from a stored manifest (restore_from)",
+            extra={"project_id": ctx.project_id, "backup_id": backup.id},
+        )
         return backup
 
     # -- delete --------------------------------------------------------------------
@@ -337,6 +349,11 @@ class BackupService:
             in_use = uow.quotas.lock_in_use(ctx.project_id, BACKUPS)
             uow.quotas.set_in_use(ctx.project_id, BACKUPS, quotas.release(in_use, len(plan)))
             uow.commit()
+        for backup in plan:
+            log.info(
+                "backup deletion requested",
+                extra={"project_id": backup.project_id, "backup_id": backup.id},
+            )
         for job in jobs:
             self._jobs.submit(job)
 
