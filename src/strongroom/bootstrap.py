@@ -356,6 +356,7 @@ def build_tokens(settings: Settings) -> TokenService:
 
 def upgrade_schema(settings: Settings) -> None:
     """`strongroom db upgrade`: apply the Alembic migrations."""
+    _prepare_data_dir(settings)  # where the SQLite file (and the master key) go
     migrate.upgrade(make_engine(settings.metadata_url))
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from strongroom import logformat
 from strongroom.allocator import freeze_startup_objects, keep_chunk_buffers_in_heap
@@ -393,7 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     keep_chunk_buffers_in_heap()
     logformat.configure()
     args = parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except SQLAlchemyError as exc:
+        # A wrong database_url, a server that refuses, a directory that cannot be made.
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        print(f"strongroom: metadata database (setting database_url): {reason}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -126,3 +126,24 @@ def test_as_root_a_closed_parent_of_the_data_dir_is_refused_at_start(tmp_path: P
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert f"chmod o+x {closed}" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_db_upgrade_makes_a_fresh_data_dir(tmp_path: Path) -> None:
+    done = strongroom("db", "upgrade", "--data-dir", str(tmp_path / "fresh"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "fresh" / "strongroom.db").is_file()
+
+
+def test_an_unreachable_metadata_database_is_one_line_naming_database_url(
+    tmp_path: Path,
+) -> None:
+    done = strongroom(
+        "token",
+        "list",
+        "--data-dir",
+        str(tmp_path / "d"),
+        env={"STRONGROOM_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"},
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "database_url" in lines[0], done.stderr
