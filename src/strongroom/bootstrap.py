@@ -341,6 +341,7 @@ def edge_settings(settings: Settings) -> EdgeSettings:
     """What the HTTP edge allows one client and one project."""
     return EdgeSettings(
         header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
         max_connections=settings.max_connections,
         blocking_threads=settings.blocking_threads,
         blocking_threads_per_project=settings.blocking_threads_per_project,
