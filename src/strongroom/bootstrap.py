@@ -342,6 +342,7 @@ def edge_settings(settings: Settings) -> EdgeSettings:
     return EdgeSettings(
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
+        access_log=settings.access_log,
         max_connections=settings.max_connections,
         blocking_threads=settings.blocking_threads,
         blocking_threads_per_project=settings.blocking_threads_per_project,

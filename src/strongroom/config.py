@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     # The HTTP edge: what one client or one project may hold.
     header_timeout: float = 10.0  # seconds a client has to send a request's headers
     body_timeout: float = 30.0  # seconds a client has to send a request's body (then 408)
+    access_log: bool = True  # one log line per request
     max_connections: int = 4096  # open client connections per process; beyond, refused
     blocking_threads: int = 16  # threads for calls that may block (stores, database servers)
     blocking_threads_per_project: int = 4  # of those, at most this many for one project

@@ -54,7 +54,8 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
     docs.install(app)
 
     app.add_middleware(AuthenticationMiddleware, services=services)
-    app.add_middleware(AccessLogMiddleware)  # outermost: refused requests are logged too
+    if edge.access_log:
+        app.add_middleware(AccessLogMiddleware)  # outermost: refused requests are logged too
 
     @app.exception_handler(DomainError)
     async def on_domain_error(_request: Request, exc: DomainError) -> Response:

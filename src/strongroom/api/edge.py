@@ -14,3 +14,4 @@ class EdgeSettings:
     blocking_threads_per_project: int = 4
     blocking_wait_seconds: float = 30.0
     body_timeout: float = 30.0  # seconds to send a request's body, then 408
+    access_log: bool = True  # one log line per request (api.access)
