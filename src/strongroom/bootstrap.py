@@ -178,22 +178,24 @@ def _prepare_data_dir(settings: Settings) -> None:
         path.chmod(0o700)
 
 
-def check_data_dir_reachable(data_dir: Path) -> None:
-    """As root, managed database servers run as their own OS users: each directory above
-    the data dir must let others through (x), or their tools cannot reach their files."""
+def data_dir_unreachable(data_dir: Path) -> str | None:
+    """As root, managed PostgreSQL and MariaDB servers run as their own OS users: each
+    directory above the data dir must let others through (x), or their tools cannot reach
+    their files. What is wrong, in one line, or None."""
     if os.geteuid() != 0:
-        return
+        return None
     for parent in data_dir.absolute().parents:
         try:
             mode = parent.stat().st_mode
         except OSError:
-            continue  # not made yet: created below with the usual modes
+            continue  # not made yet: created with the usual modes
         if not mode & stat.S_IXOTH:
-            raise StartupError(
-                f"{parent} (mode {stat.S_IMODE(mode):04o}) does not let other users through, "
-                f"so managed database servers cannot reach {data_dir}: "
-                f"run `chmod o+x {parent}` or choose another data_dir"
+            return (
+                f"{parent} (mode {stat.S_IMODE(mode):04o}) does not let other users through: "
+                f"managed PostgreSQL and MariaDB instances under {data_dir} will fail to "
+                f"start; run `chmod o+x {parent}` or choose another data_dir"
             )
+    return None
 
 
 def _restrict_metadata_file(settings: Settings) -> None:
@@ -239,7 +241,9 @@ def build(
         raise StartupError("scaled-out roles need broker_url (e.g. amqp://user:pw@host:5672/vhost)")
     # The roles that run managed servers of the engines that run as their own OS users.
     if role != "api" and {"postgresql", "mariadb"} & set(settings.datastores):
-        check_data_dir_reachable(settings.data_dir)
+        problem = data_dir_unreachable(settings.data_dir)
+        if problem:  # SQLite instances and external servers still work: warn, start
+            log.warning("%s", problem)
     uow = _open_metadata(settings, migrate_now=role == "embedded")
     clock = SystemClock()
     master = MasterKey.load_or_create(settings.key_file)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.live import start_server
 from strongroom.cli import parser
 
 REPO = Path(__file__).resolve().parents[3]
@@ -109,23 +110,22 @@ def test_a_busy_port_is_reported_alone(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the check applies when running as root")
-def test_as_root_a_closed_parent_of_the_data_dir_is_refused_at_start(tmp_path: Path) -> None:
+def test_as_root_a_closed_parent_of_the_data_dir_is_one_warning_line(tmp_path: Path) -> None:
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)
     closed.chmod(0o700)
-    tmp_path.chmod(0o711)
-    done = strongroom(
-        "serve",
-        "--port",
-        "0",
-        "--data-dir",
-        str(closed / "data"),
-        env={"STRONGROOM_DATASTORES": '["sqlite","postgresql"]'},
-    )
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert f"chmod o+x {closed}" in lines[0] and "Traceback" not in done.stderr
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("STRONGROOM_DATASTORES", '["sqlite","postgresql"]')
+        server = start_server(closed / "data")
+    try:
+        warned = [
+            line
+            for line in server.log_path.read_text().splitlines()
+            if f"chmod o+x {closed}" in line
+        ]
+    finally:
+        server.stop()
+    assert len(warned) == 1 and " WARNING " in warned[0], server.log_path.read_text()[-2000:]
 
 
 def test_db_upgrade_makes_a_fresh_data_dir(tmp_path: Path) -> None:
