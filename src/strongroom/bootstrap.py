@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+from strongroom.api.edge import EdgeSettings
 from strongroom.config import Allowance, Settings, StoreSettings
 from strongroom.domain.model import JobKind
 from strongroom.domain.ports import Clock, JobQueue, UnitOfWorkFactory
@@ -128,7 +131,17 @@ def _open_stores(
         store_set = StoreSet(
             {name: wrap_store(name, store_set.get(name)) for name in store_set.names()},
             store_set.default_name,
+            store_set.kinds,
         )
+    for name in store_set.names():
+        try:
+            store_set.check_container(name, settings.default_container)
+        except StorageError as exc:
+            store_set.close()
+            raise StartupError(
+                f"default_container cannot be used on store {name!r}: {exc} "
+                "(set default_container to a name every store accepts)"
+            ) from exc
     return StoreCatalog(store_set, master)
 
 
@@ -173,6 +186,26 @@ def _prepare_data_dir(settings: Settings) -> None:
         path = settings.data_dir / private
         path.mkdir(exist_ok=True)
         path.chmod(0o700)
+
+
+def data_dir_unreachable(data_dir: Path) -> str | None:
+    """As root, managed PostgreSQL and MariaDB servers run as their own OS users: each
+    directory above the data dir must let others through (x), or their tools cannot reach
+    their files. What is wrong, in one line, or None."""
+    if os.geteuid() != 0:
+        return None
+    for parent in data_dir.absolute().parents:
+        try:
+            mode = parent.stat().st_mode
+        except OSError:
+            continue  # not made yet: created with the usual modes
+        if not mode & stat.S_IXOTH:
+            return (
+                f"{parent} (mode {stat.S_IMODE(mode):04o}) does not let other users through: "
+                f"managed PostgreSQL and MariaDB instances under {data_dir} will fail to "
+                f"start; run `chmod o+x {parent}` or choose another data_dir"
+            )
+    return None
 
 
 def _restrict_metadata_file(settings: Settings) -> None:
@@ -225,6 +258,11 @@ def build(
     own ``clock``)."""
     if role != "embedded" and settings.broker_url is None:
         raise StartupError("scaled-out roles need broker_url (e.g. amqp://user:pw@host:5672/vhost)")
+    # The roles that run managed servers of the engines that run as their own OS users.
+    if role != "api" and {"postgresql", "mariadb"} & set(settings.datastores):
+        problem = data_dir_unreachable(settings.data_dir)
+        if problem:  # SQLite instances and external servers still work: warn, start
+            log.warning("%s", problem)
     uow = _open_metadata(settings, migrate_now=role == "embedded")
     clock = clock or SystemClock()
     master = MasterKey.load_or_create(settings.key_file)
@@ -386,6 +424,19 @@ def _scheduler(services: Services, *, uow: UnitOfWorkFactory, clock: Clock) -> S
     )
 
 
+def edge_settings(settings: Settings) -> EdgeSettings:
+    """What the HTTP edge allows one client and one project."""
+    return EdgeSettings(
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        access_log=settings.access_log,
+        max_connections=settings.max_connections,
+        blocking_threads=settings.blocking_threads,
+        blocking_threads_per_project=settings.blocking_threads_per_project,
+        blocking_wait_seconds=settings.blocking_wait_seconds,
+    )
+
+
 def build_tokens(settings: Settings) -> TokenService:
     """Just the token store, for the `token` commands (no engines, no workers)."""
     uow = _open_metadata(settings, migrate_now=settings.broker_url is None)
@@ -394,6 +445,7 @@ def build_tokens(settings: Settings) -> TokenService:
 
 def upgrade_schema(settings: Settings) -> None:
     """`strongroom db upgrade`: apply the Alembic migrations."""
+    _prepare_data_dir(settings)  # where the SQLite file (and the master key) go
     migrate.upgrade(make_engine(settings.metadata_url))
 
 

@@ -1,16 +1,26 @@
-"""The `strongroom` command: serve, token create/list/revoke. Thin: it calls bootstrap."""
+"""Strongroom: database backups behind the OpenStack Trove Backups API.
+
+`strongroom serve` runs the API and the backup workers in one process; `strongroom api`
+and `strongroom worker` run them scaled out. Settings come from the options, STRONGROOM_*
+environment variables and a TOML file (--config); see the README."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
+import tomllib
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from strongroom import client
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from strongroom import client, logformat
 from strongroom.allocator import freeze_startup_objects, keep_chunk_buffers_in_heap
 from strongroom.config import Settings
 
@@ -18,10 +28,12 @@ if TYPE_CHECKING:
     from strongroom.services.tokens import TokenService
 
 ADMIN_PROJECT = "admin"
+ADMIN_TOKEN_FILE = "admin-token"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    """Settings from the environment and config, with command-line values on top."""
+    """Settings from the environment and config, with command-line values on top. A bad
+    setting ends the command with one line naming it."""
     overrides: dict[str, Any] = {}
     config_file = getattr(args, "config", None)
     if config_file is not None:
@@ -34,17 +46,53 @@ def _settings(args: argparse.Namespace) -> Settings:
             overrides[name] = value
     if getattr(args, "sqlite_root", None):
         overrides["sqlite_roots"] = args.sqlite_root
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SystemExit(f"strongroom: {setting_problem(exc)}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SystemExit(
+            f"strongroom: config file {os.environ.get('STRONGROOM_CONFIG')}: {exc}"
+        ) from None
 
 
-def _first_admin_token(tokens: TokenService) -> None:
-    if tokens.is_empty():
-        issued = tokens.create(project_id=ADMIN_PROJECT, user_id="admin", roles=("admin",))
+def setting_problem(exc: ValidationError) -> str:
+    """The first problem of a settings error as one line: the setting, what is wrong."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    more = exc.error_count() - 1
+    tail = f" (and {more} more)" if more else ""
+    if not where:
+        return f"configuration: {message}{tail}"
+    return f"setting {where}: {message} (got {first.get('input')!r:.60}){tail}"
+
+
+def _first_admin_token(tokens: TokenService, data_dir: Path) -> None:
+    """Make the first admin token. On a terminal it is shown; otherwise (stdout is a log:
+    a service manager, a pipe) it goes to a file only its owner reads, and the log gets
+    the file's path."""
+    if not tokens.is_empty():
+        return
+    issued = tokens.create(project_id=ADMIN_PROJECT, user_id="admin", roles=("admin",))
+    if sys.stdout.isatty():
         print(
             "Created the first admin token (shown once; keep it safe):\n"
             f"  project: {ADMIN_PROJECT}\n  token:   {issued.token}",
             flush=True,
         )
+        return
+    path = data_dir / ADMIN_TOKEN_FILE
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(issued.token + "\n")
+    print(
+        f"Created the first admin token (project {ADMIN_PROJECT}) in {path} "
+        "(readable by its owner only; move it somewhere safe)",
+        flush=True,
+    )
 
 
 def _exit_cleanly(signum: int, _frame: object) -> None:
@@ -53,16 +101,22 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from strongroom.api.app import create_app
-    from strongroom.api.server import serve_app
-    from strongroom.bootstrap import StartupError, build
+    from strongroom.api.server import ListenError, listen, serve_app
+    from strongroom.bootstrap import StartupError, build, edge_settings
 
     settings = _settings(args)
     try:
+        listener = listen(settings.host, settings.port)
+    except ListenError as exc:
+        print(f"strongroom: {exc}", file=sys.stderr)
+        return 1
+    try:
         container = build(settings)
     except StartupError as exc:
+        listener.close()
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
-    _first_admin_token(container.services.tokens)
+    _first_admin_token(container.services.tokens, settings.data_dir)
     print(
         f"Strongroom serving on http://{settings.host}:{settings.port} "
         f"(data dir {settings.data_dir})",
@@ -72,10 +126,11 @@ def serve(args: argparse.Namespace) -> int:
     # handler it found: make that handler a clean exit, so the worker pool is shut down too.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
-    app = create_app(container.services)
+    edge = edge_settings(settings)
+    app = create_app(container.services, edge)
     freeze_startup_objects()
     try:
-        serve_app(app, host=settings.host, port=settings.port)
+        serve_app(app, listener=listener, edge=edge)
     finally:
         container.close()
     return 0
@@ -90,23 +145,34 @@ def _export(settings: Settings) -> None:
 
 def api(args: argparse.Namespace) -> int:
     """Only the API, in several processes; jobs go to the broker."""
-    from strongroom.api.server import serve_workers
-    from strongroom.bootstrap import StartupError, build_tokens
+    from strongroom.api.server import ListenError, listen, serve_workers
+    from strongroom.bootstrap import StartupError, build_tokens, edge_settings
 
     settings = _settings(args)
     workers = args.workers or settings.api_workers
     try:
+        listener = listen(settings.host, settings.port)
+    except ListenError as exc:
+        print(f"strongroom: {exc}", file=sys.stderr)
+        return 1
+    try:
         tokens = build_tokens(settings)
     except StartupError as exc:
+        listener.close()
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
-    _first_admin_token(tokens)
+    _first_admin_token(tokens, settings.data_dir)
     _export(settings)
     print(
         f"Strongroom API serving on http://{settings.host}:{settings.port} ({workers} processes)",
         flush=True,
     )
-    serve_workers("strongroom.asgi:create", host=settings.host, port=settings.port, workers=workers)
+    serve_workers(
+        "strongroom.asgi:create",
+        listener=listener,
+        workers=workers,
+        edge=edge_settings(settings),
+    )
     return 0
 
 
@@ -267,36 +333,59 @@ def token_revoke(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="strongroom", description=__doc__)
-    sub = top.add_subparsers(dest="command", required=True)
+    top = argparse.ArgumentParser(
+        prog="strongroom",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"strongroom {version('strongroom')}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def data_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", type=Path, help="metadata, objects, keys (default var/data)")
-        p.add_argument("--config", type=Path, help="TOML settings file (see README)")
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            metavar="DIR",
+            help="metadata database, master key, local objects, managed instances "
+            "(default: var/data; setting data_dir)",
+        )
+        p.add_argument(
+            "--config", type=Path, metavar="FILE", help="TOML settings file (see the README)"
+        )
+
+    def address(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+        p.add_argument("--port", type=int, help="port to listen on (default: 8779)")
 
     p = sub.add_parser("serve", help="run the API and the workers in one process")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    data_dir(p)
+    address(p)
+    common(p)
     p.add_argument(
         "--sqlite-root",
         type=Path,
         action="append",
+        metavar="DIR",
         help="directory under which external SQLite files may be registered (repeatable)",
     )
     p.set_defaults(func=serve)
 
     p = sub.add_parser("api", help="scaled out: run only the API, in several processes")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--workers", type=int, help="API processes (default: api_workers)")
-    data_dir(p)
+    address(p)
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="API processes (default: setting api_workers)"
+    )
+    common(p)
     p.set_defaults(func=api)
 
     p = sub.add_parser("worker", help="scaled out: run the jobs of one database host")
-    p.add_argument("--host-id", help="this host's id (default: host_id setting)")
-    p.add_argument("--concurrency", type=int)
-    data_dir(p)
+    p.add_argument("--host-id", metavar="ID", help="this host's id (default: setting host_id)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="jobs run at once (default: setting worker_concurrency)",
+    )
+    common(p)
     p.set_defaults(func=worker)
 
     p = sub.add_parser("check", help="compare the metadata with the stores; find orphans")
@@ -304,31 +393,36 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--read-data", action="store_true", help="also read back and verify every completed backup"
     )
-    data_dir(p)
+    common(p)
     p.set_defaults(func=check_with_read_data)
 
     db = sub.add_parser("db", help="metadata database").add_subparsers(
-        dest="db_command", required=True
+        dest="db_command", required=True, metavar="COMMAND"
     )
     p = db.add_parser("upgrade", help="apply schema migrations")
-    data_dir(p)
+    common(p)
     p.set_defaults(func=db_upgrade)
 
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(
-        dest="token_command", required=True
+        dest="token_command", required=True, metavar="COMMAND"
     )
     p = token.add_parser("create", help="print a new token")
-    data_dir(p)
-    p.add_argument("--project-id", required=True)
-    p.add_argument("--user-id")
-    p.add_argument("--role", choices=["member", "admin"], default="member")
+    common(p)
+    p.add_argument("--project-id", required=True, help="the project the token acts for")
+    p.add_argument("--user-id", help="the user recorded with the token (default: the project)")
+    p.add_argument(
+        "--role",
+        choices=["member", "admin"],
+        default="member",
+        help="member: the project's own resources; admin: every project's (default: member)",
+    )
     p.set_defaults(func=token_create)
     p = token.add_parser("list", help="list tokens (never their values)")
-    data_dir(p)
+    common(p)
     p.set_defaults(func=token_list)
     p = token.add_parser("revoke", help="revoke a token by id")
-    data_dir(p)
-    p.add_argument("token_id")
+    common(p)
+    p.add_argument("token_id", help="the token's id, as `strongroom token list` shows it")
     p.set_defaults(func=token_revoke)
     client.add_commands(sub)
     return top
@@ -336,9 +430,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     keep_chunk_buffers_in_heap()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logformat.configure()
     args = parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except SQLAlchemyError as exc:
+        # A wrong database_url, a server that refuses, a directory that cannot be made.
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        print(f"strongroom: metadata database (setting database_url): {reason}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -110,7 +110,16 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: SQLite file in data_dir
     master_key_file: Path | None = None  # default: data_dir/master.key
     policy_file: Path | None = None
-    public_endpoint: str | None = None
+    public_endpoint: str | None = None  # base of links in responses (else the listening address)
+
+    # The HTTP edge: what one client or one project may hold.
+    header_timeout: float = 10.0  # seconds a client has to send a request's headers
+    body_timeout: float = 30.0  # seconds a client has to send a request's body (then 408)
+    access_log: bool = True  # one log line per request
+    max_connections: int = 4096  # open client connections per process; beyond, refused
+    blocking_threads: int = 16  # threads for calls that may block (stores, database servers)
+    blocking_threads_per_project: int = 4  # of those, at most this many for one project
+    blocking_wait_seconds: float = 30.0  # a call waiting longer for a thread is refused (503)
 
     workers: int = 2
     chunk_size: int = 4 * 1024 * 1024
@@ -123,7 +132,7 @@ class Settings(BaseSettings):
     max_page_size: int = 1000
     max_volume_size: int = 10
     max_instances: int = 20
-    default_container: str = "database_backups"
+    default_container: str = "database-backups"
 
     # External-instance allow-lists: plain entries serve every project; an entry
     # {host|path = "…", projects = ["…"]} serves only the projects it names.

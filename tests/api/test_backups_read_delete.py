@@ -82,7 +82,7 @@ def test_restore_from_validation(harness):
     )
     assert r.status_code == 400
     assert msg(r) == f"Datastore version '{unknown}' cannot be found."
-    location = "file:///nonexistent/database_backups/abc/manifest.json"
+    location = "file:///nonexistent/database-backups/abc/manifest.json"
     r = harness.a.post(
         "/backups",
         {
@@ -141,7 +141,7 @@ def test_order_and_pagination_links(harness, instance):
     assert body["links"] == [
         {
             "rel": "next",
-            "href": f"https://127.0.0.1:8779/v1.0/{harness.a.project}/backups?limit=2&marker=2",
+            "href": f"http://127.0.0.1:8779/v1.0/{harness.a.project}/backups?limit=2&marker=2",
         }
     ]
     body = harness.a.get("/backups?limit=2&marker=2&foo=bar").json()
@@ -217,7 +217,7 @@ def test_delete_cascades_and_releases_quota(harness, instance):
     for backup in (full, b, c):
         assert harness.a.get(f"/backups/{backup['id']}").status_code == 404
     assert harness.a.get("/backups").json() == {"backups": []}
-    store_root = harness.settings.data_dir / "objects" / "database_backups"
+    store_root = harness.settings.data_dir / "objects" / "database-backups"
     assert not any(store_root.glob("*/manifest.json"))
 
 

@@ -12,8 +12,10 @@ from jsonschema import Draft202012Validator
 
 from fixtures.service import Harness
 from security.wire import assert_fault
+from strongroom.api.docs import PUBLIC_PATHS as DOCS_PATHS
 
-FASTAPI_OWN = {"/openapi.json", "/docs", "/docs/oauth2-redirect"}
+# The document itself and the Swagger UI page with its assets (strongroom.api.docs).
+FASTAPI_OWN = {"/openapi.json", *DOCS_PATHS}
 QUERY = {
     ("get", "/v1.0/{project_id}/backups"): {
         "instance_id",

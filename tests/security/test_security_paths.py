@@ -179,7 +179,7 @@ def test_path_like_strategy_container_is_refused(world: World, container: str) -
 
 @pytest.mark.usefixtures("unchanged_outside_store")
 @pytest.mark.parametrize(
-    "name", [f"../../{MARK}", f"/etc/{MARK}", f"%2e%2e/{MARK}", f"é\u0000{MARK}", "…/\u202e1"]
+    "name", [f"../../{MARK}", f"/etc/{MARK}", f"%2e%2e/{MARK}", f"é\u200b{MARK}", "…/\u202e1"]
 )
 def test_names_are_data_never_paths(world: World, name: str) -> None:
     r = world.h.a.post("/backups", {"backup": {"name": name, "instance": world.instance_id}})

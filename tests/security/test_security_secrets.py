@@ -114,3 +114,13 @@ def test_no_secret_leaks_after_a_full_scenario(site: Site) -> None:
         for name in ("log", "responses", "argv"):
             for form in forms(key):
                 assert form not in places[name], f"a wrapped data key is in the {name}"
+
+
+def test_the_first_admin_token_is_in_an_owner_only_file_not_in_the_output(site: Site) -> None:
+    """Standard output of a service is a log (journal, pipe): it gets the file's path."""
+    path = site.server.data_dir / "admin-token"
+    assert path.read_text().strip() == site.server.admin_token
+    assert path.stat().st_mode & 0o777 == 0o600
+    printed = "".join(site.server.printed)
+    assert str(path) in printed
+    assert site.server.admin_token not in printed

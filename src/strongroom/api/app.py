@@ -9,16 +9,21 @@ from anyio import to_thread
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from strongroom.api import openapi
+from strongroom.api import docs, openapi
+from strongroom.api.access import AccessLogMiddleware
 from strongroom.api.auth import AuthenticationMiddleware
-from strongroom.api.deps import UnsupportedMediaTypeError
+from strongroom.api.blocking import BlockingCalls, ServiceBusyError
+from strongroom.api.deps import BodyTimeoutError, UnsupportedMediaTypeError
+from strongroom.api.edge import EdgeSettings
 from strongroom.api.errors import domain_fault, fault, unexpected_fault
 from strongroom.api.routes import backups, datastores, instances, schedules, verification, versions
 from strongroom.domain.errors import DomainError
 from strongroom.services.container import Services
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
+    edge = edge or EdgeSettings()
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Handlers that block (writes; reads of a metadata database across the network)
@@ -33,21 +38,40 @@ def create_app(services: Services) -> FastAPI:
         version="1.0",
         description="Database backups behind the OpenStack Trove Backups API (v1.0).",
         redoc_url=None,
+        docs_url=None,  # served by api.docs, without a CDN
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.services = services
+    app.state.edge = edge
+    app.state.blocking = BlockingCalls(
+        threads=edge.blocking_threads,
+        per_project=edge.blocking_threads_per_project,
+        wait_seconds=edge.blocking_wait_seconds,
+    )
     for module in (versions, backups, instances, datastores):
         app.include_router(module.router)
     for module in (schedules, verification):
         app.include_router(module.router)
     openapi.install(app)
+    docs.install(app)
 
     app.add_middleware(AuthenticationMiddleware, services=services)
+    if edge.access_log:
+        app.add_middleware(AccessLogMiddleware)  # outermost: refused requests are logged too
 
     @app.exception_handler(DomainError)
     async def on_domain_error(_request: Request, exc: DomainError) -> Response:
         if isinstance(exc, UnsupportedMediaTypeError):
             return fault(415, str(exc), "badMediaType")
+        if isinstance(exc, BodyTimeoutError):
+            return fault(408, str(exc), "badRequest")
         return domain_fault(exc)
+
+    @app.exception_handler(ServiceBusyError)
+    async def on_busy(_request: Request, exc: ServiceBusyError) -> Response:
+        response = fault(503, str(exc), "serviceUnavailable")
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_request: Request, exc: StarletteHTTPException) -> Response:

@@ -12,12 +12,19 @@ import re
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from strongroom.api import docs
 from strongroom.api.deps import read
 from strongroom.api.errors import fault, unauthorized, unexpected_fault
 from strongroom.services.container import Services
 
-PUBLIC_PATHS = {"/", "/v1.0", "/v1.0/", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+PUBLIC_PATHS = {"/", "/v1.0", "/v1.0/", "/openapi.json", *docs.PUBLIC_PATHS}
 PROJECT_PATH = re.compile(r"^/v1\.0/([^/]+)(/|$)")
+
+
+def has_nul(scope: Scope) -> bool:
+    """A NUL in the path or the query: no metadata database stores it in text."""
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or b"\x00" in query or b"%00" in query
 
 
 class AuthenticationMiddleware:
@@ -26,6 +33,10 @@ class AuthenticationMiddleware:
         self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and has_nul(scope):
+            refused = fault(400, "The URL contains a NUL character (U+0000).", "badRequest")
+            await refused(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return

@@ -7,9 +7,12 @@ import math
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
+import anyio
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from strongroom.api.blocking import BlockingCalls
+from strongroom.api.edge import EdgeSettings
 from strongroom.domain.errors import BadRequestError, DomainError, OverLimitError
 from strongroom.domain.model import RequestContext
 from strongroom.services.container import Services
@@ -46,17 +49,41 @@ async def read(services: Services, call: Callable[..., T], /, *args: Any, **kwar
     return await run_in_threadpool(call, *args, **kwargs)
 
 
+async def blocking(
+    request: Request, ctx: RequestContext, call: Callable[..., T], /, *args: Any, **kwargs: Any
+) -> T:
+    """Run a call that may block (a store, a database server, a tenant's locked file) in a
+    thread, within the caller's project's share of threads (``api.blocking``)."""
+    calls: BlockingCalls = request.app.state.blocking
+    return await calls.run(ctx.project_id, call, *args, **kwargs)
+
+
+class BodyTimeoutError(DomainError):
+    """(→ 408) the client did not send its whole body in time."""
+
+
+# Trove's request bodies nest four or five levels; a deeper body is an attack on the parser.
+MAX_DEPTH = 32
+
+
 async def json_body(request: Request) -> Any:
     """The request body as JSON, with Trove's media-type rules (contract §1.2)."""
     limit = request.app.state.services.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise OverLimitError(f"Request body is larger than {limit} bytes.")
+    edge: EdgeSettings = request.app.state.edge
     raw = b""
-    async for piece in request.stream():
-        raw += piece
-        if len(raw) > limit:
-            raise OverLimitError(f"Request body is larger than {limit} bytes.")
+    try:
+        with anyio.fail_after(edge.body_timeout):
+            async for piece in request.stream():
+                raw += piece
+                if len(raw) > limit:
+                    raise OverLimitError(f"Request body is larger than {limit} bytes.")
+    except TimeoutError:
+        raise BodyTimeoutError(
+            f"The request body was not received within {edge.body_timeout:g} s."
+        ) from None
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not raw:
         raise BadRequestError("Validation error: the request body is missing.")
@@ -70,9 +97,30 @@ async def json_body(request: Request) -> Any:
         )
         # "\ud800" escapes decode to lone surrogates, which no UTF-8 store accepts.
         json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise BadRequestError(f"Malformed request body: nested deeper than {MAX_DEPTH}.") from None
     except (ValueError, UnicodeError) as exc:
         raise BadRequestError("Malformed request body") from exc
+    _check_shape(body)
     return body
+
+
+def _check_shape(body: Any) -> None:
+    """No nesting deeper than MAX_DEPTH, and no NUL in any string or key: no metadata
+    database stores NUL in text (PostgreSQL refuses it)."""
+    pending: list[tuple[Any, int]] = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise BadRequestError(f"Malformed request body: nested deeper than {MAX_DEPTH}.")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and "\x00" in key:
+                    raise BadRequestError("Malformed request body: a key contains NUL (U+0000).")
+                pending.append((item, depth + 1))
+        elif isinstance(value, str) and "\x00" in value:
+            raise BadRequestError("Malformed request body: a string contains NUL (U+0000).")
 
 
 # Integers are stored and compared as SQLite's 64-bit INTEGER, and numbers as doubles.

@@ -38,6 +38,7 @@ FAULT_NAMES = {
     422: "unprocessableEntity",
     500: "instanceFault",
     501: "notImplemented",
+    503: "serviceUnavailable",
 }
 
 

@@ -28,8 +28,22 @@ def timestamp(value: datetime | None) -> str | None:
     return value.replace(tzinfo=None).isoformat(timespec="seconds") if value else None
 
 
-def host_of(request: Request) -> str:
-    return request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def base_url(request: Request) -> str:
+    """Where links point: ``public_endpoint`` when set, else the scheme and the address
+    the request reached the server on. Never the Host header, which the client writes."""
+    endpoint: str | None = request.app.state.services.public_endpoint
+    if endpoint:
+        return endpoint.rstrip("/")
+    scheme = str(request.scope.get("scheme") or "http")
+    host, port = request.scope.get("server") or ("127.0.0.1", None)
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or DEFAULT_PORTS.get(scheme) == port:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
 
 
 def backup_view(backup: Backup, catalog: DatastoreCatalog) -> dict[str, Any]:
@@ -91,14 +105,14 @@ def progress_view(backup: Backup) -> dict[str, Any]:
 
 
 def next_link(request: Request, offset: int, limit: int) -> list[dict[str, str]]:
-    """Trove's next link: https, the request's host and path, marker replaced in place."""
+    """Trove's next link: the request's path under ``base_url``, marker replaced in place."""
     params = parse_qsl(request.url.query, keep_blank_values=True)
     marker = str(offset + limit)
     if any(k == "marker" for k, _ in params):
         params = [(k, marker if k == "marker" else v) for k, v in params]
     else:
         params.append(("marker", marker))
-    href = f"https://{host_of(request)}{request.url.path}?{urlencode(params)}"
+    href = f"{base_url(request)}{request.url.path}?{urlencode(params)}"
     return [{"rel": "next", "href": href}]
 
 
@@ -112,10 +126,10 @@ def strategy_view(strategy: BackupStrategy) -> dict[str, Any]:
 
 
 def _links(request: Request, project_id: str, path: str) -> list[dict[str, str]]:
-    host = host_of(request)
+    base = base_url(request)
     return [
-        {"href": f"https://{host}/v1.0/{project_id}/{path}", "rel": "self"},
-        {"href": f"https://{host}/{path}", "rel": "bookmark"},
+        {"href": f"{base}/v1.0/{project_id}/{path}", "rel": "self"},
+        {"href": f"{base}/{path}", "rel": "bookmark"},
     ]
 
 

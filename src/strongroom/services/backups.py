@@ -173,6 +173,8 @@ class BackupService:
         instance_id = request.get("instance")
         if not instance_id:
             raise BadRequestError("instance is missing.")
+        if container is not None:
+            self._stores.check_container(store_name, container)
 
         # A network round trip: done before the metadata write lock is taken.
         self._stores.check(store_name, project_id=ctx.project_id)
@@ -182,6 +184,7 @@ class BackupService:
             if container is None:
                 container = self._container_for(uow, ctx, instance_id)
                 check_container(container)  # strategies stored before this rule existed
+                self._stores.check_container(store_name, container)
             instance = uow.instances.find_for_update(instance_id)
             if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
                 raise ResourceNotFoundError(instance_id)
@@ -215,7 +218,15 @@ class BackupService:
             job = self._jobs.record(uow, JobKind.BACKUP, backup_id, route=instance.host)
             uow.commit()
         self._jobs.submit(job)
-        log.info("backup created", extra={"backup_id": backup_id, "job_id": job.id})
+        log.info(
+            "backup requested",
+            extra={
+                "project_id": ctx.project_id,
+                "instance_id": instance_id,
+                "backup_id": backup_id,
+                "job_id": job.id,
+            },
+        )
         return backup
 
     def _catalog_engines(self) -> set[str]:
@@ -308,6 +319,10 @@ class BackupService:
             )
             uow.backups.add(backup)
             uow.commit()
+        log.info(
+            "backup registered from a stored manifest (restore_from)",
+            extra={"project_id": ctx.project_id, "backup_id": backup.id},
+        )
         return backup
 
     # -- delete --------------------------------------------------------------------
@@ -341,6 +356,11 @@ class BackupService:
             in_use = uow.quotas.lock_in_use(ctx.project_id, BACKUPS)
             uow.quotas.set_in_use(ctx.project_id, BACKUPS, quotas.release(in_use, len(plan)))
             uow.commit()
+        for backup in plan:
+            log.info(
+                "backup deletion requested",
+                extra={"project_id": backup.project_id, "backup_id": backup.id},
+            )
         for job in jobs:
             self._jobs.submit(job)
 
@@ -366,6 +386,8 @@ class BackupService:
     ) -> BackupStrategy:
         self._authz.enforce(ctx, "backup_strategy:create", ctx.project_id)
         check_container(container)  # stricter than Trove: a container is never a path
+        # Backups without a storage_driver go to the default store: its naming rule.
+        self._stores.check_container(self._stores.default_name, container)
         strategy = BackupStrategy(ctx.project_id, instance_id or "", container)
         with self._uow(write=True) as uow:
             uow.strategies.upsert(strategy)

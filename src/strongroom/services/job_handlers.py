@@ -42,6 +42,23 @@ STOPPED_WHILE = {
 }
 
 
+def about(backup: Backup) -> dict[str, Any]:
+    """The ids a log line about ``backup`` carries (see strongroom.logformat)."""
+    return {
+        "project_id": backup.project_id,
+        "instance_id": backup.instance_id,
+        "backup_id": backup.id,
+    }
+
+
+def about_instance(instance: Instance) -> dict[str, Any]:
+    return {
+        "project_id": instance.project_id,
+        "instance_id": instance.id,
+        "backup_id": instance.restore_backup_id,
+    }
+
+
 def size_in_gb(size: int | None) -> float:
     if not size:
         return 0.0
@@ -103,7 +120,7 @@ class JobHandlers:
         try:
             handler(job.target_id, job.payload)
         except Exception as exc:
-            log.exception("job failed", extra={"job_id": job_id})
+            log.exception("%s job for %s failed", job.kind, job.target_id, extra={"job_id": job_id})
             self.finish(job_id, JobState.FAILED, describe_failure(exc))
         else:
             self.finish(job_id, JobState.DONE, None)
@@ -180,6 +197,7 @@ class JobHandlers:
             done.progress.updated_at = self._clock.now()
             uow.backups.save(done)
             uow.commit()
+        log.info("backup completed (%d bytes stored)", outcome.stored_bytes, extra=about(done))
 
     def _report(self, backup_id: str, done: int) -> None:
         with self._uow(write=True) as uow:
@@ -201,6 +219,7 @@ class JobHandlers:
             backup.fail_reason = reason
             uow.backups.save(backup)
             uow.commit()
+        log.warning("backup %s: %s", state.value, reason, extra=about(backup))
 
     def _delete_backup(self, backup_id: str, payload: dict[str, Any]) -> None:
         with self._uow() as uow:
@@ -218,6 +237,7 @@ class JobHandlers:
         with self._uow(write=True) as uow:
             uow.backups.remove(backup_id)
             uow.commit()
+        log.info("backup deleted", extra=about(backup))
 
     # -- instances -----------------------------------------------------------------
     def _create_instance(self, instance_id: str, payload: dict[str, Any]) -> None:
@@ -251,6 +271,10 @@ class JobHandlers:
             current.public_connection = engine.public_view(connection)
             uow.instances.save(current, self._secrets.seal(connection, bound_to=instance_id))
             uow.commit()
+        if instance.restore_backup_id:
+            log.info("instance restored from its backup", extra=about_instance(instance))
+        else:
+            log.info("instance created", extra=about_instance(instance))
 
     def _restore(
         self, instance: Instance, engine: Engine, home: Path, request: InstanceRequest
@@ -288,6 +312,7 @@ class JobHandlers:
             current.updated = self._clock.now()
             uow.instances.save(current)
             uow.commit()
+        log.warning("instance build failed: %s", reason, extra=about_instance(instance))
 
     def _delete_instance(self, instance_id: str, _payload: dict[str, Any]) -> None:
         with self._uow() as uow:

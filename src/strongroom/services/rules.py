@@ -23,7 +23,7 @@ class ServiceRules:
     page_size: int = 20
     max_page_size: int = 1000
     max_volume_size: int = 10
-    default_container: str = "database_backups"
+    default_container: str = "database-backups"
     default_store: str = "local"
     flavors: tuple[Flavor, ...] = field(default_factory=tuple)
     chunk_size: int = 4 * 1024 * 1024

@@ -31,6 +31,7 @@ class StoreDirectory(Protocol):
     def names(self) -> Iterable[str]: ...
     def get(self, name: str) -> StorageBackend: ...
     def resolve_url(self, url: str) -> tuple[str, StorageBackend, str]: ...
+    def check_container(self, name: str, container: str) -> str: ...
     def close(self) -> None: ...
 
 
@@ -58,6 +59,23 @@ class StoreCatalog:
             known = ", ".join(sorted(self._stores.names()))
             raise BadRequestError(f"Unknown storage_driver {driver!r}; configured stores: {known}.")
         return driver
+
+    def check_container(self, name: str, container: str) -> None:
+        """A container a request names must follow the naming rule of the store it goes to
+        (S3: bucket names)."""
+        try:
+            self._stores.check_container(name, container)
+        except StorageError as exc:
+            raise BadRequestError(
+                f"Container {container!r} cannot be used on store {name!r}: {exc}."
+            ) from exc
+
+    def container_allowed(self, name: str, container: str) -> bool:
+        try:
+            self._stores.check_container(name, container)
+        except StorageError:
+            return False
+        return True
 
     def check(self, name: str, *, project_id: str) -> None:
         """Contract §5.2 step 10: the store must be reachable before a job is queued."""

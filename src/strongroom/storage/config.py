@@ -16,7 +16,7 @@ SwiftAuthVersion = Literal["1", "3"]
 AddressingStyle = Literal["path", "virtual", "auto"]
 ChecksumMode = Literal["when_required", "when_supported"]
 
-DEFAULT_CONTAINER = "database_backups"
+DEFAULT_CONTAINER = "database-backups"  # valid on every store kind, S3 included
 
 
 def _check_name(name: str) -> None:

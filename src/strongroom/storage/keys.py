@@ -4,7 +4,8 @@ Rules (a key that breaks one raises :class:`~strongroom.storage.errors.InvalidKe
 
 * The first segment is the container: 1 to 255 characters from ``A-Z a-z 0-9 _ . @ % + = : , -``,
   and not ``.`` or ``..``. S3 bucket names are stricter; :mod:`strongroom.storage.s3` checks
-  those on top.
+  those on top. A *new* container (one a request names) must also follow its store's
+  naming rule: :func:`container_rule`.
 * The rest is the object name: one or more ``/``-separated segments, none empty, ``.`` or
   ``..``; at most :data:`MAX_NAME_BYTES` bytes of UTF-8 (Swift's and S3's limit), each segment
   at most :data:`MAX_SEGMENT_BYTES` (a file name's limit on local filesystems), so that every
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 
 from strongroom.storage.errors import InvalidKeyError
 
@@ -45,6 +47,29 @@ def validate_container(container: str) -> str:
             "(use letters, digits and _ . @ % + = : , -)"
         )
     return container
+
+
+_S3_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def validate_s3_bucket(bucket: str) -> str:
+    """Return ``bucket`` if it is a bucket name by today's S3 rules: 3 to 63 characters of
+    lower-case letters, digits, ``.`` and ``-``, starting and ending with a letter or a
+    digit, no ``..``, not an IPv4 address."""
+    if not _S3_BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+        raise InvalidKeyError(
+            f"{bucket!r} is not a valid S3 bucket name: 3 to 63 characters of a-z 0-9 . -, "
+            "starting and ending with a letter or a digit"
+        )
+    if re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", bucket):
+        raise InvalidKeyError(f"{bucket!r} is not a valid S3 bucket name: it looks like an IP")
+    return bucket
+
+
+def container_rule(kind: str) -> Callable[[str], str]:
+    """The rule a new container name must follow on a store of ``kind`` (``local``,
+    ``swift``, ``s3``, ``memory``): S3's bucket rules for S3, the key rule elsewhere."""
+    return validate_s3_bucket if kind == "s3" else validate_container
 
 
 def _check_characters(text: str, what: str) -> None:

@@ -27,6 +27,7 @@ from strongroom.storage.errors import (
     StorageError,
     UnknownStoreError,
 )
+from strongroom.storage.keys import container_rule
 from strongroom.storage.wrappers import RetryingBackend
 
 log = logging.getLogger(__name__)
@@ -89,16 +90,31 @@ def _shown_url(url: str) -> str:
     return shown[:300]
 
 
-class StoreSet:
-    """Named stores with a default one. Owns the backends: :meth:`close` closes them all."""
+def store_kind(config: StoreConfig) -> str:
+    return {LocalStoreConfig: "local", SwiftStoreConfig: "swift", S3StoreConfig: "s3"}.get(
+        type(config), "local"
+    )
 
-    def __init__(self, stores: Mapping[str, StorageBackend], default_name: str) -> None:
+
+class StoreSet:
+    """Named stores with a default one. Owns the backends: :meth:`close` closes them all.
+
+    ``kinds`` (store name → ``local``/``swift``/``s3``) picks each store's container naming
+    rule; a store not named there follows the general key rule."""
+
+    def __init__(
+        self,
+        stores: Mapping[str, StorageBackend],
+        default_name: str,
+        kinds: Mapping[str, str] | None = None,
+    ) -> None:
         if not stores:
             raise StorageConfigError("at least one store must be configured")
         if default_name not in stores:
             raise StorageConfigError(f"default store {default_name!r} is not configured")
         self._stores = dict(stores)
         self._default_name = default_name
+        self.kinds = dict(kinds or {})
 
     @classmethod
     def from_configs(
@@ -110,14 +126,16 @@ class StoreSet:
     ) -> StoreSet:
         """Build every store; the default is ``default_name`` or else the first one."""
         stores: dict[str, StorageBackend] = {}
+        kinds: dict[str, str] = {}
         try:
             for config in configs:
                 if config.name in stores:
                     raise StorageConfigError(f"store {config.name!r} is configured twice")
                 stores[config.name] = build_backend(config, retry_attempts=retry_attempts)
+                kinds[config.name] = store_kind(config)
             if not stores:
                 raise StorageConfigError("at least one store must be configured")
-            return cls(stores, default_name or next(iter(stores)))
+            return cls(stores, default_name or next(iter(stores)), kinds)
         except BaseException:
             for backend in stores.values():
                 backend.close()
@@ -140,6 +158,12 @@ class StoreSet:
             return self._stores[name]
         except KeyError:
             raise UnknownStoreError(f"no store named {name!r}") from None
+
+    def check_container(self, name: str, container: str) -> str:
+        """Return ``container`` if a new container of that name can be made on store
+        ``name`` (its kind's naming rule), else raise :class:`InvalidKeyError`."""
+        self.get(name)
+        return container_rule(self.kinds.get(name, "local"))(container)
 
     def resolve_url(self, url: str) -> tuple[str, StorageBackend, str]:
         """``(store name, backend, key)`` for an object URL, asking the default store first.

@@ -3,10 +3,10 @@
 * Buckets are created on first put (``HEAD`` then ``PUT`` if missing, once per bucket per
   backend instance). Bucket names must also satisfy S3's rules: 3 to 63 characters of
   lower-case letters, digits, ``.``, ``-`` and ``_``, starting and ending with a letter or digit,
-  no ``..``, not an IPv4 address. The underscore is outside today's AWS rules but accepted by
-  Swift's s3api (``dns_compliant_bucket_names = false``), Ceph RGW and legacy AWS buckets, and
-  ``database_backups``, Trove's default container, needs it; a store that refuses it answers
-  with a permanent error.
+  no ``..``, not an IPv4 address. The underscore is outside today's AWS rules: a request
+  naming a new container is held to them (``keys.validate_s3_bucket``, checked by the
+  service), but objects in existing buckets with an underscore (Swift's s3api with
+  ``dns_compliant_bucket_names = false``, Ceph RGW, legacy AWS buckets) stay readable here.
 * Objects larger than ``multipart_threshold`` are uploaded in parts (aborted on failure);
   the object appears only when the upload completes. Uploads carry Content-MD5.
 * URLs are ``s3://<bucket>/<key>`` with the key percent-encoded like a URL path (plain keys

@@ -75,7 +75,7 @@ def test_store_failing_on_the_nth_write(faulty):
     store.fail_puts_from = None
     report = consistency(h).run()
     assert report.clean, report
-    assert not list((h.settings.data_dir / "objects" / "database_backups" / bad["id"]).glob("*"))
+    assert not list((h.settings.data_dir / "objects" / "database-backups" / bad["id"]).glob("*"))
     assert restored_rows(h, good["id"]) == expected
     assert all(
         b["status"] not in ("NEW", "BUILDING") for b in h.a.get("/backups").json()["backups"]
@@ -110,7 +110,7 @@ def test_work_queued_at_shutdown_runs_after_restart(tmp_path):
         assert finished["status"] == "COMPLETED"
         again.wait_idle()
         assert again.a.get(f"/backups/{done['id']}").status_code == 404
-        assert not (again.settings.data_dir / "objects" / "database_backups" / done["id"]).exists()
+        assert not (again.settings.data_dir / "objects" / "database-backups" / done["id"]).exists()
         assert consistency(again).run().clean
     finally:
         again.container.close()

@@ -307,7 +307,7 @@ def test_server_killed_mid_backup_fails_the_backup_with_a_reason(
 
 def test_corrupted_chunk_refuses_the_restore(h: Harness, source: dict[str, Any]) -> None:
     done = backup(h.a, source["id"], "to-corrupt")
-    directory = h.settings.data_dir / "objects" / "database_backups" / done["id"]
+    directory = h.settings.data_dir / "objects" / "database-backups" / done["id"]
     chunks = sorted(directory.glob("chunk-*"))
     assert len(chunks) >= 3, chunks
     victim = chunks[len(chunks) // 2]

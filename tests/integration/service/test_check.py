@@ -30,13 +30,13 @@ def test_check_reports_and_removes_orphans_only(tmp_path):
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "consistent" in clean.stdout
 
-    orphan_dir = data / "objects" / "database_backups" / str(uuid.uuid4())
+    orphan_dir = data / "objects" / "database-backups" / str(uuid.uuid4())
     orphan_dir.mkdir(parents=True)
     (orphan_dir / "chunk-00000000").write_bytes(b"left over")
     found = check(data)
     assert found.returncode == 1
     assert (
-        f"orphaned object: local:database_backups/{orphan_dir.name}/chunk-00000000" in found.stdout
+        f"orphaned object: local:database-backups/{orphan_dir.name}/chunk-00000000" in found.stdout
     )
     assert kept["id"] not in found.stdout
 
@@ -44,7 +44,7 @@ def test_check_reports_and_removes_orphans_only(tmp_path):
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "removed 1 orphaned objects" in fixed.stdout
     assert not orphan_dir.exists()
-    assert (data / "objects" / "database_backups" / kept["id"] / "manifest.json").exists()
+    assert (data / "objects" / "database-backups" / kept["id"] / "manifest.json").exists()
     assert check(data).returncode == 0
 
 
@@ -56,7 +56,7 @@ def test_check_reports_a_completed_backup_without_manifest(tmp_path):
         backup = h.a.wait_backup(h.a.create_backup(inst["id"])["id"])
     finally:
         h.container.close()
-    manifest = h.settings.data_dir / "objects" / "database_backups" / backup["id"] / "manifest.json"
+    manifest = h.settings.data_dir / "objects" / "database-backups" / backup["id"] / "manifest.json"
     manifest.unlink()
     out = check(h.settings.data_dir)
     assert out.returncode == 1

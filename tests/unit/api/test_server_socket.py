@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from strongroom.api.server import tcp_listener
+from strongroom.api.server import ListenError, listen, tcp_listener
 
 
 def accepted_nodelay(listener: socket.socket) -> int:
@@ -56,3 +56,17 @@ def test_other_sockets_are_left_alone() -> None:
         assert tcp_listener(unix) is unix
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as tcp:
         assert tcp_listener(tcp) is tcp
+
+
+def test_the_serving_listener_gives_accepted_connections_nodelay() -> None:
+    listener = listen("127.0.0.1", 0)
+    with listener:
+        assert accepted_nodelay(listener) == 1
+
+
+def test_a_port_in_use_is_one_plain_error() -> None:
+    with listen("127.0.0.1", 0) as taken:
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ListenError, match=f"^port {port} on 127.0.0.1 is already in use$"):
+            listen("127.0.0.1", port)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from strongroom.api.deps import (
     ContextDep,
     ServicesDep,
+    blocking,
     int_param,
     json_body,
     read,
@@ -74,7 +75,9 @@ async def create_backup(
     body = await json_body(request)
     schemas.validate(schemas.BACKUP_CREATE, body)
     parent_page = (int_param(request, "marker") or 0, int_param(request, "limit"))
-    backup = services.backups.create(ctx, request=body["backup"], parent_page=parent_page)
+    backup = await blocking(
+        request, ctx, services.backups.create, ctx, request=body["backup"], parent_page=parent_page
+    )
     return JsonResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)
 
 
@@ -91,10 +94,10 @@ async def show_backup(
     summary="Delete a backup and its children",
     **operation(202, None, 422),
 )
-def delete_backup(
-    project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
+async def delete_backup(
+    project_id: str, backup_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> Response:
-    services.backups.delete(ctx, backup_id=backup_id)
+    await blocking(request, ctx, services.backups.delete, ctx, backup_id=backup_id)
     return Response(status_code=202, media_type="application/json")
 
 
@@ -128,8 +131,13 @@ async def create_strategy(
     body = await json_body(request)
     schemas.validate(schemas.STRATEGY_CREATE, body)
     spec = body["backup_strategy"]
-    strategy = services.backups.create_strategy(
-        ctx, instance_id=spec.get("instance_id"), container=spec["swift_container"]
+    strategy = await blocking(
+        request,
+        ctx,
+        services.backups.create_strategy,
+        ctx,
+        instance_id=spec.get("instance_id"),
+        container=spec["swift_container"],
     )
     return JsonResponse({"backup_strategy": strategy_view(strategy)}, status_code=202)
 
@@ -157,10 +165,13 @@ async def list_strategies(
     summary="Delete a backup strategy",
     **operation(202, None, params=(INSTANCE_ID, PROJECT_ID)),
 )
-def delete_strategy(
+async def delete_strategy(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> Response:
-    services.backups.delete_strategy(
+    await blocking(
+        request,
+        ctx,
+        services.backups.delete_strategy,
         ctx,
         instance_id=request.query_params.get("instance_id"),
         project_id=request.query_params.get("project_id"),

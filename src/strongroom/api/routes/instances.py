@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from strongroom.api.deps import ContextDep, ServicesDep, int_param, json_body, read
+from strongroom.api.deps import ContextDep, ServicesDep, blocking, int_param, json_body, read
 from strongroom.api.openapi import LIMIT, MARKER, operation
 from strongroom.api.rendering import JsonResponse
 from strongroom.api.schemas import requests as schemas
@@ -27,7 +27,7 @@ async def create_instance(
 ) -> JsonResponse:
     body = await json_body(request)
     schemas.validate(schemas.INSTANCE_CREATE, body)
-    view = services.instances.create(ctx, request=body["instance"])
+    view = await blocking(request, ctx, services.instances.create, ctx, request=body["instance"])
     return JsonResponse({"instance": instance_view(request, ctx, view, detail=True)})
 
 
@@ -58,10 +58,10 @@ async def show_instance(
 @router.delete(
     "/instances/{instance_id}", summary="Delete an instance", **operation(202, None, 422)
 )
-def delete_instance(
-    project_id: str, instance_id: str, ctx: ContextDep, services: ServicesDep
+async def delete_instance(
+    project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> Response:
-    services.instances.delete(ctx, instance_id=instance_id)
+    await blocking(request, ctx, services.instances.delete, ctx, instance_id=instance_id)
     return Response(status_code=202, media_type="application/json")
 
 

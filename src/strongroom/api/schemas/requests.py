@@ -24,6 +24,12 @@ NON_EMPTY_STRING = {
     "maxLength": 255,
     "pattern": "^.*[0-9a-zA-Z]+.*$",
 }
+# Names, descriptions and containers are shown, logged and stored as text: no control
+# characters (Unicode Cc: C0, DEL, C1).
+NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
+NAME = {**NON_EMPTY_STRING, "allOf": [{"pattern": NO_CONTROL}]}
+# Trove's own rule for a database user's host (e.g. "%", "%.example.com", "10.0.0.%").
+USER_HOST = {"type": "string", "maxLength": 255, "pattern": r"^[%]?[\w(-).]*[%]?$"}
 BOOLEAN_STRING = {"type": "integer", "minimum": 0, "maximum": 1}
 
 BACKUP_CREATE: dict[str, Any] = {
@@ -34,12 +40,12 @@ BACKUP_CREATE: dict[str, Any] = {
             "type": "object",
             "required": ["name"],
             "properties": {
-                "name": NON_EMPTY_STRING,
-                "description": NON_EMPTY_STRING,
+                "name": NAME,
+                "description": NAME,
                 "instance": UUID,
                 "parent_id": UUID,
                 "incremental": BOOLEAN_STRING,
-                "swift_container": NON_EMPTY_STRING,
+                "swift_container": NAME,
                 "storage_driver": {},
                 "restore_from": {
                     "type": "object",
@@ -63,7 +69,7 @@ STRATEGY_CREATE: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "required": ["swift_container"],
-            "properties": {"instance_id": UUID, "swift_container": NON_EMPTY_STRING},
+            "properties": {"instance_id": UUID, "swift_container": NAME},
         }
     },
 }
@@ -83,7 +89,7 @@ INSTANCE_CREATE: dict[str, Any] = {
             "type": "object",
             "required": ["name"],
             "properties": {
-                "name": NON_EMPTY_STRING,
+                "name": NAME,
                 "flavorRef": {"oneOf": [NON_EMPTY_STRING, {"type": "integer"}]},
                 "volume": {
                     "type": "object",
@@ -108,7 +114,7 @@ INSTANCE_CREATE: dict[str, Any] = {
                     "items": {
                         "type": "object",
                         "required": ["name"],
-                        "properties": {"name": NON_EMPTY_STRING},
+                        "properties": {"name": NAME},
                     },
                 },
                 "users": {
@@ -117,9 +123,9 @@ INSTANCE_CREATE: dict[str, Any] = {
                         "type": "object",
                         "required": ["name", "password"],
                         "properties": {
-                            "name": NON_EMPTY_STRING,
+                            "name": NAME,
                             "password": NON_EMPTY_STRING,
-                            "host": NON_EMPTY_STRING,
+                            "host": USER_HOST,
                             "databases": {
                                 "type": "array",
                                 "items": {
@@ -169,5 +175,8 @@ def validate(schema: dict[str, Any], body: Any) -> None:
     entries = []
     for err in errors:
         path = _path(list(err.path))
-        entries.append(f"{path} {err.message}" if path else err.message)
+        message = err.message
+        if err.validator == "pattern" and err.validator_value == NO_CONTROL:
+            message = "contains a control character"
+        entries.append(f"{path} {message}" if path else message)
     raise ValidationError("Validation error: " + "; ".join(entries))

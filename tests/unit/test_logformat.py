@@ -1,0 +1,33 @@
+"""Log lines carry the ids passed in ``extra``, in a fixed order, and nothing else."""
+
+from __future__ import annotations
+
+import logging
+
+from strongroom.api.access import printable, shown_query
+from strongroom.logformat import FORMAT, ContextFilter
+
+
+def render(**extra: object) -> str:
+    record = logging.LogRecord("strongroom.x", logging.INFO, __file__, 1, "backup done", (), None)
+    for key, value in extra.items():
+        setattr(record, key, value)
+    ContextFilter().filter(record)
+    return logging.Formatter(FORMAT).format(record)
+
+
+def test_ids_are_rendered_after_the_message() -> None:
+    line = render(backup_id="b1", project_id="p1", job_id="j1", unrelated="x")
+    assert line.endswith("backup done [project_id=p1 backup_id=b1 job_id=j1]")
+
+
+def test_a_line_without_ids_is_plain() -> None:
+    assert render().endswith("strongroom.x backup done")
+    assert render(instance_id=None).endswith("backup done")
+
+
+def test_access_lines_hide_secret_query_values_and_control_characters() -> None:
+    assert shown_query(b"limit=1&token=abc&X-Auth-Key=k&marker=2") == (
+        "limit=1&token=***&X-Auth-Key=***&marker=2"
+    )
+    assert printable("/a\nb\x1b[31m") == "/a\\x0ab\\x1b[31m"
