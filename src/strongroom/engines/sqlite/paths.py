@@ -34,7 +34,12 @@ def external_path(params: Mapping[str, Any], roots: Sequence[Path]) -> Path:
         raise ExternalNotAllowedError(
             "registration of external SQLite files is disabled: the operator allows no directory"
         )
-    if not is_inside(Path(os.path.realpath(raw)), roots):
+    try:
+        # A link swapped while it is resolved makes readlink fail (EINVAL): refused below.
+        first = Path(os.path.realpath(raw))
+    except OSError as exc:
+        raise InvalidExternalError("the path cannot be resolved") from exc
+    if not is_inside(first, roots):
         raise ExternalNotAllowedError("the path is outside the directories the operator allows")
     try:
         resolved = Path(raw).resolve(strict=True)
