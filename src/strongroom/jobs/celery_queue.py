@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 
 from celery import Celery
+from celery.signals import worker_ready
 
 from strongroom.domain.model import SHARED_ROUTE, JobId
 
@@ -76,6 +77,12 @@ def run_worker(
     @app.task(name=TASK_NAME, acks_late=True, ignore_result=True)
     def run_job(job_id: str) -> None:
         run(JobId(job_id))
+
+    def announce_ready(**_: object) -> None:
+        # Celery's own "ready." line is INFO of a logger the service keeps at WARNING.
+        print(f"Strongroom worker for host {host_id!r} ready.", flush=True)
+
+    worker_ready.connect(announce_ready, weak=False)
 
     queues = ",".join([queue_name(prefix, host_id), queue_name(prefix, SHARED_ROUTE)])
     app.worker_main(
