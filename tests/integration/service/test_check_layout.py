@@ -88,23 +88,23 @@ def test_stale_temporary_objects_are_reported_and_removed_fresh_ones_kept(tmp_pa
     finally:
         h.container.close()
     data = h.settings.data_dir
-    here = data / "objects" / "database_backups" / backup["id"]
+    here = data / "objects" / "database-backups" / backup["id"]
     stale = write(here / f"{TEMP_PREFIX}killed", b"partial", age=2 * HOUR)
     fresh = write(here / f"{TEMP_PREFIX}writing", b"partial", age=HOUR / 2)
-    elsewhere = data / "objects" / "database_backups" / str(uuid.uuid4())
+    elsewhere = data / "objects" / "database-backups" / str(uuid.uuid4())
     stale_orphan = write(elsewhere / f"{TEMP_PREFIX}killed", b"partial", age=3 * HOUR)
 
     found = check(data)
     assert found.returncode == 1
     assert sorted(found.stdout.splitlines()) == sorted(
         [
-            f"stale temporary object: local:database_backups/{backup['id']}/{stale.name}",
-            f"stale temporary object: local:database_backups/{elsewhere.name}/{stale.name}",
+            f"stale temporary object: local:database-backups/{backup['id']}/{stale.name}",
+            f"stale temporary object: local:database-backups/{elsewhere.name}/{stale.name}",
         ]
     )
     fixed = check(data, "--fix")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert f"removed: local:database_backups/{backup['id']}/{stale.name}" in fixed.stdout
+    assert f"removed: local:database-backups/{backup['id']}/{stale.name}" in fixed.stdout
     assert not stale.exists() and not stale_orphan.exists()
     assert fresh.exists()
     assert check(data).returncode == 0
@@ -121,7 +121,7 @@ def test_stale_temporary_objects_are_reported_and_removed_fresh_ones_kept(tmp_pa
             "STRONGROOM_TEMPORARY_OBJECT_MAX_AGE_SECONDS": "600",
         },
     )
-    assert f"stale temporary object: local:database_backups/{backup['id']}/{fresh.name}" in (
+    assert f"stale temporary object: local:database-backups/{backup['id']}/{fresh.name}" in (
         env_bound.stdout
     )
     # The backup is untouched: it restores.
@@ -143,7 +143,7 @@ def test_the_reaper_removes_stale_temporary_objects(tmp_path):
     try:
         inst = h.a.wait_instance(h.a.create_instance()["id"])
         backup = h.a.wait_backup(h.a.create_backup(inst["id"])["id"])
-        here = h.settings.data_dir / "objects" / "database_backups" / backup["id"]
+        here = h.settings.data_dir / "objects" / "database-backups" / backup["id"]
         stale = write(here / f"{TEMP_PREFIX}killed", b"partial", age=2 * HOUR)
         fresh = write(here / f"{TEMP_PREFIX}writing", b"partial")
         h.container.reaper.reap()
@@ -186,7 +186,7 @@ def test_a_registered_chains_objects_are_not_orphans(tmp_path):
         assert report.removed_keys == []
     finally:
         h.container.close()
-    base = h.settings.data_dir / "objects" / "database_backups"
+    base = h.settings.data_dir / "objects" / "database-backups"
     assert (base / full["id"] / "manifest.json").exists()
     assert (base / incr["id"] / "manifest.json").exists()
 
@@ -237,7 +237,7 @@ def test_check_never_removes_a_backup_created_while_it_listed(tmp_path):
         inst = h.a.wait_instance(h.a.create_instance()["id"])
         new_id = str(uuid.uuid4())
         first = write(
-            h.settings.data_dir / "objects" / "database_backups" / new_id / "chunk-00000000",
+            h.settings.data_dir / "objects" / "database-backups" / new_id / "chunk-00000000",
             b"being written",
         )
 
@@ -249,7 +249,7 @@ def test_check_never_removes_a_backup_created_while_it_listed(tmp_path):
                         Backup(
                             BackupId(new_id), ProjectId(h.a.project), "new", None,
                             InstanceId(inst["id"]), None, BackupState.BUILDING, now, now,
-                            store_name="local", container="database_backups",
+                            store_name="local", container="database-backups",
                         )
                     )  # fmt: skip
                     uow.commit()
@@ -275,7 +275,7 @@ def test_a_restarted_embedded_service_removes_stale_temporary_objects(tmp_path):
         backup = h.a.wait_backup(h.a.create_backup(inst["id"])["id"])
     finally:
         h.container.close()
-    here = h.settings.data_dir / "objects" / "database_backups" / backup["id"]
+    here = h.settings.data_dir / "objects" / "database-backups" / backup["id"]
     stale = write(here / f"{TEMP_PREFIX}killed", b"partial", age=2 * HOUR)
     fresh = write(here / f"{TEMP_PREFIX}writing", b"partial")
     restarted = make_harness(tmp_path)

@@ -33,7 +33,7 @@ def test_read_data_finds_a_changed_chunk_and_records_it(tmp_path: Path) -> None:
     assert f"backup {good['id']} (good): OK" in clean.stdout
     assert "read back 2 completed backups, 0 not OK" in clean.stdout
 
-    chunk = data / "objects" / "database_backups" / bad["id"] / "chunk-00000000"
+    chunk = data / "objects" / "database-backups" / bad["id"] / "chunk-00000000"
     raw = bytearray(chunk.read_bytes())
     raw[-1] ^= 0x01
     chunk.write_bytes(bytes(raw))

@@ -61,10 +61,10 @@ def test_interrupted_jobs_are_settled_the_same_way(harness, how):
     partial = Backup(
         BackupId(str(uuid.uuid4())), ProjectId(h.a.project), "partial", None,
         InstanceId(source["id"]), None, BackupState.BUILDING, now, now,
-        store_name="local", container="database_backups",
+        store_name="local", container="database-backups",
     )  # fmt: skip
     store = h.container.stores.backend("local")
-    store.put(object_layout.chunk_key("database_backups", partial.id, 0), b"half")
+    store.put(object_layout.chunk_key("database-backups", partial.id, 0), b"half")
     # An instance whose build stopped half way, its home on this host.
     building = Instance(
         InstanceId(str(uuid.uuid4())), ProjectId(h.a.project), "half", InstanceKind.MANAGED,
@@ -92,12 +92,12 @@ def test_interrupted_jobs_are_settled_the_same_way(harness, how):
 
     failed = h.a.get(f"/backups/{partial.id}").json()["backup"]
     assert failed["status"] == "FAILED" and failed["fail_reason"]
-    assert store.list(object_layout.backup_prefix("database_backups", partial.id)) == []
+    assert store.list(object_layout.backup_prefix("database-backups", partial.id)) == []
     broken = h.a.get(f"/instances/{building.id}").json()["instance"]
     assert broken["status"] == "ERROR" and broken["fault"]["message"]
     assert not home.exists()
     wait_for(lambda: h.a.get(f"/backups/{doomed['id']}").status_code == 404)
-    assert store.list(object_layout.backup_prefix("database_backups", doomed["id"])) == []
+    assert store.list(object_layout.backup_prefix("database-backups", doomed["id"])) == []
     with h.container.uow() as uow:
         states = {name: uow.jobs.find(job_id).state for name, job_id in jobs.items()}
         assert uow.backups.find(doomed["id"]) is None

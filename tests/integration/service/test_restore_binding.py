@@ -29,7 +29,7 @@ def rewrite(inst: dict, rows: list[tuple[int, str]]) -> None:
 
 
 def backup_dir(h: Harness, backup_id: str) -> Path:
-    return h.settings.data_dir / "objects" / "database_backups" / backup_id
+    return h.settings.data_dir / "objects" / "database-backups" / backup_id
 
 
 def copy_objects_over(h: Harness, source_id: str, target_id: str) -> None:
