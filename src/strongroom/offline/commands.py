@@ -85,7 +85,7 @@ def restore_command(args: argparse.Namespace) -> int:
         )
     elif restored.datastore == "mariadb":
         print(
-            "start it with: mariadbd --defaults-extra-file=DIR/strongroom-restore.cnf "
+            "start it with: mariadbd --defaults-file=DIR/strongroom-restore.cnf "
             "--datadir=DIR --user=OWNER"
         )
     return 0

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from offline_support import lose_the_service, strongroom, tree
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "postgresql"))
-
-from offline_support import lose_the_service, strongroom, tree  # noqa: E402
-from pgsvc import PG_MAJOR, connect, reachable_dir, wait_status  # noqa: E402
-
-from fixtures.live import free_port  # noqa: E402
-from fixtures.service import Harness, make_harness, wait_for  # noqa: E402
-from integration.engines.pg_helpers import bin_dir, stop_server  # noqa: E402
-from strongroom.engines.identity import InstanceIdentity  # noqa: E402
+from fixtures.live import free_port
+from fixtures.service import Harness, make_harness, wait_for
+from integration.engines.pg_helpers import bin_dir, stop_server
+from integration.postgresql.pgsvc import PG_MAJOR, connect, reachable_dir, wait_status
+from strongroom.engines.identity import InstanceIdentity
 
 pytestmark = [
     pytest.mark.integration,

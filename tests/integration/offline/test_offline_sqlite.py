@@ -13,7 +13,7 @@ import pytest
 from offline_support import lose_the_service, strongroom
 
 from fixtures.service import Harness, make_harness
-from strongroom.pipeline.keys import MasterKey, seal_with_passphrase
+from strongroom.pipeline.keys import MasterKey
 
 pytestmark = pytest.mark.integration
 
@@ -256,14 +256,3 @@ def test_ls_lists_the_container_from_its_manifests(backed_up: dict[str, Any]) ->
     assert flagged.returncode == 1
     problems = {b["id"]: b["problem"] for b in json.loads(flagged.stdout)}
     assert problems[backed_up["full"]["id"]] and problems[backed_up["incr"]["id"]] is None
-
-
-def test_seal_with_passphrase_round_trip_and_wrong_passphrase() -> None:
-    from strongroom.pipeline.errors import WrongKeyError
-    from strongroom.pipeline.keys import open_with_passphrase
-
-    key = MasterKey.generate()
-    sealed = seal_with_passphrase(key, b"pass")
-    assert open_with_passphrase(sealed, b"pass") == key
-    with pytest.raises(WrongKeyError):
-        open_with_passphrase(sealed, b"pasS")

@@ -54,7 +54,7 @@ def prepare_data_dir(staging: Path, chain: Sequence[RestoreInput], *, timeout: f
     layout.datadir.chmod(0o700)
     lines = [
         "# Options the restored files need; start with",
-        f"#   mariadbd --defaults-extra-file=<data dir>/{OPTIONS_FILE} --datadir=<data dir>",
+        f"#   mariadbd --defaults-file=<data dir>/{OPTIONS_FILE} --datadir=<data dir>",
         "[mariadbd]",
         *(f"{key} = {value}" for key, value in sorted(carried.items())),
     ]
