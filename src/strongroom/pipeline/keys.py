@@ -199,17 +199,20 @@ def seal_with_passphrase(key: MasterKey, passphrase: bytes) -> bytes:
     salt, nonce = os.urandom(SALT_SIZE), crypto.random_nonce()
     kek = _passphrase_key(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
     sealed = crypto.seal(crypto.aead_cipher(kek), nonce, key._raw, _sealed_ad(key.key_id))
-    b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
     document = {
         "format": SEALED_KEY_FORMAT,
         "version": 1,
         "key_id": key.key_id,
-        "kdf": {"name": "scrypt", "salt": b64(salt), "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P},
+        "kdf": {"name": "scrypt", "salt": _b64(salt), "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P},
         "cipher": "AES-256-GCM",
-        "nonce": b64(nonce),
-        "sealed_key": b64(sealed),
+        "nonce": _b64(nonce),
+        "sealed_key": _b64(sealed),
     }
     return (json.dumps(document, indent=2) + "\n").encode("ascii")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def is_sealed_key(content: bytes) -> bool:
