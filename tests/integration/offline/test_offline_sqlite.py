@@ -5,7 +5,9 @@ with the key alone and compared row for row."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +258,89 @@ def test_ls_lists_the_container_from_its_manifests(backed_up: dict[str, Any]) ->
     assert flagged.returncode == 1
     problems = {b["id"]: b["problem"] for b in json.loads(flagged.stdout)}
     assert problems[backed_up["full"]["id"]] and problems[backed_up["incr"]["id"]] is None
+
+
+def test_offline_restore_refuses_a_manifest_moved_to_another_backup_id(
+    backed_up: dict[str, Any], tmp_path: Path
+) -> None:
+    """A backup's objects copied under another id (as if they were that backup's) are
+    refused: the manifest's backup id is checked against its place in the store."""
+    source = Path(backed_up["full"]["locationRef"].removeprefix("file://")).parent
+    impostor = source.parent / str(uuid.uuid4())
+    shutil.copytree(source, impostor)
+    done = strongroom(
+        "restore",
+        "--from",
+        "file://" + str(impostor / "manifest.json"),
+        "--key",
+        backed_up["key"],
+        "--to",
+        tmp_path / "out.db",
+    )
+    assert done.returncode == 1
+    assert f"expected backup {impostor.name}" in done.stderr
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_offline_restore_refuses_chunks_swapped_or_missing(
+    backed_up: dict[str, Any], tmp_path: Path
+) -> None:
+    full_dir = Path(backed_up["full"]["locationRef"].removeprefix("file://")).parent
+    incr_dir = Path(backed_up["incr"]["locationRef"].removeprefix("file://")).parent
+    url = backed_up["incr"]["locationRef"]
+    own = (incr_dir / "chunk-00000000").read_bytes()
+    (incr_dir / "chunk-00000000").write_bytes((full_dir / "chunk-00000000").read_bytes())
+    swapped = strongroom(
+        "restore", "--from", url, "--key", backed_up["key"], "--to", tmp_path / "a.db"
+    )
+    assert swapped.returncode == 1 and "chunk 0" in swapped.stderr, swapped.stderr
+    (incr_dir / "chunk-00000000").write_bytes(own)
+    (full_dir / "chunk-00000000").unlink()
+    missing = strongroom(
+        "restore", "--from", url, "--key", backed_up["key"], "--to", tmp_path / "a.db"
+    )
+    assert missing.returncode == 1 and "missing" in missing.stderr.lower(), missing.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("a.db", ".a.db"))) == []
+
+
+def test_offline_restore_refuses_a_link_as_target(
+    backed_up: dict[str, Any], tmp_path: Path
+) -> None:
+    """A target that is a symbolic link (to an empty directory, or to a file to be
+    overwritten) is refused and what it points to is untouched."""
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    for name, points_to in (
+        ("to-dir", empty),
+        ("to-file", victim),
+        ("dangling", tmp_path / "nothing"),
+    ):
+        link = tmp_path / name
+        link.symlink_to(points_to)
+        done = strongroom(
+            "restore",
+            "--from",
+            backed_up["incr"]["locationRef"],
+            "--key",
+            backed_up["key"],
+            "--to",
+            link,
+        )
+        assert done.returncode == 1, name
+        assert "restore refused" in done.stderr
+    assert list(empty.iterdir()) == [] and victim.read_text() == "keep me"
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_ls_flags_a_backup_of_another_master_key(backed_up: dict[str, Any], tmp_path: Path) -> None:
+    manifest = Path(backed_up["full"]["locationRef"].removeprefix("file://"))
+    container_url = "file://" + str(manifest.parent.parent)
+    other = tmp_path / "other.key"
+    other.write_text(MasterKey.generate().to_base64() + "\n")
+    done = strongroom("ls", "--from", container_url, "--key", other, "--json")
+    assert done.returncode == 1
+    listed = json.loads(done.stdout)
+    assert len(listed) == 2 and all("encrypted with master key" in b["problem"] for b in listed)
+    assert all(b["project"] is None for b in listed)  # nothing unverified is shown
