@@ -18,8 +18,8 @@ from offline_support import lose_the_service, strongroom, tree
 
 from fixtures.live import free_port
 from fixtures.service import Harness, make_harness, wait_for
-from integration.engines.pg_helpers import bin_dir, stop_server
-from integration.postgresql.pgsvc import PG_MAJOR, connect, reachable_dir, wait_status
+from integration.engines.pg_helpers import PlainServer, bin_dir, pgbench_init, snapshot, stop_server
+from integration.postgresql.pgsvc import PG_MAJOR, as_plain, connect, reachable_dir, wait_status
 from strongroom.engines.identity import InstanceIdentity
 
 pytestmark = [
@@ -218,3 +218,94 @@ def test_offline_restore_postgresql_tampered_chunk_leaves_the_target_empty(
         assert [p.name for p in base.iterdir() if "strongroom-restore" in p.name] == []
     finally:
         chunk.write_bytes(original)
+
+
+# -- a server on another host: pg_basebackup and WAL ranges ------------------------------
+EXT_PASSWORD = "repl-" + secrets.token_hex(8)
+
+
+@pytest.fixture(scope="module")
+def external_backed_up(base: Path) -> Iterator[dict[str, Any]]:
+    server = PlainServer(base / "external")
+    server.start()
+    try:
+        with server.admin() as c:
+            c.execute(f"CREATE ROLE backup_role LOGIN REPLICATION PASSWORD '{EXT_PASSWORD}'")
+            c.execute("CREATE DATABASE bench OWNER admin")
+        root = base / "service-ext"
+        root.mkdir(mode=0o711)
+        h = make_harness(
+            root,
+            datastores=["sqlite", "postgresql"],
+            postgresql_allowed_hosts=["127.0.0.1"],
+            engine_timeout=120,
+        )
+        external = {
+            "host": "127.0.0.1",
+            "port": server.port,
+            "user": "backup_role",
+            "password": EXT_PASSWORD,
+            "database": "bench",
+        }
+        r = h.a.post(
+            "/instances",
+            {
+                "instance": {
+                    "name": "ext",
+                    "datastore": {"type": "postgresql"},
+                    "external": external,
+                }
+            },
+        )
+        assert r.status_code == 200, r.text
+        inst = r.json()["instance"]
+        admin = {
+            "host": "127.0.0.1",
+            "port": server.port,
+            "user": "admin",
+            "password": server.superuser_password,
+            "dbname": "bench",
+        }
+        pgbench_init(as_plain(admin), 1)
+        full = h.a.create_backup(inst["id"], "ext-full")
+        full = wait_status(lambda: show(h, "backup", full["id"]), "COMPLETED")
+        with connect(admin) as c:
+            c.execute("UPDATE pgbench_accounts SET abalance = 11 WHERE aid % 50 = 0")
+            c.execute("INSERT INTO pgbench_history (tid, bid, aid, delta) VALUES (1, 1, 1, 5)")
+        incr = h.a.create_backup(inst["id"], "ext-incr", incremental=1)
+        incr = wait_status(lambda: show(h, "backup", incr["id"]), "COMPLETED")
+        assert full["id"] != incr["id"]
+        expected = snapshot(as_plain(admin))
+        key = lose_the_service(h)
+        yield {"incr": incr, "key": key, "expected": expected, "admin": admin}
+    finally:
+        server.stop()
+
+
+def test_offline_restore_of_an_external_servers_chain_starts_as_postgres(
+    base: Path, external_backed_up: dict[str, Any]
+) -> None:
+    """pg_basebackup's tar and an incremental's WAL range, restored offline, started by
+    the distribution's ``postgres`` user: the source's rows, the source's passwords."""
+    target = base / "restored-external"
+    done = strongroom(
+        "restore",
+        "--from",
+        external_backed_up["incr"]["locationRef"],
+        "--key",
+        external_backed_up["key"],
+        "--to",
+        target,
+        "--owner",
+        "postgres",
+    )
+    assert done.returncode == 0, done.stderr
+    postgres = InstanceIdentity.lookup("postgres")
+    assert postgres is not None
+    port = start(target, postgres)
+    try:
+        params = {**external_backed_up["admin"], "port": port}
+        wait_for(lambda: promoted(params), timeout=120)
+        assert snapshot(as_plain(params)) == external_backed_up["expected"]
+    finally:
+        stop_server(target)
