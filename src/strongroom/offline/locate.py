@@ -25,10 +25,15 @@ class LocateError(Exception):
 def open_store(url: str, store_config_file: Path | None, *, depth: int) -> StorageBackend:
     """The store holding ``url``; ``depth`` is how many path segments of a ``file://``
     URL are the key (3 for a manifest, 1 for a container)."""
-    scheme = urlsplit(url).scheme
+    parts = urlsplit(url)
+    scheme = parts.scheme
     if scheme == "file":
-        path = Path(unquote(urlsplit(url).path))
-        if not path.is_absolute() or len(path.parts) <= depth:
+        path = Path(unquote(parts.path))
+        if (
+            parts.netloc not in ("", "localhost")
+            or not path.is_absolute()
+            or len(path.parts) <= depth
+        ):
             raise LocateError(f"{url!r} is not a file:// URL of a store's object")
         root = path.parents[depth - 1]
         if not root.is_dir():
