@@ -30,6 +30,7 @@ def _fail(what: str, exc: BaseException) -> int:
 
 
 def restore_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -59,7 +60,7 @@ def restore_command(args: argparse.Namespace) -> int:
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            transient=not sys.stderr.isatty(),
+            console=Console(stderr=True),
             disable=args.quiet,
         ) as progress:
             task = progress.add_task("restore", total=total)
@@ -78,6 +79,8 @@ def restore_command(args: argparse.Namespace) -> int:
         f"restored backup {backup_id} ({len(links)} link{'s' if len(links) > 1 else ''}, "
         f"{restored.datastore} {restored.version}) into {restored.path}"
     )
+    if restored.datastore != "sqlite" and owner is None and os.geteuid() == 0:
+        print("the files belong to root, which cannot run the server: use --owner USER")
     if restored.datastore == "postgresql":
         print(
             "start it with: pg_ctl start -D DIR (as the directory's owner; it recovers and "
