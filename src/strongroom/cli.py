@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from strongroom import client, logformat
 from strongroom.allocator import freeze_startup_objects, keep_chunk_buffers_in_heap
 from strongroom.config import Settings
+from strongroom.offline import commands as offline_commands
 
 if TYPE_CHECKING:
     from strongroom.services.tokens import TokenService
@@ -425,6 +426,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("token_id", help="the token's id, as `strongroom token list` shows it")
     p.set_defaults(func=token_revoke)
     client.add_commands(sub)
+    offline_commands.add_commands(sub)
     return top
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import json
 import logging
 import os
 import stat
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from strongroom.pipeline import crypto
 from strongroom.pipeline.errors import FormatError, WrongKeyError
@@ -165,6 +168,96 @@ class MasterKey:
                 f"backup {backup_id}: data key does not unwrap with master key {self.key_id} "
                 "(wrong master key, or the wrapped key or backup id was altered)"
             ) from None
+
+
+# -- passphrase-sealed copies of a master key (docs/format.md section 2) ----------------
+
+SEALED_KEY_FORMAT: Final = "strongroom-sealed-master-key"
+SCRYPT_N: Final = 2**17  # 128 MiB of memory with r = 8, about 0.4 s here
+SCRYPT_R: Final = 8
+SCRYPT_P: Final = 1
+# What a reader accepts: a file may ask for more work, not for unbounded memory.
+MAX_SCRYPT_N: Final = 2**20
+MAX_SCRYPT_R: Final = 32
+MAX_SCRYPT_P: Final = 16
+SALT_SIZE: Final = 16
+
+
+def _sealed_ad(key_id: str) -> bytes:
+    return b"strongroom sealed master key v1\x00" + key_id.encode("ascii")
+
+
+def _passphrase_key(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return Scrypt(salt=salt, length=crypto.KEY_SIZE, n=n, r=r, p=p).derive(passphrase)
+
+
+def seal_with_passphrase(key: MasterKey, passphrase: bytes) -> bytes:
+    """A copy of ``key`` that only ``passphrase`` opens: a small JSON document (scrypt
+    parameters, nonce, AES-256-GCM ciphertext of the raw key, the key id in clear)."""
+    if not passphrase:
+        raise ValueError("the passphrase is empty")
+    salt, nonce = os.urandom(SALT_SIZE), crypto.random_nonce()
+    kek = _passphrase_key(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    sealed = crypto.seal(crypto.aead_cipher(kek), nonce, key._raw, _sealed_ad(key.key_id))
+    document = {
+        "format": SEALED_KEY_FORMAT,
+        "version": 1,
+        "key_id": key.key_id,
+        "kdf": {"name": "scrypt", "salt": _b64(salt), "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P},
+        "cipher": "AES-256-GCM",
+        "nonce": _b64(nonce),
+        "sealed_key": _b64(sealed),
+    }
+    return (json.dumps(document, indent=2) + "\n").encode("ascii")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def is_sealed_key(content: bytes) -> bool:
+    """Whether a key file's content is a sealed copy (JSON) rather than the raw key."""
+    return content.lstrip().startswith(b"{")
+
+
+def open_with_passphrase(content: bytes, passphrase: bytes) -> MasterKey:
+    """The master key in a sealed copy. FormatError for a malformed document,
+    WrongKeyError when the passphrase does not open it."""
+    try:
+        doc = json.loads(content)
+        if doc.get("format") != SEALED_KEY_FORMAT or doc.get("version") != 1:
+            raise FormatError("not a sealed Strongroom master key of version 1")
+        kdf = doc["kdf"]
+        n, r, p = (
+            _bounded(kdf, "n", MAX_SCRYPT_N),
+            _bounded(kdf, "r", MAX_SCRYPT_R),
+            _bounded(kdf, "p", MAX_SCRYPT_P),
+        )
+        if kdf["name"] != "scrypt" or doc["cipher"] != "AES-256-GCM" or n & (n - 1) or n < 2:
+            raise FormatError("sealed master key: unsupported key derivation or cipher")
+        key_id = str(doc["key_id"])
+        salt = base64.b64decode(kdf["salt"], validate=True)
+        nonce = base64.b64decode(doc["nonce"], validate=True)
+        sealed = base64.b64decode(doc["sealed_key"], validate=True)
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        raise FormatError(f"sealed master key is malformed: {exc}") from None
+    if len(nonce) != crypto.NONCE_SIZE or len(sealed) != crypto.KEY_SIZE + crypto.TAG_SIZE:
+        raise FormatError("sealed master key: nonce or sealed key has the wrong length")
+    kek = _passphrase_key(passphrase, salt, n, r, p)
+    try:
+        raw = crypto.open_sealed(crypto.aead_cipher(kek), nonce, sealed, _sealed_ad(key_id))
+    except crypto.AuthenticationFailed:
+        raise WrongKeyError(
+            "the passphrase does not open the sealed master key (or the file was altered)"
+        ) from None
+    return MasterKey(raw)
+
+
+def _bounded(doc: dict[str, Any], name: str, most: int) -> int:
+    value = doc[name]
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+        raise ValueError(f"scrypt {name} must be an integer from 1 to {most}")
+    return value
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -48,7 +48,7 @@ def restore(
     try:
         metadata.check_chain([link.metadata for link in chain], tools.series)
         identity = servers.open_home(layout, RestoreError)
-        carried = _unpack_and_prepare(layout, identity, tools, chain, servers.timeout)
+        carried = unpack_and_prepare(layout, identity, tools, chain, servers.timeout)
         servers.write_config(layout, identity, extra=carried)
         base = layout.restore_dir / "base"
         _run_tool(
@@ -78,7 +78,7 @@ def restore(
         raise
 
 
-def _unpack_and_prepare(
+def unpack_and_prepare(
     layout: Layout,
     identity: InstanceIdentity,
     tools: Tools,

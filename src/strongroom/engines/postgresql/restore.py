@@ -27,14 +27,14 @@ from strongroom.engines.postgresql.lsn import (
 from strongroom.engines.postgresql.server import INCLUDE_LINES, ManagedServer
 
 PROMOTION_POLL = 0.02  # seconds between checks; recovery of a restore ends in tens of ms
-_CONTROLDATA_SETTINGS = {
+CONTROLDATA_SETTINGS = {
     "max_connections setting": "max_connections",
     "max_worker_processes setting": "max_worker_processes",
     "max_wal_senders setting": "max_wal_senders",
     "max_prepared_xacts setting": "max_prepared_transactions",
     "max_locks_per_xact setting": "max_locks_per_transaction",
 }
-_SETTING_FLOORS = {
+SETTING_FLOORS = {
     "max_connections": 100,
     "max_worker_processes": 8,
     "max_wal_senders": 10,
@@ -142,9 +142,9 @@ def configure(server: ManagedServer, superuser: str) -> None:
     controldata = process.run([server.tool("pg_controldata"), "-D", data], timeout=60)
     for line in controldata.stdout.decode("utf-8", "replace").splitlines():
         key, _, value = line.partition(":")
-        setting = _CONTROLDATA_SETTINGS.get(key.strip())
+        setting = CONTROLDATA_SETTINGS.get(key.strip())
         if setting and value.strip().isdigit():
-            extra[setting] = max(int(value.strip()), _SETTING_FLOORS[setting])
+            extra[setting] = max(int(value.strip()), SETTING_FLOORS[setting])
     source_conf = data / "postgresql.conf"
     if source_conf.exists():
         source_conf.rename(data / "postgresql.conf.source")
