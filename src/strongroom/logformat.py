@@ -9,7 +9,17 @@ import logging
 CONTEXT_FIELDS = ("project_id", "instance_id", "backup_id", "job_id")
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s%(context)s"
 # Libraries that say too much at INFO for a command-line tool (alembic: nine lines a run).
-QUIET = ("alembic", "celery", "kombu", "amqp", "botocore", "urllib3", "swiftclient")
+QUIET = (
+    "alembic",
+    "celery",
+    "kombu",
+    "amqp",
+    "botocore",
+    "urllib3",
+    "swiftclient",
+    "httpx",
+    "httpcore",
+)
 
 
 class ContextFilter(logging.Filter):
