@@ -25,6 +25,8 @@ from strongroom.allocator import freeze_startup_objects, keep_chunk_buffers_in_h
 from strongroom.config import Settings
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from strongroom.services.tokens import TokenService
 
 ADMIN_PROJECT = "admin"
@@ -40,7 +42,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         if not config_file.is_file():
             raise SystemExit(f"strongroom: no such config file: {config_file}")
         os.environ["STRONGROOM_CONFIG"] = str(config_file.absolute())
-    for name in ("host", "port", "data_dir"):
+    for name in ("host", "port", "data_dir", "metrics_port"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -99,12 +101,52 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
+def _metrics_address(settings: Settings) -> tuple[str, int] | None:
+    """Where the metrics listener goes, or None when it is off (metrics_port = 0)."""
+    if not settings.metrics_port:
+        return None
+    host = settings.metrics_host or settings.host
+    if settings.metrics_port == settings.port and host == settings.host:
+        raise SystemExit("strongroom: setting metrics_port: must differ from port")
+    return host, settings.metrics_port
+
+
+def _prepare_metrics(settings: Settings, role: str) -> tuple[str, int] | None:
+    """Before prometheus_client is imported: the private multi-process directory."""
+    from strongroom.observability.multiprocess import MetricsDirError, prepare
+
+    address = _metrics_address(settings)
+    if address is not None:
+        try:
+            prepare(settings.data_dir, role=role, port=address[1])
+        except MetricsDirError as exc:
+            raise SystemExit(f"strongroom: metrics: {exc}") from None
+    return address
+
+
+def _start_metrics(address: tuple[str, int] | None, registry: CollectorRegistry) -> Any:
+    """The metrics listener, or None; a port in use ends the command with one line."""
+    if address is None:
+        return None
+    from strongroom.observability.listener import MetricsListener
+
+    try:
+        return MetricsListener(address[0], address[1], registry)
+    except OSError as exc:
+        raise SystemExit(
+            f"strongroom: cannot listen for metrics on {address[0]}:{address[1]}: "
+            f"{exc.strerror or exc} (setting metrics_port; 0 turns it off)"
+        ) from None
+
+
 def serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    metrics_address = _prepare_metrics(settings, "serve")
+
     from strongroom.api.app import create_app
     from strongroom.api.server import ListenError, listen, serve_app
-    from strongroom.bootstrap import StartupError, build, edge_settings
+    from strongroom.bootstrap import StartupError, build, edge_settings, metrics_registry
 
-    settings = _settings(args)
     try:
         listener = listen(settings.host, settings.port)
     except ListenError as exc:
@@ -116,6 +158,12 @@ def serve(args: argparse.Namespace) -> int:
         listener.close()
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
+    try:
+        metrics = _start_metrics(metrics_address, metrics_registry(container))
+    except SystemExit:
+        listener.close()
+        container.close()
+        raise
     _first_admin_token(container.services.tokens, settings.data_dir)
     print(
         f"Strongroom serving on http://{settings.host}:{settings.port} "
@@ -132,6 +180,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         serve_app(app, listener=listener, edge=edge)
     finally:
+        if metrics is not None:
+            metrics.close()
         container.close()
     return 0
 
@@ -141,14 +191,18 @@ def _export(settings: Settings) -> None:
     os.environ["STRONGROOM_DATA_DIR"] = str(settings.data_dir)
     os.environ["STRONGROOM_HOST"] = settings.host
     os.environ["STRONGROOM_PORT"] = str(settings.port)
+    os.environ["STRONGROOM_METRICS_PORT"] = str(settings.metrics_port)
 
 
 def api(args: argparse.Namespace) -> int:
-    """Only the API, in several processes; jobs go to the broker."""
-    from strongroom.api.server import ListenError, listen, serve_workers
-    from strongroom.bootstrap import StartupError, build_tokens, edge_settings
-
+    """Only the API, in several processes; jobs go to the broker. This process serves
+    the metrics of all of them."""
     settings = _settings(args)
+    metrics_address = _prepare_metrics(settings, "api")
+
+    from strongroom.api.server import ListenError, listen, serve_workers
+    from strongroom.bootstrap import StartupError, build_api_metrics, build_tokens, edge_settings
+
     workers = args.workers or settings.api_workers
     try:
         listener = listen(settings.host, settings.port)
@@ -163,16 +217,25 @@ def api(args: argparse.Namespace) -> int:
         return 2
     _first_admin_token(tokens, settings.data_dir)
     _export(settings)
+    try:
+        metrics = _start_metrics(metrics_address, build_api_metrics(settings))
+    except SystemExit:
+        listener.close()
+        raise
     print(
         f"Strongroom API serving on http://{settings.host}:{settings.port} ({workers} processes)",
         flush=True,
     )
-    serve_workers(
-        "strongroom.asgi:create",
-        listener=listener,
-        workers=workers,
-        edge=edge_settings(settings),
-    )
+    try:
+        serve_workers(
+            "strongroom.asgi:create",
+            listener=listener,
+            workers=workers,
+            edge=edge_settings(settings),
+        )
+    finally:
+        if metrics is not None:
+            metrics.close()
     return 0
 
 
@@ -180,17 +243,24 @@ def worker(args: argparse.Namespace) -> int:
     """Run this host's jobs (and shared ones) from the broker; reap dead workers' jobs."""
     import threading
 
-    from strongroom.bootstrap import StartupError, build
-    from strongroom.jobs.celery_queue import CeleryJobQueue, run_worker
-
     settings = _settings(args)
     if args.host_id:
         settings.host_id = args.host_id
+    metrics_address = _prepare_metrics(settings, "worker")
+
+    from strongroom.bootstrap import StartupError, build, metrics_registry
+    from strongroom.jobs.celery_queue import CeleryJobQueue, run_worker
+
     try:
         container = build(settings, role="worker")
     except StartupError as exc:
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
+    try:
+        metrics = _start_metrics(metrics_address, metrics_registry(container))
+    except SystemExit:
+        container.close()
+        raise
     queue = container.queue
     assert isinstance(queue, CeleryJobQueue)
     stop = threading.Event()
@@ -215,6 +285,8 @@ def worker(args: argparse.Namespace) -> int:
         )
     finally:
         stop.set()
+        if metrics is not None:
+            metrics.close()
         container.stores.close()
     return 0
 
@@ -356,6 +428,16 @@ def parser() -> argparse.ArgumentParser:
     def address(p: argparse.ArgumentParser) -> None:
         p.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
         p.add_argument("--port", type=int, help="port to listen on (default: 8779)")
+        metrics_port(p)
+
+    def metrics_port(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="Prometheus /metrics on its own port, on the service's address "
+            "(default: 9779; 0: off; setting metrics_port)",
+        )
 
     p = sub.add_parser("serve", help="run the API and the workers in one process")
     address(p)
@@ -385,6 +467,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="jobs run at once (default: setting worker_concurrency)",
     )
+    metrics_port(p)
     common(p)
     p.set_defaults(func=worker)
 
