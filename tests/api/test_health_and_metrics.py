@@ -34,6 +34,7 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     harness = make_harness(
         tmp_path,
         chunk_size=64 * 1024,
+        metrics_port=9779,  # counters on; no listener is bound by the service here
         stores=[
             {"name": "local", "kind": "local"},
             {"name": "spare", "kind": "local", "root": str(tmp_path / "spare")},
@@ -140,7 +141,10 @@ def test_readyz_names_the_store_that_cannot_be_used(h: Harness, tmp_path: Path) 
 
 def test_readyz_and_metrics_hold_no_secret_of_an_unreachable_store(tmp_path: Path) -> None:
     harness = make_harness(
-        tmp_path, stores=[{"name": "local", "kind": "local"}, UNREACHABLE_S3], readiness_timeout=20
+        tmp_path,
+        stores=[{"name": "local", "kind": "local"}, UNREACHABLE_S3],
+        readiness_timeout=20,
+        metrics_port=9779,
     )
     listener = MetricsListener("127.0.0.1", 0, metrics_registry(harness.container))
     try:
