@@ -311,3 +311,22 @@ def test_a_scrape_during_a_backup_sees_it_running(h: Harness, metrics: MetricsLi
     finally:
         h.container.queue.release()  # type: ignore[attr-defined]
     wait_for(lambda: value(scrape(metrics), "strongroom_jobs_queued") == 0)
+
+
+def test_a_termination_signal_marks_the_process_draining_before_it_stops(h: Harness) -> None:
+    import signal
+
+    from strongroom.api.health import mark_draining_on_signals
+
+    health = h.container.services.health
+    assert health is not None
+    received: list[int] = []
+    original = signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))
+    try:
+        mark_draining_on_signals(health)  # as uvicorn's handler is in place when it runs
+        signal.raise_signal(signal.SIGTERM)
+        assert health.draining.is_set()
+        assert received == [signal.SIGTERM]  # the server's own handler still runs
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    assert h.client.get("/healthcheck").status_code == 503
