@@ -25,8 +25,7 @@ from strongroom.allocator import freeze_startup_objects, keep_chunk_buffers_in_h
 from strongroom.config import Settings
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
-
+    from strongroom.observability.listener import MetricsListener
     from strongroom.services.tokens import TokenService
 
 ADMIN_PROJECT = "admin"
@@ -124,14 +123,15 @@ def _prepare_metrics(settings: Settings, role: str) -> tuple[str, int] | None:
     return address
 
 
-def _start_metrics(address: tuple[str, int] | None, registry: CollectorRegistry) -> Any:
-    """The metrics listener, or None; a port in use ends the command with one line."""
+def _bind_metrics(address: tuple[str, int] | None) -> MetricsListener | None:
+    """The metrics listener, bound (not yet serving), or None; a port that cannot be used
+    ends the command with one line, before anything starts."""
     if address is None:
         return None
     from strongroom.observability.listener import MetricsListener
 
     try:
-        return MetricsListener(address[0], address[1], registry)
+        return MetricsListener(address[0], address[1])
     except OSError as exc:
         raise SystemExit(
             f"strongroom: cannot listen for metrics on {address[0]}:{address[1]}: "
@@ -153,17 +153,20 @@ def serve(args: argparse.Namespace) -> int:
         print(f"strongroom: {exc}", file=sys.stderr)
         return 1
     try:
+        metrics = _bind_metrics(metrics_address)
+    except SystemExit:
+        listener.close()
+        raise
+    try:
         container = build(settings)
     except StartupError as exc:
         listener.close()
+        if metrics is not None:
+            metrics.close()
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
-    try:
-        metrics = _start_metrics(metrics_address, metrics_registry(container))
-    except SystemExit:
-        listener.close()
-        container.close()
-        raise
+    if metrics is not None:
+        metrics.serve(metrics_registry(container))
     _first_admin_token(container.services.tokens, settings.data_dir)
     print(
         f"Strongroom serving on http://{settings.host}:{settings.port} "
@@ -210,18 +213,22 @@ def api(args: argparse.Namespace) -> int:
         print(f"strongroom: {exc}", file=sys.stderr)
         return 1
     try:
+        metrics = _bind_metrics(metrics_address)
+    except SystemExit:
+        listener.close()
+        raise
+    try:
         tokens = build_tokens(settings)
     except StartupError as exc:
         listener.close()
+        if metrics is not None:
+            metrics.close()
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
     _first_admin_token(tokens, settings.data_dir)
     _export(settings)
-    try:
-        metrics = _start_metrics(metrics_address, build_api_metrics(settings))
-    except SystemExit:
-        listener.close()
-        raise
+    if metrics is not None:
+        metrics.serve(build_api_metrics(settings))
     print(
         f"Strongroom API serving on http://{settings.host}:{settings.port} ({workers} processes)",
         flush=True,
@@ -251,16 +258,16 @@ def worker(args: argparse.Namespace) -> int:
     from strongroom.bootstrap import StartupError, build, metrics_registry
     from strongroom.jobs.celery_queue import CeleryJobQueue, run_worker
 
+    metrics = _bind_metrics(metrics_address)
     try:
         container = build(settings, role="worker")
     except StartupError as exc:
+        if metrics is not None:
+            metrics.close()
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
-    try:
-        metrics = _start_metrics(metrics_address, metrics_registry(container))
-    except SystemExit:
-        container.close()
-        raise
+    if metrics is not None:
+        metrics.serve(metrics_registry(container))
     queue = container.queue
     assert isinstance(queue, CeleryJobQueue)
     stop = threading.Event()

@@ -48,7 +48,7 @@ def h(tmp_path: Path) -> Iterator[Harness]:
 
 @pytest.fixture
 def metrics(h: Harness) -> Iterator[MetricsListener]:
-    listener = MetricsListener("127.0.0.1", 0, metrics_registry(h.container))
+    listener = MetricsListener("127.0.0.1", 0).serve(metrics_registry(h.container))
     try:
         yield listener
     finally:
@@ -146,7 +146,7 @@ def test_readyz_and_metrics_hold_no_secret_of_an_unreachable_store(tmp_path: Pat
         readiness_timeout=20,
         metrics_port=9779,
     )
-    listener = MetricsListener("127.0.0.1", 0, metrics_registry(harness.container))
+    listener = MetricsListener("127.0.0.1", 0).serve(metrics_registry(harness.container))
     try:
         r = harness.client.get("/readyz")
         assert r.status_code == 503

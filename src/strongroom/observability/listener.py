@@ -82,19 +82,29 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class MetricsListener:
-    """Serves until ``close``; bound at construction, so a port in use is reported at once."""
+    """Bound at construction, before the service is built, so that a port in use is
+    reported at once and alone; ``serve(registry)`` then answers scrapes until ``close``."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
+    def __init__(self, host: str, port: int) -> None:
         server_class = _Server6 if ":" in host else _Server
-        self._server = make_server(
-            host, port, metrics_app(registry), server_class, handler_class=_QuietHandler
-        )
+        self._server = make_server(host, port, _not_yet, server_class, handler_class=_QuietHandler)
         self.port: int = self._server.server_port
+        self._thread: threading.Thread | None = None
+
+    def serve(self, registry: CollectorRegistry) -> MetricsListener:
+        self._server.set_app(metrics_app(registry))
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-listener", daemon=True
         )
         self._thread.start()
+        return self
 
     def close(self) -> None:
-        self._server.shutdown()
+        if self._thread is not None:
+            self._server.shutdown()
         self._server.server_close()
+
+
+def _not_yet(_environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+    return [b"starting\n"]

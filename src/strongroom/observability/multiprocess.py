@@ -25,6 +25,10 @@ def prepare(data_dir: Path, *, role: str, port: int) -> Path:
     it; returns it."""
     parent = data_dir / "metrics"
     path = parent / f"{role}-{port}"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)  # a first start: bootstrap sets its mode
+    except OSError as exc:
+        raise MetricsDirError(f"cannot make {data_dir}: {exc.strerror}") from None
     for directory in (parent, path):
         _private_directory(directory)
     for entry in os.scandir(path):

@@ -67,3 +67,8 @@ def test_dead_processes_live_gauges_are_forgotten(tmp_path: Path) -> None:
     multiprocess.forget_dead_processes(directory)
     names = sorted(p.name for p in directory.iterdir())
     assert names == [f"counter_{dead}.db", f"gauge_livesum_{os.getpid()}.db"]
+
+
+def test_a_data_dir_not_made_yet_is_made(tmp_path: Path) -> None:
+    path = multiprocess.prepare(tmp_path / "new" / "data", role="serve", port=9779)
+    assert path.is_dir()
