@@ -11,6 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+from prometheus_client import CollectorRegistry
+from sqlalchemy.orm import Session, sessionmaker
+
 from strongroom.api.edge import EdgeSettings
 from strongroom.config import Allowance, Settings, StoreSettings
 from strongroom.domain.model import JobKind
@@ -19,7 +22,11 @@ from strongroom.engines.allowlist import AllowEntry, AllowList
 from strongroom.engines.registry import EngineSettings, build_engine_registry
 from strongroom.jobs.celery_queue import CeleryJobQueue, make_celery
 from strongroom.jobs.inprocess import InProcessJobQueue
+from strongroom.observability.collector import MetadataCollector
+from strongroom.observability.listener import exposition_registry
+from strongroom.observability.telemetry import PrometheusTelemetry
 from strongroom.persistence import migrate
+from strongroom.persistence.statistics import SqlStatistics
 from strongroom.persistence.unit_of_work import (
     POOL_SIZE,
     SqlUnitOfWork,
@@ -34,16 +41,19 @@ from strongroom.services.consistency import ConsistencyChecker
 from strongroom.services.container import Services
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.drills import Driller, DrillService
+from strongroom.services.health import Health
 from strongroom.services.instances import InstanceService
 from strongroom.services.job_handlers import JobHandlers
 from strongroom.services.jobs import JobDispatcher
 from strongroom.services.leftovers import TemporaryObjectSweeper
 from strongroom.services.liveness import LivenessRules, Reaper
+from strongroom.services.observed_store import ObservedBackend
 from strongroom.services.rules import Flavor, ServiceRules
 from strongroom.services.scheduler import Scheduler
 from strongroom.services.schedules import ScheduleService
 from strongroom.services.secrets_box import SecretBox
 from strongroom.services.stores import StoreCatalog
+from strongroom.services.telemetry import NO_TELEMETRY, Telemetry
 from strongroom.services.tokens import TokenService
 from strongroom.services.transfer import Transfer
 from strongroom.services.verification import VerificationService, Verifier
@@ -71,12 +81,16 @@ class Container:
     settings: Settings
     reaper: Reaper
     uow: UnitOfWorkFactory
+    statistics: SqlStatistics
+    telemetry: Telemetry = NO_TELEMETRY
     scheduler: Scheduler | None = None
 
     def close(self) -> None:
         if self.scheduler is not None:
             self.scheduler.stop()
         self.queue.shutdown()
+        if self.services.health is not None:
+            self.services.health.close()
         self.stores.close()
 
 
@@ -119,7 +133,10 @@ def store_config(s: StoreSettings) -> StoreConfig:
 
 
 def _open_stores(
-    settings: Settings, master: MasterKey, wrap_store: StoreWrapper | None = None
+    settings: Settings,
+    master: MasterKey,
+    wrap_store: StoreWrapper | None = None,
+    telemetry: Telemetry = NO_TELEMETRY,
 ) -> StoreCatalog:
     try:
         store_set = StoreSet.from_configs(
@@ -127,12 +144,15 @@ def _open_stores(
         )
     except StorageError as exc:
         raise StartupError(f"storage configuration: {exc}") from exc
-    if wrap_store is not None:
-        store_set = StoreSet(
-            {name: wrap_store(name, store_set.get(name)) for name in store_set.names()},
-            store_set.default_name,
-            store_set.kinds,
-        )
+    wrap = wrap_store or (lambda _name, backend: backend)
+    store_set = StoreSet(
+        {
+            name: ObservedBackend(wrap(name, store_set.get(name)), name=name, telemetry=telemetry)
+            for name in store_set.names()
+        },
+        store_set.default_name,
+        store_set.kinds,
+    )
     for name in store_set.names():
         try:
             store_set.check_container(name, settings.default_container)
@@ -220,7 +240,7 @@ def _restrict_metadata_file(settings: Settings) -> None:
 Role = Literal["embedded", "api", "worker"]
 
 
-def _open_metadata(settings: Settings, *, migrate_now: bool) -> UnitOfWorkFactory:
+def _metadata_sessions(settings: Settings, *, migrate_now: bool) -> sessionmaker[Session]:
     _prepare_data_dir(settings)
     db = make_engine(settings.metadata_url)
     if migrate_now:
@@ -230,7 +250,14 @@ def _open_metadata(settings: Settings, *, migrate_now: bool) -> UnitOfWorkFactor
             "the metadata database is not at the current schema: run `strongroom db upgrade`"
         )
     _restrict_metadata_file(settings)
-    sessions = unit_of_work_factory(db)
+    return unit_of_work_factory(db)
+
+
+def _open_metadata(settings: Settings, *, migrate_now: bool) -> UnitOfWorkFactory:
+    return _uow_factory(_metadata_sessions(settings, migrate_now=migrate_now))
+
+
+def _uow_factory(sessions: sessionmaker[Session]) -> UnitOfWorkFactory:
 
     def uow(*, write: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(sessions, write=write)
@@ -245,6 +272,7 @@ def build(
     wrap_store: StoreWrapper | None = None,
     clock: Clock | None = None,
     run_scheduler: bool = True,
+    telemetry: Telemetry | None = None,
 ) -> Container:
     """Wire the service for one role.
 
@@ -255,7 +283,10 @@ def build(
 
     The backup scheduler's loop runs in the embedded and api roles unless
     ``run_scheduler`` is false (tests then call ``container.scheduler.tick()`` with their
-    own ``clock``)."""
+    own ``clock``).
+
+    ``telemetry`` defaults to Prometheus counters when the metrics listener is on
+    (``metrics_port`` not 0); the listener itself is started by the command."""
     if role != "embedded" and settings.broker_url is None:
         raise StartupError("scaled-out roles need broker_url (e.g. amqp://user:pw@host:5672/vhost)")
     # The roles that run managed servers of the engines that run as their own OS users.
@@ -263,11 +294,15 @@ def build(
         problem = data_dir_unreachable(settings.data_dir)
         if problem:  # SQLite instances and external servers still work: warn, start
             log.warning("%s", problem)
-    uow = _open_metadata(settings, migrate_now=role == "embedded")
+    sessions = _metadata_sessions(settings, migrate_now=role == "embedded")
+    uow = _uow_factory(sessions)
+    statistics = SqlStatistics(sessions)
+    if telemetry is None:
+        telemetry = PrometheusTelemetry() if settings.metrics_port else NO_TELEMETRY
     clock = clock or SystemClock()
     master = MasterKey.load_or_create(settings.key_file)
     secrets = SecretBox(master.derive_key(b"strongroom-connections"))
-    stores = _open_stores(settings, master, wrap_store)
+    stores = _open_stores(settings, master, wrap_store, telemetry)
     _check_stores(stores)
     engines = build_engine_registry(
         EngineSettings(
@@ -301,6 +336,7 @@ def build(
         instances_dir=settings.data_dir / "instances",
         host_id=settings.host_id,
         heartbeat_interval=settings.heartbeat_seconds,
+        telemetry=telemetry,
     )
     queue: JobQueue
     if role == "embedded":
@@ -336,6 +372,9 @@ def build(
         public_endpoint=settings.public_endpoint,
         local_metadata=settings.metadata_url.startswith("sqlite"),
         request_threads=POOL_SIZE,
+        health=Health(
+            ping_metadata=statistics.ping, stores=stores, timeout=settings.readiness_timeout
+        ),
     )
     services = _with_backup_automation(
         services,
@@ -348,6 +387,7 @@ def build(
         transfer=transfer,
         stores=stores,
         instances_dir=settings.data_dir / "instances",
+        telemetry=telemetry,
     )
     temporaries = TemporaryObjectSweeper(uow=uow, stores=stores, rules=rules, clock=clock)
     reaper = Reaper(
@@ -362,9 +402,11 @@ def build(
             dispatch_deadline=timedelta(seconds=settings.dispatch_deadline_seconds),
         ),
     )
-    container = Container(services, handlers, queue, stores, settings, reaper, uow)
+    container = Container(
+        services, handlers, queue, stores, settings, reaper, uow, statistics, telemetry
+    )
     if role != "worker":
-        container.scheduler = _scheduler(services, uow=uow, clock=clock)
+        container.scheduler = _scheduler(services, uow=uow, clock=clock, telemetry=telemetry)
     if role == "embedded":
         resubmit = handlers.recover()
         temporaries.sweep()  # no reaper runs here: a killed writer's leftovers go on restart
@@ -391,13 +433,15 @@ def _with_backup_automation(
     transfer: Transfer,
     stores: StoreCatalog,
     instances_dir: Path,
+    telemetry: Telemetry,
 ) -> Services:
     """Schedules, verification and restore drills: their services and job handlers."""
     stale_after = transfer.rules.running_backups_expire
     verification = VerificationService(
         uow=uow, clock=clock, authorizer=authorizer, jobs=dispatcher, stale_after=stale_after
     )
-    handlers.add_handler(JobKind.VERIFY_BACKUP, Verifier(uow=uow, clock=clock, transfer=transfer))
+    verifier = Verifier(uow=uow, clock=clock, transfer=transfer, telemetry=telemetry)
+    handlers.add_handler(JobKind.VERIFY_BACKUP, verifier)
     drills = DrillService(
         uow=uow, clock=clock, authorizer=authorizer, jobs=dispatcher, stale_after=stale_after
     )
@@ -413,7 +457,9 @@ def _with_backup_automation(
     return replace(services, schedules=schedules, verification=verification, drills=drills)
 
 
-def _scheduler(services: Services, *, uow: UnitOfWorkFactory, clock: Clock) -> Scheduler:
+def _scheduler(
+    services: Services, *, uow: UnitOfWorkFactory, clock: Clock, telemetry: Telemetry
+) -> Scheduler:
     assert services.schedules and services.verification and services.drills
     return Scheduler(
         uow=uow,
@@ -421,7 +467,32 @@ def _scheduler(services: Services, *, uow: UnitOfWorkFactory, clock: Clock) -> S
         schedules=services.schedules,
         verify=services.verification.start,
         drill=services.drills.start,
+        telemetry=telemetry,
     )
+
+
+def metrics_registry(container: Container) -> CollectorRegistry:
+    """What this process's metrics listener shows (see strongroom.observability)."""
+    telemetry = container.telemetry
+    own = telemetry.registry if isinstance(telemetry, PrometheusTelemetry) else None
+    collector = MetadataCollector(
+        container.statistics,
+        worker_alive_for=timedelta(seconds=container.settings.job_lease_seconds),
+        now=SystemClock().now,
+    )
+    return exposition_registry(own=own, metadata=collector)
+
+
+def build_api_metrics(settings: Settings) -> CollectorRegistry:
+    """For the parent of the API processes: their summed values and the metadata series
+    (it does no work of its own, so it needs no services)."""
+    sessions = _metadata_sessions(settings, migrate_now=False)
+    collector = MetadataCollector(
+        SqlStatistics(sessions),
+        worker_alive_for=timedelta(seconds=settings.job_lease_seconds),
+        now=SystemClock().now,
+    )
+    return exposition_registry(own=None, metadata=collector)
 
 
 def edge_settings(settings: Settings) -> EdgeSettings:

@@ -26,6 +26,7 @@ from strongroom.config import Settings
 from strongroom.offline import commands as offline_commands
 
 if TYPE_CHECKING:
+    from strongroom.observability.listener import MetricsListener
     from strongroom.services.tokens import TokenService
 
 ADMIN_PROJECT = "admin"
@@ -41,7 +42,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         if not config_file.is_file():
             raise SystemExit(f"strongroom: no such config file: {config_file}")
         os.environ["STRONGROOM_CONFIG"] = str(config_file.absolute())
-    for name in ("host", "port", "data_dir"):
+    for name in ("host", "port", "data_dir", "metrics_port"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -100,23 +101,73 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
+def _metrics_address(settings: Settings) -> tuple[str, int] | None:
+    """Where the metrics listener goes, or None when it is off (metrics_port = 0)."""
+    if not settings.metrics_port:
+        return None
+    host = settings.metrics_host or settings.host
+    if settings.metrics_port == settings.port and host == settings.host:
+        raise SystemExit("strongroom: setting metrics_port: must differ from port")
+    return host, settings.metrics_port
+
+
+def _prepare_metrics(settings: Settings, role: str) -> tuple[str, int] | None:
+    """Before prometheus_client is imported: the private multi-process directory."""
+    from strongroom.observability.multiprocess import MetricsDirError, prepare
+
+    address = _metrics_address(settings)
+    if address is not None:
+        try:
+            prepare(settings.data_dir, role=role, port=address[1])
+        except MetricsDirError as exc:
+            raise SystemExit(f"strongroom: metrics: {exc}") from None
+    return address
+
+
+def _bind_metrics(address: tuple[str, int] | None) -> MetricsListener | None:
+    """The metrics listener, bound (not yet serving), or None; a port that cannot be used
+    ends the command with one line, before anything starts."""
+    if address is None:
+        return None
+    from strongroom.observability.listener import MetricsListener
+
+    try:
+        return MetricsListener(address[0], address[1])
+    except OSError as exc:
+        raise SystemExit(
+            f"strongroom: cannot listen for metrics on {address[0]}:{address[1]}: "
+            f"{exc.strerror or exc} (setting metrics_port; 0 turns it off)"
+        ) from None
+
+
 def serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    metrics_address = _prepare_metrics(settings, "serve")
+
     from strongroom.api.app import create_app
     from strongroom.api.server import ListenError, listen, serve_app
-    from strongroom.bootstrap import StartupError, build, edge_settings
+    from strongroom.bootstrap import StartupError, build, edge_settings, metrics_registry
 
-    settings = _settings(args)
     try:
         listener = listen(settings.host, settings.port)
     except ListenError as exc:
         print(f"strongroom: {exc}", file=sys.stderr)
         return 1
     try:
+        metrics = _bind_metrics(metrics_address)
+    except SystemExit:
+        listener.close()
+        raise
+    try:
         container = build(settings)
     except StartupError as exc:
         listener.close()
+        if metrics is not None:
+            metrics.close()
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
+    if metrics is not None:
+        metrics.serve(metrics_registry(container))
     _first_admin_token(container.services.tokens, settings.data_dir)
     print(
         f"Strongroom serving on http://{settings.host}:{settings.port} "
@@ -133,6 +184,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         serve_app(app, listener=listener, edge=edge)
     finally:
+        if metrics is not None:
+            metrics.close()
         container.close()
     return 0
 
@@ -142,14 +195,18 @@ def _export(settings: Settings) -> None:
     os.environ["STRONGROOM_DATA_DIR"] = str(settings.data_dir)
     os.environ["STRONGROOM_HOST"] = settings.host
     os.environ["STRONGROOM_PORT"] = str(settings.port)
+    os.environ["STRONGROOM_METRICS_PORT"] = str(settings.metrics_port)
 
 
 def api(args: argparse.Namespace) -> int:
-    """Only the API, in several processes; jobs go to the broker."""
-    from strongroom.api.server import ListenError, listen, serve_workers
-    from strongroom.bootstrap import StartupError, build_tokens, edge_settings
-
+    """Only the API, in several processes; jobs go to the broker. This process serves
+    the metrics of all of them."""
     settings = _settings(args)
+    metrics_address = _prepare_metrics(settings, "api")
+
+    from strongroom.api.server import ListenError, listen, serve_workers
+    from strongroom.bootstrap import StartupError, build_api_metrics, build_tokens, edge_settings
+
     workers = args.workers or settings.api_workers
     try:
         listener = listen(settings.host, settings.port)
@@ -157,23 +214,36 @@ def api(args: argparse.Namespace) -> int:
         print(f"strongroom: {exc}", file=sys.stderr)
         return 1
     try:
+        metrics = _bind_metrics(metrics_address)
+    except SystemExit:
+        listener.close()
+        raise
+    try:
         tokens = build_tokens(settings)
     except StartupError as exc:
         listener.close()
+        if metrics is not None:
+            metrics.close()
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
     _first_admin_token(tokens, settings.data_dir)
     _export(settings)
+    if metrics is not None:
+        metrics.serve(build_api_metrics(settings))
     print(
         f"Strongroom API serving on http://{settings.host}:{settings.port} ({workers} processes)",
         flush=True,
     )
-    serve_workers(
-        "strongroom.asgi:create",
-        listener=listener,
-        workers=workers,
-        edge=edge_settings(settings),
-    )
+    try:
+        serve_workers(
+            "strongroom.asgi:create",
+            listener=listener,
+            workers=workers,
+            edge=edge_settings(settings),
+        )
+    finally:
+        if metrics is not None:
+            metrics.close()
     return 0
 
 
@@ -181,17 +251,24 @@ def worker(args: argparse.Namespace) -> int:
     """Run this host's jobs (and shared ones) from the broker; reap dead workers' jobs."""
     import threading
 
-    from strongroom.bootstrap import StartupError, build
-    from strongroom.jobs.celery_queue import CeleryJobQueue, run_worker
-
     settings = _settings(args)
     if args.host_id:
         settings.host_id = args.host_id
+    metrics_address = _prepare_metrics(settings, "worker")
+
+    from strongroom.bootstrap import StartupError, build, metrics_registry
+    from strongroom.jobs.celery_queue import CeleryJobQueue, run_worker
+
+    metrics = _bind_metrics(metrics_address)
     try:
         container = build(settings, role="worker")
     except StartupError as exc:
+        if metrics is not None:
+            metrics.close()
         print(f"strongroom: cannot start: {exc}", file=sys.stderr)
         return 2
+    if metrics is not None:
+        metrics.serve(metrics_registry(container))
     queue = container.queue
     assert isinstance(queue, CeleryJobQueue)
     stop = threading.Event()
@@ -216,6 +293,8 @@ def worker(args: argparse.Namespace) -> int:
         )
     finally:
         stop.set()
+        if metrics is not None:
+            metrics.close()
         container.stores.close()
     return 0
 
@@ -357,6 +436,16 @@ def parser() -> argparse.ArgumentParser:
     def address(p: argparse.ArgumentParser) -> None:
         p.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
         p.add_argument("--port", type=int, help="port to listen on (default: 8779)")
+        metrics_port(p)
+
+    def metrics_port(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="Prometheus /metrics on its own port, on the service's address "
+            "(default: 9779; 0: off; setting metrics_port)",
+        )
 
     p = sub.add_parser("serve", help="run the API and the workers in one process")
     address(p)
@@ -386,6 +475,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="jobs run at once (default: setting worker_concurrency)",
     )
+    metrics_port(p)
     common(p)
     p.set_defaults(func=worker)
 

@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     blocking_threads_per_project: int = 4  # of those, at most this many for one project
     blocking_wait_seconds: float = 30.0  # a call waiting longer for a thread is refused (503)
 
+    # Monitoring: Prometheus metrics on their own listener (host: the service's), never on
+    # the API port; 0 turns the listener off. /readyz gives each check this long.
+    metrics_port: int = Field(default=9779, ge=0, le=65535)
+    metrics_host: str | None = None
+    readiness_timeout: float = Field(default=5.0, gt=0)
+
     workers: int = 2
     chunk_size: int = 4 * 1024 * 1024
     compression_level: int = 1

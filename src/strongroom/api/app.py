@@ -16,6 +16,7 @@ from strongroom.api.blocking import BlockingCalls, ServiceBusyError
 from strongroom.api.deps import BodyTimeoutError, UnsupportedMediaTypeError
 from strongroom.api.edge import EdgeSettings
 from strongroom.api.errors import domain_fault, fault, unexpected_fault
+from strongroom.api.health import HealthEndpoints, mark_draining_on_signals
 from strongroom.api.routes import backups, datastores, instances, schedules, verification, versions
 from strongroom.domain.errors import DomainError
 from strongroom.services.container import Services
@@ -30,6 +31,8 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
         # run in anyio's thread pool, 40 threads by default. More threads than pooled
         # database connections only open and close connections, and take turns at the GIL.
         to_thread.current_default_thread_limiter().total_tokens = services.request_threads
+        if services.health is not None:
+            mark_draining_on_signals(services.health)
         yield
 
     app = FastAPI(
@@ -56,6 +59,8 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
     docs.install(app)
 
     app.add_middleware(AuthenticationMiddleware, services=services)
+    # Outside authentication: probes carry no token.
+    app.add_middleware(HealthEndpoints, health=services.health)
     if edge.access_log:
         app.add_middleware(AccessLogMiddleware)  # outermost: refused requests are logged too
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from strongroom.services.backups import BackupService
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.drills import DrillService
+from strongroom.services.health import Health
 from strongroom.services.instances import InstanceService
 from strongroom.services.schedules import ScheduleService
 from strongroom.services.tokens import TokenService
@@ -26,3 +27,4 @@ class Services:
     schedules: ScheduleService | None = None
     verification: VerificationService | None = None
     drills: DrillService | None = None
+    health: Health | None = None

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.failure import describe_failure
 from strongroom.services.instance_requests import instance_request
 from strongroom.services.secrets_box import SecretBox
+from strongroom.services.telemetry import NO_TELEMETRY, Telemetry
 from strongroom.services.transfer import Transfer
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,10 @@ class JobHandlers:
         instances_dir: Path,
         host_id: str = "local",
         heartbeat_interval: float = 10.0,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._uow = uow
+        self._telemetry = telemetry
         self._clock = clock
         self._catalog = catalog
         self._transfer = transfer
@@ -117,6 +121,7 @@ class JobHandlers:
             daemon=True,
         )
         beater.start()
+        self._telemetry.job_started(kind=job.kind.value)
         try:
             handler(job.target_id, job.payload)
         except Exception as exc:
@@ -125,6 +130,7 @@ class JobHandlers:
         else:
             self.finish(job_id, JobState.DONE, None)
         finally:
+            self._telemetry.job_ended(kind=job.kind.value)
             stop_beating.set()
             beater.join()
 
@@ -152,12 +158,15 @@ class JobHandlers:
             instance = uow.instances.find(backup.instance_id or "")
             sealed = uow.instances.sealed_connection(backup.instance_id or "")
             parent = uow.backups.find(backup.parent_id) if backup.parent_id else None
+        started = time.monotonic()
+        datastore = "unknown"
         try:
             if instance is None or sealed is None:
                 raise RuntimeError("the instance of this backup no longer exists")
             if backup.parent_id and (parent is None or parent.state is not BackupState.COMPLETED):
                 raise RuntimeError(f"parent backup {backup.parent_id} is no longer available")
             version = self._catalog.version_by_id(instance.datastore_version_id)
+            datastore = version.datastore_name
             engine = self._catalog.engine_for(version)
             connection = self._secrets.open(sealed, bound_to=instance.id)
             expected = engine.data_size(connection)
@@ -184,6 +193,7 @@ class JobHandlers:
             )
         except Exception as exc:
             self.fail_backup(backup_id, describe_failure(exc))
+            self._backup_finished(datastore, "failed", started)
             raise
         with self._uow(write=True) as uow:
             done = uow.backups.find_for_update(backup_id)
@@ -197,7 +207,21 @@ class JobHandlers:
             done.progress.updated_at = self._clock.now()
             uow.backups.save(done)
             uow.commit()
+        self._backup_finished(
+            datastore, "completed", started, read=outcome.plain_bytes, stored=outcome.stored_bytes
+        )
         log.info("backup completed (%d bytes stored)", outcome.stored_bytes, extra=about(done))
+
+    def _backup_finished(
+        self, datastore: str, outcome: str, started: float, *, read: int = 0, stored: int = 0
+    ) -> None:
+        self._telemetry.backup_finished(
+            datastore=datastore,
+            outcome=outcome,
+            seconds=time.monotonic() - started,
+            read=read,
+            stored=stored,
+        )
 
     def _report(self, backup_id: str, done: int) -> None:
         with self._uow(write=True) as uow:
@@ -249,11 +273,19 @@ class JobHandlers:
         if "sealed" in payload:  # the request's users carry passwords
             payload = self._secrets.open(payload["sealed"], bound_to=instance_id)
         request = instance_request(instance.name, payload)
+        started = time.monotonic()
+        datastore = "unknown"
         try:
             version = self._catalog.version_by_id(instance.datastore_version_id)
+            datastore = version.datastore_name
             engine = self._catalog.engine_for(version)
             if instance.restore_backup_id:
-                connection = self._restore(instance, engine, home, request)
+                try:
+                    connection = self._restore(instance, engine, home, request)
+                except Exception:
+                    self._restore_finished(datastore, "failed", started)
+                    raise
+                self._restore_finished(datastore, "completed", started)
             else:
                 home.mkdir(parents=True, exist_ok=True)
                 connection = engine.create_instance(home, request)
@@ -291,6 +323,10 @@ class JobHandlers:
         return self._transfer.restore(
             target=target, find_backup=find, engine=engine, home=home, request=request
         )
+
+    def _restore_finished(self, datastore: str, outcome: str, started: float) -> None:
+        seconds = time.monotonic() - started
+        self._telemetry.restore_finished(datastore=datastore, outcome=outcome, seconds=seconds)
 
     def _discard_home(self, instance: Instance) -> None:
         """An interrupted build may have started a server: stop it before removing its

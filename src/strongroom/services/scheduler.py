@@ -18,6 +18,7 @@ from strongroom.domain.ports import Clock, UnitOfWorkFactory
 from strongroom.domain.schedules import RunStatus, Schedule
 from strongroom.services import cron
 from strongroom.services.schedules import ScheduleService
+from strongroom.services.telemetry import NO_TELEMETRY, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,10 @@ class Scheduler:
         verify: Callable[[str], object],
         drill: Callable[[str], object] | None = None,
         interval: float = DEFAULT_INTERVAL,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._uow = uow
+        self._telemetry = telemetry
         self._clock = clock
         self._schedules = schedules
         self._verify = verify
@@ -54,10 +57,14 @@ class Scheduler:
             due = uow.schedules.due(now)
         for schedule in due:
             try:
-                if self._claim(schedule):
-                    started += self._schedules.start_run(schedule) is not None
+                if not self._claim(schedule):
+                    continue  # another process runs it
+                ran = self._schedules.start_run(schedule) is not None
             except Exception:
                 log.exception("scheduled run of %s failed to start", schedule.id)
+                ran = False
+            started += ran
+            self._telemetry.schedule_run(outcome="started" if ran else "failed")
         self.follow_up()
         self.drills()
         return started

@@ -29,6 +29,7 @@ from strongroom.services import object_layout
 from strongroom.services.authorization import Authorizer
 from strongroom.services.failure import describe_failure
 from strongroom.services.jobs import JobDispatcher
+from strongroom.services.telemetry import NO_TELEMETRY, Telemetry
 from strongroom.services.transfer import ChainLink, Transfer
 from strongroom.storage.errors import ObjectNotFoundError
 
@@ -96,10 +97,18 @@ class VerificationService:
 class Verifier:
     """The ``verify_backup`` job."""
 
-    def __init__(self, *, uow: UnitOfWorkFactory, clock: Clock, transfer: Transfer) -> None:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        transfer: Transfer,
+        telemetry: Telemetry = NO_TELEMETRY,
+    ) -> None:
         self._uow = uow
         self._clock = clock
         self._transfer = transfer
+        self._telemetry = telemetry
 
     def __call__(self, backup_id: str, _payload: dict[str, Any]) -> None:
         with self._uow() as uow:
@@ -107,6 +116,7 @@ class Verifier:
         if backup is None or backup.state is BackupState.DELETING:
             return
         status, error = self.check(backup)
+        self._telemetry.verification(result=status.value)
         log.info("backup %s verified: %s", backup_id, status, extra={"backup_id": backup_id})
         with self._uow(write=True) as uow:
             uow.backups.record_verification(

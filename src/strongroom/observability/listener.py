@@ -1,0 +1,110 @@
+"""The metrics listener: GET /metrics in Prometheus text format on its own address, in a
+daemon thread (a WSGI server, as prometheus_client's own), never on the API port.
+
+It needs no token: it shows counts and ids, nothing a token would protect (see
+docs/monitoring.md). Any other path is 404."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from strongroom.observability import multiprocess
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+
+
+def exposition_registry(
+    *, own: CollectorRegistry | None, metadata: Collector | None
+) -> CollectorRegistry:
+    """What one listener shows: the values of every process writing to this process's
+    multi-process directory (or, outside that mode, ``own``), plus the metadata series."""
+    registry = CollectorRegistry(auto_describe=False)
+    directory = multiprocess.active()
+    if directory is not None:
+        MultiProcessCollector(registry, path=str(directory))
+    elif own is not None:
+        registry.register(_Delegate(own))
+    if metadata is not None:
+        registry.register(metadata)
+    return registry
+
+
+class _Delegate(Collector):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Any]:
+        return self._registry.collect()
+
+
+def metrics_app(registry: CollectorRegistry) -> Callable[[dict[str, Any], StartResponse], Any]:
+    inner = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Any:
+        if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") not in (
+            "GET",
+            "HEAD",
+        ):
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"Not found: metrics are at /metrics\n"]
+        directory = multiprocess.active()
+        if directory is not None:
+            multiprocess.forget_dead_processes(Path(directory))
+        return inner(environ, start_response)
+
+    return app
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # scrapes every few seconds are not worth a log line each
+
+
+class MetricsListener:
+    """Bound at construction, before the service is built, so that a port in use is
+    reported at once and alone; ``serve(registry)`` then answers scrapes until ``close``."""
+
+    def __init__(self, host: str, port: int) -> None:
+        server_class = _Server6 if ":" in host else _Server
+        self._server = make_server(host, port, _not_yet, server_class, handler_class=_QuietHandler)
+        self.port: int = self._server.server_port
+        self._thread: threading.Thread | None = None
+
+    def serve(self, registry: CollectorRegistry) -> MetricsListener:
+        self._server.set_app(metrics_app(registry))
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-listener", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+        self._server.server_close()
+
+
+def _not_yet(_environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+    return [b"starting\n"]
