@@ -45,6 +45,3 @@ def configure(level: int = logging.INFO) -> None:
     root.setLevel(level)
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
-    # Except a worker's "<name> ready." line: it says the worker consumes its queues
-    # (operators and the scaled-out tests wait for it).
-    logging.getLogger("celery.apps.worker").setLevel(logging.INFO)
