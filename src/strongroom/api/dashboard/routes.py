@@ -52,7 +52,8 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on POSTs.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
