@@ -216,3 +216,28 @@ def test_dashboard_sign_out_and_revocation_end_the_session(h: Harness) -> None:
 def test_dashboard_does_not_open_the_api_to_its_cookie(h: Harness) -> None:
     a = sign_in(browser(h), h.a.token)
     assert a.get("/v1.0/proja/backups").status_code == 401  # the cookie is not a token
+
+
+def test_dashboard_static_files_stay_in_their_directory(h: Harness) -> None:
+    client = browser(h)
+    assert client.get("/dashboard/static/htmx.min.js").status_code == 200
+    for probe in (
+        "/dashboard/static/../sessions.py",
+        "/dashboard/static/%2e%2e/sessions.py",
+        "/dashboard/static/..%2fsessions.py",
+        "/dashboard/static/%2e%2e%2f%2e%2e%2fapp.py",
+    ):
+        r = client.get(probe)
+        assert r.status_code == 404, probe
+        assert "SessionStore" not in r.text and "create_app" not in r.text
+
+
+def test_dashboard_unknown_session_and_oversized_form_are_refused(h: Harness) -> None:
+    client = browser(h)
+    client.cookies.set("strongroom_session", "forged-value", path="/dashboard")
+    assert 'name="login_csrf"' in client.get("/dashboard").text
+    a = sign_in(browser(h), h.a.token)
+    csrf = csrf_of(a)
+    r = a.post("/dashboard/logout", data={"csrf": csrf, "pad": "x" * 20_000})
+    assert r.status_code == 400
+    assert 'name="csrf"' in a.get("/dashboard").text  # still signed in

@@ -126,11 +126,37 @@ def test_dashboard_in_a_browser(server: LiveServer, browser: Browser) -> None:
     assert browser.evaluate("window.pwned") is None
     assert browser.evaluate("document.scripts.length") == 1  # htmx only
     assert "last good backup" in browser.text(".last-good")
+
+    # an instance never backed up is red; a failed backup shows its reason; a schedule
+    # shows its next run
+    demo.instance("billing-db")
+    legacy = demo.instance("legacy-db")
+    db_path = Path(legacy["connection"]["path"])
+    for leftover in db_path.parent.glob(db_path.name + "*"):
+        leftover.unlink()
+    failed_id = demo.http.post(
+        "/backups", json={"backup": {"name": "legacy-nightly", "instance": legacy["id"]}}
+    ).json()["backup"]["id"]
+    wait_for(lambda: demo.http.get(f"/backups/{failed_id}").json()["backup"]["status"] == "FAILED")
+    reason = demo.http.get(f"/backups/{failed_id}").json()["backup"]["fail_reason"]
+    schedule = {"instance_id": inst["id"], "name": "nightly", "cron": "0 3 * * *"}
+    r = demo.http.post("/backup_schedules", json={"backup_schedule": schedule})
+    assert r.status_code in (200, 201, 202), r.text
+    browser.goto(f"{server.url}/dashboard")
+    stale = browser.evaluate(
+        """[...document.querySelectorAll('.instance')]
+             .filter(i => i.querySelector('.last-good.stale'))
+             .map(i => i.querySelector('h3 .name').textContent)"""
+    )
+    assert sorted(stale) == ["billing-db", "legacy-db"]
+    assert reason in browser.text(".failed")
+    assert "0 3 * * *" in browser.text(".schedules")
     browser.screenshot(SCREENSHOTS / "dashboard-overview.png")
 
     # back up now: the bar polls every second and moves to COMPLETED
-    browser.fill(".backup-now input[name=name]", "from-the-dashboard")
-    browser.submit(".backup-now button")
+    card = f'.instance[data-instance-id="{inst["id"]}"] .backup-now'
+    browser.fill(f"{card} input[name=name]", "from-the-dashboard")
+    browser.submit(f"{card} button")
     assert "Backup started." in browser.text("#notice")
     seen: list[tuple[str, int]] = []
     shot_taken = False
@@ -148,8 +174,8 @@ def test_dashboard_in_a_browser(server: LiveServer, browser: Browser) -> None:
         if not shot_taken and state[0] != "COMPLETED" and 5 <= state[1] <= 95:
             browser.screenshot(SCREENSHOTS / "dashboard-progress.png")
             shot_taken = True
-        done: bool = state[0] == "COMPLETED"
-        return done
+        ended: bool = state[0] not in ("NEW", "BUILDING", "SAVING")
+        return ended
 
     browser.wait(finished, timeout=180, interval=0.1)
     assert seen[0][0] in ("NEW", "BUILDING", "SAVING"), seen  # it was drawn while running

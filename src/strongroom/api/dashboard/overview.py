@@ -51,6 +51,12 @@ class ProjectOverview:
     schedules: list[Schedule]
     orphans: list[ChainNode]  # chains whose instance is gone (restored, or deleted)
 
+    def instance_name(self, instance_id: str) -> str:
+        for card in self.instances:
+            if card.view.instance.id == instance_id:
+                return card.view.instance.name
+        return instance_id
+
 
 def utc(moment: datetime) -> datetime:
     """The metadata keeps UTC without a zone (SQLite); compare and print it as UTC."""
@@ -138,9 +144,7 @@ def instance_backups(services: Services, ctx: RequestContext, instance_id: str) 
 
 
 def project_overview(services: Services, ctx: RequestContext, now: datetime) -> ProjectOverview:
-    backups = [b for b in _all_backups(services, ctx, all_projects=False)]
-    if ctx.is_admin:  # the admin's own list is its project's; the others' come by project
-        backups = [b for b in backups if b.project_id == ctx.project_id]
+    backups = _all_backups(services, ctx, all_projects=False)  # ctx's project only
     instances = _all_instances(services, ctx)
     by_instance: dict[str | None, list[Backup]] = {}
     for b in backups:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -28,6 +29,7 @@ from strongroom.api.dashboard.sessions import (
     same_secret,
 )
 from strongroom.api.deps import blocking
+from strongroom.api.edge import EdgeSettings
 from strongroom.api.errors import ERROR_TABLE
 from strongroom.api.schemas import requests as schemas
 from strongroom.domain.errors import BadRequestError, DomainError, PolicyNotAuthorizedError
@@ -153,11 +155,16 @@ def _same_origin(request: Request) -> bool:
 
 
 async def _form(request: Request) -> dict[str, str]:
+    edge: EdgeSettings = request.app.state.edge
     raw = b""
-    async for piece in request.stream():
-        raw += piece
-        if len(raw) > MAX_FORM_BYTES:
-            raise BadRequestError("The form is too large.")
+    try:
+        with anyio.fail_after(edge.body_timeout):  # as the API: no body trickled forever
+            async for piece in request.stream():
+                raw += piece
+                if len(raw) > MAX_FORM_BYTES:
+                    raise BadRequestError("The form is too large.")
+    except TimeoutError:
+        raise BadRequestError("The form was not received in time.") from None
     if not raw:
         return {}
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
