@@ -309,19 +309,19 @@ def _watch_options(p: argparse.ArgumentParser) -> None:
 
 def _definition_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instance", required=True, help="instance id")
-    p.add_argument("--name", required=True)
+    p.add_argument("--name", required=True, help="the schedule's name")
     p.add_argument(
         "--cron", required=True, help="5 fields, or 6 with seconds last ('* * * * * */10')"
     )
     p.add_argument("--timezone", default="UTC", help="IANA zone the cron is read in")
     p.add_argument("--incremental", action="store_true", help="chain incrementals")
     p.add_argument("--full-every", type=int, default=7, help="a full backup every N runs")
-    p.add_argument("--storage-driver")
-    p.add_argument("--swift-container")
+    p.add_argument("--storage-driver", help="the store its backups go to")
+    p.add_argument("--swift-container", help="the container its backups go to")
     p.add_argument("--verify", action="store_true", help="verify each backup once made")
-    p.add_argument("--drill-cron")
+    p.add_argument("--drill-cron", help="when to restore the newest backup as a drill")
     for unit in RETENTION_COUNTS:
-        p.add_argument(f"--keep-{unit}", type=int, metavar="N")
+        p.add_argument(f"--keep-{unit}", type=int, metavar="N", help=f"keep N {unit} backups")
     p.add_argument("--keep-within", metavar="DURATION", help="e.g. 7d, 36h, 1y6m")
 
 
@@ -360,7 +360,7 @@ def add_commands(sub: Any) -> None:
         ("prune", schedule_prune, "apply the schedule's retention policy"),
     ):
         p = commands.add_parser(name, help=text)
-        p.add_argument("schedule_id")
+        p.add_argument("schedule_id", help="the schedule's id")
         if name == "prune":
             p.add_argument(
                 "--dry-run", action="store_true", help="say what would go; delete nothing"
@@ -371,27 +371,27 @@ def add_commands(sub: Any) -> None:
     backup = sub.add_parser("backup", help="backups of a running service")
     commands = backup.add_subparsers(dest="backup_command", required=True)
     p = commands.add_parser("create", help="create a backup (--wait: and watch it end)")
-    p.add_argument("name")
+    p.add_argument("name", help="the backup's name")
     p.add_argument("--instance", required=True, help="instance id")
     p.add_argument("--incremental", action="store_true", help="a child of the newest backup")
     p.add_argument("--parent", help="the parent backup's id (with --incremental)")
-    p.add_argument("--description")
-    p.add_argument("--storage-driver")
-    p.add_argument("--swift-container")
+    p.add_argument("--description", help="free text")
+    p.add_argument("--storage-driver", help="the store to write it to")
+    p.add_argument("--swift-container", help="the container to write it to")
     p.add_argument("--wait", action="store_true", help="show its progress until it ends")
     _watch_options(p)
     _endpoint_options(p)
     p.set_defaults(func=_command(backup_create))
     p = commands.add_parser("watch", help="show a backup's progress until it ends")
-    p.add_argument("backup_id")
+    p.add_argument("backup_id", help="the backup's id")
     _watch_options(p)
     _endpoint_options(p)
     p.set_defaults(func=_command(backup_watch))
     p = commands.add_parser("verify", help="read a backup back and check every object")
-    p.add_argument("backup_id")
+    p.add_argument("backup_id", help="the backup's id")
     _endpoint_options(p)
     p.set_defaults(func=_command(backup_verify))
     p = commands.add_parser("drill", help="restore a backup into a throwaway instance and check it")
-    p.add_argument("backup_id")
+    p.add_argument("backup_id", help="the backup's id")
     _endpoint_options(p)
     p.set_defaults(func=_command(backup_drill))
