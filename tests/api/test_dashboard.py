@@ -4,6 +4,7 @@ isolation, escaping, and actions going through the API's services and policy."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,10 @@ def test_dashboard_delete_spells_out_the_cascade_then_deletes_it(h: Harness) -> 
 
 def test_dashboard_back_up_now_and_restore_go_through_the_services(h: Harness) -> None:
     inst = h.a.wait_instance(h.a.create_instance("db")["id"])
+    rows = [(i, f"row {i} {XSS}") for i in range(500)]
+    with sqlite3.connect(inst["connection"]["path"]) as db:
+        db.execute("create table t(id integer primary key, body text)")
+        db.executemany("insert into t values (?, ?)", rows)
     a = sign_in(browser(h), h.a.token)
     csrf = csrf_of(a)
     r = a.post(f"/dashboard/instances/{inst['id']}/backups", data={"csrf": csrf, "name": XSS})
@@ -197,7 +202,9 @@ def test_dashboard_back_up_now_and_restore_go_through_the_services(h: Harness) -
     assert r.status_code == 303, r.text
     restored = [i for i in h.a.get("/instances").json()["instances"] if i["name"] == "back"]
     assert len(restored) == 1
-    h.a.wait_instance(restored[0]["id"])
+    back = h.a.wait_instance(restored[0]["id"])
+    with sqlite3.connect(back["connection"]["path"]) as db:
+        assert db.execute("select id, body from t order by id").fetchall() == rows
 
 
 def test_dashboard_sign_out_and_revocation_end_the_session(h: Harness) -> None:

@@ -432,14 +432,15 @@ async def restore(request: Request, backup_id: str) -> Response:
         version = services.datastores.find_version(backup.datastore_version_id)
         if version is None:
             raise BadRequestError("The backup's datastore is not known here.")
-        body = {
-            "instance": {
-                "name": form.get("name") or f"{backup.name} restored",
-                "flavorRef": "1",
-                "datastore": {"type": version.datastore_name, "version": version.name},
-                "restorePoint": {"backupRef": backup.id},
-            }
+        instance: dict[str, Any] = {
+            "name": form.get("name") or f"{backup.name} restored",
+            "datastore": {"type": version.datastore_name, "version": version.name},
+            "restorePoint": {"backupRef": backup.id},
         }
+        flavors = services.instances.flavors()
+        if flavors:  # the smallest the operator offers; a managed restore needs no more
+            instance["flavorRef"] = flavors[0].id
+        body = {"instance": instance}
         schemas.validate(schemas.INSTANCE_CREATE, body)
         acting = overview.project_context(ctx, backup.project_id)
         services.instances.create(acting, request=body["instance"])
