@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fixtures.service import Caller, Harness, make_harness
+from strongroom.api.app import create_app
 
 XSS = "<script>alert(1)</script>"
 
@@ -248,3 +249,19 @@ def test_dashboard_unknown_session_and_oversized_form_are_refused(h: Harness) ->
     r = a.post("/dashboard/logout", data={"csrf": csrf, "pad": "x" * 20_000})
     assert r.status_code == 400
     assert 'name="csrf"' in a.get("/dashboard").text  # still signed in
+
+
+def test_dashboard_session_works_in_another_api_process_and_ends_at_sign_out(
+    h: Harness,
+) -> None:
+    a = sign_in(browser(h), h.a.token)
+    cookie = a.cookies.get("strongroom_session")
+    assert cookie is not None
+    # another API process: its own app and signer, the same key (from the master key)
+    other = TestClient(create_app(h.container.services), base_url="http://127.0.0.1:8779")
+    other.cookies.set("strongroom_session", cookie, path="/dashboard")
+    assert 'name="csrf"' in other.get("/dashboard").text
+    assert a.post("/dashboard/logout", data={"csrf": csrf_of(a)}).status_code == 303
+    replay = browser(h)
+    replay.cookies.set("strongroom_session", cookie, path="/dashboard")
+    assert 'name="login_csrf"' in replay.get("/dashboard").text  # ended in this process

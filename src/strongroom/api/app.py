@@ -54,7 +54,7 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
         app.include_router(module.router)
     openapi.install(app)
     docs.install(app)
-    dashboard.install(app)
+    dashboard.install(app, services)
 
     app.add_middleware(AuthenticationMiddleware, services=services)
     if edge.access_log:

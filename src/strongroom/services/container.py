@@ -26,3 +26,6 @@ class Services:
     schedules: ScheduleService | None = None
     verification: VerificationService | None = None
     drills: DrillService | None = None
+    # Signs dashboard session cookies; the same in every API process (derived from the
+    # master key). Empty: a random key per process (sessions end with the process).
+    session_key: bytes = b""

@@ -6,13 +6,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from strongroom.api.dashboard import routes
-from strongroom.api.dashboard.sessions import SessionStore
+from strongroom.api.dashboard.sessions import SessionSigner
+from strongroom.services.container import Services
 
 PREFIX = "/dashboard"
 
 
-def install(app: FastAPI) -> None:
-    app.state.dashboard_sessions = SessionStore()
+def install(app: FastAPI, services: Services) -> None:
+    app.state.dashboard_sessions = SessionSigner(services.session_key)
     app.state.dashboard_templates = routes.templates()
     app.include_router(routes.router)
     app.mount(

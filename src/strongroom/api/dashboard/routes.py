@@ -25,7 +25,7 @@ from strongroom.api.dashboard.sessions import (
     LIFETIME_SECONDS,
     LOGIN_COOKIE,
     Session,
-    SessionStore,
+    SessionSigner,
     same_secret,
 )
 from strongroom.api.deps import blocking
@@ -36,6 +36,7 @@ from strongroom.domain.errors import BadRequestError, DomainError, PolicyNotAuth
 from strongroom.domain.model import Backup, RequestContext
 from strongroom.services.backups import ListFilter
 from strongroom.services.container import Services
+from strongroom.services.tokens import token_digest
 
 router = APIRouter(include_in_schema=False)
 
@@ -116,9 +117,9 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _store(request: Request) -> SessionStore:
-    store: SessionStore = request.app.state.dashboard_sessions
-    return store
+def _signer(request: Request) -> SessionSigner:
+    signer: SessionSigner = request.app.state.dashboard_sessions
+    return signer
 
 
 def _page(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
@@ -133,15 +134,12 @@ def _redirect(to: str) -> RedirectResponse:
 
 async def _signed_in(request: Request) -> tuple[Session, RequestContext] | None:
     """The session and its caller; None when there is none or its token was revoked."""
-    session = _store(request).find(request.cookies.get(COOKIE))
+    session = _signer(request).read(request.cookies.get(COOKIE))
     if session is None:
         return None
     tokens = _services(request).tokens
-    ctx = tokens.cached(session.token) or await run_in_threadpool(
-        tokens.authenticate, session.token
-    )
+    ctx = await run_in_threadpool(tokens.authenticate_digest, session.token_digest)
     if ctx is None:
-        _store(request).close(request.cookies.get(COOKIE))
         return None
     return session, ctx
 
@@ -294,8 +292,10 @@ async def login(request: Request) -> Response:
     ctx = await run_in_threadpool(_services(request).tokens.authenticate, token)
     if ctx is None:
         return _login_page(request, 401, "That token was not accepted.")
-    _store(request).close(request.cookies.get(COOKIE))  # a new session on each sign-in
-    cookie, _session = _store(request).open(token)
+    old = _signer(request).read(request.cookies.get(COOKIE))
+    if old is not None:  # a new session on each sign-in
+        _signer(request).end(old)
+    cookie, _session = _signer(request).issue(token_digest(token))
     response = _redirect("/dashboard")
     _set_cookie(request, response, COOKIE, cookie, max_age=LIFETIME_SECONDS)
     response.delete_cookie(LOGIN_COOKIE, path="/dashboard")
@@ -307,17 +307,17 @@ async def logout(request: Request) -> Response:
     checked = await _action_any_role(request)
     if isinstance(checked, Response):
         return checked
-    _store(request).close(request.cookies.get(COOKIE))
+    _signer(request).end(checked)
     response = _redirect("/dashboard?notice=signed-out")
     response.delete_cookie(COOKIE, path="/dashboard")
     return response
 
 
-async def _action_any_role(request: Request) -> Response | None:
+async def _action_any_role(request: Request) -> Session | Response:
     """Signing out needs the CSRF token too (else a page could sign anyone out)."""
     if not _same_origin(request):
         return _page(request, "refused.html", 403, message="Cross-site request refused.")
-    session = _store(request).find(request.cookies.get(COOKIE))
+    session = _signer(request).read(request.cookies.get(COOKIE))
     if session is None:
         return _redirect("/dashboard")
     try:
@@ -326,7 +326,7 @@ async def _action_any_role(request: Request) -> Response | None:
         return _page(request, "refused.html", 400, message=str(exc))
     if not same_secret(form.get("csrf"), session.csrf):
         return _page(request, "refused.html", 403, message="Missing or stale form token.")
-    return None
+    return session
 
 
 @router.get("/dashboard/backups/{backup_id}/progress")
