@@ -9,6 +9,8 @@ want_debs=()
 command -v mariabackup >/dev/null 2>&1 || command -v mariadb-backup >/dev/null 2>&1 || want_debs+=(mariadb-backup)
 command -v zstd >/dev/null 2>&1 || want_debs+=(zstd)
 command -v sqlite3 >/dev/null 2>&1 || want_debs+=(sqlite3)
+# The dashboard's browser tests drive Debian's chromium headless over the DevTools protocol.
+command -v chromium >/dev/null 2>&1 || want_debs+=(chromium)
 if [ "${1:-}" = "--with-servers" ]; then
   command -v pg_basebackup >/dev/null 2>&1 || want_debs+=(postgresql postgresql-contrib)
   command -v mariadb-install-db >/dev/null 2>&1 || want_debs+=(mariadb-server)

@@ -369,6 +369,7 @@ def build(
         ),
         datastores=catalog,
         tokens=TokenService(uow, clock),
+        session_key=master.derive_key(b"strongroom-dashboard-sessions"),
         public_endpoint=settings.public_endpoint,
         local_metadata=settings.metadata_url.startswith("sqlite"),
         request_threads=POOL_SIZE,

@@ -1,5 +1,5 @@
-"""`strongroom schedule …` and `strongroom backup verify|drill`: HTTP clients of a running
-service.
+"""`strongroom schedule …` and `strongroom backup create|watch|verify|drill`: HTTP clients
+of a running service.
 
 They talk to ``--url`` (the project endpoint, e.g. http://127.0.0.1:8779/v1.0/demo) with
 ``--token``; both default to OS_ENDPOINT and OS_TOKEN, as the OpenStack clients read them.
@@ -11,11 +11,20 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 TIMEOUT = 30.0
@@ -24,6 +33,10 @@ RETENTION_COUNTS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 class ClientError(Exception):
     """A refusal from the service (its fault message) or no answer at all."""
+
+
+class BackupFailedError(ClientError):
+    """The backup watched ended FAILED (the message is its reason)."""
 
 
 def _connect(args: argparse.Namespace) -> httpx.Client:
@@ -171,6 +184,101 @@ def schedule_prune(args: argparse.Namespace) -> None:
     _show(args, body, render)
 
 
+ENDED = ("COMPLETED", "FAILED", "DELETE_FAILED", "RESTORED")
+
+
+def backup_create(args: argparse.Namespace) -> None:
+    spec: dict[str, Any] = {"name": args.name, "instance": args.instance}
+    if args.incremental:
+        spec["incremental"] = 1
+    if args.parent is not None:
+        spec["parent_id"] = args.parent
+    for key in ("description", "storage_driver", "swift_container"):
+        if getattr(args, key) is not None:
+            spec[key] = getattr(args, key)
+    body = _call(args, "POST", "/backups", json={"backup": spec})
+    if not args.wait:
+        _show(args, body, lambda b: _fields("backup", b["backup"]))
+        return
+    _watch(args, body["backup"]["id"])
+
+
+def backup_watch(args: argparse.Namespace) -> None:
+    _watch(args, args.backup_id)
+
+
+def _watch(args: argparse.Namespace, backup_id: str) -> None:
+    """Poll the backup until it ends, drawing its progress: bytes, rate and ETA as the
+    service measures them. COMPLETED returns; FAILED raises with the service's reason."""
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    console = Console(stderr=args.json)  # with --json only the final body goes to stdout
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=40),
+        TaskProgressColumn(),
+        DownloadColumn(binary_units=True),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("ETA {task.fields[eta]}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(backup_id[:8], total=None, rate="-", eta="-", status="NEW")
+        while True:
+            backup = _call(args, "GET", f"/backups/{backup_id}")["backup"]
+            _draw(bar, task, backup)
+            if backup["status"] in ENDED:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise ClientError(f"backup {backup_id} still {backup['status']} after --timeout")
+            time.sleep(args.interval)
+    if args.json:
+        print(json.dumps({"backup": backup}, indent=2, sort_keys=True))
+    if backup["status"] != "COMPLETED":
+        reason = backup.get("fail_reason") or "no reason given"
+        raise BackupFailedError(f"backup {backup_id} {backup['status']}: {reason}")
+    if not args.json:
+        size = backup.get("stored_bytes")
+        stored = f", {size} bytes stored" if size is not None else ""
+        line = f"backup {backup_id} COMPLETED ({backup['name']}{stored})"
+        console.print(line, markup=False, highlight=False)
+
+
+def _draw(bar: Progress, task: Any, backup: dict[str, Any]) -> None:
+    progress = backup.get("progress") or {}
+    done = progress.get("bytes_done") or 0
+    expected = progress.get("bytes_expected")
+    rate = progress.get("rate_bytes_per_second")
+    eta = "-"
+    if rate and expected and expected > done:
+        eta = _seconds(int((expected - done) / rate))
+    if backup["status"] == "COMPLETED":
+        done = expected = max(done, expected or 0, backup.get("stored_bytes") or 0, 1)
+        eta = "0 s"
+    bar.update(
+        task,
+        description=backup["name"][:40],
+        total=expected,
+        completed=done,
+        rate=f"{_bytes(rate)}/s" if rate else "-",
+        eta=eta,
+        status=backup["status"],
+    )
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _seconds(n: int) -> str:
+    minutes, seconds = divmod(n, 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
 def backup_verify(args: argparse.Namespace) -> None:
     body = _call(args, "POST", f"/backups/{args.backup_id}/verify")
     _show(args, body, lambda b: _fields("backup", b["backup"]))
@@ -194,6 +302,11 @@ def _endpoint_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the response body as JSON")
 
 
+def _watch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
+    p.add_argument("--timeout", type=float, help="give up (exit 1) after this many seconds")
+
+
 def _definition_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instance", required=True, help="instance id")
     p.add_argument("--name", required=True, help="the schedule's name")
@@ -203,17 +316,12 @@ def _definition_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timezone", default="UTC", help="IANA zone the cron is read in")
     p.add_argument("--incremental", action="store_true", help="chain incrementals")
     p.add_argument("--full-every", type=int, default=7, help="a full backup every N runs")
-    p.add_argument("--storage-driver", help="the store the backups go to (default: the service's)")
-    p.add_argument("--swift-container", help="the container the backups go to")
+    p.add_argument("--storage-driver", help="the store its backups go to")
+    p.add_argument("--swift-container", help="the container its backups go to")
     p.add_argument("--verify", action="store_true", help="verify each backup once made")
-    p.add_argument("--drill-cron", help="when to restore-drill the newest backup (cron)")
+    p.add_argument("--drill-cron", help="when to restore the newest backup as a drill")
     for unit in RETENTION_COUNTS:
-        p.add_argument(
-            f"--keep-{unit}",
-            type=int,
-            metavar="N",
-            help=f"retention: keep {unit.replace('_', ' ')}",
-        )
+        p.add_argument(f"--keep-{unit}", type=int, metavar="N", help=f"keep N {unit} backups")
     p.add_argument("--keep-within", metavar="DURATION", help="e.g. 7d, 36h, 1y6m")
 
 
@@ -221,6 +329,9 @@ def _command(func: Callable[[argparse.Namespace], None]) -> Callable[[argparse.N
     def run(args: argparse.Namespace) -> int:
         try:
             func(args)
+        except BackupFailedError as exc:
+            print(f"strongroom: {exc}", file=sys.stderr)
+            return 2
         except ClientError as exc:
             print(f"strongroom: {exc}", file=sys.stderr)
             return 1
@@ -259,6 +370,23 @@ def add_commands(sub: Any) -> None:
 
     backup = sub.add_parser("backup", help="backups of a running service")
     commands = backup.add_subparsers(dest="backup_command", required=True)
+    p = commands.add_parser("create", help="create a backup (--wait: and watch it end)")
+    p.add_argument("name", help="the backup's name")
+    p.add_argument("--instance", required=True, help="instance id")
+    p.add_argument("--incremental", action="store_true", help="a child of the newest backup")
+    p.add_argument("--parent", help="the parent backup's id (with --incremental)")
+    p.add_argument("--description", help="free text")
+    p.add_argument("--storage-driver", help="the store to write it to")
+    p.add_argument("--swift-container", help="the container to write it to")
+    p.add_argument("--wait", action="store_true", help="show its progress until it ends")
+    _watch_options(p)
+    _endpoint_options(p)
+    p.set_defaults(func=_command(backup_create))
+    p = commands.add_parser("watch", help="show a backup's progress until it ends")
+    p.add_argument("backup_id", help="the backup's id")
+    _watch_options(p)
+    _endpoint_options(p)
+    p.set_defaults(func=_command(backup_watch))
     p = commands.add_parser("verify", help="read a backup back and check every object")
     p.add_argument("backup_id", help="the backup's id")
     _endpoint_options(p)

@@ -9,7 +9,7 @@ from anyio import to_thread
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from strongroom.api import docs, openapi
+from strongroom.api import dashboard, docs, openapi
 from strongroom.api.access import AccessLogMiddleware
 from strongroom.api.auth import AuthenticationMiddleware
 from strongroom.api.blocking import BlockingCalls, ServiceBusyError
@@ -57,6 +57,7 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
         app.include_router(module.router)
     openapi.install(app)
     docs.install(app)
+    dashboard.install(app, services)
 
     app.add_middleware(AuthenticationMiddleware, services=services)
     # Outside authentication: probes carry no token.

@@ -12,7 +12,7 @@ import re
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from strongroom.api import docs
+from strongroom.api import dashboard, docs
 from strongroom.api.deps import read
 from strongroom.api.errors import fault, unauthorized, unexpected_fault
 from strongroom.services.container import Services
@@ -37,7 +37,11 @@ class AuthenticationMiddleware:
             refused = fault(400, "The URL contains a NUL character (U+0000).", "badRequest")
             await refused(scope, receive, send)
             return
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in PUBLIC_PATHS
+            or dashboard.is_dashboard_path(scope["path"])  # signs in by its own session
+        ):
             await self.app(scope, receive, send)
             return
         token = Headers(scope=scope).get("x-auth-token")

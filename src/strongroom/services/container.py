@@ -28,3 +28,6 @@ class Services:
     verification: VerificationService | None = None
     drills: DrillService | None = None
     health: Health | None = None
+    # Signs dashboard session cookies; the same in every API process (derived from the
+    # master key). Empty: a random key per process (sessions end with the process).
+    session_key: bytes = b""

@@ -77,7 +77,15 @@ class TokenService:
             return None
         if (ctx := self.cached(token)) is not None:
             return ctx
-        digest = token_digest(token)
+        return self.authenticate_digest(token_digest(token))
+
+    def authenticate_digest(self, digest: str) -> RequestContext | None:
+        """The caller of the token whose digest this is (what a dashboard session holds
+        instead of the token); None when unknown or revoked."""
+        with self._lock:
+            entry = self._cache.get(digest)
+        if entry is not None and time.monotonic() - entry[0] < CACHE_SECONDS:
+            return entry[1]
         now = time.monotonic()
         with self._uow() as uow:
             record = uow.tokens.find_by_hash(digest)
