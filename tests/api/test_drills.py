@@ -66,7 +66,8 @@ def test_a_drill_restores_counts_and_removes_its_instance(h: Harness) -> None:
     assert done["drill_status"] == "OK" and done["drill_error"] is None, done
     assert done["drill_report"] == {
         "restored_links": 1,
-        "integrity_check": "ok",
+        "checks": {"integrity_check": "ok"},
+        "tables": 2,
         "rows": {"t": 3000, ODD_NAME: 3},
     }
     done = drill(h.a, incr["id"])
