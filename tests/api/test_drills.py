@@ -1,9 +1,12 @@
 """Restore drills: a backup restored into a throwaway instance, checked (SQLite's
-integrity_check and row counts) and removed; a damaged backup fails its drill."""
+integrity_check and row counts) and removed; a damaged backup fails its drill; the
+instance view names the newest backup whose drill passed; a drill takes no room in the
+project's instance quota and holds up none of its requests."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +16,7 @@ import pytest
 
 from fixtures.clocked import ManualClock, make_clocked_harness, scheduler_of
 from fixtures.service import Caller, Harness, make_harness, wait_for
+from strongroom.engines.base import Engine, InstanceRequest
 
 ODD_NAME = 'we"ird; drop table t; --'
 
@@ -60,7 +64,7 @@ def test_a_drill_restores_counts_and_removes_its_instance(h: Harness) -> None:
     with sqlite3.connect(inst["connection"]["path"]) as db:
         db.execute("delete from t where id >= 2000")
     incr = h.a.wait_backup(h.a.create_backup(inst["id"], "incr", incremental=1)["id"])
-    instances_before = h.a.get("/instances").json()["instances"]
+    instances_before = [i["id"] for i in h.a.get("/instances").json()["instances"]]
 
     done = drill(h.a, full["id"])
     assert done["drill_status"] == "OK" and done["drill_error"] is None, done
@@ -75,7 +79,7 @@ def test_a_drill_restores_counts_and_removes_its_instance(h: Harness) -> None:
     assert done["drill_report"]["restored_links"] == 2
     assert done["drill_report"]["rows"] == {"t": 2000, ODD_NAME: 3}
     assert leftovers(h) == []
-    assert h.a.get("/instances").json()["instances"] == instances_before
+    assert [i["id"] for i in h.a.get("/instances").json()["instances"]] == instances_before
     with sqlite3.connect(inst["connection"]["path"]) as db:  # the source was never touched
         assert db.execute("select count(*) from t").fetchone() == (2000,)
 
@@ -148,5 +152,88 @@ def test_drill_cron_drills_the_schedules_newest_backup(tmp_path: Path) -> None:
         )
         assert done["drill_status"] == "OK"
         assert done["drill_report"]["rows"]["t"] == 50
+    finally:
+        h.container.close()
+
+
+def engine_of(h: Harness, datastore: str) -> Engine:
+    catalog = h.container.services.datastores
+    version = catalog.version_by_id(catalog.get(datastore).default_version_id or "")
+    return catalog.engine_for(version)
+
+
+def test_the_instance_view_names_its_newest_backup_whose_drill_passed(h: Harness) -> None:
+    inst = source(h.a, rows=20)
+    shown = h.a.get(f"/instances/{inst['id']}").json()["instance"]
+    assert shown["last_restorable_backup_id"] is None
+    assert shown["last_verified_restorable_at"] is None
+    older = h.a.wait_backup(h.a.create_backup(inst["id"], "older")["id"])
+    newer = h.a.wait_backup(h.a.create_backup(inst["id"], "newer")["id"])
+    damaged = h.a.wait_backup(h.a.create_backup(inst["id"], "damaged")["id"])
+    manifest = Path(damaged["locationRef"].removeprefix("file://"))
+    chunk = sorted(manifest.parent.glob("chunk-*"))[0]
+    raw = bytearray(chunk.read_bytes())
+    raw[60] ^= 0x10
+    chunk.write_bytes(bytes(raw))
+
+    drilled_older = drill(h.a, older["id"])
+    shown = h.a.get(f"/instances/{inst['id']}").json()["instance"]
+    assert shown["last_restorable_backup_id"] == older["id"]
+    assert shown["last_verified_restorable_at"] == drilled_older["drilled_at"]
+    drilled_newer = drill(h.a, newer["id"])
+    assert drill(h.a, damaged["id"])["drill_status"] == "FAILED"
+    # A failed drill of a newer backup does not move it; a passed drill of a newer one does.
+    (listed,) = h.a.get("/instances").json()["instances"]
+    assert listed["last_restorable_backup_id"] == newer["id"]
+    assert listed["last_verified_restorable_at"] == drilled_newer["drilled_at"]
+    # Another project sees neither the instance nor its drills.
+    assert h.b.get(f"/instances/{inst['id']}").status_code == 404
+
+
+def test_a_drill_needs_no_room_in_the_instance_quota_and_blocks_no_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = make_harness(tmp_path, chunk_size=64 * 1024, max_instances=1)
+    try:
+        inst = source(h.a, rows=50)
+        backup = h.a.wait_backup(h.a.create_backup(inst["id"])["id"])
+        engine = engine_of(h, "sqlite")
+        restoring, release = threading.Event(), threading.Event()
+        real_restore = engine.restore_instance
+
+        def held_restore(home: Path, chain: Any, request: InstanceRequest) -> Any:
+            restoring.set()
+            assert release.wait(30), "the drill was never released"
+            return real_restore(home, chain, request)
+
+        monkeypatch.setattr(engine, "restore_instance", held_restore)
+        assert h.a.post(f"/backups/{backup['id']}/drill").status_code == 202
+        assert restoring.wait(30)
+        try:
+            # The project's requests answer and its backups run while the drill is held.
+            assert h.a.get("/instances").json()["instances"][0]["id"] == inst["id"]
+            later = h.a.wait_backup(h.a.create_backup(inst["id"], "during")["id"])
+            assert later["status"] == "COMPLETED"
+            # At its quota of one instance: the drill's instance is not the project's.
+            r = h.a.post(
+                "/instances",
+                {"instance": {"name": "x", "datastore": {"type": "sqlite"}}},
+            )
+            assert r.status_code == 413, r.text
+        finally:
+            release.set()
+        done = wait_for(
+            lambda: (
+                b
+                if (b := h.a.get(f"/backups/{backup['id']}").json()["backup"])["drill_status"]
+                != "RUNNING"
+                else None
+            ),
+            timeout=60,
+        )
+        assert done["drill_status"] == "OK", done
+        assert done["drill_report"]["rows"]["t"] == 50
+        assert [i["id"] for i in h.a.get("/instances").json()["instances"]] == [inst["id"]]
+        assert leftovers(h) == []
     finally:
         h.container.close()
