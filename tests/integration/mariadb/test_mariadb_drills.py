@@ -1,0 +1,200 @@
+"""Restore drills of managed MariaDB backups through the API: the real service
+in-process, a real managed server run as its own OS user, backups in the local store.
+
+A good backup's drill records OK with CHECK TABLE's verdict and each table's rows
+(a table with a hostile name among them); a chunk of the stored backup with one byte
+flipped records FAILED with a reason. After each drill its instance's home, server and OS
+user are gone and the project's instances are the ones it had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fixtures.service import Caller, Harness, make_harness, wait_for
+from integration.mariadb.mdb_support import (
+    WAIT,
+    Login,
+    load_items,
+    processes_mentioning,
+    query,
+    require_mariadb,
+    scratch_root,
+    wait_until,
+)
+from strongroom.engines.base import Engine, InstanceRequest
+from strongroom.engines.identity import InstanceIdentity, name_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+APP_USER = "drillapp"
+APP_PASSWORD = "drill-App-Pw-5e2a"
+ROWS = 3000
+ODD = "we`ird; drop table t; --"
+
+
+@pytest.fixture(scope="module")
+def h() -> Iterator[Harness]:
+    require_mariadb()
+    with scratch_root("sr-mdb-drill-") as base:
+        harness = make_harness(base, datastores=["sqlite", "mariadb"])
+        try:
+            yield harness
+        finally:
+            harness.container.close()
+
+
+def engine_of(h: Harness) -> Engine:
+    catalog = h.container.services.datastores
+    version = catalog.version_by_id(catalog.get("mariadb").default_version_id or "")
+    return catalog.engine_for(version)
+
+
+def show(caller: Caller, kind: str, ident: str) -> dict[str, Any]:
+    r = caller.get(f"/{kind}s/{ident}")
+    assert r.status_code == 200, r.text
+    view: dict[str, Any] = r.json()[kind]
+    return view
+
+
+def wait_status(caller: Caller, kind: str, ident: str, wanted: str) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        view = show(caller, kind, ident)
+        if view["status"] in ("ERROR", "FAILED"):
+            raise AssertionError(f"{view.get('fault') or view.get('fail_reason')}")
+        return view if view["status"] == wanted else None
+
+    result: dict[str, Any] = wait_until(ready, f"{kind} {ident} {wanted}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def source(h: Harness) -> dict[str, Any]:
+    """``app.items`` (ROWS rows), a table with a hostile name (3 rows) and an empty
+    database ``other`` with one empty table."""
+    created = h.a.create_instance(
+        "drilled",
+        datastore={"type": "mariadb"},
+        databases=[{"name": "app"}, {"name": "other"}],
+        users=[
+            {
+                "name": APP_USER,
+                "password": APP_PASSWORD,
+                "databases": [{"name": "app"}, {"name": "other"}],
+            }
+        ],
+    )
+    view = wait_status(h.a, "instance", created["id"], "ACTIVE")
+    login = Login.from_view(view["connection"], APP_USER, APP_PASSWORD, "app")
+    load_items(login, ROWS)
+    odd = "`" + ODD.replace("`", "``") + "`"
+    query(login, f"CREATE TABLE {odd} (x int) ENGINE=InnoDB")
+    query(login, f"INSERT INTO {odd} VALUES (1), (2), (3)")
+    query(login, "CREATE TABLE other.nothing (x int) ENGINE=InnoDB")
+    return view
+
+
+def take_backup(caller: Caller, instance_id: str, name: str) -> dict[str, Any]:
+    created = caller.create_backup(instance_id, name)
+    return wait_status(caller, "backup", created["id"], "COMPLETED")
+
+
+class DrillHomes:
+    """Records the home of every instance the engine restores (the drills' homes)."""
+
+    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.homes: list[Path] = []
+        real = engine.restore_instance
+
+        def recording(home: Path, chain: Any, request: InstanceRequest) -> Any:
+            self.homes.append(Path(home))
+            return real(home, chain, request)
+
+        monkeypatch.setattr(engine, "restore_instance", recording)
+
+    def assert_gone(self) -> None:
+        assert self.homes, "no drill instance was made"
+        for home in self.homes:
+            assert home.name.startswith("drill-")
+            assert not home.exists(), home
+            assert processes_mentioning(home) == []
+            assert InstanceIdentity.lookup(name_for(home)) is None, "its OS user is left"
+
+
+@pytest.fixture
+def homes(h: Harness, monkeypatch: pytest.MonkeyPatch) -> DrillHomes:
+    return DrillHomes(engine_of(h), monkeypatch)
+
+
+def drill(caller: Caller, backup_id: str) -> dict[str, Any]:
+    r = caller.post(f"/backups/{backup_id}/drill")
+    assert r.status_code == 202, r.text
+
+    def finished() -> dict[str, Any] | None:
+        b = show(caller, "backup", backup_id)
+        return b if b["drill_status"] != "RUNNING" else None
+
+    result: dict[str, Any] = wait_for(finished, timeout=WAIT)
+    return result
+
+
+def source_rows(view: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Each table's rows in the source, counted there."""
+    login = Login.from_view(view["connection"], APP_USER, APP_PASSWORD, "app")
+    counted: dict[str, dict[str, int]] = {}
+    for db in ("app", "other"):
+        for name, _kind in query(
+            login, f"SHOW FULL TABLES FROM {db} WHERE Table_type = 'BASE TABLE'"
+        ):
+            quoted = "`" + str(name).replace("`", "``") + "`"
+            ((count,),) = query(login, f"SELECT COUNT(*) FROM {db}.{quoted}")
+            counted.setdefault(db, {})[str(name)] = int(count)
+    return counted
+
+
+def instance_ids(caller: Caller) -> list[str]:
+    return sorted(i["id"] for i in caller.get("/instances").json()["instances"])
+
+
+def test_a_good_backup_drills_ok_with_its_row_counts(
+    h: Harness, source: dict[str, Any], homes: DrillHomes
+) -> None:
+    backup = take_backup(h.a, source["id"], "good")
+    before = instance_ids(h.a)
+    done = drill(h.a, backup["id"])
+    assert done["drill_status"] == "OK", done["drill_error"]
+    report = done["drill_report"]
+    assert report["checks"] == {"check_table_extended": "ok"}
+    assert report["rows"] == source_rows(source)
+    assert report["rows"]["app"]["items"] == ROWS and report["rows"]["app"][ODD] == 3
+    assert report["rows"]["other"] == {"nothing": 0}
+    assert report["tables"] == sum(len(t) for t in report["rows"].values())
+    homes.assert_gone()
+    assert instance_ids(h.a) == before
+    shown = show(h.a, "instance", source["id"])
+    assert shown["last_restorable_backup_id"] == backup["id"]
+    assert shown["last_verified_restorable_at"] == done["drilled_at"]
+
+
+def test_a_backup_with_a_flipped_byte_fails_its_drill(
+    h: Harness, source: dict[str, Any], homes: DrillHomes
+) -> None:
+    backup = take_backup(h.a, source["id"], "flipped")
+    manifest = Path(backup["locationRef"].removeprefix("file://"))
+    chunks = sorted(manifest.parent.glob("chunk-*"))
+    chunk = chunks[len(chunks) // 2]
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    chunk.write_bytes(bytes(raw))
+    before = instance_ids(h.a)
+    done = drill(h.a, backup["id"])
+    assert done["drill_status"] == "FAILED"
+    assert f"chunk {chunks.index(chunk)}" in done["drill_error"], done["drill_error"]
+    assert "Traceback" not in done["drill_error"]
+    assert done["drill_report"] is None
+    homes.assert_gone()
+    assert instance_ids(h.a) == before
