@@ -5,6 +5,8 @@ project's instance quota and holds up none of its requests."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -55,6 +57,7 @@ def drill(caller: Caller, backup_id: str) -> dict[str, Any]:
 
 
 def leftovers(h: Harness) -> list[Path]:
+    """Drill homes and their lock files."""
     return sorted((h.settings.data_dir / "instances").glob("drill-*"))
 
 
@@ -237,3 +240,30 @@ def test_a_drill_needs_no_room_in_the_instance_quota_and_blocks_no_request(
         assert leftovers(h) == []
     finally:
         h.container.close()
+
+
+def test_a_drill_removes_what_a_dead_drill_left_and_spares_a_running_one(h: Harness) -> None:
+    inst = source(h.a, rows=10)
+    backup = h.a.wait_backup(h.a.create_backup(inst["id"])["id"])
+    instances = h.settings.data_dir / "instances"
+    version_id = h.a.get(f"/backups/{backup['id']}").json()["backup"]["datastore"]["version_id"]
+    # A drill whose process died: its home and its lock file, which nobody holds.
+    dead = instances / "drill-0123456789abcdef0123456789abcdef"
+    dead.mkdir(parents=True)
+    (dead / "data.db").write_bytes(b"left behind")
+    dead.with_name(dead.name + ".lock").write_text(version_id)
+    # A drill running in another process holds its lock.
+    alive = instances / "drill-fedcba9876543210fedcba9876543210"
+    alive.mkdir()
+    alive_lock = alive.with_name(alive.name + ".lock")
+    alive_lock.write_text(version_id)
+    fd = os.open(alive_lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        done = drill(h.a, backup["id"])
+        assert done["drill_status"] == "OK", done
+        assert not dead.exists() and not dead.with_name(dead.name + ".lock").exists()
+        assert alive.is_dir() and alive_lock.exists()
+    finally:
+        os.close(fd)
+    assert leftovers(h) == [alive, alive_lock]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ from strongroom.domain.model import (
     RequestContext,
 )
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
-from strongroom.engines.base import InstanceRequest
+from strongroom.engines.base import Engine, InstanceRequest
+from strongroom.services import drill_homes
 from strongroom.services.authorization import Authorizer
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.failure import describe_failure
@@ -142,22 +142,24 @@ class Driller:
         links = self._transfer.open_chain(backup, find)
         for link in links:
             engine.check_restorable(link.opened.manifest.engine)
-        # Not an instance id: a drill's home can never be mistaken for a tenant's instance.
-        home = self._instances_dir / f"drill-{uuid.uuid4().hex}"
-        home.mkdir(parents=True)
-        connection: dict[str, Any] | None = None
-        try:
-            connection = dict(
-                engine.restore_instance(
-                    home, self._transfer.restore_inputs(links), InstanceRequest("drill")
-                )
-            )
-            report: dict[str, Any] = {"restored_links": len(links)}
-            report.update(engine.check_restored(home, connection))
-            return report
-        finally:
+        drill_homes.sweep(self._instances_dir, self._engine_of_version)
+        with drill_homes.new_home(self._instances_dir, version.id) as home:
+            connection: dict[str, Any] | None = None
             try:
-                engine.destroy_instance(home, connection or {"managed": True})
-            except Exception as exc:
-                log.warning("drill instance %s not stopped cleanly: %s", home.name, exc)
-            shutil.rmtree(home, ignore_errors=True)
+                connection = dict(
+                    engine.restore_instance(
+                        home, self._transfer.restore_inputs(links), InstanceRequest("drill")
+                    )
+                )
+                report: dict[str, Any] = {"restored_links": len(links)}
+                report.update(engine.check_restored(home, connection))
+                return report
+            finally:
+                try:
+                    engine.destroy_instance(home, connection or {"managed": True})
+                except Exception as exc:
+                    log.warning("drill instance %s not stopped cleanly: %s", home.name, exc)
+                shutil.rmtree(home, ignore_errors=True)
+
+    def _engine_of_version(self, version_id: str) -> Engine:
+        return self._catalog.engine_for(self._catalog.version_by_id(version_id))
