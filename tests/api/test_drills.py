@@ -267,3 +267,18 @@ def test_a_drill_removes_what_a_dead_drill_left_and_spares_a_running_one(h: Harn
     finally:
         os.close(fd)
     assert leftovers(h) == [alive, alive_lock]
+
+
+def test_a_drill_counts_the_rows_of_the_first_thousand_tables_only(h: Harness) -> None:
+    inst = h.a.wait_instance(h.a.create_instance("many")["id"])
+    with sqlite3.connect(inst["connection"]["path"]) as db:
+        for n in range(1003):
+            db.execute(f"create table t{n:04d}(x)")
+        db.execute("insert into t0000 values (1), (2)")
+    backup = h.a.wait_backup(h.a.create_backup(inst["id"])["id"])
+    done = drill(h.a, backup["id"])
+    assert done["drill_status"] == "OK", done
+    report = done["drill_report"]
+    assert report["tables"] == 1003
+    assert sorted(report["rows"]) == [f"t{n:04d}" for n in range(1000)]
+    assert report["rows"]["t0000"] == 2

@@ -13,12 +13,14 @@ from __future__ import annotations
 import pwd
 import random
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pgsvc import PG_MAJOR, WAIT, connect, reachable_dir, server_processes, tcp, wait_status
 
+from fixtures.clocked import ManualClock, make_clocked_harness, scheduler_of
 from fixtures.service import Caller, Harness, make_harness, wait_for
 from strongroom.engines.base import Engine, InstanceRequest
 from strongroom.engines.identity import InstanceIdentity, name_for
@@ -123,7 +125,10 @@ def homes(h: Harness, monkeypatch: pytest.MonkeyPatch) -> DrillHomes:
 def drill(caller: Caller, backup_id: str) -> dict[str, Any]:
     r = caller.post(f"/backups/{backup_id}/drill")
     assert r.status_code == 202, r.text
+    return drill_finished(caller, backup_id)
 
+
+def drill_finished(caller: Caller, backup_id: str) -> dict[str, Any]:
     def finished() -> dict[str, Any] | None:
         b: dict[str, Any] = show(caller, "backup", backup_id)
         return b if b["drill_status"] != "RUNNING" else None
@@ -219,3 +224,110 @@ def test_a_table_page_overwritten_in_the_source_fails_the_drill_through_pg_amche
     assert APP_PASSWORD not in done["drill_error"]
     homes.assert_gone()
     assert show(h.a, "instance", created["id"])["last_restorable_backup_id"] is None
+
+
+def test_a_drill_removes_the_server_home_and_os_user_a_dead_drill_left(
+    h: Harness, source: dict[str, Any], homes: DrillHomes
+) -> None:
+    backup = take_backup(h.a, source["id"], "after a crash")
+    instances = h.settings.data_dir / "instances"
+    # What a drill whose process was killed leaves: a running server in its home, its OS
+    # user, and its lock file, which nobody holds any more.
+    dead = instances / "drill-00000000000000000000000000000001"
+    engine_of(h).create_instance(dead, InstanceRequest("drill"))
+    dead.with_name(dead.name + ".lock").write_text(backup["datastore"]["version_id"])
+    assert server_processes(dead) != []
+    assert InstanceIdentity.lookup(name_for(dead)) is not None
+    done = drill(h.a, backup["id"])
+    assert done["drill_status"] == "OK", done["drill_error"]
+    assert not dead.exists() and not dead.with_name(dead.name + ".lock").exists()
+    assert server_processes(dead) == []
+    assert InstanceIdentity.lookup(name_for(dead)) is None
+    homes.assert_gone()
+    assert sorted(instances.glob("drill-*")) == []
+
+
+def test_drill_cron_drills_a_postgresql_schedules_newest_backup() -> None:
+    clock = ManualClock(datetime(2031, 3, 2))  # a Sunday
+    with reachable_dir("strongroom-pgdrillcron-") as base:
+        root = base / "service"
+        root.mkdir(mode=0o711)
+        hc = make_clocked_harness(
+            root, clock, datastores=["sqlite", "postgresql"], engine_timeout=120
+        )
+        try:
+            created = hc.a.create_instance(
+                "scheduled",
+                datastore={"type": "postgresql"},
+                databases=[{"name": "app"}],
+                users=[{"name": "app", "password": APP_PASSWORD, "databases": [{"name": "app"}]}],
+            )
+            view = wait_status(lambda: show(hc.a, "instance", created["id"]), "ACTIVE")
+            with connect(app_params(view)) as c:
+                c.execute("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 77) g")
+            body = {
+                "backup_schedule": {
+                    "instance_id": created["id"],
+                    "name": "nightly",
+                    "cron": "0 3 * * *",
+                    "drill_cron": "0 5 * * 0",
+                }
+            }
+            r = hc.a.post("/backup_schedules", body)
+            assert r.status_code in (200, 201, 202), r.text
+            clock.set(datetime(2031, 3, 2, 3))
+            assert scheduler_of(hc).tick() == 1
+            schedule_id = r.json()["backup_schedule"]["id"]
+            shown = show(hc.a, "backup_schedule", schedule_id)
+            backup_id = shown["last_backup_id"]
+            wait_status(lambda: show(hc.a, "backup", backup_id), "COMPLETED")
+            clock.set(datetime(2031, 3, 2, 5))
+            assert scheduler_of(hc).drills() == 1
+            done = drill_finished(hc.a, backup_id)
+            assert done["drill_status"] == "OK", done["drill_error"]
+            assert done["drill_report"]["rows"]["app"] == {"public.t": 77}
+            shown = show(hc.a, "instance", created["id"])
+            assert shown["last_restorable_backup_id"] == backup_id
+        finally:
+            hc.container.close()
+
+
+def make_tables(params: dict[str, Any], count: int) -> None:
+    with connect(params) as c:
+        c.execute(
+            "DO $$ BEGIN FOR i IN 1.." + str(count) + " LOOP "
+            "EXECUTE format('CREATE TABLE %I (x int)', 't' || lpad(i::text, 4, '0')); "
+            "END LOOP; END $$"
+        )
+        c.execute("INSERT INTO t0001 VALUES (1), (2), (3)")
+
+
+def test_a_drill_counts_the_first_thousand_tables_across_databases(
+    h: Harness, homes: DrillHomes
+) -> None:
+    created = h.a.create_instance(
+        "many tables",
+        datastore={"type": "postgresql"},
+        databases=[{"name": "app"}, {"name": "zz"}],
+        users=[
+            {
+                "name": "app",
+                "password": APP_PASSWORD,
+                "databases": [{"name": "app"}, {"name": "zz"}],
+            }
+        ],
+    )
+    view = wait_status(lambda: show(h.a, "instance", created["id"]), "ACTIVE")
+    make_tables(app_params(view), 600)
+    make_tables(tcp(view["connection"], "app", APP_PASSWORD, "zz"), 500)
+    backup = take_backup(h.a, created["id"], "many tables")
+    done = drill(h.a, backup["id"])
+    assert done["drill_status"] == "OK", done["drill_error"]
+    report = done["drill_report"]
+    assert report["tables"] == 1100
+    rows = report["rows"]
+    assert sorted(rows) == ["app", "postgres", "zz"]
+    assert len(rows["app"]) == 600 and rows["postgres"] == {}
+    assert sorted(rows["zz"]) == [f"public.t{n:04d}" for n in range(1, 401)]
+    assert rows["app"]["public.t0001"] == 3 and rows["zz"]["public.t0001"] == 3
+    homes.assert_gone()
