@@ -2,19 +2,22 @@
 in-process, a real managed server run as its own OS user, backups in the local store.
 
 A good backup's drill records OK with CHECK TABLE's verdict and each table's rows
-(a table with a hostile name among them); a chunk of the stored backup with one byte
-flipped records FAILED with a reason. After each drill its instance's home, server and OS
-user are gone and the project's instances are the ones it had.
+(a table with a hostile name among them, a stalling view left alone); a chunk of the
+stored backup with one byte flipped records FAILED with a reason. After each drill its
+instance's home, server and OS user are gone and the project's instances are the ones it
+had. A schedule's drill_cron drills MariaDB backups.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fixtures.clocked import ManualClock, make_clocked_harness, scheduler_of
 from fixtures.service import Caller, Harness, make_harness, wait_for
 from integration.mariadb.mdb_support import (
     WAIT,
@@ -95,6 +98,8 @@ def source(h: Harness) -> dict[str, Any]:
     query(login, f"CREATE TABLE {odd} (x int) ENGINE=InnoDB")
     query(login, f"INSERT INTO {odd} VALUES (1), (2), (3)")
     query(login, "CREATE TABLE other.nothing (x int) ENGINE=InnoDB")
+    # A view that would hold a count for an hour: the drill counts base tables only.
+    query(login, "CREATE VIEW stall AS SELECT SLEEP(3600) AS s")
     return view
 
 
@@ -133,7 +138,10 @@ def homes(h: Harness, monkeypatch: pytest.MonkeyPatch) -> DrillHomes:
 def drill(caller: Caller, backup_id: str) -> dict[str, Any]:
     r = caller.post(f"/backups/{backup_id}/drill")
     assert r.status_code == 202, r.text
+    return drill_finished(caller, backup_id)
 
+
+def drill_finished(caller: Caller, backup_id: str) -> dict[str, Any]:
     def finished() -> dict[str, Any] | None:
         b = show(caller, "backup", backup_id)
         return b if b["drill_status"] != "RUNNING" else None
@@ -198,3 +206,44 @@ def test_a_backup_with_a_flipped_byte_fails_its_drill(
     assert done["drill_report"] is None
     homes.assert_gone()
     assert instance_ids(h.a) == before
+
+
+def test_drill_cron_drills_a_mariadb_schedules_newest_backup() -> None:
+    clock = ManualClock(datetime(2031, 3, 2))  # a Sunday
+    with scratch_root("sr-mdb-drillcron-") as base:
+        hc = make_clocked_harness(base, clock, datastores=["sqlite", "mariadb"])
+        try:
+            created = hc.a.create_instance(
+                "scheduled",
+                datastore={"type": "mariadb"},
+                databases=[{"name": "app"}],
+                users=[
+                    {"name": APP_USER, "password": APP_PASSWORD, "databases": [{"name": "app"}]}
+                ],
+            )
+            view = wait_status(hc.a, "instance", created["id"], "ACTIVE")
+            login = Login.from_view(view["connection"], APP_USER, APP_PASSWORD, "app")
+            query(login, "CREATE TABLE t ENGINE=InnoDB AS SELECT seq FROM seq_1_to_77")
+            body = {
+                "backup_schedule": {
+                    "instance_id": created["id"],
+                    "name": "nightly",
+                    "cron": "0 3 * * *",
+                    "drill_cron": "0 5 * * 0",
+                }
+            }
+            r = hc.a.post("/backup_schedules", body)
+            assert r.status_code in (200, 201, 202), r.text
+            schedule_id = r.json()["backup_schedule"]["id"]
+            clock.set(datetime(2031, 3, 2, 3))
+            assert scheduler_of(hc).tick() == 1
+            backup_id = show(hc.a, "backup_schedule", schedule_id)["last_backup_id"]
+            wait_status(hc.a, "backup", backup_id, "COMPLETED")
+            clock.set(datetime(2031, 3, 2, 5))
+            assert scheduler_of(hc).drills() == 1
+            done = drill_finished(hc.a, backup_id)
+            assert done["drill_status"] == "OK", done["drill_error"]
+            assert done["drill_report"]["rows"] == {"app": {"t": 77}}
+            assert show(hc.a, "instance", created["id"])["last_restorable_backup_id"] == backup_id
+        finally:
+            hc.container.close()

@@ -1,11 +1,13 @@
 """Restore drills of managed PostgreSQL backups through the API: the real service
 in-process, a real managed server, its backups in the local store.
 
-A good backup's drill records OK with pg_amcheck's verdict and each table's rows; a chunk
-of the stored backup with one byte flipped, and a table whose page was overwritten with
-garbage in the source before it was backed up (every object intact, the data not), each
-record FAILED with a reason. After every drill, its instance's home and OS user are gone,
-no server runs there, and the project's instances are the ones it had.
+A good backup's drill records OK with pg_amcheck's verdict and each table's rows (rows a
+policy hides counted, a stalling view left alone); a chunk of the stored backup with one
+byte flipped, and a table whose page was overwritten with garbage in the source before it
+was backed up (every object intact, the data not), each record FAILED with a reason.
+After every drill, its instance's home and OS user are gone, no server runs there, and
+the project's instances are the ones it had; what a dead drill left is removed by the
+next. A schedule's drill_cron drills PostgreSQL backups; reports stop at 1,000 tables.
 """
 
 from __future__ import annotations
@@ -86,6 +88,13 @@ def source(h: Harness) -> dict[str, Any]:
         c.execute(f'INSERT INTO "{ODD.replace(chr(34), chr(34) * 2)}" VALUES (1), (2), (3)')
         c.execute("CREATE SCHEMA other")
         c.execute("CREATE TABLE other.u AS SELECT 1 AS a UNION ALL SELECT 2")
+        # Rows hidden from everyone but a superuser: the drill counts them all.
+        c.execute("CREATE TABLE hidden AS SELECT g FROM generate_series(1, 4) g")
+        c.execute("ALTER TABLE hidden ENABLE ROW LEVEL SECURITY")
+        c.execute("ALTER TABLE hidden FORCE ROW LEVEL SECURITY")
+        c.execute("CREATE POLICY nothing ON hidden USING (false)")
+        # A view that would hold a count for an hour: the drill counts tables only.
+        c.execute("CREATE VIEW stall AS SELECT pg_sleep(3600) IS NULL AS s")
     return view
 
 
@@ -150,9 +159,14 @@ def test_a_good_backup_drills_ok_with_its_row_counts(
     assert done["drill_status"] == "OK", done["drill_error"]
     report = done["drill_report"]
     assert report["checks"] == {"pg_amcheck": "ok"}
-    assert report["rows"]["app"] == {"other.u": 2, f"public.{ODD}": 3, "public.t": ROWS}
+    assert report["rows"]["app"] == {
+        "other.u": 2,
+        "public.hidden": 4,
+        f"public.{ODD}": 3,
+        "public.t": ROWS,
+    }
     assert report["rows"]["postgres"] == {}
-    assert report["tables"] == 3
+    assert report["tables"] == 4
     homes.assert_gone()
     assert instance_ids(h.a) == before
     shown = show(h.a, "instance", source["id"])
