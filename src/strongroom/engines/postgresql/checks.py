@@ -14,6 +14,7 @@ their environment) and get the superuser's password through ``PGPASSWORD``, neve
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def check_restored(bin_dir: Path, connection: Connection, *, timeout: float) -> 
 
 def run_amcheck(bin_dir: Path, connection: Connection, *, timeout: float) -> None:
     env = session.tool_env(connection)
-    argv = [
+    argv: list[str | os.PathLike[str]] = [
         bin_dir / "pg_amcheck",
         "--all",
         "--install-missing",
