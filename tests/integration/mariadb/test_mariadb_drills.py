@@ -3,13 +3,15 @@ in-process, a real managed server run as its own OS user, backups in the local s
 
 A good backup's drill records OK with CHECK TABLE's verdict and each table's rows
 (a table with a hostile name among them, a stalling view left alone); a chunk of the
-stored backup with one byte flipped records FAILED with a reason. After each drill its
-instance's home, server and OS user are gone and the project's instances are the ones it
-had. A schedule's drill_cron drills MariaDB backups.
+stored backup with one byte flipped, and a table damaged in the source before it was
+backed up (every object intact, the table not), each record FAILED with a reason. After
+each drill its instance's home, server and OS user are gone and the project's instances
+are the ones it had. A schedule's drill_cron drills MariaDB backups.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -247,3 +249,49 @@ def test_drill_cron_drills_a_mariadb_schedules_newest_backup() -> None:
             assert show(hc.a, "instance", created["id"])["last_restorable_backup_id"] == backup_id
         finally:
             hc.container.close()
+
+
+def opened_connection(h: Harness, instance_id: str) -> dict[str, Any]:
+    """The instance's sealed connection, opened as the service opens it."""
+    with h.container.uow() as uow:
+        sealed = uow.instances.sealed_connection(instance_id)
+    assert sealed is not None
+    opened: dict[str, Any] = h.container.handlers._secrets.open(sealed, bound_to=instance_id)
+    return opened
+
+
+def test_a_table_damaged_in_the_source_fails_the_drill_through_check_table(
+    h: Harness, homes: DrillHomes
+) -> None:
+    created = h.a.create_instance(
+        "damaged",
+        datastore={"type": "mariadb"},
+        databases=[{"name": "app"}],
+        users=[{"name": APP_USER, "password": APP_PASSWORD, "databases": [{"name": "app"}]}],
+    )
+    view = wait_status(h.a, "instance", created["id"], "ACTIVE")
+    login = Login.from_view(view["connection"], APP_USER, APP_PASSWORD, "app")
+    # MyISAM: mariabackup copies its files as they are, so the backup's objects are
+    # intact while the table in them is not.
+    query(
+        login,
+        "CREATE TABLE m (id INT PRIMARY KEY, v CHAR(100) NOT NULL, KEY (v)) ENGINE=MyISAM",
+    )
+    query(login, "INSERT INTO m SELECT seq, SHA2(seq, 256) FROM seq_1_to_5000")
+    home = h.container.handlers.home_of(created["id"])
+    engine = engine_of(h)
+    connection = opened_connection(h, created["id"])
+    engine.stop_instance(home, connection)
+    data_file = home / "data" / "app" / "m.MYD"
+    size = data_file.stat().st_size
+    with open(data_file, "r+b") as f:
+        f.seek(size // 2)
+        f.write(random.Random(3).randbytes(4096))
+    engine.start_instance(home, connection)
+    backup = take_backup(h.a, created["id"], "damaged table")
+    done = drill(h.a, backup["id"])
+    assert done["drill_status"] == "FAILED", done
+    assert "CHECK TABLE" in done["drill_error"] and "app.m" in done["drill_error"], done
+    assert APP_PASSWORD not in done["drill_error"]
+    homes.assert_gone()
+    assert show(h.a, "instance", created["id"])["last_restorable_backup_id"] is None
