@@ -218,6 +218,8 @@ def instance_view(
         body["tenant_id"] = i.project_id
     if i.public_connection is not None:
         body["connection"] = i.public_connection
+    body["last_restorable_backup_id"] = view.last_restorable_backup_id
+    body["last_verified_restorable_at"] = timestamp(view.last_verified_restorable_at)
     if detail:
         body["created"] = timestamp(i.created)
         body["updated"] = timestamp(i.updated)

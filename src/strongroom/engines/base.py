@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 Connection = dict[str, Any]
 Metadata = dict[str, Any]
+MAX_CHECKED_TABLES = 1000  # row counts in a drill's report: the first this many tables
 
 
 class ByteSink(Protocol):
@@ -135,6 +136,15 @@ class Engine(Protocol):
         """Managed: stop the server and remove ``home``; a missing server is not an error.
         External: release what the service holds on that server (e.g. a replication slot);
         never touch its data."""
+        ...
+
+    def check_restored(self, home: Path, connection: Connection) -> dict[str, Any]:
+        """The engine's own consistency checks of a managed instance just restored in
+        ``home`` (a restore drill), then each user table's row count (the first
+        :data:`MAX_CHECKED_TABLES`). Returns a JSON-safe report
+        ``{"checks": {...: "ok"}, "tables": N, "rows": {...}}``; raises
+        ``CheckFailedError`` naming what failed. The data is the tenant's: no name or
+        object in it is trusted."""
         ...
 
     # -- external instances ------------------------------------------------------------

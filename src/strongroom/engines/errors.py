@@ -23,6 +23,10 @@ class RestoreError(EngineError):
     """A backup chain could not be restored."""
 
 
+class CheckFailedError(EngineError):
+    """A restored database failed the engine's own consistency checks."""
+
+
 class IncompatibleBackupError(RestoreError):
     """The backup was taken from a server this engine cannot restore into."""
 

@@ -269,6 +269,21 @@ class SqlBackupRepository:
         )
         return [_backup(r) for r in self._s.execute(stmt)]
 
+    def last_restorable(self, instance_id: str) -> Backup | None:
+        """The newest completed backup of the instance whose restore drill passed."""
+        stmt = (
+            _select_backups()
+            .where(
+                BACKUPS.c.instance_id == instance_id,
+                BACKUPS.c.state == BackupState.COMPLETED.value,
+                BACKUPS.c.drill_status == DrillStatus.OK.value,
+            )
+            .order_by(BACKUPS.c.created.desc(), BACKUPS.c.id.desc())
+            .limit(1)
+        )
+        row = self._s.execute(stmt).first()
+        return _backup(row) if row is not None else None
+
     def in_states(self, states: Sequence[BackupState]) -> list[Backup]:
         stmt = _select_backups().where(BACKUPS.c.state.in_([s.value for s in states]))
         return [_backup(r) for r in self._s.execute(stmt)]

@@ -2,18 +2,20 @@
 back, and throw the instance away.
 
 A drill proves more than a verification: the engine rebuilds the database from the chain
-(for SQLite that includes its SHA-256 and ``PRAGMA integrity_check``), and the restored
-data is then opened and counted. For SQLite the report holds ``integrity_check`` and each
-table's row count; for the server engines, that the server was restored and started. The
-instance lives under the service's own ``instances`` directory, never in a tenant's view,
-and is removed whatever the outcome."""
+(its own restore checks included), then runs its consistency checks on what came back
+and counts each table's rows (``Engine.check_restored``: SQLite's ``integrity_check``,
+PostgreSQL's ``pg_amcheck``, MariaDB's ``CHECK TABLE … EXTENDED``). The report holds the
+checks passed, the number of tables and the first tables' row counts.
+
+The instance lives under the service's own ``instances`` directory as ``drill-<random>``:
+it is not a row of the project's instances, so it counts against no quota and appears in
+no listing, and it is removed, OS user and all, whatever the outcome. The drill runs as a
+job like a backup; the project's requests never wait for it."""
 
 from __future__ import annotations
 
 import logging
 import shutil
-import sqlite3
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ from strongroom.domain.model import (
     RequestContext,
 )
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
-from strongroom.engines.base import InstanceRequest
+from strongroom.engines.base import Engine, InstanceRequest
+from strongroom.services import drill_homes
 from strongroom.services.authorization import Authorizer
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.failure import describe_failure
@@ -37,8 +40,6 @@ from strongroom.services.jobs import JobDispatcher
 from strongroom.services.transfer import Transfer
 
 log = logging.getLogger(__name__)
-
-MAX_TABLES = 1000
 
 
 class DrillService:
@@ -141,54 +142,24 @@ class Driller:
         links = self._transfer.open_chain(backup, find)
         for link in links:
             engine.check_restorable(link.opened.manifest.engine)
-        # Not an instance id: a drill's home can never be mistaken for a tenant's instance.
-        home = self._instances_dir / f"drill-{uuid.uuid4().hex}"
-        home.mkdir(parents=True)
-        connection: dict[str, Any] | None = None
-        try:
-            connection = dict(
-                engine.restore_instance(
-                    home, self._transfer.restore_inputs(links), InstanceRequest("drill")
-                )
-            )
-            report: dict[str, Any] = {"restored_links": len(links)}
-            if version.datastore_name == "sqlite":
-                report.update(sqlite_report(Path(connection["path"]), home))
-            return report
-        finally:
+        drill_homes.sweep(self._instances_dir, self._engine_of_version)
+        with drill_homes.new_home(self._instances_dir, version.id) as home:
+            connection: dict[str, Any] | None = None
             try:
-                engine.destroy_instance(home, connection or {"managed": True})
-            except Exception as exc:
-                log.warning("drill instance %s not stopped cleanly: %s", home.name, exc)
-            shutil.rmtree(home, ignore_errors=True)
+                connection = dict(
+                    engine.restore_instance(
+                        home, self._transfer.restore_inputs(links), InstanceRequest("drill")
+                    )
+                )
+                report: dict[str, Any] = {"restored_links": len(links)}
+                report.update(engine.check_restored(home, connection))
+                return report
+            finally:
+                try:
+                    engine.destroy_instance(home, connection or {"managed": True})
+                except Exception as exc:
+                    log.warning("drill instance %s not stopped cleanly: %s", home.name, exc)
+                shutil.rmtree(home, ignore_errors=True)
 
-
-def sqlite_report(path: Path, home: Path) -> dict[str, Any]:
-    """``PRAGMA integrity_check`` and each table's row count of a restored SQLite file,
-    opened read-only; its schema is the tenant's, so nothing in it is trusted."""
-    resolved = path.resolve()
-    if not resolved.is_relative_to(home.resolve()):
-        raise RuntimeError("the restored database is not inside the drill's directory")
-    db = sqlite3.connect(f"{resolved.as_uri()}?mode=ro", uri=True)
-    try:
-        db.execute("PRAGMA trusted_schema = OFF")
-        check = [r[0] for r in db.execute("PRAGMA integrity_check")]
-        if check != ["ok"]:
-            raise RuntimeError("integrity_check: " + "; ".join(map(str, check[:10])))
-        names = [
-            r[0]
-            for r in db.execute(
-                "SELECT name FROM sqlite_schema WHERE type = 'table' "
-                "AND name NOT LIKE 'sqlite_%' AND sql NOT LIKE 'CREATE VIRTUAL%' ORDER BY name"
-            )
-        ][:MAX_TABLES]
-        rows = {name: int(db.execute(count_rows(name)).fetchone()[0]) for name in names}
-    finally:
-        db.close()
-    return {"integrity_check": "ok", "rows": rows}
-
-
-def count_rows(table: str) -> str:
-    """``SELECT count(*)`` of a table whose name the tenant chose, quoted as SQL says."""
-    quoted = table.replace('"', '""')
-    return f'SELECT count(*) FROM "{quoted}"'
+    def _engine_of_version(self, version_id: str) -> Engine:
+        return self._catalog.engine_for(self._catalog.version_by_id(version_id))

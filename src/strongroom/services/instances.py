@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from strongroom.domain import quotas
@@ -57,6 +58,9 @@ class InstanceView:
     instance: Instance
     version: DatastoreVersion | None
     backup_running: bool
+    # The newest backup whose restore drill passed, and when that drill finished.
+    last_restorable_backup_id: str | None = None
+    last_verified_restorable_at: datetime | None = None
 
 
 class InstanceService:
@@ -106,8 +110,13 @@ class InstanceService:
 
     def _view(self, uow: UnitOfWork, instance: Instance) -> InstanceView:
         running = bool(uow.backups.running_for_instance(instance.id))
+        restorable = uow.backups.last_restorable(instance.id)
         return InstanceView(
-            instance, self._catalog.find_version(instance.datastore_version_id), running
+            instance,
+            self._catalog.find_version(instance.datastore_version_id),
+            running,
+            restorable.id if restorable else None,
+            restorable.drill.at if restorable and restorable.drill else None,
         )
 
     @staticmethod

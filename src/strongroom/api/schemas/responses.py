@@ -92,7 +92,13 @@ INSTANCE = _object(
         "flavor": _object({"id": STRING}, {"links": LINKS}),
         "datastore": _object({"type": NULLABLE_STRING, "version": NULLABLE_STRING}),
     },
-    {"created": TIMESTAMP, "updated": TIMESTAMP, "volume": _object({"size": {"type": "integer"}})},
+    {
+        "created": TIMESTAMP,
+        "updated": TIMESTAMP,
+        "volume": _object({"size": {"type": "integer"}}),
+        "last_restorable_backup_id": NULLABLE_STRING,
+        "last_verified_restorable_at": {"oneOf": [TIMESTAMP, {"type": "null"}]},
+    },
 )
 INSTANCE_SINGLE = _single("instance", INSTANCE)
 INSTANCE_LIST = _many("instances", INSTANCE)

@@ -38,7 +38,7 @@ from strongroom.engines.base import (
     RestoreInput,
 )
 from strongroom.engines.errors import EngineUnavailableError, RestoreError
-from strongroom.engines.mariadb import accounts, backup, external, metadata, restore
+from strongroom.engines.mariadb import accounts, backup, checks, external, metadata, restore
 from strongroom.engines.mariadb.accounts import ADMIN_USER, BACKUP_USER
 from strongroom.engines.mariadb.managed import ManagedServers
 from strongroom.engines.mariadb.sessions import managed_session
@@ -126,6 +126,9 @@ class MariaDbEngine:
 
     def destroy_instance(self, home: Path, connection: Connection) -> None:
         self._servers.destroy(home, connection)
+
+    def check_restored(self, home: Path, connection: Connection) -> dict[str, Any]:
+        return checks.check_restored(connection, timeout=self.timeout)
 
     # -- external instances ------------------------------------------------------------------
     def register_external(self, params: Mapping[str, Any], *, project_id: str) -> Connection:

@@ -36,6 +36,7 @@ from strongroom.engines.errors import (
 from strongroom.engines.identity import InstanceIdentity
 from strongroom.engines.postgresql import (
     accounts,
+    checks,
     cluster,
     datadir,
     external,
@@ -238,6 +239,9 @@ class PostgresEngine:
             external.forget(connection)
             return
         self._server(Path(home)).destroy()
+
+    def check_restored(self, home: Path, connection: Connection) -> dict[str, Any]:
+        return checks.check_restored(self.bin_dir, connection, timeout=self.timeout)
 
     # -- external instances --------------------------------------------------------------
     def register_external(self, params: Mapping[str, Any], *, project_id: str) -> Connection:

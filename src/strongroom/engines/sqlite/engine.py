@@ -50,6 +50,7 @@ from strongroom.engines.errors import (
     InstanceError,
     InvalidExternalError,
 )
+from strongroom.engines.sqlite import checks
 from strongroom.engines.sqlite.files import (
     DatabaseFileError,
     DatabaseFiles,
@@ -161,6 +162,9 @@ class SqliteEngine:
             pass
         except OSError as exc:
             raise InstanceError(f"cannot remove the instance directory: {exc.strerror}") from exc
+
+    def check_restored(self, home: Path, connection: Connection) -> dict[str, Any]:
+        return checks.check_restored(Path(home), Path(str(connection["path"])))
 
     # -- external instances ------------------------------------------------------------
     def register_external(self, params: Mapping[str, Any], *, project_id: str) -> Connection:
