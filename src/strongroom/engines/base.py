@@ -173,3 +173,53 @@ class Engine(Protocol):
         """Raise ``IncompatibleBackupError`` if this engine cannot restore that backup
         (another major version, another page size, …)."""
         ...
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """A tenant's user on a managed server: its name, host and the databases it reaches."""
+
+    name: str
+    host: str = "%"
+    databases: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class AccountManager(Protocol):
+    """Trove's user, database and root calls on a managed server of one datastore.
+
+    Every method works through the service's own account (the stored ``connection``) and
+    refuses names the server or the service reserves (``InvalidRequestError`` → 400); a
+    user or database that does not exist raises ``AccountNotFoundError`` (→ 404). Methods
+    that change accounts also refresh ``connection["users"]`` / ``connection["databases"]``
+    from the server, so that what ``public_view`` shows is what the server holds. Users
+    made here get privileges on their databases only: no superuser, replication, FILE or
+    SUPER. ``host`` is MariaDB's account host; PostgreSQL takes only ``"%"``.
+    """
+
+    def list_users(self, connection: Connection) -> list[AccountInfo]: ...
+
+    def create_users(self, connection: Connection, users: Sequence[UserSpec]) -> None: ...
+
+    def delete_user(self, connection: Connection, name: str, host: str) -> None: ...
+
+    def change_passwords(self, connection: Connection, users: Sequence[UserSpec]) -> None: ...
+
+    def grant(
+        self, connection: Connection, name: str, host: str, databases: Sequence[str]
+    ) -> None: ...
+
+    def revoke(self, connection: Connection, name: str, host: str, database: str) -> None: ...
+
+    def list_databases(self, connection: Connection) -> list[str]: ...
+
+    def create_databases(self, connection: Connection, names: Sequence[str]) -> None: ...
+
+    def delete_database(self, connection: Connection, name: str) -> None: ...
+
+    def enable_root(self, connection: Connection) -> tuple[str, str]:
+        """Create the datastore's root account, or reset its password: ``(name, password)``
+        with a new generated password, shown once."""
+        ...
+
+    def disable_root(self, connection: Connection) -> None: ...

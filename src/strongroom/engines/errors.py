@@ -37,3 +37,7 @@ class InvalidExternalError(EngineError):
 
 class InvalidRequestError(EngineError):
     """Requested users or databases the engine refuses (reserved or malformed names)."""
+
+
+class AccountNotFoundError(EngineError):
+    """A user or database the request names does not exist on the server."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from strongroom.services.accounts import AccountService
 from strongroom.services.backups import BackupService
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.drills import DrillService
@@ -26,3 +27,4 @@ class Services:
     schedules: ScheduleService | None = None
     verification: VerificationService | None = None
     drills: DrillService | None = None
+    accounts: AccountService | None = None

@@ -153,7 +153,10 @@ class MariaDbEngine:
             ]
         else:
             users = [{"name": connection.get("user", "")}]
-        return {"host": connection.get("host"), "port": connection.get("port"), "users": users}
+        view = {"host": connection.get("host"), "port": connection.get("port"), "users": users}
+        if connection.get("managed"):
+            view["databases"] = list(connection.get("databases", []))
+        return view
 
     def data_size(self, connection: Connection) -> int | None:
         query = (

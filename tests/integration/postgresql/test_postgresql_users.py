@@ -1,0 +1,249 @@
+"""Trove's user, database and root calls on a managed PostgreSQL instance, through the API,
+then logins with psql over TCP: a user reaches its database and not another; root is a
+superuser; another project gets 404; reserved names 400; a SQLite instance 501."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from pgsvc import PG_MAJOR, reachable_dir, wait_status
+
+from fixtures.service import Caller, Harness, make_harness
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(PG_MAJOR is None, reason="PostgreSQL server tools not installed"),
+]
+
+PASSWORD = "pw-" + secrets.token_hex(8)
+
+
+@pytest.fixture(scope="module")
+def h() -> Iterator[Harness]:
+    with reachable_dir("strongroom-pgusers-") as base:
+        root = base / "service"
+        root.mkdir(mode=0o711)
+        harness = make_harness(root, datastores=["sqlite", "postgresql"], engine_timeout=120)
+        try:
+            yield harness
+        finally:
+            harness.container.close()
+
+
+@pytest.fixture(scope="module")
+def pg(h: Harness) -> dict[str, Any]:
+    created = h.a.create_instance("pg", datastore={"type": "postgresql"})
+    view: dict[str, Any] = wait_status(
+        lambda: h.a.get(f"/instances/{created['id']}").json()["instance"], "ACTIVE"
+    )
+    return view
+
+
+def put(caller: Caller, path: str, body: Any) -> Any:
+    return caller.client.put(caller.url(path), json=body, headers=caller._headers(None))
+
+
+def psql(view: dict[str, Any], user: str, password: str, db: str, query: str) -> Any:
+    """``query`` run by psql over TCP as ``user``."""
+    return subprocess.run(
+        [
+            "psql",
+            "-X",
+            "-qAt",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            view["ip"][0],
+            "-p",
+            str(view["connection"]["port"]),
+            "-U",
+            user,
+            "-d",
+            db,
+            "-c",
+            query,
+        ],
+        env={"PATH": os.environ["PATH"], "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_user_and_database_calls_then_login_reaches_only_its_database(
+    h: Harness, pg: dict[str, Any]
+) -> None:
+    base = f"/instances/{pg['id']}"
+    assert (
+        h.a.post(
+            f"{base}/databases", {"databases": [{"name": "shop"}, {"name": "other"}]}
+        ).status_code
+        == 202
+    )
+    r = h.a.post(
+        f"{base}/users",
+        {"users": [{"name": "clerk", "password": PASSWORD, "databases": [{"name": "shop"}]}]},
+    )
+    assert r.status_code == 202, r.text
+    assert h.a.get(f"{base}/databases").json() == {
+        "databases": [{"name": "other"}, {"name": "shop"}]
+    }
+    assert h.a.get(f"{base}/users").json() == {
+        "users": [{"name": "clerk", "host": "%", "databases": [{"name": "shop"}]}]
+    }
+    assert h.a.get(f"{base}/users/clerk").json()["user"]["name"] == "clerk"
+    assert h.a.get(f"{base}/users/clerk/databases").json() == {"databases": [{"name": "shop"}]}
+    # The view says where to connect and what is there.
+    view = h.a.get(base).json()["instance"]
+    assert view["ip"] == ["127.0.0.1"]
+    assert view["connection"]["users"] == ["clerk"]
+    assert view["connection"]["databases"] == ["other", "shop"]
+
+    ok = psql(
+        view,
+        "clerk",
+        PASSWORD,
+        "shop",
+        "CREATE TABLE t (n int); INSERT INTO t VALUES (7); SELECT n FROM t",
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "7"
+    denied = psql(view, "clerk", PASSWORD, "other", "SELECT 1")
+    assert denied.returncode != 0 and "permission denied" in denied.stderr
+    not_super = psql(view, "clerk", PASSWORD, "shop", "COPY t TO PROGRAM 'true'")
+    assert not_super.returncode != 0
+    wrong = psql(view, "clerk", "not-" + PASSWORD, "shop", "SELECT 1")
+    assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
+
+    # grant, revoke, password change
+    assert (
+        put(h.a, f"{base}/users/clerk/databases", {"databases": [{"name": "other"}]}).status_code
+        == 202
+    )
+    assert psql(view, "clerk", PASSWORD, "other", "SELECT 1").returncode == 0
+    assert h.a.delete(f"{base}/users/clerk/databases/other").status_code == 202
+    assert psql(view, "clerk", PASSWORD, "other", "SELECT 1").returncode != 0
+    new_password = "new-" + PASSWORD
+    r = put(h.a, f"{base}/users", {"users": [{"name": "clerk", "password": new_password}]})
+    assert r.status_code == 202, r.text
+    assert psql(view, "clerk", new_password, "shop", "SELECT n FROM t").stdout.strip() == "7"
+    assert psql(view, "clerk", PASSWORD, "shop", "SELECT 1").returncode != 0
+
+    # delete the user (it owns a table) and a database
+    assert h.a.delete(f"{base}/users/clerk").status_code == 202
+    assert h.a.get(f"{base}/users").json() == {"users": []}
+    assert h.a.get(f"{base}/users/clerk").status_code == 404
+    assert h.a.delete(f"{base}/databases/other").status_code == 202
+    assert h.a.delete(f"{base}/databases/other").status_code == 404
+    view = h.a.get(base).json()["instance"]
+    assert view["connection"]["users"] == [] and view["connection"]["databases"] == ["shop"]
+
+
+def test_root_enable_gives_a_superuser_once_and_is_remembered(
+    h: Harness, pg: dict[str, Any]
+) -> None:
+    base = f"/instances/{pg['id']}"
+    assert h.a.get(f"{base}/root").json() == {"rootEnabled": False}
+    r = h.a.post(f"{base}/root")
+    assert r.status_code == 200, r.text
+    user = r.json()["user"]
+    assert user["name"] == "root" and len(user["password"]) >= 20
+    out = psql(
+        pg,
+        "root",
+        user["password"],
+        "postgres",
+        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "t"
+    assert h.a.get(f"{base}/root").json() == {"rootEnabled": True}
+    # enabling again resets the password
+    second = h.a.post(f"{base}/root").json()["user"]["password"]
+    assert second != user["password"]
+    assert psql(pg, "root", user["password"], "postgres", "SELECT 1").returncode != 0
+    assert h.a.delete(f"{base}/root").status_code == 204
+    assert psql(pg, "root", second, "postgres", "SELECT 1").returncode != 0
+    assert h.a.get(f"{base}/root").json() == {"rootEnabled": True}
+    # root is not a user the users calls can touch
+    assert h.a.get(f"{base}/users").json() == {"users": []}
+    assert h.a.delete(f"{base}/users/root").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["postgres", "pg_read_server_files", "root", "strongroom_backup", "PUBLIC"],
+)
+def test_reserved_user_names_are_refused(h: Harness, pg: dict[str, Any], name: str) -> None:
+    base = f"/instances/{pg['id']}"
+    r = h.a.post(f"{base}/users", {"users": [{"name": name, "password": PASSWORD}]})
+    assert r.status_code == 400, r.text
+    assert "reserved" in r.json()["badRequest"]["message"]
+    r = put(h.a, f"{base}/users", {"users": [{"name": name, "password": PASSWORD}]})
+    assert r.status_code == 400, r.text
+
+
+@pytest.mark.parametrize("name", ["postgres", "template0", "template1"])
+def test_reserved_databases_are_refused(h: Harness, pg: dict[str, Any], name: str) -> None:
+    base = f"/instances/{pg['id']}"
+    assert h.a.post(f"{base}/databases", {"databases": [{"name": name}]}).status_code == 400
+    assert h.a.delete(f"{base}/databases/{name}").status_code == 400
+
+
+def test_another_project_gets_404_on_every_path(h: Harness, pg: dict[str, Any]) -> None:
+    base = f"/instances/{pg['id']}"
+    user = {"users": [{"name": "intruder", "password": PASSWORD}]}
+    calls = [
+        h.b.get(f"{base}/users"),
+        h.b.post(f"{base}/users", user),
+        put(h.b, f"{base}/users", user),
+        h.b.get(f"{base}/users/intruder"),
+        h.b.delete(f"{base}/users/intruder"),
+        h.b.get(f"{base}/users/intruder/databases"),
+        put(h.b, f"{base}/users/intruder/databases", {"databases": [{"name": "shop"}]}),
+        h.b.delete(f"{base}/users/intruder/databases/shop"),
+        h.b.get(f"{base}/databases"),
+        h.b.post(f"{base}/databases", {"databases": [{"name": "x"}]}),
+        h.b.delete(f"{base}/databases/shop"),
+        h.b.post(f"{base}/root"),
+        h.b.get(f"{base}/root"),
+        h.b.delete(f"{base}/root"),
+    ]
+    assert [c.status_code for c in calls] == [404] * len(calls)
+    assert "intruder" not in str(h.a.get(f"{base}/users").json())
+
+
+def test_sqlite_instance_answers_not_implemented(h: Harness) -> None:
+    lite = h.a.create_instance("lite")
+    base = f"/instances/{lite['id']}"
+    for r in (
+        h.a.get(f"{base}/users"),
+        h.a.post(f"{base}/users", {"users": [{"name": "u", "password": PASSWORD}]}),
+        h.a.get(f"{base}/databases"),
+        h.a.post(f"{base}/root"),
+    ):
+        assert r.status_code == 501, r.text
+        fault = r.json()["notImplemented"]
+        assert fault["code"] == 501
+        assert "operation is not supported for the 'sqlite' datastore" in fault["message"]
+
+
+def test_user_name_in_the_url_is_quoted_as_troveclient_does(h: Harness, pg: dict[str, Any]) -> None:
+    base = f"/instances/{pg['id']}"
+    name = "a.b"
+    r = h.a.post(f"{base}/users", {"users": [{"name": name, "password": PASSWORD}]})
+    assert r.status_code == 202, r.text
+    quoted = quote(name).replace(".", "%2e")
+    assert h.a.get(f"{base}/users/{quoted}").json()["user"]["name"] == name
+    assert h.a.delete(f"{base}/users/{quoted}").status_code == 202
+
+
+def test_unknown_paths_stay_404(h: Harness, pg: dict[str, Any], tmp_path: Path) -> None:
+    assert h.a.get(f"/instances/{pg['id']}/users/x/y/z").status_code == 404
