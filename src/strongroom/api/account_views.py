@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.requests import Request
+
+from strongroom.api.views import next_link
+from strongroom.domain.errors import BadRequestError
 from strongroom.services.accounts import AccountInfo, UserSpec
 
 
@@ -38,3 +42,20 @@ def user_specs(items: list[dict[str, Any]]) -> list[UserSpec]:
         )
         for u in items
     ]
+
+
+PAGE_SIZE = 20  # Trove's users_page_size and databases_page_size
+
+
+def page(
+    request: Request, key: str, items: list[dict[str, Any]], offset: int, limit: int | None
+) -> dict[str, Any]:
+    """One page of ``items`` sorted as the server listed them, with Trove's ``next`` link
+    (its marker is the offset of the next page, as for backups)."""
+    if limit is not None and limit <= 0:
+        raise BadRequestError("limit must be a positive integer.")
+    size = min(limit or PAGE_SIZE, PAGE_SIZE)
+    body: dict[str, Any] = {key: items[offset : offset + size]}
+    if offset + size < len(items):
+        body["links"] = next_link(request, offset, size)
+    return body

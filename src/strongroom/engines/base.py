@@ -217,9 +217,9 @@ class AccountManager(Protocol):
 
     def delete_database(self, connection: Connection, name: str) -> None: ...
 
-    def enable_root(self, connection: Connection) -> tuple[str, str]:
+    def enable_root(self, connection: Connection, password: str | None = None) -> tuple[str, str]:
         """Create the datastore's root account, or reset its password: ``(name, password)``
-        with a new generated password, shown once."""
+        with ``password``, or a new generated one (shown once)."""
         ...
 
     def disable_root(self, connection: Connection) -> None: ...

@@ -85,7 +85,7 @@ class AccountService:
             for user in self._call(t, lambda: t.manager.list_users(t.connection)):
                 if user.name == name and user.host.lower() == host.lower():
                     return user
-        raise NotFoundError(f"User {name} cannot be found on the instance.")
+        raise NotFoundError(f"User {_user_id(name, host)} cannot be found on the instance.")
 
     def create_users(
         self, ctx: RequestContext, *, instance_id: str, users: Sequence[UserSpec]
@@ -110,7 +110,7 @@ class AccountService:
             for user in self._call(t, lambda: t.manager.list_users(t.connection)):
                 if user.name == name and user.host.lower() == host.lower():
                     return user.databases
-        raise NotFoundError(f"User {name} cannot be found on the instance.")
+        raise NotFoundError(f"User {_user_id(name, host)} cannot be found on the instance.")
 
     def grant(
         self,
@@ -146,11 +146,14 @@ class AccountService:
             self._change(t, lambda: t.manager.delete_database(t.connection, name))
 
     # -- root -----------------------------------------------------------------------
-    def enable_root(self, ctx: RequestContext, *, instance_id: str) -> tuple[str, str]:
+    def enable_root(
+        self, ctx: RequestContext, *, instance_id: str, password: str | None = None
+    ) -> tuple[str, str]:
+        """Root's name and password: ``password``, or a generated one."""
         with self._target(ctx, instance_id, "root", "create") as t:
 
             def enable() -> tuple[str, str]:
-                credentials = t.manager.enable_root(t.connection)
+                credentials = t.manager.enable_root(t.connection, password)
                 t.connection[ROOT_ENABLED] = True
                 return credentials
 
@@ -163,7 +166,7 @@ class AccountService:
     def disable_root(self, ctx: RequestContext, *, instance_id: str) -> None:
         with self._target(ctx, instance_id, "root", "delete") as t:
             if not t.connection.get(ROOT_ENABLED):
-                raise NotFoundError(f"The root user is not enabled on instance {instance_id}.")
+                raise NotFoundError("User root cannot be found on the instance.")
             self._call(t, lambda: t.manager.disable_root(t.connection))
 
     # -- the instance and its server ------------------------------------------------
@@ -236,6 +239,10 @@ class AccountService:
             sealed = self._secrets.seal(target.connection, bound_to=current.id)
             uow.instances.save(current, sealed)
             uow.commit()
+
+
+def _user_id(name: str, host: str) -> str:
+    return name if host == "%" else f"{name}@{host}"
 
 
 __all__ = ["AccountInfo", "AccountService", "UserSpec"]

@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -170,7 +171,7 @@ def test_root_enable_then_login_with_every_privilege(h: Harness, mdb: dict[str, 
     assert out.returncode == 0, out.stderr
     assert "ALL PRIVILEGES ON *.* TO `root`@`%`" in out.stdout and "WITH GRANT OPTION" in out.stdout
     assert h.a.get(f"{base}/root").json() == {"rootEnabled": True}
-    assert h.a.delete(f"{base}/root").status_code == 204
+    assert h.a.delete(f"{base}/root").status_code == 200
     assert client(mdb, "root", user["password"], "mysql", "SELECT 1").returncode != 0
     assert h.a.get(f"{base}/root").json() == {"rootEnabled": True}
 
@@ -216,3 +217,52 @@ def test_another_project_gets_404(h: Harness, mdb: dict[str, Any]) -> None:
         h.b.get(f"{base}/root"),
     ]
     assert [c.status_code for c in calls] == [404] * len(calls)
+
+
+@pytest.mark.parametrize("name", ["o'brien", "x`; DROP DATABASE shop; --", 'dq"name'])
+def test_user_names_are_values_never_sql(h: Harness, mdb: dict[str, Any], name: str) -> None:
+    base = f"/instances/{mdb['id']}"
+    h.a.post(f"{base}/databases", {"databases": [{"name": "shop"}]})
+    r = h.a.post(
+        f"{base}/users",
+        {"users": [{"name": name, "password": PASSWORD, "databases": [{"name": "shop"}]}]},
+    )
+    assert r.status_code == 202, r.text
+    view = h.a.get(base).json()["instance"]
+    out = client(view, name, PASSWORD, "shop", "SELECT CURRENT_USER()")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{name}@%"
+    assert "shop" in view["connection"]["databases"]
+    assert h.a.delete(f"{base}/users/{user_path(name, '%')}").status_code == 202
+
+
+def test_concurrent_changes_are_all_recorded(h: Harness, mdb: dict[str, Any]) -> None:
+    base = f"/instances/{mdb['id']}"
+    names = [f"c{i}" for i in range(6)]
+
+    def create(name: str) -> int:
+        body = {"users": [{"name": name, "password": PASSWORD}]}
+        return int(h.a.post(f"{base}/users", body).status_code)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert list(pool.map(create, names)) == [202] * len(names)
+    recorded = {u["name"] for u in h.a.get(base).json()["instance"]["connection"]["users"]}
+    assert set(names) <= recorded
+    for name in names:
+        assert h.a.delete(f"{base}/users/{name}").status_code == 202
+
+
+def test_view_of_a_new_instance_says_where_to_connect(h: Harness) -> None:
+    created = h.a.create_instance(
+        "seeded", datastore={"type": "mariadb"}, databases=[{"name": "seed"}]
+    )
+
+    def active() -> dict[str, Any] | None:
+        view: dict[str, Any] = h.a.get(f"/instances/{created['id']}").json()["instance"]
+        return view if view["status"] == "ACTIVE" else None
+
+    view = wait_for(active, timeout=180, interval=0.2)
+    assert view["ip"] == ["127.0.0.1"]
+    assert isinstance(view["connection"]["port"], int)
+    assert view["connection"]["databases"] == ["seed"]
+    assert h.a.delete(f"/instances/{created['id']}").status_code == 202

@@ -8,7 +8,7 @@ import os
 import secrets
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -30,7 +30,12 @@ def h() -> Iterator[Harness]:
     with reachable_dir("strongroom-pgusers-") as base:
         root = base / "service"
         root.mkdir(mode=0o711)
-        harness = make_harness(root, datastores=["sqlite", "postgresql"], engine_timeout=120)
+        harness = make_harness(
+            root,
+            datastores=["sqlite", "postgresql"],
+            postgresql_allowed_hosts=["127.0.0.1"],
+            engine_timeout=120,
+        )
         try:
             yield harness
         finally:
@@ -151,6 +156,9 @@ def test_root_enable_gives_a_superuser_once_and_is_remembered(
 ) -> None:
     base = f"/instances/{pg['id']}"
     assert h.a.get(f"{base}/root").json() == {"rootEnabled": False}
+    never = h.a.delete(f"{base}/root")
+    assert never.status_code == 404
+    assert never.json()["itemNotFound"]["message"] == "User root cannot be found on the instance."
     r = h.a.post(f"{base}/root")
     assert r.status_code == 200, r.text
     user = r.json()["user"]
@@ -169,9 +177,14 @@ def test_root_enable_gives_a_superuser_once_and_is_remembered(
     second = h.a.post(f"{base}/root").json()["user"]["password"]
     assert second != user["password"]
     assert psql(pg, "root", user["password"], "postgres", "SELECT 1").returncode != 0
-    assert h.a.delete(f"{base}/root").status_code == 204
+    assert h.a.delete(f"{base}/root").status_code == 200
     assert psql(pg, "root", second, "postgres", "SELECT 1").returncode != 0
     assert h.a.get(f"{base}/root").json() == {"rootEnabled": True}
+    # a password of the caller's choosing (troveclient's --root-password)
+    chosen = "chosen-" + PASSWORD
+    r = h.a.post(f"{base}/root", {"password": chosen})
+    assert r.json()["user"] == {"name": "root", "password": chosen}
+    assert psql(pg, "root", chosen, "postgres", "SELECT 1").returncode == 0
     # root is not a user the users calls can touch
     assert h.a.get(f"{base}/users").json() == {"users": []}
     assert h.a.delete(f"{base}/users/root").status_code == 400
@@ -245,5 +258,131 @@ def test_user_name_in_the_url_is_quoted_as_troveclient_does(h: Harness, pg: dict
     assert h.a.delete(f"{base}/users/{quoted}").status_code == 202
 
 
-def test_unknown_paths_stay_404(h: Harness, pg: dict[str, Any], tmp_path: Path) -> None:
+def test_unknown_paths_stay_404(h: Harness, pg: dict[str, Any]) -> None:
     assert h.a.get(f"/instances/{pg['id']}/users/x/y/z").status_code == 404
+
+
+def test_root_runs_programs_as_the_instance_own_os_user(h: Harness, pg: dict[str, Any]) -> None:
+    """COPY … PROGRAM is root's reach beyond SQL: it runs as the instance's OS user, which
+    can read neither the service's metadata nor another instance's home."""
+    password = h.a.post(f"/instances/{pg['id']}/root").json()["user"]["password"]
+    whoami = psql(
+        pg,
+        "root",
+        password,
+        "postgres",
+        "CREATE TEMP TABLE o (l text); COPY o FROM PROGRAM 'id -un'; SELECT l FROM o",
+    )
+    assert whoami.returncode == 0, whoami.stderr
+    assert whoami.stdout.strip().startswith("sr-")
+    metadata = h.settings.data_dir / "strongroom.db"
+    assert metadata.exists()
+    steal = psql(
+        pg,
+        "root",
+        password,
+        "postgres",
+        "CREATE TEMP TABLE s (l text); "
+        f"COPY s FROM PROGRAM 'cat {metadata}'; SELECT count(*) FROM s",
+    )
+    assert steal.returncode != 0
+    other = h.a.create_instance("pg-other", datastore={"type": "postgresql"})
+    wait_status(lambda: h.a.get(f"/instances/{other['id']}").json()["instance"], "ACTIVE")
+    other_home = h.settings.data_dir / "instances" / other["id"]
+    peek = psql(
+        pg,
+        "root",
+        password,
+        "postgres",
+        "CREATE TEMP TABLE p (l text); "
+        f"COPY p FROM PROGRAM 'ls {other_home}/data'; SELECT count(*) FROM p",
+    )
+    assert peek.returncode != 0
+    assert h.a.delete(f"/instances/{other['id']}").status_code == 202
+    h.a.delete(f"/instances/{pg['id']}/root")
+
+
+@pytest.mark.parametrize("name", ['o"brien', "x'; DROP ROLE postgres; --", "space name"])
+def test_names_are_identifiers_never_sql(h: Harness, pg: dict[str, Any], name: str) -> None:
+    base = f"/instances/{pg['id']}"
+    r = h.a.post(f"{base}/databases", {"databases": [{"name": name}]})
+    assert r.status_code == 202, r.text
+    r = h.a.post(
+        f"{base}/users",
+        {"users": [{"name": name, "password": PASSWORD, "databases": [{"name": name}]}]},
+    )
+    assert r.status_code == 202, r.text
+    view = h.a.get(base).json()["instance"]
+    out = psql(view, name, PASSWORD, name, "SELECT current_user, current_database()")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{name}|{name}"
+    quoted = quote(name).replace(".", "%2e")
+    assert h.a.delete(f"{base}/users/{quoted}").status_code == 202
+    assert h.a.delete(f"{base}/databases/{quote(name)}").status_code == 202
+    assert name not in str(h.a.get(base).json()["instance"]["connection"])
+
+
+def test_concurrent_changes_are_all_recorded(h: Harness, pg: dict[str, Any]) -> None:
+    base = f"/instances/{pg['id']}"
+    names = [f"c{i}" for i in range(6)]
+
+    def create(name: str) -> int:
+        body = {"users": [{"name": name, "password": PASSWORD}]}
+        return int(h.a.post(f"{base}/users", body).status_code)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert list(pool.map(create, names)) == [202] * len(names)
+    recorded = h.a.get(base).json()["instance"]["connection"]["users"]
+    assert set(names) <= set(recorded)
+    for name in names:
+        assert h.a.delete(f"{base}/users/{name}").status_code == 202
+    assert not set(names) & set(h.a.get(base).json()["instance"]["connection"]["users"])
+
+
+def test_external_instance_answers_not_implemented(h: Harness, pg: dict[str, Any]) -> None:
+    """The managed server registered again as an external one (with root's login)."""
+    base = f"/instances/{pg['id']}"
+    password = h.a.post(f"{base}/root").json()["user"]["password"]
+    try:
+        r = h.a.post(
+            "/instances",
+            {
+                "instance": {
+                    "name": "ext",
+                    "datastore": {"type": "postgresql"},
+                    "external": {
+                        "host": "127.0.0.1",
+                        "port": pg["connection"]["port"],
+                        "user": "root",
+                        "password": password,
+                    },
+                }
+            },
+        )
+        assert r.status_code == 200, r.text
+        ext = r.json()["instance"]["id"]
+        for call in (
+            h.a.get(f"/instances/{ext}/users"),
+            h.a.post(f"/instances/{ext}/databases", {"databases": [{"name": "x"}]}),
+            h.a.post(f"/instances/{ext}/root"),
+        ):
+            assert call.status_code == 501, call.text
+            assert "external postgresql" in call.json()["notImplemented"]["message"]
+        assert h.a.delete(f"/instances/{ext}").status_code == 202
+    finally:
+        h.a.delete(f"{base}/root")
+
+
+def test_user_list_pages(h: Harness, pg: dict[str, Any]) -> None:
+    base = f"/instances/{pg['id']}"
+    names = [f"p{i:02d}" for i in range(3)]
+    h.a.post(f"{base}/users", {"users": [{"name": n, "password": PASSWORD} for n in names]})
+    first = h.a.get(f"{base}/users?limit=2").json()
+    assert [u["name"] for u in first["users"]] == names[:2]
+    (link,) = first["links"]
+    assert link["rel"] == "next" and "marker=2" in link["href"]
+    rest = h.a.get(f"{base}/users?limit=2&marker=2").json()
+    assert [u["name"] for u in rest["users"]] == names[2:] and "links" not in rest
+    assert h.a.get(f"{base}/users?limit=0").status_code == 400
+    for n in names:
+        h.a.delete(f"{base}/users/{n}")

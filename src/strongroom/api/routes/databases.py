@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from strongroom.api.account_views import database_view
-from strongroom.api.deps import ContextDep, ServicesDep, blocking, json_body
-from strongroom.api.openapi import operation
+from strongroom.api.account_views import database_view, page
+from strongroom.api.deps import ContextDep, ServicesDep, blocking, int_param, json_body
+from strongroom.api.openapi import LIMIT, MARKER, operation
 from strongroom.api.routes.users import accepted, accounts_of
 from strongroom.api.schemas import accounts as schemas
 from strongroom.api.schemas.requests import validate
@@ -18,15 +18,18 @@ router = APIRouter(prefix="/v1.0/{project_id}/instances/{instance_id}/databases"
 
 
 @router.get(
-    "", summary="List an instance's databases", **operation(200, schemas.DATABASE_LIST, 422, 501)
+    "",
+    summary="List an instance's databases",
+    **operation(200, schemas.DATABASE_LIST, 422, 501, params=(LIMIT, MARKER)),
 )
 async def list_databases(
     project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
+    offset, limit = int_param(request, "marker") or 0, int_param(request, "limit")
     names = await blocking(
         request, ctx, accounts_of(services).list_databases, ctx, instance_id=instance_id
     )
-    return {"databases": [database_view(n) for n in names]}
+    return page(request, "databases", [database_view(n) for n in names], offset, limit)
 
 
 @router.post(

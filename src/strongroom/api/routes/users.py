@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from strongroom.api.account_views import user_and_host, user_specs, user_view
-from strongroom.api.deps import ContextDep, ServicesDep, blocking, json_body
-from strongroom.api.openapi import operation
+from strongroom.api.account_views import page, user_and_host, user_specs, user_view
+from strongroom.api.deps import ContextDep, ServicesDep, blocking, int_param, json_body
+from strongroom.api.openapi import LIMIT, MARKER, operation
 from strongroom.api.schemas import accounts as schemas
 from strongroom.api.schemas.requests import validate
 from strongroom.services.accounts import AccountService
@@ -28,14 +28,19 @@ def accepted() -> Response:
     return Response(status_code=202, media_type="application/json")
 
 
-@router.get("", summary="List an instance's users", **operation(200, schemas.USER_LIST, 422, 501))
+@router.get(
+    "",
+    summary="List an instance's users",
+    **operation(200, schemas.USER_LIST, 422, 501, params=(LIMIT, MARKER)),
+)
 async def list_users(
     project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
+    offset, limit = int_param(request, "marker") or 0, int_param(request, "limit")
     users = await blocking(
         request, ctx, accounts_of(services).list_users, ctx, instance_id=instance_id
     )
-    return {"users": [user_view(u) for u in users]}
+    return page(request, "users", [user_view(u) for u in users], offset, limit)
 
 
 @router.post(

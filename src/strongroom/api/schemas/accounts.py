@@ -69,6 +69,11 @@ DATABASES_CREATE: dict[str, Any] = {
     },
 }
 
+ROOT_ENABLE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"password": NON_EMPTY_STRING},
+}
+
 _DATABASE = {"type": "object", "properties": {"name": {"type": "string"}}}
 _USER = {
     "type": "object",

@@ -154,8 +154,8 @@ class MariaDbEngine:
         else:
             users = [{"name": connection.get("user", "")}]
         view = {"host": connection.get("host"), "port": connection.get("port"), "users": users}
-        if connection.get("managed"):
-            view["databases"] = list(connection.get("databases", []))
+        if "databases" in connection:  # managed servers made before it was recorded lack it
+            view["databases"] = list(connection["databases"])
         return view
 
     def data_size(self, connection: Connection) -> int | None:

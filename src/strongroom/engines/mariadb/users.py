@@ -39,11 +39,12 @@ class MariaDbAccounts:
 
     def create_users(self, connection: Connection, users: Sequence[UserSpec]) -> None:
         with _session(connection, secrets_=[u.password for u in users]) as cursor:
-            missing = sorted({db for u in users for db in u.databases} - set(_databases(cursor)))
+            wanted = {db for u in users for db in u.databases}
+            missing = sorted(wanted - set(tenant_databases(cursor)))
             for name in missing:
                 accounts.check_database(name)
             if missing:
-                raise AccountNotFoundError(f"database {missing[0]!r} does not exist")
+                raise AccountNotFoundError("Database", missing[0])
             accounts.apply_request(cursor, InstanceRequest(name="", users=tuple(users)))
             _refresh(cursor, connection)
 
@@ -71,10 +72,10 @@ class MariaDbAccounts:
             accounts.check_database(db)
         with _session(connection) as cursor:
             _require_user(cursor, name, host)
-            existing = set(_databases(cursor))
+            existing = set(tenant_databases(cursor))
             for db in databases:
                 if db not in existing:
-                    raise AccountNotFoundError(f"database {db!r} does not exist")
+                    raise AccountNotFoundError("Database", db)
             for db in databases:
                 cursor.execute(
                     f"GRANT ALL PRIVILEGES ON {accounts.grant_pattern(db)}.* TO %s@%s",
@@ -91,7 +92,7 @@ class MariaDbAccounts:
                 (u["databases"] for u in accounts.list_users(cursor) if _same(u, name, host)), []
             )
             if database not in granted:
-                raise AccountNotFoundError(f"user {name!r} has no access to {database!r}")
+                raise AccountNotFoundError("Database", database)
             cursor.execute(
                 f"REVOKE ALL PRIVILEGES ON {accounts.grant_pattern(database)}.* FROM %s@%s",
                 (name, host),
@@ -101,7 +102,7 @@ class MariaDbAccounts:
     # -- databases --------------------------------------------------------------------
     def list_databases(self, connection: Connection) -> list[str]:
         with _session(connection) as cursor:
-            return _databases(cursor)
+            return tenant_databases(cursor)
 
     def create_databases(self, connection: Connection, names: Sequence[str]) -> None:
         for name in names:
@@ -114,14 +115,14 @@ class MariaDbAccounts:
     def delete_database(self, connection: Connection, name: str) -> None:
         accounts.check_database(name)
         with _session(connection) as cursor:
-            if name not in _databases(cursor):
-                raise AccountNotFoundError(f"database {name!r} does not exist")
+            if name not in tenant_databases(cursor):
+                raise AccountNotFoundError("Database", name)
             cursor.execute(f"DROP DATABASE {config.quote_identifier(name)}")
             _refresh(cursor, connection)
 
     # -- root -------------------------------------------------------------------------
-    def enable_root(self, connection: Connection) -> tuple[str, str]:
-        password = secrets.token_urlsafe(24)
+    def enable_root(self, connection: Connection, password: str | None = None) -> tuple[str, str]:
+        password = password or secrets.token_urlsafe(24)
         with _session(connection, secrets_=[password]) as cursor:
             cursor.execute(
                 "CREATE OR REPLACE USER %s@%s IDENTIFIED BY %s", (ROOT_USER, ROOT_HOST, password)
@@ -151,7 +152,7 @@ def _session(connection: Connection, *, secrets_: Sequence[str] = ()) -> Iterato
         raise EngineError(f"the server refused: {sql_error(exc, hidden)}") from exc
 
 
-def _databases(cursor: Any) -> list[str]:
+def tenant_databases(cursor: Any) -> list[str]:
     cursor.execute("SHOW DATABASES")
     return sorted(
         str(row[0]) for row in cursor.fetchall() if str(row[0]) not in accounts.SYSTEM_DATABASES
@@ -164,9 +165,9 @@ def _same(user: dict[str, Any], name: str, host: str) -> bool:
 
 def _require_user(cursor: Any, name: str, host: str) -> None:
     if not any(_same(u, name, host) for u in accounts.list_users(cursor)):
-        raise AccountNotFoundError(f"user {name!r}@{host!r} does not exist")
+        raise AccountNotFoundError("User", f"{name}@{host}")
 
 
 def _refresh(cursor: Any, connection: Connection) -> None:
     connection["users"] = accounts.list_users(cursor)
-    connection["databases"] = _databases(cursor)
+    connection["databases"] = tenant_databases(cursor)

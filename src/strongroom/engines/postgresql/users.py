@@ -69,7 +69,7 @@ class PostgresAccounts:
             existing = set(_databases(conn))
         missing = sorted({db for u in users for db in u.databases} - existing)
         if missing:
-            raise AccountNotFoundError(f"database {missing[0]!r} does not exist")
+            raise AccountNotFoundError("Database", missing[0])
         request = InstanceRequest(name="", users=tuple(users))
         _run(lambda: accounts.apply_request(connection, request))
         with _session(connection) as conn:
@@ -109,7 +109,7 @@ class PostgresAccounts:
             existing = set(_databases(conn))
             for db in databases:
                 if db not in existing:
-                    raise AccountNotFoundError(f"database {db!r} does not exist")
+                    raise AccountNotFoundError("Database", db)
             for db in databases:
                 _close_to_public(conn, db)
                 conn.execute(
@@ -126,9 +126,11 @@ class PostgresAccounts:
         check_user(name, host)
         names.check_database(database)
         with _session(connection) as conn:
-            _require_user(conn, name)
-            if database not in _databases(conn):
-                raise AccountNotFoundError(f"database {database!r} does not exist")
+            granted = {u.name: u.databases for u in _users(conn)}
+            if name not in granted:
+                raise AccountNotFoundError("User", name)
+            if database not in granted[name]:
+                raise AccountNotFoundError("Database", database)
             conn.execute(
                 sql.SQL("REVOKE ALL PRIVILEGES ON DATABASE {} FROM {}").format(
                     sql.Identifier(database), sql.Identifier(name)
@@ -159,13 +161,13 @@ class PostgresAccounts:
         names.check_database(name)
         with _session(connection) as conn:
             if name not in _databases(conn):
-                raise AccountNotFoundError(f"database {name!r} does not exist")
+                raise AccountNotFoundError("Database", name)
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
             _refresh(conn, connection)
 
     # -- root -------------------------------------------------------------------------
-    def enable_root(self, connection: Connection) -> tuple[str, str]:
-        password = secrets.token_urlsafe(24)
+    def enable_root(self, connection: Connection, password: str | None = None) -> tuple[str, str]:
+        password = password or secrets.token_urlsafe(24)
         with _session(connection) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_roles WHERE rolname = %s", (ROOT_USER,)
@@ -224,7 +226,7 @@ def _databases(conn: Any, *, every: bool = False) -> list[str]:
 
 def _require_user(conn: Any, name: str) -> None:
     if name not in {u.name for u in _users(conn)}:
-        raise AccountNotFoundError(f"user {name!r} does not exist")
+        raise AccountNotFoundError("User", name)
 
 
 def _set_password(conn: Any, name: str, password: str, options: str) -> None:
