@@ -88,7 +88,7 @@ class MariaDbAccounts:
         accounts.check_database(database)
         with _session(connection) as cursor:
             _require_user(cursor, name, host)
-            granted = next(
+            granted: list[str] = next(
                 (u["databases"] for u in accounts.list_users(cursor) if _same(u, name, host)), []
             )
             if database not in granted:
