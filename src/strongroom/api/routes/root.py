@@ -17,10 +17,16 @@ from strongroom.api.schemas.requests import validate
 router = APIRouter(prefix="/v1.0/{project_id}/instances/{instance_id}/root")
 
 
+def _optional_body(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """troveclient sends a body only when the caller chose root's password."""
+    kwargs["openapi_extra"]["requestBody"]["required"] = False
+    return kwargs
+
+
 @router.post(
     "",
     summary="Enable root (with the password given, or a generated one)",
-    **operation(200, schemas.ROOT_CREATED, 422, 501),
+    **_optional_body(operation(200, schemas.ROOT_CREATED, 422, 501, body=schemas.ROOT_ENABLE)),
 )
 async def enable_root(
     project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
