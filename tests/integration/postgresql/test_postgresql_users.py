@@ -141,7 +141,12 @@ def test_user_and_database_calls_then_login_reaches_only_its_database(
     assert psql(view, "clerk", new_password, "shop", "SELECT n FROM t").stdout.strip() == "7"
     assert psql(view, "clerk", PASSWORD, "shop", "SELECT 1").returncode != 0
 
-    # delete the user (it owns a table) and a database
+    # A user that owns a table is kept (its data would be lost, or handed to the
+    # superuser); once the table is gone it can be deleted.
+    owns = h.a.delete(f"{base}/users/clerk")
+    assert owns.status_code == 400
+    assert "owns tables or other objects in shop" in owns.json()["badRequest"]["message"]
+    assert psql(view, "clerk", new_password, "shop", "DROP TABLE t").returncode == 0
     assert h.a.delete(f"{base}/users/clerk").status_code == 202
     assert h.a.get(f"{base}/users").json() == {"users": []}
     assert h.a.get(f"{base}/users/clerk").status_code == 404
@@ -386,3 +391,30 @@ def test_user_list_pages(h: Harness, pg: dict[str, Any]) -> None:
     assert h.a.get(f"{base}/users?limit=0").status_code == 400
     for n in names:
         h.a.delete(f"{base}/users/{n}")
+
+
+def test_deleting_a_user_never_gives_its_functions_to_the_superuser(
+    h: Harness, pg: dict[str, Any]
+) -> None:
+    """A SECURITY DEFINER function of a deleted user, were it handed to the superuser,
+    would let any other user run SQL as superuser."""
+    base = f"/instances/{pg['id']}"
+    h.a.post(f"{base}/databases", {"databases": [{"name": "fx"}]})
+    users = [{"name": n, "password": PASSWORD, "databases": [{"name": "fx"}]} for n in ("m1", "m2")]
+    assert h.a.post(f"{base}/users", {"users": users}).status_code == 202
+    view = h.a.get(base).json()["instance"]
+    made = psql(
+        view, "m1", PASSWORD, "fx",
+        "CREATE FUNCTION lift() RETURNS void SECURITY DEFINER LANGUAGE sql "
+        "AS 'ALTER ROLE m2 SUPERUSER'; GRANT EXECUTE ON FUNCTION lift() TO m2",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert h.a.delete(f"{base}/users/m1").status_code == 400
+    lifted = psql(view, "m2", PASSWORD, "fx", "SELECT lift()")
+    assert lifted.returncode != 0  # m1 may not ALTER ROLE … SUPERUSER, and still owns it
+    check = psql(view, "m2", PASSWORD, "fx", "SELECT rolsuper FROM pg_roles WHERE rolname = 'm2'")
+    assert check.stdout.strip() == "f"
+    assert psql(view, "m1", PASSWORD, "fx", "DROP FUNCTION lift()").returncode == 0
+    for name in ("m1", "m2"):
+        assert h.a.delete(f"{base}/users/{name}").status_code == 202
+    assert h.a.delete(f"{base}/databases/fx").status_code == 202

@@ -82,11 +82,24 @@ class PostgresAccounts:
         check_user(name, host)
         with _session(connection) as conn:
             _require_user(conn, name)
+            # Its objects are neither dropped (the tenant's data) nor given to the
+            # superuser (a SECURITY DEFINER function would then run as superuser).
+            owns = conn.execute(
+                "SELECT DISTINCT d.datname FROM pg_shdepend s "
+                "JOIN pg_roles r ON r.oid = s.refobjid AND s.refclassid = 'pg_authid'::regclass "
+                "LEFT JOIN pg_database d ON d.oid = s.dbid "
+                "WHERE r.rolname = %s AND s.deptype = 'o' ORDER BY 1",
+                (name,),
+            ).fetchall()
+            if owns:
+                where = ", ".join(str(row[0] or "the cluster") for row in owns)
+                raise InvalidRequestError(
+                    f"user {name!r} owns tables or other objects in {where}: drop them, or "
+                    "give them to another user (ALTER … OWNER TO), before deleting it"
+                )
             for db in _databases(conn, every=True):
                 with _session(connection, dbname=db) as dbconn:
-                    dbconn.execute(
-                        sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(name))
-                    )
+                    # Nothing owned: this drops its privileges only.
                     dbconn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
             _refresh(conn, connection)
