@@ -4,11 +4,12 @@ any 501), malformed bodies 400."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixtures.service import Caller, Harness
+from fixtures.service import Caller, Harness, make_harness
 
 USER = {"users": [{"name": "u", "password": "secret-1"}]}
 
@@ -86,3 +87,25 @@ def test_root_enable_with_a_malformed_password_is_400(harness: Harness) -> None:
     lite = harness.a.create_instance("lite")
     r = harness.a.post(f"/instances/{lite['id']}/root", {"password": ""})
     assert r.status_code == 400, r.text
+
+
+def test_policy_rules_carry_trove_names(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        '"instance:extension:user:create": "role:admin"\n'
+        '"instance:extension:root:index": "role:admin"\n'
+    )
+    h = make_harness(tmp_path, policy_file=policy)
+    try:
+        lite = h.a.create_instance("lite")
+        base = f"/instances/{lite['id']}"
+        r = h.a.post(f"{base}/users", USER)
+        assert r.status_code == 403
+        assert r.json()["forbidden"]["message"] == (
+            "Policy doesn't allow instance:extension:user:create to be performed."
+        )
+        assert h.a.get(f"{base}/root").status_code == 403
+        assert h.a.get(f"{base}/users").status_code == 501  # not denied: answered
+        assert h.b.post(f"{base}/users", USER).status_code == 404  # still invisible first
+    finally:
+        h.container.close()
