@@ -8,7 +8,7 @@ from starlette.requests import Request
 
 from strongroom.api.views import next_link
 from strongroom.domain.errors import BadRequestError
-from strongroom.services.accounts import AccountInfo, UserSpec
+from strongroom.services.accounts import AccountInfo, DatabaseSpec, UserSpec
 
 
 def user_view(user: AccountInfo) -> dict[str, Any]:
@@ -30,6 +30,17 @@ def user_and_host(user_id: str) -> tuple[str, str]:
         return user_id, "%"
     name, _, host = user_id.rpartition("@")
     return name, host
+
+
+def database_specs(items: list[dict[str, Any]]) -> list[DatabaseSpec]:
+    return [
+        DatabaseSpec(
+            name=str(d["name"]),
+            character_set=str(d["character_set"]) if d.get("character_set") else None,
+            collate=str(d["collate"]) if d.get("collate") else None,
+        )
+        for d in items
+    ]
 
 
 def user_specs(items: list[dict[str, Any]]) -> list[UserSpec]:

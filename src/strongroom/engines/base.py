@@ -50,6 +50,8 @@ class ByteSource(Protocol):
 @dataclass(frozen=True)
 class DatabaseSpec:
     name: str
+    character_set: str | None = None  # the server's default when None
+    collate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,10 @@ class AccountManager(Protocol):
 
     def list_databases(self, connection: Connection) -> list[str]: ...
 
-    def create_databases(self, connection: Connection, names: Sequence[str]) -> None: ...
+    def create_databases(self, connection: Connection, databases: Sequence[DatabaseSpec]) -> None:
+        """Create those that do not exist (an existing one is left as it is); an unknown
+        character set or collation is ``InvalidRequestError``."""
+        ...
 
     def delete_database(self, connection: Connection, name: str) -> None: ...
 

@@ -27,7 +27,14 @@ from strongroom.domain.errors import (
 )
 from strongroom.domain.model import Instance, InstanceKind, InstanceStatus, RequestContext
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
-from strongroom.engines.base import AccountInfo, AccountManager, Connection, Engine, UserSpec
+from strongroom.engines.base import (
+    AccountInfo,
+    AccountManager,
+    Connection,
+    DatabaseSpec,
+    Engine,
+    UserSpec,
+)
 from strongroom.engines.errors import AccountNotFoundError, EngineError, InvalidRequestError
 from strongroom.services.authorization import Authorizer
 from strongroom.services.datastores import DatastoreCatalog
@@ -136,10 +143,10 @@ class AccountService:
             return self._call(t, lambda: t.manager.list_databases(t.connection))
 
     def create_databases(
-        self, ctx: RequestContext, *, instance_id: str, names: Sequence[str]
+        self, ctx: RequestContext, *, instance_id: str, databases: Sequence[DatabaseSpec]
     ) -> None:
         with self._target(ctx, instance_id, "database", "create") as t:
-            self._change(t, lambda: t.manager.create_databases(t.connection, names))
+            self._change(t, lambda: t.manager.create_databases(t.connection, databases))
 
     def delete_database(self, ctx: RequestContext, *, instance_id: str, name: str) -> None:
         with self._target(ctx, instance_id, "database", "delete") as t:
@@ -245,4 +252,4 @@ def _user_id(name: str, host: str) -> str:
     return name if host == "%" else f"{name}@{host}"
 
 
-__all__ = ["AccountInfo", "AccountService", "UserSpec"]
+__all__ = ["AccountInfo", "AccountService", "DatabaseSpec", "UserSpec"]

@@ -266,3 +266,27 @@ def test_view_of_a_new_instance_says_where_to_connect(h: Harness) -> None:
     assert isinstance(view["connection"]["port"], int)
     assert view["connection"]["databases"] == ["seed"]
     assert h.a.delete(f"/instances/{created['id']}").status_code == 202
+
+
+def test_database_with_character_set_and_collation(h: Harness, mdb: dict[str, Any]) -> None:
+    base = f"/instances/{mdb['id']}"
+    body = {
+        "databases": [{"name": "latin", "character_set": "latin1", "collate": "latin1_swedish_ci"}]
+    }
+    assert h.a.post(f"{base}/databases", body).status_code == 202
+    password = h.a.post(f"{base}/root").json()["user"]["password"]
+    out = client(mdb, "root", password, "mysql",
+                 "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME "
+                 "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'latin'")  # fmt: skip
+    assert out.stdout.split() == ["latin1", "latin1_swedish_ci"], out.stderr
+    h.a.delete(f"{base}/root")
+    for bad in (
+        {"name": "bad", "character_set": "no_such_set"},
+        {"name": "bad", "character_set": "utf8mb4", "collate": "latin1_swedish_ci"},
+        {"name": "bad", "collate": "x; DROP DATABASE latin"},
+    ):
+        r = h.a.post(f"{base}/databases", {"databases": [bad]})
+        assert r.status_code == 400, r.text
+    names = [d["name"] for d in h.a.get(f"{base}/databases").json()["databases"]]
+    assert "bad" not in names and "latin" in names
+    assert h.a.delete(f"{base}/databases/latin").status_code == 202

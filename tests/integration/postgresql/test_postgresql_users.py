@@ -418,3 +418,22 @@ def test_deleting_a_user_never_gives_its_functions_to_the_superuser(
     for name in ("m1", "m2"):
         assert h.a.delete(f"{base}/users/{name}").status_code == 202
     assert h.a.delete(f"{base}/databases/fx").status_code == 202
+
+
+def test_database_with_encoding_and_collation(h: Harness, pg: dict[str, Any]) -> None:
+    base = f"/instances/{pg['id']}"
+    body = {"databases": [{"name": "latin", "character_set": "LATIN1", "collate": "C"}]}
+    assert h.a.post(f"{base}/databases", body).status_code == 202
+    password = h.a.post(f"{base}/root").json()["user"]["password"]
+    out = psql(pg, "root", password, "postgres",
+               "SELECT pg_encoding_to_char(encoding), datcollate FROM pg_database "
+               "WHERE datname = 'latin'")  # fmt: skip
+    assert out.stdout.strip() == "LATIN1|C", out.stderr
+    h.a.delete(f"{base}/root")
+    bad = {"databases": [{"name": "bad", "character_set": "NO_SUCH_ENCODING"}]}
+    r = h.a.post(f"{base}/databases", bad)
+    assert r.status_code == 400, r.text
+    r = h.a.post(f"{base}/databases", {"databases": [{"name": "bad", "collate": "x'; --"}]})
+    assert r.status_code == 400, r.text
+    assert "bad" not in [d["name"] for d in h.a.get(f"{base}/databases").json()["databases"]]
+    assert h.a.delete(f"{base}/databases/latin").status_code == 202

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from strongroom.api.account_views import database_view, page
+from strongroom.api.account_views import database_specs, database_view, page
 from strongroom.api.deps import ContextDep, ServicesDep, blocking, int_param, json_body
 from strongroom.api.openapi import LIMIT, MARKER, operation
 from strongroom.api.routes.users import accepted, accounts_of
@@ -46,7 +46,7 @@ async def create_databases(
         accounts_of(services).create_databases,
         ctx,
         instance_id=instance_id,
-        names=[str(d["name"]) for d in body["databases"]],
+        databases=database_specs(body["databases"]),
     )
     return accepted()
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from strongroom.api.schemas.requests import NAME, NON_EMPTY_STRING, USER_HOST
 
+# A character set or collation name (utf8mb4, utf8mb4_unicode_ci, UTF8, C, en_US.UTF-8).
+CHARSET_NAME = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_.@-]+$"}
 DATABASE_REF = {
     "type": "object",
     "required": ["name"],
@@ -61,8 +63,8 @@ DATABASES_CREATE: dict[str, Any] = {
                 "required": ["name"],
                 "properties": {
                     "name": NAME,
-                    "character_set": NON_EMPTY_STRING,
-                    "collate": NON_EMPTY_STRING,
+                    "character_set": CHARSET_NAME,
+                    "collate": CHARSET_NAME,
                 },
             },
         }

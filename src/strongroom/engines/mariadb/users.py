@@ -10,6 +10,7 @@ own OS user, so FILE reaches that user's files only.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,12 +18,21 @@ from typing import Any
 
 import pymysql
 
-from strongroom.engines.base import AccountInfo, Connection, InstanceRequest, UserSpec
-from strongroom.engines.errors import AccountNotFoundError, EngineError
+from strongroom.engines.base import (
+    AccountInfo,
+    Connection,
+    DatabaseSpec,
+    InstanceRequest,
+    UserSpec,
+)
+from strongroom.engines.errors import AccountNotFoundError, EngineError, InvalidRequestError
 from strongroom.engines.mariadb import accounts, config
 from strongroom.engines.mariadb.sessions import managed_session, sql_error
 
 ROOT_USER = "root"
+# ER_UNKNOWN_CHARACTER_SET, ER_UNKNOWN_COLLATION, ER_COLLATION_CHARSET_MISMATCH
+UNKNOWN_CHARSET_ERRORS = (1115, 1273, 1253)
+_CHARSET = re.compile(r"[A-Za-z0-9_]{1,64}")  # names only: they go into the statement
 ROOT_HOST = "%"
 
 
@@ -104,12 +114,26 @@ class MariaDbAccounts:
         with _session(connection) as cursor:
             return tenant_databases(cursor)
 
-    def create_databases(self, connection: Connection, names: Sequence[str]) -> None:
-        for name in names:
-            accounts.check_database(name)
+    def create_databases(self, connection: Connection, databases: Sequence[DatabaseSpec]) -> None:
+        for db in databases:
+            accounts.check_database(db.name)
+            for value in (db.character_set, db.collate):
+                if value is not None and not _CHARSET.fullmatch(value):
+                    raise InvalidRequestError(f"{value!r} is not a character set or collation")
         with _session(connection) as cursor:
-            for name in names:
-                cursor.execute(f"CREATE DATABASE IF NOT EXISTS {config.quote_identifier(name)}")
+            for db in databases:
+                options = ""
+                if db.character_set:
+                    options += f" CHARACTER SET {db.character_set}"
+                if db.collate:
+                    options += f" COLLATE {db.collate}"
+                statement = f"CREATE DATABASE IF NOT EXISTS {config.quote_identifier(db.name)}"
+                try:
+                    cursor.execute(statement + options)
+                except pymysql.MySQLError as exc:
+                    if exc.args and exc.args[0] in UNKNOWN_CHARSET_ERRORS:
+                        raise InvalidRequestError(sql_error(exc)) from None
+                    raise
             _refresh(cursor, connection)
 
     def delete_database(self, connection: Connection, name: str) -> None:

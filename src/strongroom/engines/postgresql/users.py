@@ -18,7 +18,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from strongroom.engines.base import AccountInfo, Connection, InstanceRequest, UserSpec
+from strongroom.engines.base import (
+    AccountInfo,
+    Connection,
+    DatabaseSpec,
+    InstanceRequest,
+    UserSpec,
+)
 from strongroom.engines.errors import AccountNotFoundError, EngineError, InvalidRequestError
 from strongroom.engines.postgresql import accounts, names, session
 
@@ -159,15 +165,30 @@ class PostgresAccounts:
         with _session(connection) as conn:
             return _databases(conn)
 
-    def create_databases(self, connection: Connection, names_: Sequence[str]) -> None:
-        for name in names_:
-            names.check_database(name)
+    def create_databases(self, connection: Connection, databases: Sequence[DatabaseSpec]) -> None:
+        for db in databases:
+            names.check_database(db.name)
         with _session(connection) as conn:
             existing = set(_databases(conn, every=True))
-            for name in names_:
-                if name not in existing:
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                    _close_to_public(conn, name)
+            for db in databases:
+                if db.name in existing:
+                    continue
+                statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name))
+                if db.character_set or db.collate:
+                    # Another encoding or collation than the template's needs template0.
+                    statement += sql.SQL(" TEMPLATE template0")
+                if db.character_set:
+                    statement += sql.SQL(" ENCODING {}").format(sql.Literal(db.character_set))
+                if db.collate:
+                    statement += sql.SQL(" LC_COLLATE {}").format(sql.Literal(db.collate))
+                try:
+                    conn.execute(statement)
+                except (
+                    psycopg.errors.InvalidParameterValue,
+                    psycopg.errors.UndefinedObject,
+                ) as exc:
+                    raise InvalidRequestError(session.pg_error(exc)) from None
+                _close_to_public(conn, db.name)
             _refresh(conn, connection)
 
     def delete_database(self, connection: Connection, name: str) -> None:
