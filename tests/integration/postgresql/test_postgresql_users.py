@@ -4,9 +4,13 @@ superuser; another project gets 404; reserved names 400; a SQLite instance 501."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import socket
+import struct
 import subprocess
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,6 +20,7 @@ import pytest
 from pgsvc import PG_MAJOR, reachable_dir, wait_status
 
 from fixtures.service import Caller, Harness, make_harness
+from strongroom.engines.postgresql import cluster
 
 pytestmark = [
     pytest.mark.integration,
@@ -437,3 +442,56 @@ def test_database_with_encoding_and_collation(h: Harness, pg: dict[str, Any]) ->
     assert r.status_code == 400, r.text
     assert "bad" not in [d["name"] for d in h.a.get(f"{base}/databases").json()["databases"]]
     assert h.a.delete(f"{base}/databases/latin").status_code == 202
+
+
+def test_a_server_swapped_into_the_socket_never_gets_the_password(
+    h: Harness, pg: dict[str, Any]
+) -> None:
+    """The instance's OS user can replace the socket in its home with a server of its own
+    that asks for the password in clear text: the service refuses to send it."""
+    home = h.settings.data_dir / "instances" / pg["id"]
+    real = cluster.socket_dir_for(home) / f".s.PGSQL.{pg['connection']['port']}"
+    aside = real.with_name(real.name + ".real")
+    received = bytearray()
+    os.rename(real, aside)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as fake:
+            fake.bind(str(real))
+            fake.listen(8)
+            fake.settimeout(30)
+
+            def serve() -> None:
+                # The connection: read the startup packet, ask for a clear-text password
+                # (AuthenticationCleartextPassword), keep whatever comes back.
+                with contextlib.suppress(OSError):
+                    peer, _addr = fake.accept()
+                    with peer:
+                        peer.settimeout(5)
+                        received.extend(peer.recv(65536))
+                        peer.sendall(b"R" + struct.pack("!ii", 8, 3))
+                        while chunk := peer.recv(65536):
+                            received.extend(chunk)
+
+            server = threading.Thread(target=serve, daemon=True)
+            server.start()
+            r = h.a.get(f"/instances/{pg['id']}/users")
+            assert r.status_code == 422, r.text
+            server.join(timeout=30)
+            assert not server.is_alive()
+        assert received, "the service never reached the swapped socket"
+        password = _service_password(h, pg["id"])
+        assert password and password.encode() not in bytes(received)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(real)
+        os.rename(aside, real)
+    assert h.a.get(f"/instances/{pg['id']}/users").status_code == 200
+
+
+def _service_password(h: Harness, instance_id: str) -> str:
+    container = h.container
+    with container.uow() as uow:
+        sealed = uow.instances.sealed_connection(instance_id)
+    assert sealed is not None
+    opened = container.handlers._secrets.open(sealed, bound_to=instance_id)
+    return str(opened["password"])

@@ -224,8 +224,12 @@ def _session(connection: Connection, *, dbname: str | None = None) -> Iterator[A
     """A superuser session; server errors become ``EngineError`` with no secret."""
     if not connection.get("managed"):
         raise EngineError("users and databases are managed on managed instances only")
+    # The socket is in the instance's home, which its OS user (the tenant, once root)
+    # can replace with a server of its own: SCRAM only, so the password is never sent.
+    extra: dict[str, Any] = {"require_auth": "scram-sha-256"}
+    if dbname:
+        extra["dbname"] = dbname
     try:
-        extra: dict[str, Any] = {"dbname": dbname} if dbname else {}
         with session.connect(connection, **extra) as conn:
             yield conn
     except psycopg.Error as exc:
