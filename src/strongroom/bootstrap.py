@@ -19,6 +19,9 @@ from strongroom.config import Allowance, Settings, StoreSettings
 from strongroom.domain.model import JobKind
 from strongroom.domain.ports import Clock, JobQueue, UnitOfWorkFactory
 from strongroom.engines.allowlist import AllowEntry, AllowList
+from strongroom.engines.base import AccountManager
+from strongroom.engines.mariadb.users import MariaDbAccounts
+from strongroom.engines.postgresql.users import PostgresAccounts
 from strongroom.engines.registry import EngineSettings, build_engine_registry
 from strongroom.jobs.celery_queue import CeleryJobQueue, make_celery
 from strongroom.jobs.inprocess import InProcessJobQueue
@@ -34,6 +37,7 @@ from strongroom.persistence.unit_of_work import (
     unit_of_work_factory,
 )
 from strongroom.pipeline.keys import MasterKey
+from strongroom.services.accounts import AccountService
 from strongroom.services.authorization import Authorizer
 from strongroom.services.backups import BackupService
 from strongroom.services.clock import SystemClock
@@ -192,6 +196,10 @@ def rules_from(settings: Settings) -> ServiceRules:
         transfer_threads=settings.transfer_threads,
         temporary_object_max_age=timedelta(seconds=settings.temporary_object_max_age_seconds),
     )
+
+
+def _account_managers() -> dict[str, AccountManager]:
+    return {"postgresql": PostgresAccounts(), "mariadb": MariaDbAccounts()}
 
 
 def _prepare_data_dir(settings: Settings) -> None:
@@ -370,6 +378,16 @@ def build(
         datastores=catalog,
         tokens=TokenService(uow, clock),
         session_key=master.derive_key(b"strongroom-dashboard-sessions"),
+        accounts=AccountService(
+            uow=uow,
+            clock=clock,
+            authorizer=authorizer,
+            catalog=catalog,
+            secrets=secrets,
+            # The work runs on the instance's server, through its socket on this host;
+            # an API process of a scaled-out service holds no instance.
+            managers=_account_managers() if role == "embedded" else {},
+        ),
         public_endpoint=settings.public_endpoint,
         local_metadata=settings.metadata_url.startswith("sqlite"),
         request_threads=POOL_SIZE,

@@ -17,7 +17,17 @@ from strongroom.api.deps import BodyTimeoutError, UnsupportedMediaTypeError
 from strongroom.api.edge import EdgeSettings
 from strongroom.api.errors import domain_fault, fault, unexpected_fault
 from strongroom.api.health import HealthEndpoints, mark_draining_on_signals
-from strongroom.api.routes import backups, datastores, instances, schedules, verification, versions
+from strongroom.api.routes import (
+    backups,
+    databases,
+    datastores,
+    instances,
+    root,
+    schedules,
+    users,
+    verification,
+    versions,
+)
 from strongroom.domain.errors import DomainError
 from strongroom.services.container import Services
 
@@ -53,7 +63,7 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
     )
     for module in (versions, backups, instances, datastores):
         app.include_router(module.router)
-    for module in (schedules, verification):
+    for module in (schedules, verification, users, databases, root):
         app.include_router(module.router)
     openapi.install(app)
     docs.install(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -189,6 +190,18 @@ def instance_status(view: InstanceView) -> str:
     return instance.status.value
 
 
+def _address(host: Any) -> dict[str, Any]:
+    """Where to connect, as Trove's view says it: ``ip`` (a list) for an address,
+    ``hostname`` for a name; the port is in ``connection``."""
+    if not isinstance(host, str) or not host:
+        return {}
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return {"hostname": host}
+    return {"ip": [host]}
+
+
 def instance_view(
     request: Request, ctx: RequestContext, view: InstanceView, *, detail: bool
 ) -> dict[str, Any]:
@@ -218,6 +231,7 @@ def instance_view(
         body["tenant_id"] = i.project_id
     if i.public_connection is not None:
         body["connection"] = i.public_connection
+        body.update(_address(i.public_connection.get("host")))
     body["last_restorable_backup_id"] = view.last_restorable_backup_id
     body["last_verified_restorable_at"] = timestamp(view.last_verified_restorable_at)
     if detail:

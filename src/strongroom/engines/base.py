@@ -51,6 +51,8 @@ class ByteSource(Protocol):
 @dataclass(frozen=True)
 class DatabaseSpec:
     name: str
+    character_set: str | None = None  # the server's default when None
+    collate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -183,3 +185,56 @@ class Engine(Protocol):
         """Raise ``IncompatibleBackupError`` if this engine cannot restore that backup
         (another major version, another page size, …)."""
         ...
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """A tenant's user on a managed server: its name, host and the databases it reaches."""
+
+    name: str
+    host: str = "%"
+    databases: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class AccountManager(Protocol):
+    """Trove's user, database and root calls on a managed server of one datastore.
+
+    Every method works through the service's own account (the stored ``connection``) and
+    refuses names the server or the service reserves (``InvalidRequestError`` → 400); a
+    user or database that does not exist raises ``AccountNotFoundError`` (→ 404). Methods
+    that change accounts also refresh ``connection["users"]`` / ``connection["databases"]``
+    from the server, so that what ``public_view`` shows is what the server holds. Users
+    made here get privileges on their databases only: no superuser, replication, FILE or
+    SUPER. ``host`` is MariaDB's account host; PostgreSQL takes only ``"%"``.
+    """
+
+    def list_users(self, connection: Connection) -> list[AccountInfo]: ...
+
+    def create_users(self, connection: Connection, users: Sequence[UserSpec]) -> None: ...
+
+    def delete_user(self, connection: Connection, name: str, host: str) -> None: ...
+
+    def change_passwords(self, connection: Connection, users: Sequence[UserSpec]) -> None: ...
+
+    def grant(
+        self, connection: Connection, name: str, host: str, databases: Sequence[str]
+    ) -> None: ...
+
+    def revoke(self, connection: Connection, name: str, host: str, database: str) -> None: ...
+
+    def list_databases(self, connection: Connection) -> list[str]: ...
+
+    def create_databases(self, connection: Connection, databases: Sequence[DatabaseSpec]) -> None:
+        """Create those that do not exist (an existing one is left as it is); an unknown
+        character set or collation is ``InvalidRequestError``."""
+        ...
+
+    def delete_database(self, connection: Connection, name: str) -> None: ...
+
+    def enable_root(self, connection: Connection, password: str | None = None) -> tuple[str, str]:
+        """Create the datastore's root account, or reset its password: ``(name, password)``
+        with ``password``, or a new generated one (shown once)."""
+        ...
+
+    def disable_root(self, connection: Connection) -> None: ...

@@ -41,3 +41,12 @@ class InvalidExternalError(EngineError):
 
 class InvalidRequestError(EngineError):
     """Requested users or databases the engine refuses (reserved or malformed names)."""
+
+
+class AccountNotFoundError(EngineError):
+    """A user or database the request names does not exist on the server."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"{kind} {name} cannot be found on the instance.")
+        self.kind = kind  # "User" or "Database", as Trove's fault names them
+        self.name = name

@@ -43,6 +43,17 @@ DEFAULT_RULES = [
     policy.RuleDefault("datastore:version_show_by_uuid", ANYONE),
     policy.RuleDefault("flavor:index", ANYONE),
     policy.RuleDefault("flavor:show", ANYONE),
+    # Users, databases and root of a managed instance: Trove's rule names.
+    *(
+        policy.RuleDefault(f"instance:extension:{kind}:{action}", ADMIN_OR_OWNER)
+        for kind, actions in (
+            ("user", ("create", "delete", "index", "show", "update", "update_all")),
+            ("user_access", ("update", "delete", "index")),
+            ("database", ("create", "delete", "index", "show")),
+            ("root", ("create", "delete", "index")),
+        )
+        for action in actions
+    ),
     policy.RuleDefault("backup:verify", ADMIN_OR_OWNER),
     policy.RuleDefault("backup:drill", ADMIN_OR_OWNER),
     policy.RuleDefault("backup_schedule:create", ADMIN_OR_OWNER),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from strongroom.services.accounts import AccountService
 from strongroom.services.backups import BackupService
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.drills import DrillService
@@ -31,3 +32,4 @@ class Services:
     # Signs dashboard session cookies; the same in every API process (derived from the
     # master key). Empty: a random key per process (sessions end with the process).
     session_key: bytes = b""
+    accounts: AccountService | None = None

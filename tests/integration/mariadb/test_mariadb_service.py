@@ -166,7 +166,8 @@ def test_managed_instance_is_built_with_the_requested_databases_and_users(
 ) -> None:
     assert source["datastore"]["type"] == "mariadb"
     connection = source["connection"]
-    assert set(connection) == {"host", "port", "users"}
+    assert set(connection) == {"host", "port", "users", "databases"}
+    assert connection["databases"] == ["app", "empty_db"]
     assert connection["host"] == "127.0.0.1"
     assert connection["users"] == [{"name": APP_USER, "host": "%", "databases": ["app"]}]
     body = h.a.get(f"/instances/{source['id']}").text

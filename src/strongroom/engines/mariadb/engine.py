@@ -156,7 +156,10 @@ class MariaDbEngine:
             ]
         else:
             users = [{"name": connection.get("user", "")}]
-        return {"host": connection.get("host"), "port": connection.get("port"), "users": users}
+        view = {"host": connection.get("host"), "port": connection.get("port"), "users": users}
+        if "databases" in connection:  # managed servers made before it was recorded lack it
+            view["databases"] = list(connection["databases"])
+        return view
 
     def data_size(self, connection: Connection) -> int | None:
         query = (

@@ -38,6 +38,7 @@ from strongroom.engines.mariadb.accounts import ADMIN_USER, BACKUP_USER
 from strongroom.engines.mariadb.server import Layout
 from strongroom.engines.mariadb.sessions import sql_error
 from strongroom.engines.mariadb.tools import Tools, failure_reason
+from strongroom.engines.mariadb.users import tenant_databases
 
 START_TIMEOUT = 120.0
 PORT_ATTEMPTS = 3
@@ -133,6 +134,7 @@ class ManagedServers:
                 accounts.drop_os_user_accounts(cursor)
                 accounts.apply_request(cursor, request)
                 users = accounts.list_users(cursor)
+                databases = tenant_databases(cursor)
         except (pymysql.MySQLError, ValueError, InvalidRequestError) as exc:
             server.kill(layout)
             hidden = [admin_password, backup_password, *(u.password for u in request.users)]
@@ -154,6 +156,7 @@ class ManagedServers:
             "os_user": identity.name,
             "instance_uid": secrets.token_hex(16),
             "users": users,
+            "databases": databases,
         }
 
     def _start(
