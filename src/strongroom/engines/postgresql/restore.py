@@ -81,7 +81,8 @@ def restore(
     }
     wait_promoted(connection, server)
     check_recovery_end(server, timeline, end, segment_size)
-    with session.connect(connection) as conn:
+    # Until the superuser has a new password, the peer map lets only this process in.
+    with session.connect(connection, require_auth=PEER) as conn:
         dbs = [
             r[0]
             for r in conn.execute(
@@ -174,12 +175,16 @@ def configure(server: ManagedServer, superuser: str) -> None:
     server.write_file("recovery.signal", "")
 
 
+# libpq's name for "the server asks for no password" (peer authentication): nothing is sent.
+PEER = "none"
+
+
 def wait_promoted(connection: Connection, server: ManagedServer) -> None:
     deadline = time.monotonic() + server.timeout
     last_error = ""
     while time.monotonic() < deadline:
         try:
-            with session.connect(connection) as conn:
+            with session.connect(connection, require_auth=PEER) as conn:
                 row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
             if row is not None and not row[0]:
                 return

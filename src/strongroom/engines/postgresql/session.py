@@ -49,12 +49,17 @@ class CountingSink:
 
 def conn_kwargs(connection: Connection, *, database: str | None = None) -> dict[str, Any]:
     if connection.get("managed"):
+        password = connection.get("password") or None
         return {
             "host": connection["socket_dir"],
             "port": int(connection["port"]),
             "user": connection["superuser"],
-            "password": connection.get("password") or None,
+            "password": password,
             "dbname": database or connection.get("database", "postgres"),
+            # The socket lies in the instance's home, which its OS user (a tenant that is
+            # superuser there) can replace with a server of its own: SCRAM only, so the
+            # password itself is never sent. (libpq 16+; psycopg's own is newer.)
+            "require_auth": "scram-sha-256" if password else None,
         }
     return {
         "host": connection["host"],
@@ -112,6 +117,8 @@ def tool_env(connection: Connection) -> dict[str, str]:
     }
     if kwargs.get("password"):
         env["PGPASSWORD"] = str(kwargs["password"])
+    if kwargs.get("require_auth"):
+        env["PGREQUIREAUTH"] = str(kwargs["require_auth"])  # tools on libpq 16+ honour it
     return env
 
 
