@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from strongroom.api.edge import EdgeSettings
+from strongroom.api.keystone import KeystoneTokens
 from strongroom.config import Allowance, Settings, StoreSettings
 from strongroom.domain.model import JobKind
 from strongroom.domain.ports import Clock, JobQueue, UnitOfWorkFactory
@@ -333,6 +334,7 @@ def build(
         ),
         datastores=catalog,
         tokens=TokenService(uow, clock),
+        external_tokens=KeystoneTokens(settings.keystone) if settings.keystone.enabled else None,
         public_endpoint=settings.public_endpoint,
         local_metadata=settings.metadata_url.startswith("sqlite"),
         request_threads=POOL_SIZE,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
+from strongroom.domain.model import RequestContext
 from strongroom.services.backups import BackupService
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.drills import DrillService
@@ -11,6 +13,14 @@ from strongroom.services.instances import InstanceService
 from strongroom.services.schedules import ScheduleService
 from strongroom.services.tokens import TokenService
 from strongroom.services.verification import VerificationService
+
+
+class ExternalTokens(Protocol):
+    """Tokens issued elsewhere (Keystone): judged beside the embedded ones."""
+
+    def cached(self, token: str) -> RequestContext | None: ...
+
+    async def authenticate(self, token: str) -> RequestContext | None: ...
 
 
 @dataclass(frozen=True)
@@ -26,3 +36,4 @@ class Services:
     schedules: ScheduleService | None = None
     verification: VerificationService | None = None
     drills: DrillService | None = None
+    external_tokens: ExternalTokens | None = None  # Keystone, when [keystone] is enabled
