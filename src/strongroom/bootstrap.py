@@ -40,6 +40,7 @@ from strongroom.services.job_handlers import JobHandlers
 from strongroom.services.jobs import JobDispatcher
 from strongroom.services.leftovers import TemporaryObjectSweeper
 from strongroom.services.liveness import LivenessRules, Reaper
+from strongroom.services.quotas import QuotaService
 from strongroom.services.rules import Flavor, ServiceRules
 from strongroom.services.scheduler import Scheduler
 from strongroom.services.schedules import ScheduleService
@@ -334,6 +335,7 @@ def build(
         ),
         datastores=catalog,
         tokens=TokenService(uow, clock),
+        quotas=QuotaService(uow, rules, authorizer),
         external_tokens=KeystoneTokens(settings.keystone) if settings.keystone.enabled else None,
         public_endpoint=settings.public_endpoint,
         local_metadata=settings.metadata_url.startswith("sqlite"),

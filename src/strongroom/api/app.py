@@ -16,7 +16,16 @@ from strongroom.api.blocking import BlockingCalls, ServiceBusyError
 from strongroom.api.deps import BodyTimeoutError, UnsupportedMediaTypeError
 from strongroom.api.edge import EdgeSettings
 from strongroom.api.errors import domain_fault, fault, unexpected_fault
-from strongroom.api.routes import backups, datastores, instances, schedules, verification, versions
+from strongroom.api.routes import (
+    backups,
+    datastores,
+    instances,
+    limits,
+    quotas,
+    schedules,
+    verification,
+    versions,
+)
 from strongroom.domain.errors import DomainError
 from strongroom.services.container import Services
 
@@ -50,7 +59,7 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
     )
     for module in (versions, backups, instances, datastores):
         app.include_router(module.router)
-    for module in (schedules, verification):
+    for module in (schedules, verification, limits, quotas):
         app.include_router(module.router)
     openapi.install(app)
     docs.install(app)

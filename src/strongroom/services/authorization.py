@@ -40,6 +40,8 @@ DEFAULT_RULES = [
     policy.RuleDefault("instance:show", ADMIN_OR_OWNER),
     policy.RuleDefault("instance:delete", ADMIN_OR_WRITER),
     policy.RuleDefault("instance:backups", ADMIN_OR_OWNER),
+    policy.RuleDefault("quota:show", ADMIN_OR_OWNER),
+    policy.RuleDefault("quota:update", "rule:admin"),
     policy.RuleDefault("datastore:index", ANYONE),
     policy.RuleDefault("datastore:show", ANYONE),
     policy.RuleDefault("datastore:version_index", ANYONE),

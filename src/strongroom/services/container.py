@@ -10,6 +10,7 @@ from strongroom.services.backups import BackupService
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.drills import DrillService
 from strongroom.services.instances import InstanceService
+from strongroom.services.quotas import QuotaService
 from strongroom.services.schedules import ScheduleService
 from strongroom.services.tokens import TokenService
 from strongroom.services.verification import VerificationService
@@ -36,4 +37,5 @@ class Services:
     schedules: ScheduleService | None = None
     verification: VerificationService | None = None
     drills: DrillService | None = None
+    quotas: QuotaService | None = None
     external_tokens: ExternalTokens | None = None  # Keystone, when [keystone] is enabled
