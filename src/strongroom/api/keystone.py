@@ -93,8 +93,9 @@ class KeystoneTokens:
         while len(self._cache) > self.settings.cache_max_tokens:
             self._cache.popitem(last=False)
 
-    def validate(self, token: str) -> RequestContext | None:
-        """Blocking: ask Keystone about ``token``. None when Keystone refuses it."""
+    def validate(self, token: str) -> tuple[RequestContext, float] | None:
+        """Blocking: ask Keystone about ``token``: its context and until when it may be
+        trusted without asking again, or None when Keystone refuses it."""
         try:
             access = self._client.tokens.validate(token, include_catalog=False)
         except (ks_exceptions.NotFound, ks_exceptions.BadRequest):
@@ -107,9 +108,7 @@ class KeystoneTokens:
         if not access.project_scoped or not access.project_id:
             return None  # unscoped or domain-scoped: no project to serve
         ctx = RequestContext(ProjectId(access.project_id), access.user_id, tuple(access.role_names))
-        until = min(time.time() + self.settings.token_cache_time, _expiry(access))
-        self._remember(token, until, ctx)
-        return ctx
+        return ctx, min(time.time() + self.settings.token_cache_time, _expiry(access))
 
     async def authenticate(self, token: str) -> RequestContext | None:
         """``validate`` off the event loop, bounded by ``validation_timeout``."""
@@ -118,9 +117,14 @@ class KeystoneTokens:
         loop = asyncio.get_running_loop()
         call = loop.run_in_executor(self._pool, self.validate, token)
         try:
-            return await asyncio.wait_for(call, self.settings.validation_timeout)
+            judged = await asyncio.wait_for(call, self.settings.validation_timeout)
         except TimeoutError as exc:
             raise KeystoneUnavailable("Keystone did not answer in time.") from exc
+        if judged is None:
+            return None
+        ctx, until = judged
+        self._remember(token, until, ctx)  # on the event loop: the cache has one writer
+        return ctx
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -208,3 +208,52 @@ def test_reader_lists_and_shows_but_may_not_create_or_delete(
         f"/v1.0/{project.id}/instances/{instance_id}", headers={"X-Auth-Token": reader}
     )
     assert gone.status_code == 403
+
+
+def test_expired_token_is_401_even_while_cached(
+    tmp_path: Path,
+    keystone_server: KeystoneServer,
+    keystone_admin: Any,
+    service_account: dict[str, str],
+) -> None:
+    """A token's expiry bounds its time in the cache: with a 300 s cache, a token from an
+    application credential expiring in seconds (Keystone ends the token with it) is
+    refused once expired."""
+    from datetime import UTC, datetime, timedelta
+
+    from keystoneauth1 import session
+    from keystoneauth1.identity import v3
+    from keystoneclient.v3 import client
+
+    project = create_project(keystone_admin)
+    user, password = create_user(keystone_admin, project.id, ("member",))
+    own = client.Client(
+        session=keystone_session(
+            keystone_server, username=user.name, password=password, project_id=project.id
+        ),
+        interface="public",
+    )
+    expires = datetime.now(UTC) + timedelta(seconds=6)
+    credential = own.application_credentials.create(
+        name="short", user=user.id, expires_at=expires.replace(tzinfo=None)
+    )
+    auth = v3.ApplicationCredential(
+        auth_url=keystone_server.auth_url,
+        application_credential_id=credential.id,
+        application_credential_secret=credential.secret,
+    )
+    sess = session.Session(auth=auth)
+    token = sess.get_token()
+    token_expiry = sess.auth.get_access(sess).expires
+    assert token_expiry <= expires + timedelta(seconds=1)
+
+    harness = make_harness(
+        tmp_path, keystone=keystone_table(keystone_server, service_account, token_cache_time=300)
+    )
+    with harness.client:
+        assert get(harness, project.id, token).status_code == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and datetime.now(UTC) <= token_expiry:
+            time.sleep(0.2)  # waiting for the token's own expiry, a fixed time
+        time.sleep(1)
+        assert get(harness, project.id, token).status_code == 401
