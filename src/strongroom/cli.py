@@ -469,16 +469,43 @@ def add_keystone_commands(sub: Any) -> None:
         "register", help="register the database service and its endpoints in the catalog"
     )
     env = os.environ.get
-    p.add_argument("--auth-url", default=env("OS_AUTH_URL"), required=not env("OS_AUTH_URL"))
-    p.add_argument("--region", default=env("OS_REGION_NAME", "RegionOne"))
+    p.add_argument(
+        "--auth-url",
+        default=env("OS_AUTH_URL"),
+        required=not env("OS_AUTH_URL"),
+        help="Keystone's v3 URL (default: OS_AUTH_URL)",
+    )
+    p.add_argument(
+        "--region",
+        default=env("OS_REGION_NAME", "RegionOne"),
+        help="the endpoints' region (default: OS_REGION_NAME, else RegionOne)",
+    )
     p.add_argument("--public-url", required=True, help="e.g. http://db.example:8779")
     p.add_argument("--internal-url", help="the internal interface's URL (default: none)")
     p.add_argument("--admin-url", help="the admin interface's URL (default: none)")
-    p.add_argument("--username", default=env("OS_USERNAME"), help="an admin user")
-    p.add_argument("--password", default=env("OS_PASSWORD"))
-    p.add_argument("--project-name", default=env("OS_PROJECT_NAME"))
-    p.add_argument("--user-domain-name", default=env("OS_USER_DOMAIN_NAME", "Default"))
-    p.add_argument("--project-domain-name", default=env("OS_PROJECT_DOMAIN_NAME", "Default"))
+    p.add_argument(
+        "--username", default=env("OS_USERNAME"), help="a Keystone admin (default: OS_USERNAME)"
+    )
+    p.add_argument(
+        "--password",
+        default=env("OS_PASSWORD"),
+        help="prefer OS_PASSWORD: a command line is visible to other users",
+    )
+    p.add_argument(
+        "--project-name",
+        default=env("OS_PROJECT_NAME"),
+        help="the admin's project (default: OS_PROJECT_NAME)",
+    )
+    p.add_argument(
+        "--user-domain-name",
+        default=env("OS_USER_DOMAIN_NAME", "Default"),
+        help="the admin's domain (default: OS_USER_DOMAIN_NAME, else Default)",
+    )
+    p.add_argument(
+        "--project-domain-name",
+        default=env("OS_PROJECT_DOMAIN_NAME", "Default"),
+        help="the project's domain (default: OS_PROJECT_DOMAIN_NAME, else Default)",
+    )
     p.set_defaults(func=keystone_register)
 
 
