@@ -40,11 +40,14 @@ class AuthenticationMiddleware:
     async def authenticate(self, token: str | None) -> RequestContext | None:
         """The embedded token store first (a metadata read when not cached, run where the
         route handlers run theirs), then Keystone when configured."""
-        tokens = self.services.tokens
-        ctx = tokens.cached(token) or await read(self.services, tokens.authenticate, token)
-        external = self.services.external_tokens
+        tokens, external = self.services.tokens, self.services.external_tokens
+        ctx = tokens.cached(token)
         if ctx is None and external is not None and token:
-            ctx = external.cached(token) or await external.authenticate(token)
+            ctx = external.cached(token)  # a validated Keystone token: no metadata read
+        if ctx is None:
+            ctx = await read(self.services, tokens.authenticate, token)
+        if ctx is None and external is not None and token:
+            ctx = await external.authenticate(token)
         return ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
