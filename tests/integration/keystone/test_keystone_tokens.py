@@ -257,3 +257,22 @@ def test_expired_token_is_401_even_while_cached(
             time.sleep(0.2)  # waiting for the token's own expiry, a fixed time
         time.sleep(1)
         assert get(harness, project.id, token).status_code == 401
+
+
+def test_admin_reaches_another_projects_instance_members_do_not(
+    service: Harness, keystone_server: KeystoneServer, keystone_admin: Any
+) -> None:
+    owner_project, admin_project = create_project(keystone_admin), create_project(keystone_admin)
+    other_project = create_project(keystone_admin)
+    owner = user_token(keystone_server, keystone_admin, owner_project.id, ("member",))
+    admin = user_token(keystone_server, keystone_admin, admin_project.id, ("admin",))
+    stranger = user_token(keystone_server, keystone_admin, other_project.id, ("member",))
+    body = {"instance": {"name": "db", "flavorRef": "1", "datastore": {"type": "sqlite"}}}
+    created = service.client.post(
+        f"/v1.0/{owner_project.id}/instances", json=body, headers={"X-Auth-Token": owner}
+    )
+    assert created.status_code == 200, created.text
+    instance_id = created.json()["instance"]["id"]
+    seen = get(service, admin_project.id, admin, f"/instances/{instance_id}")
+    assert seen.status_code == 200, seen.text
+    assert get(service, other_project.id, stranger, f"/instances/{instance_id}").status_code == 404
