@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from strongroom.api.edge import EdgeSettings
+from strongroom.api.keystone import KeystoneTokens
 from strongroom.config import Allowance, Settings, StoreSettings
 from strongroom.domain.model import JobKind
 from strongroom.domain.ports import Clock, JobQueue, UnitOfWorkFactory
@@ -52,6 +53,7 @@ from strongroom.services.jobs import JobDispatcher
 from strongroom.services.leftovers import TemporaryObjectSweeper
 from strongroom.services.liveness import LivenessRules, Reaper
 from strongroom.services.observed_store import ObservedBackend
+from strongroom.services.quotas import QuotaService
 from strongroom.services.rules import Flavor, ServiceRules
 from strongroom.services.scheduler import Scheduler
 from strongroom.services.schedules import ScheduleService
@@ -388,6 +390,8 @@ def build(
             # an API process of a scaled-out service holds no instance.
             managers=_account_managers() if role == "embedded" else {},
         ),
+        quotas=QuotaService(uow, rules, authorizer),
+        external_tokens=KeystoneTokens(settings.keystone) if settings.keystone.enabled else None,
         public_endpoint=settings.public_endpoint,
         local_metadata=settings.metadata_url.startswith("sqlite"),
         request_threads=POOL_SIZE,

@@ -98,6 +98,38 @@ class StoreSettings(BaseModel):
     checksum_mode: Literal["when_required", "when_supported"] = "when_required"
 
 
+class KeystoneSettings(BaseModel):
+    """The ``[keystone]`` table: how X-Auth-Token is validated in an OpenStack cloud. Option
+    names are keystonemiddleware's ``[keystone_authtoken]`` ones, so a Trove operator's values
+    carry over. The service's own account (``username``…) needs the ``service`` or ``admin``
+    role to validate other users' tokens."""
+
+    enabled: bool = False
+    auth_url: str | None = None
+    auth_type: Literal["password"] = "password"
+    username: str | None = None
+    password: SecretStr | None = None
+    project_name: str | None = None
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    region_name: str | None = None
+    interface: str = "internal"  # which identity endpoint of the catalog validates tokens
+    token_cache_time: int = Field(300, ge=0)  # seconds a validated token is trusted; 0: never
+    http_connect_timeout: float = Field(5.0, gt=0)  # seconds to reach Keystone
+    http_request_max_retries: int = Field(1, ge=0)
+    validation_timeout: float = Field(10.0, gt=0)  # seconds a validation may take (then 503)
+    cache_max_tokens: int = Field(10_000, gt=0)  # validated tokens kept in memory at most
+
+    @model_validator(mode="after")
+    def _complete(self) -> KeystoneSettings:
+        if self.enabled:
+            needed = ("auth_url", "username", "password", "project_name")
+            missing = [name for name in needed if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"[keystone] is enabled but lacks {', '.join(missing)}")
+        return self
+
+
 class Settings(BaseSettings):
     """Precedence: command-line values, then STRONGROOM_* environment variables, then the
     TOML file named by ``--config`` or STRONGROOM_CONFIG, then these defaults."""
@@ -185,6 +217,7 @@ class Settings(BaseSettings):
     flavors: list[FlavorSettings] = Field(default_factory=lambda: list(DEFAULT_FLAVORS))
     stores: list[StoreSettings] = Field(default_factory=list)
     default_store: str | None = None
+    keystone: KeystoneSettings = Field(default_factory=KeystoneSettings)
 
     @classmethod
     def settings_customise_sources(

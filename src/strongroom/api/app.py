@@ -22,6 +22,8 @@ from strongroom.api.routes import (
     databases,
     datastores,
     instances,
+    limits,
+    quotas,
     root,
     schedules,
     users,
@@ -63,7 +65,7 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
     )
     for module in (versions, backups, instances, datastores):
         app.include_router(module.router)
-    for module in (schedules, verification, users, databases, root):
+    for module in (schedules, verification, users, databases, root, limits, quotas):
         app.include_router(module.router)
     openapi.install(app)
     docs.install(app)

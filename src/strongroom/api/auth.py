@@ -7,6 +7,7 @@ itself under concurrent load."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 from starlette.datastructures import Headers
@@ -15,7 +16,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strongroom.api import dashboard, docs
 from strongroom.api.deps import read
 from strongroom.api.errors import fault, unauthorized, unexpected_fault
+from strongroom.api.keystone import KeystoneUnavailable
+from strongroom.domain.model import RequestContext
 from strongroom.services.container import Services
+
+_log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = {"/", "/v1.0", "/v1.0/", "/openapi.json", *docs.PUBLIC_PATHS}
 PROJECT_PATH = re.compile(r"^/v1\.0/([^/]+)(/|$)")
@@ -32,6 +37,19 @@ class AuthenticationMiddleware:
         self.app = app
         self.services = services
 
+    async def authenticate(self, token: str | None) -> RequestContext | None:
+        """The embedded token store first (a metadata read when not cached, run where the
+        route handlers run theirs), then Keystone when configured."""
+        tokens, external = self.services.tokens, self.services.external_tokens
+        ctx = tokens.cached(token)
+        if ctx is None and external is not None and token:
+            ctx = external.cached(token)  # a validated Keystone token: no metadata read
+        if ctx is None:
+            ctx = await read(self.services, tokens.authenticate, token)
+        if ctx is None and external is not None and token:
+            ctx = await external.authenticate(token)
+        return ctx
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and has_nul(scope):
             refused = fault(400, "The URL contains a NUL character (U+0000).", "badRequest")
@@ -45,9 +63,13 @@ class AuthenticationMiddleware:
             await self.app(scope, receive, send)
             return
         token = Headers(scope=scope).get("x-auth-token")
-        # A metadata read when not cached, run where the route handlers run theirs.
-        tokens = self.services.tokens
-        ctx = tokens.cached(token) or await read(self.services, tokens.authenticate, token)
+        try:
+            ctx = await self.authenticate(token)
+        except KeystoneUnavailable as exc:
+            _log.warning("token not validated: %s", exc)
+            unavailable = fault(503, "The identity service is unavailable; try again later.")
+            await unavailable(scope, receive, send)
+            return
         if ctx is None:
             await unauthorized()(scope, receive, send)
             return

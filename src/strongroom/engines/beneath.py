@@ -65,7 +65,8 @@ def _open_stepwise(dir_fd: int, name: str, flags: int, mode: int) -> int:
         for part in parts[:-1]:
             try:
                 current = os.open(
-                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    part,
+                    os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                     dir_fd=current,
                 )
             except OSError as exc:

@@ -42,6 +42,7 @@ from strongroom.persistence.tables import (
     DatastoreVersionRow,
     InstanceRow,
     JobRow,
+    ProjectQuotaRow,
     QuotaUsageRow,
     TokenRow,
     WorkerRow,
@@ -570,6 +571,20 @@ class SqlQuotaRepository:
             self._s.add(QuotaUsageRow(project_id=project_id, resource=resource, in_use=value))
         else:
             row.in_use = value
+
+    def limits(self, project_id: str) -> dict[str, int]:
+        """The project's own limits (resources without one use the configured default)."""
+        rows = self._s.scalars(
+            select(ProjectQuotaRow).where(ProjectQuotaRow.project_id == project_id)
+        )
+        return {row.resource: row.hard_limit for row in rows}
+
+    def set_limit(self, project_id: str, resource: str, limit: int) -> None:
+        row = self._s.get(ProjectQuotaRow, (project_id, resource))
+        if row is None:
+            self._s.add(ProjectQuotaRow(project_id=project_id, resource=resource, hard_limit=limit))
+        else:
+            row.hard_limit = limit
 
 
 class SqlTokenRepository:

@@ -126,6 +126,16 @@ class QuotaUsageRow(Base):
     in_use: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class ProjectQuotaRow(Base):
+    """An operator's limit for one project's resource, overriding the configured default."""
+
+    __tablename__ = "project_quotas"
+
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hard_limit: Mapped[int] = mapped_column(Integer)
+
+
 class TokenRow(Base):
     __tablename__ = "tokens"
 

@@ -15,27 +15,33 @@ from strongroom.domain.model import ProjectId, RequestContext
 
 ADMIN_OR_OWNER = "rule:admin_or_owner"
 ANYONE = ""
+# Keystone's ``reader`` role alone reads but does not change (Trove's defaults); a member
+# token also carries ``reader`` (an implied role), and tokens without it are writers.
+ADMIN_OR_WRITER = "rule:admin or (project_id:%(tenant)s and rule:project_writer)"
 
 DEFAULT_RULES = [
     policy.RuleDefault("admin", "role:admin or is_admin:True"),
     policy.RuleDefault("admin_or_owner", "rule:admin or project_id:%(tenant)s"),
     policy.RuleDefault("context_is_admin", "role:admin"),
-    policy.RuleDefault("backup:create", ADMIN_OR_OWNER),
+    policy.RuleDefault("project_writer", "role:member or role:admin or not role:reader"),
+    policy.RuleDefault("backup:create", ADMIN_OR_WRITER),
     policy.RuleDefault("backup:index", ADMIN_OR_OWNER),
     policy.RuleDefault("backup:index:all_projects", "role:admin"),
     policy.RuleDefault("backup:show", ADMIN_OR_OWNER),
-    policy.RuleDefault("backup:delete", ADMIN_OR_OWNER),
-    policy.RuleDefault("backup_strategy:create", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup:delete", ADMIN_OR_WRITER),
+    policy.RuleDefault("backup_strategy:create", ADMIN_OR_WRITER),
     policy.RuleDefault("backup_strategy:index", ADMIN_OR_OWNER),
-    policy.RuleDefault("backup_strategy:delete", ADMIN_OR_OWNER),
-    policy.RuleDefault("instance:create", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup_strategy:delete", ADMIN_OR_WRITER),
+    policy.RuleDefault("instance:create", ADMIN_OR_WRITER),
     # Placing an instance on a chosen worker host (extension field "host") is the operator's.
     policy.RuleDefault("instance:create:host", "rule:admin"),
     policy.RuleDefault("instance:index", ADMIN_OR_OWNER),
     policy.RuleDefault("instance:detail", ADMIN_OR_OWNER),
     policy.RuleDefault("instance:show", ADMIN_OR_OWNER),
-    policy.RuleDefault("instance:delete", ADMIN_OR_OWNER),
+    policy.RuleDefault("instance:delete", ADMIN_OR_WRITER),
     policy.RuleDefault("instance:backups", ADMIN_OR_OWNER),
+    policy.RuleDefault("quota:show", ADMIN_OR_OWNER),
+    policy.RuleDefault("quota:update", "rule:admin"),
     policy.RuleDefault("datastore:index", ANYONE),
     policy.RuleDefault("datastore:show", ANYONE),
     policy.RuleDefault("datastore:version_index", ANYONE),
@@ -45,7 +51,10 @@ DEFAULT_RULES = [
     policy.RuleDefault("flavor:show", ANYONE),
     # Users, databases and root of a managed instance: Trove's rule names.
     *(
-        policy.RuleDefault(f"instance:extension:{kind}:{action}", ADMIN_OR_OWNER)
+        policy.RuleDefault(
+            f"instance:extension:{kind}:{action}",
+            ADMIN_OR_OWNER if action in ("index", "show") else ADMIN_OR_WRITER,
+        )
         for kind, actions in (
             ("user", ("create", "delete", "index", "show", "update", "update_all")),
             ("user_access", ("update", "delete", "index")),
@@ -54,15 +63,15 @@ DEFAULT_RULES = [
         )
         for action in actions
     ),
-    policy.RuleDefault("backup:verify", ADMIN_OR_OWNER),
-    policy.RuleDefault("backup:drill", ADMIN_OR_OWNER),
-    policy.RuleDefault("backup_schedule:create", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup:verify", ADMIN_OR_WRITER),
+    policy.RuleDefault("backup:drill", ADMIN_OR_WRITER),
+    policy.RuleDefault("backup_schedule:create", ADMIN_OR_WRITER),
     policy.RuleDefault("backup_schedule:index", ADMIN_OR_OWNER),
     policy.RuleDefault("backup_schedule:show", ADMIN_OR_OWNER),
-    policy.RuleDefault("backup_schedule:update", ADMIN_OR_OWNER),
-    policy.RuleDefault("backup_schedule:delete", ADMIN_OR_OWNER),
-    policy.RuleDefault("backup_schedule:run", ADMIN_OR_OWNER),
-    policy.RuleDefault("backup_schedule:prune", ADMIN_OR_OWNER),
+    policy.RuleDefault("backup_schedule:update", ADMIN_OR_WRITER),
+    policy.RuleDefault("backup_schedule:delete", ADMIN_OR_WRITER),
+    policy.RuleDefault("backup_schedule:run", ADMIN_OR_WRITER),
+    policy.RuleDefault("backup_schedule:prune", ADMIN_OR_WRITER),
 ]
 
 

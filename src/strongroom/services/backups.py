@@ -32,13 +32,13 @@ from strongroom.domain.ports import BackupQuery, Clock, UnitOfWork, UnitOfWorkFa
 from strongroom.services.authorization import Authorizer
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.jobs import JobDispatcher
+from strongroom.services.quotas import BACKUPS, project_limit
 from strongroom.services.rules import ServiceRules
 from strongroom.services.stores import StoreCatalog
 
 log = logging.getLogger(__name__)
 
 CONTAINER_RE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]*$")
-BACKUPS = "backups"
 
 
 def check_container(container: str) -> None:
@@ -197,7 +197,8 @@ class BackupService:
                 )
             parent_id = self._parent_for(uow, ctx, request, instance_id, parent_page)
             in_use = uow.quotas.lock_in_use(ctx.project_id, BACKUPS)
-            quotas.check_quota(resource=BACKUPS, in_use=in_use, limit=self._rules.backup_quota)
+            limit = project_limit(uow.quotas, self._rules, ctx.project_id, BACKUPS)
+            quotas.check_quota(resource=BACKUPS, in_use=in_use, limit=limit)
             uow.quotas.set_in_use(ctx.project_id, BACKUPS, in_use + 1)
             backup = Backup(
                 id=backup_id,
@@ -298,7 +299,8 @@ class BackupService:
         now = self._clock.now()
         with self._uow(write=True) as uow:
             in_use = uow.quotas.lock_in_use(ctx.project_id, BACKUPS)
-            quotas.check_quota(resource=BACKUPS, in_use=in_use, limit=self._rules.backup_quota)
+            limit = project_limit(uow.quotas, self._rules, ctx.project_id, BACKUPS)
+            quotas.check_quota(resource=BACKUPS, in_use=in_use, limit=limit)
             uow.quotas.set_in_use(ctx.project_id, BACKUPS, in_use + 1)
             backup = Backup(
                 id=BackupId(str(uuid.uuid4())),

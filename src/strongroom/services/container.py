@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
+from strongroom.domain.model import RequestContext
 from strongroom.services.accounts import AccountService
 from strongroom.services.backups import BackupService
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.drills import DrillService
 from strongroom.services.health import Health
 from strongroom.services.instances import InstanceService
+from strongroom.services.quotas import QuotaService
 from strongroom.services.schedules import ScheduleService
 from strongroom.services.tokens import TokenService
 from strongroom.services.verification import VerificationService
+
+
+class ExternalTokens(Protocol):
+    """Tokens issued elsewhere (Keystone): judged beside the embedded ones."""
+
+    def cached(self, token: str) -> RequestContext | None: ...
+
+    async def authenticate(self, token: str) -> RequestContext | None: ...
 
 
 @dataclass(frozen=True)
@@ -33,3 +44,5 @@ class Services:
     # master key). Empty: a random key per process (sessions end with the process).
     session_key: bytes = b""
     accounts: AccountService | None = None
+    quotas: QuotaService | None = None
+    external_tokens: ExternalTokens | None = None  # Keystone, when [keystone] is enabled

@@ -41,11 +41,11 @@ from strongroom.services.authorization import Authorizer
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.instance_requests import instance_request
 from strongroom.services.jobs import JobDispatcher
+from strongroom.services.quotas import INSTANCES, project_limit
 from strongroom.services.rules import Flavor, ServiceRules
 from strongroom.services.secrets_box import SecretBox
 
 log = logging.getLogger(__name__)
-INSTANCES = "instances"
 # The row locked while an external registration is checked (made by migration 0007): no
 # project id is empty.
 REGISTRATION_LOCK = ("", "external_registrations")
@@ -172,7 +172,8 @@ class InstanceService:
             if identity is not None:
                 self._check_not_registered_elsewhere(uow, ctx, identity)
             in_use = uow.instances.count(ctx.project_id)
-            quotas.check_quota(resource=INSTANCES, in_use=in_use, limit=self._rules.instance_quota)
+            limit = project_limit(uow.quotas, self._rules, ctx.project_id, INSTANCES)
+            quotas.check_quota(resource=INSTANCES, in_use=in_use, limit=limit)
             host = self._place(uow, request.get("host"))
             instance = Instance(
                 id=instance_id,
