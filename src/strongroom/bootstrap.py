@@ -558,3 +558,9 @@ def build_verifier(settings: Settings) -> Verifier:
     master = MasterKey.load_or_create(settings.key_file)
     stores = _open_stores(settings, master)
     return Verifier(uow=uow, clock=SystemClock(), transfer=Transfer(stores, rules_from(settings)))
+
+
+def build_store_catalog(settings: Settings) -> StoreCatalog:
+    """The configured stores and the existing master key, for commands that only write or
+    read objects (`strongroom metadata backup`)."""
+    return _open_stores(settings, MasterKey.load(settings.key_file))

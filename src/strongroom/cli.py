@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from strongroom import client, logformat
+from strongroom import client, logformat, metadata_commands
 from strongroom.allocator import freeze_startup_objects, keep_chunk_buffers_in_heap
 from strongroom.config import Settings
 from strongroom.offline import commands as offline_commands
@@ -518,6 +518,7 @@ def parser() -> argparse.ArgumentParser:
     client.add_commands(sub)
     offline_commands.add_commands(sub)
     add_keystone_commands(sub)
+    metadata_commands.add_commands(sub, _settings)
     return top
 
 
