@@ -198,3 +198,8 @@ class Job:
 
 
 SHARED_ROUTE = "shared"
+
+
+# The project recorded in the manifests of the service's own metadata backups: no tenant's
+# request may register or restore them, whatever its project is called.
+SERVICE_PROJECT = "strongroom-metadata"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from strongroom.domain.model import SERVICE_PROJECT
 from strongroom.engines.base import Connection
 from strongroom.engines.sqlite.engine import SqliteEngine
 from strongroom.engines.sqlite.files import FileLocation, open_database
@@ -24,7 +25,7 @@ from strongroom.services import object_layout
 from strongroom.storage.base import StorageBackend
 
 # The manifest's project: no tenant has it, so no tenant's listing shows these backups.
-METADATA_PROJECT = "strongroom-metadata"
+METADATA_PROJECT = SERVICE_PROJECT
 
 
 class MetadataBackupError(Exception):

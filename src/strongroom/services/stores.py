@@ -12,6 +12,7 @@ from strongroom.domain.errors import (
     StorageAccessDeniedError,
     StorageUnavailableError,
 )
+from strongroom.domain.model import SERVICE_PROJECT
 from strongroom.pipeline.checksum import sha256_hex
 from strongroom.pipeline.errors import FormatError
 from strongroom.pipeline.keys import MasterKey
@@ -121,6 +122,9 @@ class StoreCatalog:
             opened = open_manifest(raw, self.master_key)
         except (StorageError, FormatError, ValueError) as exc:
             log.info("restore_from location refused: %s", exc)
+            return None
+        if opened.manifest.project_id == SERVICE_PROJECT:
+            log.info("restore_from location refused: the service's own metadata backup")
             return None
         if project_id is not None and opened.manifest.project_id != project_id:
             log.info("restore_from location refused: another project's backup")

@@ -68,3 +68,29 @@ def test_metadata_backup_names_an_unknown_store(tmp_path: Path) -> None:
     done = strongroom("metadata", "backup", "--data-dir", data, "--store", "elsewhere")
     assert done.returncode == 2
     assert "elsewhere" in done.stderr
+
+
+def test_no_tenant_can_register_the_metadata_backup(tmp_path: Path) -> None:
+    """Its manifest names the service's own project: even a project given that very name
+    cannot register it through restore_from."""
+    from fixtures.service import Caller, make_harness
+    from strongroom.domain.model import SERVICE_PROJECT
+
+    h = make_harness(tmp_path)
+    try:
+        done = strongroom("metadata", "backup", "--data-dir", h.settings.data_dir)
+        assert done.returncode == 0, done.stderr
+        url = done.stdout.split()[1]
+        versions = h.a.get("/datastores/sqlite/versions").json()["versions"]
+        restore_from = {
+            "remote_location": url,
+            "local_datastore_version_id": versions[0]["id"],
+            "size": 0.1,
+        }
+        for role in ("member", "admin"):
+            caller = Caller(h.client, SERVICE_PROJECT, h.token(SERVICE_PROJECT, role))
+            r = caller.post("/backups", {"backup": {"name": "x", "restore_from": restore_from}})
+            assert r.status_code == 400, r.text
+            assert caller.get("/backups").json()["backups"] == []
+    finally:
+        h.container.close()
