@@ -93,7 +93,6 @@ class RestoreInput:
 class EngineInfo:
     datastore: str  # "sqlite", "postgresql", "mariadb"
     version: str  # installed version as datastores list it ("3", "15", "10.11")
-    supports_incremental: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -404,7 +404,6 @@ def test_detect_reports_installed_series(engine: MariaDbEngine) -> None:
     assert match is not None
     assert info.datastore == "mariadb"
     assert info.version == f"{match[1]}.{match[2]}"
-    assert info.supports_incremental
     assert str(info.extra["server_version"]).startswith(info.version + ".")
 
 
