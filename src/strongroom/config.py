@@ -143,9 +143,11 @@ class Settings(BaseSettings):
     mariadb_allowed_datadirs: AllowanceList = Field(default_factory=list)
     instance_bind_address: str = "127.0.0.1"
     engine_timeout: float = 6 * 3600
-    datastores: Annotated[list[Literal["sqlite", "postgresql", "mariadb"]], NoDecode] = Field(
-        default_factory=lambda: ["sqlite", "postgresql", "mariadb"]
-    )
+    datastores: Annotated[list[Literal["sqlite", "postgresql", "mariadb"]], NoDecode] = [
+        "sqlite",
+        "postgresql",
+        "mariadb",
+    ]
 
     @field_validator(
         "sqlite_roots",
@@ -174,7 +176,7 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = 10.0
     # A store's temporary object (a killed writer's partial put) older than this is reported
     # by `check` and removed by `check --fix` and the reaper.
-    temporary_object_max_age_seconds: float = Field(3600.0, gt=0)
+    temporary_object_max_age_seconds: float = Field(default=3600.0, gt=0)
 
     flavors: list[FlavorSettings] = Field(default_factory=lambda: list(DEFAULT_FLAVORS))
     stores: list[StoreSettings] = Field(default_factory=list)

@@ -30,7 +30,7 @@ Metadata = dict[str, Any]
 class ByteSink(Protocol):
     """Where a backup stream goes (the pipeline's chunker)."""
 
-    def write(self, data: bytes, /) -> int: ...
+    def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
 
 
 class ByteSource(Protocol):

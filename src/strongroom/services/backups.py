@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import re
 import uuid
@@ -281,8 +282,8 @@ class BackupService:
                 limit=limit or self._rules.page_size,
             )
         )
-        parent = chains.choose_parent(candidates)
-        return parent.id if parent else None
+        chosen = chains.choose_parent(candidates)
+        return chosen.id if chosen else None
 
     def _register_restored(self, ctx: RequestContext, request: dict[str, Any]) -> Backup:
         source = request["restore_from"]
@@ -365,7 +366,7 @@ class BackupService:
             self._jobs.submit(job)
 
     @staticmethod
-    def _family(uow: UnitOfWork, ctx: RequestContext, root: Backup) -> list[Backup]:
+    def _family(uow: UnitOfWork, ctx: RequestContext, root: Backup) -> builtins.list[Backup]:
         """Every live descendant of ``root`` that the caller can see."""
         found: list[Backup] = []
         frontier = [root.id]
@@ -396,7 +397,7 @@ class BackupService:
 
     def list_strategies(
         self, ctx: RequestContext, *, instance_id: str | None, project_id: str | None
-    ) -> list[BackupStrategy]:
+    ) -> builtins.list[BackupStrategy]:
         project = self._strategy_project(ctx, project_id, "backup_strategy:index")
         with self._uow() as uow:
             return uow.strategies.list(project, instance_id)

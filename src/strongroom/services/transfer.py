@@ -44,7 +44,7 @@ class ProgressSink:
         self._done = 0
         self._last = time.monotonic()
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
         written = self._writer.write(data)
         self._done += len(data)
         now = time.monotonic()

@@ -103,4 +103,3 @@ class RetryingBackend:
 
     def close(self) -> None:
         self._inner.close()
-
