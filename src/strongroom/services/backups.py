@@ -43,7 +43,7 @@ BACKUPS = "backups"
 
 
 def check_container(container: str) -> None:
-    """Trove's character rule (contract §5.2 step 3), and no path: no '/' at all."""
+    """Trove's character rule, and no path: no '/' at all."""
     if not CONTAINER_RE.match(container) or "/" in container or container in (".", ".."):
         raise BadRequestError(f"The value is not allowed: {container}.")
 

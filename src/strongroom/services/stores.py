@@ -78,7 +78,7 @@ class StoreCatalog:
         return True
 
     def check(self, name: str, *, project_id: str) -> None:
-        """Contract §5.2 step 10: the store must be reachable before a job is queued."""
+        """As Trove does: the store must be reachable before a job is queued."""
         try:
             self._stores.get(name).check()
         except StorageAuthError as exc:
