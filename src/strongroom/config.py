@@ -16,6 +16,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from strongroom.storage.config import DEFAULT_CONTAINER
+
 
 class FlavorSettings(BaseModel):
     id: str
@@ -132,7 +134,7 @@ class Settings(BaseSettings):
     max_page_size: int = 1000
     max_volume_size: int = 10
     max_instances: int = 20
-    default_container: str = "database-backups"
+    default_container: str = DEFAULT_CONTAINER
 
     # External-instance allow-lists: plain entries serve every project; an entry
     # {host|path = "…", projects = ["…"]} serves only the projects it names.
