@@ -21,6 +21,7 @@ test-unit: setup
 lint: setup
 	.venv/bin/ruff check src tests
 	.venv/bin/lint-imports
+	.venv/bin/mypy
 
 # A longer fuzz run than the one in `make test` (STRONGROOM_FUZZ_EXAMPLES per operation).
 fuzz: setup

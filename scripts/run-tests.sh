@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, import rules, unit, contract, integration and compatibility tests.
+# The whole test suite: lint, import rules, types, unit, contract, integration and compatibility tests.
 # Real services: PostgreSQL and MariaDB servers are created by the tests themselves; Swift is
 # installed into its own venv and started by the test fixtures.
 set -euo pipefail
@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 export STRONGROOM_TEST_MUST_RUN="${STRONGROOM_TEST_MUST_RUN:-swift,s3,mariadb,keystone}"
 .venv/bin/ruff check src tests
 .venv/bin/lint-imports
+.venv/bin/mypy
 .venv/bin/python -m pytest -q "$@"

@@ -175,8 +175,9 @@ def _check_stores(stores: StoreCatalog) -> None:
     """Refuse to start with credentials a store rejects; only warn about an unreachable
     store (it may come back, and backups to it fail with a reason meanwhile)."""
     problems = stores.check_all()
-    for name, problem in problems.items():
-        if problem.startswith(StorageAuthError.__name__):
+    for name, exc in problems.items():
+        problem = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, StorageAuthError):
             stores.close()
             raise StartupError(f"store {name!r} refused the configured credentials ({problem})")
         log.warning("store %r is not reachable now: %s", name, problem)

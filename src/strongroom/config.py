@@ -16,6 +16,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from strongroom.storage.config import DEFAULT_CONTAINER
+
 
 class FlavorSettings(BaseModel):
     id: str
@@ -114,11 +116,11 @@ class KeystoneSettings(BaseModel):
     project_domain_name: str = "Default"
     region_name: str | None = None
     interface: str = "internal"  # which identity endpoint of the catalog validates tokens
-    token_cache_time: int = Field(300, ge=0)  # seconds a validated token is trusted; 0: never
-    http_connect_timeout: float = Field(5.0, gt=0)  # seconds to reach Keystone
-    http_request_max_retries: int = Field(1, ge=0)
-    validation_timeout: float = Field(10.0, gt=0)  # seconds a validation may take (then 503)
-    cache_max_tokens: int = Field(10_000, gt=0)  # validated tokens kept in memory at most
+    token_cache_time: int = Field(default=300, ge=0)  # seconds a validated token is trusted; 0: never
+    http_connect_timeout: float = Field(default=5.0, gt=0)  # seconds to reach Keystone
+    http_request_max_retries: int = Field(default=1, ge=0)
+    validation_timeout: float = Field(default=10.0, gt=0)  # seconds a validation may take (then 503)
+    cache_max_tokens: int = Field(default=10_000, gt=0)  # validated tokens kept in memory at most
 
     @model_validator(mode="after")
     def _complete(self) -> KeystoneSettings:
@@ -170,7 +172,7 @@ class Settings(BaseSettings):
     max_page_size: int = 1000
     max_volume_size: int = 10
     max_instances: int = 20
-    default_container: str = "database-backups"
+    default_container: str = DEFAULT_CONTAINER
 
     # External-instance allow-lists: plain entries serve every project; an entry
     # {host|path = "…", projects = ["…"]} serves only the projects it names.
@@ -181,9 +183,11 @@ class Settings(BaseSettings):
     mariadb_allowed_datadirs: AllowanceList = Field(default_factory=list)
     instance_bind_address: str = "127.0.0.1"
     engine_timeout: float = 6 * 3600
-    datastores: Annotated[list[Literal["sqlite", "postgresql", "mariadb"]], NoDecode] = Field(
-        default_factory=lambda: ["sqlite", "postgresql", "mariadb"]
-    )
+    datastores: Annotated[list[Literal["sqlite", "postgresql", "mariadb"]], NoDecode] = [
+        "sqlite",
+        "postgresql",
+        "mariadb",
+    ]
 
     @field_validator(
         "sqlite_roots",
@@ -212,7 +216,7 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = 10.0
     # A store's temporary object (a killed writer's partial put) older than this is reported
     # by `check` and removed by `check --fix` and the reaper.
-    temporary_object_max_age_seconds: float = Field(3600.0, gt=0)
+    temporary_object_max_age_seconds: float = Field(default=3600.0, gt=0)
 
     flavors: list[FlavorSettings] = Field(default_factory=lambda: list(DEFAULT_FLAVORS))
     stores: list[StoreSettings] = Field(default_factory=list)

@@ -1,4 +1,4 @@
-"""Contract §11 items 7-27: creating backups."""
+"""Trove compatibility: creating backups."""
 
 import re
 

@@ -1,4 +1,4 @@
-"""Contract §11 items 28-53: restore_from, show, list, pagination, delete."""
+"""Trove compatibility: restore_from, show, list, pagination, delete."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Contract §11 items 1-6: versions, auth, routing, bodies."""
+"""Trove compatibility: versions, auth, routing, bodies."""
 
 import re
 

@@ -1,4 +1,4 @@
-"""Contract §11 items 54-70: strategies, datastores, instances."""
+"""Trove compatibility: strategies, datastores, instances."""
 
 import pytest
 

@@ -31,7 +31,8 @@ from strongroom.storage.local import LocalBackend
 from strongroom.storage.memory import MemoryBackend
 from strongroom.storage.s3 import S3Backend
 from strongroom.storage.swift import SwiftBackend
-from strongroom.storage.wrappers import LimitedBackend, MeteredBackend, RetryingBackend
+from strongroom.storage.wrappers import RetryingBackend
+from support.storage_wrappers import LimitedBackend, MeteredBackend
 
 MiB = 1024 * 1024
 

@@ -24,13 +24,13 @@ import pymysql
 import pytest
 
 from fixtures.service import make_harness
-from integration.mariadb.mdb_support import require_mariadb, scratch_root
 from security.wire import assert_fault
 from strongroom.engines import process
 from strongroom.engines.base import DatabaseSpec, InstanceRequest, RestoreInput, UserSpec
 from strongroom.engines.errors import InstanceError, InvalidRequestError, RestoreError
 from strongroom.engines.identity import InstanceIdentity, name_for
 from strongroom.engines.mariadb import MariaDbEngine, accounts, server
+from support.mariadb import require_mariadb, scratch_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="OS users per instance need root")

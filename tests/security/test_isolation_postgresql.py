@@ -25,12 +25,6 @@ import pytest
 from psycopg import sql
 
 from fixtures.service import Harness, make_harness, wait_for
-from integration.engines.pg_helpers import (
-    FileSink,
-    OffsetFileSource,
-    cleanup_homes,
-    snapshot,
-)
 from security.wire import assert_fault
 from strongroom.engines.base import DatabaseSpec, InstanceRequest, RestoreInput, UserSpec
 from strongroom.engines.errors import (
@@ -41,6 +35,12 @@ from strongroom.engines.errors import (
 )
 from strongroom.engines.identity import InstanceIdentity, name_for
 from strongroom.engines.postgresql import PostgresEngine, cluster
+from support.postgresql import (
+    FileSink,
+    OffsetFileSource,
+    cleanup_homes,
+    snapshot,
+)
 
 _probe = PostgresEngine()
 pytestmark = [

@@ -1,5 +1,5 @@
 """Authentication as plain ASGI middleware: token (401), then URL project = token project
-(403), before routing (contract §1.3).
+(403), before routing.
 
 Plain ASGI rather than Starlette's ``BaseHTTPMiddleware``: that one runs every request's
 downstream app in a second task behind memory streams, which cost more than the list query

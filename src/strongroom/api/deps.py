@@ -67,7 +67,7 @@ MAX_DEPTH = 32
 
 
 async def json_body(request: Request) -> Any:
-    """The request body as JSON, with Trove's media-type rules (contract §1.2)."""
+    """The request body as JSON, with Trove's media-type rules."""
     limit = request.app.state.services.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -58,6 +58,8 @@ class KeystoneTokens:
     def __init__(self, settings: KeystoneSettings) -> None:
         self.settings = settings
         password = settings.password.get_secret_value() if settings.password else None
+        if settings.auth_url is None or password is None:  # the settings refuse this too
+            raise ValueError("[keystone] needs auth_url and password")
         auth = ks_identity.Password(
             auth_url=settings.auth_url,
             username=settings.username,

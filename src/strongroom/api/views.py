@@ -1,4 +1,4 @@
-"""Wire views: domain objects → Trove's JSON shapes (contract §3)."""
+"""Wire views: domain objects → Trove's JSON shapes."""
 
 from __future__ import annotations
 

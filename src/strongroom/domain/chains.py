@@ -16,7 +16,7 @@ def choose_parent(candidates: Sequence[Backup]) -> Backup | None:
     """The most recently updated COMPLETED backup (full or incremental), as Trove does.
 
     ``candidates`` is the first page of the instance's backups, newest ``updated`` first
-    (contract §5.2.1: the search deliberately looks at one page only)."""
+    (the search deliberately looks at one page only)."""
     completed = [b for b in candidates if b.state is BackupState.COMPLETED]
     return max(completed, key=lambda b: b.updated, default=None)
 

@@ -26,7 +26,7 @@ class BadRequestError(DomainError):
 
 
 class DatastoreVersionNotFoundError(BadRequestError):
-    """Trove maps this "not found" to 400 (contract §1.5.2)."""
+    """Trove maps this "not found" to 400."""
 
     def __init__(self, version: str) -> None:
         super().__init__(f"Datastore version '{version}' cannot be found.")

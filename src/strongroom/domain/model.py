@@ -169,7 +169,6 @@ class Instance:
     restore_backup_id: BackupId | None = None
     fault: str | None = None
     host: str = "local"
-    connection: dict[str, Any] | None = None  # decrypted engine connection (never shown)
     public_connection: dict[str, Any] | None = None
     external_identity: str | None = None  # SHA-256 of the registered database's identity
 

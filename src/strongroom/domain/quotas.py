@@ -1,4 +1,4 @@
-"""Quota arithmetic (contract §5.9)."""
+"""Quota arithmetic."""
 
 from __future__ import annotations
 

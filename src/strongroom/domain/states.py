@@ -1,4 +1,4 @@
-"""The backup state machine (contract §5.1)."""
+"""The backup state machine."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ MAX_CHECKED_TABLES = 1000  # row counts in a drill's report: the first this many
 class ByteSink(Protocol):
     """Where a backup stream goes (the pipeline's chunker)."""
 
-    def write(self, data: bytes, /) -> int: ...
+    def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
 
 
 class ByteSource(Protocol):
@@ -96,7 +96,6 @@ class RestoreInput:
 class EngineInfo:
     datastore: str  # "sqlite", "postgresql", "mariadb"
     version: str  # installed version as datastores list it ("3", "15", "10.11")
-    supports_incremental: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

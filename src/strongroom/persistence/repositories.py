@@ -150,7 +150,7 @@ def _backup(row: Row[Any]) -> Backup:
         drill_error,
         drill_report,
         manifest_sha256,
-    ) = row
+    ) = tuple(row)
     return Backup(
         id=BackupId(backup_id),
         project_id=ProjectId(project_id),

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from strongroom.domain.ports import (
+    BackupRepository,
+    DatastoreRepository,
+    InstanceRepository,
+    JobRepository,
+    QuotaRepository,
+    ScheduleRepository,
+    StrategyRepository,
+    TokenRepository,
+    WorkerRepository,
+)
 from strongroom.persistence.repositories import (
     SqlBackupRepository,
     SqlDatastoreRepository,
@@ -29,7 +41,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             # SQLAlchemy emits BEGIN itself (below), so pysqlite must not.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
@@ -40,7 +52,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _begin(conn):  # type: ignore[no-untyped-def]
+        def _begin(conn: Connection) -> None:
             # A writing unit of work takes the write lock at BEGIN, so check-then-insert
             # rules (one running backup per instance, quotas) cannot interleave.
             immediate = conn.get_execution_options().get("write", False)
@@ -59,15 +71,15 @@ class SqlUnitOfWork:
         self.session = self._factory()
         if self._write:
             self.session.connection(execution_options={"write": True})
-        self.backups = SqlBackupRepository(self.session)
-        self.instances = SqlInstanceRepository(self.session)
-        self.strategies = SqlStrategyRepository(self.session)
-        self.datastores = SqlDatastoreRepository(self.session)
-        self.quotas = SqlQuotaRepository(self.session)
-        self.tokens = SqlTokenRepository(self.session)
-        self.jobs = SqlJobRepository(self.session)
-        self.workers = SqlWorkerRepository(self.session)
-        self.schedules = SqlScheduleRepository(self.session)
+        self.backups: BackupRepository = SqlBackupRepository(self.session)
+        self.instances: InstanceRepository = SqlInstanceRepository(self.session)
+        self.strategies: StrategyRepository = SqlStrategyRepository(self.session)
+        self.datastores: DatastoreRepository = SqlDatastoreRepository(self.session)
+        self.quotas: QuotaRepository = SqlQuotaRepository(self.session)
+        self.tokens: TokenRepository = SqlTokenRepository(self.session)
+        self.jobs: JobRepository = SqlJobRepository(self.session)
+        self.workers: WorkerRepository = SqlWorkerRepository(self.session)
+        self.schedules: ScheduleRepository = SqlScheduleRepository(self.session)
         return self
 
     def __exit__(

@@ -1,4 +1,4 @@
-"""Authorization through oslo.policy with Trove's default rules (contract §8).
+"""Authorization through oslo.policy with Trove's default rules.
 
 An operator policy file (YAML or JSON) overrides any rule."""
 

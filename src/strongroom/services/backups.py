@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import re
 import uuid
@@ -42,7 +43,7 @@ CONTAINER_RE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]*$")
 
 
 def check_container(container: str) -> None:
-    """Trove's character rule (contract §5.2 step 3), and no path: no '/' at all."""
+    """Trove's character rule, and no path: no '/' at all."""
     if not CONTAINER_RE.match(container) or "/" in container or container in (".", ".."):
         raise BadRequestError(f"The value is not allowed: {container}.")
 
@@ -282,8 +283,8 @@ class BackupService:
                 limit=limit or self._rules.page_size,
             )
         )
-        parent = chains.choose_parent(candidates)
-        return parent.id if parent else None
+        chosen = chains.choose_parent(candidates)
+        return chosen.id if chosen else None
 
     def _register_restored(self, ctx: RequestContext, request: dict[str, Any]) -> Backup:
         source = request["restore_from"]
@@ -367,7 +368,7 @@ class BackupService:
             self._jobs.submit(job)
 
     @staticmethod
-    def _family(uow: UnitOfWork, ctx: RequestContext, root: Backup) -> list[Backup]:
+    def _family(uow: UnitOfWork, ctx: RequestContext, root: Backup) -> builtins.list[Backup]:
         """Every live descendant of ``root`` that the caller can see."""
         found: list[Backup] = []
         frontier = [root.id]
@@ -398,7 +399,7 @@ class BackupService:
 
     def list_strategies(
         self, ctx: RequestContext, *, instance_id: str | None, project_id: str | None
-    ) -> list[BackupStrategy]:
+    ) -> builtins.list[BackupStrategy]:
         project = self._strategy_project(ctx, project_id, "backup_strategy:index")
         with self._uow() as uow:
             return uow.strategies.list(project, instance_id)

@@ -117,7 +117,7 @@ class DatastoreCatalog:
             return None
 
     def version_in(self, datastore: Datastore, name_or_id: str) -> DatastoreVersion:
-        """Contract §4.7: a UUID is looked up as an id (unknown → 404), a name within the
+        """As Trove does: a UUID is looked up as an id (unknown → 404), a name within the
         datastore (unknown → 400)."""
         if UUID_RE.match(name_or_id):
             for v in datastore.versions:

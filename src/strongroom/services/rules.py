@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from strongroom.storage.config import DEFAULT_CONTAINER
+
 
 @dataclass(frozen=True)
 class Flavor:
@@ -23,7 +25,7 @@ class ServiceRules:
     page_size: int = 20
     max_page_size: int = 1000
     max_volume_size: int = 10
-    default_container: str = "database-backups"
+    default_container: str = DEFAULT_CONTAINER
     default_store: str = "local"
     flavors: tuple[Flavor, ...] = field(default_factory=tuple)
     chunk_size: int = 4 * 1024 * 1024

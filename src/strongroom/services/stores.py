@@ -79,7 +79,7 @@ class StoreCatalog:
         return True
 
     def check(self, name: str, *, project_id: str) -> None:
-        """Contract §5.2 step 10: the store must be reachable before a job is queued."""
+        """As Trove does: the store must be reachable before a job is queued."""
         try:
             self._stores.get(name).check()
         except StorageAuthError as exc:
@@ -91,14 +91,14 @@ class StoreCatalog:
             log.warning("store %s is unreachable: %s", name, exc)
             raise StorageUnavailableError("Cannot connect to Swift.") from exc
 
-    def check_all(self) -> dict[str, str]:
+    def check_all(self) -> dict[str, StorageError]:
         """Each store's problem, if any, by name (for start-up)."""
-        problems: dict[str, str] = {}
+        problems: dict[str, StorageError] = {}
         for name in self._stores.names():
             try:
                 self._stores.get(name).check()
             except StorageError as exc:
-                problems[name] = f"{type(exc).__name__}: {exc}"
+                problems[name] = exc
         return problems
 
     def names(self) -> list[str]:

@@ -33,7 +33,6 @@ class BackupOutcome:
     location_ref: str
     plain_bytes: int
     stored_bytes: int
-    incremental: bool
 
 
 class ProgressSink:
@@ -45,7 +44,7 @@ class ProgressSink:
         self._done = 0
         self._last = time.monotonic()
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
         written = self._writer.write(data)
         self._done += len(data)
         now = time.monotonic()
@@ -205,7 +204,6 @@ class Transfer:
             location_ref=store.url_for(key),
             plain_bytes=writer.plain_bytes,
             stored_bytes=writer.stored_bytes,
-            incremental=result.incremental,
         )
 
     def remove_objects(self, backup: Backup) -> None:

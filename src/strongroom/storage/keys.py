@@ -134,8 +134,3 @@ def split_prefix(prefix: str) -> tuple[str, str]:
     if name_prefix:
         _check_segments(name_prefix.split("/")[:-1], "prefix")
     return container, name_prefix
-
-
-def join_key(container: str, name: str) -> str:
-    """The key of object ``name`` in ``container`` (validated)."""
-    return validate_key(f"{container}/{name}")

@@ -234,13 +234,14 @@ class SwiftBackend:
         if not _VERSIONED_AUTH_PATH.match(urlsplit(auth_url).path.rsplit("/", 1)[-1]):
             auth_url += "/v3"
         auth: Any
-        if c.application_credential_id:
+        # SwiftConfig has checked that the secret or password goes with its name.
+        if c.application_credential_id and c.application_credential_secret is not None:
             auth = _ks_v3.ApplicationCredential(
                 auth_url=auth_url,
                 application_credential_id=c.application_credential_id,
                 application_credential_secret=c.application_credential_secret,
             )
-        else:
+        elif c.password is not None:
             auth = _ks_v3.Password(
                 auth_url=auth_url,
                 username=c.username,
@@ -249,6 +250,8 @@ class SwiftBackend:
                 project_name=c.project_name,
                 project_domain_name=c.project_domain_name,
             )
+        else:
+            raise StorageConfigError(f"swift store {c.name!r}: Keystone v3 needs a password")
         region = f" in region {c.region_name!r}" if c.region_name else ""
         missing = (
             None

@@ -19,19 +19,6 @@ from typing import Any
 import psycopg
 import pytest
 import zstandard
-from pg_helpers import (
-    FileSink,
-    OffsetFileSource,
-    PlainServer,
-    Writer,
-    cleanup_homes,
-    connect,
-    invariant,
-    pgbench_init,
-    servers_running_in,
-    snapshot,
-    stop_server,
-)
 
 from strongroom.engines.base import (
     DatabaseSpec,
@@ -49,6 +36,19 @@ from strongroom.engines.errors import (
     RestoreError,
 )
 from strongroom.engines.postgresql import PostgresEngine, cluster, filestream
+from support.postgresql import (
+    FileSink,
+    OffsetFileSource,
+    PlainServer,
+    Writer,
+    cleanup_homes,
+    connect,
+    invariant,
+    pgbench_init,
+    servers_running_in,
+    snapshot,
+    stop_server,
+)
 
 SCALE = 5
 

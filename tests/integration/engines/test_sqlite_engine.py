@@ -152,7 +152,7 @@ def test_engine_satisfies_protocol_and_detects_sqlite3(engine: SqliteEngine) -> 
     assert isinstance(engine, Engine)
     info = engine.detect()
     assert info is not None
-    assert (info.datastore, info.version, info.supports_incremental) == ("sqlite", "3", True)
+    assert (info.datastore, info.version) == ("sqlite", "3")
     assert info.extra["library_version"] == sqlite3.sqlite_version
 
 

@@ -18,9 +18,9 @@ import pymysql
 import pymysql.cursors
 import pytest
 
-from integration.mariadb.mdb_support import require_mariadb, scratch_root
 from strongroom.engines.base import DatabaseSpec, InstanceRequest, RestoreInput, UserSpec
 from strongroom.engines.mariadb import MariaDbEngine
+from support.mariadb import require_mariadb, scratch_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -18,7 +18,7 @@ from troveclient import exceptions
 from troveclient.v1 import client
 
 from fixtures.live import LiveServer, start_server
-from integration.mariadb.mdb_support import (
+from support.mariadb import (
     Login,
     instance_pid,
     is_running,

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from fixtures.service import Caller, Harness, make_harness
-from integration.mariadb.mdb_support import (
+from support.mariadb import (
     WAIT,
     ExternalServer,
     Login,

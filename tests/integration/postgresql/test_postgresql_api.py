@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pgsvc import (
+
+from fixtures.service import Caller, Harness, make_harness, wait_for
+from strongroom.engines.postgresql import filestream
+from support.postgresql import PlainServer, pgbench_init, snapshot, stop_server
+from support.postgresql_service import (
     LEDGER_DDL,
     PG_MAJOR,
     WAIT,
@@ -29,10 +33,6 @@ from pgsvc import (
     tcp,
     wait_status,
 )
-
-from fixtures.service import Caller, Harness, make_harness, wait_for
-from integration.engines.pg_helpers import PlainServer, pgbench_init, snapshot, stop_server
-from strongroom.engines.postgresql import filestream
 
 pytestmark = [
     pytest.mark.integration,

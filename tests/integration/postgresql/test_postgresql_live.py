@@ -13,13 +13,13 @@ import psycopg
 import pytest
 from keystoneauth1 import session
 from keystoneauth1.token_endpoint import Token
-from pgsvc import PG_MAJOR, WAIT, connect, reachable_dir, server_processes, tcp
 from troveclient import exceptions
 from troveclient.v1 import client
 
 from fixtures.live import LiveServer, start_server
 from fixtures.service import wait_for
-from integration.engines.pg_helpers import stop_server
+from support.postgresql import stop_server
+from support.postgresql_service import PG_MAJOR, WAIT, connect, reachable_dir, server_processes, tcp
 
 pytestmark = [
     pytest.mark.integration,

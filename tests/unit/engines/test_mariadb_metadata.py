@@ -75,12 +75,6 @@ def test_parse_binlog_position_from_info_and_stderr() -> None:
     assert metadata.parse_binlog_position("") is None
 
 
-def test_parse_checkpoint_line() -> None:
-    stderr = "x\n[00] mariabackup: The latest check point (for incremental): '44404'\ny"
-    assert metadata.parse_checkpoint_line(stderr) == 44404
-    assert metadata.parse_checkpoint_line("nothing") is None
-
-
 def test_build_metadata_full_and_incremental() -> None:
     checkpoints = metadata.parse_checkpoints(CHECKPOINTS_FULL)
     info = metadata.parse_key_values(INFO)

@@ -7,7 +7,6 @@ import pytest
 from strongroom.storage.errors import InvalidKeyError
 from strongroom.storage.keys import (
     MAX_CONTAINER_LENGTH,
-    join_key,
     split_key,
     split_prefix,
     validate_container,
@@ -76,12 +75,6 @@ def test_split_key() -> None:
     assert split_key("c/a/b/c") == ("c", "a/b/c")
     with pytest.raises(InvalidKeyError):
         split_key("c/../x")
-
-
-def test_join_key_validates() -> None:
-    assert join_key("c", "a/b") == "c/a/b"
-    with pytest.raises(InvalidKeyError):
-        join_key("c", "../etc/passwd")
 
 
 @pytest.mark.parametrize(

@@ -14,12 +14,8 @@ from strongroom.storage.errors import (
     TransientStorageError,
 )
 from strongroom.storage.memory import MemoryBackend
-from strongroom.storage.wrappers import (
-    LimitedBackend,
-    MeteredBackend,
-    RetryingBackend,
-    StorageMetrics,
-)
+from strongroom.storage.wrappers import RetryingBackend
+from support.storage_wrappers import LimitedBackend, MeteredBackend, StorageMetrics
 
 
 class ScriptedBackend:

@@ -1,4 +1,4 @@
-"""/v1.0/{project_id}/datastores (contract §4.7): open to every authenticated caller."""
+"""/v1.0/{project_id}/datastores: open to every authenticated caller."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Version discovery (contract §2): no authentication."""
+"""Version discovery: no authentication."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Request bodies as Trove's JSON Schemas (Draft 4), and Trove's validation messages.
 
 jsonschema, not Pydantic, validates these bodies: clients and tests read Trove's exact
-messages (contract §1.5.4), which are jsonschema's own."""
+messages, which are jsonschema's own."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Response bodies as JSON Schemas, for /openapi.json only (the views build the bodies).
 
-They require what Trove clients read (contract §3, §9.4) and allow additional keys, as
+They require what Trove clients read and allow additional keys, as
 clients ignore keys they do not know."""
 
 from __future__ import annotations

@@ -89,7 +89,6 @@ class MariaDbEngine:
         return EngineInfo(
             self.datastore,
             self._tools.series,
-            True,
             extra={"server_version": self._tools.server_version},
         )
 

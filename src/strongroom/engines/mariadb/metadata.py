@@ -30,7 +30,6 @@ _BINLOG_RE = re.compile(
     r"filename '(?P<file>[^']*)', position '(?P<position>\d+)'"
     r"(?:, GTID of the last change '(?P<gtid>[^']*)')?"
 )
-_CHECKPOINT_RE = re.compile(r"The latest check point \(for incremental\): '(\d+)'")
 
 
 @dataclass(frozen=True)
@@ -103,12 +102,6 @@ def parse_binlog_position(text: str) -> BinlogPosition | None:
     return BinlogPosition(
         file=match["file"], position=int(match["position"]), gtid=match["gtid"] or ""
     )
-
-
-def parse_checkpoint_line(stderr: str) -> int | None:
-    """The ``The latest check point (for incremental): 'N'`` value mariabackup prints."""
-    matches = _CHECKPOINT_RE.findall(stderr)
-    return int(matches[-1]) if matches else None
 
 
 def build_metadata(

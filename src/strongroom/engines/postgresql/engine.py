@@ -93,9 +93,7 @@ class PostgresEngine:
         except EngineError:
             return None
         self._bin_dir, self._version = bin_dir, (major, full)
-        return EngineInfo(
-            DATASTORE, major, True, extra={"server_version": full, "bin_dir": str(bin_dir)}
-        )
+        return EngineInfo(DATASTORE, major, extra={"server_version": full, "bin_dir": str(bin_dir)})
 
     @property
     def bin_dir(self) -> Path:

@@ -67,11 +67,11 @@ def register(
             ).fetchone()
             if row is None or not (row[0] or row[1]):
                 raise InvalidExternalError(f"role {user} lacks the REPLICATION attribute")
-            version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
-            wal_level = conn.execute("SHOW wal_level").fetchone()[0]
-            senders = int(conn.execute("SHOW max_wal_senders").fetchone()[0])
-            keep = conn.execute("SHOW max_slot_wal_keep_size").fetchone()[0]
-            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+            version_num = int(session.scalar(conn, "SHOW server_version_num"))
+            wal_level = session.scalar(conn, "SHOW wal_level")
+            senders = int(session.scalar(conn, "SHOW max_wal_senders"))
+            keep = session.scalar(conn, "SHOW max_slot_wal_keep_size")
+            in_recovery = session.scalar(conn, "SELECT pg_is_in_recovery()")
     except psycopg.Error as exc:
         raise InvalidExternalError(
             f"cannot connect to {where}: "

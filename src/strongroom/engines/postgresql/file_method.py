@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.pq.abc import PGconn
 
 from strongroom.engines import beneath
 from strongroom.engines.base import BackupResult, ByteSink, Connection, Metadata, RestoreInput
@@ -121,7 +122,7 @@ class FileMethod:
         return BackupResult(metadata=metadata, incremental=parent is not None)
 
     @staticmethod
-    def _reserve_wal(pgconn: pq.PGconn) -> str:
+    def _reserve_wal(pgconn: PGconn) -> str:
         """A temporary slot on this replication connection: it keeps the backup's WAL
         window until it is streamed, and goes away with the connection."""
         slot = f"{session.SLOT_PREFIX}tmp_{secrets.token_hex(6)}"
@@ -163,7 +164,7 @@ class FileMethod:
 
     @staticmethod
     def _stream_window(
-        pgconn: pq.PGconn,
+        pgconn: PGconn,
         slot: str,
         window: walstream.WalWindow,
         sink: ByteSink,

@@ -280,7 +280,7 @@ class ChainRestorer:
         wait(futures)
         self._stop.clear()
         _close(source)  # it stopped at the first segment; the link ends in the last one
-        errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+        errors = [e for f in futures if not f.cancelled() and (e := f.exception()) is not None]
         if errors:
             if not parts[-1].cancelled() and parts[-1].exception() is None:
                 _close(parts[-1].result()[1])

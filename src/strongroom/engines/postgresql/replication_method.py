@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import pq
+from psycopg.pq.abc import PGconn
 
 from strongroom.engines import process
 from strongroom.engines.base import BackupResult, ByteSink, Connection, Metadata, RestoreInput
@@ -193,7 +193,7 @@ class ReplicationMethod:
 
     def _stream_with_retry(
         self,
-        pgconn: pq.PGconn,
+        pgconn: PGconn,
         slot: str,
         timeline: int,
         start: int,

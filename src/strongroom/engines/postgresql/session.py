@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.pq.abc import PGconn
 
 from strongroom.engines.base import ByteSink, Connection
 from strongroom.engines.errors import BackupError
@@ -40,7 +41,7 @@ class CountingSink:
         self.count = 0
         self.started = False
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
         self.started = True
         self._sink.write(data)
         self.count += len(data)
@@ -81,7 +82,15 @@ def connect(connection: Connection, **extra: Any) -> psycopg.Connection[Any]:
     )
 
 
-def replication_pgconn(connection: Connection) -> pq.PGconn:
+def scalar(conn: psycopg.Connection[Any], sql: str) -> Any:
+    """The first column of a query's one row (SHOW and SELECT of one value)."""
+    row = conn.execute(sql).fetchone()
+    if row is None:
+        raise psycopg.ProgrammingError(f"{sql} returned no row")
+    return row[0]
+
+
+def replication_pgconn(connection: Connection) -> PGconn:
     kwargs = conn_kwargs(connection)
     kwargs.update(
         replication="true", connect_timeout=CONNECT_TIMEOUT, application_name="strongroom"
@@ -95,7 +104,7 @@ def replication_pgconn(connection: Connection) -> pq.PGconn:
     return pgconn
 
 
-def identify(pgconn: pq.PGconn) -> tuple[str, int, int]:
+def identify(pgconn: PGconn) -> tuple[str, int, int]:
     """``(system_identifier, timeline, flush_lsn)`` from IDENTIFY_SYSTEM."""
     result = pgconn.exec_(b"IDENTIFY_SYSTEM")
     if result.status != pq.ExecStatus.TUPLES_OK:

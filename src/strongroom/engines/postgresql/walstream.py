@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from psycopg import pq
+from psycopg.pq.abc import PGconn
 
 from strongroom.engines.base import ByteSink, ByteSource
 from strongroom.engines.postgresql.lsn import XLOG_BLCKSZ, format_lsn, segment_name
@@ -127,7 +128,7 @@ def write_header(sink: ByteSink, header: dict[str, Any]) -> None:
 
 
 def stream_wal_range(
-    pgconn: pq.PGconn,
+    pgconn: PGconn,
     *,
     slot: str,
     timeline: int,
@@ -202,12 +203,12 @@ def stream_wal_range(
     _finish_copy(pgconn, deadline)
 
 
-def _send(pgconn: pq.PGconn, message: bytes) -> None:
+def _send(pgconn: PGconn, message: bytes) -> None:
     if pgconn.put_copy_data(message) != 1 or pgconn.flush() != 0:
         raise WalStreamError(_error_text(pgconn.error_message) or "lost the server connection")
 
 
-def _finish_copy(pgconn: pq.PGconn, deadline: float) -> None:
+def _finish_copy(pgconn: PGconn, deadline: float) -> None:
     """End the replication stream cleanly so the slot is released promptly."""
     pgconn.put_copy_end()
     pgconn.flush()

@@ -99,7 +99,7 @@ class SqliteEngine:
 
     def detect(self) -> EngineInfo | None:
         extra = {"library_version": sqlite3.sqlite_version}
-        return EngineInfo("sqlite", "3", supports_incremental=True, extra=extra)
+        return EngineInfo("sqlite", "3", extra=extra)
 
     # -- managed instances -------------------------------------------------------------
     def check_request(self, request: InstanceRequest) -> None:

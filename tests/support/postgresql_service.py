@@ -16,8 +16,8 @@ import psycopg
 from psycopg import sql
 
 from fixtures.service import wait_for
-from integration.engines.pg_helpers import TpcbWriter, cleanup_homes, servers_running_in
 from strongroom.engines.postgresql import PostgresEngine
+from support.postgresql import TpcbWriter, cleanup_homes, servers_running_in
 
 _info = PostgresEngine().detect()
 PG_MAJOR: str | None = _info.version if _info is not None else None
@@ -63,7 +63,7 @@ def connect(params: dict[str, Any]) -> psycopg.Connection[Any]:
 
 
 def as_plain(params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` in the shape pg_helpers' snapshot/pgbench helpers take."""
+    """``params`` in the shape support.postgresql's snapshot/pgbench helpers take."""
     return {"managed": False, **params}
 
 
