@@ -116,10 +116,12 @@ class KeystoneSettings(BaseModel):
     project_domain_name: str = "Default"
     region_name: str | None = None
     interface: str = "internal"  # which identity endpoint of the catalog validates tokens
-    token_cache_time: int = Field(default=300, ge=0)  # seconds a validated token is trusted; 0: never
+    # Seconds a validated token is trusted (0: never).
+    token_cache_time: int = Field(default=300, ge=0)
     http_connect_timeout: float = Field(default=5.0, gt=0)  # seconds to reach Keystone
     http_request_max_retries: int = Field(default=1, ge=0)
-    validation_timeout: float = Field(default=10.0, gt=0)  # seconds a validation may take (then 503)
+    # Seconds a validation may take (then 503).
+    validation_timeout: float = Field(default=10.0, gt=0)
     cache_max_tokens: int = Field(default=10_000, gt=0)  # validated tokens kept in memory at most
 
     @model_validator(mode="after")
