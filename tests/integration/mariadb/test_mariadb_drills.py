@@ -21,7 +21,9 @@ import pytest
 
 from fixtures.clocked import ManualClock, make_clocked_harness, scheduler_of
 from fixtures.service import Caller, Harness, make_harness, wait_for
-from integration.mariadb.mdb_support import (
+from strongroom.engines.base import Engine, InstanceRequest
+from strongroom.engines.identity import InstanceIdentity, name_for
+from support.mariadb import (
     WAIT,
     Login,
     load_items,
@@ -31,8 +33,6 @@ from integration.mariadb.mdb_support import (
     scratch_root,
     wait_until,
 )
-from strongroom.engines.base import Engine, InstanceRequest
-from strongroom.engines.identity import InstanceIdentity, name_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -16,7 +16,7 @@ import pytest
 
 from fixtures.live import LiveServer, start_server
 from fixtures.service import wait_for
-from integration.mariadb.mdb_support import require_mariadb, scratch_root
+from support.mariadb import require_mariadb, scratch_root
 
 pytestmark = pytest.mark.integration
 

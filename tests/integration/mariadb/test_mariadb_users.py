@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from fixtures.service import Caller, Harness, make_harness, wait_for
-from integration.mariadb.mdb_support import require_mariadb, scratch_root
+from support.mariadb import require_mariadb, scratch_root
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from offline_support import lose_the_service, strongroom
 
 from fixtures.live import free_port
 from fixtures.service import Harness, make_harness
-from integration.mariadb.mdb_support import (
+from support.mariadb import (
     Login,
     query,
     require_mariadb,

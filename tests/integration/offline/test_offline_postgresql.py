@@ -18,9 +18,9 @@ from offline_support import lose_the_service, strongroom, tree
 
 from fixtures.live import free_port
 from fixtures.service import Harness, make_harness, wait_for
-from integration.engines.pg_helpers import PlainServer, bin_dir, pgbench_init, snapshot, stop_server
-from integration.postgresql.pgsvc import PG_MAJOR, as_plain, connect, reachable_dir, wait_status
 from strongroom.engines.identity import InstanceIdentity
+from support.postgresql import PlainServer, bin_dir, pgbench_init, snapshot, stop_server
+from support.postgresql_service import PG_MAJOR, as_plain, connect, reachable_dir, wait_status
 
 pytestmark = [
     pytest.mark.integration,

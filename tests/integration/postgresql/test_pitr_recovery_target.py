@@ -15,9 +15,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from integration.engines.pg_helpers import PlainServer, bin_dir, free_port, wait_until
-from integration.postgresql.pgsvc import reachable_dir
 from strongroom.engines.postgresql.recovery_target import render
+from support.postgresql import PlainServer, bin_dir, free_port, wait_until
+from support.postgresql_service import reachable_dir
 
 ROWS = 8
 

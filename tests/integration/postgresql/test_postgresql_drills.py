@@ -20,12 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pgsvc import PG_MAJOR, WAIT, connect, reachable_dir, server_processes, tcp, wait_status
 
 from fixtures.clocked import ManualClock, make_clocked_harness, scheduler_of
 from fixtures.service import Caller, Harness, make_harness, wait_for
 from strongroom.engines.base import Engine, InstanceRequest
 from strongroom.engines.identity import InstanceIdentity, name_for
+from support.postgresql_service import (
+    PG_MAJOR,
+    WAIT,
+    connect,
+    reachable_dir,
+    server_processes,
+    tcp,
+    wait_status,
+)
 
 pytestmark = [
     pytest.mark.integration,

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pgsvc import PG_MAJOR, reachable_dir
 
 from fixtures.live import LiveServer, start_server
 from fixtures.service import wait_for
+from support.postgresql_service import PG_MAJOR, reachable_dir
 
 pytestmark = [
     pytest.mark.integration,

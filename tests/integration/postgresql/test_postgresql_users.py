@@ -17,10 +17,10 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from pgsvc import PG_MAJOR, reachable_dir, wait_status
 
 from fixtures.service import Caller, Harness, make_harness
 from strongroom.engines.postgresql import cluster
+from support.postgresql_service import PG_MAJOR, reachable_dir, wait_status
 
 pytestmark = [
     pytest.mark.integration,
