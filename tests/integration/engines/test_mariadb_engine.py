@@ -412,8 +412,9 @@ def test_managed_instance_lifecycle(
 ) -> None:
     home, conn = source
     view = engine.public_view(conn)
-    assert set(view) == {"host", "port", "users"}
+    assert set(view) == {"host", "port", "users", "databases"}
     assert view["users"] == [{"name": APP_USER, "host": "%", "databases": ["app"]}]
+    assert "app" in view["databases"]
     assert "password" not in repr(view).lower()
     assert conn["admin_password"] not in repr(view)
     # The server runs as the unprivileged user and the request's objects exist.
