@@ -16,85 +16,43 @@ from __future__ import annotations
 
 import logging
 import shutil
-from datetime import timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from strongroom.domain.errors import ConflictError, ResourceNotFoundError, UnprocessableError
 from strongroom.domain.model import (
-    SHARED_ROUTE,
     Backup,
     BackupState,
     Drill,
     DrillStatus,
     JobKind,
-    RequestContext,
 )
-from strongroom.domain.ports import Clock, UnitOfWorkFactory
+from strongroom.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from strongroom.engines.base import Engine, InstanceRequest
 from strongroom.services import drill_homes
-from strongroom.services.authorization import Authorizer
+from strongroom.services.backup_checks import BackupCheckRequests
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.failure import describe_failure
-from strongroom.services.jobs import JobDispatcher
 from strongroom.services.transfer import Transfer
 
 log = logging.getLogger(__name__)
 
 
-class DrillService:
+class DrillService(BackupCheckRequests):
     """Asks for a drill: records RUNNING and a job in one transaction."""
 
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        authorizer: Authorizer,
-        jobs: JobDispatcher,
-        stale_after: timedelta,
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._authz = authorizer
-        self._jobs = jobs
-        self._stale_after = stale_after
+    rule = "backup:drill"
+    kind = JobKind.DRILL_BACKUP
+    done = "drilled"
+    states = (BackupState.COMPLETED,)
 
-    def request(self, ctx: RequestContext, *, backup_id: str) -> Backup:
-        with self._uow() as uow:
-            backup = uow.backups.find(backup_id)
-        if (
-            backup is None
-            or backup.state is BackupState.DELETING
-            or not (ctx.is_admin or backup.project_id == ctx.project_id)
-        ):
-            raise ResourceNotFoundError(backup_id)
-        self._authz.enforce(ctx, "backup:drill", backup.project_id)
-        return self.start(backup_id)
+    def running_since(self, backup: Backup) -> datetime | None:
+        current = backup.drill
+        return current.at if current and current.status is DrillStatus.RUNNING else None
 
-    def start(self, backup_id: str) -> Backup:
-        now = self._clock.now()
-        with self._uow(write=True) as uow:
-            backup = uow.backups.find_for_update(backup_id)
-            if backup is None or backup.state is BackupState.DELETING:
-                raise ResourceNotFoundError(backup_id)
-            if backup.state is not BackupState.COMPLETED:
-                raise ConflictError(
-                    f"Backup {backup_id} cannot be drilled: its status is {backup.state}."
-                )
-            current = backup.drill
-            if (
-                current is not None
-                and current.status is DrillStatus.RUNNING
-                and now - current.at < self._stale_after
-            ):
-                raise UnprocessableError(f"Backup {backup_id} is being drilled already.")
-            backup.drill = Drill(DrillStatus.RUNNING, now)
-            uow.backups.record_drill(backup_id, backup.drill)
-            job = self._jobs.record(uow, JobKind.DRILL_BACKUP, backup_id, route=SHARED_ROUTE)
-            uow.commit()
-        self._jobs.submit(job)
-        return backup
+    def record_running(self, uow: UnitOfWork, backup: Backup, now: datetime) -> None:
+        backup.drill = Drill(DrillStatus.RUNNING, now)
+        uow.backups.record_drill(backup.id, backup.drill)
 
 
 class Driller:

@@ -9,26 +9,22 @@ not grow with the backup. It runs as a job (``verify_backup``), on any worker.""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime
 from typing import Any
 
-from strongroom.domain.errors import ConflictError, ResourceNotFoundError, UnprocessableError
 from strongroom.domain.model import (
-    SHARED_ROUTE,
     Backup,
     BackupState,
     JobKind,
-    RequestContext,
     Verification,
     VerifyStatus,
 )
-from strongroom.domain.ports import Clock, UnitOfWorkFactory
+from strongroom.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from strongroom.pipeline.errors import FormatError, MissingChunkError
 from strongroom.pipeline.reader import ChunkReader
 from strongroom.services import object_layout
-from strongroom.services.authorization import Authorizer
+from strongroom.services.backup_checks import BackupCheckRequests
 from strongroom.services.failure import describe_failure
-from strongroom.services.jobs import JobDispatcher
 from strongroom.services.telemetry import NO_TELEMETRY, Telemetry
 from strongroom.services.transfer import ChainLink, Transfer
 from strongroom.storage.errors import ObjectNotFoundError
@@ -39,59 +35,21 @@ READ_SIZE = 1 << 20
 VERIFIABLE = (BackupState.COMPLETED, BackupState.RESTORED)
 
 
-class VerificationService:
+class VerificationService(BackupCheckRequests):
     """Asks for a verification: records RUNNING and a job in one transaction."""
 
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        authorizer: Authorizer,
-        jobs: JobDispatcher,
-        stale_after: timedelta,
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._authz = authorizer
-        self._jobs = jobs
-        self._stale_after = stale_after
+    rule = "backup:verify"
+    kind = JobKind.VERIFY_BACKUP
+    done = "verified"
+    states = VERIFIABLE
 
-    def request(self, ctx: RequestContext, *, backup_id: str) -> Backup:
-        with self._uow() as uow:
-            backup = uow.backups.find(backup_id)
-        if (
-            backup is None
-            or backup.state is BackupState.DELETING
-            or not (ctx.is_admin or backup.project_id == ctx.project_id)
-        ):
-            raise ResourceNotFoundError(backup_id)
-        self._authz.enforce(ctx, "backup:verify", backup.project_id)
-        return self.start(backup_id)
+    def running_since(self, backup: Backup) -> datetime | None:
+        current = backup.verification
+        return current.at if current and current.status is VerifyStatus.RUNNING else None
 
-    def start(self, backup_id: str) -> Backup:
-        now = self._clock.now()
-        with self._uow(write=True) as uow:
-            backup = uow.backups.find_for_update(backup_id)
-            if backup is None or backup.state is BackupState.DELETING:
-                raise ResourceNotFoundError(backup_id)
-            if backup.state not in VERIFIABLE:
-                raise ConflictError(
-                    f"Backup {backup_id} cannot be verified: its status is {backup.state}."
-                )
-            current = backup.verification
-            if (
-                current is not None
-                and current.status is VerifyStatus.RUNNING
-                and now - current.at < self._stale_after
-            ):
-                raise UnprocessableError(f"Backup {backup_id} is being verified already.")
-            backup.verification = Verification(VerifyStatus.RUNNING, now)
-            uow.backups.record_verification(backup_id, backup.verification)
-            job = self._jobs.record(uow, JobKind.VERIFY_BACKUP, backup_id, route=SHARED_ROUTE)
-            uow.commit()
-        self._jobs.submit(job)
-        return backup
+    def record_running(self, uow: UnitOfWork, backup: Backup, now: datetime) -> None:
+        backup.verification = Verification(VerifyStatus.RUNNING, now)
+        uow.backups.record_verification(backup.id, backup.verification)
 
 
 class Verifier:

@@ -1,0 +1,76 @@
+"""Asking for a check of a backup (a verification, a restore drill): the caller must see
+the backup; it must be in a state the check reads; a check already running (and not stale)
+is not started twice; RUNNING and the job are recorded in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime, timedelta
+
+from strongroom.domain.errors import ConflictError, ResourceNotFoundError, UnprocessableError
+from strongroom.domain.model import SHARED_ROUTE, Backup, BackupState, JobKind, RequestContext
+from strongroom.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from strongroom.services.authorization import Authorizer
+from strongroom.services.jobs import JobDispatcher
+
+
+class BackupCheckRequests:
+    """One kind of check; subclasses say which (its rule, job, states and records)."""
+
+    rule: str  # the policy rule, e.g. "backup:verify"
+    kind: JobKind
+    done: str  # "verified", "drilled": for messages
+    states: Collection[BackupState]  # what the check can read
+
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        authorizer: Authorizer,
+        jobs: JobDispatcher,
+        stale_after: timedelta,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._authz = authorizer
+        self._jobs = jobs
+        self._stale_after = stale_after
+
+    def running_since(self, backup: Backup) -> datetime | None:
+        """When the check now RUNNING on ``backup`` started, if one is."""
+        raise NotImplementedError
+
+    def record_running(self, uow: UnitOfWork, backup: Backup, now: datetime) -> None:
+        raise NotImplementedError
+
+    def request(self, ctx: RequestContext, *, backup_id: str) -> Backup:
+        with self._uow() as uow:
+            backup = uow.backups.find(backup_id)
+        if (
+            backup is None
+            or backup.state is BackupState.DELETING
+            or not (ctx.is_admin or backup.project_id == ctx.project_id)
+        ):
+            raise ResourceNotFoundError(backup_id)
+        self._authz.enforce(ctx, self.rule, backup.project_id)
+        return self.start(backup_id)
+
+    def start(self, backup_id: str) -> Backup:
+        now = self._clock.now()
+        with self._uow(write=True) as uow:
+            backup = uow.backups.find_for_update(backup_id)
+            if backup is None or backup.state is BackupState.DELETING:
+                raise ResourceNotFoundError(backup_id)
+            if backup.state not in self.states:
+                raise ConflictError(
+                    f"Backup {backup_id} cannot be {self.done}: its status is {backup.state}."
+                )
+            since = self.running_since(backup)
+            if since is not None and now - since < self._stale_after:
+                raise UnprocessableError(f"Backup {backup_id} is being {self.done} already.")
+            self.record_running(uow, backup, now)
+            job = self._jobs.record(uow, self.kind, backup_id, route=SHARED_ROUTE)
+            uow.commit()
+        self._jobs.submit(job)
+        return backup
