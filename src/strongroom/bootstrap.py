@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from strongroom.api.edge import EdgeSettings
@@ -90,6 +91,7 @@ class Container:
     statistics: SqlStatistics
     telemetry: Telemetry = NO_TELEMETRY
     scheduler: Scheduler | None = None
+    metadata_engine: Engine | None = None  # its connections are closed with the container
 
     def close(self) -> None:
         if self.scheduler is not None:
@@ -98,6 +100,8 @@ class Container:
         if self.services.health is not None:
             self.services.health.close()
         self.stores.close()
+        if self.metadata_engine is not None:
+            self.metadata_engine.dispose()
 
 
 def _allow_list(allowances: list[Allowance], *, paths: bool = False) -> AllowList:
@@ -429,6 +433,7 @@ def build(
     container = Container(
         services, handlers, queue, stores, settings, reaper, uow, statistics, telemetry
     )
+    container.metadata_engine = sessions.kw.get("bind")
     if role != "worker":
         container.scheduler = _scheduler(services, uow=uow, clock=clock, telemetry=telemetry)
     if role == "embedded":
