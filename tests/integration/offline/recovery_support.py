@@ -18,9 +18,12 @@ SRC = Path(__file__).resolve().parents[3] / "src"
 QUERY = "SELECT id, body FROM t ORDER BY id"
 
 
-def write_config(path: Path, data_dir: Path, stores: list[dict[str, str]] | None = None) -> Path:
+def write_config(
+    path: Path, data_dir: Path, stores: list[dict[str, str]] | None = None, **top: str
+) -> Path:
     """A TOML settings file naming the service's data_dir and stores, as an operator's."""
     lines = [f"data_dir = {json.dumps(str(data_dir))}"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in top.items()]
     for entry in stores or []:
         lines.append("[[stores]]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in entry.items()]
@@ -29,7 +32,7 @@ def write_config(path: Path, data_dir: Path, stores: list[dict[str, str]] | None
     return path
 
 
-def command(*argv: str | Path, env: dict[str, str] | None = None) -> list[str]:
+def command(*argv: str | Path) -> list[str]:
     return [sys.executable, "-m", "strongroom", *map(str, argv)]
 
 
