@@ -57,6 +57,9 @@ def catalog_rebuild(args: argparse.Namespace, settings: Settings) -> int:
         print(f"strongroom: no store named {args.store!r}", file=sys.stderr)
         return TROUBLE
     containers = args.container or [settings.default_container]
+    if not _containers_allowed(stores, [args.store], containers):
+        stores.close()
+        return TROUBLE
     try:
         report = rebuild(
             store_name=args.store,
@@ -105,6 +108,17 @@ def _containers(
     return {name: (stores.backend(name), containers) for name, containers in found.items()}
 
 
+def _containers_allowed(stores: StoreCatalog, names: list[str], containers: list[str]) -> bool:
+    """Each container named on the command line follows the store's naming rules (no
+    ``..``, no ``/``: a container never reaches outside the store)."""
+    for name in names:
+        for container in containers:
+            if "/" in container or not stores.container_allowed(name, container):
+                print(f"strongroom: {container!r} is not a container of store {name!r}")
+                return False
+    return True
+
+
 def key_rotate(args: argparse.Namespace, settings: Settings) -> int:
     from strongroom.bootstrap import StartupError
 
@@ -112,6 +126,9 @@ def key_rotate(args: argparse.Namespace, settings: Settings) -> int:
         _master, sessions, uow, stores = _open(settings)
     except (StartupError, OSError, ValueError) as exc:
         print(f"strongroom: cannot open the metadata, stores or master key: {exc}", file=sys.stderr)
+        return TROUBLE
+    if not _containers_allowed(stores, stores.names(), args.container or []):
+        stores.close()
         return TROUBLE
     try:
         report = rotate(
