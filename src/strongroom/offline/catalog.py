@@ -11,6 +11,7 @@ imported as a tenant's."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from strongroom.persistence.recovery import instance_ids
 from strongroom.pipeline.errors import FormatError
 from strongroom.pipeline.keys import MasterKey
 from strongroom.pipeline.manifest import Manifest
+from strongroom.pipeline.reader import OpenedManifest
 from strongroom.services import object_layout
 from strongroom.services.datastores import datastore_id, version_id
 from strongroom.services.job_handlers import size_in_gb
@@ -69,9 +71,16 @@ def scan(
         if parsed is None or parsed.kind is not object_layout.ObjectKind.MANIFEST:
             continue
         try:
-            links[parsed.backup_id] = read_link(store, name, key, parsed.backup_id)[0]
+            link = read_link(store, name, key, parsed.backup_id)[0]
         except (FormatError, StorageError) as exc:
             problems[name] = str(exc)
+            continue
+        # Verified: keep what the catalog records, not the chunk list (the bulk of a large
+        # backup's manifest) nor the data key.
+        slim = dataclasses.replace(link.opened.manifest, chunks=[])
+        links[parsed.backup_id] = Link(
+            link.manifest_key, OpenedManifest(slim, b""), link.raw_sha256
+        )
     return links, problems
 
 

@@ -171,14 +171,26 @@ def _rotate_container(
     say: Callable[[str], None],
     pause_after: int,
 ) -> None:
-    manifests: dict[str, tuple[str, bytes]] = {}  # backup id → (key, raw)
+    # First the chain order and each manifest's digest; then each manifest is read again
+    # when its turn comes: only one manifest's bytes are held at a time.
+    keys: dict[str, str] = {}  # backup id → manifest key
+    parent_of: dict[str, str | None] = {}
+    digests: dict[str, str] = {}
     for key in store.list(f"{container}/"):
         parsed = object_layout.parse(key)
-        if parsed is not None and parsed.kind is object_layout.ObjectKind.MANIFEST:
-            manifests[parsed.backup_id] = (key, store.get(key))
-    digests = {bid: sha256_hex(raw) for bid, (_key, raw) in manifests.items()}
-    for backup_id in _parents_first(manifests):
-        key, raw = manifests[backup_id]
+        if parsed is None or parsed.kind is not object_layout.ObjectKind.MANIFEST:
+            continue
+        raw = store.get(key)
+        keys[parsed.backup_id] = key
+        digests[parsed.backup_id] = sha256_hex(raw)
+        try:
+            parent_of[parsed.backup_id] = Manifest.from_bytes(raw).parent_id
+        except FormatError:
+            parent_of[parsed.backup_id] = None  # reported below
+    for backup_id in _parents_first(parent_of):
+        key = keys[backup_id]
+        raw = store.get(key)
+        digests[backup_id] = sha256_hex(raw)
         where = f"{name}:{key}"
         try:
             manifest = Manifest.from_bytes(raw)
@@ -228,15 +240,9 @@ def _rotate_container(
         say(f"rewrote {where}")
 
 
-def _parents_first(manifests: dict[str, tuple[str, bytes]]) -> list[str]:
+def _parents_first(parent_of: dict[str, str | None]) -> list[str]:
     """Backup ids with every parent before its children (by the ``parent_id`` each
-    manifest names; one that does not parse goes first, and is reported there)."""
-    parent_of: dict[str, str | None] = {}
-    for backup_id, (_key, raw) in manifests.items():
-        try:
-            parent_of[backup_id] = Manifest.from_bytes(raw).parent_id
-        except FormatError:
-            parent_of[backup_id] = None
+    manifest names)."""
     depth: dict[str, int] = {}
     for backup_id in parent_of:
         chain: list[str] = []

@@ -122,3 +122,18 @@ def _empty_database(path: Path) -> Path:
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE service (k TEXT)")
     return path
+
+
+def test_catalog_rebuild_refuses_a_container_outside_the_store(tmp_path: Path) -> None:
+    h = make_harness(tmp_path)
+    h.container.close()
+    config = write_config(tmp_path / "strongroom.toml", h.settings.data_dir)
+    for container in ("..", "../data", "a/../../b"):
+        refused = run(
+            "catalog", "rebuild", "--store", "local", "--container", container, "--config", config
+        )
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "is not a container of store 'local'" in refused.stdout
+        assert "Traceback" not in refused.stderr
+    unknown = run("catalog", "rebuild", "--store", "nowhere", "--config", config)
+    assert unknown.returncode == 2 and "no store named 'nowhere'" in unknown.stderr

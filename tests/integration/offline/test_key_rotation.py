@@ -115,12 +115,17 @@ def test_key_rotation_killed_halfway_resumes_and_every_backup_restores(tmp_path:
     assert sum(u == [new.key_id] for u in under) == 2
     with pytest.raises(StartupError, match="rotation is unfinished"):
         make_harness(tmp_path, chunk_size=64 * 1024)
+    not_now = run("catalog", "rebuild", "--store", "local", "--config", config)
+    assert not_now.returncode == 2 and "rotation is unfinished" in not_now.stdout
 
     done = run("key", "rotate", "--config", config)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"master key is now {new.key_id} (was {old.key_id})" in done.stdout
     assert "1 registrations updated" in done.stdout
     assert MasterKey.load(key_file) == new
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    for secret in (old.to_base64(), new.to_base64()):
+        assert secret not in done.stdout + done.stderr + "".join(said)
     assert not rotation_journal(key_file).exists() and not rotation_key(key_file).exists()
 
     after = manifests(objects)
