@@ -146,6 +146,9 @@ def key_rotate(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     finally:
         stores.close()
+    if report.old_key_id == report.new_key_id:
+        print(f"finished the interrupted rotation: the master key is {report.new_key_id}")
+        return 0
     for where, why in sorted(report.problems.items()):
         print(f"not rewritten: {where}: {why}")
     print(

@@ -82,8 +82,20 @@ class Journal:
         if not path.exists():
             journal._append({"old_key_id": old.key_id, "new_key_id": new.key_id})
             return journal
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if not lines or lines[0] != {"old_key_id": old.key_id, "new_key_id": new.key_id}:
+        content = path.read_bytes()
+        if not content.endswith(b"\n"):
+            # A last line cut short by a crash: its put never started. Drop it, so the
+            # next line starts on a line of its own.
+            content = content[: content.rfind(b"\n") + 1]
+            os.truncate(path, len(content))
+        try:
+            lines = [json.loads(line) for line in content.splitlines()]
+        except ValueError:
+            raise RotationError(f"{path} is not a rotation journal") from None
+        if not lines:  # the header itself was cut short
+            journal._append({"old_key_id": old.key_id, "new_key_id": new.key_id})
+            return journal
+        if lines[0] != {"old_key_id": old.key_id, "new_key_id": new.key_id}:
             raise RotationError(
                 f"{path} records another rotation than from {old.key_id} to {new.key_id}"
             )
