@@ -15,13 +15,12 @@ from strongroom.config import Settings
 from strongroom.domain.model import BackupState
 from strongroom.domain.ports import BackupQuery, UnitOfWorkFactory
 from strongroom.offline.catalog import rebuild
-from strongroom.offline.rotation import RotationError, rotate
+from strongroom.offline.rotation import RotationError, StoreToRotate, rotate
 from strongroom.pipeline.errors import FormatError
 from strongroom.pipeline.keys import MasterKey, rotation_journal
 from strongroom.services import object_layout
 from strongroom.services.leftovers import containers_in_use
 from strongroom.services.stores import StoreCatalog
-from strongroom.storage.base import StorageBackend
 from strongroom.storage.errors import StorageError
 
 SettingsOf = Callable[[argparse.Namespace], Settings]
@@ -87,25 +86,32 @@ def catalog_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.skipped else 0
 
 
-def _containers(
+def _targets(
     uow: UnitOfWorkFactory, stores: StoreCatalog, settings: Settings, extra: list[str]
-) -> dict[str, tuple[StorageBackend, set[str]]]:
+) -> dict[str, StoreToRotate]:
     """Every container of every store the metadata knows backups in (and the default
-    one, and ``extra``), with the containers of ``restore_from`` registrations."""
+    one, and ``extra``), with the containers of ``restore_from`` registrations; and the
+    manifest key of every backup the metadata records."""
     with uow() as u:
         backups = u.backups.query(BackupQuery())
         backups += u.backups.in_states([BackupState.DELETING])
     found = containers_in_use(backups, stores.names(), settings.default_container)
+    known: dict[str, set[str]] = {name: set() for name in found}
     for name in found:
         found[name].update(extra)
     for b in backups:
-        if b.state is BackupState.RESTORED and b.location_ref:
-            try:
-                name, _backend, key = stores.locate(b.location_ref)
-            except (StorageError, ValueError):
-                continue
-            found.setdefault(name, set()).add(object_layout.container_of(key))
-    return {name: (stores.backend(name), containers) for name, containers in found.items()}
+        if not b.location_ref:
+            continue
+        try:
+            name, _backend, key = stores.locate(b.location_ref)
+        except (StorageError, ValueError):
+            continue
+        found.setdefault(name, set()).add(object_layout.container_of(key))
+        known.setdefault(name, set()).add(key)
+    return {
+        name: StoreToRotate(stores.backend(name), sorted(containers), sorted(known[name]))
+        for name, containers in found.items()
+    }
 
 
 def _containers_allowed(stores: StoreCatalog, names: list[str], containers: list[str]) -> bool:
@@ -133,7 +139,7 @@ def key_rotate(args: argparse.Namespace, settings: Settings) -> int:
     try:
         report = rotate(
             key_file=settings.key_file,
-            stores=_containers(uow, stores, settings, args.container or []),
+            stores=_targets(uow, stores, settings, args.container or []),
             sessions=sessions,
             say=_say,
         )

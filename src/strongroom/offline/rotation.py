@@ -45,7 +45,7 @@ from strongroom.pipeline.reader import open_manifest
 from strongroom.services import object_layout
 from strongroom.services.secrets_box import SecretBox
 from strongroom.storage.base import StorageBackend
-from strongroom.storage.errors import StorageError
+from strongroom.storage.errors import ObjectNotFoundError, StorageError
 
 CONNECTIONS_INFO = b"strongroom-connections"  # as bootstrap derives the SecretBox key
 # Tests only: stop (waiting for a kill) after this many manifests were journaled, before
@@ -67,6 +67,13 @@ class RotationReport:
     resealed: int = 0
     repinned: int = 0
     finished: bool = False
+
+
+@dataclass(frozen=True)
+class StoreToRotate:
+    backend: StorageBackend
+    containers: Iterable[str]
+    known: Iterable[str] = ()  # manifest keys the metadata records in this store
 
 
 class Journal:
@@ -139,12 +146,11 @@ class _Finalised(Exception):
 def rotate(
     *,
     key_file: Path,
-    stores: Mapping[str, tuple[StorageBackend, Iterable[str]]],
+    stores: Mapping[str, StoreToRotate],
     sessions: sessionmaker[Session],
     say: Callable[[str], None] = lambda _line: None,
 ) -> RotationReport:
-    """Rotate (or finish an interrupted rotation). ``stores``: name → (backend,
-    containers to rewrite)."""
+    """Rotate (or finish an interrupted rotation) in every container of ``stores``."""
     try:
         old, new = keys_for(key_file)
     except _Finalised:
@@ -154,9 +160,12 @@ def rotate(
     journal = Journal.open(rotation_journal(key_file), old, new)
     report = RotationReport(old.key_id, new.key_id)
     pause_after = int(os.environ.get(PAUSE_ENV, "0") or 0)
-    for name, (store, containers) in stores.items():
-        for container in containers:
-            _rotate_container(name, store, container, old, new, journal, report, say, pause_after)
+    for name, target in stores.items():
+        for container in target.containers:
+            known = [k for k in target.known if object_layout.container_of(k) == container]
+            _rotate_container(
+                name, target.backend, container, known, old, new, journal, report, say, pause_after
+            )
     pending = [k for k, why in report.problems.items() if why.startswith(PENDING)]
     if pending:
         raise RotationError(
@@ -176,6 +185,7 @@ def _rotate_container(
     name: str,
     store: StorageBackend,
     container: str,
+    known: list[str],
     old: MasterKey,
     new: MasterKey,
     journal: Journal,
@@ -188,11 +198,16 @@ def _rotate_container(
     keys: dict[str, str] = {}  # backup id → manifest key
     parent_of: dict[str, str | None] = {}
     digests: dict[str, str] = {}
-    for key in store.list(f"{container}/"):
+    # A listing may lag behind writes (Swift updates container listings asynchronously):
+    # the manifests the metadata knows are rewritten even when the listing misses them.
+    for key in sorted({*store.list(f"{container}/"), *known}):
         parsed = object_layout.parse(key)
         if parsed is None or parsed.kind is not object_layout.ObjectKind.MANIFEST:
             continue
-        raw = store.get(key)
+        try:
+            raw = store.get(key)
+        except ObjectNotFoundError:
+            continue  # a row whose manifest is gone: `strongroom check` reports it
         keys[parsed.backup_id] = key
         digests[parsed.backup_id] = sha256_hex(raw)
         try:

@@ -160,3 +160,46 @@ def test_key_rotation_killed_halfway_resumes_and_every_backup_restores(tmp_path:
         assert h2.a.wait_backup(more["id"])["parent_id"] == tip["id"]
     finally:
         h2.container.close()
+
+
+class HidingListing:
+    """A store whose listing lags behind (as Swift's may): it leaves out one key."""
+
+    def __init__(self, inner: Any, hidden: str) -> None:
+        self._inner = inner
+        self._hidden = hidden
+
+    def list(self, prefix: str) -> list[str]:
+        return [k for k in self._inner.list(prefix) if k != self._hidden]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_rotation_rewrites_the_manifests_the_metadata_knows_when_the_listing_lags(
+    tmp_path: Path,
+) -> None:
+    from strongroom.bootstrap import build_recovery
+    from strongroom.offline.recovery_commands import _targets
+    from strongroom.offline.rotation import StoreToRotate, rotate
+
+    h = make_harness(tmp_path, chunk_size=64 * 1024)
+    taken = Taken()
+    take_sqlite_chain(h, "a", "app", taken, links=2)
+    h.container.close()
+    settings = h.settings
+    old = MasterKey.load(settings.key_file)
+    sessions, uow, stores = build_recovery(settings, old)
+    try:
+        hidden = f"database-backups/{taken.backups['app-1']['id']}/manifest.json"
+        targets = _targets(uow, stores, settings, [])
+        local = targets["local"]
+        targets["local"] = StoreToRotate(
+            HidingListing(local.backend, hidden), local.containers, local.known
+        )
+        report = rotate(key_file=settings.key_file, stores=targets, sessions=sessions)
+        assert report.finished and f"local:{hidden}" in report.rewritten
+        new = MasterKey.load(settings.key_file)
+        assert opens_with(stores.backend("local").get(hidden), old, new) == [new.key_id]
+    finally:
+        stores.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.service import make_harness
+from fixtures.service import make_harness, wait_for
 from fixtures.swift import SwiftServer
 from integration.offline.recovery_support import (
     Taken,
@@ -51,6 +51,11 @@ def test_rotation_then_rebuild_from_swift(tmp_path: Path, swift_server: SwiftSer
     take_sqlite_chain(h, "a", "app", taken, links=2)
     take_sqlite_chain(h, "b", "other", taken, links=1)
     old = MasterKey.load(h.settings.key_file)
+    # Swift may update a container's listing after the write returns; a rebuild reads
+    # what the listing holds, so the scenario starts once it holds every backup.
+    listing = h.container.stores.backend("swift")
+    wanted = {f"{container}/{b['id']}/manifest.json" for b in taken.backups.values()}
+    wait_for(lambda: wanted <= set(listing.list(f"{container}/")))
     kept_old = tmp_path / "old.key"
     kept_old.write_bytes(h.settings.key_file.read_bytes())
     h.container.close()
