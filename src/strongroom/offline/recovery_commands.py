@@ -54,6 +54,7 @@ def catalog_rebuild(args: argparse.Namespace, settings: Settings) -> int:
         return TROUBLE
     if args.store not in stores.names():
         print(f"strongroom: no store named {args.store!r}", file=sys.stderr)
+        stores.close()
         return TROUBLE
     containers = args.container or [settings.default_container]
     if not _containers_allowed(stores, [args.store], containers):
