@@ -12,9 +12,9 @@ Crash safety. The new key waits in ``master.key.new`` and the old one stays in
 new}`` (the SHA-256 of the old and the new bytes) is appended to the journal
 ``master.key.rotation`` and synced; the replacement itself is one atomic put. So at any
 moment each manifest is whole under one of the two keys, and a run started again after a
-crash reads the journal and carries on: a child whose recorded parent digest is a
-journaled old digest whose new digest is what the parent now holds was interrupted
-between the two and is rewritten with the new digest. Only when every manifest is done is
+crash reads the journal and carries on: a child whose recorded parent digest leads,
+through journaled rewrites, to what the parent now holds is signed again with that
+digest (even when already under the new key). Only when every manifest is done is
 ``master.key.new`` renamed over ``master.key`` and the journal removed. The service does
 not start while the journal exists."""
 
@@ -109,6 +109,17 @@ class Journal:
         for entry in lines[1:]:
             journal.digests[entry["old"]] = entry["new"]
         return journal
+
+    def leads_to(self, digest: str, current: str) -> bool:
+        """Whether the manifest whose digest was ``digest`` was rewritten, once or more
+        by this rotation, into the one whose digest is ``current``."""
+        seen = set()
+        while digest in self.digests and digest not in seen:
+            seen.add(digest)
+            digest = self.digests[digest]
+            if digest == current:
+                return True
+        return False
 
     def record(self, store: str, key: str, old: str, new: str) -> None:
         self._append({"store": store, "key": key, "old": old, "new": new})
@@ -224,24 +235,27 @@ def _rotate_container(
         except FormatError as exc:
             report.problems[where] = f"not a manifest: {exc}"
             continue
-        if manifest.encryption.key_id == new.key_id:
-            report.already += 1
-            continue
-        if manifest.encryption.key_id != old.key_id:
+        under = {old.key_id: old, new.key_id: new}.get(manifest.encryption.key_id)
+        if under is None:
             report.problems[where] = f"under another master key {manifest.encryption.key_id}"
             continue
         try:
-            opened = open_manifest(raw, old, expected_backup_id=backup_id)
+            opened = open_manifest(raw, under, expected_backup_id=backup_id)
         except FormatError as exc:  # tampered: no key opens it any more, nothing to keep
             report.problems[where] = f"does not verify, left as it is: {exc}"
             continue
         parent_digest = manifest.parent_manifest_sha256
         now = digests.get(manifest.parent_id or "")
         if now is not None and now != parent_digest:
-            if journal.digests.get(parent_digest or "") == now:
+            if journal.leads_to(parent_digest or "", now):
                 parent_digest = now  # the parent was rewritten by this rotation
             else:  # its chain was broken before: it stays as broken, under the new key
                 report.problems[where] = "its parent's manifest is not the one it recorded"
+        if under is new and parent_digest == manifest.parent_manifest_sha256:
+            report.already += 1
+            continue
+        # Under the old key; or under the new one already, its parent rewritten since
+        # (after a store error, a run may rewrite a child whose parent's put failed).
         rewritten = dataclasses.replace(
             manifest,
             parent_manifest_sha256=parent_digest,

@@ -32,6 +32,7 @@ from strongroom.bootstrap import StartupError
 from strongroom.pipeline.errors import FormatError
 from strongroom.pipeline.keys import MasterKey, rotation_journal, rotation_key
 from strongroom.pipeline.reader import open_manifest
+from strongroom.storage.errors import TransientStorageError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -203,3 +204,58 @@ def test_rotation_rewrites_the_manifests_the_metadata_knows_when_the_listing_lag
         assert opens_with(stores.backend("local").get(hidden), old, new) == [new.key_id]
     finally:
         stores.close()
+
+
+class RefusingPut:
+    """A store that refuses to write one key (a store error in the middle of a run)."""
+
+    def __init__(self, inner: Any, refused: str) -> None:
+        self._inner = inner
+        self._refused = refused
+
+    def put(self, key: str, data: bytes) -> None:
+        if key == self._refused:
+            raise TransientStorageError(f"{key}: the store is busy")
+        self._inner.put(key, data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_store_error_keeps_the_old_key_and_a_second_run_finishes(tmp_path: Path) -> None:
+    from strongroom.bootstrap import build_recovery
+    from strongroom.offline.recovery_commands import _targets
+    from strongroom.offline.rotation import RotationError, StoreToRotate, rotate
+
+    h = make_harness(tmp_path, chunk_size=64 * 1024)
+    taken = Taken()
+    take_sqlite_chain(h, "a", "app", taken, links=3)
+    h.container.close()
+    settings = h.settings
+    old = MasterKey.load(settings.key_file)
+    sessions, uow, stores = build_recovery(settings, old)
+    try:
+        middle = f"database-backups/{taken.backups['app-1']['id']}/manifest.json"
+        targets = _targets(uow, stores, settings, [])
+        local = targets["local"]
+        failing = dict(targets)
+        failing["local"] = StoreToRotate(
+            RefusingPut(local.backend, middle), local.containers, local.known
+        )
+        with pytest.raises(RotationError, match="still under the old key"):
+            rotate(key_file=settings.key_file, stores=failing, sessions=sessions)
+        assert MasterKey.load(settings.key_file) == old
+        assert rotation_journal(settings.key_file).exists()
+
+        report = rotate(key_file=settings.key_file, stores=targets, sessions=sessions)
+        assert report.finished and report.already == 1  # the full: the first run rewrote it
+        new = MasterKey.load(settings.key_file)
+        assert new != old and not rotation_journal(settings.key_file).exists()
+    finally:
+        stores.close()
+    h2 = make_harness(tmp_path, chunk_size=64 * 1024)
+    try:
+        for backup_id, expected in taken.expected.items():
+            assert restore_and_read(h2.a, backup_id) == expected
+    finally:
+        h2.container.close()
