@@ -38,7 +38,7 @@ from strongroom.persistence.unit_of_work import (
     make_engine,
     unit_of_work_factory,
 )
-from strongroom.pipeline.keys import MasterKey
+from strongroom.pipeline.keys import MasterKey, rotation_journal
 from strongroom.services.accounts import AccountService
 from strongroom.services.authorization import Authorizer
 from strongroom.services.backups import BackupService
@@ -309,6 +309,8 @@ def build(
         problem = data_dir_unreachable(settings.data_dir)
         if problem:  # SQLite instances and external servers still work: warn, start
             log.warning("%s", problem)
+    if rotation_journal(settings.key_file).exists():
+        raise StartupError("a master key rotation is unfinished: run `strongroom key rotate`")
     sessions = _metadata_sessions(settings, migrate_now=role == "embedded")
     uow = _uow_factory(sessions)
     statistics = SqlStatistics(sessions)
@@ -570,3 +572,11 @@ def build_store_catalog(settings: Settings) -> StoreCatalog:
     """The configured stores and the existing master key, for commands that only write or
     read objects (`strongroom metadata backup`)."""
     return _open_stores(settings, MasterKey.load(settings.key_file))
+
+
+def build_recovery(
+    settings: Settings, master: MasterKey
+) -> tuple[sessionmaker[Session], UnitOfWorkFactory, StoreCatalog]:
+    """The metadata database and the stores, for `catalog rebuild` and `key rotate`."""
+    sessions = _metadata_sessions(settings, migrate_now=settings.broker_url is None)
+    return sessions, _uow_factory(sessions), _open_stores(settings, master)

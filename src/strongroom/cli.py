@@ -516,7 +516,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("token_id", help="the token's id, as `strongroom token list` shows it")
     p.set_defaults(func=token_revoke)
     client.add_commands(sub)
-    offline_commands.add_commands(sub)
+    offline_commands.add_commands(sub, _settings)
     add_keystone_commands(sub)
     metadata_commands.add_commands(sub, _settings)
     return top

@@ -36,6 +36,9 @@ class InstanceStatus(StrEnum):
     ERROR = "ERROR"
     SHUTDOWN = "SHUTDOWN"
     DELETING = "DELETING"
+    # Recreated by `strongroom catalog rebuild` from its backups' manifests: no server is
+    # attached, so it cannot be backed up; its backups restore and it can be deleted.
+    DETACHED = "DETACHED"
 
 
 class InstanceKind(StrEnum):

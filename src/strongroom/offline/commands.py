@@ -11,10 +11,12 @@ from pathlib import Path
 
 from strongroom.engines.errors import EngineError
 from strongroom.engines.identity import InstanceIdentity
+from strongroom.offline import recovery_commands
 from strongroom.offline.chain import open_chain
 from strongroom.offline.keyfile import KeyFileError, load_master_key, read_passphrase
 from strongroom.offline.listing import list_backups
 from strongroom.offline.locate import LocateError, container_of, manifest_key, open_store
+from strongroom.offline.recovery_commands import SettingsOf
 from strongroom.offline.restore import TargetError, restore
 from strongroom.pipeline.errors import FormatError
 from strongroom.pipeline.keys import MasterKey, seal_with_passphrase
@@ -151,7 +153,9 @@ def key_export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], settings_of: SettingsOf
+) -> None:
     def key_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--key",
@@ -208,3 +212,5 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--data-dir", type=Path, metavar="DIR", help="the service's data directory")
     p.set_defaults(func=key_export_command)
+    recovery_commands.add_rotate(key, settings_of)
+    recovery_commands.add_commands(sub, settings_of)

@@ -170,6 +170,17 @@ class MasterKey:
             ) from None
 
 
+def rotation_journal(key_file: Path) -> Path:
+    """The file that records a master key rotation while it runs (``strongroom key
+    rotate``); the service does not start while it exists."""
+    return key_file.with_name(key_file.name + ".rotation")
+
+
+def rotation_key(key_file: Path) -> Path:
+    """Where the new master key waits until every manifest is rewritten under it."""
+    return key_file.with_name(key_file.name + ".new")
+
+
 # -- passphrase-sealed copies of a master key (docs/format.md section 2) ----------------
 
 SEALED_KEY_FORMAT: Final = "strongroom-sealed-master-key"
