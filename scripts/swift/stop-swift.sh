@@ -46,7 +46,9 @@ stop_pids_in() { # run directory: SIGTERM its pids, wait for them, SIGKILL at th
   for pid in ${pids[@]+"${pids[@]}"}; do
     while ours "$pid"; do
       if [ "$SECONDS" -ge "$deadline" ]; then
+        # SIGKILL is not synchronous: wait (bounded) until the process is really gone.
         kill -KILL "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do ours "$pid" || break; sleep 0.05; done
         break
       fi
       sleep 0.05

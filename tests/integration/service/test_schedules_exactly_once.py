@@ -115,9 +115,15 @@ def test_each_due_tick_yields_exactly_one_backup(tmp_path: Path, metadata: dict[
         for _ in range(ROUNDS):
             due = one.a.get(f"/backup_schedules/{schedule_id}").json()["backup_schedule"]
             clock.set(datetime.fromisoformat(due["next_run_at"]))
+            # Jobs wait while the schedulers race: a tick also follows up finished runs, and
+            # a backup done before the second race would leave the follow-up race nothing.
+            for h in (one, two):
+                h.container.queue.hold()
             started = race([s.tick for s in schedulers])
             assert sorted(started) == [0, 1], started
             assert race([s.tick for s in schedulers]) == [0, 0]  # the tick is spent
+            for h in (one, two):
+                h.container.queue.release()
             now = one.a.get(f"/backup_schedules/{schedule_id}").json()["backup_schedule"]
             backup = one.a.wait_backup(now["last_backup_id"])
             made.append(backup)
