@@ -11,6 +11,7 @@ from typing import Protocol
 
 from strongroom.domain.model import (
     Backup,
+    BackupCopy,
     BackupState,
     BackupStrategy,
     Datastore,
@@ -59,6 +60,15 @@ class BackupRepository(Protocol):
     def update_progress(self, backup_id: str, done: int, at: datetime) -> None: ...
     def record_verification(self, backup_id: str, verification: Verification) -> None: ...
     def record_drill(self, backup_id: str, drill: Drill) -> None: ...
+
+
+class CopyRepository(Protocol):
+    def add(self, copy: BackupCopy) -> None: ...
+    def save(self, copy: BackupCopy) -> None: ...
+    def find(self, copy_id: str) -> BackupCopy | None: ...
+    def remove(self, copy_id: str) -> None: ...
+    def of_backups(self, backup_ids: Sequence[str]) -> list[BackupCopy]: ...
+    def in_store(self, backup_id: str, store_name: str) -> BackupCopy | None: ...
 
 
 class InstanceRepository(Protocol):
@@ -151,6 +161,7 @@ class ScheduleRepository(Protocol):
 
 class UnitOfWork(Protocol):
     backups: BackupRepository
+    copies: CopyRepository
     instances: InstanceRepository
     strategies: StrategyRepository
     datastores: DatastoreRepository
