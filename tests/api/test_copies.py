@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from fixtures.service import Caller, Harness, make_harness, wait_for
+from strongroom.bootstrap import build_checker
 from strongroom.pipeline.reader import open_manifest
 
 QUERY = "select id, body from notes order by id"
@@ -237,3 +239,15 @@ def test_a_copy_into_another_projects_container_touches_only_its_own_keys(
     # B cannot copy A's backup over its own container either, nor see A's copy.
     assert copy(h.b, full["id"], storage_driver="offsite").status_code == 404
     assert h.b.get(f"/backups/{full['id']}").status_code == 404
+
+
+def test_check_looks_into_copy_containers_and_keeps_the_copies(h: Harness, tmp_path: Path):
+    full, _, _ = chain(h)
+    assert copy(h.a, full["id"], storage_driver="offsite", swift_container="far").status_code == 202
+    assert wait_copy(h.a, full["id"], "offsite")["state"] == "COMPLETED"
+    orphan = tmp_path / "offsite" / "far" / str(uuid.uuid4())
+    orphan.mkdir()
+    (orphan / "chunk-00000000").write_bytes(b"left over")
+    report = build_checker(h.settings).run()
+    assert report.orphaned == {"offsite": [f"far/{orphan.name}/chunk-00000000"]}
+    assert report.missing_manifests == []

@@ -79,3 +79,6 @@ class SqlCopyRepository:
         stmt = select(Row).where(Row.backup_id == backup_id, Row.store_name == store_name)
         row = self._s.execute(stmt).scalars().first()
         return _copy(row) if row is not None else None
+
+    def every(self) -> list[BackupCopy]:
+        return [_copy(r) for r in self._s.execute(select(Row).order_by(Row.created)).scalars()]

@@ -56,7 +56,10 @@ class CopyJobs:
                 if backup is None or backup.state is not BackupState.COMPLETED:
                     raise RuntimeError("the backup is no longer available")
                 location = self._writer.copy(backup, copy.store_name, copy.container)
-                self._record(copy_id, location=location)
+                if not self._record(copy_id, location=location):
+                    # Dropped meanwhile (its backup deleted): what was written goes too.
+                    self._transfer.discard_objects(at_copy(backup, copy))
+                    return
                 self._writer.verify(backup, self._finder(copy.store_name))
             except Exception as exc:
                 reason = describe_failure(exc)
@@ -64,7 +67,9 @@ class CopyJobs:
                 for later in chain[index + 1 :]:
                     self._fail(later, f"the copy of its parent failed: {reason}")
                 raise
-            self._record(copy_id, verified=True)
+            if not self._record(copy_id, verified=True):
+                self._transfer.discard_objects(at_copy(backup, copy))
+                return
             log.info(
                 "backup copied to store %s and verified",
                 copy.store_name,
@@ -84,11 +89,12 @@ class CopyJobs:
 
         return find
 
-    def _record(self, copy_id: str, *, location: str | None = None, verified: bool = False) -> None:
+    def _record(self, copy_id: str, *, location: str | None = None, verified: bool = False) -> bool:
+        """Record progress on a copy still COPYING; False when it no longer is."""
         with self._uow(write=True) as uow:
             copy = uow.copies.find(copy_id)
             if copy is None or copy.state is not CopyState.COPYING:
-                return
+                return False
             now = self._clock.now()
             if location is not None:
                 copy.location_ref = location
@@ -98,6 +104,7 @@ class CopyJobs:
             copy.updated = now
             uow.copies.save(copy)
             uow.commit()
+        return True
 
     def _fail(self, copy_id: str, reason: str) -> None:
         with self._uow(write=True) as uow:
