@@ -6,14 +6,21 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fixtures.service import Caller, Harness, make_harness, wait_for
-from fixtures.swift import SwiftServer
+from fixtures.swift import (
+    SwiftServer,
+    _Unavailable,
+    skip_or_fail,
+    start_swift,
+    stop_swift,
+    swift_ports,
+)
 from strongroom.storage.config import SwiftStoreConfig
 from strongroom.storage.registry import StoreSet
 
@@ -140,3 +147,49 @@ def test_swift_backup_with_a_damaged_chunk_restores_from_its_local_copy(
     h.wait_idle()
     assert h.a.get(f"/backups/{incr['id']}").status_code == 404
     assert list((tmp_path / "primary" / "offsite").iterdir()) == []
+
+
+@pytest.fixture
+def dead_swift_harness(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Harness, Callable[[], None]]]:
+    """A harness whose primary store is a Swift of its own, which the test stops."""
+    base = tmp_path_factory.mktemp("private-swift")
+    server = start_swift(base, swift_ports())
+    if isinstance(server, _Unavailable):
+        skip_or_fail("swift", server.reason)
+    harness = make_harness(
+        tmp_path,
+        stores=[
+            {
+                "name": "swift",
+                "kind": "swift",
+                "auth_url": server.auth_url,
+                "auth_version": "1",
+                "user": server.user,
+                "key": server.key,
+            },
+            {"name": "offsite", "kind": "local", "root": str(tmp_path / "offsite")},
+        ],
+        default_store="swift",
+        chunk_size=64 * 1024,
+    )
+    try:
+        yield harness, lambda: stop_swift(base)
+    finally:
+        harness.container.close()
+        stop_swift(base)
+
+
+def test_primary_swift_stopped_restore_comes_from_the_local_copy(dead_swift_harness):
+    h, stop = dead_swift_harness
+    _, incr, rows = chain(h, "swift")
+    assert (
+        h.a.post(f"/backups/{incr['id']}/copy", {"copy": {"storage_driver": "offsite"}}).status_code
+        == 202
+    )
+    copied(h.a, incr["id"], "offsite")
+    stop()
+    got, note = restored_rows(h.a, incr["id"])
+    assert got == rows
+    assert "'offsite'" in note
