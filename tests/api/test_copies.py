@@ -251,3 +251,17 @@ def test_check_looks_into_copy_containers_and_keeps_the_copies(h: Harness, tmp_p
     report = build_checker(h.settings).run()
     assert report.orphaned == {"offsite": [f"far/{orphan.name}/chunk-00000000"]}
     assert report.missing_manifests == []
+
+
+def test_a_chain_is_copied_into_one_container(h: Harness, tmp_path: Path):
+    full, incr, _ = chain(h)
+    assert copy(h.a, full["id"], storage_driver="offsite", swift_container="one").status_code == 202
+    assert wait_copy(h.a, full["id"], "offsite")["state"] == "COMPLETED"
+    elsewhere = copy(h.a, incr["id"], storage_driver="offsite", swift_container="two")
+    assert elsewhere.status_code == 400 and "'one'" in elsewhere.text
+    # Without a container the incremental goes beside its parent's copy.
+    assert copy(h.a, incr["id"], storage_driver="offsite").status_code == 202
+    done = wait_copy(h.a, incr["id"], "offsite")
+    assert done["state"] == "COMPLETED"
+    assert (tmp_path / "offsite" / "one" / incr["id"] / "manifest.json").exists()
+    assert not (tmp_path / "offsite" / "two").exists()

@@ -85,7 +85,7 @@ class CopyService:
             raise ResourceNotFoundError(backup_id)
         self._authz.enforce(ctx, "backup:copy", backup.project_id)
         store_name = self._stores.resolve_name(spec.get("storage_driver"))
-        container = spec.get("swift_container") or backup.container
+        container = spec.get("swift_container") or self._chain_container(backup, store_name)
         if not isinstance(container, str):
             raise BadRequestError("swift_container is missing.")
         check_container(container)
@@ -105,6 +105,16 @@ class CopyService:
             )
         self._stores.check(store_name, project_id=ctx.project_id)
         return self.start(backup_id, store_name, container)
+
+    def _chain_container(self, backup: Backup, store_name: str) -> str | None:
+        """Where a copy goes when the request does not say: beside the copies of its
+        parents in that store, else the container of the backup itself."""
+        with self._uow() as uow:
+            for link in reversed(chain_of(uow, backup)):
+                existing = uow.copies.in_store(link.id, store_name)
+                if existing is not None and existing.state is not CopyState.FAILED:
+                    return existing.container
+        return backup.container
 
     def start(self, backup_id: str, store_name: str, container: str) -> Backup:
         """Record a COPYING copy of each link of the chain that has none in the store, and
@@ -153,6 +163,13 @@ class CopyService:
         again if it failed, new otherwise."""
         existing = uow.copies.in_store(link.id, store_name)
         if existing is not None and existing.state in (CopyState.COMPLETED, CopyState.COPYING):
+            # A chain sits in one container, in a copy's store as in its own (format §1).
+            if existing.container != container:
+                raise BadRequestError(
+                    f"Backup {link.id} of this chain is copied to container "
+                    f"{existing.container!r} of store {store_name!r}: the chain's copies go "
+                    "to that container."
+                )
             return existing
         if existing is not None and existing.state is CopyState.DELETING:
             raise UnprocessableError(
