@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,3 +267,24 @@ def test_a_chain_is_copied_into_one_container(h: Harness, tmp_path: Path):
     assert done["state"] == "COMPLETED"
     assert (tmp_path / "offsite" / "one" / incr["id"] / "manifest.json").exists()
     assert not (tmp_path / "offsite" / "two").exists()
+
+
+def test_the_offline_restore_reads_a_copy_alone(h: Harness, tmp_path: Path):
+    _, incr, rows = chain(h)
+    assert copy(h.a, incr["id"], storage_driver="offsite", swift_container="far").status_code == 202
+    location = wait_copy(h.a, incr["id"], "offsite")["location_ref"]
+    shutil.rmtree(tmp_path / "primary")
+    target = tmp_path / "restored.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    command = ["restore", "--from", location, "--key", str(h.settings.key_file)]
+    done = subprocess.run(
+        [sys.executable, "-m", "strongroom", *command, "--to", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(target) as db:
+        assert db.execute(QUERY).fetchall() == rows
