@@ -99,11 +99,12 @@ class CopyService:
             raise ConflictError(
                 f"Backup {backup_id} cannot be copied: its status is {backup.state}."
             )
+        # A network round trip (and Swift's URL needs its token): checked before the URL.
+        self._stores.check(store_name, project_id=ctx.project_id)
         if self._writer.destination_url(backup, store_name, container) == backup.location_ref:
             raise BadRequestError(
                 f"Store {store_name!r} is where backup {backup_id} is stored already."
             )
-        self._stores.check(store_name, project_id=ctx.project_id)
         return self.start(backup_id, store_name, container)
 
     def _chain_container(self, backup: Backup, store_name: str) -> str | None:
