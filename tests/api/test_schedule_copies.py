@@ -119,3 +119,24 @@ def test_copy_to_is_checked(h: Harness):
     plain = schedule(h, inst)
     assert plain.status_code == 200
     assert plain.json()["backup_schedule"]["copy_to"] is None
+
+
+def test_copy_retention_keeps_the_chain_of_a_kept_copy(h: Harness, clock: ManualClock):
+    inst, _ = instance(h)
+    created = schedule(
+        h,
+        inst,
+        incremental=True,
+        full_every=3,
+        copy_to={"storage_driver": "offsite"},
+        copy_retention={"keep_last": 1},
+    ).json()["backup_schedule"]
+    runs = [run_due(h, clock, created["id"]) for _ in range(4)]
+    assert [r["parent_id"] for r in runs] == [None, runs[0]["id"], runs[1]["id"], None]
+    # Run 4 is followed up with run 3 the newest copy done: run 3 and its parents stay.
+    now = copies(h)
+    assert all(len(now[r["id"]]) == 1 for r in runs)
+    runs.append(run_due(h, clock, created["id"]))
+    assert runs[4]["parent_id"] == runs[3]["id"]
+    now = copies(h)
+    assert [len(now[r["id"]]) for r in runs] == [0, 0, 0, 1, 1]

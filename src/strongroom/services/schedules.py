@@ -335,7 +335,9 @@ class ScheduleService:
                 if c.store_name == store and c.state is not CopyState.DELETING
             }
         as_copies = [
-            replace(b, state=COPY_AS_BACKUP[copies[b.id].state]) for b in mine if b.id in copies
+            replace(b, state=COPY_AS_BACKUP[copies[b.id].state])
+            for b in mine
+            if b.id in copies and b.state is not BackupState.DELETING  # going with its copies
         ]
         plan = retention.plan_retention(
             as_copies,
