@@ -45,6 +45,9 @@ from strongroom.services.backups import BackupService
 from strongroom.services.clock import SystemClock
 from strongroom.services.consistency import ConsistencyChecker
 from strongroom.services.container import Services
+from strongroom.services.copies import CopyService
+from strongroom.services.copy_jobs import CopyJobs
+from strongroom.services.copy_objects import CopyWriter
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.drills import Driller, DrillService
 from strongroom.services.health import Health
@@ -482,10 +485,27 @@ def _with_backup_automation(
             uow=uow, clock=clock, catalog=catalog, transfer=transfer, instances_dir=instances_dir
         ),
     )
-    schedules = ScheduleService(
-        uow=uow, clock=clock, authorizer=authorizer, backups=services.backups, stores=stores
+    writer = CopyWriter(transfer)
+    copies = CopyService(
+        uow=uow,
+        clock=clock,
+        authorizer=authorizer,
+        stores=stores,
+        writer=writer,
+        jobs=dispatcher,
     )
-    return replace(services, schedules=schedules, verification=verification, drills=drills)
+    handlers.use_copies(CopyJobs(uow=uow, clock=clock, transfer=transfer, writer=writer))
+    schedules = ScheduleService(
+        uow=uow,
+        clock=clock,
+        authorizer=authorizer,
+        backups=services.backups,
+        stores=stores,
+        copies=copies,
+    )
+    return replace(
+        services, schedules=schedules, verification=verification, drills=drills, copies=copies
+    )
 
 
 def _scheduler(

@@ -1,4 +1,4 @@
-"""`strongroom schedule …` and `strongroom backup create|watch|verify|drill`: HTTP clients
+"""`strongroom schedule …` and `strongroom backup create|watch|verify|copy|drill`: HTTP clients
 of a running service.
 
 They talk to ``--url`` (the project endpoint, e.g. http://127.0.0.1:8779/v1.0/demo) with
@@ -132,6 +132,17 @@ def _definition(args: argparse.Namespace) -> dict[str, Any]:
         retention["keep_within"] = args.keep_within
     if retention:
         spec["retention"] = retention
+    if args.copy_to is not None:
+        spec["copy_to"] = {"storage_driver": args.copy_to}
+        if args.copy_container is not None:
+            spec["copy_to"]["swift_container"] = args.copy_container
+        copy_retention = {
+            f"keep_{unit}": getattr(args, f"copy_keep_{unit}")
+            for unit in RETENTION_COUNTS
+            if getattr(args, f"copy_keep_{unit}") is not None
+        }
+        if copy_retention:
+            spec["copy_retention"] = copy_retention
     return {"backup_schedule": spec}
 
 
@@ -284,6 +295,14 @@ def backup_verify(args: argparse.Namespace) -> None:
     _show(args, body, lambda b: _fields("backup", b["backup"]))
 
 
+def backup_copy(args: argparse.Namespace) -> None:
+    spec = {"storage_driver": args.to}
+    if args.container is not None:
+        spec["swift_container"] = args.container
+    body = _call(args, "POST", f"/backups/{args.backup_id}/copy", json={"copy": spec})
+    _show(args, body, lambda b: _fields("backup", b["backup"]))
+
+
 def backup_drill(args: argparse.Namespace) -> None:
     body = _call(args, "POST", f"/backups/{args.backup_id}/drill")
     _show(args, body, lambda b: _fields("backup", b["backup"]))
@@ -323,6 +342,12 @@ def _definition_options(p: argparse.ArgumentParser) -> None:
     for unit in RETENTION_COUNTS:
         p.add_argument(f"--keep-{unit}", type=int, metavar="N", help=f"keep N {unit} backups")
     p.add_argument("--keep-within", metavar="DURATION", help="e.g. 7d, 36h, 1y6m")
+    p.add_argument("--copy-to", metavar="STORE", help="copy each backup to this other store")
+    p.add_argument("--copy-container", help="the container of the copies there")
+    for unit in RETENTION_COUNTS:
+        p.add_argument(
+            f"--copy-keep-{unit}", type=int, metavar="N", help=f"keep N {unit} copies there"
+        )
 
 
 def _command(func: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
@@ -391,6 +416,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("backup_id", help="the backup's id")
     _endpoint_options(p)
     p.set_defaults(func=_command(backup_verify))
+    p = commands.add_parser("copy", help="copy a backup and its chain to another store")
+    p.add_argument("backup_id", help="the backup's id")
+    p.add_argument("--to", required=True, metavar="STORE", help="the store to copy it to")
+    p.add_argument("--container", help="the container there (default: its own)")
+    _endpoint_options(p)
+    p.set_defaults(func=_command(backup_copy))
     p = commands.add_parser("drill", help="restore a backup into a throwaway instance and check it")
     p.add_argument("backup_id", help="the backup's id")
     _endpoint_options(p)

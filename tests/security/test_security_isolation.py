@@ -111,6 +111,13 @@ def _restore_from_b(t: Tenants) -> dict[str, Any]:
 ATTACKS: list[tuple[str, str, str, Any, int]] = [
     ("show backup", "GET", "/backups/{bb}", None, 404),
     ("delete backup", "DELETE", "/backups/{bb}", None, 404),
+    (
+        "copy B's backup",
+        "POST",
+        "/backups/{bb}/copy",
+        {"copy": {"storage_driver": "local", "swift_container": "stolen"}},
+        404,
+    ),
     ("show instance", "GET", "/instances/{bi}", None, 404),
     ("delete instance", "DELETE", "/instances/{bi}", None, 404),
     ("instance backups", "GET", "/instances/{bi}/backups", None, 404),

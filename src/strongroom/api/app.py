@@ -19,6 +19,7 @@ from strongroom.api.errors import domain_fault, fault, unexpected_fault
 from strongroom.api.health import HealthEndpoints, mark_draining_on_signals
 from strongroom.api.routes import (
     backups,
+    copies,
     databases,
     datastores,
     instances,
@@ -65,7 +66,7 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
     )
     for module in (versions, backups, instances, datastores):
         app.include_router(module.router)
-    for module in (schedules, verification, users, databases, root, limits, quotas):
+    for module in (schedules, verification, copies, users, databases, root, limits, quotas):
         app.include_router(module.router)
     openapi.install(app)
     docs.install(app)

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from strongroom.domain.model import (
     Backup,
+    BackupCopy,
     BackupState,
     BackupStrategy,
     Datastore,
@@ -81,11 +82,26 @@ def backup_view(backup: Backup, catalog: DatastoreCatalog) -> dict[str, Any]:
         view["verify_status"] = backup.verification.status.value
         view["verified_at"] = timestamp(backup.verification.at)
         view["verify_error"] = backup.verification.error
+    view["copies"] = [copy_view(c) for c in backup.copies]
     if backup.drill is not None:
         view["drill_status"] = backup.drill.status.value
         view["drilled_at"] = timestamp(backup.drill.at)
         view["drill_error"] = backup.drill.error
         view["drill_report"] = backup.drill.report
+    return view
+
+
+def copy_view(copy: BackupCopy) -> dict[str, Any]:
+    """A copy in another store: its store's name and the copied manifest's URL, never the
+    store's credentials."""
+    view: dict[str, Any] = {
+        "storage_driver": copy.store_name,
+        "location_ref": copy.location_ref,
+        "state": copy.state.value,
+        "verified_at": timestamp(copy.verified_at),
+    }
+    if copy.error:
+        view["error"] = copy.error
     return view
 
 
@@ -261,6 +277,8 @@ def schedule_view(schedule: Schedule) -> dict[str, Any]:
         "retention": schedule.retention.to_dict(),
         "verify": schedule.verify,
         "drill_cron": schedule.drill_cron,
+        "copy_to": schedule.copy_to,
+        "copy_retention": schedule.copy_retention.to_dict() if schedule.copy_to else None,
         "created": timestamp(schedule.created),
         "updated": timestamp(schedule.updated),
         "next_run_at": timestamp(schedule.next_run_at),

@@ -23,6 +23,8 @@ def after_interruption(kind: JobKind) -> AfterInterruption:
         JobKind.DELETE_INSTANCE,
         JobKind.VERIFY_BACKUP,
         JobKind.DRILL_BACKUP,
+        JobKind.COPY_BACKUP,  # puts are idempotent: a copy starts over
+        JobKind.DELETE_COPY,
     ):
         return AfterInterruption.RUN_AGAIN
     return AfterInterruption.FAIL

@@ -53,6 +53,8 @@ class JobKind(StrEnum):
     DELETE_INSTANCE = "delete_instance"
     VERIFY_BACKUP = "verify_backup"
     DRILL_BACKUP = "drill_backup"
+    COPY_BACKUP = "copy_backup"
+    DELETE_COPY = "delete_copy"
 
 
 class JobState(StrEnum):
@@ -127,6 +129,30 @@ class Drill:
     report: dict[str, Any] | None = None  # e.g. {"integrity_check": "ok", "rows": {...}}
 
 
+class CopyState(StrEnum):
+    COPYING = "COPYING"  # objects being copied, then read back
+    COMPLETED = "COMPLETED"  # copied and verified: a restore may fall back to it
+    FAILED = "FAILED"  # see ``error``; asking again replaces it
+    DELETING = "DELETING"  # its objects are being removed (retention, or its backup went)
+
+
+@dataclass
+class BackupCopy:
+    """A backup's objects, byte for byte, in another named store."""
+
+    id: str
+    backup_id: BackupId
+    project_id: ProjectId
+    store_name: str
+    container: str
+    state: CopyState
+    created: datetime
+    updated: datetime
+    location_ref: str | None = None  # the copied manifest's URL, once written
+    verified_at: datetime | None = None
+    error: str | None = None
+
+
 @dataclass
 class Backup:
     id: BackupId
@@ -150,6 +176,7 @@ class Backup:
     verification: Verification | None = None
     drill: Drill | None = None
     manifest_sha256: str | None = None  # restore_from: the manifest registered, pinned
+    copies: list[BackupCopy] = field(default_factory=list)  # filled in for views only
 
     @property
     def is_running(self) -> bool:

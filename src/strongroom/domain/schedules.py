@@ -134,3 +134,7 @@ class Schedule:
     # The backup whose completion the scheduler still has to act on (retention, verify).
     pending_backup_id: BackupId | None = None
     next_drill_at: datetime | None = None  # when drill_cron next restores the newest backup
+    # Where each backup of the schedule is copied ({"storage_driver", "swift_container"}),
+    # and how many of those copies are kept there (the primary's ``retention`` is apart).
+    copy_to: dict[str, str] | None = None
+    copy_retention: RetentionPolicy = field(default_factory=RetentionPolicy)

@@ -40,6 +40,8 @@ def _schedule(row: Row) -> Schedule:
         last_error=row.last_error,
         pending_backup_id=BackupId(row.pending_backup_id) if row.pending_backup_id else None,
         next_drill_at=row.next_drill_at,
+        copy_to=dict(row.copy_to) if row.copy_to else None,
+        copy_retention=RetentionPolicy.parse(row.copy_retention or {}),
     )
 
 
@@ -60,6 +62,8 @@ def _definition(s: Schedule) -> dict[str, Any]:
         "updated": s.updated,
         "next_run_at": s.next_run_at,
         "next_drill_at": s.next_drill_at,
+        "copy_to": s.copy_to,
+        "copy_retention": s.copy_retention.to_dict() if s.copy_to else None,
     }
 
 

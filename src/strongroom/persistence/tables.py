@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -67,6 +68,27 @@ class BackupRow(Base):
     drill_report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # A restore_from registration: the SHA-256 of the manifest it was registered with.
     manifest_sha256: Mapped[str | None] = mapped_column(String(64))
+
+
+class BackupCopyRow(Base):
+    """A backup's objects copied into another named store (one copy per store)."""
+
+    __tablename__ = "backup_copies"
+    __table_args__ = (
+        UniqueConstraint("backup_id", "store_name", name="uq_backup_copies_backup_store"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    backup_id: Mapped[str] = mapped_column(String(36), index=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    store_name: Mapped[str] = mapped_column(String(64))
+    container: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))
+    location_ref: Mapped[str | None] = mapped_column(Text)
+    verified_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    error: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(Timestamp)
+    updated: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class InstanceRow(Base):
@@ -204,3 +226,6 @@ class BackupScheduleRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     pending_backup_id: Mapped[str | None] = mapped_column(String(36), index=True)
     next_drill_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    # {"storage_driver", "swift_container"}: where each backup of the schedule is copied.
+    copy_to: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    copy_retention: Mapped[dict[str, Any] | None] = mapped_column(JSON)

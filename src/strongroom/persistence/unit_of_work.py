@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from strongroom.domain.ports import (
     BackupRepository,
+    CopyRepository,
     DatastoreRepository,
     InstanceRepository,
     JobRepository,
@@ -19,6 +20,7 @@ from strongroom.domain.ports import (
     TokenRepository,
     WorkerRepository,
 )
+from strongroom.persistence.copy_repository import SqlCopyRepository
 from strongroom.persistence.repositories import (
     SqlBackupRepository,
     SqlDatastoreRepository,
@@ -72,6 +74,7 @@ class SqlUnitOfWork:
         if self._write:
             self.session.connection(execution_options={"write": True})
         self.backups: BackupRepository = SqlBackupRepository(self.session)
+        self.copies: CopyRepository = SqlCopyRepository(self.session)
         self.instances: InstanceRepository = SqlInstanceRepository(self.session)
         self.strategies: StrategyRepository = SqlStrategyRepository(self.session)
         self.datastores: DatastoreRepository = SqlDatastoreRepository(self.session)

@@ -65,6 +65,7 @@ DEFAULT_RULES = [
     ),
     policy.RuleDefault("backup:verify", ADMIN_OR_WRITER),
     policy.RuleDefault("backup:drill", ADMIN_OR_WRITER),
+    policy.RuleDefault("backup:copy", ADMIN_OR_WRITER),
     policy.RuleDefault("backup_schedule:create", ADMIN_OR_WRITER),
     policy.RuleDefault("backup_schedule:index", ADMIN_OR_OWNER),
     policy.RuleDefault("backup_schedule:show", ADMIN_OR_OWNER),

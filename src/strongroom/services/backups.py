@@ -6,6 +6,7 @@ import builtins
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from strongroom.domain.model import (
     BackupId,
     BackupState,
     BackupStrategy,
+    CopyState,
     InstanceId,
     InstanceStatus,
     JobKind,
@@ -40,6 +42,16 @@ from strongroom.services.stores import StoreCatalog
 log = logging.getLogger(__name__)
 
 CONTAINER_RE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]*$")
+
+
+def attach_copies(uow: UnitOfWork, backups: Sequence[Backup]) -> None:
+    """Fill in ``copies`` of each backup (one query for the lot); DELETING ones are gone."""
+    by_id = {b.id: b for b in backups}
+    for backup in backups:
+        backup.copies = []
+    for copy in uow.copies.of_backups(list(by_id)):
+        if copy.state is not CopyState.DELETING:
+            by_id[copy.backup_id].copies.append(copy)
 
 
 def check_container(container: str) -> None:
@@ -93,7 +105,8 @@ class BackupService:
     def get(self, ctx: RequestContext, *, backup_id: str) -> Backup:
         with self._uow() as uow:
             backup = self._visible(uow, ctx, backup_id)
-        self._authz.enforce(ctx, "backup:show", backup.project_id)
+            self._authz.enforce(ctx, "backup:show", backup.project_id)
+            attach_copies(uow, [backup])
         return backup
 
     def list(self, ctx: RequestContext, *, filters: ListFilter) -> Page:
@@ -115,7 +128,9 @@ class BackupService:
             limit=limit,
         )
         with self._uow() as uow:
-            return Page(uow.backups.query(query), filters.offset, limit)
+            items = uow.backups.query(query)
+            attach_copies(uow, items)
+            return Page(items, filters.offset, limit)
 
     def list_for_instance(
         self, ctx: RequestContext, *, instance_id: str, offset: int, limit: int | None
@@ -132,7 +147,9 @@ class BackupService:
                 offset=offset,
                 limit=page_limit,
             )
-            return Page(uow.backups.query(query), offset, page_limit)
+            items = uow.backups.query(query)
+            attach_copies(uow, items)
+            return Page(items, offset, page_limit)
 
     def _page_limit(self, limit: int | None) -> int:
         if limit is None:

@@ -18,6 +18,7 @@ from strongroom.domain.ports import BackupQuery, Clock, UnitOfWorkFactory
 from strongroom.pipeline.reader import open_manifest
 from strongroom.services import object_layout
 from strongroom.services.clock import SystemClock
+from strongroom.services.copy_objects import at_copy
 from strongroom.services.leftovers import TemporaryObjectSweeper, containers_in_use
 from strongroom.services.rules import ServiceRules
 from strongroom.services.stores import StoreCatalog
@@ -75,7 +76,11 @@ class ConsistencyChecker:
             backups = uow.backups.query(BackupQuery())
             deleting = uow.backups.in_states([BackupState.DELETING])
             live_jobs = {j.target_id for j in uow.jobs.unfinished()}
+            copies = uow.copies.every()
         rows = [*backups, *deleting]
+        # Copies in other stores: their containers are the service's too.
+        by_id = {b.id: b for b in rows}
+        copied = [at_copy(by_id[c.backup_id], c) for c in copies if c.backup_id in by_id]
         known: set[str] = {b.id for b in rows}
         # A restore_from registration refers to another backup's objects, and through its
         # manifest to that backup's parents beside it: all of them are kept. A container
@@ -84,7 +89,9 @@ class ConsistencyChecker:
         for b in rows:
             if b.state is BackupState.RESTORED and b.location_ref:
                 self._registered_chain(b.id, b.location_ref, known, unreadable)
-        containers = containers_in_use(rows, self._stores.names(), self._rules.default_container)
+        containers = containers_in_use(
+            [*rows, *copied], self._stores.names(), self._rules.default_container
+        )
         for store_name, names in sorted(containers.items()):
             try:
                 store = self._stores.backend(store_name)

@@ -8,6 +8,7 @@ from typing import Protocol
 from strongroom.domain.model import RequestContext
 from strongroom.services.accounts import AccountService
 from strongroom.services.backups import BackupService
+from strongroom.services.copies import CopyService
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.drills import DrillService
 from strongroom.services.health import Health
@@ -39,6 +40,7 @@ class Services:
     schedules: ScheduleService | None = None
     verification: VerificationService | None = None
     drills: DrillService | None = None
+    copies: CopyService | None = None
     health: Health | None = None
     # Signs dashboard session cookies; the same in every API process (derived from the
     # master key). Empty: a random key per process (sessions end with the process).

@@ -26,6 +26,7 @@ from strongroom.domain.model import (
 )
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
 from strongroom.engines.base import Engine, InstanceRequest
+from strongroom.services.copy_jobs import CopyJobs
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.failure import describe_failure
 from strongroom.services.instance_requests import instance_request
@@ -91,10 +92,17 @@ class JobHandlers:
         self.host_id = host_id
         self._heartbeat_interval = heartbeat_interval
         self._more: dict[JobKind, Callable[[str, dict[str, Any]], None]] = {}
+        self._copies: CopyJobs | None = None
 
     def add_handler(self, kind: JobKind, handler: Callable[[str, dict[str, Any]], None]) -> None:
         """A job kind handled outside this module (e.g. verification)."""
         self._more[kind] = handler
+
+    def use_copies(self, copies: CopyJobs) -> None:
+        """Copies in other stores: removed with their backup, and a restore's fallback."""
+        self._copies = copies
+        self._more[JobKind.COPY_BACKUP] = copies.copy
+        self._more[JobKind.DELETE_COPY] = copies.delete
 
     def home_of(self, instance_id: str) -> Path:
         return self._instances_dir / instance_id
@@ -253,6 +261,8 @@ class JobHandlers:
         if not payload.get("keep_objects"):
             try:
                 self._transfer.remove_objects(backup)
+                if self._copies is not None:
+                    self._copies.remove_copies(backup)
             except Exception as exc:
                 self._record_failure(
                     backup.id, BackupState.DELETE_FAILED, describe_failure(exc), running_only=False
@@ -275,13 +285,14 @@ class JobHandlers:
         request = instance_request(instance.name, payload)
         started = time.monotonic()
         datastore = "unknown"
+        note: str | None = None
         try:
             version = self._catalog.version_by_id(instance.datastore_version_id)
             datastore = version.datastore_name
             engine = self._catalog.engine_for(version)
             if instance.restore_backup_id:
                 try:
-                    connection = self._restore(instance, engine, home, request)
+                    connection, note = self._restore(instance, engine, home, request)
                 except Exception:
                     self._restore_finished(datastore, "failed", started)
                     raise
@@ -301,6 +312,8 @@ class JobHandlers:
             current.task = None
             current.updated = self._clock.now()
             current.public_connection = engine.public_view(connection)
+            if note is not None:  # restored from a copy: the instance's fault says why
+                current.fault = note
             uow.instances.save(current, self._secrets.seal(connection, bound_to=instance_id))
             uow.commit()
         if instance.restore_backup_id:
@@ -310,7 +323,7 @@ class JobHandlers:
 
     def _restore(
         self, instance: Instance, engine: Engine, home: Path, request: InstanceRequest
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], str | None]:
         with self._uow() as uow:
             target = uow.backups.find(instance.restore_backup_id or "")
         if target is None:
@@ -320,9 +333,20 @@ class JobHandlers:
             with self._uow() as uow:
                 return uow.backups.find(backup_id)
 
-        return self._transfer.restore(
-            target=target, find_backup=find, engine=engine, home=home, request=request
+        if self._copies is None:
+            connection = self._transfer.restore(
+                target=target, find_backup=find, engine=engine, home=home, request=request
+            )
+            return connection, None
+        restored, note = self._copies.restore(
+            target=target,
+            find_backup=find,
+            engine=engine,
+            home=home,
+            request=request,
+            discard=lambda: self._discard_home(instance),
         )
+        return dict(restored), note
 
     def _restore_finished(self, datastore: str, outcome: str, started: float) -> None:
         seconds = time.monotonic() - started

@@ -106,8 +106,14 @@ class Scheduler:
                     self._verify(pending)
                 except Exception:
                     log.exception("could not start the verification of backup %s", pending)
+            if status is RunStatus.COMPLETED and schedule.copy_to is not None:
+                try:
+                    self._schedules.copy_run(schedule, pending)
+                except Exception:
+                    log.exception("could not start the copy of backup %s", pending)
             try:
                 self._schedules.apply_retention(schedule)
+                self._schedules.apply_copy_retention(schedule)
             except Exception:
                 log.exception("retention of schedule %s failed", schedule.id)
         return handled

@@ -15,7 +15,9 @@ from strongroom.domain import retention
 from strongroom.domain.errors import BadRequestError, DomainError, ResourceNotFoundError
 from strongroom.domain.model import (
     Backup,
+    BackupId,
     BackupState,
+    CopyState,
     InstanceId,
     RequestContext,
 )
@@ -24,12 +26,19 @@ from strongroom.domain.schedules import RetentionPolicy, RunStatus, Schedule, Sc
 from strongroom.services import cron
 from strongroom.services.authorization import Authorizer
 from strongroom.services.backups import BackupService, check_container
+from strongroom.services.copies import CopyService
 from strongroom.services.failure import describe_failure
 from strongroom.services.stores import StoreCatalog
 
 log = logging.getLogger(__name__)
 
 MAX_FULL_EVERY = 1000
+# How copy retention sees a copy: as a backup in the state its copy is in.
+COPY_AS_BACKUP = {
+    CopyState.COPYING: BackupState.NEW,
+    CopyState.COMPLETED: BackupState.COMPLETED,
+    CopyState.FAILED: BackupState.FAILED,
+}
 
 
 @dataclass(frozen=True)
@@ -52,12 +61,14 @@ class ScheduleService:
         authorizer: Authorizer,
         backups: BackupService,
         stores: StoreCatalog,
+        copies: CopyService | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._authz = authorizer
         self._backups = backups
         self._stores = stores
+        self._copies = copies
 
     # -- definitions ---------------------------------------------------------------
     def create(self, ctx: RequestContext, *, spec: dict[str, Any]) -> Schedule:
@@ -113,9 +124,14 @@ class ScheduleService:
         full_every = spec.get("full_every", 7)
         if not 1 <= full_every <= MAX_FULL_EVERY:
             raise BadRequestError(f"full_every must be between 1 and {MAX_FULL_EVERY}.")
+        copy_to = self._copy_to(spec.get("copy_to"), driver or self._stores.default_name)
+        if spec.get("copy_retention") is not None and copy_to is None:
+            raise BadRequestError("copy_retention needs copy_to.")
         now = self._clock.now()
         return replace(
             base,
+            copy_to=copy_to,
+            copy_retention=RetentionPolicy.parse(spec.get("copy_retention")),
             instance_id=InstanceId(spec["instance_id"]),
             name=spec["name"],
             cron=expression,
@@ -130,6 +146,23 @@ class ScheduleService:
             next_run_at=cron.next_after(expression, zone_name, now),
             next_drill_at=cron.next_after(drill, zone_name, now) if drill else None,
         )
+
+    def _copy_to(self, spec: Any, primary: str) -> dict[str, str] | None:
+        """Where each backup of the schedule is copied: another store than its own."""
+        if spec is None:
+            return None
+        name = self._stores.resolve_name(spec.get("storage_driver"))
+        if name == primary:
+            raise BadRequestError(
+                f"copy_to must name another store than the schedule's backups go to ({name!r})."
+            )
+        target = {"storage_driver": name}
+        container = spec.get("swift_container")
+        if container is not None:
+            check_container(container)
+            self._stores.check_container(name, container)
+            target["swift_container"] = container
+        return target
 
     @staticmethod
     def _check_instance(uow: UnitOfWork, schedule: Schedule) -> None:
@@ -277,6 +310,43 @@ class ScheduleService:
                     errors[decision.backup_id] = describe_failure(exc)
                     log.warning("retention could not delete %s: %s", decision.backup_id, exc)
         return PruneResult(plan, errors)
+
+    # -- copies in the copy_to store ------------------------------------------------------
+    def copy_run(self, schedule: Schedule, backup_id: str) -> None:
+        """Copy a finished run's backup (and what of its chain is not there yet)."""
+        if schedule.copy_to is None or self._copies is None:
+            return
+        self._copies.request(
+            schedule_context(schedule), backup_id=backup_id, spec=dict(schedule.copy_to)
+        )
+
+    def apply_copy_retention(self, schedule: Schedule) -> retention.RetentionPlan | None:
+        """``copy_retention`` over the schedule's copies in its ``copy_to`` store (a copy
+        in COPYING counts as running, a FAILED one as failed); the copies it drops are
+        deleted there, their backups stay. No policy keeps every copy."""
+        if schedule.copy_to is None or self._copies is None:
+            return None
+        store = schedule.copy_to["storage_driver"]
+        with self._uow() as uow:
+            mine = uow.schedules.backups_of(schedule.id)
+            copies = {
+                c.backup_id: c
+                for c in uow.copies.of_backups([b.id for b in mine])
+                if c.store_name == store and c.state is not CopyState.DELETING
+            }
+        as_copies = [
+            replace(b, state=COPY_AS_BACKUP[copies[b.id].state])
+            for b in mine
+            if b.id in copies and b.state is not BackupState.DELETING  # going with its copies
+        ]
+        plan = retention.plan_retention(
+            as_copies,
+            schedule.copy_retention,
+            zone=cron.zone(schedule.timezone),
+            now=self._clock.now(),
+        )
+        self._copies.drop([copies[BackupId(d.backup_id)].id for d in plan.delete])
+        return plan
 
     # Last: below it, ``list`` in annotations would name this method.
     def list(self, ctx: RequestContext, *, instance_id: str | None) -> list[Schedule]:

@@ -115,16 +115,21 @@ class Verifier:
         return VerifyStatus.OK, None
 
     def _read_through(self, link: ChainLink) -> None:
-        threads = self._transfer.rules.transfer_threads
-        reader = ChunkReader(
-            link.opened,
-            lambda i: link.store.get(object_layout.chunk_key_beside(link.manifest_key, i)),
-            prefetch=threads * 2,
-            workers=threads,
-            missing=(ObjectNotFoundError,),
-        )
-        try:
-            while reader.read(READ_SIZE):
-                pass
-        finally:
-            reader.close()
+        read_through(link, self._transfer.rules.transfer_threads)
+
+
+def read_through(link: ChainLink, threads: int) -> None:
+    """Fetch, authenticate and decompress every chunk of ``link`` and check the stream's
+    length (raises what the reader finds), in a bounded window of ``threads * 2`` chunks."""
+    reader = ChunkReader(
+        link.opened,
+        lambda i: link.store.get(object_layout.chunk_key_beside(link.manifest_key, i)),
+        prefetch=threads * 2,
+        workers=threads,
+        missing=(ObjectNotFoundError,),
+    )
+    try:
+        while reader.read(READ_SIZE):
+            pass
+    finally:
+        reader.close()

@@ -61,6 +61,21 @@ BACKUP_CREATE: dict[str, Any] = {
     },
 }
 
+COPY_TARGET: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["storage_driver"],
+    "properties": {
+        "storage_driver": {"type": "string", "minLength": 1, "maxLength": 64},
+        "swift_container": NAME,
+    },
+}
+COPY_CREATE: dict[str, Any] = {
+    "type": "object",
+    "required": ["copy"],
+    "properties": {"copy": COPY_TARGET},
+}
+
 STRATEGY_CREATE: dict[str, Any] = {
     "type": "object",
     "required": ["backup_strategy"],

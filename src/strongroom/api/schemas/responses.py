@@ -34,6 +34,15 @@ def _many(key: str, item: dict[str, Any], **optional: dict[str, Any]) -> dict[st
     return _object({key: {"type": "array", "items": item}}, optional)
 
 
+COPY = _object(
+    {
+        "storage_driver": STRING,
+        "location_ref": NULLABLE_STRING,
+        "state": {"enum": ["COPYING", "COMPLETED", "FAILED"]},
+        "verified_at": {"oneOf": [TIMESTAMP, {"type": "null"}]},
+    },
+    {"error": NULLABLE_STRING},
+)
 BACKUP = _object(
     {
         "id": STRING,
@@ -72,6 +81,7 @@ BACKUP = _object(
         "drilled_at": TIMESTAMP,
         "drill_error": NULLABLE_STRING,
         "drill_report": {"type": ["object", "null"]},
+        "copies": {"type": "array", "items": COPY},
     },
 )
 BACKUP_SINGLE = _single("backup", BACKUP)

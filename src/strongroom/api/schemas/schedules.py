@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from strongroom.api.schemas.requests import NON_EMPTY_STRING, UUID
+from strongroom.api.schemas.requests import COPY_TARGET, NON_EMPTY_STRING, UUID
 from strongroom.api.schemas.responses import (
     NULLABLE_STRING,
     STRING,
@@ -34,6 +34,9 @@ SCHEDULE_BODY: dict[str, Any] = {
         "retention": {"type": "object"},
         "verify": {"type": "boolean"},
         "drill_cron": {"oneOf": [CRON, {"type": "null"}]},
+        "copy_to": {"oneOf": [COPY_TARGET, {"type": "null"}]},
+        # Same keys as retention, applied to the copies in the copy_to store.
+        "copy_retention": {"type": ["object", "null"]},
     },
 }
 SCHEDULE_CREATE: dict[str, Any] = {
@@ -66,6 +69,8 @@ SCHEDULE = _object(
         "swift_container": NULLABLE_STRING,
         "drill_cron": NULLABLE_STRING,
         "next_drill_at": NULLABLE_TIMESTAMP,
+        "copy_to": {"type": ["object", "null"]},
+        "copy_retention": {"type": ["object", "null"]},
         "created": TIMESTAMP,
         "updated": TIMESTAMP,
     },
