@@ -41,6 +41,7 @@ from strongroom.engines.postgresql import (
     datadir,
     external,
     methods,
+    models,
     names,
     restore,
     session,
@@ -257,24 +258,13 @@ class PostgresEngine:
     # -- both ----------------------------------------------------------------------------
 
     def public_view(self, connection: Connection) -> dict[str, Any]:
-        if connection.get("managed"):
-            return {
-                "managed": True,
-                "host": connection.get("host"),
-                "port": connection.get("port"),
-                "databases": list(connection.get("databases", [])),
-                "users": list(connection.get("users", [])),
-            }
-        view = {
-            "managed": False,
-            "host": connection.get("host"),
-            "port": connection.get("port"),
-            "database": connection.get("database"),
-            "user": connection.get("user"),
-        }
-        if connection.get("data_dir"):
-            view["data_dir"] = connection["data_dir"]
-        return view
+        typed = models.CONNECTION.validate_python(connection)
+        if isinstance(typed, models.ManagedConnection):
+            return typed.model_dump(include={"managed", "host", "port", "databases", "users"})
+        return typed.model_dump(
+            include={"managed", "host", "port", "database", "user", "data_dir"},
+            exclude_none=True,
+        )
 
     def data_size(self, connection: Connection) -> int | None:
         try:
@@ -315,13 +305,13 @@ class PostgresEngine:
     ) -> Connection:
         home = Path(home)
         names.check_request(request)
-        methods.check_chain(chain, self.major)
-        files = chain[0].metadata["method"] == methods.FILES_FULL
+        links = methods.check_chain(chain, self.major)
+        files = links[0].meta.method == methods.FILES_FULL
         lay_out = self._files.lay_out if files else self._replication.lay_out
         password = secrets.token_urlsafe(24)
         server = self._server(home, ManagedServer.new_identity(home))
         try:
-            return restore.restore(server, chain, request, password, lay_out)
+            return restore.restore(server, links, request, password, lay_out)
         except (EngineError, StreamFormatError, walstream.WalStreamError) as exc:
             server.destroy(quietly=True)
             raise RestoreError(session.scrub(str(exc), password)) from exc
