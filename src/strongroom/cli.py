@@ -61,13 +61,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 def setting_problem(exc: ValidationError) -> str:
     """The first problem of a settings error as one line: the setting, what is wrong."""
     first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
+    # A store entry's wrong kind is reported at the entry; the setting is its ``kind``.
+    discriminator = first.get("ctx", {}).get("discriminator")
+    where = ".".join(str(p) for p in (*first["loc"], discriminator) if p is not None)
     message = first["msg"].removeprefix("Value error, ")
     more = exc.error_count() - 1
     tail = f" (and {more} more)" if more else ""
     if not where:
         return f"configuration: {message}{tail}"
-    return f"setting {where}: {message} (got {first.get('input')!r:.60}){tail}"
+    given = first.get("input")
+    if isinstance(given, dict):  # a whole table (a store's, with its secrets): not shown
+        return f"setting {where}: {message}{tail}"
+    return f"setting {where}: {message} (got {given!r:.60}){tail}"
 
 
 def _first_admin_token(tokens: TokenService, data_dir: Path) -> None:
