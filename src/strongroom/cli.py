@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import tomllib
 from importlib.metadata import version
@@ -150,27 +151,17 @@ def serve(args: argparse.Namespace) -> int:
     metrics_address = _prepare_metrics(settings, "serve")
 
     from strongroom.api.app import create_app
-    from strongroom.api.server import ListenError, listen, serve_app
+    from strongroom.api.server import serve_app
     from strongroom.bootstrap import StartupError, build, edge_settings, metrics_registry
 
-    try:
-        listener = listen(settings.host, settings.port)
-    except ListenError as exc:
-        print(f"strongroom: {exc}", file=sys.stderr)
+    bound = _bind(settings, metrics_address)
+    if bound is None:
         return 1
-    try:
-        metrics = _bind_metrics(metrics_address)
-    except SystemExit:
-        listener.close()
-        raise
+    listener, metrics = bound
     try:
         container = build(settings)
     except StartupError as exc:
-        listener.close()
-        if metrics is not None:
-            metrics.close()
-        print(f"strongroom: cannot start: {exc}", file=sys.stderr)
-        return 2
+        return _cannot_start(exc, listener, metrics)
     if metrics is not None:
         metrics.serve(metrics_registry(container))
     _first_admin_token(container.services.tokens, settings.data_dir)
@@ -195,6 +186,33 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bind(
+    settings: Settings, metrics_address: tuple[str, int] | None
+) -> tuple[socket.socket, MetricsListener | None] | None:
+    """The API's socket and the metrics listener, bound before anything starts; None (the
+    reason printed) when the API's port cannot be used."""
+    from strongroom.api.server import ListenError, listen
+
+    try:
+        listener = listen(settings.host, settings.port)
+    except ListenError as exc:
+        print(f"strongroom: {exc}", file=sys.stderr)
+        return None
+    try:
+        return listener, _bind_metrics(metrics_address)
+    except SystemExit:
+        listener.close()
+        raise
+
+
+def _cannot_start(exc: Exception, listener: socket.socket, metrics: MetricsListener | None) -> int:
+    listener.close()
+    if metrics is not None:
+        metrics.close()
+    print(f"strongroom: cannot start: {exc}", file=sys.stderr)
+    return 2
+
+
 def _export(settings: Settings) -> None:
     """Pass command-line values to child processes through the environment."""
     os.environ["STRONGROOM_DATA_DIR"] = str(settings.data_dir)
@@ -209,28 +227,18 @@ def api(args: argparse.Namespace) -> int:
     settings = _settings(args)
     metrics_address = _prepare_metrics(settings, "api")
 
-    from strongroom.api.server import ListenError, listen, serve_workers
+    from strongroom.api.server import serve_workers
     from strongroom.bootstrap import StartupError, build_api_metrics, build_tokens, edge_settings
 
     workers = args.workers or settings.api_workers
-    try:
-        listener = listen(settings.host, settings.port)
-    except ListenError as exc:
-        print(f"strongroom: {exc}", file=sys.stderr)
+    bound = _bind(settings, metrics_address)
+    if bound is None:
         return 1
-    try:
-        metrics = _bind_metrics(metrics_address)
-    except SystemExit:
-        listener.close()
-        raise
+    listener, metrics = bound
     try:
         tokens = build_tokens(settings)
     except StartupError as exc:
-        listener.close()
-        if metrics is not None:
-            metrics.close()
-        print(f"strongroom: cannot start: {exc}", file=sys.stderr)
-        return 2
+        return _cannot_start(exc, listener, metrics)
     _first_admin_token(tokens, settings.data_dir)
     _export(settings)
     if metrics is not None:

@@ -134,3 +134,19 @@ class Schedule:
     # The backup whose completion the scheduler still has to act on (retention, verify).
     pending_backup_id: BackupId | None = None
     next_drill_at: datetime | None = None  # when drill_cron next restores the newest backup
+
+    def definition(self) -> dict[str, Any]:
+        """What a schedule's owner sets (and a PUT replaces), JSON-safe."""
+        return {
+            "instance_id": self.instance_id,
+            "name": self.name,
+            "cron": self.cron,
+            "timezone": self.timezone,
+            "incremental": self.incremental,
+            "full_every": self.full_every,
+            "storage_driver": self.storage_driver,
+            "swift_container": self.swift_container,
+            "retention": self.retention.to_dict(),
+            "verify": self.verify,
+            "drill_cron": self.drill_cron,
+        }
