@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from strongroom.api.edge import EdgeSettings
 from strongroom.api.keystone import KeystoneTokens
-from strongroom.config import Allowance, Settings, StoreSettings
+from strongroom.config import Allowance, Settings
 from strongroom.domain.model import JobKind
 from strongroom.domain.ports import Clock, JobQueue, UnitOfWorkFactory
 from strongroom.engines.allowlist import AllowEntry, AllowList
@@ -68,7 +68,6 @@ from strongroom.services.tokens import TokenService
 from strongroom.services.transfer import Transfer
 from strongroom.services.verification import VerificationService, Verifier
 from strongroom.storage.base import StorageBackend
-from strongroom.storage.config import LocalStoreConfig, S3StoreConfig, StoreConfig, SwiftStoreConfig
 from strongroom.storage.errors import StorageAuthError, StorageError
 from strongroom.storage.registry import StoreSet
 
@@ -112,39 +111,6 @@ def _allow_list(allowances: list[Allowance], *, paths: bool = False) -> AllowLis
     return AllowList.of_paths(entries) if paths else AllowList.of(entries)
 
 
-def store_config(s: StoreSettings) -> StoreConfig:
-    secret = lambda v: v.get_secret_value() if v is not None else None  # noqa: E731
-    if s.kind == "local":
-        assert s.root is not None
-        return LocalStoreConfig(name=s.name, root=s.root.absolute())
-    if s.kind == "swift":
-        return SwiftStoreConfig(
-            name=s.name,
-            auth_url=s.auth_url or "",
-            auth_version=s.auth_version,
-            user=s.user if s.auth_version == "1" else None,
-            key=secret(s.key) if s.auth_version == "1" else None,
-            username=s.user if s.auth_version == "3" else None,
-            password=secret(s.key) if s.auth_version == "3" else None,
-            project_name=s.project_name,
-            user_domain_name=s.user_domain_name,
-            project_domain_name=s.project_domain_name,
-            application_credential_id=s.application_credential_id,
-            application_credential_secret=secret(s.application_credential_secret),
-            region_name=s.region_name,
-            interface=s.interface,
-        )
-    return S3StoreConfig(
-        name=s.name,
-        endpoint_url=s.endpoint_url,
-        region=s.region,
-        access_key=s.access_key,
-        secret_key=secret(s.secret_key),
-        addressing_style=s.addressing_style,
-        checksum_mode=s.checksum_mode,
-    )
-
-
 def _open_stores(
     settings: Settings,
     master: MasterKey,
@@ -152,9 +118,7 @@ def _open_stores(
     telemetry: Telemetry = NO_TELEMETRY,
 ) -> StoreCatalog:
     try:
-        store_set = StoreSet.from_configs(
-            [store_config(s) for s in settings.stores], settings.default_store
-        )
+        store_set = StoreSet.from_configs(settings.stores, settings.default_store)
     except StorageError as exc:
         raise StartupError(f"storage configuration: {exc}") from exc
     wrap = wrap_store or (lambda _name, backend: backend)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import tomllib
 from importlib.metadata import version
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from strongroom import client, logformat, metadata_commands
+from strongroom import client, keystone_catalog, logformat, metadata_commands
 from strongroom.allocator import freeze_startup_objects, keep_chunk_buffers_in_heap
 from strongroom.config import Settings
 from strongroom.offline import commands as offline_commands
@@ -61,13 +62,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 def setting_problem(exc: ValidationError) -> str:
     """The first problem of a settings error as one line: the setting, what is wrong."""
     first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
+    # A store entry's wrong kind is reported at the entry; the setting is its ``kind``.
+    discriminator = first.get("ctx", {}).get("discriminator")
+    where = ".".join(str(p) for p in (*first["loc"], discriminator) if p is not None)
     message = first["msg"].removeprefix("Value error, ")
     more = exc.error_count() - 1
     tail = f" (and {more} more)" if more else ""
     if not where:
         return f"configuration: {message}{tail}"
-    return f"setting {where}: {message} (got {first.get('input')!r:.60}){tail}"
+    given = first.get("input")
+    if isinstance(given, dict):  # a whole table (a store's, with its secrets): not shown
+        return f"setting {where}: {message}{tail}"
+    return f"setting {where}: {message} (got {given!r:.60}){tail}"
 
 
 def _first_admin_token(tokens: TokenService, data_dir: Path) -> None:
@@ -145,27 +151,17 @@ def serve(args: argparse.Namespace) -> int:
     metrics_address = _prepare_metrics(settings, "serve")
 
     from strongroom.api.app import create_app
-    from strongroom.api.server import ListenError, listen, serve_app
+    from strongroom.api.server import serve_app
     from strongroom.bootstrap import StartupError, build, edge_settings, metrics_registry
 
-    try:
-        listener = listen(settings.host, settings.port)
-    except ListenError as exc:
-        print(f"strongroom: {exc}", file=sys.stderr)
+    bound = _bind(settings, metrics_address)
+    if bound is None:
         return 1
-    try:
-        metrics = _bind_metrics(metrics_address)
-    except SystemExit:
-        listener.close()
-        raise
+    listener, metrics = bound
     try:
         container = build(settings)
     except StartupError as exc:
-        listener.close()
-        if metrics is not None:
-            metrics.close()
-        print(f"strongroom: cannot start: {exc}", file=sys.stderr)
-        return 2
+        return _cannot_start(exc, listener, metrics)
     if metrics is not None:
         metrics.serve(metrics_registry(container))
     _first_admin_token(container.services.tokens, settings.data_dir)
@@ -190,6 +186,33 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bind(
+    settings: Settings, metrics_address: tuple[str, int] | None
+) -> tuple[socket.socket, MetricsListener | None] | None:
+    """The API's socket and the metrics listener, bound before anything starts; None (the
+    reason printed) when the API's port cannot be used."""
+    from strongroom.api.server import ListenError, listen
+
+    try:
+        listener = listen(settings.host, settings.port)
+    except ListenError as exc:
+        print(f"strongroom: {exc}", file=sys.stderr)
+        return None
+    try:
+        return listener, _bind_metrics(metrics_address)
+    except SystemExit:
+        listener.close()
+        raise
+
+
+def _cannot_start(exc: Exception, listener: socket.socket, metrics: MetricsListener | None) -> int:
+    listener.close()
+    if metrics is not None:
+        metrics.close()
+    print(f"strongroom: cannot start: {exc}", file=sys.stderr)
+    return 2
+
+
 def _export(settings: Settings) -> None:
     """Pass command-line values to child processes through the environment."""
     os.environ["STRONGROOM_DATA_DIR"] = str(settings.data_dir)
@@ -204,28 +227,18 @@ def api(args: argparse.Namespace) -> int:
     settings = _settings(args)
     metrics_address = _prepare_metrics(settings, "api")
 
-    from strongroom.api.server import ListenError, listen, serve_workers
+    from strongroom.api.server import serve_workers
     from strongroom.bootstrap import StartupError, build_api_metrics, build_tokens, edge_settings
 
     workers = args.workers or settings.api_workers
-    try:
-        listener = listen(settings.host, settings.port)
-    except ListenError as exc:
-        print(f"strongroom: {exc}", file=sys.stderr)
+    bound = _bind(settings, metrics_address)
+    if bound is None:
         return 1
-    try:
-        metrics = _bind_metrics(metrics_address)
-    except SystemExit:
-        listener.close()
-        raise
+    listener, metrics = bound
     try:
         tokens = build_tokens(settings)
     except StartupError as exc:
-        listener.close()
-        if metrics is not None:
-            metrics.close()
-        print(f"strongroom: cannot start: {exc}", file=sys.stderr)
-        return 2
+        return _cannot_start(exc, listener, metrics)
     _first_admin_token(tokens, settings.data_dir)
     _export(settings)
     if metrics is not None:
@@ -517,89 +530,9 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=token_revoke)
     client.add_commands(sub)
     offline_commands.add_commands(sub, _settings)
-    add_keystone_commands(sub)
+    keystone_catalog.add_commands(sub)
     metadata_commands.add_commands(sub, _settings)
     return top
-
-
-def keystone_register(args: argparse.Namespace) -> int:
-    from keystoneauth1 import exceptions as ks_exceptions
-
-    from strongroom.keystone_catalog import AdminLogin, admin_client, register
-
-    missing = [name for name in ("username", "password", "project_name") if not getattr(args, name)]
-    if missing:
-        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
-        print(f"strongroom: keystone register needs {flags} (or OS_* variables)", file=sys.stderr)
-        return 2
-    login = AdminLogin(
-        auth_url=args.auth_url,
-        username=args.username,
-        password=args.password,
-        project_name=args.project_name,
-        user_domain_name=args.user_domain_name,
-        project_domain_name=args.project_domain_name,
-    )
-    urls = {"public": args.public_url}
-    if args.internal_url:
-        urls["internal"] = args.internal_url
-    if args.admin_url:
-        urls["admin"] = args.admin_url
-    try:
-        for line in register(admin_client(login, args.region), args.region, urls):
-            print(line)
-    except ks_exceptions.ClientException as exc:
-        print(f"strongroom: keystone register: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def add_keystone_commands(sub: Any) -> None:
-    keystone = sub.add_parser("keystone", help="OpenStack Keystone").add_subparsers(
-        dest="keystone_command", required=True, metavar="COMMAND"
-    )
-    p = keystone.add_parser(
-        "register", help="register the database service and its endpoints in the catalog"
-    )
-    env = os.environ.get
-    p.add_argument(
-        "--auth-url",
-        default=env("OS_AUTH_URL"),
-        required=not env("OS_AUTH_URL"),
-        help="Keystone's v3 URL (default: OS_AUTH_URL)",
-    )
-    p.add_argument(
-        "--region",
-        default=env("OS_REGION_NAME", "RegionOne"),
-        help="the endpoints' region (default: OS_REGION_NAME, else RegionOne)",
-    )
-    p.add_argument("--public-url", required=True, help="e.g. http://db.example:8779")
-    p.add_argument("--internal-url", help="the internal interface's URL (default: none)")
-    p.add_argument("--admin-url", help="the admin interface's URL (default: none)")
-    p.add_argument(
-        "--username", default=env("OS_USERNAME"), help="a Keystone admin (default: OS_USERNAME)"
-    )
-    p.add_argument(
-        "--password",
-        default=env("OS_PASSWORD"),
-        help="prefer OS_PASSWORD: a command line is visible to other users",
-    )
-    p.add_argument(
-        "--project-name",
-        default=env("OS_PROJECT_NAME"),
-        help="the admin's project (default: OS_PROJECT_NAME)",
-    )
-    p.add_argument(
-        "--user-domain-name",
-        default=env("OS_USER_DOMAIN_NAME", "Default"),
-        help="the admin's domain (default: OS_USER_DOMAIN_NAME, else Default)",
-    )
-    p.add_argument(
-        "--project-domain-name",
-        default=env("OS_PROJECT_DOMAIN_NAME", "Default"),
-        help="the project's domain (default: OS_PROJECT_DOMAIN_NAME, else Default)",
-    )
-    p.set_defaults(func=keystone_register)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from strongroom.storage.config import DEFAULT_CONTAINER
+from strongroom.storage.config import DEFAULT_CONTAINER, LocalStoreConfig, StoreSettings
 
 
 class FlavorSettings(BaseModel):
@@ -73,31 +73,6 @@ def _listed(value: Any) -> Any:
 
 
 AllowanceList = Annotated[list[Allowance], NoDecode]
-
-
-class StoreSettings(BaseModel):
-    """One named object store. ``kind`` picks the backend; unused fields are ignored."""
-
-    name: str
-    kind: Literal["local", "swift", "s3"] = "local"
-    root: Path | None = None  # local
-    auth_url: str | None = None  # swift
-    auth_version: Literal["1", "3"] = "1"
-    user: str | None = None
-    key: SecretStr | None = None
-    project_name: str | None = None
-    user_domain_name: str = "Default"
-    project_domain_name: str = "Default"
-    application_credential_id: str | None = None
-    application_credential_secret: SecretStr | None = None
-    region_name: str | None = None  # Keystone catalog: which region's endpoint
-    interface: Literal["public", "internal", "admin"] = "public"
-    endpoint_url: str | None = None  # s3
-    region: str = "us-east-1"
-    access_key: str | None = None
-    secret_key: SecretStr | None = None
-    addressing_style: Literal["path", "virtual", "auto"] = "path"
-    checksum_mode: Literal["when_required", "when_supported"] = "when_required"
 
 
 class KeystoneSettings(BaseModel):
@@ -244,10 +219,13 @@ class Settings(BaseSettings):
     def _defaults(self) -> Settings:
         self.data_dir = self.data_dir.absolute()
         if not self.stores:
-            self.stores = [StoreSettings(name="local", kind="local")]
-        for store in self.stores:
-            if store.kind == "local" and store.root is None:
-                store.root = self.data_dir / "objects"
+            self.stores = [LocalStoreConfig(name="local")]
+        self.stores = [
+            store.model_copy(update={"root": self.data_dir / "objects"})
+            if isinstance(store, LocalStoreConfig) and store.root is None
+            else store
+            for store in self.stores
+        ]
         names = [s.name for s in self.stores]
         if len(set(names)) != len(names):
             raise ValueError("store names must be unique")

@@ -4,6 +4,9 @@ in ``/v1.0/$(project_id)s``. Running it again changes nothing, or moves a URL th
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,3 +77,81 @@ def register(keystone: Any, region: str, urls: dict[str, str]) -> list[str]:
         else:
             done.append(f"{interface} endpoint {url} already registered")
     return done
+
+
+def keystone_register(args: argparse.Namespace) -> int:
+    from keystoneauth1 import exceptions as ks_exceptions
+
+    missing = [name for name in ("username", "password", "project_name") if not getattr(args, name)]
+    if missing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+        print(f"strongroom: keystone register needs {flags} (or OS_* variables)", file=sys.stderr)
+        return 2
+    login = AdminLogin(
+        auth_url=args.auth_url,
+        username=args.username,
+        password=args.password,
+        project_name=args.project_name,
+        user_domain_name=args.user_domain_name,
+        project_domain_name=args.project_domain_name,
+    )
+    urls = {"public": args.public_url}
+    if args.internal_url:
+        urls["internal"] = args.internal_url
+    if args.admin_url:
+        urls["admin"] = args.admin_url
+    try:
+        for line in register(admin_client(login, args.region), args.region, urls):
+            print(line)
+    except ks_exceptions.ClientException as exc:
+        print(f"strongroom: keystone register: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    keystone = sub.add_parser("keystone", help="OpenStack Keystone").add_subparsers(
+        dest="keystone_command", required=True, metavar="COMMAND"
+    )
+    p = keystone.add_parser(
+        "register", help="register the database service and its endpoints in the catalog"
+    )
+    env = os.environ.get
+    p.add_argument(
+        "--auth-url",
+        default=env("OS_AUTH_URL"),
+        required=not env("OS_AUTH_URL"),
+        help="Keystone's v3 URL (default: OS_AUTH_URL)",
+    )
+    p.add_argument(
+        "--region",
+        default=env("OS_REGION_NAME", "RegionOne"),
+        help="the endpoints' region (default: OS_REGION_NAME, else RegionOne)",
+    )
+    p.add_argument("--public-url", required=True, help="e.g. http://db.example:8779")
+    p.add_argument("--internal-url", help="the internal interface's URL (default: none)")
+    p.add_argument("--admin-url", help="the admin interface's URL (default: none)")
+    p.add_argument(
+        "--username", default=env("OS_USERNAME"), help="a Keystone admin (default: OS_USERNAME)"
+    )
+    p.add_argument(
+        "--password",
+        default=env("OS_PASSWORD"),
+        help="prefer OS_PASSWORD: a command line is visible to other users",
+    )
+    p.add_argument(
+        "--project-name",
+        default=env("OS_PROJECT_NAME"),
+        help="the admin's project (default: OS_PROJECT_NAME)",
+    )
+    p.add_argument(
+        "--user-domain-name",
+        default=env("OS_USER_DOMAIN_NAME", "Default"),
+        help="the admin's domain (default: OS_USER_DOMAIN_NAME, else Default)",
+    )
+    p.add_argument(
+        "--project-domain-name",
+        default=env("OS_PROJECT_DOMAIN_NAME", "Default"),
+        help="the project's domain (default: OS_PROJECT_DOMAIN_NAME, else Default)",
+    )
+    p.set_defaults(func=keystone_register)

@@ -138,3 +138,21 @@ class Schedule:
     # and how many of those copies are kept there (the primary's ``retention`` is apart).
     copy_to: dict[str, str] | None = None
     copy_retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+
+    def definition(self) -> dict[str, Any]:
+        """What a schedule's owner sets (and a PUT replaces), JSON-safe."""
+        return {
+            "instance_id": self.instance_id,
+            "name": self.name,
+            "cron": self.cron,
+            "timezone": self.timezone,
+            "incremental": self.incremental,
+            "full_every": self.full_every,
+            "storage_driver": self.storage_driver,
+            "swift_container": self.swift_container,
+            "retention": self.retention.to_dict(),
+            "verify": self.verify,
+            "drill_cron": self.drill_cron,
+            "copy_to": self.copy_to,
+            "copy_retention": self.copy_retention.to_dict() if self.copy_to else None,
+        }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class EngineError(Exception):
     """Base of every engine failure."""
@@ -50,3 +52,10 @@ class AccountNotFoundError(EngineError):
         super().__init__(f"{kind} {name} cannot be found on the instance.")
         self.kind = kind  # "User" or "Database", as Trove's fault names them
         self.name = name
+
+
+def validation_reason(exc: ValidationError) -> str:
+    """The first thing wrong, as ``field: message`` (never the input: it may be a secret)."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in error["loc"]) or "metadata"
+    return f"{where}: {error['msg']}"

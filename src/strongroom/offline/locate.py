@@ -8,12 +8,11 @@ import tomllib
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from strongroom.config import StoreSettings
 from strongroom.services import object_layout
 from strongroom.storage.base import StorageBackend
-from strongroom.storage.config import LocalStoreConfig
+from strongroom.storage.config import LocalStoreConfig, StoreSettings
 from strongroom.storage.errors import StorageError
 from strongroom.storage.registry import build_backend
 
@@ -41,13 +40,10 @@ def open_store(url: str, store_config_file: Path | None, *, depth: int) -> Stora
         return build_backend(LocalStoreConfig(name="offline", root=root), retry_attempts=1)
     if store_config_file is None:
         raise LocateError(f"a {scheme}:// URL needs --store-config FILE (the store's settings)")
-    from strongroom.bootstrap import store_config
-
     try:
         document = tomllib.loads(store_config_file.read_text())
         (entry,) = document["stores"]
-        settings = StoreSettings(**entry)
-        return build_backend(store_config(settings))
+        return build_backend(TypeAdapter(StoreSettings).validate_python(entry))
     except OSError as exc:
         raise LocateError(f"store config {store_config_file}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:

@@ -48,22 +48,10 @@ def _schedule(row: Row) -> Schedule:
 def _definition(s: Schedule) -> dict[str, Any]:
     """What a PUT replaces (the run history is kept)."""
     return {
-        "instance_id": s.instance_id,
-        "name": s.name,
-        "cron": s.cron,
-        "timezone": s.timezone,
-        "incremental": s.incremental,
-        "full_every": s.full_every,
-        "storage_driver": s.storage_driver,
-        "swift_container": s.swift_container,
-        "retention": s.retention.to_dict(),
-        "verify": s.verify,
-        "drill_cron": s.drill_cron,
+        **s.definition(),
         "updated": s.updated,
         "next_run_at": s.next_run_at,
         "next_drill_at": s.next_drill_at,
-        "copy_to": s.copy_to,
-        "copy_retention": s.copy_retention.to_dict() if s.copy_to else None,
     }
 
 

@@ -8,7 +8,15 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from strongroom.domain.errors import ConflictError, ResourceNotFoundError, UnprocessableError
-from strongroom.domain.model import SHARED_ROUTE, Backup, BackupState, JobKind, RequestContext
+from strongroom.domain.model import (
+    SHARED_ROUTE,
+    Backup,
+    BackupState,
+    Drill,
+    JobKind,
+    RequestContext,
+    Verification,
+)
 from strongroom.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from strongroom.services.authorization import Authorizer
 from strongroom.services.jobs import JobDispatcher
@@ -37,9 +45,14 @@ class BackupCheckRequests:
         self._jobs = jobs
         self._stale_after = stale_after
 
+    def last(self, backup: Backup) -> Verification | Drill | None:
+        """The last check of this kind recorded on ``backup``."""
+        raise NotImplementedError
+
     def running_since(self, backup: Backup) -> datetime | None:
         """When the check now RUNNING on ``backup`` started, if one is."""
-        raise NotImplementedError
+        last = self.last(backup)
+        return last.at if last is not None and last.status.value == "RUNNING" else None
 
     def record_running(self, uow: UnitOfWork, backup: Backup, now: datetime) -> None:
         raise NotImplementedError

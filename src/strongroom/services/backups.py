@@ -8,7 +8,6 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from strongroom.domain import chains, quotas, states
 from strongroom.domain.errors import (
@@ -33,6 +32,7 @@ from strongroom.domain.model import (
 )
 from strongroom.domain.ports import BackupQuery, Clock, UnitOfWork, UnitOfWorkFactory
 from strongroom.services.authorization import Authorizer
+from strongroom.services.commands import CreateBackup, RestoreFrom
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.jobs import JobDispatcher
 from strongroom.services.quotas import BACKUPS, project_limit
@@ -174,21 +174,21 @@ class BackupService:
         self,
         ctx: RequestContext,
         *,
-        request: dict[str, Any],
+        command: CreateBackup,
         parent_page: tuple[int, int | None],
         schedule_id: str | None = None,
     ) -> Backup:
-        """``request`` is the schema-validated ``backup`` object. ``parent_page`` is the
+        """``parent_page`` is the
         POST's own (marker, limit), which Trove applies to the incremental parent search.
         ``schedule_id``: the schedule whose run this is."""
         self._authz.enforce(ctx, "backup:create", ctx.project_id)
-        container = request.get("swift_container")
+        container = command.swift_container
         if container is not None:
             check_container(container)
-        store_name = self._stores.resolve_name(request.get("storage_driver"))
-        if "restore_from" in request:
-            return self._register_restored(ctx, request)
-        instance_id = request.get("instance")
+        store_name = self._stores.resolve_name(command.storage_driver)
+        if command.restore_from is not None:
+            return self._register_restored(ctx, command, command.restore_from)
+        instance_id = command.instance_id
         if not instance_id:
             raise BadRequestError("instance is missing.")
         if container is not None:
@@ -213,7 +213,7 @@ class BackupService:
                 raise NotImplementedByDatastoreError(
                     f"The 'backup_create' operation is not supported for the '{name}' datastore."
                 )
-            parent_id = self._parent_for(uow, ctx, request, instance_id, parent_page)
+            parent_id = self._parent_for(uow, ctx, command, instance_id, parent_page)
             in_use = uow.quotas.lock_in_use(ctx.project_id, BACKUPS)
             limit = project_limit(uow.quotas, self._rules, ctx.project_id, BACKUPS)
             quotas.check_quota(resource=BACKUPS, in_use=in_use, limit=limit)
@@ -221,8 +221,8 @@ class BackupService:
             backup = Backup(
                 id=backup_id,
                 project_id=ctx.project_id,
-                name=request["name"],
-                description=request.get("description"),
+                name=command.name,
+                description=command.description,
                 instance_id=InstanceId(instance_id),
                 parent_id=BackupId(parent_id) if parent_id else None,
                 state=BackupState.NEW,
@@ -274,11 +274,11 @@ class BackupService:
         self,
         uow: UnitOfWork,
         ctx: RequestContext,
-        request: dict[str, Any],
+        command: CreateBackup,
         instance_id: str,
         parent_page: tuple[int, int | None],
     ) -> str | None:
-        explicit = request.get("parent_id")
+        explicit = command.parent_id
         if explicit:
             parent = self._visible(uow, ctx, explicit)
             # Stricter than Trove: an incremental needs a finished base of the same instance,
@@ -289,7 +289,7 @@ class BackupService:
                     f"backup of instance {instance_id}."
                 )
             return parent.id
-        if request.get("incremental") != 1:
+        if not command.incremental:
             return None
         offset, limit = parent_page
         candidates = uow.backups.query(
@@ -303,10 +303,11 @@ class BackupService:
         chosen = chains.choose_parent(candidates)
         return chosen.id if chosen else None
 
-    def _register_restored(self, ctx: RequestContext, request: dict[str, Any]) -> Backup:
-        source = request["restore_from"]
-        version = self._catalog.version_by_id(source["local_datastore_version_id"])
-        location = source["remote_location"]
+    def _register_restored(
+        self, ctx: RequestContext, command: CreateBackup, source: RestoreFrom
+    ) -> Backup:
+        version = self._catalog.version_by_id(source.local_datastore_version_id)
+        location = source.remote_location
         # A tenant registers only its own project's backups: the master key opens every
         # project's manifest, so the manifest's project is checked (admins may import any).
         manifest = self._stores.read_manifest_at(
@@ -323,15 +324,15 @@ class BackupService:
             backup = Backup(
                 id=BackupId(str(uuid.uuid4())),
                 project_id=ctx.project_id,
-                name=request["name"],
-                description=request.get("description"),
+                name=command.name,
+                description=command.description,
                 instance_id=None,
                 parent_id=None,
                 state=BackupState.RESTORED,
                 created=now,
                 updated=now,
                 datastore_version_id=version.id,
-                size_gb=float(source["size"]),
+                size_gb=float(source.size),
                 location_ref=location,
                 store_name=manifest.store_name,
                 container=manifest.container,

@@ -46,9 +46,8 @@ class DrillService(BackupCheckRequests):
     done = "drilled"
     states = (BackupState.COMPLETED,)
 
-    def running_since(self, backup: Backup) -> datetime | None:
-        current = backup.drill
-        return current.at if current and current.status is DrillStatus.RUNNING else None
+    def last(self, backup: Backup) -> Drill | None:
+        return backup.drill
 
     def record_running(self, uow: UnitOfWork, backup: Backup, now: datetime) -> None:
         backup.drill = Drill(DrillStatus.RUNNING, now)

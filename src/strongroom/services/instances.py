@@ -7,7 +7,6 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from strongroom.domain import quotas
 from strongroom.domain.errors import (
@@ -38,8 +37,8 @@ from strongroom.engines.errors import (
 )
 from strongroom.pipeline.checksum import sha256_hex
 from strongroom.services.authorization import Authorizer
+from strongroom.services.commands import CreateInstance
 from strongroom.services.datastores import DatastoreCatalog
-from strongroom.services.instance_requests import instance_request
 from strongroom.services.jobs import JobDispatcher
 from strongroom.services.quotas import INSTANCES, project_limit
 from strongroom.services.rules import Flavor, ServiceRules
@@ -127,24 +126,23 @@ class InstanceService:
         return instance
 
     # -- create --------------------------------------------------------------------
-    def create(self, ctx: RequestContext, *, request: dict[str, Any]) -> InstanceView:
-        """``request`` is the schema-validated ``instance`` object."""
+    def create(self, ctx: RequestContext, *, command: CreateInstance) -> InstanceView:
         self._authz.enforce(ctx, "instance:create", ctx.project_id)
-        if request.get("host") is not None:
+        if command.host is not None:
             self._authz.enforce(ctx, "instance:create:host", ctx.project_id)
-        version = self._resolve_version(request.get("datastore") or {})
+        version = self._resolve_version(command.datastore_type, command.datastore_version)
         engine = self._catalog.engine_for(version)
-        flavor_ref = request.get("flavorRef")
+        flavor_ref = command.flavor_ref
         if flavor_ref is not None:
-            self.flavor(str(flavor_ref))
-        volume_size = self._volume_size(request.get("volume"))
-        external = request.get("external")
-        backup_ref = (request.get("restorePoint") or {}).get("backupRef")
+            self.flavor(flavor_ref)
+        volume_size = self._volume_size(command.volume_size)
+        external = command.external
+        backup_ref = command.backup_ref
         if external is not None and backup_ref is not None:
             raise BadRequestError("An external instance cannot be restored from a backup.")
         if external is None:
             try:
-                engine.check_request(instance_request(str(request.get("name", "")), request))
+                engine.check_request(command.engine_request())
             except InvalidRequestError as exc:
                 raise BadRequestError(str(exc)) from exc
 
@@ -154,8 +152,6 @@ class InstanceService:
         public_connection = None
         identity = None
         if external is not None:
-            if not isinstance(external, dict):
-                raise BadRequestError("'external' must be an object of connection details.")
             try:
                 connection = engine.register_external(external, project_id=ctx.project_id)
             except ExternalNotAllowedError as exc:
@@ -174,17 +170,17 @@ class InstanceService:
             in_use = uow.instances.count(ctx.project_id)
             limit = project_limit(uow.quotas, self._rules, ctx.project_id, INSTANCES)
             quotas.check_quota(resource=INSTANCES, in_use=in_use, limit=limit)
-            host = self._place(uow, request.get("host"))
+            host = self._place(uow, command.host)
             instance = Instance(
                 id=instance_id,
                 project_id=ctx.project_id,
-                name=request["name"],
+                name=command.name,
                 kind=InstanceKind.EXTERNAL if external is not None else InstanceKind.MANAGED,
                 datastore_version_id=version.id,
                 status=InstanceStatus.ACTIVE if external is not None else InstanceStatus.BUILD,
                 created=now,
                 updated=now,
-                flavor_id=str(flavor_ref) if flavor_ref is not None else None,
+                flavor_id=flavor_ref,
                 volume_size=volume_size,
                 task=None if external is not None else "BUILDING",
                 restore_backup_id=BackupId(backup_ref) if backup_ref else None,
@@ -195,15 +191,11 @@ class InstanceService:
             uow.instances.add(instance, sealed_connection)
             job = None
             if external is None:
-                payload = {
-                    "databases": request.get("databases") or [],
-                    "users": request.get("users") or [],
-                }
                 job = self._jobs.record(
                     uow,
                     JobKind.CREATE_INSTANCE,
                     instance_id,
-                    {"sealed": self._secrets.seal(payload, bound_to=instance_id)},
+                    {"sealed": self._secrets.seal(command.job_payload(), bound_to=instance_id)},
                     route=instance.host,
                 )
             uow.commit()
@@ -225,23 +217,21 @@ class InstanceService:
         if any(i.project_id != ctx.project_id for i in uow.instances.holding_external(identity)):
             raise ForbiddenError("This database is already registered by another project.")
 
-    def _place(self, uow: UnitOfWork, requested: Any) -> str:
+    def _place(self, uow: UnitOfWork, requested: str | None) -> str:
         """The worker host of a new instance: the one asked for (extension field ``host``),
         else the live worker host with the fewest instances, else the default host."""
         live = uow.workers.live(self._clock.now() - self._rules.worker_lease)
         if requested is not None:
             if requested not in live and requested != self._rules.default_host:
                 raise BadRequestError(f"Host {requested!r} is not a live worker host.")
-            return str(requested)
+            return requested
         if not live:
             return self._rules.default_host
         counts = uow.instances.count_by_host()
         return min(live, key=lambda h: (counts.get(h, 0), h))
 
-    def _resolve_version(self, datastore: dict[str, Any]) -> DatastoreVersion:
-        ds_ref = datastore.get("type")
+    def _resolve_version(self, ds_ref: str | None, version_ref: str | None) -> DatastoreVersion:
         ds = self._catalog.get(ds_ref) if ds_ref else self._catalog.default()
-        version_ref = datastore.get("version")
         if version_ref is None:
             if ds.default_version_id is None:
                 raise BadRequestError(f"Datastore '{ds.name}' has no default version.")
@@ -254,10 +244,9 @@ class InstanceService:
             )
         return version
 
-    def _volume_size(self, volume: Any) -> int | None:
-        if not volume:
+    def _volume_size(self, size: int | None) -> int | None:
+        if size is None:
             return None
-        size = int(volume["size"])
         if size > self._rules.max_volume_size:
             raise OverLimitError(
                 f"Volume 'size' cannot exceed maximum of {self._rules.max_volume_size} GB, "

@@ -26,6 +26,7 @@ from strongroom.domain.schedules import RetentionPolicy, RunStatus, Schedule, Sc
 from strongroom.services import cron
 from strongroom.services.authorization import Authorizer
 from strongroom.services.backups import BackupService, check_container
+from strongroom.services.commands import CreateBackup
 from strongroom.services.copies import CopyService
 from strongroom.services.failure import describe_failure
 from strongroom.services.stores import StoreCatalog
@@ -209,20 +210,17 @@ class ScheduleService:
         try:
             with self._uow() as uow:
                 parent_id = self._parent_for(uow, schedule)
-            request: dict[str, Any] = {
-                "name": f"{schedule.name[:230]}-{now:%Y%m%dT%H%M%SZ}",
-                "description": f"scheduled by backup schedule {schedule.id}",
-                "instance": schedule.instance_id,
-            }
-            if parent_id is not None:
-                request["parent_id"] = parent_id
-            if schedule.swift_container is not None:
-                request["swift_container"] = schedule.swift_container
-            if schedule.storage_driver is not None:
-                request["storage_driver"] = schedule.storage_driver
+            command = CreateBackup(
+                name=f"{schedule.name[:230]}-{now:%Y%m%dT%H%M%SZ}",
+                description=f"scheduled by backup schedule {schedule.id}",
+                instance_id=schedule.instance_id,
+                parent_id=parent_id,
+                swift_container=schedule.swift_container,
+                storage_driver=schedule.storage_driver,
+            )
             backup = self._backups.create(
                 schedule_context(schedule),
-                request=request,
+                command=command,
                 parent_page=(0, None),
                 schedule_id=schedule.id,
             )

@@ -43,9 +43,8 @@ class VerificationService(BackupCheckRequests):
     done = "verified"
     states = VERIFIABLE
 
-    def running_since(self, backup: Backup) -> datetime | None:
-        current = backup.verification
-        return current.at if current and current.status is VerifyStatus.RUNNING else None
+    def last(self, backup: Backup) -> Verification | None:
+        return backup.verification
 
     def record_running(self, uow: UnitOfWork, backup: Backup, now: datetime) -> None:
         backup.verification = Verification(VerifyStatus.RUNNING, now)

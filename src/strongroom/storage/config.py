@@ -1,13 +1,18 @@
-"""Typed store configurations. Parsed at the edge, handed to :func:`registry.build_backend`.
+"""Store settings: one typed model per kind of store, read from the ``[[stores]]`` entries
+of the settings file (``config.Settings.stores``) and handed as they are to
+:func:`registry.build_backend`. ``kind`` picks the model (``local`` when absent).
 
-Secrets (keys, passwords, application credential secrets) are excluded from ``repr``.
+Secrets (keys, passwords, application credential secrets) are left out of ``repr`` and of
+dumps. A Keystone v3 Swift store may give its user name and password as ``user`` and
+``key``, the names version 1 uses, as the settings file always has.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from strongroom.storage.errors import InvalidKeyError, StorageConfigError
 from strongroom.storage.keys import validate_container
@@ -17,6 +22,10 @@ AddressingStyle = Literal["path", "virtual", "auto"]
 ChecksumMode = Literal["when_required", "when_supported"]
 
 DEFAULT_CONTAINER = "database-backups"  # valid on every store kind, S3 included
+
+
+def _secret() -> Any:
+    return Field(default=None, repr=False, exclude=True)
 
 
 def _check_name(name: str) -> None:
@@ -38,21 +47,37 @@ def _check_timeout(timeout: float) -> None:
         raise StorageConfigError(f"timeout must be positive, not {timeout}")
 
 
-@dataclass(frozen=True)
-class LocalStoreConfig:
-    """A directory on a local (or mounted) filesystem."""
+class _Store(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     name: str
-    root: Path
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _checked(self) -> _Store:
         _check_name(self.name)
-        if not Path(self.root).is_absolute():
-            raise StorageConfigError(f"local store {self.name!r}: root must be an absolute path")
+        self._check()
+        return self
+
+    def _check(self) -> None:
+        """The kind's own rules; raises ``StorageConfigError``."""
 
 
-@dataclass(frozen=True)
-class SwiftStoreConfig:
+class LocalStoreConfig(_Store):
+    """A directory on a local (or mounted) filesystem. Without ``root`` the settings put
+    it under the data directory; a relative one is taken from the working directory."""
+
+    kind: Literal["local"] = "local"
+    root: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absolute(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("root") is not None:
+            values = {**values, "root": Path(values["root"]).absolute()}
+        return values
+
+
+class SwiftStoreConfig(_Store):
     """OpenStack Swift, through tempauth/v1 or Keystone v3.
 
     * ``auth_version="1"``: ``user`` (``account:user``) and ``key``.
@@ -63,28 +88,41 @@ class SwiftStoreConfig:
     internal endpoint); ``region_name`` and ``interface`` pick the catalog endpoint in v3.
     """
 
-    name: str
+    kind: Literal["swift"] = "swift"
     auth_url: str
     auth_version: SwiftAuthVersion = "1"
     user: str | None = None
-    key: str | None = field(default=None, repr=False)
+    key: str | None = _secret()
     username: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = _secret()
     project_name: str | None = None
     user_domain_name: str = "Default"
     project_domain_name: str = "Default"
     application_credential_id: str | None = None
-    application_credential_secret: str | None = field(default=None, repr=False)
+    application_credential_secret: str | None = _secret()
     region_name: str | None = None
-    interface: str = "public"
+    interface: Literal["public", "internal", "admin"] = "public"
     storage_url: str | None = None
     default_container: str = DEFAULT_CONTAINER
     insecure: bool = False
     cacert: str | None = None
     timeout: float = 30.0
 
-    def __post_init__(self) -> None:
-        _check_name(self.name)
+    @model_validator(mode="before")
+    @classmethod
+    def _v3_names(cls, values: Any) -> Any:
+        """Version 3 user and password given as ``user`` and ``key``."""
+        if (
+            isinstance(values, dict)
+            and str(values.get("auth_version")) == "3"
+            and values.get("user") is not None
+            and values.get("username") is None
+        ):
+            values = {**values, "username": values["user"], "password": values.get("key")}
+            values.update(user=None, key=None)
+        return values
+
+    def _check(self) -> None:
         where = f"swift store {self.name!r}"
         if not self.auth_url.startswith(("http://", "https://")):
             raise StorageConfigError(f"{where}: auth_url must be an http(s) URL")
@@ -109,8 +147,7 @@ class SwiftStoreConfig:
         _check_timeout(self.timeout)
 
 
-@dataclass(frozen=True)
-class S3StoreConfig:
+class S3StoreConfig(_Store):
     """An S3 or S3-compatible store (AWS, Ceph RGW, MinIO, Swift s3api...).
 
     ``checksum_mode`` sets botocore's ``request_checksum_calculation`` and
@@ -119,11 +156,11 @@ class S3StoreConfig:
     integrity is still checked with Content-MD5 on upload.
     """
 
-    name: str
+    kind: Literal["s3"] = "s3"
     endpoint_url: str | None = None
     region: str = "us-east-1"
     access_key: str | None = None
-    secret_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = _secret()
     addressing_style: AddressingStyle = "path"
     checksum_mode: ChecksumMode = "when_required"
     default_bucket: str = DEFAULT_CONTAINER
@@ -133,8 +170,7 @@ class S3StoreConfig:
     multipart_chunksize: int = 8 * 1024 * 1024
     verify_tls: bool = True
 
-    def __post_init__(self) -> None:
-        _check_name(self.name)
+    def _check(self) -> None:
         where = f"s3 store {self.name!r}"
         if self.endpoint_url is not None and not self.endpoint_url.startswith(
             ("http://", "https://")
@@ -160,3 +196,21 @@ class S3StoreConfig:
 
 
 StoreConfig = LocalStoreConfig | SwiftStoreConfig | S3StoreConfig
+
+
+def _kind(value: Any) -> Any:
+    return value.get("kind", "local") if isinstance(value, dict) else value.kind
+
+
+StoreSettings = Annotated[
+    Annotated[LocalStoreConfig, Tag("local")]
+    | Annotated[SwiftStoreConfig, Tag("swift")]
+    | Annotated[S3StoreConfig, Tag("s3")],
+    Discriminator(
+        _kind,
+        custom_error_type="store_kind",
+        custom_error_message="kind must be local, swift or s3",
+        custom_error_context={"discriminator": "kind"},
+    ),
+]
+"""One ``[[stores]]`` entry of the settings, typed by its ``kind``."""

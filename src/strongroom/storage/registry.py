@@ -40,6 +40,8 @@ KNOWN_URL_SCHEMES = ("file", "http", "https", "s3", "memory")
 def _build_local(config: LocalStoreConfig) -> StorageBackend:
     from strongroom.storage.local import LocalBackend
 
+    if config.root is None:
+        raise StorageConfigError(f"local store {config.name!r} has no root directory")
     return LocalBackend(config.root)
 
 
@@ -91,9 +93,7 @@ def _shown_url(url: str) -> str:
 
 
 def store_kind(config: StoreConfig) -> str:
-    return {LocalStoreConfig: "local", SwiftStoreConfig: "swift", S3StoreConfig: "s3"}.get(
-        type(config), "local"
-    )
+    return config.kind
 
 
 class StoreSet:

@@ -4,7 +4,8 @@ The source server holds InnoDB tables with real data. A writer thread runs trans
 that keep two invariants (the sum of all balances is constant; the ledger has exactly as
 many rows as the counter says); backups taken while it runs are checked for them after
 restore. Exact comparisons (row counts and ``CHECKSUM TABLE`` of every table) use backups
-taken with the writer stopped.
+taken with the writer stopped. What every engine shares (restore equals, chains, a tampered
+stream refused) is in tests/contract/test_engines.py.
 """
 
 from __future__ import annotations
@@ -636,30 +637,6 @@ def test_failing_sink_stops_the_backup(
         with contextlib.suppress(OSError):
             cmdline = (entry / "cmdline").read_bytes()
             assert not (b"--backup" in cmdline and conn["datadir"].encode() in cmdline)
-
-
-def test_corrupted_stream_is_refused_and_cleaned_up(
-    engine: MariaDbEngine,
-    lab: Lab,
-    quiet_full: tuple[dict[str, Any], Path, dict[str, tuple[int, int]], str],
-) -> None:
-    meta, path, _, _ = quiet_full
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 64] = bytes(b ^ 0x5A for b in data[middle : middle + 64])
-    corrupted = lab.base / "corrupted.xb"
-    corrupted.write_bytes(bytes(data))
-    truncated = lab.base / "truncated.xb"
-    truncated.write_bytes(path.read_bytes()[: len(data) // 3])
-    for bad in (corrupted, truncated):
-        home = lab.home("corrupted")
-        with pytest.raises(RestoreError) as caught:
-            engine.restore_instance(
-                home, [RestoreInput(meta, FileSource(bad))], InstanceRequest("x")
-            )
-        assert "mbstream" in str(caught.value)
-        assert not home.exists()
-        assert server_processes(home) == []
 
 
 def test_failure_after_server_start_leaves_nothing_running(

@@ -1,4 +1,6 @@
-"""PostgresEngine against real PostgreSQL servers started in temporary directories."""
+"""PostgresEngine against real PostgreSQL servers started in temporary directories: what
+only this engine does. What every engine shares (restore equals, chains, a tampered stream
+refused) is in tests/contract/test_engines.py."""
 
 from __future__ import annotations
 
@@ -33,7 +35,6 @@ from strongroom.engines.errors import (
     IncompatibleBackupError,
     InstanceError,
     InvalidExternalError,
-    RestoreError,
 )
 from strongroom.engines.postgresql import PostgresEngine, cluster, filestream
 from support.postgresql import (
@@ -45,7 +46,6 @@ from support.postgresql import (
     connect,
     invariant,
     pgbench_init,
-    servers_running_in,
     snapshot,
     stop_server,
 )
@@ -397,54 +397,6 @@ def test_check_restorable_other_major(
         _restore(engine, workdir / "restored-old", [(meta, quiet_full[1])])
     assert not (workdir / "restored-old").exists()
     engine.check_restorable(quiet_full[0])
-
-
-def _corrupt(src: Path, dst: Path, offset_fraction: float) -> None:
-    shutil.copyfile(src, dst)
-    size = dst.stat().st_size
-    with dst.open("r+b") as fh:
-        fh.seek(int(size * offset_fraction))
-        block = bytearray(fh.read(64))
-        fh.seek(int(size * offset_fraction))
-        fh.write(bytes(b ^ 0xFF for b in block))
-
-
-@pytest.mark.parametrize("damage", ["flipped", "truncated"])
-def test_corrupted_full_stream_is_refused(
-    engine: PostgresEngine, quiet_full: Any, workdir: Path, damage: str
-) -> None:
-    meta, path, _ = quiet_full
-    bad = workdir / f"bad-{damage}.tar"
-    if damage == "flipped":
-        _corrupt(path, bad, 0.5)
-    else:
-        shutil.copyfile(path, bad)
-        with bad.open("r+b") as fh:
-            fh.truncate(bad.stat().st_size // 2)
-    home = workdir / f"restored-bad-{damage}"
-    with pytest.raises(RestoreError) as info:
-        _restore(engine, home, [(meta, bad)])
-    print(f"\n{damage}: {info.value}")
-    assert str(info.value)
-    assert not home.exists()
-    assert servers_running_in(home) == []
-
-
-def test_corrupted_incremental_is_refused(
-    engine: PostgresEngine, source: dict[str, Any], workdir: Path
-) -> None:
-    full_meta, _ = _backup(engine, source, workdir / "c-0.tar")
-    with connect(source) as c:
-        c.execute("UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid <= 2000")
-    inc_meta, _ = _backup(engine, source, workdir / "c-1.wal", parent=full_meta)
-    _corrupt(workdir / "c-1.wal", workdir / "c-1-bad.wal", 0.6)
-    home = workdir / "restored-bad-inc"
-    with pytest.raises(RestoreError, match=r"corrupted|incremental"):
-        _restore(
-            engine, home, [(full_meta, workdir / "c-0.tar"), (inc_meta, workdir / "c-1-bad.wal")]
-        )
-    assert not home.exists()
-    assert servers_running_in(home) == []
 
 
 def test_server_stopped_mid_backup(engine: PostgresEngine, workdir: Path) -> None:

@@ -1,4 +1,5 @@
-"""SqliteEngine against real files and real sqlite3 connections (no server needed)."""
+"""SqliteEngine against real files and real sqlite3 connections (no server needed): what
+only this engine does; what every engine shares is in tests/contract/test_engines.py."""
 
 from __future__ import annotations
 
@@ -501,13 +502,6 @@ def test_restore_refuses_a_corrupted_page(
     damaged = bytearray(stream)
     damaged[HEADER_SIZE + 4 + 2 * (4 + meta["page_size"]) + 100] ^= 0xFF
     _assert_refused(engine, tmp_path / "home", [(meta, bytes(damaged))], "checksum")
-
-
-def test_restore_refuses_a_truncated_stream(
-    engine: SqliteEngine, small_backup: tuple[Metadata, bytes], tmp_path: Path
-) -> None:
-    meta, stream = small_backup
-    _assert_refused(engine, tmp_path / "home", [(meta, stream[:-3000])], "ends early")
 
 
 def test_restore_refuses_an_image_failing_integrity_check(

@@ -160,7 +160,9 @@ def test_public_view_has_no_secrets() -> None:
     conn = {
         "host": "127.0.0.1",
         "port": 1234,
+        "admin_user": "strongroom_admin",
         "admin_password": "A",
+        "backup_user": "strongroom_backup",
         "backup_password": "B",
         "managed": True,
         "users": [{"name": "bob", "host": "%", "databases": ["app"]}],

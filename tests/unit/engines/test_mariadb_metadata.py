@@ -156,7 +156,7 @@ def test_check_parent() -> None:
 
 
 def test_check_extracted() -> None:
-    meta = make("incremental", 100, 200)
+    meta = metadata.check_series(make("incremental", 100, 200), "10.11")
     metadata.check_extracted(metadata.Checkpoints("incremental", 100, 200, 250), meta)
     with pytest.raises(RestoreError, match="do not match"):
         metadata.check_extracted(metadata.Checkpoints("incremental", 100, 300, 350), meta)

@@ -49,20 +49,42 @@ def test_external_host_must_be_listed() -> None:
         eng.register_external({"host": "10.0.0.5", "port": 5432}, project_id="p1")
 
 
+# What a pg_basebackup full records (replication_method._full_backup), PostgreSQL 15.
+BASEBACKUP = {
+    "method": methods.REPLICATION_FULL,
+    "format": 1,
+    "start_lsn": "0/2000028",
+    "stop_lsn": "0/2000100",
+    "timeline": 1,
+    "system_identifier": "1",
+    "slot": "strongroom_ab12cd34",
+    "stream_bytes": 4096,
+    "server_version_num": 150004,
+    "server_version": "15.4",
+    "server_major": "15",
+    "wal_segment_size": 16777216,
+    "block_size": 8192,
+    "data_checksums": False,
+    "bootstrap_superuser": "postgres",
+}
+
+
 def test_check_restorable() -> None:
     eng = _engine()
-    eng.check_restorable({"method": methods.REPLICATION_FULL, "server_major": "15"})
+    eng.check_restorable(BASEBACKUP)
     with pytest.raises(IncompatibleBackupError) as info:
-        eng.check_restorable({"method": methods.REPLICATION_FULL, "server_major": "14"})
+        eng.check_restorable({**BASEBACKUP, "server_major": "14"})
     assert str(info.value) == "backup is from PostgreSQL 14, this host runs 15"
     with pytest.raises(IncompatibleBackupError, match="method"):
-        eng.check_restorable({"method": "mariabackup", "server_major": "15"})
+        eng.check_restorable({**BASEBACKUP, "method": "mariabackup"})
+    with pytest.raises(IncompatibleBackupError, match="timeline"):
+        eng.check_restorable({**BASEBACKUP, "timeline": "1"})
 
 
 def test_chain_gaps_are_refused_before_anything_is_done(tmp_path: Path) -> None:
     from strongroom.engines.base import InstanceRequest, RestoreInput
 
-    base = {"server_major": "15", "system_identifier": "1", "timeline": 1}
+    base = BASEBACKUP
     full = dict(base, method=methods.REPLICATION_FULL, stop_lsn="0/3000100")
     inc = dict(
         base, method=methods.REPLICATION_INCREMENTAL, start_lsn="0/3000200", stop_lsn="0/4000000"

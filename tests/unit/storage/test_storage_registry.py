@@ -3,9 +3,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from strongroom.storage.base import StorageBackend
-from strongroom.storage.config import LocalStoreConfig, S3StoreConfig, SwiftStoreConfig
+from strongroom.storage.config import (
+    LocalStoreConfig,
+    S3StoreConfig,
+    StoreSettings,
+    SwiftStoreConfig,
+)
 from strongroom.storage.errors import (
     InvalidKeyError,
     ObjectNotFoundError,
@@ -88,7 +94,7 @@ def test_secrets_are_not_in_repr() -> None:
     ],
 )
 def test_swift_config_validation(overrides: dict[str, object]) -> None:
-    with pytest.raises(StorageConfigError):
+    with pytest.raises(ValidationError):
         _swift_config(**overrides)
 
 
@@ -104,13 +110,35 @@ def test_swift_config_validation(overrides: dict[str, object]) -> None:
     ],
 )
 def test_s3_config_validation(overrides: dict[str, object]) -> None:
-    with pytest.raises(StorageConfigError):
+    with pytest.raises(ValidationError):
         S3StoreConfig(name="s3", **overrides)  # type: ignore[arg-type]
 
 
-def test_local_config_needs_absolute_root() -> None:
-    with pytest.raises(StorageConfigError):
-        LocalStoreConfig(name="local", root=Path("relative"))
+def test_local_config_root_is_made_absolute() -> None:
+    assert LocalStoreConfig(name="local", root=Path("relative")).root == Path.cwd() / "relative"
+    with pytest.raises(ValidationError, match="store name"):
+        LocalStoreConfig(name="../x", root=Path("/r"))
+
+
+def test_one_settings_entry_is_one_typed_store() -> None:
+    adapter = TypeAdapter(StoreSettings)
+    assert isinstance(adapter.validate_python({"name": "a"}), LocalStoreConfig)
+    keystone = adapter.validate_python(
+        {
+            "name": "sw",
+            "kind": "swift",
+            "auth_url": "http://127.0.0.1:1/v3",
+            "auth_version": "3",
+            "user": "u",
+            "key": "pw-secret-4",
+            "project_name": "p",
+        }
+    )
+    assert isinstance(keystone, SwiftStoreConfig)
+    assert (keystone.username, keystone.password, keystone.user) == ("u", "pw-secret-4", None)
+    assert "pw-secret-4" not in repr(keystone) and "pw-secret-4" not in str(keystone.model_dump())
+    with pytest.raises(ValidationError, match="kind must be local, swift or s3"):
+        adapter.validate_python({"name": "f", "kind": "ftp"})
 
 
 def _store_set(tmp_path: Path) -> StoreSet:

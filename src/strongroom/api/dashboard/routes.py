@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from strongroom.api import commands
 from strongroom.api.dashboard import overview
 from strongroom.api.dashboard.sessions import (
     COOKIE,
@@ -414,7 +415,8 @@ async def back_up_now(request: Request, instance_id: str) -> Response:
         schemas.validate(schemas.BACKUP_CREATE, body)
         view = services.instances.get(ctx, instance_id=instance_id)
         acting = overview.project_context(ctx, view.instance.project_id)
-        services.backups.create(acting, request=body["backup"], parent_page=(0, None))
+        command = commands.create_backup(body["backup"])
+        services.backups.create(acting, command=command, parent_page=(0, None))
 
     return await _run(request, session, ctx, create, "backup")
 
@@ -443,7 +445,7 @@ async def restore(request: Request, backup_id: str) -> Response:
         body = {"instance": instance}
         schemas.validate(schemas.INSTANCE_CREATE, body)
         acting = overview.project_context(ctx, backup.project_id)
-        services.instances.create(acting, request=body["instance"])
+        services.instances.create(acting, command=commands.create_instance(body["instance"]))
 
     return await _run(request, session, ctx, create, "restore")
 

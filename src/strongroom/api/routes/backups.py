@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from strongroom.api import commands
 from strongroom.api.deps import (
     ContextDep,
     ServicesDep,
@@ -75,8 +76,9 @@ async def create_backup(
     body = await json_body(request)
     schemas.validate(schemas.BACKUP_CREATE, body)
     parent_page = (int_param(request, "marker") or 0, int_param(request, "limit"))
+    command = commands.create_backup(body["backup"])
     backup = await blocking(
-        request, ctx, services.backups.create, ctx, request=body["backup"], parent_page=parent_page
+        request, ctx, services.backups.create, ctx, command=command, parent_page=parent_page
     )
     return JsonResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from strongroom.api import commands
 from strongroom.api.deps import ContextDep, ServicesDep, blocking, int_param, json_body, read
 from strongroom.api.openapi import LIMIT, MARKER, operation
 from strongroom.api.rendering import JsonResponse
@@ -27,7 +28,8 @@ async def create_instance(
 ) -> JsonResponse:
     body = await json_body(request)
     schemas.validate(schemas.INSTANCE_CREATE, body)
-    view = await blocking(request, ctx, services.instances.create, ctx, request=body["instance"])
+    command = commands.create_instance(body["instance"])
+    view = await blocking(request, ctx, services.instances.create, ctx, command=command)
     return JsonResponse({"instance": instance_view(request, ctx, view, detail=True)})
 
 

@@ -10,6 +10,9 @@ from strongroom.api.openapi import operation
 from strongroom.api.rendering import JsonResponse
 from strongroom.api.schemas.responses import BACKUP_SINGLE
 from strongroom.api.views import backup_view
+from strongroom.domain.model import RequestContext
+from strongroom.services.backup_checks import BackupCheckRequests
+from strongroom.services.container import Services
 
 router = APIRouter(prefix="/v1.0/{project_id}")
 
@@ -22,10 +25,7 @@ router = APIRouter(prefix="/v1.0/{project_id}")
 def verify_backup(
     project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
 ) -> JsonResponse:
-    if services.verification is None:
-        raise RuntimeError("verification is not configured")
-    backup = services.verification.request(ctx, backup_id=backup_id)
-    return JsonResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)
+    return _requested(services.verification, "verification", ctx, backup_id, services)
 
 
 @router.post(
@@ -36,7 +36,17 @@ def verify_backup(
 def drill_backup(
     project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
 ) -> JsonResponse:
-    if services.drills is None:
-        raise RuntimeError("restore drills are not configured")
-    backup = services.drills.request(ctx, backup_id=backup_id)
+    return _requested(services.drills, "restore drills", ctx, backup_id, services)
+
+
+def _requested(
+    checks: BackupCheckRequests | None,
+    what: str,
+    ctx: RequestContext,
+    backup_id: str,
+    services: Services,
+) -> JsonResponse:
+    if checks is None:
+        raise RuntimeError(f"{what} is not configured")
+    backup = checks.request(ctx, backup_id=backup_id)
     return JsonResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)

@@ -38,7 +38,15 @@ from strongroom.engines.base import (
     RestoreInput,
 )
 from strongroom.engines.errors import EngineUnavailableError, RestoreError
-from strongroom.engines.mariadb import accounts, backup, checks, external, metadata, restore
+from strongroom.engines.mariadb import (
+    accounts,
+    backup,
+    checks,
+    external,
+    metadata,
+    models,
+    restore,
+)
 from strongroom.engines.mariadb.accounts import ADMIN_USER, BACKUP_USER
 from strongroom.engines.mariadb.managed import ManagedServers
 from strongroom.engines.mariadb.sessions import managed_session
@@ -144,20 +152,16 @@ class MariaDbEngine:
 
     # -- both ---------------------------------------------------------------------------------
     def public_view(self, connection: Connection) -> dict[str, Any]:
-        if connection.get("managed"):
-            users = [
-                {
-                    "name": u["name"],
-                    "host": u.get("host", "%"),
-                    "databases": list(u.get("databases", [])),
-                }
-                for u in connection.get("users", [])
+        typed = models.CONNECTION.validate_python(connection)
+        view: dict[str, Any] = {"host": typed.host, "port": typed.port}
+        if isinstance(typed, models.ManagedConnection):
+            view["users"] = [
+                u.model_dump(include={"name", "host", "databases"}) for u in typed.users
             ]
+            if typed.databases is not None:
+                view["databases"] = list(typed.databases)
         else:
-            users = [{"name": connection.get("user", "")}]
-        view = {"host": connection.get("host"), "port": connection.get("port"), "users": users}
-        if "databases" in connection:  # managed servers made before it was recorded lack it
-            view["databases"] = list(connection["databases"])
+            view["users"] = [{"name": typed.user}]
         return view
 
     def data_size(self, connection: Connection) -> int | None:

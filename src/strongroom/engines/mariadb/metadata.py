@@ -16,7 +16,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from strongroom.engines.errors import BackupError, IncompatibleBackupError, RestoreError
+from pydantic import ValidationError
+
+from strongroom.engines.errors import (
+    BackupError,
+    IncompatibleBackupError,
+    RestoreError,
+    validation_reason,
+)
+from strongroom.engines.mariadb import models
+from strongroom.engines.mariadb.models import MariaDBMetadata
 
 DATASTORE = "mariadb"
 FORMAT = "xbstream"
@@ -139,8 +148,9 @@ def build_metadata(
     return metadata
 
 
-def check_series(metadata: Mapping[str, Any], installed_series: str) -> None:
-    """Refuse metadata this installation cannot prepare and start."""
+def check_series(metadata: Mapping[str, Any], installed_series: str) -> MariaDBMetadata:
+    """The typed metadata, if this installation can prepare and start that backup;
+    ``IncompatibleBackupError`` if not."""
     datastore = metadata.get("datastore")
     if datastore != DATASTORE:
         raise IncompatibleBackupError(
@@ -158,59 +168,59 @@ def check_series(metadata: Mapping[str, Any], installed_series: str) -> None:
             f"{installed_series}, and mariabackup only prepares backups of its own "
             f"release series (restore it on a MariaDB {version} host)"
         )
-    for key in ("from_lsn", "to_lsn"):
-        if not isinstance(metadata.get(key), int):
-            raise IncompatibleBackupError(f"the backup metadata has no valid {key}")
-    if metadata.get("backup_type") not in (FULL, INCREMENTAL):
+    try:
+        return models.METADATA.validate_python(metadata)
+    except ValidationError as exc:
         raise IncompatibleBackupError(
-            f"unknown MariaDB backup type {metadata.get('backup_type')!r}"
-        )
+            f"the backup metadata has no valid {validation_reason(exc)}"
+        ) from None
 
 
-def check_chain(chain: Sequence[Mapping[str, Any]], installed_series: str) -> None:
-    """A full backup first, then incrementals each starting where the previous ended."""
+def check_chain(chain: Sequence[Mapping[str, Any]], installed_series: str) -> list[MariaDBMetadata]:
+    """A full backup first, then incrementals each starting where the previous ended;
+    returns the links' typed metadata."""
     if not chain:
         raise RestoreError("nothing to restore: the backup chain is empty")
-    for link in chain:
-        check_series(link, installed_series)
-    if chain[0]["backup_type"] != FULL:
+    links = [check_series(link, installed_series) for link in chain]
+    if links[0].backup_type != FULL:
         raise RestoreError("a MariaDB backup chain must start with a full backup")
-    for index, (previous, link) in enumerate(itertools.pairwise(chain), start=1):
-        if link["backup_type"] != INCREMENTAL:
+    for index, (previous, link) in enumerate(itertools.pairwise(links), start=1):
+        if link.backup_type != INCREMENTAL:
             raise RestoreError(f"link {index} of the chain is not an incremental backup")
-        if link["from_lsn"] != previous["to_lsn"]:
+        if link.from_lsn != previous.to_lsn:
             raise RestoreError(
-                f"link {index} of the chain starts at LSN {link['from_lsn']}, but the "
-                f"previous backup ends at LSN {previous['to_lsn']}"
+                f"link {index} of the chain starts at LSN {link.from_lsn}, but the "
+                f"previous backup ends at LSN {previous.to_lsn}"
             )
-        if link.get("source_id") and previous.get("source_id") != link.get("source_id"):
+        if link.source_id and previous.source_id != link.source_id:
             raise RestoreError(f"link {index} of the chain comes from another server")
+    return links
 
 
 def check_parent(parent: Mapping[str, Any], installed_series: str, source_id: str) -> int:
     """The LSN an incremental backup on top of ``parent`` starts from."""
     try:
-        check_series(parent, installed_series)
+        typed = check_series(parent, installed_series)
     except IncompatibleBackupError as exc:
         raise BackupError(f"cannot take an incremental backup on this parent: {exc}") from None
-    if parent.get("source_id") and parent["source_id"] != source_id:
+    if typed.source_id and typed.source_id != source_id:
         raise BackupError(
             "cannot take an incremental backup: the parent backup comes from another server"
         )
-    return int(parent["to_lsn"])
+    return typed.to_lsn
 
 
-def check_extracted(checkpoints: Checkpoints, metadata: Mapping[str, Any]) -> None:
+def check_extracted(checkpoints: Checkpoints, metadata: MariaDBMetadata) -> None:
     """The stream that was extracted is the backup the metadata describes."""
-    expected_type = "full-backuped" if metadata["backup_type"] == FULL else "incremental"
+    expected_type = "full-backuped" if metadata.backup_type == FULL else "incremental"
     if checkpoints.backup_type != expected_type:
         raise RestoreError(
             f"the backup stream holds a {checkpoints.backup_type} backup, "
-            f"the manifest says {metadata['backup_type']}"
+            f"the manifest says {metadata.backup_type}"
         )
-    if (checkpoints.from_lsn, checkpoints.to_lsn) != (metadata["from_lsn"], metadata["to_lsn"]):
+    if (checkpoints.from_lsn, checkpoints.to_lsn) != (metadata.from_lsn, metadata.to_lsn):
         raise RestoreError(
             "the backup stream's LSNs "
             f"({checkpoints.from_lsn}..{checkpoints.to_lsn}) do not match the manifest's "
-            f"({metadata['from_lsn']}..{metadata['to_lsn']})"
+            f"({metadata.from_lsn}..{metadata.to_lsn})"
         )

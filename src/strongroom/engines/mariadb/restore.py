@@ -87,10 +87,11 @@ def unpack_and_prepare(
 ) -> dict[str, str]:
     """Unpack and prepare every link into ``restore/base``; return the server options the
     backup was taken with that the new server must share."""
+    typed = metadata.check_chain([link.metadata for link in chain], tools.series)
     identity.private_dir(layout.restore_dir)
     base = layout.restore_dir / "base"
     carried: dict[str, str] = {}
-    for index, link in enumerate(chain):
+    for index, (link, meta) in enumerate(zip(chain, typed, strict=True)):
         target = base if index == 0 else layout.restore_dir / f"incremental-{index}"
         identity.private_dir(target)
         what = "the full backup" if index == 0 else f"incremental backup {index}"
@@ -110,7 +111,7 @@ def unpack_and_prepare(
             raise RestoreError(
                 f"{what}'s stream is incomplete: it has no valid xtrabackup_checkpoints"
             ) from None
-        metadata.check_extracted(extracted, link.metadata)
+        metadata.check_extracted(extracted, meta)
         argv = [tools.mariabackup, "--no-defaults", "--prepare", f"--target-dir={base}"]
         if index == 0:
             carried = carried_options(base)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +41,16 @@ from strongroom.engines.postgresql import (
     datadir,
     external,
     methods,
+    models,
     names,
     restore,
     session,
-    walstream,
 )
 from strongroom.engines.postgresql.file_method import FileMethod
 from strongroom.engines.postgresql.replication_method import ReplicationMethod
 from strongroom.engines.postgresql.server import INCLUDE_LINES, ManagedServer, write_beneath
 from strongroom.engines.postgresql.streamio import StreamFormatError
+from strongroom.engines.postgresql.walstream import WalStreamError
 
 DATASTORE = "postgresql"
 
@@ -141,7 +142,7 @@ class PostgresEngine:
         names.check_request(request)
         password = secrets.token_urlsafe(24)
         server = self._server(home, ManagedServer.new_identity(home))
-        try:
+        with _removed_on_failure(server, password, InstanceError, "could not create the instance"):
             server.prepare_home()
             pwfile = home / ".initdb-password"
             with beneath.directory(home) as home_fd:
@@ -190,17 +191,6 @@ class PostgresEngine:
             }
             accounts.apply_request(connection, request)
             return connection
-        except EngineError as exc:
-            server.destroy(quietly=True)
-            raise InstanceError(session.scrub(str(exc), password)) from exc
-        except (OSError, psycopg.Error) as exc:
-            server.destroy(quietly=True)
-            raise InstanceError(
-                f"could not create the instance: {session.scrub(session.pg_error(exc), password)}"
-            ) from exc
-        except BaseException:
-            server.destroy(quietly=True)
-            raise
 
     def start_instance(self, home: Path, connection: Connection) -> Connection:
         home = Path(home)
@@ -257,24 +247,13 @@ class PostgresEngine:
     # -- both ----------------------------------------------------------------------------
 
     def public_view(self, connection: Connection) -> dict[str, Any]:
-        if connection.get("managed"):
-            return {
-                "managed": True,
-                "host": connection.get("host"),
-                "port": connection.get("port"),
-                "databases": list(connection.get("databases", [])),
-                "users": list(connection.get("users", [])),
-            }
-        view = {
-            "managed": False,
-            "host": connection.get("host"),
-            "port": connection.get("port"),
-            "database": connection.get("database"),
-            "user": connection.get("user"),
-        }
-        if connection.get("data_dir"):
-            view["data_dir"] = connection["data_dir"]
-        return view
+        typed = models.CONNECTION.validate_python(connection)
+        if isinstance(typed, models.ManagedConnection):
+            return typed.model_dump(include={"managed", "host", "port", "databases", "users"})
+        return typed.model_dump(
+            include={"managed", "host", "port", "database", "user", "data_dir"},
+            exclude_none=True,
+        )
 
     def data_size(self, connection: Connection) -> int | None:
         try:
@@ -315,21 +294,37 @@ class PostgresEngine:
     ) -> Connection:
         home = Path(home)
         names.check_request(request)
-        methods.check_chain(chain, self.major)
-        files = chain[0].metadata["method"] == methods.FILES_FULL
+        links = methods.check_chain(chain, self.major)
+        files = links[0].meta.method == methods.FILES_FULL
         lay_out = self._files.lay_out if files else self._replication.lay_out
         password = secrets.token_urlsafe(24)
         server = self._server(home, ManagedServer.new_identity(home))
-        try:
-            return restore.restore(server, chain, request, password, lay_out)
-        except (EngineError, StreamFormatError, walstream.WalStreamError) as exc:
-            server.destroy(quietly=True)
-            raise RestoreError(session.scrub(str(exc), password)) from exc
-        except (OSError, psycopg.Error) as exc:
-            server.destroy(quietly=True)
-            raise RestoreError(
-                f"restore failed: {session.scrub(session.pg_error(exc), password)}"
-            ) from exc
-        except BaseException:
-            server.destroy(quietly=True)
-            raise
+        with _removed_on_failure(
+            server, password, RestoreError, "restore failed", StreamFormatError, WalStreamError
+        ):
+            return restore.restore(server, links, request, password, lay_out)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(
+    server: ManagedServer,
+    password: str,
+    error: type[EngineError],
+    what: str,
+    *reasons: type[Exception],
+) -> Iterator[None]:
+    """Remove the half-made server in ``server``'s home if the block fails; an engine, a
+    stream (``reasons``), an OS or a libpq failure becomes ``error``, never showing
+    ``password``."""
+    shown: tuple[type[Exception], ...] = (EngineError, *reasons)
+    try:
+        yield
+    except shown as exc:
+        server.destroy(quietly=True)
+        raise error(session.scrub(str(exc), password)) from exc
+    except (OSError, psycopg.Error) as exc:
+        server.destroy(quietly=True)
+        raise error(f"{what}: {session.scrub(session.pg_error(exc), password)}") from exc
+    except BaseException:
+        server.destroy(quietly=True)
+        raise

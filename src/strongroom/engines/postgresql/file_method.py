@@ -19,10 +19,12 @@ from psycopg import pq
 from psycopg.pq.abc import PGconn
 
 from strongroom.engines import beneath
-from strongroom.engines.base import BackupResult, ByteSink, Connection, Metadata, RestoreInput
+from strongroom.engines.base import BackupResult, ByteSink, Connection, Metadata
 from strongroom.engines.errors import BackupError, RestoreError
 from strongroom.engines.postgresql import datadir, filestream, methods, session, walstream
 from strongroom.engines.postgresql.lsn import XLOG_BLCKSZ, format_lsn, parse_lsn
+from strongroom.engines.postgresql.methods import Link, PgMetadata
+from strongroom.engines.postgresql.models import FilesMetadata
 from strongroom.engines.postgresql.server import ManagedServer
 
 # Threads laying out a link's files at once (see filestream.ChainRestorer.apply).
@@ -146,13 +148,14 @@ class FileMethod:
     ) -> tuple[int, set[str]]:
         """The LSN from which pages count as changed (the parent's start) and the
         databases whose pages may be filtered by it; raises when the parent is no base."""
-        if parent.get("method") not in methods.FILE_METHODS:
+        parsed = methods.parse_parent(parent)
+        if not isinstance(parsed, FilesMetadata):
             raise BackupError(
                 "the parent backup was taken with pg_basebackup, this server's "
                 "backups now read its files; take a full backup"
             )
-        methods.check_parent(parent, facts, sysid, timeline)
-        threshold = parse_lsn(str(parent["start_lsn"]))
+        methods.check_parent(parsed, facts, sysid, timeline)
+        threshold = parse_lsn(parsed.start_lsn)
         row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
         assert row is not None
         if threshold > parse_lsn(row[0]):
@@ -160,7 +163,7 @@ class FileMethod:
                 f"the parent backup started at {format_lsn(threshold)}, after the "
                 f"server's current WAL position {row[0]}; take a full backup"
             )
-        return threshold, set(parent.get("databases") or ())
+        return threshold, set(parsed.databases)
 
     @staticmethod
     def _stream_window(
@@ -225,15 +228,13 @@ class FileMethod:
             os.close(fd)
         return pages
 
-    def lay_out(
-        self, server: ManagedServer, chain: Sequence[RestoreInput]
-    ) -> walstream.SegmentWriter:
+    def lay_out(self, server: ManagedServer, chain: Sequence[Link]) -> walstream.SegmentWriter:
         """File-level links, newest first (see :mod:`filestream`); the newest link's
         label and WAL window make the directory consistent."""
-        full = chain[0].metadata
+        full = chain[0].meta
         data, owner = server.data, server.identity.owner
         writer = walstream.SegmentWriter(
-            data / "pg_wal", int(full["timeline"]), int(full["wal_segment_size"]), owner
+            data / "pg_wal", full.timeline, full.wal_segment_size, owner
         )
         with filestream.ChainRestorer(data, owner, workers=LAYOUT_THREADS) as restorer:
             for position, link in enumerate(reversed(chain)):
@@ -248,20 +249,23 @@ class FileMethod:
         server: ManagedServer,
         restorer: filestream.ChainRestorer,
         writer: walstream.SegmentWriter,
-        link: RestoreInput,
-        full: Metadata,
+        link: Link,
+        full: PgMetadata,
         *,
         newest: bool,
     ) -> None:
-        meta = link.metadata
+        meta = link.meta
+        if not isinstance(meta, FilesMetadata):
+            raise RestoreError("the chain mixes backup methods")
 
         def expect(header: dict[str, Any]) -> None:
-            if header.get("start_lsn") != meta["start_lsn"] or header.get(
-                "threshold_lsn"
-            ) != meta.get("threshold_lsn"):
+            if (header.get("start_lsn"), header.get("threshold_lsn")) != (
+                meta.start_lsn,
+                meta.threshold_lsn,
+            ):
                 raise RestoreError("a backup stream does not match its metadata")
 
-        end = restorer.apply(link.stream, expect, meta.get("segment_offsets") or ())
+        end = restorer.apply(link.stream, expect, meta.segment_offsets)
         header = walstream.read_header(end.rest)
         methods.check_wal_header(header, meta, full)
         if not newest:

@@ -10,10 +10,19 @@ on other hosts. A chain never mixes the two.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from strongroom.engines.base import Metadata, RestoreInput
-from strongroom.engines.errors import BackupError, IncompatibleBackupError, RestoreError
+from pydantic import ValidationError
+
+from strongroom.engines.base import ByteSource, Metadata, RestoreInput
+from strongroom.engines.errors import (
+    BackupError,
+    IncompatibleBackupError,
+    RestoreError,
+    validation_reason,
+)
+from strongroom.engines.postgresql import models
 from strongroom.engines.postgresql.lsn import parse_lsn
 
 REPLICATION_FULL = "pg_basebackup-tar"
@@ -24,80 +33,111 @@ FILE_METHODS = (FILES_FULL, FILES_INCREMENTAL)
 FULL_METHODS = (REPLICATION_FULL, FILES_FULL)
 ALL = (REPLICATION_FULL, REPLICATION_INCREMENTAL, *FILE_METHODS)
 
+PgMetadata = models.FilesMetadata | models.ReplicationMetadata
 
-def check_restorable(metadata: Metadata, major: str) -> None:
-    """Raise ``IncompatibleBackupError`` unless this host (PostgreSQL ``major``) can
-    restore a backup with ``metadata``."""
-    method = metadata.get("method")
+
+def parse(metadata: Metadata) -> PgMetadata:
+    """The typed metadata of a PostgreSQL backup (``IncompatibleBackupError`` if it is
+    not one this engine wrote)."""
+    method = metadata.get("method") if isinstance(metadata, dict) else None
     if method not in ALL:
         raise IncompatibleBackupError(f"unknown PostgreSQL backup method {method!r}")
-    theirs = str(metadata.get("server_major", ""))
-    if theirs != major:
+    try:
+        return models.METADATA.validate_python(metadata)
+    except ValidationError as exc:
         raise IncompatibleBackupError(
-            f"backup is from PostgreSQL {theirs or 'an unknown version'}, this host runs {major}"
+            f"the PostgreSQL backup metadata is malformed: {validation_reason(exc)}"
+        ) from None
+
+
+def check_restorable(metadata: Metadata, major: str) -> PgMetadata:
+    """The typed metadata, if this host (PostgreSQL ``major``) can restore a backup with
+    ``metadata``; ``IncompatibleBackupError`` if not."""
+    parsed = parse(metadata)
+    if parsed.server_major != major:
+        raise IncompatibleBackupError(
+            f"backup is from PostgreSQL {parsed.server_major or 'an unknown version'}, "
+            f"this host runs {major}"
         )
+    return parsed
 
 
-def check_chain(chain: Sequence[RestoreInput], major: str) -> None:
+@dataclass(frozen=True)
+class Link:
+    """A restore chain's link with its metadata typed."""
+
+    meta: PgMetadata
+    stream: ByteSource
+
+
+def check_chain(chain: Sequence[RestoreInput], major: str) -> list[Link]:
+    """The chain's links, typed, once they are one restorable sequence."""
     if not chain:
         raise RestoreError("the restore chain is empty")
-    for link in chain:
-        check_restorable(link.metadata, major)
-    first = chain[0].metadata
-    if first["method"] not in FULL_METHODS:
+    links = [Link(check_restorable(link.metadata, major), link.stream) for link in chain]
+    first = links[0].meta
+    if first.method not in FULL_METHODS:
         raise RestoreError("the restore chain does not start with a full backup")
-    incremental = FILES_INCREMENTAL if first["method"] == FILES_FULL else REPLICATION_INCREMENTAL
+    incremental = FILES_INCREMENTAL if first.method == FILES_FULL else REPLICATION_INCREMENTAL
     previous = first
-    for link in chain[1:]:
-        meta = link.metadata
-        if meta["method"] in FULL_METHODS:
+    for meta in (link.meta for link in links[1:]):
+        if meta.method in FULL_METHODS:
             raise RestoreError("a full backup appears after the start of the chain")
-        if meta["method"] != incremental:
+        if meta.method != incremental:
             raise RestoreError("the chain mixes backup methods")
-        if str(meta["system_identifier"]) != str(first["system_identifier"]):
+        if meta.system_identifier != first.system_identifier:
             raise RestoreError("the chain mixes backups of different servers")
-        if int(meta["timeline"]) != int(first["timeline"]):
+        if meta.timeline != first.timeline:
             raise RestoreError("the chain spans a timeline change")
-        if incremental == FILES_INCREMENTAL:
-            if parse_lsn(meta["threshold_lsn"]) != parse_lsn(previous["start_lsn"]):
+        if isinstance(meta, models.FilesMetadata):
+            if meta.threshold_lsn is None or parse_lsn(meta.threshold_lsn) != parse_lsn(
+                previous.start_lsn
+            ):
                 raise RestoreError(
                     f"the chain has a gap: an incremental holds the pages changed since "
-                    f"{meta['threshold_lsn']}, its parent started at {previous['start_lsn']}"
+                    f"{meta.threshold_lsn}, its parent started at {previous.start_lsn}"
                 )
-        elif parse_lsn(meta["start_lsn"]) != parse_lsn(previous["stop_lsn"]):
+        elif parse_lsn(meta.start_lsn) != parse_lsn(previous.stop_lsn):
             raise RestoreError(
-                f"the chain has a gap: an incremental starts at {meta['start_lsn']}, "
-                f"its parent ends at {previous['stop_lsn']}"
+                f"the chain has a gap: an incremental starts at {meta.start_lsn}, "
+                f"its parent ends at {previous.stop_lsn}"
             )
         previous = meta
+    return links
 
 
-def check_parent(parent: Metadata, facts: Mapping[str, Any], sysid: str, timeline: int) -> int:
-    if parent.get("method") not in ALL:
-        raise BackupError("the parent is not a PostgreSQL backup of this engine")
-    if str(parent.get("system_identifier")) != sysid:
+def parse_parent(parent: Metadata) -> PgMetadata:
+    try:
+        return parse(parent)
+    except IncompatibleBackupError:
+        raise BackupError("the parent is not a PostgreSQL backup of this engine") from None
+
+
+def check_parent(parent: PgMetadata, facts: Mapping[str, Any], sysid: str, timeline: int) -> int:
+    if parent.system_identifier != sysid:
         raise BackupError(
             "the parent backup is from another server (system identifier "
-            f"{parent.get('system_identifier')}, this server {sysid}); take a full backup"
+            f"{parent.system_identifier}, this server {sysid}); take a full backup"
         )
-    if str(parent.get("server_major")) != facts["server_major"]:
+    if parent.server_major != facts["server_major"]:
         raise BackupError(
-            f"the parent backup is from PostgreSQL {parent.get('server_major')}, "
+            f"the parent backup is from PostgreSQL {parent.server_major}, "
             f"the server now runs {facts['server_major']}; take a full backup"
         )
-    if int(parent.get("timeline", -1)) != timeline:
+    if parent.timeline != timeline:
         raise BackupError(
             f"the server's timeline changed since the parent (parent on timeline "
-            f"{parent.get('timeline')}, server on {timeline}); take a full backup"
+            f"{parent.timeline}, server on {timeline}); take a full backup"
         )
-    return parse_lsn(str(parent["stop_lsn"]))
+    return parse_lsn(parent.stop_lsn)
 
 
-def check_wal_header(header: Mapping[str, Any], meta: Metadata, full: Metadata) -> None:
+def check_wal_header(header: Mapping[str, Any], meta: PgMetadata, full: PgMetadata) -> None:
+    wal_start = meta.wal_start_lsn if isinstance(meta, models.FilesMetadata) else None
     if (
-        header.get("start") != parse_lsn(meta.get("wal_start_lsn") or meta["start_lsn"])
-        or header.get("stop") != parse_lsn(meta["stop_lsn"])
-        or header.get("timeline") != int(full["timeline"])
-        or header.get("segment_size") != int(full["wal_segment_size"])
+        header.get("start") != parse_lsn(wal_start or meta.start_lsn)
+        or header.get("stop") != parse_lsn(meta.stop_lsn)
+        or header.get("timeline") != full.timeline
+        or header.get("segment_size") != full.wal_segment_size
     ):
         raise RestoreError("a backup stream's WAL does not match its metadata")

@@ -44,7 +44,7 @@ def restore_data_dir(staging: Path, chain: Sequence[RestoreInput], *, timeout: f
     if bin_dir is None:
         raise EngineUnavailableError("PostgreSQL server tools are not installed")
     major, _full = cluster.server_version(bin_dir)
-    methods.check_chain(chain, major)
+    links = methods.check_chain(chain, major)
     server = ManagedServer(
         staging,
         InstanceIdentity.current(),
@@ -53,24 +53,24 @@ def restore_data_dir(staging: Path, chain: Sequence[RestoreInput], *, timeout: f
         timeout=timeout,
     )
     server.data.mkdir(mode=0o700)
-    full = chain[0].metadata
-    if full["method"] == methods.FILES_FULL:
-        writer = FileMethod(timeout=timeout).lay_out(server, chain)
+    full = links[0].meta
+    if full.method == methods.FILES_FULL:
+        writer = FileMethod(timeout=timeout).lay_out(server, links)
     else:
         from strongroom.engines.postgresql.replication_method import ReplicationMethod
 
         replication = ReplicationMethod(tool=lambda name: bin_dir / name, timeout=timeout)
-        writer = replication.lay_out(server, chain)
+        writer = replication.lay_out(server, links)
     try:
         restore.end_wal_at(
             server.data / "pg_wal",
             writer,
-            parse_lsn(chain[-1].metadata["stop_lsn"]),
-            int(full["wal_segment_size"]),
+            parse_lsn(links[-1].meta.stop_lsn),
+            full.wal_segment_size,
         )
     except (StreamFormatError, walstream.WalStreamError) as exc:
         raise RestoreError(str(exc)) from exc
-    configure(server, superuser=str(full.get("bootstrap_superuser") or "postgres"))
+    configure(server, superuser=full.bootstrap_superuser or "postgres")
     return major
 
 

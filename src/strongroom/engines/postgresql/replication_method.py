@@ -16,10 +16,12 @@ import psycopg
 from psycopg.pq.abc import PGconn
 
 from strongroom.engines import process
-from strongroom.engines.base import BackupResult, ByteSink, Connection, Metadata, RestoreInput
+from strongroom.engines.base import BackupResult, ByteSink, Connection, Metadata
 from strongroom.engines.errors import BackupError, RestoreError
 from strongroom.engines.postgresql import methods, session, tarstream, walstream
 from strongroom.engines.postgresql.lsn import format_lsn, parse_lsn
+from strongroom.engines.postgresql.methods import Link
+from strongroom.engines.postgresql.models import ReplicationMetadata
 from strongroom.engines.postgresql.server import ManagedServer
 
 START_RE = re.compile(r"write-ahead log start point: ([0-9A-Fa-f]+/[0-9A-Fa-f]+) on timeline (\d+)")
@@ -110,15 +112,16 @@ class ReplicationMethod:
         return BackupResult(metadata=metadata, incremental=False)
 
     def _incremental_backup(
-        self, connection: Connection, sink: ByteSink, parent: Metadata
+        self, connection: Connection, sink: ByteSink, raw_parent: Metadata
     ) -> BackupResult:
         slot = connection.get("slot") or session.SLOT_PREFIX + "default"
-        if parent.get("method") in methods.FILE_METHODS:
+        parent = methods.parse_parent(raw_parent)
+        if not isinstance(parent, ReplicationMetadata):
             raise BackupError(
                 "the parent backup read the server's files, which this host cannot; "
                 "take a full backup"
             )
-        if parent.get("slot") not in (None, slot):
+        if parent.slot not in (None, slot):
             raise BackupError(
                 "the parent backup was taken through another registration "
                 "of this server; take a full backup"
@@ -170,7 +173,7 @@ class ReplicationMethod:
             "slot": slot,
             "wal_bytes": stop - start,
             "stream_bytes": counter.count,
-            "parent_stop_lsn": parent["stop_lsn"],
+            "parent_stop_lsn": parent.stop_lsn,
             **facts,
         }
         return BackupResult(metadata=metadata, incremental=True)
@@ -220,11 +223,9 @@ class ReplicationMethod:
                     raise
                 time.sleep(0.2)
 
-    def lay_out(
-        self, server: ManagedServer, chain: Sequence[RestoreInput]
-    ) -> walstream.SegmentWriter:
+    def lay_out(self, server: ManagedServer, chain: Sequence[Link]) -> walstream.SegmentWriter:
         """``pg_basebackup`` tar, then each incremental's WAL into ``pg_wal``."""
-        full = chain[0].metadata
+        full = chain[0].meta
         data, owner = server.data, server.identity.owner
         names = tarstream.extract(chain[0].stream, data, owner)
         if "PG_VERSION" not in names or "backup_label" not in names:
@@ -235,10 +236,10 @@ class ReplicationMethod:
             except process.ProcessError as exc:
                 raise RestoreError(f"the full backup failed verification: {exc}") from exc
         writer = walstream.SegmentWriter(
-            data / "pg_wal", int(full["timeline"]), int(full["wal_segment_size"]), owner
+            data / "pg_wal", full.timeline, full.wal_segment_size, owner
         )
         for link in chain[1:]:
             header = walstream.read_header(link.stream)
-            methods.check_wal_header(header, link.metadata, full)
+            methods.check_wal_header(header, link.meta, full)
             walstream.apply_wal_stream(link.stream, header, writer)
         return writer

@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from strongroom.engines import process
-from strongroom.engines.base import Connection, InstanceRequest, RestoreInput
+from strongroom.engines.base import Connection, InstanceRequest
 from strongroom.engines.errors import RestoreError
 from strongroom.engines.postgresql import accounts, cluster, session, walstream
 from strongroom.engines.postgresql.lsn import (
@@ -24,6 +24,7 @@ from strongroom.engines.postgresql.lsn import (
     record_boundary,
     segment_number,
 )
+from strongroom.engines.postgresql.methods import Link
 from strongroom.engines.postgresql.server import INCLUDE_LINES, ManagedServer
 
 PROMOTION_POLL = 0.02  # seconds between checks; recovery of a restore ends in tens of ms
@@ -41,27 +42,26 @@ SETTING_FLOORS = {
     "max_prepared_transactions": 0,
     "max_locks_per_transaction": 64,
 }
-LayOut = Callable[[ManagedServer, Sequence[RestoreInput]], walstream.SegmentWriter]
+LayOut = Callable[[ManagedServer, Sequence[Link]], walstream.SegmentWriter]
 
 
 def restore(
     server: ManagedServer,
-    chain: Sequence[RestoreInput],
+    chain: Sequence[Link],
     request: InstanceRequest,
     password: str,
     lay_out: LayOut,
 ) -> Connection:
     """A new server in ``server``'s home from ``chain``, laid out by the chain's method;
     returns its connection (the superuser's password is ``password``)."""
-    full = chain[0].metadata
+    full = chain[0].meta
     server.prepare_home()
     data, run = server.data, server.run
     writer = lay_out(server, chain)
-    timeline = int(full["timeline"])
-    segment_size = int(full["wal_segment_size"])
-    end = parse_lsn(chain[-1].metadata["stop_lsn"])
+    timeline, segment_size = full.timeline, full.wal_segment_size
+    end = parse_lsn(chain[-1].meta.stop_lsn)
     end_wal_at(data / "pg_wal", writer, end, segment_size)
-    superuser = str(full.get("bootstrap_superuser") or "postgres")
+    superuser = full.bootstrap_superuser or "postgres"
     configure(server, superuser)
     server.chown_tree()
     port = server.start(None)

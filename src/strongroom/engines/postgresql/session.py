@@ -12,7 +12,7 @@ from psycopg.pq.abc import PGconn
 
 from strongroom.engines.base import ByteSink, Connection
 from strongroom.engines.errors import BackupError
-from strongroom.engines.postgresql import walstream
+from strongroom.engines.postgresql import models, walstream
 from strongroom.engines.postgresql.lsn import parse_lsn
 
 CONNECT_TIMEOUT = 10
@@ -49,25 +49,26 @@ class CountingSink:
 
 
 def conn_kwargs(connection: Connection, *, database: str | None = None) -> dict[str, Any]:
-    if connection.get("managed"):
-        password = connection.get("password") or None
+    typed = models.CONNECTION.validate_python(connection)
+    if isinstance(typed, models.ManagedConnection):
+        password = typed.password or None
         return {
-            "host": connection["socket_dir"],
-            "port": int(connection["port"]),
-            "user": connection["superuser"],
+            "host": typed.socket_dir,
+            "port": typed.port,
+            "user": typed.superuser,
             "password": password,
-            "dbname": database or connection.get("database", "postgres"),
+            "dbname": database or typed.database,
             # The socket lies in the instance's home, which its OS user (a tenant that is
             # superuser there) can replace with a server of its own: SCRAM only, so the
             # password itself is never sent. (libpq 16+; psycopg's own is newer.)
             "require_auth": "scram-sha-256" if password else None,
         }
     return {
-        "host": connection["host"],
-        "port": int(connection["port"]),
-        "user": connection["user"],
-        "password": connection.get("password") or None,
-        "dbname": database or connection.get("database") or "postgres",
+        "host": typed.host,
+        "port": typed.port,
+        "user": typed.user,
+        "password": typed.password or None,
+        "dbname": database or typed.database or "postgres",
     }
 
 

@@ -34,11 +34,14 @@ import base64
 import hashlib
 import struct
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import TypeGuard
 
 import zstandard
+from pydantic import ValidationError
 
 from strongroom.engines.base import ByteSink, ByteSource, Metadata
+from strongroom.engines.errors import validation_reason
+from strongroom.engines.sqlite import models
 
 FORMAT = "sqlite-pages"
 FORMAT_VERSION = 1
@@ -52,8 +55,7 @@ TRAILER = struct.Struct(">II32s8s")
 KIND_FULL = 0
 KIND_INCREMENTAL = 1
 FLUSH_BYTES = 1 << 20
-MIN_PAGE_SIZE = 512
-MAX_PAGE_SIZE = 65536
+MIN_PAGE_SIZE, MAX_PAGE_SIZE = models.MIN_PAGE_SIZE, models.MAX_PAGE_SIZE
 MAX_HASHES_BYTES = DIGEST_SIZE * (1 << 31)
 
 
@@ -225,42 +227,17 @@ def parse_metadata(metadata: Metadata) -> LinkInfo:
     """Validate metadata written by this format version (``StreamFormatError`` if not)."""
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise StreamFormatError("not the metadata of a SQLite page backup")
-    version = metadata.get("format_version")
-    if version != FORMAT_VERSION:
-        raise StreamFormatError(f"unknown SQLite backup format version {version!r}")
-    if metadata.get("page_hash") != PAGE_HASH:
-        raise StreamFormatError(f"unknown page hash {metadata.get('page_hash')!r}")
-    kind = metadata.get("kind")
-    page_size = metadata.get("page_size")
-    page_count = metadata.get("page_count")
-    if kind not in ("full", "incremental"):
-        raise StreamFormatError(f"unknown backup kind {kind!r}")
-    if not valid_page_size(page_size):
-        raise StreamFormatError(f"invalid page size {page_size!r}")
-    if not isinstance(page_count, int) or not 0 <= page_count < 1 << 32:
-        raise StreamFormatError(f"invalid page count {page_count!r}")
-    parent = metadata.get("parent_sha256")
-    return LinkInfo(
-        kind=str(kind),
-        page_size=page_size,
-        page_count=page_count,
-        sha256=_sha(metadata.get("sha256"), "sha256"),
-        parent_sha256=None if parent is None else _sha(parent, "parent_sha256"),
-        page_hashes_text=_text(metadata.get("page_hashes")),
-    )
-
-
-def _sha(value: Any, name: str) -> bytes:
     try:
-        raw = bytes.fromhex(value) if isinstance(value, str) else b""
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise StreamFormatError(f"{name} is not a SHA-256 digest")
-    return raw
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise StreamFormatError("page_hashes is missing")
-    return value
+        typed = models.METADATA.validate_python(metadata)
+    except ValidationError as exc:
+        raise StreamFormatError(
+            f"invalid SQLite backup metadata: {validation_reason(exc)}"
+        ) from None
+    return LinkInfo(
+        kind=typed.kind,
+        page_size=typed.page_size,
+        page_count=typed.page_count,
+        sha256=bytes.fromhex(typed.sha256),
+        parent_sha256=None if typed.parent_sha256 is None else bytes.fromhex(typed.parent_sha256),
+        page_hashes_text=typed.page_hashes,
+    )

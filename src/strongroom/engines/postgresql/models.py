@@ -1,0 +1,117 @@
+"""Typed PostgreSQL engine metadata and connections, read at the engine boundary.
+
+The engine still writes plain JSON (``BackupResult.metadata``, the sealed connection);
+these models are how it reads them back: a parent before an incremental, each link of a
+restore chain, a stored connection. ``method`` tells the two backup methods apart,
+``managed`` the two kinds of connection. Unknown fields are kept (``extra="allow"``): a
+newer writer may add one, and the stored JSON of older backups lacks some optional ones.
+docs/format.md describes every field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+
+class _ServerFacts(_Model):
+    """What every PostgreSQL backup records of the server it came from."""
+
+    format: int = 1
+    start_lsn: str
+    stop_lsn: str
+    timeline: int
+    system_identifier: str
+    server_major: str
+    server_version_num: int | None = None
+    server_version: str | None = None
+    wal_segment_size: int
+    block_size: int | None = None
+    data_checksums: bool | None = None
+    bootstrap_superuser: str | None = None
+    stream_bytes: int | None = None
+
+
+class FilesMetadata(_ServerFacts):
+    """``pgdata-files`` (full) and ``pgdata-pages`` (changed pages): the data directory's
+    files between ``pg_backup_start`` and ``pg_backup_stop``, then its WAL window."""
+
+    method: Literal["pgdata-files", "pgdata-pages"]
+    wal_start_lsn: str | None = None  # older backups: the WAL window starts at start_lsn
+    databases: list[str] = Field(default_factory=list)
+    segment_offsets: list[int] = Field(default_factory=list)
+    threshold_lsn: str | None = None  # pgdata-pages: pages changed since this LSN
+    changed_pages: int | None = None
+    page_format: str | None = None  # how changed pages are written; absent: whole pages
+
+    @property
+    def incremental(self) -> bool:
+        return self.method == "pgdata-pages"
+
+
+class ReplicationMetadata(_ServerFacts):
+    """``pg_basebackup-tar`` (full) and ``wal-range`` (the WAL since the parent)."""
+
+    method: Literal["pg_basebackup-tar", "wal-range"]
+    slot: str | None = None
+    wal_bytes: int | None = None
+    parent_stop_lsn: str | None = None
+
+    @property
+    def incremental(self) -> bool:
+        return self.method == "wal-range"
+
+
+PostgresMetadata = Annotated[FilesMetadata | ReplicationMetadata, Field(discriminator="method")]
+
+
+class ManagedConnection(_Model):
+    """A server this engine runs in the instance's home."""
+
+    managed: Literal[True] = True
+    host: str
+    port: int
+    socket_dir: str
+    superuser: str = "postgres"
+    password: str | None = None
+    database: str = "postgres"
+    data_dir: str | None = None
+    os_user: str | None = None
+    slot: str | None = None
+    users: list[str] = Field(default_factory=list)
+    databases: list[str] = Field(default_factory=list)
+
+
+class ExternalConnection(_Model):
+    """A server of the operator's, reached over the network (and its data directory,
+    when registered with ``data_dir`` on this host)."""
+
+    managed: Literal[False]
+    host: str
+    port: int
+    user: str
+    password: str = ""
+    database: str = "postgres"
+    slot: str | None = None
+    system_identifier: str | None = None
+    max_slot_wal_keep_size: Any = None
+    data_dir: str | None = None
+
+
+def _kind(value: Any) -> str:
+    managed = value.get("managed", True) if isinstance(value, dict) else value.managed
+    return "managed" if managed else "external"
+
+
+PostgresConnection = Annotated[
+    Annotated[ManagedConnection, Tag("managed")] | Annotated[ExternalConnection, Tag("external")],
+    Discriminator(_kind),
+]
+
+METADATA: TypeAdapter[FilesMetadata | ReplicationMetadata] = TypeAdapter(PostgresMetadata)
+CONNECTION: TypeAdapter[ManagedConnection | ExternalConnection] = TypeAdapter(PostgresConnection)
