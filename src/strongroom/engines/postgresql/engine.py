@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -36,6 +37,7 @@ from strongroom.engines.errors import (
 from strongroom.engines.identity import InstanceIdentity
 from strongroom.engines.postgresql import (
     accounts,
+    archiver,
     checks,
     cluster,
     datadir,
@@ -52,6 +54,7 @@ from strongroom.engines.postgresql.server import INCLUDE_LINES, ManagedServer, w
 from strongroom.engines.postgresql.streamio import StreamFormatError
 
 DATASTORE = "postgresql"
+_T = TypeVar("_T")
 
 
 class PostgresEngine:
@@ -287,6 +290,32 @@ class PostgresEngine:
             return None
         return int(row[0]) if row and row[0] is not None else None
 
+    # -- WAL archiving (point-in-time restore) --------------------------------------------
+    def start_archiving(self, connection: Connection) -> int:
+        return self._archive_call(archiver.start_archiving, connection)
+
+    def archive_batch(
+        self, connection: Connection, sink: ByteSink, *, start: int
+    ) -> archiver.ArchiveBatch:
+        return self._archive_call(
+            lambda c: archiver.archive_batch(c, sink, start=start, timeout=self.timeout),
+            connection,
+        )
+
+    def stop_archiving(self, connection: Connection) -> None:
+        self._archive_call(archiver.stop_archiving, connection)
+
+    def _archive_call(self, call: Callable[[Connection], _T], connection: Connection) -> _T:
+        password = connection.get("password")
+        try:
+            return call(connection)
+        except BackupError as exc:
+            raise BackupError(session.scrub(str(exc), password)) from exc
+        except psycopg.Error as exc:
+            raise BackupError(
+                f"WAL archiving failed: {session.scrub(session.pg_error(exc), password)}"
+            ) from exc
+
     # -- backup and restore --------------------------------------------------------------
     def backup(
         self, connection: Connection, sink: ByteSink, *, parent: Metadata | None
@@ -311,8 +340,16 @@ class PostgresEngine:
         methods.check_restorable(metadata, self.major)
 
     def restore_instance(
-        self, home: Path, chain: Sequence[RestoreInput], request: InstanceRequest
+        self,
+        home: Path,
+        chain: Sequence[RestoreInput],
+        request: InstanceRequest,
+        *,
+        archive: Sequence[RestoreInput] = (),
+        target_time: datetime | None = None,
     ) -> Connection:
+        """``archive``: archived WAL batches after the chain, replayed to ``target_time``
+        (naive UTC; ``None``: to their end)."""
         home = Path(home)
         names.check_request(request)
         methods.check_chain(chain, self.major)
@@ -321,7 +358,9 @@ class PostgresEngine:
         password = secrets.token_urlsafe(24)
         server = self._server(home, ManagedServer.new_identity(home))
         try:
-            return restore.restore(server, chain, request, password, lay_out)
+            return restore.restore(
+                server, chain, request, password, lay_out, archive=archive, target_time=target_time
+            )
         except (EngineError, StreamFormatError, walstream.WalStreamError) as exc:
             server.destroy(quietly=True)
             raise RestoreError(session.scrub(str(exc), password)) from exc
