@@ -5,11 +5,13 @@ between the rows keep exactly the rows committed at or before each time."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +22,15 @@ import pytest
 from strongroom.engines.base import DatabaseSpec, InstanceRequest, RestoreInput
 from strongroom.engines.errors import BackupError, RestoreError
 from strongroom.engines.postgresql import PostgresEngine, archiver
-from strongroom.engines.postgresql.lsn import parse_lsn
+from strongroom.pipeline.errors import IntegrityError
+from strongroom.pipeline.keys import MasterKey
+from strongroom.services import object_layout
+from strongroom.services.rules import ServiceRules
+from strongroom.services.stores import StoreCatalog
+from strongroom.services.transfer import Transfer
+from strongroom.services.wal_archive import WalArchive
+from strongroom.storage.local import LocalBackend
+from strongroom.storage.registry import StoreSet
 from support.postgresql import FileSink, cleanup_homes, connect
 
 _probe = PostgresEngine()
@@ -107,7 +117,7 @@ def restore(
             [RestoreInput(data["full"], full)],
             InstanceRequest(name),
             archive=[
-                RestoreInput(b.metadata(), fh) for (b, _), fh in zip(chosen, handles, strict=True)
+                RestoreInput(b.metadata, fh) for (b, _), fh in zip(chosen, handles, strict=True)
             ],
             target_time=when,
         )
@@ -128,7 +138,7 @@ def test_batches_join_and_cover_their_commits(archived: dict[str, Any]) -> None:
     for earlier, later in itertools.pairwise(batches):
         assert later.start == earlier.stop
         assert later.archived_through > earlier.archived_through
-    assert parse_lsn(archived["full"]["stop_lsn"]) < batches[-1].stop
+    assert batches[-1].metadata["method"] == "pg_wal_archive"
     # Each batch covers every row whose commit returned before the batch was cut.
     brackets = archived["brackets"]
     for i, b in enumerate(batches):
@@ -159,3 +169,98 @@ def test_a_released_position_is_a_gap(archived: dict[str, Any], workdir: Path) -
             engine.archive_batch(archived["conn"], sink, start=first.start)
     finally:
         sink.close()
+
+
+# -- the batches in a store, in the backups' format ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wal_archive(workdir: Path) -> Iterator[WalArchive]:
+    stores = StoreSet({"local": LocalBackend(workdir / "store")}, "local")
+    yield WalArchive(Transfer(StoreCatalog(stores, MasterKey.generate()), ServiceRules()))
+    stores.close()
+
+
+def test_stored_batches_restore_to_a_time_and_refuse_tampering(
+    workdir: Path, wal_archive: WalArchive
+) -> None:
+    engine = PostgresEngine(timeout=120)
+    conn = engine.create_instance(
+        workdir / "src2", InstanceRequest("src2", databases=(DatabaseSpec("bench"),))
+    )
+    instance_id = str(uuid.uuid4())
+    try:
+        with connect(conn) as c:
+            c.execute("CREATE TABLE ticks (n int PRIMARY KEY)")
+        position = engine.start_archiving(conn)
+        sink = FileSink(workdir / "full2.tar")
+        try:
+            full = engine.backup(conn, sink, parent=None).metadata
+        finally:
+            sink.close()
+        stored = []
+        brackets = []
+        with connect(conn) as c:
+            for n in (1, 2):
+                before = server_now(c)
+                c.execute("INSERT INTO ticks VALUES (%s)", (n,))
+                brackets.append((before, server_now(c)))
+                batch_ = wal_archive.store_batch(
+                    engine=engine,
+                    connection=conn,
+                    project_id="p1",
+                    instance_id=instance_id,
+                    datastore="postgresql",
+                    store_name="local",
+                    container="database-backups",
+                    start=position,
+                )
+                stored.append(batch_)
+                position = batch_.stop
+        keys = sorted(
+            str(p.relative_to(workdir / "store"))
+            for p in (workdir / "store").rglob("*")
+            if p.is_file()
+        )
+        assert keys and all(k.startswith(f"database-backups/{instance_id}/wal/") for k in keys)
+        target = brackets[0][1] + (brackets[1][0] - brackets[0][1]) / 2
+
+        def restore_from_store(name: str) -> list[int]:
+            with (workdir / "full2.tar").open("rb") as fh:
+                restored = engine.restore_instance(
+                    workdir / name,
+                    [RestoreInput(full, fh)],
+                    InstanceRequest(name),
+                    archive=wal_archive.open_batches(stored),
+                    target_time=target,
+                )
+            try:
+                with connect(restored) as c:
+                    return [r[0] for r in c.execute("SELECT n FROM ticks ORDER BY n")]
+            finally:
+                engine.destroy_instance(workdir / name, restored)
+
+        assert restore_from_store("from-store") == [1]
+        # Another project's or instance's claim on the batch is refused before any byte.
+        other = dataclasses.replace(stored[0], project_id="p2")
+        with pytest.raises(IntegrityError):
+            wal_archive.open_batches([other])
+        # A flipped byte in a chunk of the second batch: the restore is refused.
+        chunk = next((workdir / "store" / stored[1].manifest_key).parent.glob("chunk-*"))
+        raw = bytearray(chunk.read_bytes())
+        raw[len(raw) // 2] ^= 1
+        chunk.write_bytes(bytes(raw))
+        with pytest.raises((RestoreError, IntegrityError)):
+            restore_from_store("tampered")
+    finally:
+        engine.stop_archiving(conn)
+        engine.destroy_instance(workdir / "src2", conn)
+
+
+def test_archive_keys_cannot_be_steered() -> None:
+    good = str(uuid.uuid4())
+    for bad in ("../other", f"{good}/../x", "", good.upper()):
+        with pytest.raises(ValueError):
+            object_layout.archive_prefix("database-backups", bad)
+        with pytest.raises(ValueError):
+            object_layout.archive_manifest_key("database-backups", good, bad)

@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from strongroom.engines.base import ByteSink, Connection, Metadata
+from strongroom.engines.base import ArchivedWal, ByteSink, Connection, Metadata
 from strongroom.engines.errors import BackupError
 from strongroom.engines.postgresql import session, walstream
 from strongroom.engines.postgresql.lsn import format_lsn, parse_lsn
@@ -46,6 +46,9 @@ class ArchiveBatch:
     stop: int
     system_identifier: str
     archived_through: datetime
+
+    def archived(self) -> ArchivedWal:
+        return ArchivedWal(self.start, self.stop, self.archived_through, self.metadata())
 
     def metadata(self) -> Metadata:
         return {

@@ -19,6 +19,7 @@ import psycopg
 from strongroom.engines import beneath, process
 from strongroom.engines.allowlist import AllowList
 from strongroom.engines.base import (
+    ArchivedWal,
     BackupResult,
     ByteSink,
     Connection,
@@ -294,11 +295,9 @@ class PostgresEngine:
     def start_archiving(self, connection: Connection) -> int:
         return self._archive_call(archiver.start_archiving, connection)
 
-    def archive_batch(
-        self, connection: Connection, sink: ByteSink, *, start: int
-    ) -> archiver.ArchiveBatch:
+    def archive_batch(self, connection: Connection, sink: ByteSink, *, start: int) -> ArchivedWal:
         return self._archive_call(
-            lambda c: archiver.archive_batch(c, sink, start=start, timeout=self.timeout),
+            lambda c: archiver.archive_batch(c, sink, start=start, timeout=self.timeout).archived(),
             connection,
         )
 
