@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -21,6 +21,7 @@ from strongroom.domain.model import (
 from strongroom.domain.schedules import Schedule
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.instances import InstanceView
+from strongroom.services.pitr_policy import PitrStatus
 from strongroom.services.rules import Flavor
 from strongroom.services.schedules import PruneResult
 
@@ -232,6 +233,8 @@ def instance_view(
     if i.public_connection is not None:
         body["connection"] = i.public_connection
         body.update(_address(i.public_connection.get("host")))
+    if view.pitr is not None:
+        body.update(pitr_view(view.pitr))
     body["last_restorable_backup_id"] = view.last_restorable_backup_id
     body["last_verified_restorable_at"] = timestamp(view.last_verified_restorable_at)
     if detail:
@@ -244,6 +247,31 @@ def instance_view(
         if i.fault:
             body["fault"] = {"message": i.fault, "created": timestamp(i.updated), "details": ""}
     return body
+
+
+def _second_up(value: datetime) -> datetime:
+    """A window's start shown to the second: rounded up, so it is still inside."""
+    whole = value.replace(microsecond=0)
+    return whole if whole == value else whole + timedelta(seconds=1)
+
+
+def pitr_view(status: PitrStatus) -> dict[str, Any]:
+    """``restorable_window`` oldest first, each end shown to the whole second inside it."""
+    return {
+        "restorable_window": [
+            {"from": _utc(_second_up(span.start)), "to": _utc(span.end.replace(microsecond=0))}
+            for span in status.window
+        ],
+        "pitr": {
+            "enabled": status.enabled,
+            "last_archived_at": _utc(status.last_archived_at),
+            "lag_seconds": status.lag_seconds,
+        },
+    }
+
+
+def _utc(value: datetime | None) -> str | None:
+    return value.replace(tzinfo=None).isoformat(timespec="seconds") + "Z" if value else None
 
 
 def schedule_view(schedule: Schedule) -> dict[str, Any]:

@@ -13,12 +13,14 @@ from strongroom.domain.ports import (
     DatastoreRepository,
     InstanceRepository,
     JobRepository,
+    PitrRepository,
     QuotaRepository,
     ScheduleRepository,
     StrategyRepository,
     TokenRepository,
     WorkerRepository,
 )
+from strongroom.persistence.pitr_repository import SqlPitrRepository
 from strongroom.persistence.repositories import (
     SqlBackupRepository,
     SqlDatastoreRepository,
@@ -80,6 +82,7 @@ class SqlUnitOfWork:
         self.jobs: JobRepository = SqlJobRepository(self.session)
         self.workers: WorkerRepository = SqlWorkerRepository(self.session)
         self.schedules: ScheduleRepository = SqlScheduleRepository(self.session)
+        self.pitr: PitrRepository = SqlPitrRepository(self.session)
         return self
 
     def __exit__(

@@ -41,6 +41,7 @@ from strongroom.services.authorization import Authorizer
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.instance_requests import instance_request
 from strongroom.services.jobs import JobDispatcher
+from strongroom.services.pitr_policy import PitrStatus, restore_base, status_of
 from strongroom.services.quotas import INSTANCES, project_limit
 from strongroom.services.rules import Flavor, ServiceRules
 from strongroom.services.secrets_box import SecretBox
@@ -61,6 +62,7 @@ class InstanceView:
     # The newest backup whose restore drill passed, and when that drill finished.
     last_restorable_backup_id: str | None = None
     last_verified_restorable_at: datetime | None = None
+    pitr: PitrStatus | None = None
 
 
 class InstanceService:
@@ -117,6 +119,7 @@ class InstanceService:
             running,
             restorable.id if restorable else None,
             restorable.drill.at if restorable and restorable.drill else None,
+            status_of(uow, instance, self._clock.now()),
         )
 
     @staticmethod
@@ -139,8 +142,10 @@ class InstanceService:
             self.flavor(str(flavor_ref))
         volume_size = self._volume_size(request.get("volume"))
         external = request.get("external")
-        backup_ref = (request.get("restorePoint") or {}).get("backupRef")
-        if external is not None and backup_ref is not None:
+        restore_point = request.get("restorePoint") or {}
+        backup_ref = restore_point.get("backupRef")
+        to_time = "restoreTime" in restore_point
+        if external is not None and restore_point:
             raise BadRequestError("An external instance cannot be restored from a backup.")
         if external is None:
             try:
@@ -167,6 +172,10 @@ class InstanceService:
             identity = sha256_hex(engine.external_identity(connection).encode())
 
         with self._uow(write=True) as uow:
+            restore_time: str | None = None
+            if to_time:
+                backup_ref, _source, when = restore_base(uow, ctx, restore_point)
+                restore_time = when.isoformat(timespec="microseconds")
             if backup_ref is not None:
                 self._check_restore_point(uow, ctx, backup_ref, volume_size, version)
             if identity is not None:
@@ -199,6 +208,8 @@ class InstanceService:
                     "databases": request.get("databases") or [],
                     "users": request.get("users") or [],
                 }
+                if restore_time is not None:
+                    payload["restore_time"] = restore_time
                 job = self._jobs.record(
                     uow,
                     JobKind.CREATE_INSTANCE,

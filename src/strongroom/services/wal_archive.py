@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from strongroom.domain.pitr import WalBatch
 from strongroom.engines.base import Connection, PointInTimeEngine, RestoreInput
 from strongroom.pipeline.errors import IntegrityError
 from strongroom.pipeline.reader import open_manifest
@@ -122,3 +123,34 @@ class WalArchive:
                 ChainLink(store, batch.manifest_key, opened, hashlib.sha256(raw).hexdigest())
             )
         return self.transfer.restore_inputs(links)
+
+
+def batches_for(
+    batches: Sequence[WalBatch], backup_started: datetime, when: datetime
+) -> list[StoredBatch]:
+    """The batches a restore replays: from the one the backup's end falls in (those
+    archived wholly before the backup started are not needed) to the first that covers
+    ``when``. The engine checks that they join the backup and each other."""
+    chosen: list[StoredBatch] = []
+    for b in sorted(batches, key=lambda b: (b.start, b.created)):
+        if b.archived_through < backup_started:
+            continue
+        if chosen and b.start != chosen[-1].stop:
+            if chosen[-1].archived_through >= when:
+                break
+            chosen = []  # a gap before the time asked for: only a later run can reach it
+        chosen.append(
+            StoredBatch(
+                b.id,
+                b.project_id,
+                b.instance_id,
+                b.store_name,
+                b.container,
+                b.start,
+                b.stop,
+                b.archived_through,
+            )
+        )
+        if b.archived_through >= when:
+            break
+    return chosen
