@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -21,6 +21,7 @@ from strongroom.domain.model import (
 from strongroom.domain.schedules import Schedule
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.instances import InstanceView
+from strongroom.services.pitr import format_time
 from strongroom.services.pitr_policy import PitrStatus
 from strongroom.services.rules import Flavor
 from strongroom.services.schedules import PruneResult
@@ -249,17 +250,11 @@ def instance_view(
     return body
 
 
-def _second_up(value: datetime) -> datetime:
-    """A window's start shown to the second: rounded up, so it is still inside."""
-    whole = value.replace(microsecond=0)
-    return whole if whole == value else whole + timedelta(seconds=1)
-
-
 def pitr_view(status: PitrStatus) -> dict[str, Any]:
-    """``restorable_window`` oldest first, each end shown to the whole second inside it."""
+    """``restorable_window`` oldest first, its ends exact (see ``pitr.format_time``)."""
     return {
         "restorable_window": [
-            {"from": _utc(_second_up(span.start)), "to": _utc(span.end.replace(microsecond=0))}
+            {"from": format_time(span.start), "to": format_time(span.end)}
             for span in status.window
         ],
         "pitr": {
@@ -271,7 +266,7 @@ def pitr_view(status: PitrStatus) -> dict[str, Any]:
 
 
 def _utc(value: datetime | None) -> str | None:
-    return value.replace(tzinfo=None).isoformat(timespec="seconds") + "Z" if value else None
+    return format_time(value) if value else None
 
 
 def schedule_view(schedule: Schedule) -> dict[str, Any]:

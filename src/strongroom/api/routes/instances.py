@@ -17,6 +17,26 @@ from strongroom.services.container import Services
 from strongroom.services.pitr_policy import PitrService
 
 router = APIRouter(prefix="/v1.0/{project_id}")
+PITR_VIEW: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "restorable_window": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"from": {"type": "string"}, "to": {"type": "string"}},
+            },
+        },
+        "pitr": {
+            "type": "object",
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "last_archived_at": {"type": ["string", "null"]},
+                "lag_seconds": {"type": ["number", "null"]},
+            },
+        },
+    },
+}
 
 
 @router.post(
@@ -70,7 +90,7 @@ async def delete_instance(
 @router.put(
     "/instances/{instance_id}/pitr",
     summary="Turn point-in-time archiving of an instance on or off",
-    **operation(200, None),
+    **operation(200, PITR_VIEW, body={"type": "object"}),
 )
 async def update_pitr(
     project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
@@ -84,7 +104,7 @@ async def update_pitr(
 @router.get(
     "/instances/{instance_id}/pitr",
     summary="Show an instance's point-in-time archiving and restorable window",
-    **operation(200, None),
+    **operation(200, PITR_VIEW),
 )
 async def show_pitr(
     project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
