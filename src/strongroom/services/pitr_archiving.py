@@ -12,7 +12,7 @@ import threading
 from dataclasses import replace
 
 from strongroom.domain.pitr import PitrPolicy, WalBatch
-from strongroom.domain.ports import Clock, UnitOfWorkFactory
+from strongroom.domain.ports import BackupQuery, Clock, UnitOfWorkFactory
 from strongroom.engines.base import PointInTimeEngine
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.secrets_box import SecretBox
@@ -70,6 +70,7 @@ class PitrArchiver:
             return 0
         if instance.status.value not in ("ACTIVE", "BACKUP") or instance.task:
             return 0
+        self.prune(policy.instance_id, keep_newest=policy.enabled)
         version = self._catalog.version_by_id(instance.datastore_version_id)
         engine = self._catalog.engine_for(version)
         if not isinstance(engine, PointInTimeEngine):
@@ -126,6 +127,31 @@ class PitrArchiver:
                 uow.pitr.save_policy(current)
             uow.commit()
         return 1
+
+    def prune(self, instance_id: str, *, keep_newest: bool = True) -> int:
+        """Retention: keep the archive back to the oldest backup the instance still has
+        (schedules' retention decides which those are), no further. While archiving is on
+        the newest batch stays, so the next one knows where its run's coverage begins;
+        once it is off and no backup is left, the whole archive goes."""
+        with self._uow() as uow:
+            batches = uow.pitr.batches(instance_id)
+            backups = uow.backups.query(BackupQuery(instance_id=instance_id))
+        if not batches:
+            return 0
+        oldest = min((b.created for b in backups), default=None)
+        newest = max(batches, key=lambda b: (b.start, b.created))
+        stale = [
+            b
+            for b in batches
+            if not (keep_newest and b is newest) and (oldest is None or b.archived_through < oldest)
+        ]
+        for batch in stale:
+            # The row goes first: a batch the catalog lists always has its objects.
+            with self._uow(write=True) as uow:
+                uow.pitr.remove_batches([batch.id])
+                uow.commit()
+            self._archive.remove(batch.store_name, batch.container, instance_id, batch.id)
+        return len(stale)
 
     def _save(self, policy: PitrPolicy) -> None:
         with self._uow(write=True) as uow:

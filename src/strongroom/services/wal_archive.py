@@ -104,6 +104,13 @@ class WalArchive:
             archived.archived_through,
         )
 
+    def remove(self, store_name: str, container: str, instance_id: str, batch_id: str) -> None:
+        """Delete a batch's objects (none is fine)."""
+        store = self.transfer.stores.backend(store_name)
+        manifest = object_layout.archive_manifest_key(container, instance_id, batch_id)
+        for key in store.list(manifest.rsplit("/", 1)[0] + "/"):
+            store.delete(key)
+
     def open_batches(self, batches: Sequence[StoredBatch]) -> list[RestoreInput]:
         """Each batch's verified manifest, checked to be this project's and instance's;
         its chunks are fetched and verified as the engine reads them."""

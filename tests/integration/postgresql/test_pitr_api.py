@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fixtures.service import Caller, Harness, make_harness
+from fixtures.service import Caller, Harness, make_harness, wait_for
 from support.postgresql_service import (
     PG_MAJOR,
     connect,
@@ -29,6 +29,7 @@ pytestmark = [
     pytest.mark.skipif(PG_MAJOR is None, reason="PostgreSQL server tools not installed"),
 ]
 APP_PASSWORD = "app-" + secrets.token_hex(8)
+BACKUPS: dict[str, str] = {}  # backups the later tests delete
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +153,7 @@ def test_archive_window_and_restores_to_times(h: Harness, source: dict[str, Any]
     assert tick(h) == 1  # the slot is made and archiving begins
     params = source["params"]
     full = backup(h.a, source["id"], "base")
+    BACKUPS["base"] = full["id"]
     rows = [insert(params, n) for n in (1, 2)]
     assert tick(h) == 1
     rows += [insert(params, n) for n in (3, 4)]
@@ -168,7 +170,9 @@ def test_archive_window_and_restores_to_times(h: Harness, source: dict[str, Any]
     archived = [
         p for p in store_root.rglob("*") if p.is_file() and f"/{source['id']}/wal/" in str(p)
     ]
-    assert len(archived) >= 6  # three batches, each at least a chunk and a manifest
+    # Two batches (a chunk and a manifest each): the first, archived wholly before the
+    # backup began, is needed by no backup and retention removed it.
+    assert len(archived) == 4
 
     # From the instance: the newest backup before the time, then the archived WAL.
     assert restored_rows(
@@ -208,7 +212,7 @@ def test_a_pause_splits_the_window_and_a_time_in_it_is_refused(
     unarchived = insert(params, 5)
     assert put(h.a, path, {"pitr": {"enabled": True}}).status_code == 200
     assert tick(h) == 1  # a new run
-    backup(h.a, source["id"], "after-pause")
+    BACKUPS["after-pause"] = backup(h.a, source["id"], "after-pause")["id"]
     insert(params, 6)
     assert tick(h) == 1
     view = show(h.a, "instance", source["id"])
@@ -229,3 +233,35 @@ def test_a_pause_splits_the_window_and_a_time_in_it_is_refused(
     message = fault_message(r)
     assert "outside the restorable window" in message
     assert first["to"] in message and second["from"] in message
+
+
+def archive_objects(h: Harness, instance_id: str) -> list[Path]:
+    root = Path(h.settings.data_dir) / "objects"
+    return [p for p in root.rglob("*") if p.is_file() and f"/{instance_id}/wal/" in str(p)]
+
+
+def delete_backup(h: Harness, backup_id: str) -> None:
+    assert h.a.delete(f"/backups/{backup_id}").status_code == 202
+    wait_for(lambda: h.a.get(f"/backups/{backup_id}").status_code == 404, timeout=60)
+
+
+def test_retention_keeps_the_archive_back_to_the_oldest_backup(
+    h: Harness, source: dict[str, Any]
+) -> None:
+    path = f"/instances/{source['id']}/pitr"
+    before = show(h.a, "instance", source["id"])["restorable_window"]
+    assert len(before) == 2
+    objects = len(archive_objects(h, source["id"]))
+    delete_backup(h, BACKUPS["base"])
+    assert tick(h) == 1
+    after = show(h.a, "instance", source["id"])["restorable_window"]
+    assert after == [dict(before[1], to=after[0]["to"])]
+    assert len(archive_objects(h, source["id"])) < objects
+    # Off, and the last backup gone: the whole archive goes, objects and rows.
+    assert put(h.a, path, {"pitr": {"enabled": False}}).status_code == 200
+    assert tick(h) == 0
+    assert archive_objects(h, source["id"]) != []  # a backup still needs it
+    delete_backup(h, BACKUPS["after-pause"])
+    assert tick(h) == 0
+    assert archive_objects(h, source["id"]) == []
+    assert h.a.get(path).json()["restorable_window"] == []
