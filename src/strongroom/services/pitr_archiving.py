@@ -66,7 +66,16 @@ class PitrArchiver:
         with self._uow() as uow:
             instance = uow.instances.find(policy.instance_id)
             sealed = uow.instances.sealed_connection(policy.instance_id)
-        if instance is None or sealed is None or instance.host != self._host:
+        if instance is None:
+            # The instance is gone (its server and slot with it); its backups may stay,
+            # and the archive with them until they go too.
+            self.prune(policy.instance_id, keep_newest=False)
+            with self._uow(write=True) as uow:
+                if not uow.pitr.batches(policy.instance_id):
+                    uow.pitr.remove_policy(policy.instance_id)
+                    uow.commit()
+            return 0
+        if sealed is None or instance.host != self._host:
             return 0
         if instance.status.value not in ("ACTIVE", "BACKUP") or instance.task:
             return 0

@@ -265,3 +265,17 @@ def test_retention_keeps_the_archive_back_to_the_oldest_backup(
     assert tick(h) == 0
     assert archive_objects(h, source["id"]) == []
     assert h.a.get(path).json()["restorable_window"] == []
+
+
+def test_a_deleted_instance_leaves_no_policy_behind(h: Harness, source: dict[str, Any]) -> None:
+    path = f"/instances/{source['id']}/pitr"
+    assert put(h.a, path, {"pitr": {"enabled": True}}).status_code == 200
+    assert tick(h) == 1
+    assert h.a.delete(f"/instances/{source['id']}").status_code == 202
+    wait_for(lambda: h.a.get(f"/instances/{source['id']}").status_code == 404, timeout=60)
+    assert h.a.get(path).status_code == 404
+    assert tick(h) == 0
+    with h.container.uow() as uow:
+        assert uow.pitr.policy(source["id"]) is None
+        assert uow.pitr.batches(source["id"]) == []
+    assert archive_objects(h, source["id"]) == []
