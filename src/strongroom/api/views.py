@@ -254,8 +254,7 @@ def pitr_view(status: PitrStatus) -> dict[str, Any]:
     """``restorable_window`` oldest first, its ends exact (see ``pitr.format_time``)."""
     return {
         "restorable_window": [
-            {"from": format_time(span.start), "to": format_time(span.end)}
-            for span in status.window
+            {"from": format_time(span.start), "to": format_time(span.end)} for span in status.window
         ],
         "pitr": {
             "enabled": status.enabled,
