@@ -31,7 +31,7 @@ from strongroom.services.transfer import Transfer
 from strongroom.services.wal_archive import WalArchive
 from strongroom.storage.local import LocalBackend
 from strongroom.storage.registry import StoreSet
-from support.postgresql import FileSink, cleanup_homes, connect
+from support.postgresql import FileSink, PlainServer, cleanup_homes, connect
 
 _probe = PostgresEngine()
 pytestmark = [
@@ -264,3 +264,60 @@ def test_archive_keys_cannot_be_steered() -> None:
             object_layout.archive_prefix("database-backups", bad)
         with pytest.raises(ValueError):
             object_layout.archive_manifest_key("database-backups", good, bad)
+
+
+def test_external_server_archives_through_its_replication_role(workdir: Path) -> None:
+    server = PlainServer(workdir / "external")
+    server.start()
+    engine = PostgresEngine(allowed_hosts=["127.0.0.1"], timeout=120)
+    try:
+        with server.admin() as c:
+            c.execute("CREATE ROLE backup_role LOGIN REPLICATION PASSWORD 'repl-pw'")
+            c.execute("CREATE DATABASE bench")
+        with server.admin("bench") as c:
+            c.execute("CREATE TABLE ticks (n int PRIMARY KEY)")
+        conn = engine.register_external(
+            {
+                "host": "127.0.0.1",
+                "port": server.port,
+                "user": "backup_role",
+                "password": "repl-pw",
+                "database": "bench",
+            },
+            project_id="p1",
+        )
+        position = engine.start_archiving(conn)
+        full_path = workdir / "ext-full.tar"
+        sink = FileSink(full_path)
+        try:
+            full = engine.backup(conn, sink, parent=None).metadata
+        finally:
+            sink.close()
+        brackets = []
+        with server.admin("bench") as c:
+            for n in (1, 2):
+                before = server_now(c)
+                c.execute("INSERT INTO ticks VALUES (%s)", (n,))
+                brackets.append((before, server_now(c)))
+                time.sleep(0.05)
+        result = batch(engine, conn, workdir / "ext-batch.wal", position)
+        target = brackets[0][1] + (brackets[1][0] - brackets[0][1]) / 2
+        with full_path.open("rb") as fh, (workdir / "ext-batch.wal").open("rb") as wal:
+            restored = engine.restore_instance(
+                workdir / "ext-restored",
+                [RestoreInput(full, fh)],
+                InstanceRequest("ext-restored"),
+                archive=[RestoreInput(result.metadata, wal)],
+                target_time=target,
+            )
+        try:
+            with connect(restored) as c:
+                assert [r[0] for r in c.execute("SELECT n FROM ticks ORDER BY n")] == [1]
+        finally:
+            engine.destroy_instance(workdir / "ext-restored", restored)
+        engine.stop_archiving(conn)
+        with server.admin() as c:
+            slots = [r[0] for r in c.execute("SELECT slot_name FROM pg_replication_slots")]
+        assert archiver.archive_slot(conn) not in slots
+    finally:
+        server.stop()
