@@ -130,6 +130,10 @@ def test_policy_is_the_projects_own_and_checked(h: Harness, source: dict[str, An
     assert h.b.get(path).status_code == 404
     assert put(h.b, path, {"pitr": {"enabled": True}}).status_code == 404
     assert h.a.get(f"/instances/{uuid.uuid4()}/pitr").status_code == 404
+    # A reader of the project may look, not change (as for other instance writes).
+    reader = Caller(h.client, h.a.project, h.token(h.a.project, "reader"))
+    assert reader.get(path).status_code == 200
+    assert put(reader, path, {"pitr": {"enabled": True}}).status_code == 403
     for bad in (
         {},
         {"pitr": {"enabled": "yes"}},
