@@ -98,6 +98,10 @@ def parse(key: str) -> BackupObject | None:
     return BackupObject(container, backup_id, kind)
 
 
+def is_service_id(text: str) -> bool:
+    return _is_backup_id(text)
+
+
 def _is_backup_id(text: str) -> bool:
     """Backup ids are UUIDs in their canonical lowercase form (as the service makes them)."""
     try:

@@ -146,6 +146,7 @@ class PitrArchiver:
             batches = uow.pitr.batches(instance_id)
             backups = uow.backups.query(BackupQuery(instance_id=instance_id))
         if not batches:
+            self._sweep(instance_id, [])
             return 0
         oldest = min((b.created for b in backups), default=None)
         newest = max(batches, key=lambda b: (b.start, b.created))
@@ -160,7 +161,23 @@ class PitrArchiver:
                 uow.pitr.remove_batches([batch.id])
                 uow.commit()
             self._archive.remove(batch.store_name, batch.container, instance_id, batch.id)
+        self._sweep(instance_id, [b for b in batches if b not in stale])
         return len(stale)
+
+    def _sweep(self, instance_id: str, kept: list[WalBatch]) -> None:
+        """Objects of batches the catalog does not list: a pass killed while writing, or
+        a removal that failed half-way. No batch of this instance is being written now
+        (one pass at a time, on the instance's host), so they are leftovers."""
+        with self._uow() as uow:
+            policy = uow.pitr.policy(instance_id)
+        places = {(b.store_name, b.container) for b in kept}
+        if policy is not None:
+            places.add((policy.store_name, policy.container))
+        known = {b.id for b in kept}
+        for store_name, container in places:
+            for batch_id in self._archive.stored_batch_ids(store_name, container, instance_id):
+                if batch_id not in known:
+                    self._archive.remove(store_name, container, instance_id, batch_id)
 
     def _save(self, policy: PitrPolicy) -> None:
         with self._uow(write=True) as uow:

@@ -111,6 +111,17 @@ class WalArchive:
         for key in store.list(manifest.rsplit("/", 1)[0] + "/"):
             store.delete(key)
 
+    def stored_batch_ids(self, store_name: str, container: str, instance_id: str) -> set[str]:
+        """The batch ids that have objects in the store (finished or not)."""
+        store = self.transfer.stores.backend(store_name)
+        prefix = object_layout.archive_prefix(container, instance_id)
+        ids = set()
+        for key in store.list(prefix):
+            batch_id = key[len(prefix) :].split("/", 1)[0]
+            if object_layout.is_service_id(batch_id):
+                ids.add(batch_id)
+        return ids
+
     def open_batches(self, batches: Sequence[StoredBatch]) -> list[RestoreInput]:
         """Each batch's verified manifest, checked to be this project's and instance's;
         its chunks are fetched and verified as the engine reads them."""
