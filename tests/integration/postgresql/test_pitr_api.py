@@ -210,6 +210,7 @@ def test_archive_window_and_restores_to_times(h: Harness, source: dict[str, Any]
         ({"backupRef": full["id"], "restoreTime": "yesterday"}, 400, "ISO 8601"),
         ({"instanceRef": source["id"], "restoreTime": "2026-12-06"}, 400, "ISO 8601"),
         ({"instanceRef": source["id"]}, 400, ""),
+        ({"instanceRef": source["id"], "backupRef": full["id"], "restoreTime": early}, 400, ""),
     ):
         r = h.a.post("/instances", {"instance": dict(body, restorePoint=point)})
         assert r.status_code == status, r.text

@@ -114,7 +114,10 @@ INSTANCE_CREATE: dict[str, Any] = {
                     # A backup; or, to a time, a backup or the instance it came from.
                     "anyOf": [
                         {"required": ["backupRef"], "not": {"required": ["instanceRef"]}},
-                        {"required": ["instanceRef", "restoreTime"]},
+                        {
+                            "required": ["instanceRef", "restoreTime"],
+                            "not": {"required": ["backupRef"]},
+                        },
                     ],
                 },
                 "databases": {
