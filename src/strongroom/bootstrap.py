@@ -57,6 +57,8 @@ from strongroom.services.jobs import JobDispatcher
 from strongroom.services.leftovers import TemporaryObjectSweeper
 from strongroom.services.liveness import LivenessRules, Reaper
 from strongroom.services.observed_store import ObservedBackend
+from strongroom.services.pitr_archiving import PitrArchiver
+from strongroom.services.pitr_policy import PitrService
 from strongroom.services.quotas import QuotaService
 from strongroom.services.rules import Flavor, ServiceRules
 from strongroom.services.scheduler import Scheduler
@@ -67,6 +69,7 @@ from strongroom.services.telemetry import NO_TELEMETRY, Telemetry
 from strongroom.services.tokens import TokenService
 from strongroom.services.transfer import Transfer
 from strongroom.services.verification import VerificationService, Verifier
+from strongroom.services.wal_archive import WalArchive
 from strongroom.storage.base import StorageBackend
 from strongroom.storage.errors import StorageAuthError, StorageError
 from strongroom.storage.registry import StoreSet
@@ -93,11 +96,14 @@ class Container:
     statistics: SqlStatistics
     telemetry: Telemetry = NO_TELEMETRY
     scheduler: Scheduler | None = None
+    archiver: PitrArchiver | None = None
     metadata_engine: Engine | None = None  # its connections are closed with the container
 
     def close(self) -> None:
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self.archiver is not None:
+            self.archiver.stop()
         self.queue.shutdown()
         if self.services.health is not None:
             self.services.health.close()
@@ -386,6 +392,17 @@ def build(
         instances_dir=settings.data_dir / "instances",
         telemetry=telemetry,
     )
+    services = replace(
+        services,
+        pitr=PitrService(
+            uow=uow,
+            clock=clock,
+            authorizer=authorizer,
+            catalog=catalog,
+            stores=stores,
+            rules=rules,
+        ),
+    )
     temporaries = TemporaryObjectSweeper(uow=uow, stores=stores, rules=rules, clock=clock)
     reaper = Reaper(
         uow=uow,
@@ -416,6 +433,19 @@ def build(
         handlers.start_managed_instances()
     if container.scheduler is not None and run_scheduler:
         container.scheduler.start()
+    if role != "api":
+        # Archiving runs where the instances run, beside their jobs.
+        container.archiver = PitrArchiver(
+            uow=uow,
+            clock=clock,
+            catalog=catalog,
+            secrets=secrets,
+            archive=WalArchive(transfer),
+            host_id=settings.host_id,
+            interval=settings.pitr_interval_seconds,
+        )
+        if run_scheduler:
+            container.archiver.start()
     return container
 
 

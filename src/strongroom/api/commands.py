@@ -34,13 +34,16 @@ def create_instance(body: dict[str, Any]) -> CreateInstance:
     volume = body.get("volume")
     flavor_ref = body.get("flavorRef")
     host = body.get("host")
+    restore_point = body.get("restorePoint") or {}
     return CreateInstance(
         name=body["name"],
         datastore_type=datastore.get("type"),
         datastore_version=datastore.get("version"),
         flavor_ref=None if flavor_ref is None else str(flavor_ref),
         volume_size=int(volume["size"]) if volume else None,
-        backup_ref=(body.get("restorePoint") or {}).get("backupRef"),
+        backup_ref=restore_point.get("backupRef"),
+        instance_ref=restore_point.get("instanceRef"),
+        restore_time=restore_point.get("restoreTime"),
         databases=tuple(body.get("databases") or ()),
         users=tuple(body.get("users") or ()),
         external=body.get("external"),

@@ -22,6 +22,8 @@ from strongroom.domain.model import (
 from strongroom.domain.schedules import Schedule
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.instances import InstanceView
+from strongroom.services.pitr import format_time
+from strongroom.services.pitr_policy import PitrStatus
 from strongroom.services.rules import Flavor
 from strongroom.services.schedules import PruneResult
 
@@ -248,6 +250,8 @@ def instance_view(
     if i.public_connection is not None:
         body["connection"] = i.public_connection
         body.update(_address(i.public_connection.get("host")))
+    if view.pitr is not None:
+        body.update(pitr_view(view.pitr))
     body["last_restorable_backup_id"] = view.last_restorable_backup_id
     body["last_verified_restorable_at"] = timestamp(view.last_verified_restorable_at)
     if detail:
@@ -260,6 +264,24 @@ def instance_view(
         if i.fault:
             body["fault"] = {"message": i.fault, "created": timestamp(i.updated), "details": ""}
     return body
+
+
+def pitr_view(status: PitrStatus) -> dict[str, Any]:
+    """``restorable_window`` oldest first, its ends exact (see ``pitr.format_time``)."""
+    return {
+        "restorable_window": [
+            {"from": format_time(span.start), "to": format_time(span.end)} for span in status.window
+        ],
+        "pitr": {
+            "enabled": status.enabled,
+            "last_archived_at": _utc(status.last_archived_at),
+            "lag_seconds": status.lag_seconds,
+        },
+    }
+
+
+def _utc(value: datetime | None) -> str | None:
+    return format_time(value) if value else None
 
 
 def schedule_view(schedule: Schedule) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from strongroom.domain.model import (
     JobState,
     Verification,
 )
+from strongroom.domain.pitr import PitrPolicy, WalBatch
 from strongroom.domain.schedules import RunStatus, Schedule
 
 
@@ -160,6 +161,16 @@ class ScheduleRepository(Protocol):
     def list(self, project_id: str | None, instance_id: str | None) -> list[Schedule]: ...
 
 
+class PitrRepository(Protocol):
+    def policy(self, instance_id: str) -> PitrPolicy | None: ...
+    def save_policy(self, policy: PitrPolicy) -> None: ...
+    def remove_policy(self, instance_id: str) -> None: ...
+    def policies(self) -> list[PitrPolicy]: ...
+    def add_batch(self, batch: WalBatch) -> None: ...
+    def batches(self, instance_id: str) -> list[WalBatch]: ...
+    def remove_batches(self, batch_ids: Sequence[str]) -> None: ...
+
+
 class UnitOfWork(Protocol):
     backups: BackupRepository
     copies: CopyRepository
@@ -171,6 +182,7 @@ class UnitOfWork(Protocol):
     jobs: JobRepository
     workers: WorkerRepository
     schedules: ScheduleRepository
+    pitr: PitrRepository
 
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(

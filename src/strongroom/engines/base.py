@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -184,6 +185,43 @@ class Engine(Protocol):
         """Raise ``IncompatibleBackupError`` if this engine cannot restore that backup
         (another major version, another page size, …)."""
         ...
+
+
+@dataclass(frozen=True)
+class ArchivedWal:
+    """One archived batch of a server's log: positions ``[start, stop)`` in the engine's
+    own terms, every commit up to ``archived_through`` (naive UTC), and ``metadata`` for
+    the batch's manifest (given back to the restore)."""
+
+    start: int
+    stop: int
+    archived_through: datetime
+    metadata: Metadata
+
+
+@runtime_checkable
+class PointInTimeEngine(Protocol):
+    """An engine that archives its servers' log continuously and restores to a time."""
+
+    def start_archiving(self, connection: Connection) -> int:
+        """Keep the log from now on; return the position archiving starts from."""
+        ...
+
+    def archive_batch(self, connection: Connection, sink: ByteSink, *, start: int) -> ArchivedWal:
+        """Stream the log from ``start`` to now into ``sink``; ``start`` is taken as stored."""
+        ...
+
+    def stop_archiving(self, connection: Connection) -> None: ...
+
+    def restore_instance(
+        self,
+        home: Path,
+        chain: Sequence[RestoreInput],
+        request: InstanceRequest,
+        *,
+        archive: Sequence[RestoreInput] = (),
+        target_time: datetime | None = None,
+    ) -> Connection: ...
 
 
 @dataclass(frozen=True)

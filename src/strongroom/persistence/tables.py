@@ -229,3 +229,37 @@ class BackupScheduleRow(Base):
     # {"storage_driver", "swift_container"}: where each backup of the schedule is copied.
     copy_to: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     copy_retention: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class PitrPolicyRow(Base):
+    """An instance's point-in-time archiving: on or off, where, and where to go on from."""
+
+    __tablename__ = "pitr_policies"
+
+    instance_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    store_name: Mapped[str] = mapped_column(String(64))
+    container: Mapped[str] = mapped_column(String(255))
+    next_start: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class WalBatchRow(Base):
+    """One archived log batch (its objects: ``<container>/<instance>/wal/<id>/``)."""
+
+    __tablename__ = "wal_batches"
+    __table_args__ = (Index("ix_wal_batches_instance_start", "instance_id", "start"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    instance_id: Mapped[str] = mapped_column(String(36))
+    store_name: Mapped[str] = mapped_column(String(64))
+    container: Mapped[str] = mapped_column(String(255))
+    start: Mapped[int] = mapped_column(BigInteger)
+    stop: Mapped[int] = mapped_column(BigInteger)
+    archived_from: Mapped[datetime] = mapped_column(Timestamp)
+    archived_through: Mapped[datetime] = mapped_column(Timestamp)
+    created: Mapped[datetime] = mapped_column(Timestamp)

@@ -14,6 +14,7 @@ from strongroom.domain.ports import (
     DatastoreRepository,
     InstanceRepository,
     JobRepository,
+    PitrRepository,
     QuotaRepository,
     ScheduleRepository,
     StrategyRepository,
@@ -21,6 +22,7 @@ from strongroom.domain.ports import (
     WorkerRepository,
 )
 from strongroom.persistence.copy_repository import SqlCopyRepository
+from strongroom.persistence.pitr_repository import SqlPitrRepository
 from strongroom.persistence.repositories import (
     SqlBackupRepository,
     SqlDatastoreRepository,
@@ -83,6 +85,7 @@ class SqlUnitOfWork:
         self.jobs: JobRepository = SqlJobRepository(self.session)
         self.workers: WorkerRepository = SqlWorkerRepository(self.session)
         self.schedules: ScheduleRepository = SqlScheduleRepository(self.session)
+        self.pitr: PitrRepository = SqlPitrRepository(self.session)
         return self
 
     def __exit__(

@@ -40,6 +40,9 @@ DEFAULT_RULES = [
     policy.RuleDefault("instance:show", ADMIN_OR_OWNER),
     policy.RuleDefault("instance:delete", ADMIN_OR_WRITER),
     policy.RuleDefault("instance:backups", ADMIN_OR_OWNER),
+    # Point-in-time archiving of an instance (this service's extension).
+    policy.RuleDefault("instance:pitr:show", ADMIN_OR_OWNER),
+    policy.RuleDefault("instance:pitr:update", ADMIN_OR_WRITER),
     policy.RuleDefault("quota:show", ADMIN_OR_OWNER),
     policy.RuleDefault("quota:update", "rule:admin"),
     policy.RuleDefault("datastore:index", ANYONE),

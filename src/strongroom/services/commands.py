@@ -40,11 +40,22 @@ class CreateInstance:
     flavor_ref: str | None = None
     volume_size: int | None = None
     backup_ref: str | None = None  # restorePoint.backupRef
+    instance_ref: str | None = None  # restorePoint.instanceRef (with restore_time)
+    restore_time: str | None = None  # restorePoint.restoreTime, as sent (ISO 8601)
     # Trove's own shapes, as the create-instance job's sealed payload keeps them.
     databases: tuple[Mapping[str, Any], ...] = ()
     users: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)  # passwords
     external: Mapping[str, Any] | None = field(default=None, repr=False)  # may hold one
     host: str | None = None  # extension: the worker host to place it on (admins)
+
+    def restore_point(self) -> dict[str, str]:
+        """The ``restorePoint`` as sent, without its absent keys."""
+        point = {
+            "backupRef": self.backup_ref,
+            "instanceRef": self.instance_ref,
+            "restoreTime": self.restore_time,
+        }
+        return {key: value for key, value in point.items() if value is not None}
 
     def engine_request(self) -> InstanceRequest:
         return instance_request(self.name, self.job_payload())

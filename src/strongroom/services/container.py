@@ -13,6 +13,7 @@ from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.drills import DrillService
 from strongroom.services.health import Health
 from strongroom.services.instances import InstanceService
+from strongroom.services.pitr_policy import PitrService
 from strongroom.services.quotas import QuotaService
 from strongroom.services.schedules import ScheduleService
 from strongroom.services.tokens import TokenService
@@ -48,3 +49,4 @@ class Services:
     accounts: AccountService | None = None
     quotas: QuotaService | None = None
     external_tokens: ExternalTokens | None = None  # Keystone, when [keystone] is enabled
+    pitr: PitrService | None = None

@@ -40,6 +40,7 @@ from strongroom.services.authorization import Authorizer
 from strongroom.services.commands import CreateInstance
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.jobs import JobDispatcher
+from strongroom.services.pitr_policy import PitrStatus, restore_base, status_of
 from strongroom.services.quotas import INSTANCES, project_limit
 from strongroom.services.rules import Flavor, ServiceRules
 from strongroom.services.secrets_box import SecretBox
@@ -60,6 +61,7 @@ class InstanceView:
     # The newest backup whose restore drill passed, and when that drill finished.
     last_restorable_backup_id: str | None = None
     last_verified_restorable_at: datetime | None = None
+    pitr: PitrStatus | None = None
 
 
 class InstanceService:
@@ -116,6 +118,7 @@ class InstanceService:
             running,
             restorable.id if restorable else None,
             restorable.drill.at if restorable and restorable.drill else None,
+            status_of(uow, instance, self._clock.now()),
         )
 
     @staticmethod
@@ -137,8 +140,10 @@ class InstanceService:
             self.flavor(flavor_ref)
         volume_size = self._volume_size(command.volume_size)
         external = command.external
+        restore_point = command.restore_point()
         backup_ref = command.backup_ref
-        if external is not None and backup_ref is not None:
+        to_time = command.restore_time is not None
+        if external is not None and restore_point:
             raise BadRequestError("An external instance cannot be restored from a backup.")
         if external is None:
             try:
@@ -163,6 +168,10 @@ class InstanceService:
             identity = sha256_hex(engine.external_identity(connection).encode())
 
         with self._uow(write=True) as uow:
+            restore_time: str | None = None
+            if to_time:
+                backup_ref, _source, when = restore_base(uow, ctx, restore_point)
+                restore_time = when.isoformat(timespec="microseconds")
             if backup_ref is not None:
                 self._check_restore_point(uow, ctx, backup_ref, volume_size, version)
             if identity is not None:
@@ -191,11 +200,14 @@ class InstanceService:
             uow.instances.add(instance, sealed_connection)
             job = None
             if external is None:
+                payload = command.job_payload()
+                if restore_time is not None:
+                    payload["restore_time"] = restore_time
                 job = self._jobs.record(
                     uow,
                     JobKind.CREATE_INSTANCE,
                     instance_id,
-                    {"sealed": self._secrets.seal(command.job_payload(), bound_to=instance_id)},
+                    {"sealed": self._secrets.seal(payload, bound_to=instance_id)},
                     route=instance.host,
                 )
             uow.commit()

@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from strongroom.services.instance_requests import instance_request
 from strongroom.services.secrets_box import SecretBox
 from strongroom.services.telemetry import NO_TELEMETRY, Telemetry
 from strongroom.services.transfer import Transfer
+from strongroom.services.wal_archive import WalArchive, batches_for
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +294,9 @@ class JobHandlers:
             engine = self._catalog.engine_for(version)
             if instance.restore_backup_id:
                 try:
-                    connection, note = self._restore(instance, engine, home, request)
+                    connection, note = self._restore(
+                        instance, engine, home, request, payload.get("restore_time")
+                    )
                 except Exception:
                     self._restore_finished(datastore, "failed", started)
                     raise
@@ -322,7 +326,12 @@ class JobHandlers:
             log.info("instance created", extra=about_instance(instance))
 
     def _restore(
-        self, instance: Instance, engine: Engine, home: Path, request: InstanceRequest
+        self,
+        instance: Instance,
+        engine: Engine,
+        home: Path,
+        request: InstanceRequest,
+        restore_time: str | None = None,
     ) -> tuple[dict[str, Any], str | None]:
         with self._uow() as uow:
             target = uow.backups.find(instance.restore_backup_id or "")
@@ -333,6 +342,22 @@ class JobHandlers:
             with self._uow() as uow:
                 return uow.backups.find(backup_id)
 
+        if restore_time is not None:
+            when = datetime.fromisoformat(restore_time)
+            with self._uow() as uow:
+                batches = uow.pitr.batches(target.instance_id or "")
+            archive = WalArchive(self._transfer)
+            # The archive is in the instance's own store: no fallback to a copy here.
+            connection = self._transfer.restore(
+                target=target,
+                find_backup=find,
+                engine=engine,
+                home=home,
+                request=request,
+                archive=lambda: archive.open_batches(batches_for(batches, target.created, when)),
+                target_time=when,
+            )
+            return connection, None
         if self._copies is None:
             connection = self._transfer.restore(
                 target=target, find_backup=find, engine=engine, home=home, request=request

@@ -3,8 +3,10 @@ nowhere else.
 
 A backup's objects are ``<container>/<backup uuid>/manifest.json`` and
 ``<container>/<backup uuid>/chunk-NNNNNNNN``; a store that writes through temporary objects
-may leave ``<container>/<backup uuid>/<TEMP_PREFIX>…`` behind. Any other key is not the
-service's, even in a container its backups use."""
+may leave ``<container>/<backup uuid>/<TEMP_PREFIX>…`` behind. An instance's archived log
+(point-in-time restore) is ``<container>/<instance uuid>/wal/<batch uuid>/`` with the same
+two kinds of object. Any other key is not the service's, even in a container its backups
+use."""
 
 from __future__ import annotations
 
@@ -46,6 +48,21 @@ def chunk_key(container: str, backup_id: str, index: int) -> str:
     return f"{container}/{backup_id}/chunk-{index:08d}"
 
 
+def archive_prefix(container: str, instance_id: str) -> str:
+    """An instance's archived log: ``<container>/<instance uuid>/wal/``. Both ids are the
+    service's own UUIDs; anything else is refused, so no request can steer the key."""
+    if not _is_backup_id(instance_id):
+        raise ValueError("an archive key needs an instance id the service made")
+    return f"{container}/{instance_id}/wal/"
+
+
+def archive_manifest_key(container: str, instance_id: str, batch_id: str) -> str:
+    """A batch's manifest; its chunks sit beside it (``chunk_key_beside``)."""
+    if not _is_backup_id(batch_id):
+        raise ValueError("an archive key needs a batch id the service made")
+    return f"{archive_prefix(container, instance_id)}{batch_id}/{MANIFEST_NAME}"
+
+
 def container_of(key: str) -> str:
     """The container of an object key."""
     return key.split("/", 1)[0]
@@ -79,6 +96,10 @@ def parse(key: str) -> BackupObject | None:
     else:
         return None
     return BackupObject(container, backup_id, kind)
+
+
+def is_service_id(text: str) -> bool:
+    return _is_backup_id(text)
 
 
 def _is_backup_id(text: str) -> bool:

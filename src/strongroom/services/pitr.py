@@ -72,7 +72,9 @@ def parse_restore_time(text: str) -> datetime:
 
 
 def format_time(when: datetime) -> str:
-    return when.replace(microsecond=0).isoformat() + "Z"
+    """UTC with ``Z``; fractions of a second only when there are some (a window's ends
+    are shown exactly, so a time copied from them is inside)."""
+    return when.isoformat() + "Z"
 
 
 def merge_archived(spans: Iterable[Span]) -> list[Span]:

@@ -9,10 +9,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from strongroom.domain.model import Backup
-from strongroom.engines.base import Connection, Engine, InstanceRequest, Metadata, RestoreInput
+from strongroom.engines.base import (
+    Connection,
+    Engine,
+    InstanceRequest,
+    Metadata,
+    PointInTimeEngine,
+    RestoreInput,
+)
 from strongroom.pipeline.errors import IntegrityError
 from strongroom.pipeline.reader import ChunkReader, OpenedManifest, open_manifest
 from strongroom.pipeline.writer import BackupWriter
@@ -277,6 +285,8 @@ class Transfer:
         engine: Engine,
         home: Path,
         request: InstanceRequest,
+        archive: Callable[[], list[RestoreInput]] | None = None,
+        target_time: datetime | None = None,
     ) -> Connection:
         """Restore ``target``'s chain into a new instance at ``home``. Every manifest is
         verified and checked against its row, and the engine accepts each link, before
@@ -285,7 +295,19 @@ class Transfer:
         for link in links:
             engine.check_restorable(link.opened.manifest.engine)
         home.mkdir(parents=True, exist_ok=True)
-        return dict(engine.restore_instance(home, self.restore_inputs(links), request))
+        if archive is None:
+            return dict(engine.restore_instance(home, self.restore_inputs(links), request))
+        if not isinstance(engine, PointInTimeEngine):
+            raise IntegrityError("this datastore cannot restore to a point in time")
+        return dict(
+            engine.restore_instance(
+                home,
+                self.restore_inputs(links),
+                request,
+                archive=archive(),
+                target_time=target_time,
+            )
+        )
 
     def restore_inputs(self, links: list[ChainLink]) -> list[RestoreInput]:
         return [

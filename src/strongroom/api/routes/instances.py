@@ -12,10 +12,32 @@ from strongroom.api.openapi import LIMIT, MARKER, operation
 from strongroom.api.rendering import JsonResponse
 from strongroom.api.schemas import requests as schemas
 from strongroom.api.schemas import responses as r
-from strongroom.api.views import flavor_view, instance_view
+from strongroom.api.views import flavor_view, instance_view, pitr_view
 from strongroom.domain.errors import ResourceNotFoundError
+from strongroom.services.container import Services
+from strongroom.services.pitr_policy import PitrService
 
 router = APIRouter(prefix="/v1.0/{project_id}")
+PITR_VIEW: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "restorable_window": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"from": {"type": "string"}, "to": {"type": "string"}},
+            },
+        },
+        "pitr": {
+            "type": "object",
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "last_archived_at": {"type": ["string", "null"]},
+                "lag_seconds": {"type": ["number", "null"]},
+            },
+        },
+    },
+}
 
 
 @router.post(
@@ -65,6 +87,38 @@ async def delete_instance(
 ) -> Response:
     await blocking(request, ctx, services.instances.delete, ctx, instance_id=instance_id)
     return Response(status_code=202, media_type="application/json")
+
+
+@router.put(
+    "/instances/{instance_id}/pitr",
+    summary="Turn point-in-time archiving of an instance on or off",
+    **operation(200, PITR_VIEW, body={"type": "object"}),
+)
+async def update_pitr(
+    project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
+) -> dict[str, Any]:
+    body = await json_body(request)
+    service = _pitr(services)
+    status = await blocking(request, ctx, service.update, ctx, instance_id=instance_id, body=body)
+    return pitr_view(status)
+
+
+@router.get(
+    "/instances/{instance_id}/pitr",
+    summary="Show an instance's point-in-time archiving and restorable window",
+    **operation(200, PITR_VIEW),
+)
+async def show_pitr(
+    project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
+) -> dict[str, Any]:
+    service = _pitr(services)
+    return pitr_view(await read(services, service.show, ctx, instance_id=instance_id))
+
+
+def _pitr(services: Services) -> PitrService:
+    if services.pitr is None:
+        raise ResourceNotFoundError("pitr")
+    return services.pitr
 
 
 @router.get("/flavors", summary="List flavors", **operation(200, r.FLAVOR_LIST))

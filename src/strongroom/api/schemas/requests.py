@@ -121,8 +121,19 @@ INSTANCE_CREATE: dict[str, Any] = {
                 },
                 "restorePoint": {
                     "type": "object",
-                    "required": ["backupRef"],
-                    "properties": {"backupRef": UUID},
+                    "properties": {
+                        "backupRef": UUID,
+                        "instanceRef": UUID,
+                        "restoreTime": {"type": "string", "maxLength": 64},
+                    },
+                    # A backup; or, to a time, a backup or the instance it came from.
+                    "anyOf": [
+                        {"required": ["backupRef"], "not": {"required": ["instanceRef"]}},
+                        {
+                            "required": ["instanceRef", "restoreTime"],
+                            "not": {"required": ["backupRef"]},
+                        },
+                    ],
                 },
                 "databases": {
                     "type": "array",

@@ -9,15 +9,17 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from strongroom.engines import beneath, process
 from strongroom.engines.allowlist import AllowList
 from strongroom.engines.base import (
+    ArchivedWal,
     BackupResult,
     ByteSink,
     Connection,
@@ -36,6 +38,7 @@ from strongroom.engines.errors import (
 from strongroom.engines.identity import InstanceIdentity
 from strongroom.engines.postgresql import (
     accounts,
+    archiver,
     checks,
     cluster,
     datadir,
@@ -53,6 +56,7 @@ from strongroom.engines.postgresql.streamio import StreamFormatError
 from strongroom.engines.postgresql.walstream import WalStreamError
 
 DATASTORE = "postgresql"
+_T = TypeVar("_T")
 
 
 class PostgresEngine:
@@ -266,6 +270,30 @@ class PostgresEngine:
             return None
         return int(row[0]) if row and row[0] is not None else None
 
+    # -- WAL archiving (point-in-time restore) --------------------------------------------
+    def start_archiving(self, connection: Connection) -> int:
+        return self._archive_call(archiver.start_archiving, connection)
+
+    def archive_batch(self, connection: Connection, sink: ByteSink, *, start: int) -> ArchivedWal:
+        return self._archive_call(
+            lambda c: archiver.archive_batch(c, sink, start=start, timeout=self.timeout).archived(),
+            connection,
+        )
+
+    def stop_archiving(self, connection: Connection) -> None:
+        self._archive_call(archiver.stop_archiving, connection)
+
+    def _archive_call(self, call: Callable[[Connection], _T], connection: Connection) -> _T:
+        password = connection.get("password")
+        try:
+            return call(connection)
+        except BackupError as exc:
+            raise BackupError(session.scrub(str(exc), password)) from exc
+        except psycopg.Error as exc:
+            raise BackupError(
+                f"WAL archiving failed: {session.scrub(session.pg_error(exc), password)}"
+            ) from exc
+
     # -- backup and restore --------------------------------------------------------------
     def backup(
         self, connection: Connection, sink: ByteSink, *, parent: Metadata | None
@@ -290,8 +318,16 @@ class PostgresEngine:
         methods.check_restorable(metadata, self.major)
 
     def restore_instance(
-        self, home: Path, chain: Sequence[RestoreInput], request: InstanceRequest
+        self,
+        home: Path,
+        chain: Sequence[RestoreInput],
+        request: InstanceRequest,
+        *,
+        archive: Sequence[RestoreInput] = (),
+        target_time: datetime | None = None,
     ) -> Connection:
+        """``archive``: archived WAL batches after the chain, replayed to ``target_time``
+        (naive UTC; ``None``: to their end)."""
         home = Path(home)
         names.check_request(request)
         links = methods.check_chain(chain, self.major)
@@ -302,7 +338,9 @@ class PostgresEngine:
         with _removed_on_failure(
             server, password, RestoreError, "restore failed", StreamFormatError, WalStreamError
         ):
-            return restore.restore(server, links, request, password, lay_out)
+            return restore.restore(
+                server, links, request, password, lay_out, archive=archive, target_time=target_time
+            )
 
 
 @contextlib.contextmanager

@@ -8,15 +8,16 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
 from strongroom.engines import process
-from strongroom.engines.base import Connection, InstanceRequest
+from strongroom.engines.base import Connection, InstanceRequest, RestoreInput
 from strongroom.engines.errors import RestoreError
-from strongroom.engines.postgresql import accounts, cluster, session, walstream
+from strongroom.engines.postgresql import accounts, recovery_target, session, walstream
 from strongroom.engines.postgresql.lsn import (
     format_lsn,
     is_segment_name,
@@ -24,7 +25,7 @@ from strongroom.engines.postgresql.lsn import (
     record_boundary,
     segment_number,
 )
-from strongroom.engines.postgresql.methods import Link
+from strongroom.engines.postgresql.methods import Link, PgMetadata
 from strongroom.engines.postgresql.server import INCLUDE_LINES, ManagedServer
 
 PROMOTION_POLL = 0.02  # seconds between checks; recovery of a restore ends in tens of ms
@@ -51,18 +52,25 @@ def restore(
     request: InstanceRequest,
     password: str,
     lay_out: LayOut,
+    *,
+    archive: Sequence[RestoreInput] = (),
+    target_time: datetime | None = None,
 ) -> Connection:
-    """A new server in ``server``'s home from ``chain``, laid out by the chain's method;
-    returns its connection (the superuser's password is ``password``)."""
+    """A new server in ``server``'s home from ``chain``, laid out by the chain's method,
+    then the archived WAL batches in ``archive`` replayed up to ``target_time``; returns
+    its connection (the superuser's password is ``password``)."""
     full = chain[0].meta
     server.prepare_home()
     data, run = server.data, server.run
     writer = lay_out(server, chain)
     timeline, segment_size = full.timeline, full.wal_segment_size
     end = parse_lsn(chain[-1].meta.stop_lsn)
+    consistent = end
+    if archive:
+        end = apply_archive(writer, archive, full, end)
     end_wal_at(data / "pg_wal", writer, end, segment_size)
     superuser = full.bootstrap_superuser or "postgres"
-    configure(server, superuser)
+    configure(server, superuser, target_time)
     server.chown_tree()
     port = server.start(None)
     connection: Connection = {
@@ -80,7 +88,8 @@ def restore(
         "databases": [],
     }
     wait_promoted(connection, server)
-    check_recovery_end(server, timeline, end, segment_size)
+    # To a time, recovery stops before the end of the archive, never before the backup.
+    check_recovery_end(server, timeline, end if target_time is None else consistent, segment_size)
     # Until the superuser has a new password, the peer map lets only this process in.
     with session.connect(connection, require_auth=PEER) as conn:
         dbs = [
@@ -128,7 +137,41 @@ def end_wal_at(wal_dir: Path, writer: walstream.SegmentWriter, end: int, segment
             entry.unlink()
 
 
-def configure(server: ManagedServer, superuser: str) -> None:
+def apply_archive(
+    writer: walstream.SegmentWriter,
+    archive: Sequence[RestoreInput],
+    full: PgMetadata,
+    end: int,
+) -> int:
+    """Lay the archived batches after the backup's end into ``pg_wal``; they must join
+    it and each other with no hole. Returns the end of the archived WAL."""
+    position = end
+    for batch in archive:
+        header = walstream.read_header(batch.stream)
+        for key, value in (
+            ("system_identifier", full.system_identifier),
+            ("timeline", full.timeline),
+        ):
+            if str(header.get(key)) != str(value):
+                raise RestoreError(f"the archived WAL belongs to another server ({key})")
+        if int(header["segment_size"]) != full.wal_segment_size:
+            raise RestoreError("the archived WAL has another segment size")
+        start, stop = int(header["start"]), int(header["stop"])
+        if (start, stop) != (
+            parse_lsn(batch.metadata["start_lsn"]),
+            parse_lsn(batch.metadata["stop_lsn"]),
+        ):
+            raise RestoreError("an archived WAL batch does not match its manifest")
+        if start > position:
+            raise RestoreError(
+                f"the archived WAL has a gap from {format_lsn(position)} to {format_lsn(start)}"
+            )
+        walstream.apply_wal_stream(batch.stream, header, writer)
+        position = max(position, stop)
+    return position
+
+
+def configure(server: ManagedServer, superuser: str, target_time: datetime | None = None) -> None:
     data = server.data
     for name in (
         "postmaster.pid",
@@ -160,18 +203,8 @@ def configure(server: ManagedServer, superuser: str) -> None:
     )
     server.write_base_conf(extra, restoring_as=superuser)
     # Archive recovery from pg_wal only (restore_command finds nothing), to the end
-    # of the WAL laid out above, then promotion onto a new timeline.
-    server.write_file(
-        "strongroom-recovery.conf",
-        cluster.render_conf(
-            {
-                "restore_command": "false",
-                "recovery_target_timeline": "current",
-                "hot_standby": "off",
-                "archive_mode": "off",
-            }
-        ),
-    )
+    # of the WAL laid out above or to the target time, then promotion onto a new timeline.
+    server.write_file("strongroom-recovery.conf", recovery_target.render(target_time))
     server.write_file("recovery.signal", "")
 
 

@@ -1,0 +1,193 @@
+"""Point-in-time restore at the API: an instance's archiving policy (``PUT``/``GET
+/instances/{id}/pitr``), its restorable window and archiving status for the instance
+view, and the check of a ``restorePoint`` with a ``restoreTime``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from strongroom.domain.errors import BadRequestError, ResourceNotFoundError
+from strongroom.domain.model import BackupState, Instance, RequestContext
+from strongroom.domain.pitr import PitrPolicy, WalBatch
+from strongroom.domain.ports import BackupQuery, Clock, UnitOfWork, UnitOfWorkFactory
+from strongroom.services import pitr
+from strongroom.services.authorization import Authorizer
+from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.rules import ServiceRules
+from strongroom.services.stores import StoreCatalog
+
+ARCHIVING_DATASTORES = ("postgresql",)
+
+
+@dataclass(frozen=True)
+class PitrStatus:
+    """What the instance view shows: the policy, the window and how far behind."""
+
+    enabled: bool
+    last_archived_at: datetime | None
+    lag_seconds: float | None
+    window: tuple[pitr.Span, ...]
+    storage_driver: str | None = None
+
+
+def archived_runs(batches: Sequence[WalBatch]) -> list[pitr.Span]:
+    """Batches that join (each starts where the previous stopped) form one run; a hole
+    (a lost slot, archiving stopped) starts another."""
+    runs: list[pitr.Span] = []
+    previous: WalBatch | None = None
+    for batch in sorted(batches, key=lambda b: (b.start, b.created)):
+        if previous is not None and batch.start == previous.stop:
+            runs[-1] = pitr.Span(runs[-1].start, batch.archived_through)
+        else:
+            runs.append(pitr.Span(batch.archived_from, batch.archived_through))
+        previous = batch
+    return runs
+
+
+def window_of(
+    uow: UnitOfWork, instance: Instance
+) -> tuple[list[pitr.Span], list[pitr.BackupPoint]]:
+    runs = archived_runs(uow.pitr.batches(instance.id))
+    backups = uow.backups.query(
+        BackupQuery(instance_id=instance.id, states=(BackupState.COMPLETED,))
+    )
+    # A backup restores to a time only if archiving had begun when it started (its WAL
+    # joins the archive) and it finished inside the same run.
+    points = [
+        pitr.BackupPoint(b.id, b.updated)
+        for b in backups
+        if any(r.start <= b.created and b.updated <= r.end for r in runs)
+    ]
+    return pitr.restorable_window(points, runs), points
+
+
+def status_of(uow: UnitOfWork, instance: Instance, now: datetime) -> PitrStatus:
+    policy = uow.pitr.policy(instance.id)
+    window, _ = window_of(uow, instance)
+    batches = uow.pitr.batches(instance.id)
+    last = max((b.archived_through for b in batches), default=None)
+    enabled = bool(policy and policy.enabled)
+    lag = (now - last).total_seconds() if enabled and last else None
+    return PitrStatus(
+        enabled,
+        last,
+        round(max(lag, 0.0), 3) if lag is not None else None,
+        tuple(window),
+        policy.store_name if policy else None,
+    )
+
+
+class PitrService:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        authorizer: Authorizer,
+        catalog: DatastoreCatalog,
+        stores: StoreCatalog,
+        rules: ServiceRules,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._authz = authorizer
+        self._catalog = catalog
+        self._stores = stores
+        self._rules = rules
+
+    @staticmethod
+    def _visible(uow: UnitOfWork, ctx: RequestContext, instance_id: str) -> Instance:
+        instance = uow.instances.find(instance_id)
+        if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
+            raise ResourceNotFoundError(instance_id)
+        return instance
+
+    def show(self, ctx: RequestContext, *, instance_id: str) -> PitrStatus:
+        with self._uow() as uow:
+            instance = self._visible(uow, ctx, instance_id)
+            self._authz.enforce(ctx, "instance:pitr:show", instance.project_id)
+            return self.status(uow, instance)
+
+    def update(self, ctx: RequestContext, *, instance_id: str, body: Any) -> PitrStatus:
+        request = body.get("pitr") if isinstance(body, dict) else None
+        if not isinstance(request, dict) or set(request) - {"enabled", "storage_driver"}:
+            raise BadRequestError(
+                'The request body must be {"pitr": {"enabled": true|false, '
+                '"storage_driver": "<store>"}}.'
+            )
+        enabled = request.get("enabled")
+        if not isinstance(enabled, bool):
+            raise BadRequestError("pitr.enabled must be true or false.")
+        with self._uow(write=True) as uow:
+            instance = self._visible(uow, ctx, instance_id)
+            self._authz.enforce(ctx, "instance:pitr:update", instance.project_id)
+            version = self._catalog.find_version(instance.datastore_version_id)
+            datastore = version.datastore_name if version else "unknown"
+            if enabled and datastore not in ARCHIVING_DATASTORES:
+                raise BadRequestError(
+                    f"Point-in-time archiving is not available for datastore {datastore}."
+                )
+            if instance.task == "DELETING":
+                raise ResourceNotFoundError(instance_id)
+            policy = uow.pitr.policy(instance.id)
+            now = self._clock.now()
+            if policy is None:
+                if not enabled:
+                    return self.status(uow, instance)
+                store_name = self._stores.resolve_name(request.get("storage_driver"))
+                policy = PitrPolicy(
+                    instance.id,
+                    instance.project_id,
+                    True,
+                    store_name,
+                    self._rules.default_container,
+                    now,
+                )
+            else:
+                if "storage_driver" in request and enabled:
+                    store_name = self._stores.resolve_name(request.get("storage_driver"))
+                    if store_name != policy.store_name and policy.next_start is not None:
+                        raise BadRequestError(
+                            "Archiving is running into another store; disable it first."
+                        )
+                    policy.store_name = store_name
+                policy.enabled = enabled
+                policy.updated = now
+            uow.pitr.save_policy(policy)
+            uow.commit()
+            return self.status(uow, instance)
+
+    def status(self, uow: UnitOfWork, instance: Instance) -> PitrStatus:
+        return status_of(uow, instance, self._clock.now())
+
+
+def restore_base(
+    uow: UnitOfWork, ctx: RequestContext, restore_point: dict[str, Any]
+) -> tuple[str, str, datetime]:
+    """``(backup id, source instance id, target time)`` of a ``restorePoint`` with a
+    ``restoreTime``: the named backup, or the newest one at or before the time in the
+    same unbroken run of the source instance's archive. 400 with the window's ranges for
+    a time it does not cover; 404 for what the project cannot see."""
+    when = pitr.parse_restore_time(restore_point.get("restoreTime"))  # type: ignore[arg-type]
+    backup_id = restore_point.get("backupRef")
+    if backup_id is not None:
+        backup = uow.backups.find(str(backup_id))
+        if backup is None or not (ctx.is_admin or backup.project_id == ctx.project_id):
+            raise ResourceNotFoundError(str(backup_id))
+        source_id = backup.instance_id or ""
+    else:
+        source_id = str(restore_point.get("instanceRef") or "")
+    source = uow.instances.find(source_id)
+    if source is None or not (ctx.is_admin or source.project_id == ctx.project_id):
+        raise ResourceNotFoundError(source_id)
+    window, points = window_of(uow, source)
+    if backup_id is not None:
+        point = next((p for p in points if p.backup_id == backup_id), None)
+        if point is None:
+            raise pitr.OutsideWindowError(when, window)
+        pitr.check_backup_reaches(point, when, window)
+        return str(backup_id), source.id, when
+    return pitr.base_backup_for(when, points, window).backup_id, source.id, when
