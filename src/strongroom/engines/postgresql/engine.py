@@ -272,27 +272,16 @@ class PostgresEngine:
 
     # -- WAL archiving (point-in-time restore) --------------------------------------------
     def start_archiving(self, connection: Connection) -> int:
-        return self._archive_call(archiver.start_archiving, connection)
+        return _archive_call(archiver.start_archiving, connection)
 
     def archive_batch(self, connection: Connection, sink: ByteSink, *, start: int) -> ArchivedWal:
-        return self._archive_call(
+        return _archive_call(
             lambda c: archiver.archive_batch(c, sink, start=start, timeout=self.timeout).archived(),
             connection,
         )
 
     def stop_archiving(self, connection: Connection) -> None:
-        self._archive_call(archiver.stop_archiving, connection)
-
-    def _archive_call(self, call: Callable[[Connection], _T], connection: Connection) -> _T:
-        password = connection.get("password")
-        try:
-            return call(connection)
-        except BackupError as exc:
-            raise BackupError(session.scrub(str(exc), password)) from exc
-        except psycopg.Error as exc:
-            raise BackupError(
-                f"WAL archiving failed: {session.scrub(session.pg_error(exc), password)}"
-            ) from exc
+        _archive_call(archiver.stop_archiving, connection)
 
     # -- backup and restore --------------------------------------------------------------
     def backup(
@@ -366,3 +355,16 @@ def _removed_on_failure(
     except BaseException:
         server.destroy(quietly=True)
         raise
+
+
+def _archive_call(call: Callable[[Connection], _T], connection: Connection) -> _T:
+    """``call`` with the password scrubbed from any failure it reports."""
+    password = connection.get("password")
+    try:
+        return call(connection)
+    except BackupError as exc:
+        raise BackupError(session.scrub(str(exc), password)) from exc
+    except psycopg.Error as exc:
+        raise BackupError(
+            f"WAL archiving failed: {session.scrub(session.pg_error(exc), password)}"
+        ) from exc
