@@ -32,6 +32,8 @@ WARM_UP_SECONDS = 3
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 SCALED_OUT_API_PROCESSES = 2
+SERVE_WORKERS = 2  # `serve --workers`, the embedded default in several processes
+API_ENDPOINTS = ("GET /backups?limit=20", "GET /backups/{id}", "GET /backups?instance_id=")
 
 
 @dataclass
@@ -246,9 +248,11 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
 def bench_api(
     count: int, seconds: int, concurrency: int, layout: str = "embedded", serve_workers: int = 1
 ) -> list[LatencyResult]:
-    data_dir = WORK / f"api-{layout}"
+    label = layout if serve_workers == 1 else f"{layout}, serve --workers {serve_workers}"
+    slug = layout if serve_workers == 1 else f"{layout}-w{serve_workers}"
+    data_dir = WORK / f"api-{slug}"
     shutil.rmtree(data_dir, ignore_errors=True)
-    (WORK / f"api-{layout}.log").unlink(missing_ok=True)
+    (WORK / f"api-{slug}.log").unlink(missing_ok=True)
     with _metadata_database(layout) as database_url:
         env = dict(
             os.environ, STRONGROOM_DATASTORES='["sqlite"]', STRONGROOM_DATA_DIR=str(data_dir)
@@ -266,14 +270,14 @@ def bench_api(
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         serve = [STRONGROOM, "serve", "--host", "127.0.0.1", "--port", str(port)]
-        seeder = _start(serve, env, f"api-{layout}.log")
+        seeder = _start(serve, env, f"api-{slug}.log")
         try:
-            _wait_until_serving(base, seeder, layout)
-            log(f"API ({layout}): creating {INSTANCES} SQLite instances")
+            _wait_until_serving(base, seeder, slug)
+            log(f"API ({label}): creating {INSTANCES} SQLite instances")
             instance_ids = create_instances(base, token)
         finally:
             _stop(seeder)
-        log(f"API ({layout}): inserting {count} backups in chains of {CHAIN}")
+        log(f"API ({label}): inserting {count} backups in chains of {CHAIN}")
         ids = populate(data_dir, count, database_url, instance_ids)
         if database_url is not None:
             env.update(
@@ -289,10 +293,10 @@ def bench_api(
         else:
             argv = [STRONGROOM, "api", "--port", str(port)]
             argv += ["--workers", str(SCALED_OUT_API_PROCESSES)]
-        server = _start(argv, env, f"api-{layout}.log")
+        server = _start(argv, env, f"api-{slug}.log")
         try:
-            _wait_until_serving(base, server, layout)
-            return _measure(base, token, ids, instance_ids, seconds, concurrency, layout)
+            _wait_until_serving(base, server, slug)
+            return _measure(base, token, ids, instance_ids, seconds, concurrency, label)
         finally:
             _stop(server)
 
@@ -319,7 +323,7 @@ def _measure(
     concurrency: int,
     layout: str,
 ) -> list[LatencyResult]:
-    work = WORK / f"api-{layout}-wrk"
+    work = WORK / f"api-{layout.replace(', serve --workers ', '-w')}-wrk"
     work.mkdir(exist_ok=True)
     script, token_file, ids_file = work / "get.lua", work / "token", work / "ids"
     script.write_text(WRK_SCRIPT)
