@@ -139,8 +139,16 @@ def test_two_processes_answer_and_jobs_and_schedules_run_once(tmp_path: Path) ->
     assert started == [str(server.process.pid)]
 
 
-def test_the_job_socket_is_the_owners_and_ignores_what_is_not_a_job(tmp_path: Path) -> None:
-    server = start_server(tmp_path / "data", "--workers", "2")
+def test_the_job_socket_is_the_owners_and_the_allow_list_holds_in_every_process(
+    tmp_path: Path,
+) -> None:
+    allowed = tmp_path / "allowed"
+    outside = tmp_path / "outside"
+    for directory in (allowed, outside):
+        directory.mkdir()
+        with sqlite3.connect(directory / "app.db") as db:
+            db.execute("create table t(x)")
+    server = start_server(tmp_path / "data", "--workers", "2", "--sqlite-root", str(allowed))
     try:
         path = server.data_dir / "jobs.sock"
         assert path.exists()
@@ -151,6 +159,33 @@ def test_the_job_socket_is_the_owners_and_ignores_what_is_not_a_job(tmp_path: Pa
         _wait(lambda: "not a job id" in server.log_path.read_text(), timeout=10)
         assert _get(server.url + "/").status_code == 200
         assert server.process.poll() is None
+
+        # `--sqlite-root` reaches the API processes: each of them registers a file under
+        # it and refuses one outside it.
+        headers = {"X-Auth-Token": server.token(PROJECT)}
+        apis = _api_processes(server)
+        for i in range(len(apis)):
+            for other in apis[:i] + apis[i + 1 :]:
+                os.kill(other, signal.SIGSTOP)
+            try:
+                for directory, status in ((outside, 403), (allowed, 200)):
+                    body = {
+                        "instance": {
+                            "name": f"ext{i}",
+                            "datastore": {"type": "sqlite"},
+                            "external": {"path": str(directory / "app.db")},
+                        }
+                    }
+                    r = httpx.post(
+                        server.endpoint(PROJECT) + "/instances",
+                        json=body,
+                        headers=headers,
+                        timeout=30,
+                    )
+                    assert r.status_code == status, r.text
+            finally:
+                for other in apis[:i] + apis[i + 1 :]:
+                    os.kill(other, signal.SIGCONT)
     finally:
         assert server.stop() == 0
     assert not (server.data_dir / "jobs.sock").exists()
