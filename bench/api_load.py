@@ -32,6 +32,8 @@ WARM_UP_SECONDS = 3
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 SCALED_OUT_API_PROCESSES = 2
+SERVE_WORKERS = 2  # `serve --workers`, the embedded default in several processes
+API_ENDPOINTS = ("GET /backups?limit=20", "GET /backups/{id}", "GET /backups?instance_id=")
 
 
 @dataclass
@@ -42,10 +44,57 @@ class LatencyResult:
     p99_ms: float
     rps: float
     socket_errors: int = 0  # connect, read, write errors and timeouts, as wrk counts them
+    host_cpu_busy: float = 0.0  # share of all the host's cores busy during the run (0-1)
 
 
-def populate(data_dir: Path, count: int, database_url: str | None = None) -> list[str]:
-    """Insert ``count`` COMPLETED backups through the persistence layer (one transaction)."""
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+INSTANCES = 20
+CHAIN = 7  # a full and six incrementals, as a weekly full with daily incrementals
+
+
+def create_instances(base: str, token: str, count: int = INSTANCES) -> list[str]:
+    """Real managed SQLite instances, created through the API as a tenant does; returns
+    their ids once every one is ACTIVE."""
+    headers = {"X-Auth-Token": token}
+    ids = []
+    with httpx.Client(base_url=f"{base}/v1.0/{PROJECT}", headers=headers, timeout=30) as api:
+        for i in range(count):
+            body = {
+                "instance": {
+                    "name": f"app-{i}",
+                    "flavorRef": "1",
+                    "volume": {"size": 1},
+                    "datastore": {"type": "sqlite", "version": "3"},
+                }
+            }
+            response = api.post("/instances", json=body)
+            response.raise_for_status()
+            ids.append(response.json()["instance"]["id"])
+        deadline = time.monotonic() + 120
+        for instance_id in ids:
+            while True:
+                status = api.get(f"/instances/{instance_id}").json()["instance"]["status"]
+                if status == "ACTIVE":
+                    break
+                if status == "ERROR" or time.monotonic() > deadline:
+                    raise RuntimeError(f"instance {instance_id} did not become ACTIVE: {status}")
+                time.sleep(0.05)
+    return ids
+
+
+def populate(
+    data_dir: Path, count: int, database_url: str | None = None, instance_ids: list[str] = ()
+) -> list[str]:
+    """Insert ``count`` COMPLETED backups through the persistence layer (one transaction):
+    chains of ``CHAIN`` (a full, then incrementals each the child of the one before) of the
+    given instances in turn, each with its instance's datastore version, as Trove's own
+    table holds them."""
     from strongroom.config import Settings
     from strongroom.domain.model import Backup, BackupState
     from strongroom.persistence import migrate
@@ -63,21 +112,33 @@ def populate(data_dir: Path, count: int, database_url: str | None = None) -> lis
     base = datetime(2024, 1, 1, tzinfo=UTC).replace(tzinfo=None)
     ids: list[str] = []
     with SqlUnitOfWork(sessions, write=True) as uow:
+        versions = {}
+        for instance_id in instance_ids:
+            instance = uow.instances.find(instance_id)
+            assert instance is not None, instance_id
+            versions[instance_id] = instance.datastore_version_id
+        parent: dict[str, str | None] = dict.fromkeys(instance_ids)
         for i in range(count):
             created = base + timedelta(minutes=i)
             backup_id = str(uuid.uuid4())
             ids.append(backup_id)
+            instance_id = instance_ids[(i // CHAIN) % len(instance_ids)] if instance_ids else None
+            parent_id = None
+            if instance_id is not None:
+                parent_id = parent[instance_id] if i % CHAIN else None
+                parent[instance_id] = backup_id
             uow.backups.add(
                 Backup(
                     id=backup_id,  # type: ignore[arg-type]
                     project_id=PROJECT,  # type: ignore[arg-type]
                     name=f"nightly-{i}",
                     description="benchmark row",
-                    instance_id=None,
-                    parent_id=None,
+                    instance_id=instance_id,  # type: ignore[arg-type]
+                    parent_id=parent_id,  # type: ignore[arg-type]
                     state=BackupState.COMPLETED,
                     created=created,
                     updated=created,
+                    datastore_version_id=versions.get(instance_id) if instance_id else None,
                     size_gb=0.01,
                     location_ref=f"file:///nonexistent/{backup_id}/manifest.json",
                     store_name="local",
@@ -121,7 +182,9 @@ def _wrk(
 ) -> LatencyResult:
     threads = min(2, connections)
     load = [f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    busy_before, total_before = _cpu_times()
     out = run(["wrk", *load, "-s", script, base, "--", *args]).stdout
+    busy_after, total_after = _cpu_times()
     failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if failed:
         raise RuntimeError(f"{name}: {failed.group(1)} requests were refused:\n{out}")
@@ -135,6 +198,7 @@ def _wrk(
         _latency_ms(out, "99"),
         float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         sum(int(n) for n in socket_errors.groups()) if socket_errors else 0,
+        (busy_after - busy_before) / max(1, total_after - total_before),
     )
 
 
@@ -164,51 +228,77 @@ def _metadata_database(layout: str) -> Iterator[str | None]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _start(argv: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=open(WORK / log_name, "ab"),
+        env=env,
+    )
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def bench_api(
-    count: int, seconds: int, concurrency: int, layout: str = "embedded"
+    count: int, seconds: int, concurrency: int, layout: str = "embedded", serve_workers: int = 1
 ) -> list[LatencyResult]:
-    data_dir = WORK / f"api-{layout}"
+    label = layout if serve_workers == 1 else f"{layout}, serve --workers {serve_workers}"
+    slug = layout if serve_workers == 1 else f"{layout}-w{serve_workers}"
+    data_dir = WORK / f"api-{slug}"
     shutil.rmtree(data_dir, ignore_errors=True)
+    (WORK / f"api-{slug}.log").unlink(missing_ok=True)
     with _metadata_database(layout) as database_url:
         env = dict(
             os.environ, STRONGROOM_DATASTORES='["sqlite"]', STRONGROOM_DATA_DIR=str(data_dir)
         )
         if database_url is not None:
-            env.update(
-                STRONGROOM_DATABASE_URL=database_url,
-                STRONGROOM_BROKER_URL=BROKER,
-                STRONGROOM_QUEUE_PREFIX="srbench" + uuid.uuid4().hex[:8],
-            )
+            env["STRONGROOM_DATABASE_URL"] = database_url
             run([STRONGROOM, "db", "upgrade"], env=env)
-        log(f"API ({layout}): inserting {count} backups")
-        ids = populate(data_dir, count, database_url)
         token = (
             run([STRONGROOM, "token", "create", "--project-id", PROJECT], env=env)
             .stdout.strip()
             .split()[-1]
         )
+        # The instances are made by the embedded service on the same metadata (its
+        # in-process workers create the SQLite files), which then stops.
         port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        serve = [STRONGROOM, "serve", "--host", "127.0.0.1", "--port", str(port)]
+        seeder = _start(serve, env, f"api-{slug}.log")
+        try:
+            _wait_until_serving(base, seeder, slug)
+            log(f"API ({label}): creating {INSTANCES} SQLite instances")
+            instance_ids = create_instances(base, token)
+        finally:
+            _stop(seeder)
+        log(f"API ({label}): inserting {count} backups in chains of {CHAIN}")
+        ids = populate(data_dir, count, database_url, instance_ids)
+        if database_url is not None:
+            env.update(
+                STRONGROOM_BROKER_URL=BROKER,
+                STRONGROOM_QUEUE_PREFIX="srbench" + uuid.uuid4().hex[:8],
+            )
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
         if layout == "embedded":
             argv = [STRONGROOM, "serve", "--host", "127.0.0.1", "--port", str(port)]
+            if serve_workers > 1:
+                argv += ["--workers", str(serve_workers)]
         else:
             argv = [STRONGROOM, "api", "--port", str(port)]
             argv += ["--workers", str(SCALED_OUT_API_PROCESSES)]
-        server = subprocess.Popen(
-            argv,
-            stdout=subprocess.DEVNULL,
-            stderr=open(WORK / f"api-{layout}.log", "wb"),  # noqa: SIM115
-            env=env,
-        )
+        server = _start(argv, env, f"api-{slug}.log")
         try:
-            base = f"http://127.0.0.1:{port}"
-            _wait_until_serving(base, server, layout)
-            return _measure(base, token, ids, seconds, concurrency, layout)
+            _wait_until_serving(base, server, slug)
+            return _measure(base, token, ids, instance_ids, seconds, concurrency, label)
         finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            _stop(server)
 
 
 def _wait_until_serving(base: str, server: subprocess.Popen[bytes], layout: str) -> None:
@@ -225,9 +315,15 @@ def _wait_until_serving(base: str, server: subprocess.Popen[bytes], layout: str)
 
 
 def _measure(
-    base: str, token: str, ids: list[str], seconds: int, concurrency: int, layout: str
+    base: str,
+    token: str,
+    ids: list[str],
+    instance_ids: list[str],
+    seconds: int,
+    concurrency: int,
+    layout: str,
 ) -> list[LatencyResult]:
-    work = WORK / f"api-{layout}-wrk"
+    work = WORK / f"api-{layout.replace(', serve --workers ', '-w')}-wrk"
     work.mkdir(exist_ok=True)
     script, token_file, ids_file = work / "get.lua", work / "token", work / "ids"
     script.write_text(WRK_SCRIPT)
@@ -238,6 +334,10 @@ def _measure(
     endpoints = [
         ("GET /backups?limit=20", [str(token_file), backups + "?limit=20"]),
         ("GET /backups/{id}", [str(token_file), backups + "/", str(ids_file)]),
+        (
+            "GET /backups?instance_id=",
+            [str(token_file), backups + f"?limit=20&instance_id={instance_ids[0]}"],
+        ),
     ]
     log(f"API ({layout}): {seconds} s per endpoint at {concurrency} concurrent clients, then 1")
     for _name, args in endpoints:  # warm-up: connections, caches, the first compilations

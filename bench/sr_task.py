@@ -42,6 +42,11 @@ PROJECT = "bench"
 CONTAINER = "database_backups"
 
 
+# Registration now names the project asking (allow-lists may be per project); the
+# benchmark's lists serve every project.
+BENCH_PROJECT = "benchproject"
+
+
 def _engine(name: str, work: Path) -> Engine:
     if name == "pg":
         return PostgresEngine(allowed_hosts=("127.0.0.1",), allowed_data_dirs=(work,))
@@ -123,7 +128,8 @@ def main(argv: list[str]) -> int:
     data_dir = args.work.resolve() / "strongroom"
 
     if args.command == "register":
-        connection = engine.register_external(json.loads(args.params.read_text()))
+        params = json.loads(args.params.read_text())
+        connection = engine.register_external(params, project_id=BENCH_PROJECT)
         _save(args.out, connection)
         return 0
     if args.command == "stop":

@@ -1,4 +1,5 @@
-"""The ASGI application of `strongroom api`, built once per API worker process."""
+"""The ASGI application of `strongroom api` and `strongroom serve --workers N`, built once
+per API process."""
 
 from __future__ import annotations
 
@@ -7,16 +8,25 @@ from fastapi import FastAPI
 from strongroom import logformat
 from strongroom.allocator import freeze_startup_objects
 from strongroom.api.app import create_app
-from strongroom.bootstrap import build, edge_settings
+from strongroom.bootstrap import Role, build, edge_settings
 from strongroom.config import Settings
 
 
 def create() -> FastAPI:
     """Factory for uvicorn's worker processes: settings come from the environment and the
     config file (`strongroom api` exports its command-line values before starting them)."""
+    return _create("api")
+
+
+def create_serving() -> FastAPI:
+    """Factory for the API processes of `strongroom serve --workers N`."""
+    return _create("serving")
+
+
+def _create(role: Role) -> FastAPI:
     logformat.configure()  # a worker process starts afresh: the service's log format again
     settings = Settings()
-    container = build(settings, role="api")
+    container = build(settings, role=role)
     app = create_app(container.services, edge_settings(settings))
     freeze_startup_objects()
     return app

@@ -26,6 +26,8 @@ from strongroom.engines.mariadb.users import MariaDbAccounts
 from strongroom.engines.postgresql.users import PostgresAccounts
 from strongroom.engines.registry import EngineSettings, build_engine_registry
 from strongroom.jobs.celery_queue import CeleryJobQueue, make_celery
+from strongroom.jobs.handoff import ENV as HANDOFF_ENV
+from strongroom.jobs.handoff import SOCKET_NAME, HandOffJobQueue
 from strongroom.jobs.inprocess import InProcessJobQueue
 from strongroom.observability.collector import MetadataCollector
 from strongroom.observability.listener import exposition_registry
@@ -225,7 +227,7 @@ def _restrict_metadata_file(settings: Settings) -> None:
                 path.chmod(0o600)
 
 
-Role = Literal["embedded", "api", "worker"]
+Role = Literal["embedded", "api", "worker", "serving"]
 
 
 def _metadata_sessions(settings: Settings, *, migrate_now: bool) -> sessionmaker[Session]:
@@ -267,7 +269,10 @@ def build(
     * ``embedded``: everything in this process (migrates, runs jobs in threads, recovers
       interrupted jobs on start);
     * ``api``: requests only; jobs go to the broker;
-    * ``worker``: runs this host's jobs from the broker (see ``run_worker``).
+    * ``worker``: runs this host's jobs from the broker (see ``run_worker``);
+    * ``serving``: an API process of `serve --workers N`: requests only, on the embedded
+      service's metadata; jobs are handed to the process that runs them (``jobs.handoff``),
+      which also runs the scheduler.
 
     The backup scheduler's loop runs in the embedded and api roles unless
     ``run_scheduler`` is false (tests then call ``container.scheduler.tick()`` with their
@@ -275,10 +280,10 @@ def build(
 
     ``telemetry`` defaults to Prometheus counters when the metrics listener is on
     (``metrics_port`` not 0); the listener itself is started by the command."""
-    if role != "embedded" and settings.broker_url is None:
+    if role in ("api", "worker") and settings.broker_url is None:
         raise StartupError("scaled-out roles need broker_url (e.g. amqp://user:pw@host:5672/vhost)")
     # The roles that run managed servers of the engines that run as their own OS users.
-    if role != "api" and {"postgresql", "mariadb"} & set(settings.datastores):
+    if role in ("embedded", "worker") and {"postgresql", "mariadb"} & set(settings.datastores):
         problem = data_dir_unreachable(settings.data_dir)
         if problem:  # SQLite instances and external servers still work: warn, start
             log.warning("%s", problem)
@@ -308,8 +313,9 @@ def build(
             enabled=tuple(settings.datastores),
         )
     )
-    catalog = DatastoreCatalog(uow, engines, reload_after=10.0 if role == "api" else None)
-    if role == "api":
+    requests_only = role in ("api", "serving")
+    catalog = DatastoreCatalog(uow, engines, reload_after=10.0 if requests_only else None)
+    if requests_only:
         catalog.load()
     else:
         catalog.refresh(exclusive=role == "embedded")
@@ -331,6 +337,9 @@ def build(
     queue: JobQueue
     if role == "embedded":
         queue = InProcessJobQueue(handlers.run, workers=settings.workers)
+    elif role == "serving":
+        handoff = os.environ.get(HANDOFF_ENV)
+        queue = HandOffJobQueue(Path(handoff) if handoff else settings.data_dir / SOCKET_NAME)
     else:
         assert settings.broker_url is not None
         celery_app = make_celery(
@@ -368,7 +377,7 @@ def build(
             secrets=secrets,
             # The work runs on the instance's server, through its socket on this host;
             # an API process of a scaled-out service holds no instance.
-            managers=_account_managers() if role == "embedded" else {},
+            managers=_account_managers() if role in ("embedded", "serving") else {},
         ),
         quotas=QuotaService(uow, rules, authorizer),
         external_tokens=KeystoneTokens(settings.keystone) if settings.keystone.enabled else None,
@@ -420,7 +429,7 @@ def build(
         services, handlers, queue, stores, settings, reaper, uow, statistics, telemetry
     )
     container.metadata_engine = sessions.kw.get("bind")
-    if role != "worker":
+    if role in ("embedded", "api"):
         container.scheduler = _scheduler(services, uow=uow, clock=clock, telemetry=telemetry)
     if role == "embedded":
         resubmit = handlers.recover()

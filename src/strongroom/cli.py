@@ -27,6 +27,10 @@ from strongroom.config import Settings
 from strongroom.offline import commands as offline_commands
 
 if TYPE_CHECKING:
+    import socket
+
+    from strongroom.api.edge import EdgeSettings
+    from strongroom.bootstrap import Container
     from strongroom.observability.listener import MetricsListener
     from strongroom.services.tokens import TokenService
 
@@ -175,10 +179,14 @@ def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
     edge = edge_settings(settings)
-    app = create_app(container.services, edge)
-    freeze_startup_objects()
+    workers = args.workers or 1
     try:
-        serve_app(app, listener=listener, edge=edge)
+        if workers > 1:
+            _serve_in_processes(settings, container, listener, workers, edge)
+        else:
+            app = create_app(container.services, edge)
+            freeze_startup_objects()
+            serve_app(app, listener=listener, edge=edge)
     finally:
         if metrics is not None:
             metrics.close()
@@ -211,6 +219,36 @@ def _cannot_start(exc: Exception, listener: socket.socket, metrics: MetricsListe
         metrics.close()
     print(f"strongroom: cannot start: {exc}", file=sys.stderr)
     return 2
+
+
+def _serve_in_processes(
+    settings: Settings,
+    container: Container,
+    listener: socket.socket,
+    workers: int,
+    edge: EdgeSettings,
+) -> None:
+    """`serve --workers N`: N API processes share the listening socket; this process runs
+    the jobs (its in-process pool), the scheduler and the recovery of interrupted jobs,
+    once, and receives the jobs the API processes submit (``jobs.handoff``)."""
+    import json
+
+    from strongroom.api.server import serve_workers
+    from strongroom.jobs.handoff import ENV, JobInbox, socket_path
+
+    inbox = JobInbox(socket_path(settings.data_dir), container.queue)
+    inbox.start()
+    _export(settings)
+    os.environ[ENV] = str(inbox.path)
+    os.environ["STRONGROOM_SQLITE_ROOTS"] = json.dumps(
+        [a.model_dump() for a in settings.sqlite_roots]
+    )
+    try:
+        serve_workers(
+            "strongroom.asgi:create_serving", listener=listener, workers=workers, edge=edge
+        )
+    finally:
+        inbox.close()
 
 
 def _export(settings: Settings) -> None:
@@ -469,6 +507,13 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         metavar="DIR",
         help="directory under which external SQLite files may be registered (repeatable)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="API processes (default 1: the API in this process); the jobs and the "
+        "scheduler stay in this process",
     )
     p.set_defaults(func=serve)
 

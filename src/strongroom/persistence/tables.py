@@ -35,8 +35,11 @@ SizeInGb = Float().with_variant(mysql.DOUBLE(), "mysql", "mariadb")
 
 class BackupRow(Base):
     __tablename__ = "backups"
-    # The list query's filter and order (read backwards): a page is never sorted.
-    __table_args__ = (Index("ix_backups_project_order", "project_id", "updated", "created", "id"),)
+    # The list query's filters and order (read backwards): a page is never sorted.
+    __table_args__ = (
+        Index("ix_backups_project_order", "project_id", "updated", "created", "id"),
+        Index("ix_backups_instance_order", "instance_id", "updated", "created", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     project_id: Mapped[str] = mapped_column(String(64), index=True)

@@ -10,6 +10,7 @@ tick; a run that cannot start records why and waits for its next tick."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -153,6 +154,8 @@ class Scheduler:
             return
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
+        # One line per start: with several serving processes, it says which one schedules.
+        log.info("backup scheduler started in process %d", os.getpid())
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):

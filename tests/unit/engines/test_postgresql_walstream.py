@@ -132,3 +132,4 @@ def test_end_at_zeroes_the_rest_of_the_segment(tmp_path: Path) -> None:
     writer.end_at(0x1000000 + 5000)
     content = (tmp_path / segment_name(1, 0x1000000, SEG)).read_bytes()
     assert content[:5000] == b"\x01" * 5000 and not content[5000:].strip(b"\0")
+    assert len(content) == SEG  # a whole segment, as recovery expects

@@ -304,12 +304,16 @@ class SegmentWriter:
         later segment, so recovery stops exactly there."""
         fd = self._open(lsn)
         try:
+            # Cut and re-extend rather than write zeros: the same bytes read back, and the
+            # fsync below no longer waits for up to a segment of zeros to reach the disk
+            # behind the restore's writeback (12 % of a restore's main thread at scale 10).
+            # The space stays allocated, as PostgreSQL's own zero-filled segments are.
             offset = lsn % self.segment_size
-            zeros = bytes(min(READ_SIZE, self.segment_size))
-            while offset < self.segment_size:
-                count = min(len(zeros), self.segment_size - offset)
-                os.pwrite(fd, zeros[:count], offset)
-                offset += count
+            os.ftruncate(fd, offset)
+            try:
+                os.posix_fallocate(fd, offset, self.segment_size - offset)
+            except OSError:  # a file system without it: zeros as a hole
+                os.ftruncate(fd, self.segment_size)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -1,0 +1,100 @@
+"""Jobs of `strongroom serve --workers N`: the API processes hand job ids to the one process
+that runs the jobs.
+
+The job row is committed before ``submit`` is called, so the hand-off carries only its id,
+as one datagram on a Unix socket in the data directory (mode 0600; the directory is the
+service's own). The receiving process runs the job from its row, as it would one it
+submitted itself: a datagram that names no job, or a finished one, changes nothing. A lost
+hand-off (the job process restarting) leaves the job QUEUED; it runs on the next start
+(``JobHandlers.recover``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+
+from strongroom.domain.model import JobId
+from strongroom.domain.ports import JobQueue
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "jobs.sock"
+ENV = "STRONGROOM_JOB_SOCKET"  # where the API processes find it
+_MAX_PATH = 107  # sun_path holds 108 bytes with its terminating zero
+
+
+def socket_path(data_dir: Path) -> Path:
+    """The socket in the data directory, or in a private temporary directory when that
+    path is too long for a Unix socket address."""
+    path = data_dir.absolute() / SOCKET_NAME
+    if len(os.fsencode(path)) <= _MAX_PATH:
+        return path
+    return Path(tempfile.mkdtemp(prefix="strongroom-")) / SOCKET_NAME
+
+
+class JobInbox:
+    """Receives job ids and submits them to ``queue`` (the in-process pool)."""
+
+    def __init__(self, path: Path, queue: JobQueue) -> None:
+        self.path = path
+        self._queue = queue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # left by a process that was killed
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        old_umask = os.umask(0o177)  # created 0600: only the service's user may send
+        try:
+            self._sock.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        self._thread = threading.Thread(target=self._receive, name="job-inbox", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(64)
+            except OSError:
+                return  # closed
+            if not data:
+                return
+            try:
+                job_id = str(uuid.UUID(data.decode("ascii")))
+            except (UnicodeDecodeError, ValueError):
+                log.warning("job hand-off ignored: not a job id")
+                continue
+            self._queue.submit(JobId(job_id), "local")
+
+    def close(self) -> None:
+        # A datagram to itself wakes the receiving thread; then the socket is closed.
+        with contextlib.suppress(OSError):
+            self._sock.sendto(b"", str(self.path))
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class HandOffJobQueue:
+    """The job queue of an API process of `serve --workers N`."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = str(path)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def submit(self, job_id: JobId, route: str = "local") -> None:
+        try:
+            self._sock.sendto(str(job_id).encode("ascii"), self._path)
+        except OSError as exc:  # the job stays QUEUED and runs when the service restarts
+            log.error("job %s not handed to the job process: %s", job_id, exc)
+
+    def shutdown(self) -> None:
+        self._sock.close()

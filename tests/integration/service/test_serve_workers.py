@@ -1,0 +1,191 @@
+"""`strongroom serve --workers 2`: two API processes answer on one port; the jobs their
+requests make run in the serving process, and the scheduler runs there only, once."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fixtures.live import LiveServer, start_server
+
+PROJECT = "workers"
+
+
+def _wait(what: Callable[[], Any], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = what()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s")
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the processes whose parent is ``pid``, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append((int(stat.parent.name), cmdline))
+    return found
+
+
+def _api_processes(server: LiveServer) -> list[int]:
+    def two() -> list[int]:
+        found = [pid for pid, cmd in _children(server.process.pid) if "spawn_main" in cmd]
+        return found if len(found) == 2 else []
+
+    result: list[int] = _wait(two)
+    return result
+
+
+def _answers_alone(server: LiveServer, others: list[int]) -> bool:
+    """A request on a new connection while every other API process is stopped: only the
+    one left running can accept it."""
+    for other in others:
+        os.kill(other, signal.SIGSTOP)
+    try:
+        # A new connection each time; the process may still be starting.
+        return bool(_wait(lambda: _get(server.url + "/").status_code == 200, timeout=30))
+    finally:
+        for other in others:
+            os.kill(other, signal.SIGCONT)
+
+
+def _get(url: str) -> httpx.Response:
+    try:
+        return httpx.get(url, timeout=2)
+    except httpx.TransportError:
+        return httpx.Response(599)
+
+
+def test_two_processes_answer_and_jobs_and_schedules_run_once(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data", "--workers", "2")
+    try:
+        apis = _api_processes(server)
+        for i in range(len(apis)):
+            assert _answers_alone(server, apis[:i] + apis[i + 1 :])
+
+        # Jobs: every request below lands on one of the API processes; the instance, the
+        # backup and the restore are made by the serving process's workers.
+        headers = {"X-Auth-Token": server.token(PROJECT)}
+        api = httpx.Client(base_url=server.endpoint(PROJECT), headers=headers, timeout=30)
+
+        def instance(instance_id: str) -> dict[str, Any] | None:
+            view: dict[str, Any] = api.get(f"/instances/{instance_id}").json()["instance"]
+            assert view["status"] != "ERROR", view
+            return view if view["status"] == "ACTIVE" else None
+
+        body = {"instance": {"name": "app", "datastore": {"type": "sqlite"}}}
+        created = api.post("/instances", json=body)
+        assert created.status_code == 200, created.text
+        source = _wait(lambda: instance(created.json()["instance"]["id"]))
+        with sqlite3.connect(source["connection"]["path"]) as db:
+            db.execute("create table t(id integer primary key, v text)")
+            db.executemany("insert into t values (?, ?)", [(i, f"v{i}") for i in range(300)])
+
+        schedule = {
+            "backup_schedule": {
+                "instance_id": source["id"],
+                "name": "often",
+                "cron": "* * * * * */2",
+                "retention": {"keep_last": 5},
+            }
+        }
+        made = api.post("/backup_schedules", json=schedule)
+        assert made.status_code == 200, made.text
+        schedule_id = made.json()["backup_schedule"]["id"]
+
+        def scheduled_backup() -> str | None:
+            backups = api.get("/backups", params={"instance_id": source["id"]}).json()
+            done = [
+                b["id"]
+                for b in backups["backups"]
+                if b.get("schedule_id") == schedule_id and b["status"] == "COMPLETED"
+            ]
+            return done[0] if done else None
+
+        backup_id = _wait(scheduled_backup)
+        api.delete(f"/backup_schedules/{schedule_id}")
+        restore = {"instance": {"name": "back", "restorePoint": {"backupRef": backup_id}}}
+        created = api.post("/instances", json=restore)
+        assert created.status_code == 200, created.text
+        restored = _wait(lambda: instance(created.json()["instance"]["id"]))
+        query = "select id, v from t order by id"
+        with (
+            sqlite3.connect(source["connection"]["path"]) as src,
+            sqlite3.connect(restored["connection"]["path"]) as dst,
+        ):
+            rows = dst.execute(query).fetchall()
+            assert rows == src.execute(query).fetchall()
+            assert len(rows) == 300
+    finally:
+        server.stop()
+    started = re.findall(r"backup scheduler started in process (\d+)", server.log_path.read_text())
+    assert started == [str(server.process.pid)]
+
+
+def test_the_job_socket_is_the_owners_and_the_allow_list_holds_in_every_process(
+    tmp_path: Path,
+) -> None:
+    allowed = tmp_path / "allowed"
+    outside = tmp_path / "outside"
+    for directory in (allowed, outside):
+        directory.mkdir()
+        with sqlite3.connect(directory / "app.db") as db:
+            db.execute("create table t(x)")
+    server = start_server(tmp_path / "data", "--workers", "2", "--sqlite-root", str(allowed))
+    try:
+        path = server.data_dir / "jobs.sock"
+        assert path.exists()
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(b"../../etc/passwd", str(path))
+            s.sendto(b"00000000-0000-0000-0000-000000000000", str(path))  # no such job
+        _wait(lambda: "not a job id" in server.log_path.read_text(), timeout=10)
+        assert _get(server.url + "/").status_code == 200
+        assert server.process.poll() is None
+
+        # `--sqlite-root` reaches the API processes: each of them registers a file under
+        # it and refuses one outside it.
+        headers = {"X-Auth-Token": server.token(PROJECT)}
+        apis = _api_processes(server)
+        for i in range(len(apis)):
+            for other in apis[:i] + apis[i + 1 :]:
+                os.kill(other, signal.SIGSTOP)
+            try:
+                for directory, status in ((outside, 403), (allowed, 200)):
+                    body = {
+                        "instance": {
+                            "name": f"ext{i}",
+                            "datastore": {"type": "sqlite"},
+                            "external": {"path": str(directory / "app.db")},
+                        }
+                    }
+                    r = httpx.post(
+                        server.endpoint(PROJECT) + "/instances",
+                        json=body,
+                        headers=headers,
+                        timeout=30,
+                    )
+                    assert r.status_code == status, r.text
+            finally:
+                for other in apis[:i] + apis[i + 1 :]:
+                    os.kill(other, signal.SIGCONT)
+    finally:
+        assert server.stop() == 0
+    assert not (server.data_dir / "jobs.sock").exists()
