@@ -91,11 +91,14 @@ def _targets(
     uow: UnitOfWorkFactory, stores: StoreCatalog, settings: Settings, extra: list[str]
 ) -> dict[str, StoreToRotate]:
     """Every container of every store the metadata knows backups in (and the default
-    one, and ``extra``), with the containers of ``restore_from`` registrations; and the
-    manifest key of every backup the metadata records."""
+    one, and ``extra``), with the containers of ``restore_from`` registrations and of
+    point-in-time archives; and the manifest key of every backup and archived log batch
+    the metadata records."""
     with uow() as u:
         backups = u.backups.query(BackupQuery())
         backups += u.backups.in_states([BackupState.DELETING])
+        policies = u.pitr.policies()
+        batches = u.pitr.all_batches()
     found = containers_in_use(backups, stores.names(), settings.default_container)
     known: dict[str, set[str]] = {name: set() for name in found}
     for name in found:
@@ -109,8 +112,16 @@ def _targets(
             continue
         found.setdefault(name, set()).add(object_layout.container_of(key))
         known.setdefault(name, set()).add(key)
+    # Point-in-time archives: the policies' containers, and each recorded batch's manifest.
+    for policy in policies:
+        found.setdefault(policy.store_name, set()).add(policy.container)
+    for batch in batches:
+        found.setdefault(batch.store_name, set()).add(batch.container)
+        known.setdefault(batch.store_name, set()).add(
+            object_layout.archive_manifest_key(batch.container, batch.instance_id, batch.id)
+        )
     return {
-        name: StoreToRotate(stores.backend(name), sorted(containers), sorted(known[name]))
+        name: StoreToRotate(stores.backend(name), sorted(containers), sorted(known.get(name, ())))
         for name, containers in found.items()
     }
 

@@ -5,7 +5,10 @@ wrapped with the new one, and the manifest signed again with the same data key; 
 are not touched. A child records its parent manifest's SHA-256, so parents are rewritten
 first and each child records its parent's new digest; ``restore_from`` registrations'
 pinned digests and the values sealed with a key derived from the master key (instance
-connections, queued create-instance payloads) follow.
+connections, queued create-instance payloads) follow. Each archived log batch of
+point-in-time restore (``<container>/<instance>/wal/<batch>/manifest.json``) is rewritten
+the same way, as a manifest without a parent; the pitr tables hold nothing sealed or
+pinned, so only the instance connection the archiver uses changes on that side.
 
 Crash safety. The new key waits in ``master.key.new`` and the old one stays in
 ``master.key`` until the end. Before a manifest is replaced, a line ``{store, key, old,
@@ -212,19 +215,19 @@ def _rotate_container(
     # A listing may lag behind writes (Swift updates container listings asynchronously):
     # the manifests the metadata knows are rewritten even when the listing misses them.
     for key in sorted({*store.list(f"{container}/"), *known}):
-        parsed = object_layout.parse(key)
-        if parsed is None or parsed.kind is not object_layout.ObjectKind.MANIFEST:
+        sealed_as = _manifest_id(key)
+        if sealed_as is None:
             continue
         try:
             raw = store.get(key)
         except ObjectNotFoundError:
             continue  # a row whose manifest is gone: `strongroom check` reports it
-        keys[parsed.backup_id] = key
-        digests[parsed.backup_id] = sha256_hex(raw)
+        keys[sealed_as] = key
+        digests[sealed_as] = sha256_hex(raw)
         try:
-            parent_of[parsed.backup_id] = Manifest.from_bytes(raw).parent_id
+            parent_of[sealed_as] = Manifest.from_bytes(raw).parent_id
         except FormatError:
-            parent_of[parsed.backup_id] = None  # reported below
+            parent_of[sealed_as] = None  # reported below
     for backup_id in _parents_first(parent_of):
         key = keys[backup_id]
         raw = store.get(key)
@@ -279,6 +282,19 @@ def _rotate_container(
         digests[backup_id] = sha256_hex(blob)
         report.rewritten.append(where)
         say(f"rewrote {where}")
+
+
+def _manifest_id(key: str) -> str | None:
+    """The id a manifest key's manifest is sealed with: a backup's id, or an archived log
+    batch's (a batch has no parent; it is rewritten like a full backup). ``None`` for
+    any other key."""
+    backup = object_layout.parse(key)
+    if backup is not None:
+        return backup.backup_id if backup.kind is object_layout.ObjectKind.MANIFEST else None
+    batch = object_layout.parse_archive(key)
+    if batch is not None and batch.kind is object_layout.ObjectKind.MANIFEST:
+        return batch.batch_id
+    return None
 
 
 def _parents_first(parent_of: dict[str, str | None]) -> list[str]:

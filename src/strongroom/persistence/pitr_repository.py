@@ -66,7 +66,11 @@ class SqlPitrRepository:
             .where(WalBatchRow.instance_id == instance_id)
             .order_by(WalBatchRow.start, WalBatchRow.created)
         )
-        return [WalBatch(**{name: getattr(r, name) for name in _BATCH_FIELDS}) for r in rows]
+        return [_batch(r) for r in rows]
+
+    def all_batches(self) -> list[WalBatch]:
+        """Every instance's batches (a key rotation rewrites each one's manifest)."""
+        return [_batch(r) for r in self._s.scalars(select(WalBatchRow).order_by(WalBatchRow.id))]
 
     def remove_batches(self, batch_ids: Sequence[str]) -> None:
         if batch_ids:
@@ -75,3 +79,7 @@ class SqlPitrRepository:
 
 def _policy(row: PitrPolicyRow) -> PitrPolicy:
     return PitrPolicy(**{name: getattr(row, name) for name in _POLICY_FIELDS})
+
+
+def _batch(row: WalBatchRow) -> WalBatch:
+    return WalBatch(**{name: getattr(row, name) for name in _BATCH_FIELDS})

@@ -5,7 +5,8 @@ A backup's objects are ``<container>/<backup uuid>/manifest.json`` and
 ``<container>/<backup uuid>/chunk-NNNNNNNN``; a store that writes through temporary objects
 may leave ``<container>/<backup uuid>/<TEMP_PREFIX>…`` behind. An instance's archived log
 (point-in-time restore) is ``<container>/<instance uuid>/wal/<batch uuid>/`` with the same
-two kinds of object. Any other key is not the service's, even in a container its backups
+two kinds of object (``parse_archive`` reads those back; ``parse`` never takes them for a
+backup's). Any other key is not the service's, even in a container its backups
 use."""
 
 from __future__ import annotations
@@ -96,6 +97,32 @@ def parse(key: str) -> BackupObject | None:
     else:
         return None
     return BackupObject(container, backup_id, kind)
+
+
+@dataclass(frozen=True)
+class ArchiveObject:
+    """A key of an instance's archived log, read back: ``batch_id`` is the id its batch
+    manifest is sealed with (the manifest's ``backup_id``)."""
+
+    container: str
+    instance_id: str
+    batch_id: str
+    kind: ObjectKind
+
+
+def parse_archive(key: str) -> ArchiveObject | None:
+    """What ``key`` is in an instance's archive (``<container>/<instance uuid>/wal/<batch
+    uuid>/<name>``), or ``None`` when it is not an archive object."""
+    parts = key.split("/")
+    if len(parts) != 5 or parts[2] != "wal":
+        return None
+    container, instance_id, _wal, batch_id, name = parts
+    if not (_is_backup_id(instance_id) and _is_backup_id(batch_id)):
+        return None
+    inner = parse(f"{container}/{batch_id}/{name}")
+    if inner is None:
+        return None
+    return ArchiveObject(container, instance_id, batch_id, inner.kind)
 
 
 def is_service_id(text: str) -> bool:
