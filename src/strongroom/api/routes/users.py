@@ -12,13 +12,14 @@ from strongroom.api.deps import ContextDep, ServicesDep, blocking, int_param, js
 from strongroom.api.openapi import LIMIT, MARKER, operation
 from strongroom.api.schemas import accounts as schemas
 from strongroom.api.schemas.requests import validate
+from strongroom.services.account_relay import RelayedAccounts
 from strongroom.services.accounts import AccountService
 from strongroom.services.container import Services
 
 router = APIRouter(prefix="/v1.0/{project_id}/instances/{instance_id}/users")
 
 
-def accounts_of(services: Services) -> AccountService:
+def accounts_of(services: Services) -> AccountService | RelayedAccounts:
     if services.accounts is None:
         raise RuntimeError("user and database management is not configured")
     return services.accounts
