@@ -23,7 +23,7 @@ from strongroom.domain import errors
 from strongroom.domain.errors import DomainError, ResourceNotFoundError, ServiceUnavailableError
 from strongroom.domain.model import RequestContext
 from strongroom.domain.ports import UnitOfWorkFactory
-from strongroom.engines.base import AccountInfo, DatabaseSpec, UserSpec
+from strongroom.engines.base import AccountInfo, DatabaseSpec, UserChanges, UserSpec
 from strongroom.services.accounts import AccountService
 from strongroom.services.secrets_box import SecretBox
 
@@ -44,12 +44,15 @@ METHODS = frozenset(
         "list_databases",
         "create_databases",
         "delete_database",
+        "show_database",
         "enable_root",
         "root_enabled",
         "disable_root",
     }
 )
-_TYPES: dict[str, type[Any]] = {c.__name__: c for c in (AccountInfo, DatabaseSpec, UserSpec)}
+_TYPES: dict[str, type[Any]] = {
+    c.__name__: c for c in (AccountInfo, DatabaseSpec, UserChanges, UserSpec)
+}
 
 
 class AccountTransport(Protocol):

@@ -133,6 +133,27 @@ def test_users_databases_and_root_then_logins(layout: Layout, pg: dict[str, Any]
     assert psql(view, "clerk", new_password, "shop", "SELECT 1").returncode == 0
     assert psql(view, "clerk", password, "shop", "SELECT 1").returncode != 0
 
+    # Trove's update of one user: a new name keeps the password and the grants.
+    assert put(layout.a, f"{base}/users/clerk", {"user": {}}).status_code == 400
+    spare = {"users": [{"name": "spare", "password": password}]}
+    assert layout.a.post(f"{base}/users", spare).status_code == 202
+    taken = put(layout.a, f"{base}/users/clerk", {"user": {"name": "spare"}})
+    assert taken.status_code == 400 and "already exists" in taken.text
+    assert layout.a.delete(f"{base}/users/spare").status_code == 202
+    r = put(layout.a, f"{base}/users/clerk", {"user": {"name": "cashier"}})
+    assert r.status_code == 202, r.text
+    assert psql(view, "cashier", new_password, "shop", "SELECT count(*) FROM t").returncode == 0
+    assert "permission denied" in psql(view, "cashier", new_password, "other", "SELECT 1").stderr
+    assert psql(view, "clerk", new_password, "shop", "SELECT 1").returncode != 0
+    assert layout.a.get(f"{base}/users/clerk").status_code == 404
+    third = "third-" + password
+    r = put(layout.a, f"{base}/users/cashier", {"user": {"password": third}})
+    assert r.status_code == 202, r.text
+    assert psql(view, "cashier", third, "shop", "SELECT 1").returncode == 0
+    # Trove routes GET …/databases/{name} and answers that it is not implemented.
+    assert layout.a.get(f"{base}/databases/shop").status_code == 501
+    assert layout.b.get(f"{base}/databases/shop").status_code == 404
+
     root = layout.a.post(f"{base}/root")
     assert root.status_code == 200, root.text
     name, root_password = root.json()["user"]["name"], root.json()["user"]["password"]
@@ -140,14 +161,15 @@ def test_users_databases_and_root_then_logins(layout: Layout, pg: dict[str, Any]
     is_super = psql(view, name, root_password, "postgres", "SHOW is_superuser")
     assert is_super.stdout.strip() == "on", is_super.stderr
 
-    assert psql(view, "clerk", new_password, "shop", "DROP TABLE t").returncode == 0
-    assert layout.a.delete(f"{base}/users/clerk").status_code == 202
+    assert psql(view, "cashier", third, "shop", "DROP TABLE t").returncode == 0
+    assert layout.a.delete(f"{base}/users/cashier").status_code == 202
     assert layout.a.delete(f"{base}/databases/other").status_code == 202
     assert layout.a.get(f"{base}/databases").json() == {"databases": [{"name": "shop"}]}
     if layout.cluster is not None:  # the relayed passwords are in no process's log
         for proc in layout.cluster.procs.values():
             text = proc.log.read_text(errors="replace")
-            assert password not in text and root_password not in text, proc.name
+            for secret in (password, new_password, third, root_password):
+                assert secret not in text, proc.name
 
 
 def test_another_project_gets_404_and_sqlite_501(layout: Layout, pg: dict[str, Any]) -> None:

@@ -51,6 +51,30 @@ async def create_databases(
     return accepted()
 
 
+@router.get(
+    "/{database}",
+    summary="Show a database: Trove answers 501 (clients list the databases instead)",
+    **operation(200, None, 422, 501),
+)
+async def show_database(
+    project_id: str,
+    instance_id: str,
+    database: str,
+    request: Request,
+    ctx: ContextDep,
+    services: ServicesDep,
+) -> Response:
+    await blocking(
+        request,
+        ctx,
+        accounts_of(services).show_database,
+        ctx,
+        instance_id=instance_id,
+        name=database,
+    )
+    return accepted()  # not reached: the service answers 501
+
+
 @router.delete("/{database}", summary="Delete a database", **operation(202, None, 422, 501))
 async def delete_database(
     project_id: str,

@@ -13,7 +13,7 @@ from strongroom.api.openapi import LIMIT, MARKER, operation
 from strongroom.api.schemas import accounts as schemas
 from strongroom.api.schemas.requests import validate
 from strongroom.services.account_relay import RelayedAccounts
-from strongroom.services.accounts import AccountService
+from strongroom.services.accounts import AccountService, UserChanges
 from strongroom.services.container import Services
 
 router = APIRouter(prefix="/v1.0/{project_id}/instances/{instance_id}/users")
@@ -106,6 +106,39 @@ async def show_user(
         host=host,
     )
     return {"user": user_view(user)}
+
+
+@router.put(
+    "/{user_id}",
+    summary="Change a user's name, host or password",
+    **operation(202, None, 422, 501, body=schemas.USER_UPDATE),
+)
+async def update_user(
+    project_id: str,
+    instance_id: str,
+    user_id: str,
+    request: Request,
+    ctx: ContextDep,
+    services: ServicesDep,
+) -> Response:
+    body = await json_body(request)
+    validate(schemas.USER_UPDATE, body)
+    name, host = user_and_host(user_id)
+    attributes = body["user"]
+    changes = UserChanges(
+        attributes.get("name"), attributes.get("host"), attributes.get("password")
+    )
+    await blocking(
+        request,
+        ctx,
+        accounts_of(services).update_user,
+        ctx,
+        instance_id=instance_id,
+        name=name,
+        host=host,
+        changes=changes,
+    )
+    return accepted()
 
 
 @router.delete("/{user_id}", summary="Delete a user", **operation(202, None, 422, 501))
