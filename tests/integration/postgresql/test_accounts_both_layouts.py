@@ -1,17 +1,21 @@
 """Trove's user, database and root calls behave the same in the embedded service and in the
 scaled-out layout (API processes relay them to the worker of the instance's host): a user
-made through the API logs in with psql and reaches its database only; root enable gives a
-superuser; another project gets 404; a SQLite instance 501. Scaled out only: a host whose
-worker is gone answers 503 in bounded time, and no password reaches a log."""
+made through the API logs in with psql (or the mariadb client) and reaches its database
+only; root enable gives a superuser; another project gets 404; a SQLite instance 501.
+Scaled out only: a host whose worker is gone answers 503 in bounded time, and no password
+reaches a log."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +23,7 @@ import pytest
 
 from fixtures.cluster import Cluster, running_cluster
 from fixtures.service import PROJECT_A, PROJECT_B, Caller, make_harness
+from support.mariadb import remove_os_users_under, require_mariadb, stop_servers_under
 from support.postgresql_service import PG_MAJOR, reachable_dir, wait_status
 
 pytestmark = [
@@ -26,7 +31,7 @@ pytestmark = [
     pytest.mark.skipif(PG_MAJOR is None, reason="PostgreSQL server tools not installed"),
 ]
 
-SETTINGS = {"datastores": ["sqlite", "postgresql"], "postgresql_allowed_hosts": ["127.0.0.1"]}
+DATASTORES = ["sqlite", "postgresql", "mariadb"]
 
 
 @dataclass
@@ -39,23 +44,22 @@ class Layout:
 
 @pytest.fixture(scope="module", params=["embedded", "scaled-out"])
 def layout(request: pytest.FixtureRequest) -> Iterator[Layout]:
-    with reachable_dir("strongroom-accounts-") as base:
+    with reachable_dir("sra-") as base, mariadb_servers_stopped(base):
         if request.param == "embedded":
             (base / "service").mkdir(mode=0o711)
-            h = make_harness(base / "service", engine_timeout=120, **SETTINGS)
+            h = make_harness(base / "service", engine_timeout=120, datastores=DATASTORES)
             try:
                 yield Layout("embedded", h.a, h.b)
             finally:
                 h.container.close()
             return
         env = {
-            "STRONGROOM_DATASTORES": '["sqlite", "postgresql"]',
-            "STRONGROOM_POSTGRESQL_ALLOWED_HOSTS": '["127.0.0.1"]',
+            "STRONGROOM_DATASTORES": json.dumps(DATASTORES),
             "STRONGROOM_ACCOUNT_CALL_TIMEOUT": "5",
         }
-        (base / "cluster").mkdir()
+        (base / "c").mkdir()  # short: a server socket path has at most ~100 bytes
         with (
-            running_cluster(base / "cluster", extra_env=env) as c,
+            running_cluster(base / "c", extra_env=env) as c,
             httpx.Client(base_url=c.api_urls[0], timeout=60) as first,
             httpx.Client(base_url=c.api_urls[1], timeout=60) as second,
         ):
@@ -65,6 +69,15 @@ def layout(request: pytest.FixtureRequest) -> Iterator[Layout]:
                 Caller(second, PROJECT_B, c.token(PROJECT_B)),  # type: ignore[arg-type]
                 c,
             )
+
+
+@contextlib.contextmanager
+def mariadb_servers_stopped(base: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        stop_servers_under(base)
+        remove_os_users_under(base)
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +196,42 @@ def test_another_project_gets_404_and_sqlite_501(layout: Layout, pg: dict[str, A
     r = layout.a.get(f"/instances/{created['id']}/users")
     assert r.status_code == 501, r.text
     assert "not supported for the 'sqlite' datastore" in r.json()["notImplemented"]["message"]
+
+
+def mariadb(view: dict[str, Any], user: str, password: str, db: str, query: str) -> Any:
+    return subprocess.run(
+        [
+            *("mariadb", "--no-defaults", "--protocol=TCP", "-h", view["ip"][0]),
+            *("-P", str(view["connection"]["port"]), "-u", user, "-N", "-B", "-e", query, db),
+        ],
+        env={"PATH": os.environ["PATH"], "MYSQL_PWD": password},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_mariadb_user_logs_in_with_its_grants_then_root(layout: Layout) -> None:
+    require_mariadb()
+    created = layout.a.create_instance("mdb", datastore={"type": "mariadb"})
+    base = f"/instances/{created['id']}"
+    wait_status(lambda: layout.a.get(base).json()["instance"], "ACTIVE")
+    password = "pw-" + secrets.token_hex(8)
+    assert layout.a.post(f"{base}/databases", {"databases": [{"name": "shop"}]}).status_code == 202
+    users = [{"name": "clerk", "password": password, "databases": [{"name": "shop"}]}]
+    assert layout.a.post(f"{base}/users", {"users": users}).status_code == 202
+    view = layout.a.get(base).json()["instance"]
+    grants = mariadb(view, "clerk", password, "shop", "SHOW GRANTS FOR CURRENT_USER")
+    assert grants.returncode == 0, grants.stderr
+    lines = grants.stdout.strip().splitlines()
+    assert len(lines) == 2 and "GRANT USAGE ON *.*" in lines[0], lines
+    assert "GRANT ALL PRIVILEGES ON `shop`.* TO `clerk`@`%`" in lines[1], lines
+    assert mariadb(view, "clerk", password, "mysql", "SELECT 1").returncode != 0
+    root = layout.a.post(f"{base}/root").json()["user"]
+    everything = mariadb(view, "root", root["password"], "mysql", "SHOW GRANTS FOR CURRENT_USER")
+    assert "ALL PRIVILEGES ON *.* TO `root`@`%`" in everything.stdout, everything.stderr
+    assert layout.b.get(f"{base}/users").status_code == 404
+    assert layout.a.delete(base).status_code == 202
 
 
 def test_a_host_without_its_worker_answers_503(layout: Layout, pg: dict[str, Any]) -> None:
