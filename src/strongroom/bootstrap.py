@@ -25,7 +25,7 @@ from strongroom.engines.base import AccountManager
 from strongroom.engines.mariadb.users import MariaDbAccounts
 from strongroom.engines.postgresql.users import PostgresAccounts
 from strongroom.engines.registry import EngineSettings, build_engine_registry
-from strongroom.jobs.account_calls import BrokerAccountTransport
+from strongroom.jobs.account_calls import AccountCallConsumer, BrokerAccountTransport
 from strongroom.jobs.celery_queue import CeleryJobQueue, make_celery
 from strongroom.jobs.inprocess import InProcessJobQueue
 from strongroom.observability.collector import MetadataCollector
@@ -95,7 +95,7 @@ class Container:
     scheduler: Scheduler | None = None
     metadata_engine: Engine | None = None  # its connections are closed with the container
     # A worker answers the user, database and root calls API processes relay to it.
-    account_calls: AccountCallServer | None = None
+    account_calls: AccountCallConsumer | None = None
 
     def close(self) -> None:
         if self.scheduler is not None:
@@ -451,8 +451,13 @@ def build(
         services, handlers, queue, stores, settings, reaper, uow, statistics, telemetry
     )
     container.metadata_engine = sessions.kw.get("bind")
-    if role == "worker":
-        container.account_calls = AccountCallServer(local_accounts, calls_box)
+    if role == "worker" and settings.broker_url is not None:
+        container.account_calls = AccountCallConsumer(
+            settings.broker_url.get_secret_value(),
+            prefix=settings.queue_prefix,
+            host_id=settings.host_id,
+            handle=AccountCallServer(local_accounts, calls_box).handle,
+        )
     if role != "worker":
         container.scheduler = _scheduler(services, uow=uow, clock=clock, telemetry=telemetry)
     if role == "embedded":

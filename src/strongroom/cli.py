@@ -257,7 +257,6 @@ def worker(args: argparse.Namespace) -> int:
     metrics_address = _prepare_metrics(settings, "worker")
 
     from strongroom.bootstrap import StartupError, build, metrics_registry
-    from strongroom.jobs.account_calls import AccountCallConsumer
     from strongroom.jobs.celery_queue import CeleryJobQueue, run_worker
 
     metrics = _bind_metrics(metrics_address)
@@ -283,14 +282,8 @@ def worker(args: argparse.Namespace) -> int:
                 logging.getLogger("strongroom.worker").exception("reaper pass failed")
 
     threading.Thread(target=keep_alive, name="reaper", daemon=True).start()
-    calls = None
-    if container.account_calls is not None and settings.broker_url is not None:
-        calls = AccountCallConsumer(
-            settings.broker_url.get_secret_value(),
-            prefix=queue.prefix,
-            host_id=settings.host_id,
-            handle=container.account_calls.handle,
-        )
+    calls = container.account_calls
+    if calls is not None:
         calls.start()
     print(f"Strongroom worker for host {settings.host_id!r} started", flush=True)
     try:

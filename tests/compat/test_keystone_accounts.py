@@ -185,13 +185,35 @@ def test_users_databases_and_root_by_role_then_logins(osc: Osc) -> None:
     assert flags.stdout.strip() == "f|f"
     assert "permission denied" in psql(ip, port, "clerk", password, "other", "SELECT 1").stderr
 
+    # update-attributes: a new name and password, the grants kept.
+    renamed = "cashier"
+    password = "new-" + password
+    osc(
+        "user",
+        "update",
+        "attributes",
+        inst,
+        "clerk",
+        "--new_name",
+        renamed,
+        "--new_password",
+        password,
+        parse=False,
+    )
+    assert [u["Name"] for u in osc("user", "list", inst)] == [renamed]
+    moved = psql(ip, port, renamed, password, "shop", "SELECT count(*) FROM t")
+    assert moved.stdout.strip() == "0", moved.stderr
+
     root = osc("root", "enable", inst)
     is_super = psql(ip, port, root["name"], root["password"], "postgres", "SHOW is_superuser")
     assert is_super.stdout.strip() == "on", is_super.stderr
 
-    assert psql(ip, port, "clerk", password, "shop", "DROP TABLE t").returncode == 0
-    osc("user", "delete", inst, "clerk", parse=False)
+    assert psql(ip, port, renamed, password, "shop", "DROP TABLE t").returncode == 0
+    osc("user", "delete", inst, renamed, parse=False)
     assert osc("user", "list", inst) == []
+    # limit list: the ABSOLUTE entry with what is in use, then Trove's rate entries.
+    printed = osc("limit", "list", parse=False)
+    assert "instances_in_use" in printed and "MINUTE" in printed and "POST" in printed
 
 
 def _port_from(view: dict[str, Any]) -> int:
