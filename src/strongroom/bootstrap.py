@@ -25,6 +25,7 @@ from strongroom.engines.base import AccountManager
 from strongroom.engines.mariadb.users import MariaDbAccounts
 from strongroom.engines.postgresql.users import PostgresAccounts
 from strongroom.engines.registry import EngineSettings, build_engine_registry
+from strongroom.jobs.account_calls import AccountCallConsumer, BrokerAccountTransport
 from strongroom.jobs.celery_queue import CeleryJobQueue, make_celery
 from strongroom.jobs.handoff import ENV as HANDOFF_ENV
 from strongroom.jobs.handoff import SOCKET_NAME, HandOffJobQueue
@@ -41,6 +42,7 @@ from strongroom.persistence.unit_of_work import (
     unit_of_work_factory,
 )
 from strongroom.pipeline.keys import MasterKey, rotation_journal
+from strongroom.services.account_relay import AccountCallServer, RelayedAccounts
 from strongroom.services.accounts import AccountService
 from strongroom.services.authorization import Authorizer
 from strongroom.services.backups import BackupService
@@ -100,6 +102,8 @@ class Container:
     scheduler: Scheduler | None = None
     archiver: PitrArchiver | None = None
     metadata_engine: Engine | None = None  # its connections are closed with the container
+    # A worker answers the user, database and root calls API processes relay to it.
+    account_calls: AccountCallConsumer | None = None
 
     def close(self) -> None:
         if self.scheduler is not None:
@@ -347,6 +351,28 @@ def build(
         )
         queue = CeleryJobQueue(celery_app, prefix=settings.queue_prefix)
     dispatcher.attach(queue)
+    # The work runs on the instance's server, through its socket on the instance's host:
+    # an API process of a scaled-out service relays it to that host's worker.
+    calls_box = SecretBox(master.derive_key(b"strongroom-account-calls"))
+    local_accounts = AccountService(
+        uow=uow,
+        clock=clock,
+        authorizer=authorizer,
+        catalog=catalog,
+        secrets=secrets,
+        managers=_account_managers(),
+    )
+    accounts: AccountService | RelayedAccounts = local_accounts
+    if role == "api":
+        assert settings.broker_url is not None
+        accounts = RelayedAccounts(
+            uow=uow,
+            box=calls_box,
+            transport=BrokerAccountTransport(
+                settings.broker_url.get_secret_value(), prefix=settings.queue_prefix
+            ),
+            timeout=settings.account_call_timeout,
+        )
     services = Services(
         backups=BackupService(
             uow=uow,
@@ -369,16 +395,7 @@ def build(
         datastores=catalog,
         tokens=TokenService(uow, clock),
         session_key=master.derive_key(b"strongroom-dashboard-sessions"),
-        accounts=AccountService(
-            uow=uow,
-            clock=clock,
-            authorizer=authorizer,
-            catalog=catalog,
-            secrets=secrets,
-            # The work runs on the instance's server, through its socket on this host;
-            # an API process of a scaled-out service holds no instance.
-            managers=_account_managers() if role in ("embedded", "serving") else {},
-        ),
+        accounts=accounts,
         quotas=QuotaService(uow, rules, authorizer),
         external_tokens=KeystoneTokens(settings.keystone) if settings.keystone.enabled else None,
         public_endpoint=settings.public_endpoint,
@@ -429,6 +446,13 @@ def build(
         services, handlers, queue, stores, settings, reaper, uow, statistics, telemetry
     )
     container.metadata_engine = sessions.kw.get("bind")
+    if role == "worker" and settings.broker_url is not None:
+        container.account_calls = AccountCallConsumer(
+            settings.broker_url.get_secret_value(),
+            prefix=settings.queue_prefix,
+            host_id=settings.host_id,
+            handle=AccountCallServer(local_accounts, calls_box).handle,
+        )
     if role in ("embedded", "api"):
         container.scheduler = _scheduler(services, uow=uow, clock=clock, telemetry=telemetry)
     if role == "embedded":
@@ -442,8 +466,9 @@ def build(
         handlers.start_managed_instances()
     if container.scheduler is not None and run_scheduler:
         container.scheduler.start()
-    if role != "api":
-        # Archiving runs where the instances run, beside their jobs.
+    if role in ("embedded", "worker"):
+        # Archiving runs where the instances run, beside their jobs (once per host: not in
+        # the serving processes of `serve --workers`).
         container.archiver = PitrArchiver(
             uow=uow,
             clock=clock,

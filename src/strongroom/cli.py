@@ -333,6 +333,9 @@ def worker(args: argparse.Namespace) -> int:
                 logging.getLogger("strongroom.worker").exception("reaper pass failed")
 
     threading.Thread(target=keep_alive, name="reaper", daemon=True).start()
+    calls = container.account_calls
+    if calls is not None:
+        calls.start()
     print(f"Strongroom worker for host {settings.host_id!r} started", flush=True)
     try:
         run_worker(
@@ -344,6 +347,8 @@ def worker(args: argparse.Namespace) -> int:
         )
     finally:
         stop.set()
+        if calls is not None:
+            calls.stop()
         if metrics is not None:
             metrics.close()
         container.stores.close()

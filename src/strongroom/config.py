@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     redispatch_after_seconds: float = 30.0
     dispatch_deadline_seconds: float = 600.0
     reaper_interval_seconds: float = 10.0
+    # How long an API process waits for the instance's worker to answer a user, database
+    # or root call before it answers 503.
+    account_call_timeout: float = Field(default=30.0, gt=0)
     # A store's temporary object (a killed writer's partial put) older than this is reported
     # by `check` and removed by `check --fix` and the reaper.
     temporary_object_max_age_seconds: float = Field(default=3600.0, gt=0)

@@ -3,6 +3,7 @@ limits an admin sets, which creates then obey (413 over the limit)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -33,13 +34,31 @@ def test_limits_show_the_absolute_entry_and_what_is_in_use(harness: Harness) -> 
     harness.wait_idle()
     r = harness.a.get("/limits")
     assert r.status_code == 200
-    (absolute,) = r.json()["limits"]
+    absolute = r.json()["limits"][0]
     assert absolute["verb"] == "ABSOLUTE"
     assert absolute["max_backups"] == 50 and absolute["max_instances"] == 20
     assert absolute["max_volumes"] == -1
     assert absolute["backups_in_use"] == 1 and absolute["instances_in_use"] == 1
-    (other,) = harness.b.get("/limits").json()["limits"]
+    other = harness.b.get("/limits").json()["limits"][0]
     assert other["backups_in_use"] == 0 and other["instances_in_use"] == 0
+
+
+def test_limits_list_trove_rate_entries_that_are_not_enforced(harness: Harness) -> None:
+    """Trove's default rate entries, as `openstack database limit list` prints them; no
+    rate is enforced, so each has all its requests remaining, even after many calls."""
+    for _ in range(3):
+        assert harness.a.get("/limits").status_code == 200
+    _, *rates = harness.a.get("/limits").json()["limits"]
+    assert [(r["verb"], r["uri"], r["regex"]) for r in rates] == [
+        ("POST", "*", ".*"),
+        ("PUT", "*", ".*"),
+        ("DELETE", "*", ".*"),
+        ("GET", "*", ".*"),
+        ("POST", "*/mgmt", "^/mgmt"),
+    ]
+    for rate in rates:
+        assert rate["value"] == rate["remaining"] == 200 and rate["unit"] == "MINUTE"
+        assert datetime.strptime(rate["nextAvailable"], "%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_a_member_sees_its_own_quotas_not_another_projects(harness: Harness) -> None:

@@ -22,6 +22,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (e.QuotaExceededError, 413, "overLimit"),
     (e.OverLimitError, 413, "overLimit"),
     (e.NotImplementedByDatastoreError, 501, "notImplemented"),
+    (e.ServiceUnavailableError, 503, "serviceUnavailable"),
     (e.StorageUnavailableError, 500, "serverError"),
     (e.StorageAccessDeniedError, 401, "unauthorized"),
 ]

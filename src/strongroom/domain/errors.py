@@ -75,6 +75,10 @@ class NotImplementedByDatastoreError(DomainError):
     """(→ 501) the datastore does not support the operation."""
 
 
+class ServiceUnavailableError(DomainError):
+    """(→ 503) a part of the service that must answer did not, in time; try again later."""
+
+
 class StorageUnavailableError(DomainError):
     """(→ 500 serverError) the object store cannot be reached."""
 

@@ -65,6 +65,15 @@ class UserSpec:
 
 
 @dataclass(frozen=True)
+class UserChanges:
+    """Trove's update of one user's attributes: what is None stays as it is."""
+
+    name: str | None = None
+    host: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True)
 class InstanceRequest:
     """What the create-instance request asked for (Trove's ``databases`` and ``users``)."""
 
@@ -253,6 +262,14 @@ class AccountManager(Protocol):
     def delete_user(self, connection: Connection, name: str, host: str) -> None: ...
 
     def change_passwords(self, connection: Connection, users: Sequence[UserSpec]) -> None: ...
+
+    def update_user(
+        self, connection: Connection, name: str, host: str, changes: UserChanges
+    ) -> None:
+        """Rename the account, move it to another host, or set its password (each when
+        given); its privileges go with it. A new name or host already taken is
+        ``InvalidRequestError``."""
+        ...
 
     def grant(
         self, connection: Connection, name: str, host: str, databases: Sequence[str]

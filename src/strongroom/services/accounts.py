@@ -33,6 +33,7 @@ from strongroom.engines.base import (
     Connection,
     DatabaseSpec,
     Engine,
+    UserChanges,
     UserSpec,
 )
 from strongroom.engines.errors import AccountNotFoundError, EngineError, InvalidRequestError
@@ -110,6 +111,18 @@ class AccountService:
         with self._target(ctx, instance_id, "user", "update_all") as t:
             self._call(t, lambda: t.manager.change_passwords(t.connection, users))
 
+    def update_user(
+        self,
+        ctx: RequestContext,
+        *,
+        instance_id: str,
+        name: str,
+        host: str,
+        changes: UserChanges,
+    ) -> None:
+        with self._target(ctx, instance_id, "user", "update") as t:
+            self._change(t, lambda: t.manager.update_user(t.connection, name, host, changes))
+
     def user_databases(
         self, ctx: RequestContext, *, instance_id: str, name: str, host: str
     ) -> tuple[str, ...]:
@@ -151,6 +164,12 @@ class AccountService:
     def delete_database(self, ctx: RequestContext, *, instance_id: str, name: str) -> None:
         with self._target(ctx, instance_id, "database", "delete") as t:
             self._change(t, lambda: t.manager.delete_database(t.connection, name))
+
+    def show_database(self, ctx: RequestContext, *, instance_id: str, name: str) -> None:
+        """Trove routes this call and checks its rule, then answers that it is not
+        implemented (clients list the databases instead)."""
+        with self._target(ctx, instance_id, "database", "show"):
+            raise NotImplementedByDatastoreError("Showing one database is not implemented.")
 
     # -- root -----------------------------------------------------------------------
     def enable_root(
@@ -252,4 +271,4 @@ def _user_id(name: str, host: str) -> str:
     return name if host == "%" else f"{name}@{host}"
 
 
-__all__ = ["AccountInfo", "AccountService", "DatabaseSpec", "UserSpec"]
+__all__ = ["AccountInfo", "AccountService", "DatabaseSpec", "UserChanges", "UserSpec"]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from strongroom.domain.model import RequestContext
+from strongroom.services.account_relay import RelayedAccounts
 from strongroom.services.accounts import AccountService
 from strongroom.services.backups import BackupService
 from strongroom.services.copies import CopyService
@@ -46,7 +47,7 @@ class Services:
     # Signs dashboard session cookies; the same in every API process (derived from the
     # master key). Empty: a random key per process (sessions end with the process).
     session_key: bytes = b""
-    accounts: AccountService | None = None
+    accounts: AccountService | RelayedAccounts | None = None
     quotas: QuotaService | None = None
     external_tokens: ExternalTokens | None = None  # Keystone, when [keystone] is enabled
     pitr: PitrService | None = None

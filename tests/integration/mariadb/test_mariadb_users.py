@@ -290,3 +290,39 @@ def test_database_with_character_set_and_collation(h: Harness, mdb: dict[str, An
     names = [d["name"] for d in h.a.get(f"{base}/databases").json()["databases"]]
     assert "bad" not in names and "latin" in names
     assert h.a.delete(f"{base}/databases/latin").status_code == 202
+
+
+def test_update_attributes_moves_the_account_with_its_grants(
+    h: Harness, mdb: dict[str, Any]
+) -> None:
+    """troveclient's update_attributes: PUT …/users/{name@host} with a new name, host and
+    password; the account keeps its database and the old name no longer logs in."""
+    base = f"/instances/{mdb['id']}"
+    assert h.a.post(f"{base}/databases", {"databases": [{"name": "ledger"}]}).status_code == 202
+    users = [
+        {"name": "old", "password": PASSWORD, "host": "10.1.1.1", "databases": [{"name": "ledger"}]}
+    ]
+    assert h.a.post(f"{base}/users", {"users": users}).status_code == 202
+    new_password = "upd-" + PASSWORD
+    r = put(
+        h.a,
+        f"{base}/users/{user_path('old', '10.1.1.1')}",
+        {"user": {"name": "renamed", "host": "%", "password": new_password}},
+    )
+    assert r.status_code == 202, r.text
+    assert h.a.get(f"{base}/users/{user_path('old', '10.1.1.1')}").status_code == 404
+    assert h.a.get(f"{base}/users/renamed").json()["user"] == {
+        "name": "renamed",
+        "host": "%",
+        "databases": [{"name": "ledger"}],
+    }
+    view = h.a.get(base).json()["instance"]
+    made = client(view, "renamed", new_password, "ledger", "CREATE TABLE t (n INT); SELECT 5")
+    assert made.returncode == 0 and made.stdout.strip() == "5", made.stderr
+    assert client(view, "renamed", PASSWORD, "ledger", "SELECT 1").returncode != 0
+    reserved = put(h.a, f"{base}/users/renamed", {"user": {"name": "root"}})
+    assert reserved.status_code == 400, reserved.text
+    # another project: 404 before anything is looked at
+    assert put(h.b, f"{base}/users/renamed", {"user": {"name": "x"}}).status_code == 404
+    assert h.a.delete(f"{base}/users/renamed").status_code == 202
+    assert h.a.delete(f"{base}/databases/ledger").status_code == 202

@@ -1,9 +1,15 @@
-"""GET /v1.0/{project_id}/limits: Trove's absolute limits of the caller's project.
+"""GET /v1.0/{project_id}/limits: Trove's absolute limits of the caller's project, then
+Trove's rate entries.
 
-Trove lists rate entries after the ABSOLUTE one; Strongroom enforces no request rates (its
-edge bounds connections and threads instead), so it lists none rather than invent them."""
+Strongroom enforces no request rates (its edge bounds connections, threads per project and
+body sizes instead). Clients expect the rate entries (``openstack database limit list``
+prints them), so they carry Trove's documented defaults — 200 requests a minute per verb,
+and 200 POSTs a minute under /mgmt — as information only: ``remaining`` is always the whole
+``value`` and ``nextAvailable`` is now."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
@@ -26,11 +32,48 @@ ABSOLUTE = {
         "max_volumes": {"type": "integer"},
     },
 }
+RATE = {
+    "type": "object",
+    "required": ["verb", "uri", "regex", "value", "remaining", "unit", "nextAvailable"],
+    "properties": {
+        "verb": {"enum": ["GET", "POST", "PUT", "DELETE"]},
+        "uri": {"type": "string"},
+        "regex": {"type": "string"},
+        "value": {"type": "integer"},
+        "remaining": {"type": "integer"},
+        "unit": {"const": "MINUTE"},
+        "nextAvailable": {"type": "string", "format": "date-time"},
+    },
+}
 LIMITS = {
     "type": "object",
     "required": ["limits"],
-    "properties": {"limits": {"type": "array", "items": ABSOLUTE}},
+    "properties": {"limits": {"type": "array", "items": {"anyOf": [ABSOLUTE, RATE]}}},
 }
+# Trove's DEFAULT_LIMITS with its default http_*_rate settings, in Trove's order.
+TROVE_RATES = (
+    ("POST", "*", ".*", 200),
+    ("PUT", "*", ".*", 200),
+    ("DELETE", "*", ".*", 200),
+    ("GET", "*", ".*", 200),
+    ("POST", "*/mgmt", "^/mgmt", 200),
+)
+
+
+def rate_entries(now: datetime) -> list[dict[str, object]]:
+    next_available = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return [
+        {
+            "verb": verb,
+            "uri": uri,
+            "regex": regex,
+            "value": value,
+            "remaining": value,  # nothing is counted against it
+            "unit": "MINUTE",
+            "nextAvailable": next_available,
+        }
+        for verb, uri, regex, value in TROVE_RATES
+    ]
 
 
 def quota_service(services: Services) -> QuotaService:
@@ -40,7 +83,11 @@ def quota_service(services: Services) -> QuotaService:
     return quotas
 
 
-@router.get("/limits", summary="List the project's absolute limits", **operation(200, LIMITS))
+@router.get(
+    "/limits",
+    summary="List the project's absolute limits (and Trove's rate entries, not enforced)",
+    **operation(200, LIMITS),
+)
 async def list_limits(project_id: str, ctx: ContextDep, services: ServicesDep) -> JsonResponse:
     usage = await read(services, quota_service(services).limits, ctx)
     limit = {u.resource: u.limit for u in usage}
@@ -54,4 +101,4 @@ async def list_limits(project_id: str, ctx: ContextDep, services: ServicesDep) -
         "backups_in_use": in_use[BACKUPS],
         "instances_in_use": in_use[INSTANCES],
     }
-    return JsonResponse({"limits": [absolute]})
+    return JsonResponse({"limits": [absolute, *rate_entries(datetime.now(UTC))]})

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
-from strongroom.api.deps import ContextDep, ServicesDep, blocking, json_body
 from strongroom.api.openapi import operation
-from strongroom.api.routes.users import accounts_of
+from strongroom.api.routes.account_calls import CallsDep
 from strongroom.api.schemas import accounts as schemas
-from strongroom.api.schemas.requests import validate
 
 router = APIRouter(prefix="/v1.0/{project_id}/instances/{instance_id}/root")
 
@@ -28,38 +26,21 @@ def _optional_body(kwargs: dict[str, Any]) -> dict[str, Any]:
     summary="Enable root (with the password given, or a generated one)",
     **_optional_body(operation(200, schemas.ROOT_CREATED, 422, 501, body=schemas.ROOT_ENABLE)),
 )
-async def enable_root(
-    project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
-) -> dict[str, Any]:
+async def enable_root(project_id: str, instance_id: str, call: CallsDep) -> dict[str, Any]:
     password = None
-    if await request.body():  # troveclient sends a body only with --root-password
-        body = await json_body(request)
-        validate(schemas.ROOT_ENABLE, body)
-        password = body.get("password")
-    name, password = await blocking(
-        request,
-        ctx,
-        accounts_of(services).enable_root,
-        ctx,
-        instance_id=instance_id,
-        password=password,
-    )
+    if await call.request.body():  # troveclient sends a body only with --root-password
+        password = (await call.body(schemas.ROOT_ENABLE)).get("password")
+    name, password = await call("enable_root", instance_id=instance_id, password=password)
     return {"user": {"name": name, "password": password}}
 
 
 @router.get("", summary="Was root ever enabled", **operation(200, schemas.ROOT_STATUS, 422, 501))
-async def root_status(
-    project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
-) -> dict[str, Any]:
-    enabled = await blocking(
-        request, ctx, accounts_of(services).root_enabled, ctx, instance_id=instance_id
-    )
+async def root_status(project_id: str, instance_id: str, call: CallsDep) -> dict[str, Any]:
+    enabled = await call("root_enabled", instance_id=instance_id)
     return {"rootEnabled": enabled}
 
 
 @router.delete("", summary="Disable root", **operation(200, None, 422, 501))
-async def disable_root(
-    project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
-) -> Response:
-    await blocking(request, ctx, accounts_of(services).disable_root, ctx, instance_id=instance_id)
+async def disable_root(project_id: str, instance_id: str, call: CallsDep) -> Response:
+    await call("disable_root", instance_id=instance_id)
     return Response(status_code=200, media_type="application/json")

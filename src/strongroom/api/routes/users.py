@@ -5,27 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from strongroom.api.account_views import page, user_and_host, user_specs, user_view
-from strongroom.api.deps import ContextDep, ServicesDep, blocking, int_param, json_body
+from strongroom.api.deps import int_param
 from strongroom.api.openapi import LIMIT, MARKER, operation
+from strongroom.api.routes.account_calls import CallsDep, accepted
 from strongroom.api.schemas import accounts as schemas
-from strongroom.api.schemas.requests import validate
-from strongroom.services.accounts import AccountService
-from strongroom.services.container import Services
+from strongroom.services.accounts import UserChanges
 
 router = APIRouter(prefix="/v1.0/{project_id}/instances/{instance_id}/users")
-
-
-def accounts_of(services: Services) -> AccountService:
-    if services.accounts is None:
-        raise RuntimeError("user and database management is not configured")
-    return services.accounts
-
-
-def accepted() -> Response:
-    return Response(status_code=202, media_type="application/json")
 
 
 @router.get(
@@ -33,34 +22,18 @@ def accepted() -> Response:
     summary="List an instance's users",
     **operation(200, schemas.USER_LIST, 422, 501, params=(LIMIT, MARKER)),
 )
-async def list_users(
-    project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
-) -> dict[str, Any]:
-    offset, limit = int_param(request, "marker") or 0, int_param(request, "limit")
-    users = await blocking(
-        request, ctx, accounts_of(services).list_users, ctx, instance_id=instance_id
-    )
-    return page(request, "users", [user_view(u) for u in users], offset, limit)
+async def list_users(project_id: str, instance_id: str, call: CallsDep) -> dict[str, Any]:
+    offset, limit = int_param(call.request, "marker") or 0, int_param(call.request, "limit")
+    users = await call("list_users", instance_id=instance_id)
+    return page(call.request, "users", [user_view(u) for u in users], offset, limit)
 
 
 @router.post(
-    "",
-    summary="Create users",
-    **operation(202, None, 422, 501, body=schemas.USERS_CREATE),
+    "", summary="Create users", **operation(202, None, 422, 501, body=schemas.USERS_CREATE)
 )
-async def create_users(
-    project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
-) -> Response:
-    body = await json_body(request)
-    validate(schemas.USERS_CREATE, body)
-    await blocking(
-        request,
-        ctx,
-        accounts_of(services).create_users,
-        ctx,
-        instance_id=instance_id,
-        users=user_specs(body["users"]),
-    )
+async def create_users(project_id: str, instance_id: str, call: CallsDep) -> Response:
+    users = user_specs((await call.body(schemas.USERS_CREATE))["users"])
+    await call("create_users", instance_id=instance_id, users=users)
     return accepted()
 
 
@@ -69,63 +42,44 @@ async def create_users(
     summary="Change users' passwords",
     **operation(202, None, 422, 501, body=schemas.USERS_UPDATE_ALL),
 )
-async def change_passwords(
-    project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
-) -> Response:
-    body = await json_body(request)
-    validate(schemas.USERS_UPDATE_ALL, body)
-    await blocking(
-        request,
-        ctx,
-        accounts_of(services).change_passwords,
-        ctx,
-        instance_id=instance_id,
-        users=user_specs(body["users"]),
-    )
+async def change_passwords(project_id: str, instance_id: str, call: CallsDep) -> Response:
+    users = user_specs((await call.body(schemas.USERS_UPDATE_ALL))["users"])
+    await call("change_passwords", instance_id=instance_id, users=users)
     return accepted()
 
 
 @router.get("/{user_id}", summary="Show a user", **operation(200, schemas.USER_SINGLE, 422, 501))
 async def show_user(
-    project_id: str,
-    instance_id: str,
-    user_id: str,
-    request: Request,
-    ctx: ContextDep,
-    services: ServicesDep,
+    project_id: str, instance_id: str, user_id: str, call: CallsDep
 ) -> dict[str, Any]:
     name, host = user_and_host(user_id)
-    user = await blocking(
-        request,
-        ctx,
-        accounts_of(services).get_user,
-        ctx,
-        instance_id=instance_id,
-        name=name,
-        host=host,
-    )
+    user = await call("get_user", instance_id=instance_id, name=name, host=host)
     return {"user": user_view(user)}
 
 
-@router.delete("/{user_id}", summary="Delete a user", **operation(202, None, 422, 501))
-async def delete_user(
-    project_id: str,
-    instance_id: str,
-    user_id: str,
-    request: Request,
-    ctx: ContextDep,
-    services: ServicesDep,
-) -> Response:
+@router.put(
+    "/{user_id}",
+    summary="Change a user's name, host or password",
+    **operation(202, None, 422, 501, body=schemas.USER_UPDATE),
+)
+async def update_user(project_id: str, instance_id: str, user_id: str, call: CallsDep) -> Response:
+    wanted = (await call.body(schemas.USER_UPDATE))["user"]
+    changes = UserChanges(wanted.get("name"), wanted.get("host"), wanted.get("password"))
     name, host = user_and_host(user_id)
-    await blocking(
-        request,
-        ctx,
-        accounts_of(services).delete_user,
-        ctx,
+    await call(
+        "update_user",
         instance_id=instance_id,
         name=name,
         host=host,
+        changes=changes,
     )
+    return accepted()
+
+
+@router.delete("/{user_id}", summary="Delete a user", **operation(202, None, 422, 501))
+async def delete_user(project_id: str, instance_id: str, user_id: str, call: CallsDep) -> Response:
+    name, host = user_and_host(user_id)
+    await call("delete_user", instance_id=instance_id, name=name, host=host)
     return accepted()
 
 
@@ -135,23 +89,10 @@ async def delete_user(
     **operation(200, schemas.DATABASE_LIST, 422, 501),
 )
 async def list_access(
-    project_id: str,
-    instance_id: str,
-    user_id: str,
-    request: Request,
-    ctx: ContextDep,
-    services: ServicesDep,
+    project_id: str, instance_id: str, user_id: str, call: CallsDep
 ) -> dict[str, Any]:
     name, host = user_and_host(user_id)
-    databases = await blocking(
-        request,
-        ctx,
-        accounts_of(services).user_databases,
-        ctx,
-        instance_id=instance_id,
-        name=name,
-        host=host,
-    )
+    databases = await call("user_databases", instance_id=instance_id, name=name, host=host)
     return {"databases": [{"name": db} for db in databases]}
 
 
@@ -160,26 +101,16 @@ async def list_access(
     summary="Grant a user access to databases",
     **operation(202, None, 422, 501, body=schemas.USER_ACCESS_UPDATE),
 )
-async def grant_access(
-    project_id: str,
-    instance_id: str,
-    user_id: str,
-    request: Request,
-    ctx: ContextDep,
-    services: ServicesDep,
-) -> Response:
-    body = await json_body(request)
-    validate(schemas.USER_ACCESS_UPDATE, body)
-    name, host = user_and_host(user_id)
-    await blocking(
-        request,
-        ctx,
-        accounts_of(services).grant,
-        ctx,
+async def grant_access(project_id: str, instance_id: str, user_id: str, call: CallsDep) -> Response:
+    body = await call.body(schemas.USER_ACCESS_UPDATE)
+    names = [str(d["name"]) for d in body["databases"]]
+    user, host = user_and_host(user_id)
+    await call(
+        "grant",
         instance_id=instance_id,
-        name=name,
+        name=user,
         host=host,
-        databases=[str(d["name"]) for d in body["databases"]],
+        databases=names,
     )
     return accepted()
 
@@ -190,20 +121,11 @@ async def grant_access(
     **operation(202, None, 422, 501),
 )
 async def revoke_access(
-    project_id: str,
-    instance_id: str,
-    user_id: str,
-    database: str,
-    request: Request,
-    ctx: ContextDep,
-    services: ServicesDep,
+    project_id: str, instance_id: str, user_id: str, database: str, call: CallsDep
 ) -> Response:
     name, host = user_and_host(user_id)
-    await blocking(
-        request,
-        ctx,
-        accounts_of(services).revoke,
-        ctx,
+    await call(
+        "revoke",
         instance_id=instance_id,
         name=name,
         host=host,

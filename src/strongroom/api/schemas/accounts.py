@@ -31,6 +31,19 @@ USERS_CREATE: dict[str, Any] = {
     "required": ["users"],
     "properties": {"users": {"type": "array", "minItems": 1, "items": USER_DEF}},
 }
+# Trove's update of one user's attributes (troveclient's update_attributes): a new name,
+# host or password; at least one.
+USER_UPDATE: dict[str, Any] = {
+    "type": "object",
+    "required": ["user"],
+    "properties": {
+        "user": {
+            "type": "object",
+            "minProperties": 1,
+            "properties": {"name": NAME, "password": NON_EMPTY_STRING, "host": USER_HOST},
+        }
+    },
+}
 USERS_UPDATE_ALL: dict[str, Any] = {
     "type": "object",
     "required": ["users"],

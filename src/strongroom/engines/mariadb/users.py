@@ -23,6 +23,7 @@ from strongroom.engines.base import (
     Connection,
     DatabaseSpec,
     InstanceRequest,
+    UserChanges,
     UserSpec,
 )
 from strongroom.engines.errors import AccountNotFoundError, EngineError, InvalidRequestError
@@ -75,6 +76,26 @@ class MariaDbAccounts:
                 cursor.execute(
                     "ALTER USER %s@%s IDENTIFIED BY %s", (user.name, user.host, user.password)
                 )
+
+    def update_user(
+        self, connection: Connection, name: str, host: str, changes: UserChanges
+    ) -> None:
+        accounts.check_user(name, host)
+        target, target_host = changes.name or name, changes.host or host
+        accounts.check_user(target, target_host)
+        password = [changes.password] if changes.password else []
+        with _session(connection, secrets_=password) as cursor:
+            _require_user(cursor, name, host)
+            if (target, target_host.lower()) != (name, host.lower()):
+                if any(_same(u, target, target_host) for u in accounts.list_users(cursor)):
+                    raise InvalidRequestError(f"user {target!r}@{target_host!r} already exists")
+                # Its privileges go with it.
+                cursor.execute("RENAME USER %s@%s TO %s@%s", (name, host, target, target_host))
+            if changes.password:
+                cursor.execute(
+                    "ALTER USER %s@%s IDENTIFIED BY %s", (target, target_host, changes.password)
+                )
+            _refresh(cursor, connection)
 
     def grant(self, connection: Connection, name: str, host: str, databases: Sequence[str]) -> None:
         accounts.check_user(name, host)

@@ -23,6 +23,7 @@ from strongroom.engines.base import (
     Connection,
     DatabaseSpec,
     InstanceRequest,
+    UserChanges,
     UserSpec,
 )
 from strongroom.engines.errors import AccountNotFoundError, EngineError, InvalidRequestError
@@ -118,6 +119,28 @@ class PostgresAccounts:
                 _require_user(conn, user.name)
             for user in users:
                 _set_password(conn, user.name, user.password, "")
+
+    def update_user(
+        self, connection: Connection, name: str, host: str, changes: UserChanges
+    ) -> None:
+        check_user(name, host)
+        target = changes.name or name
+        check_user(target, changes.host or "%")
+        with _session(connection) as conn:
+            _require_user(conn, name)
+            if target != name:
+                taken = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (target,))
+                if taken.fetchone():
+                    raise InvalidRequestError(f"user {target!r} already exists")
+                # The SCRAM verifier does not depend on the name: the password is kept.
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} RENAME TO {}").format(
+                        sql.Identifier(name), sql.Identifier(target)
+                    )
+                )
+            if changes.password:
+                _set_password(conn, target, changes.password, "")
+            _refresh(conn, connection)
 
     def grant(self, connection: Connection, name: str, host: str, databases: Sequence[str]) -> None:
         check_user(name, host)
