@@ -1,8 +1,8 @@
-"""`openstack database user|db|root …` through a real Keystone's catalog on a managed
-PostgreSQL instance, on both layouts: a member of project A creates a database and a user,
-then logs in with psql as that user (grants checked); a reader of A lists but may not
-create; a member of project B does not see A's instance; an admin (of B) sees it; root
-enable gives a superuser login."""
+"""`openstack database user|db|root …` through a real Keystone's catalog on managed
+PostgreSQL and MariaDB instances, on both layouts: a member of project A creates a database
+and a user, then logs in with psql (or mariadb) as that user (grants checked); a reader of A
+lists but may not create; a member of project B does not see A's instance; an admin (of B)
+sees it; root enable gives a superuser login."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from fixtures.cluster import running_cluster
 from fixtures.keystone import KeystoneServer, create_project, create_user
 from fixtures.live import start_server
 from fixtures.service import wait_for
+from support.mariadb import remove_os_users_under, require_mariadb, stop_servers_under
 from support.postgresql_service import PG_MAJOR, reachable_dir
 
 pytestmark = pytest.mark.skipif(PG_MAJOR is None, reason="PostgreSQL server tools not installed")
@@ -36,7 +37,7 @@ def keystone_env(server: KeystoneServer, admin: Any) -> dict[str, str]:
     account = create_project(admin, "svc")
     user, password = create_user(admin, account.id, ("service",))
     return {
-        "STRONGROOM_DATASTORES": '["sqlite", "postgresql"]',
+        "STRONGROOM_DATASTORES": '["sqlite", "postgresql", "mariadb"]',
         "STRONGROOM_KEYSTONE__ENABLED": "true",
         "STRONGROOM_KEYSTONE__AUTH_URL": server.auth_url,
         "STRONGROOM_KEYSTONE__USERNAME": user.name,
@@ -55,6 +56,8 @@ def osc(
     env = keystone_env(keystone_server, keystone_admin)
     with ExitStack() as stack:
         base = stack.enter_context(reachable_dir("srk-"))
+        stack.callback(remove_os_users_under, base)
+        stack.callback(stop_servers_under, base)
         if request.param == "embedded":
             server = start_server(base / "data", env=env)
             stack.callback(server.stop)
@@ -214,6 +217,49 @@ def test_users_databases_and_root_by_role_then_logins(osc: Osc) -> None:
     # limit list: the ABSOLUTE entry with what is in use, then Trove's rate entries.
     printed = osc("limit", "list", parse=False)
     assert "instances_in_use" in printed and "MINUTE" in printed and "POST" in printed
+
+
+def test_mariadb_user_and_root_made_with_osc_log_in(osc: Osc) -> None:
+    require_mariadb()
+    created = osc(
+        "instance",
+        "create",
+        "ks-mdb",
+        *("--flavor", "1", "--size", "1", "--datastore", "mariadb"),
+        *("--nic", "net-id=11111111-2222-3333-4444-555555555555"),
+    )
+    inst = created["id"]
+    wait_for(lambda: osc("instance", "show", inst)["status"] == "ACTIVE", timeout=180)
+    password = "pw-" + uuid.uuid4().hex[:12]
+    osc("db", "create", inst, "shop", parse=False)
+    osc("user", "create", inst, "clerk", password, "--databases", "shop", parse=False)
+    assert [u["Name"] for u in osc("user", "list", inst)] == ["clerk"]
+    hidden = osc("user", "list", inst, cloud="member-b", ok=False)
+    assert hidden.returncode != 0 and "No instance with a name or ID" in hidden.stderr
+    view = osc("instance", "show", inst)
+    ip = view["ip"] if isinstance(view["ip"], str) else view["ip"][0]
+    ip, port = ip.split(",")[0].strip(), _port_from(view)
+    grants = mariadb(ip, port, "clerk", password, "shop", "SHOW GRANTS FOR CURRENT_USER")
+    assert grants.returncode == 0, grants.stderr
+    assert "GRANT ALL PRIVILEGES ON `shop`.* TO `clerk`@`%`" in grants.stdout, grants.stdout
+    assert mariadb(ip, port, "clerk", password, "mysql", "SELECT 1").returncode != 0
+    root = osc("root", "enable", inst)
+    everything = mariadb(ip, port, root["name"], root["password"], "mysql", "SHOW GRANTS")
+    assert "ALL PRIVILEGES ON *.* TO `root`@`%`" in everything.stdout, everything.stderr
+    osc("instance", "delete", inst, parse=False)
+
+
+def mariadb(ip: str, port: int, user: str, password: str, db: str, query: str) -> Any:
+    return subprocess.run(
+        [
+            *("mariadb", "--no-defaults", "--protocol=TCP", "-h", ip, "-P", str(port)),
+            *("-u", user, "-N", "-B", "-e", query, db),
+        ],
+        env={"PATH": os.environ["PATH"], "MYSQL_PWD": password},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _port_from(view: dict[str, Any]) -> int:
