@@ -23,9 +23,7 @@ from strongroom.domain.model import (
     VerifyStatus,
 )
 from strongroom.domain.ports import BackupQuery
-from strongroom.persistence.tables import (
-    BackupRow,
-)
+from strongroom.persistence.tables import BackupRow
 
 RUNNING = [BackupState.NEW.value, BackupState.BUILDING.value, BackupState.SAVING.value]
 

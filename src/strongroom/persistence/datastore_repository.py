@@ -5,14 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from strongroom.domain.model import (
-    Datastore,
-    DatastoreVersion,
-)
-from strongroom.persistence.tables import (
-    DatastoreRow,
-    DatastoreVersionRow,
-)
+from strongroom.domain.model import Datastore, DatastoreVersion
+from strongroom.persistence.tables import DatastoreRow, DatastoreVersionRow
 
 
 class SqlDatastoreRepository:

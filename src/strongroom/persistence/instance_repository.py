@@ -18,10 +18,7 @@ from strongroom.domain.model import (
     InstanceStatus,
     ProjectId,
 )
-from strongroom.persistence.tables import (
-    BackupStrategyRow,
-    InstanceRow,
-)
+from strongroom.persistence.tables import BackupStrategyRow, InstanceRow
 
 
 def _instance(row: InstanceRow) -> Instance:

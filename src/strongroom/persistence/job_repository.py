@@ -7,16 +7,8 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from strongroom.domain.model import (
-    Job,
-    JobId,
-    JobKind,
-    JobState,
-)
-from strongroom.persistence.tables import (
-    JobRow,
-    WorkerRow,
-)
+from strongroom.domain.model import Job, JobId, JobKind, JobState
+from strongroom.persistence.tables import JobRow, WorkerRow
 
 
 def _job(row: JobRow) -> Job:

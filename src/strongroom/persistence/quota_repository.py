@@ -6,10 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from strongroom.persistence.tables import (
-    ProjectQuotaRow,
-    QuotaUsageRow,
-)
+from strongroom.persistence.tables import ProjectQuotaRow, QuotaUsageRow
 
 
 class SqlQuotaRepository:

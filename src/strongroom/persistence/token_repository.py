@@ -8,9 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from strongroom.domain.ports import TokenRecord
-from strongroom.persistence.tables import (
-    TokenRow,
-)
+from strongroom.persistence.tables import TokenRow
 
 
 class SqlTokenRepository:
