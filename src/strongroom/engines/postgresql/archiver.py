@@ -146,15 +146,7 @@ def archive_batch(
         window = walstream.WalWindow(timeline, facts["wal_segment_size"], start, stop, sysid)
         walstream.write_header(sink, window.header())
         frames = walstream.FrameWriter(sink)
-        session.stream_wal_when_slot_free(
-            pgconn,
-            slot=slot,
-            timeline=timeline,
-            start=start,
-            stop=stop,
-            frames=frames,
-            deadline=deadline,
-        )
+        session.stream_wal_when_slot_free(pgconn, slot, window, frames, deadline)
         frames.close()
     except walstream.WalStreamError as exc:
         raise BackupError(f"archiving WAL failed: {exc}") from exc

@@ -156,15 +156,7 @@ class ReplicationMethod:
             counter = session.CountingSink(sink)
             walstream.write_header(counter, window.header())
             frames = walstream.FrameWriter(counter)
-            session.stream_wal_when_slot_free(
-                pgconn,
-                slot=slot,
-                timeline=timeline,
-                start=start,
-                stop=stop,
-                frames=frames,
-                deadline=deadline,
-            )
+            session.stream_wal_when_slot_free(pgconn, slot, window, frames, deadline)
             frames.close()
         except walstream.WalStreamError as exc:
             raise BackupError(f"streaming WAL failed: {exc}") from exc

@@ -171,24 +171,21 @@ def slot_state(conn: psycopg.Connection[Any], slot: str) -> tuple[int | None, st
 
 def stream_wal_when_slot_free(
     pgconn: PGconn,
-    *,
     slot: str,
-    timeline: int,
-    start: int,
-    stop: int,
+    window: walstream.WalWindow,
     frames: walstream.FrameWriter,
     deadline: float,
 ) -> None:
-    """Stream WAL [start, stop) from ``slot``, waiting up to SLOT_BUSY_WAIT for it."""
+    """Stream the window's WAL from ``slot``, waiting up to SLOT_BUSY_WAIT for the slot."""
     busy_until = time.monotonic() + SLOT_BUSY_WAIT
     while True:
         try:
             walstream.stream_wal_range(
                 pgconn,
                 slot=slot,
-                timeline=timeline,
-                start=start,
-                stop=stop,
+                timeline=window.timeline,
+                start=window.start,
+                stop=window.stop,
                 frames=frames,
                 deadline=deadline,
             )
