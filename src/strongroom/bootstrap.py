@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -30,17 +29,20 @@ from strongroom.jobs.celery_queue import CeleryJobQueue, make_celery
 from strongroom.jobs.handoff import ENV as HANDOFF_ENV
 from strongroom.jobs.handoff import SOCKET_NAME, HandOffJobQueue
 from strongroom.jobs.inprocess import InProcessJobQueue
+from strongroom.metadata_setup import (
+    StartupError,
+    data_dir_unreachable,
+    metadata_sessions,
+    open_metadata,
+    prepare_data_dir,
+    uow_factory,
+)
 from strongroom.observability.collector import MetadataCollector
 from strongroom.observability.listener import exposition_registry
 from strongroom.observability.telemetry import PrometheusTelemetry
 from strongroom.persistence import migrate
 from strongroom.persistence.statistics import SqlStatistics
-from strongroom.persistence.unit_of_work import (
-    POOL_SIZE,
-    SqlUnitOfWork,
-    make_engine,
-    unit_of_work_factory,
-)
+from strongroom.persistence.unit_of_work import POOL_SIZE, make_engine
 from strongroom.pipeline.keys import MasterKey, rotation_journal
 from strongroom.services.account_relay import AccountCallServer, RelayedAccounts
 from strongroom.services.accounts import AccountService
@@ -82,10 +84,6 @@ log = logging.getLogger(__name__)
 
 
 StoreWrapper = Callable[[str, StorageBackend], StorageBackend]
-
-
-class StartupError(Exception):
-    """A configuration the service cannot run with; the message says what to fix."""
 
 
 @dataclass
@@ -188,75 +186,7 @@ def _account_managers() -> dict[str, AccountManager]:
     return {"postgresql": PostgresAccounts(), "mariadb": MariaDbAccounts()}
 
 
-def _prepare_data_dir(settings: Settings) -> None:
-    """Private by default. The data dir and the instances dir can be traversed (not listed)
-    by others because managed servers run as their own OS users (e.g. ``postgres``)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.data_dir.chmod(0o711)
-    instances = settings.data_dir / "instances"
-    instances.mkdir(exist_ok=True)
-    instances.chmod(0o711)
-    for private in ("objects",):
-        path = settings.data_dir / private
-        path.mkdir(exist_ok=True)
-        path.chmod(0o700)
-
-
-def data_dir_unreachable(data_dir: Path) -> str | None:
-    """As root, managed PostgreSQL and MariaDB servers run as their own OS users: each
-    directory above the data dir must let others through (x), or their tools cannot reach
-    their files. What is wrong, in one line, or None."""
-    if os.geteuid() != 0:
-        return None
-    for parent in data_dir.absolute().parents:
-        try:
-            mode = parent.stat().st_mode
-        except OSError:
-            continue  # not made yet: created with the usual modes
-        if not mode & stat.S_IXOTH:
-            return (
-                f"{parent} (mode {stat.S_IMODE(mode):04o}) does not let other users through: "
-                f"managed PostgreSQL and MariaDB instances under {data_dir} will fail to "
-                f"start; run `chmod o+x {parent}` or choose another data_dir"
-            )
-    return None
-
-
-def _restrict_metadata_file(settings: Settings) -> None:
-    """The metadata DB holds sealed secrets and token digests: owner only."""
-    if settings.database_url is None:
-        for suffix in ("", "-wal", "-shm"):
-            path = settings.data_dir / f"strongroom.db{suffix}"
-            if path.exists():
-                path.chmod(0o600)
-
-
 Role = Literal["embedded", "api", "worker", "serving"]
-
-
-def _metadata_sessions(settings: Settings, *, migrate_now: bool) -> sessionmaker[Session]:
-    _prepare_data_dir(settings)
-    db = make_engine(settings.metadata_url)
-    if migrate_now:
-        migrate.upgrade(db)
-    elif not migrate.is_current(db):
-        raise StartupError(
-            "the metadata database is not at the current schema: run `strongroom db upgrade`"
-        )
-    _restrict_metadata_file(settings)
-    return unit_of_work_factory(db)
-
-
-def _open_metadata(settings: Settings, *, migrate_now: bool) -> UnitOfWorkFactory:
-    return _uow_factory(_metadata_sessions(settings, migrate_now=migrate_now))
-
-
-def _uow_factory(sessions: sessionmaker[Session]) -> UnitOfWorkFactory:
-
-    def uow(*, write: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(sessions, write=write)
-
-    return uow
 
 
 def build(
@@ -293,8 +223,8 @@ def build(
             log.warning("%s", problem)
     if rotation_journal(settings.key_file).exists():
         raise StartupError("a master key rotation is unfinished: run `strongroom key rotate`")
-    sessions = _metadata_sessions(settings, migrate_now=role == "embedded")
-    uow = _uow_factory(sessions)
+    sessions = metadata_sessions(settings, migrate_now=role == "embedded")
+    uow = uow_factory(sessions)
     statistics = SqlStatistics(sessions)
     if telemetry is None:
         telemetry = PrometheusTelemetry() if settings.metrics_port else NO_TELEMETRY
@@ -565,7 +495,7 @@ def metrics_registry(container: Container) -> CollectorRegistry:
 def build_api_metrics(settings: Settings) -> CollectorRegistry:
     """For the parent of the API processes: their summed values and the metadata series
     (it does no work of its own, so it needs no services)."""
-    sessions = _metadata_sessions(settings, migrate_now=False)
+    sessions = metadata_sessions(settings, migrate_now=False)
     collector = MetadataCollector(
         SqlStatistics(sessions),
         worker_alive_for=timedelta(seconds=settings.job_lease_seconds),
@@ -589,19 +519,19 @@ def edge_settings(settings: Settings) -> EdgeSettings:
 
 def build_tokens(settings: Settings) -> TokenService:
     """Just the token store, for the `token` commands (no engines, no workers)."""
-    uow = _open_metadata(settings, migrate_now=settings.broker_url is None)
+    uow = open_metadata(settings, migrate_now=settings.broker_url is None)
     return TokenService(uow, SystemClock())
 
 
 def upgrade_schema(settings: Settings) -> None:
     """`strongroom db upgrade`: apply the Alembic migrations."""
-    _prepare_data_dir(settings)  # where the SQLite file (and the master key) go
+    prepare_data_dir(settings)  # where the SQLite file (and the master key) go
     migrate.upgrade(make_engine(settings.metadata_url))
 
 
 def build_checker(settings: Settings) -> ConsistencyChecker:
     """The metadata database and the stores, for `strongroom check` (no engines, no jobs)."""
-    uow = _open_metadata(settings, migrate_now=settings.broker_url is None)
+    uow = open_metadata(settings, migrate_now=settings.broker_url is None)
     master = MasterKey.load_or_create(settings.key_file)
     return ConsistencyChecker(
         uow=uow, stores=_open_stores(settings, master), rules=rules_from(settings)
@@ -610,7 +540,7 @@ def build_checker(settings: Settings) -> ConsistencyChecker:
 
 def build_verifier(settings: Settings) -> Verifier:
     """The metadata database and the stores, for `strongroom check --read-data`."""
-    uow = _open_metadata(settings, migrate_now=settings.broker_url is None)
+    uow = open_metadata(settings, migrate_now=settings.broker_url is None)
     master = MasterKey.load_or_create(settings.key_file)
     stores = _open_stores(settings, master)
     return Verifier(uow=uow, clock=SystemClock(), transfer=Transfer(stores, rules_from(settings)))
@@ -626,5 +556,5 @@ def build_recovery(
     settings: Settings, master: MasterKey
 ) -> tuple[sessionmaker[Session], UnitOfWorkFactory, StoreCatalog]:
     """The metadata database and the stores, for `catalog rebuild` and `key rotate`."""
-    sessions = _metadata_sessions(settings, migrate_now=settings.broker_url is None)
-    return sessions, _uow_factory(sessions), _open_stores(settings, master)
+    sessions = metadata_sessions(settings, migrate_now=settings.broker_url is None)
+    return sessions, uow_factory(sessions), _open_stores(settings, master)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from strongroom import client, keystone_catalog, logformat, metadata_commands
+from strongroom import client, keystone_catalog, logformat, metadata_commands, token_commands
 from strongroom.allocator import freeze_startup_objects, keep_chunk_buffers_in_heap
 from strongroom.config import Settings
 from strongroom.offline import commands as offline_commands
@@ -424,50 +424,6 @@ def db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def token_create(args: argparse.Namespace) -> int:
-    from strongroom.bootstrap import build_tokens
-
-    tokens = build_tokens(_settings(args))
-    issued = tokens.create(
-        project_id=args.project_id, user_id=args.user_id or args.project_id, roles=(args.role,)
-    )
-    print(issued.token)
-    return 0
-
-
-def token_list(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from strongroom.bootstrap import build_tokens
-
-    table = Table("id", "project", "user", "roles", "created", "revoked")
-    for record in build_tokens(_settings(args)).list():
-        table.add_row(
-            record.id,
-            record.project_id,
-            record.user_id,
-            ",".join(record.roles),
-            record.created.isoformat(),
-            record.revoked.isoformat() if record.revoked else "",
-        )
-    # Full width when piped, so ids are never cut short.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
-    return 0
-
-
-def token_revoke(args: argparse.Namespace) -> int:
-    from strongroom.bootstrap import build_tokens
-    from strongroom.domain.errors import NotFoundError
-
-    try:
-        build_tokens(_settings(args)).revoke(args.token_id)
-    except NotFoundError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="strongroom",
@@ -557,27 +513,7 @@ def parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=db_upgrade)
 
-    token = sub.add_parser("token", help="manage API tokens").add_subparsers(
-        dest="token_command", required=True, metavar="COMMAND"
-    )
-    p = token.add_parser("create", help="print a new token")
-    common(p)
-    p.add_argument("--project-id", required=True, help="the project the token acts for")
-    p.add_argument("--user-id", help="the user recorded with the token (default: the project)")
-    p.add_argument(
-        "--role",
-        choices=["member", "admin"],
-        default="member",
-        help="member: the project's own resources; admin: every project's (default: member)",
-    )
-    p.set_defaults(func=token_create)
-    p = token.add_parser("list", help="list tokens (never their values)")
-    common(p)
-    p.set_defaults(func=token_list)
-    p = token.add_parser("revoke", help="revoke a token by id")
-    common(p)
-    p.add_argument("token_id", help="the token's id, as `strongroom token list` shows it")
-    p.set_defaults(func=token_revoke)
+    token_commands.add_commands(sub, _settings, common)
     client.add_commands(sub)
     offline_commands.add_commands(sub, _settings)
     keystone_catalog.add_commands(sub)

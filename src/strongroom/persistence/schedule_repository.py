@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from strongroom.domain.model import Backup, BackupId, InstanceId, ProjectId
 from strongroom.domain.schedules import RetentionPolicy, RunStatus, Schedule, ScheduleId
-from strongroom.persistence.repositories import BACKUPS, _backup, _select_backups
+from strongroom.persistence.backup_repository import BACKUPS, _backup, _select_backups
 from strongroom.persistence.tables import BackupScheduleRow as Row
 
 

@@ -21,19 +21,18 @@ from strongroom.domain.ports import (
     TokenRepository,
     WorkerRepository,
 )
+from strongroom.persistence.backup_repository import SqlBackupRepository
 from strongroom.persistence.copy_repository import SqlCopyRepository
-from strongroom.persistence.pitr_repository import SqlPitrRepository
-from strongroom.persistence.repositories import (
-    SqlBackupRepository,
-    SqlDatastoreRepository,
+from strongroom.persistence.datastore_repository import SqlDatastoreRepository
+from strongroom.persistence.instance_repository import (
     SqlInstanceRepository,
-    SqlJobRepository,
-    SqlQuotaRepository,
     SqlStrategyRepository,
-    SqlTokenRepository,
-    SqlWorkerRepository,
 )
+from strongroom.persistence.job_repository import SqlJobRepository, SqlWorkerRepository
+from strongroom.persistence.pitr_repository import SqlPitrRepository
+from strongroom.persistence.quota_repository import SqlQuotaRepository
 from strongroom.persistence.schedule_repository import SqlScheduleRepository
+from strongroom.persistence.token_repository import SqlTokenRepository
 
 # Connections a process keeps to a metadata database across the network: as many as the
 # API runs request threads (Services.request_threads), so none opens one per request.

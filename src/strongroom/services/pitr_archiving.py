@@ -15,6 +15,7 @@ from strongroom.domain.pitr import PitrPolicy, WalBatch
 from strongroom.domain.ports import BackupQuery, Clock, UnitOfWorkFactory
 from strongroom.engines.base import PointInTimeEngine
 from strongroom.services.datastores import DatastoreCatalog
+from strongroom.services.periodic import Periodic
 from strongroom.services.secrets_box import SecretBox
 from strongroom.services.wal_archive import WalArchive
 
@@ -40,9 +41,13 @@ class PitrArchiver:
         self._secrets = secrets
         self._archive = archive
         self._host = host_id
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic(
+            lambda: self.tick(),
+            interval=interval,
+            name="pitr-archiver",
+            log=log,
+            failure="archiver pass failed",
+        )
         self._pass = threading.Lock()  # one pass at a time (the loop, or a test's tick)
 
     def tick(self) -> int:
@@ -199,19 +204,7 @@ class PitrArchiver:
 
     # -- the loop --------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="pitr-archiver", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.tick()
-            except Exception:
-                log.exception("archiver pass failed")
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._loop.stop()

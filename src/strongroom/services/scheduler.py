@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 
 from strongroom.domain.model import BackupState
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
 from strongroom.domain.schedules import RunStatus, Schedule
 from strongroom.services import cron
+from strongroom.services.periodic import Periodic
 from strongroom.services.schedules import ScheduleService
 from strongroom.services.telemetry import NO_TELEMETRY, Telemetry
 
@@ -44,9 +44,13 @@ class Scheduler:
         self._schedules = schedules
         self._verify = verify
         self._drill = drill
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic(
+            lambda: self.tick(),
+            interval=interval,
+            name="scheduler",
+            log=log,
+            failure="scheduler tick failed",
+        )
 
     # -- one pass ------------------------------------------------------------------
     def tick(self) -> int:
@@ -150,22 +154,9 @@ class Scheduler:
 
     # -- the loop --------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
-        self._thread.start()
-        # One line per start: with several serving processes, it says which one schedules.
-        log.info("backup scheduler started in process %d", os.getpid())
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.tick()
-            except Exception:
-                log.exception("scheduler tick failed")
+        if self._loop.start():
+            # One line per start: with several serving processes, it says which one schedules.
+            log.info("backup scheduler started in process %d", os.getpid())
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._loop.stop()

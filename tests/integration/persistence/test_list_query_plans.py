@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from strongroom.persistence import migrate
-from strongroom.persistence.repositories import _backup_page
+from strongroom.persistence.backup_repository import _backup_page
 
 
 @pytest.mark.parametrize(

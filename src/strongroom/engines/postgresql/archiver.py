@@ -146,24 +146,7 @@ def archive_batch(
         window = walstream.WalWindow(timeline, facts["wal_segment_size"], start, stop, sysid)
         walstream.write_header(sink, window.header())
         frames = walstream.FrameWriter(sink)
-        busy_until = time.monotonic() + session.SLOT_BUSY_WAIT
-        while True:
-            try:
-                walstream.stream_wal_range(
-                    pgconn,
-                    slot=slot,
-                    timeline=timeline,
-                    start=start,
-                    stop=stop,
-                    frames=frames,
-                    deadline=deadline,
-                )
-                break
-            except walstream.WalStreamError as exc:
-                # The previous batch's walsender may hold the slot for a moment.
-                if "is active for PID" not in str(exc) or time.monotonic() > busy_until:
-                    raise
-                time.sleep(0.2)
+        session.stream_wal_when_slot_free(pgconn, slot, window, frames, deadline)
         frames.close()
     except walstream.WalStreamError as exc:
         raise BackupError(f"archiving WAL failed: {exc}") from exc

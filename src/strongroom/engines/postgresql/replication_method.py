@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.pq.abc import PGconn
 
 from strongroom.engines import process
 from strongroom.engines.base import BackupResult, ByteSink, Connection, Metadata
@@ -157,7 +156,7 @@ class ReplicationMethod:
             counter = session.CountingSink(sink)
             walstream.write_header(counter, window.header())
             frames = walstream.FrameWriter(counter)
-            self._stream_with_retry(pgconn, slot, timeline, start, stop, frames, deadline)
+            session.stream_wal_when_slot_free(pgconn, slot, window, frames, deadline)
             frames.close()
         except walstream.WalStreamError as exc:
             raise BackupError(f"streaming WAL failed: {exc}") from exc
@@ -193,35 +192,6 @@ class ReplicationMethod:
             conn.autocommit = True
         assert row is not None
         return parse_lsn(row[0])
-
-    def _stream_with_retry(
-        self,
-        pgconn: PGconn,
-        slot: str,
-        timeline: int,
-        start: int,
-        stop: int,
-        frames: walstream.FrameWriter,
-        deadline: float,
-    ) -> None:
-        busy_until = time.monotonic() + session.SLOT_BUSY_WAIT
-        while True:
-            try:
-                walstream.stream_wal_range(
-                    pgconn,
-                    slot=slot,
-                    timeline=timeline,
-                    start=start,
-                    stop=stop,
-                    frames=frames,
-                    deadline=deadline,
-                )
-                return
-            except walstream.WalStreamError as exc:
-                # A previous backup's walsender may still hold the slot for a moment.
-                if "is active for PID" not in str(exc) or time.monotonic() > busy_until:
-                    raise
-                time.sleep(0.2)
 
     def lay_out(self, server: ManagedServer, chain: Sequence[Link]) -> walstream.SegmentWriter:
         """``pg_basebackup`` tar, then each incremental's WAL into ``pg_wal``."""

@@ -4,6 +4,7 @@ backup records, and failure reasons that hold no secret."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
@@ -166,3 +167,31 @@ def slot_state(conn: psycopg.Connection[Any], slot: str) -> tuple[int | None, st
     if row is None:
         return None
     return (parse_lsn(row[0]) if row[0] else None), row[1]
+
+
+def stream_wal_when_slot_free(
+    pgconn: PGconn,
+    slot: str,
+    window: walstream.WalWindow,
+    frames: walstream.FrameWriter,
+    deadline: float,
+) -> None:
+    """Stream the window's WAL from ``slot``, waiting up to SLOT_BUSY_WAIT for the slot."""
+    busy_until = time.monotonic() + SLOT_BUSY_WAIT
+    while True:
+        try:
+            walstream.stream_wal_range(
+                pgconn,
+                slot=slot,
+                timeline=window.timeline,
+                start=window.start,
+                stop=window.stop,
+                frames=frames,
+                deadline=deadline,
+            )
+            return
+        except walstream.WalStreamError as exc:
+            # The walsender of a previous backup or batch may hold the slot for a moment.
+            if "is active for PID" not in str(exc) or time.monotonic() > busy_until:
+                raise
+            time.sleep(0.2)
