@@ -288,3 +288,54 @@ def test_the_offline_restore_reads_a_copy_alone(h: Harness, tmp_path: Path):
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(target) as db:
         assert db.execute(QUERY).fetchall() == rows
+
+
+def test_key_rotation_rewrites_the_copies_and_a_restore_from_a_copy_still_works(
+    tmp_path: Path,
+):
+    from strongroom.bootstrap import build_recovery
+    from strongroom.offline.recovery_commands import _targets
+    from strongroom.offline.rotation import rotate
+    from strongroom.pipeline.errors import FormatError
+    from strongroom.pipeline.keys import MasterKey
+
+    stores = [
+        {"name": "local", "kind": "local", "root": str(tmp_path / "primary")},
+        {"name": "offsite", "kind": "local", "root": str(tmp_path / "offsite")},
+    ]
+    settings = {"stores": stores, "default_store": "local", "default_container": CONTAINER}
+    h = make_harness(tmp_path, chunk_size=64 * 1024, **settings)
+    try:
+        full, incr, rows = chain(h)
+        # A container of its own there: one no backup of the primary store uses.
+        spec = {"storage_driver": "offsite", "swift_container": "offsite-c"}
+        assert copy(h.a, incr["id"], **spec).status_code == 202
+        assert wait_copy(h.a, incr["id"], "offsite")["state"] == "COMPLETED"
+    finally:
+        h.container.close()
+    old = MasterKey.load(h.settings.key_file)
+    sessions, uow, catalog = build_recovery(h.settings, old)
+    try:
+        report = rotate(
+            key_file=h.settings.key_file,
+            stores=_targets(uow, catalog, h.settings, []),
+            sessions=sessions,
+        )
+    finally:
+        catalog.close()
+    assert report.finished and not report.problems, report.problems
+    new = MasterKey.load(h.settings.key_file)
+    for backup in (full, incr):
+        raw = (tmp_path / "offsite" / "offsite-c" / backup["id"] / "manifest.json").read_bytes()
+        open_manifest(raw, new, expected_backup_id=backup["id"])
+        with pytest.raises(FormatError):
+            open_manifest(raw, old, expected_backup_id=backup["id"])
+    # The primary store loses everything: the copy, under the new key, is what restores.
+    again = make_harness(tmp_path, chunk_size=64 * 1024, **settings)
+    try:
+        shutil.move(tmp_path / "primary" / CONTAINER, tmp_path / "lost")
+        restored = restore(again.a, incr["id"])
+        assert rows_of(restored) == rows
+        assert "'offsite'" in restored["fault"]["message"]
+    finally:
+        again.container.close()

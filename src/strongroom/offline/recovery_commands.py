@@ -91,14 +91,15 @@ def _targets(
     uow: UnitOfWorkFactory, stores: StoreCatalog, settings: Settings, extra: list[str]
 ) -> dict[str, StoreToRotate]:
     """Every container of every store the metadata knows backups in (and the default
-    one, and ``extra``), with the containers of ``restore_from`` registrations and of
-    point-in-time archives; and the manifest key of every backup and archived log batch
-    the metadata records."""
+    one, and ``extra``), with the containers of ``restore_from`` registrations, of copies
+    and of point-in-time archives; and the manifest key of every backup, copy and archived
+    log batch the metadata records."""
     with uow() as u:
         backups = u.backups.query(BackupQuery())
         backups += u.backups.in_states([BackupState.DELETING])
         policies = u.pitr.policies()
         batches = u.pitr.all_batches()
+        copies = u.copies.every()
     found = containers_in_use(backups, stores.names(), settings.default_container)
     known: dict[str, set[str]] = {name: set() for name in found}
     for name in found:
@@ -112,6 +113,12 @@ def _targets(
             continue
         found.setdefault(name, set()).add(object_layout.container_of(key))
         known.setdefault(name, set()).add(key)
+    # Copies in other stores: their containers, and each written copy's manifest.
+    for copy in copies:
+        found.setdefault(copy.store_name, set()).add(copy.container)
+        known.setdefault(copy.store_name, set()).add(
+            object_layout.manifest_key(copy.container, copy.backup_id)
+        )
     # Point-in-time archives: the policies' containers, and each recorded batch's manifest.
     for policy in policies:
         found.setdefault(policy.store_name, set()).add(policy.container)

@@ -84,7 +84,9 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.digests: dict[str, str] = {}  # old manifest SHA-256 → new
+        # (store, old manifest SHA-256) → new: a copy in another store has the same old
+        # bytes as its original but is sealed anew, so the store is part of the key.
+        self.digests: dict[tuple[str, str], str] = {}
 
     @classmethod
     def open(cls, path: Path, old: MasterKey, new: MasterKey) -> Journal:
@@ -110,23 +112,31 @@ class Journal:
                 f"{path} records another rotation than from {old.key_id} to {new.key_id}"
             )
         for entry in lines[1:]:
-            journal.digests[entry["old"]] = entry["new"]
+            journal.digests[(entry["store"], entry["old"])] = entry["new"]
         return journal
 
-    def leads_to(self, digest: str, current: str) -> bool:
-        """Whether the manifest whose digest was ``digest`` was rewritten, once or more
-        by this rotation, into the one whose digest is ``current``."""
+    def leads_to(self, store: str, digest: str, current: str) -> bool:
+        """Whether the manifest in ``store`` whose digest was ``digest`` was rewritten,
+        once or more by this rotation, into the one whose digest is ``current``."""
         seen = set()
-        while digest in self.digests and digest not in seen:
+        while (store, digest) in self.digests and digest not in seen:
             seen.add(digest)
-            digest = self.digests[digest]
+            digest = self.digests[(store, digest)]
             if digest == current:
                 return True
         return False
 
+    def rewritten(self, store: str, old: str) -> str | None:
+        """The new digest of the manifest in ``store`` that had digest ``old``; for a row
+        that names no store, the one manifest rewritten from ``old``, if only one was."""
+        if store:
+            return self.digests.get((store, old))
+        news = {new for (_store, was), new in self.digests.items() if was == old}
+        return news.pop() if len(news) == 1 else None
+
     def record(self, store: str, key: str, old: str, new: str) -> None:
         self._append({"store": store, "key": key, "old": old, "new": new})
-        self.digests[old] = new
+        self.digests[(store, old)] = new
 
     def _append(self, entry: dict[str, Any]) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -250,7 +260,7 @@ def _rotate_container(
         parent_digest = manifest.parent_manifest_sha256
         now = digests.get(manifest.parent_id or "")
         if now is not None and now != parent_digest:
-            if journal.leads_to(parent_digest or "", now):
+            if journal.leads_to(name, parent_digest or "", now):
                 parent_digest = now  # the parent was rewritten by this rotation
             else:  # its chain was broken before: it stays as broken, under the new key
                 report.problems[where] = "its parent's manifest is not the one it recorded"
@@ -327,7 +337,7 @@ def _rekey_metadata(
     old_box = SecretBox(old.derive_key(CONNECTIONS_INFO))
     new_box = SecretBox(new.derive_key(CONNECTIONS_INFO))
     with sessions() as session:
-        report.repinned = repin_manifests(session, journal.digests.get)
+        report.repinned = repin_manifests(session, journal.rewritten)
         for sealed in sealed_values(session):
             if _opens(new_box, sealed.value, sealed.bound_to):
                 continue

@@ -59,17 +59,17 @@ def replace_sealed(session: Session, sealed: Sealed, value: str) -> None:
         job.payload = {**(job.payload or {}), "sealed": value}
 
 
-def repin_manifests(session: Session, new_digest: Callable[[str], str | None]) -> int:
-    """Replace every pinned manifest digest ``d`` for which ``new_digest(d)`` is not None;
-    returns how many rows changed."""
+def repin_manifests(session: Session, new_digest: Callable[[str, str], str | None]) -> int:
+    """Replace every pinned manifest digest ``d`` of a backup in store ``s`` for which
+    ``new_digest(s, d)`` is not None; returns how many rows changed."""
     rows = session.execute(
-        select(BackupRow.id, BackupRow.manifest_sha256).where(
+        select(BackupRow.id, BackupRow.store_name, BackupRow.manifest_sha256).where(
             BackupRow.manifest_sha256.is_not(None)
         )
     ).all()
     changed = 0
-    for backup_id, digest in rows:
-        replacement = new_digest(digest or "")
+    for backup_id, store_name, digest in rows:
+        replacement = new_digest(store_name or "", digest or "")
         if replacement is not None and replacement != digest:
             session.execute(
                 update(BackupRow)
