@@ -70,7 +70,10 @@ class JobInbox:
             except (UnicodeDecodeError, ValueError):
                 log.warning("job hand-off ignored: not a job id")
                 continue
-            self._queue.submit(JobId(job_id), "local")
+            try:
+                self._queue.submit(JobId(job_id), "local")
+            except Exception:  # one job's failure must not stop the inbox for the others
+                log.exception("job %s handed over but not submitted", job_id)
 
     def close(self) -> None:
         # A datagram to itself wakes the receiving thread; then the socket is closed.
@@ -89,6 +92,8 @@ class HandOffJobQueue:
     def __init__(self, path: Path) -> None:
         self._path = str(path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # A request thread never waits long on a full inbox: the job stays QUEUED instead.
+        self._sock.settimeout(5)
 
     def submit(self, job_id: JobId, route: str = "local") -> None:
         try:

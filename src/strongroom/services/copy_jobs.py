@@ -4,7 +4,7 @@ copies, and the restore that falls back to a copy."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,24 +57,30 @@ class CopyJobs:
                     raise RuntimeError("the backup is no longer available")
                 location = self._writer.copy(backup, copy.store_name, copy.container)
                 if not self._record(copy_id, location=location):
-                    # Dropped meanwhile (its backup deleted): what was written goes too.
+                    # Dropped meanwhile (its backup deleted): what was written goes too,
+                    # and the links built on it cannot be copied.
                     self._transfer.discard_objects(at_copy(backup, copy))
+                    self._fail_rest(chain[index + 1 :], "its parent's copy was dropped")
                     return
                 self._writer.verify(backup, self._finder(copy.store_name))
             except Exception as exc:
                 reason = describe_failure(exc)
                 self._fail(copy_id, reason)
-                for later in chain[index + 1 :]:
-                    self._fail(later, f"the copy of its parent failed: {reason}")
+                self._fail_rest(chain[index + 1 :], f"the copy of its parent failed: {reason}")
                 raise
             if not self._record(copy_id, verified=True):
                 self._transfer.discard_objects(at_copy(backup, copy))
+                self._fail_rest(chain[index + 1 :], "its parent's copy was dropped")
                 return
             log.info(
                 "backup copied to store %s and verified",
                 copy.store_name,
                 extra={"project_id": copy.project_id, "backup_id": copy.backup_id},
             )
+
+    def _fail_rest(self, later: Sequence[str], reason: str) -> None:
+        for copy_id in later:
+            self._fail(copy_id, reason)
 
     def _finder(self, store_name: str) -> Callable[[str], Backup | None]:
         """Each backup as it sits in ``store_name`` (None when it has no copy there)."""

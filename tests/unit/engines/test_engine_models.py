@@ -251,3 +251,19 @@ def test_a_refused_connection_never_names_its_password() -> None:
             {"managed": False, "host": "h", "port": "5432", "user": "u", "password": "s3cret-pw"}
         )
     assert "s3cret-pw" not in validation_reason(info.value)
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        {"managed": False, "host": "h", "port": "5432", "user": "u", "password": "s3cret-pw"},
+        {"managed": True, "port": 5432, "password": "s3cret-pw"},  # fields missing
+    ],
+)
+def test_a_connection_error_as_pydantic_prints_it_has_no_password(
+    connection: dict[str, object],
+) -> None:
+    """Callers log ``str(exc)`` of a validation error; it names fields, never values."""
+    with pytest.raises(ValidationError) as info:
+        pg_models.CONNECTION.validate_python(connection)
+    assert "s3cret-pw" not in str(info.value)

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    # hide_input_in_errors: a connection holds a password; an error names fields, not values.
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True, hide_input_in_errors=True)
 
 
 class Binlog(_Model):
@@ -95,4 +96,6 @@ MariaDBConnection = Annotated[
 ]
 
 METADATA: TypeAdapter[MariaDBMetadata] = TypeAdapter(MariaDBMetadata)
-CONNECTION: TypeAdapter[ManagedConnection | ExternalConnection] = TypeAdapter(MariaDBConnection)
+CONNECTION: TypeAdapter[ManagedConnection | ExternalConnection] = TypeAdapter(
+    MariaDBConnection, config=ConfigDict(hide_input_in_errors=True)
+)

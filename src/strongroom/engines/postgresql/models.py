@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    # hide_input_in_errors: a connection holds a password; an error names fields, not values.
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True, hide_input_in_errors=True)
 
 
 class _ServerFacts(_Model):
@@ -114,4 +115,6 @@ PostgresConnection = Annotated[
 ]
 
 METADATA: TypeAdapter[FilesMetadata | ReplicationMetadata] = TypeAdapter(PostgresMetadata)
-CONNECTION: TypeAdapter[ManagedConnection | ExternalConnection] = TypeAdapter(PostgresConnection)
+CONNECTION: TypeAdapter[ManagedConnection | ExternalConnection] = TypeAdapter(
+    PostgresConnection, config=ConfigDict(hide_input_in_errors=True)
+)

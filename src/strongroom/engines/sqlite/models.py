@@ -16,7 +16,8 @@ MIN_PAGE_SIZE, MAX_PAGE_SIZE = 512, 65536
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    # hide_input_in_errors: a connection holds a password; an error names fields, not values.
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True, hide_input_in_errors=True)
 
 
 def _sha256_hex(value: str | None) -> str | None:
