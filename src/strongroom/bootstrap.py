@@ -178,6 +178,7 @@ def rules_from(settings: Settings) -> ServiceRules:
         chunk_size=settings.chunk_size,
         compression_level=settings.compression_level,
         transfer_threads=settings.transfer_threads,
+        progress_interval=timedelta(seconds=settings.progress_interval_seconds),
         temporary_object_max_age=timedelta(seconds=settings.temporary_object_max_age_seconds),
     )
 

@@ -189,6 +189,8 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 10.0
     # Point-in-time archiving: a batch of the log at least this often (RPO < 60 s).
     pitr_interval_seconds: float = Field(default=10.0, gt=0, le=50)
+    # A running backup's bytes done are recorded at most this often (what a watcher sees).
+    progress_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     job_lease_seconds: float = 60.0
     redispatch_after_seconds: float = 30.0
     dispatch_deadline_seconds: float = 600.0

@@ -31,6 +31,7 @@ class ServiceRules:
     chunk_size: int = 4 * 1024 * 1024
     compression_level: int = 1
     transfer_threads: int = 2
+    progress_interval: timedelta = timedelta(seconds=1)
     default_host: str = "local"
     worker_lease: timedelta = timedelta(seconds=60)
     # A store's temporary object older than this is a killed writer's: check and the reaper

@@ -33,8 +33,6 @@ from strongroom.storage.errors import ObjectNotFoundError
 
 log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL = 1.0
-
 
 @dataclass(frozen=True)
 class BackupOutcome:
@@ -44,11 +42,15 @@ class BackupOutcome:
 
 
 class ProgressSink:
-    """The engine's sink: forwards to the writer and reports bytes at most once a second."""
+    """The engine's sink: forwards to the writer and reports bytes at most once an
+    ``interval`` (seconds)."""
 
-    def __init__(self, writer: BackupWriter, report: Callable[[int], None]) -> None:
+    def __init__(
+        self, writer: BackupWriter, report: Callable[[int], None], interval: float
+    ) -> None:
         self._writer = writer
         self._report = report
+        self._interval = interval
         self._done = 0
         self._last = time.monotonic()
 
@@ -56,7 +58,7 @@ class ProgressSink:
         written = self._writer.write(data)
         self._done += len(data)
         now = time.monotonic()
-        if now - self._last >= PROGRESS_INTERVAL:
+        if now - self._last >= self._interval:
             self._last = now
             self._report(self._done)
         return written
@@ -190,7 +192,9 @@ class Transfer:
             max_in_flight=self.rules.transfer_threads * 2,
         )
         try:
-            result = engine.backup(connection, ProgressSink(writer, report), parent=parent_meta)
+            interval = self.rules.progress_interval.total_seconds()
+            sink = ProgressSink(writer, report, interval)
+            result = engine.backup(connection, sink, parent=parent_meta)
             writer.close()
             manifest = writer.manifest(
                 project_id=backup.project_id,

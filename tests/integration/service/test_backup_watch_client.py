@@ -24,7 +24,8 @@ BIG_ROWS = 2400  # 64 KiB of random bytes each: ~150 MiB, a few seconds to back 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
-    live = start_server(tmp_path / "data")
+    # Progress recorded every 0.1 s: a backup of a few seconds shows several steps.
+    live = start_server(tmp_path / "data", env={"STRONGROOM_PROGRESS_INTERVAL_SECONDS": "0.1"})
     try:
         yield live
     finally:
