@@ -1,0 +1,323 @@
+"""Binary log archiving and restore to a time, on a real managed MariaDB server: a full
+backup, rows committed one to a second (the binary log's resolution) with their
+server-clock brackets while batches are cut by fresh engines (as after a restart), a
+server whose ``time_zone`` is not UTC, then restores to times between the rows keep
+exactly the rows committed at or before each time (to the whole second)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from strongroom.engines.base import DatabaseSpec, InstanceRequest, RestoreInput
+from strongroom.engines.errors import BackupError, RestoreError
+from strongroom.engines.mariadb import MariaDbEngine, archiver, binlog
+from strongroom.engines.mariadb.sessions import managed_session
+from strongroom.pipeline.errors import IntegrityError
+from strongroom.pipeline.keys import MasterKey
+from strongroom.services.rules import ServiceRules
+from strongroom.services.stores import StoreCatalog
+from strongroom.services.transfer import Transfer
+from strongroom.services.wal_archive import WalArchive
+from strongroom.storage.local import LocalBackend
+from strongroom.storage.registry import StoreSet
+from support.files import FileSink
+from support.mariadb import require_mariadb, scratch_root
+
+pytestmark = pytest.mark.integration
+ROWS = 6
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    require_mariadb()
+    with scratch_root("strongroom-mpitr-") as base:
+        yield base
+
+
+def server_now(cursor: Any) -> datetime:
+    cursor.execute("SELECT UTC_TIMESTAMP(6)")
+    return cursor.fetchone()[0]  # type: ignore[no-any-return]
+
+
+def into_next_second(cursor: Any) -> None:
+    """Wait (on the server's clock) until a new second has begun 0.2 s ago, so the next
+    commit is stamped in a second of its own."""
+    start = server_now(cursor).replace(microsecond=0)
+    while server_now(cursor) < start + timedelta(seconds=1.2):
+        time.sleep(0.05)
+
+
+def batch_to(engine: MariaDbEngine, conn: dict[str, Any], path: Path, start: int) -> Any:
+    sink = FileSink(path)
+    try:
+        return engine.archive_batch(conn, sink, start=start)
+    finally:
+        sink.close()
+
+
+def full_backup(engine: MariaDbEngine, conn: dict[str, Any], path: Path) -> dict[str, Any]:
+    sink = FileSink(path)
+    try:
+        return dict(engine.backup(conn, sink, parent=None).metadata)
+    finally:
+        sink.close()
+
+
+@pytest.fixture(scope="module")
+def archived(workdir: Path) -> Iterator[dict[str, Any]]:
+    engine = MariaDbEngine(timeout=300)
+    conn = engine.create_instance(
+        workdir / "src", InstanceRequest("src", databases=(DatabaseSpec("bench"),))
+    )
+    with managed_session(conn) as c:
+        # Binary log stamps are epoch seconds: the server's zone must play no part.
+        c.execute("SET GLOBAL time_zone = '+05:00'")
+        c.execute("CREATE TABLE bench.ticks (n int PRIMARY KEY, at datetime(6) NOT NULL)")
+        c.execute("INSERT INTO bench.ticks VALUES (0, NOW(6))")
+    position = engine.start_archiving(conn)
+    full = full_backup(engine, conn, workdir / "full.xb")
+    brackets: list[tuple[datetime, datetime]] = []
+    batches: list[tuple[Any, Path]] = []
+    with managed_session(conn) as c:
+        for n in range(1, ROWS + 1):
+            into_next_second(c)
+            before = server_now(c)
+            c.execute("INSERT INTO bench.ticks VALUES (%s, NOW(6))", (n,))
+            brackets.append((before, server_now(c)))
+            if n % 2 == 0:
+                fresh = MariaDbEngine(timeout=300)
+                path = workdir / f"batch-{n}.bin"
+                result = batch_to(fresh, conn, path, position)
+                batches.append((result, path))
+                position = result.stop
+            if n == 3:
+                c.execute("FLUSH BINARY LOGS")  # a batch that spans two files
+    yield {"engine": engine, "conn": conn, "full": full, "brackets": brackets, "batches": batches}
+    engine.destroy_instance(workdir / "src", conn)
+
+
+def restore(
+    data: dict[str, Any], workdir: Path, name: str, when: datetime | None, *, drop: int = -1
+) -> list[int]:
+    engine: MariaDbEngine = data["engine"]
+    chosen = [b for i, b in enumerate(data["batches"]) if i != drop]
+    handles = [path.open("rb") for _, path in chosen]
+    try:
+        with (workdir / "full.xb").open("rb") as full:
+            restored = engine.restore_instance(
+                workdir / name,
+                [RestoreInput(data["full"], full)],
+                InstanceRequest(name),
+                archive=[
+                    RestoreInput(b.metadata, fh) for (b, _), fh in zip(chosen, handles, strict=True)
+                ],
+                target_time=when,
+            )
+    finally:
+        for fh in handles:
+            fh.close()
+    try:
+        with managed_session(restored) as c:
+            c.execute("SELECT n FROM bench.ticks ORDER BY n")
+            return [r[0] for r in c.fetchall()]
+    finally:
+        engine.destroy_instance(workdir / name, restored)
+
+
+def test_batches_join_and_cover_their_commits(archived: dict[str, Any]) -> None:
+    batches = [b for b, _ in archived["batches"]]
+    assert len(batches) == ROWS // 2
+    for earlier, later in itertools.pairwise(batches):
+        assert later.start == earlier.stop
+        assert later.archived_through > earlier.archived_through
+    meta = batches[1].metadata
+    assert meta["method"] == "mariadb_binlog_archive"
+    assert meta["start_file"] != meta["stop_file"]  # the flush moved the log on
+    assert binlog.decode(batches[1].stop)[0] == binlog.decode(batches[1].start)[0] + 1
+    assert meta["first_gtid"] and meta["last_gtid"]
+    brackets = archived["brackets"]
+    for i, b in enumerate(batches):
+        # Every row whose commit returned before the batch was cut is in it.
+        assert brackets[2 * i + 1][1] <= b.archived_through
+
+
+def test_restore_to_times_between_commits(archived: dict[str, Any], workdir: Path) -> None:
+    brackets = archived["brackets"]
+    for keep in (1, 4):
+        # The second after row `keep` committed, before row keep+1 began; and a time
+        # inside that second (the binary log's resolution is the whole second).
+        second = brackets[keep - 1][1].replace(microsecond=0) + timedelta(seconds=1)
+        assert second < brackets[keep][0]
+        assert restore(archived, workdir, f"at-{keep}", second) == list(range(keep + 1))
+        inside = second + (brackets[keep][0] - second) / 2
+        assert restore(archived, workdir, f"in-{keep}", inside) == list(range(keep + 1))
+    last = archived["batches"][-1][0].archived_through
+    assert restore(archived, workdir, "at-end", last) == list(range(ROWS + 1))
+    assert restore(archived, workdir, "to-end", None) == list(range(ROWS + 1))
+
+
+def test_a_missing_batch_is_refused(archived: dict[str, Any], workdir: Path) -> None:
+    with pytest.raises(RestoreError, match="gap"):
+        restore(archived, workdir, "holed", None, drop=1)
+    assert not (workdir / "holed" / "data").exists()
+
+
+def test_a_purged_position_is_a_gap(archived: dict[str, Any], workdir: Path) -> None:
+    engine: MariaDbEngine = archived["engine"]
+    conn = archived["conn"]
+    first = archived["batches"][0][0]
+    with managed_session(conn) as c:
+        c.execute("FLUSH BINARY LOGS")
+        c.execute("SHOW MASTER STATUS")
+        current = c.fetchone()[0]
+        c.execute("PURGE BINARY LOGS TO %s", (current,))
+    with pytest.raises(BackupError, match=archiver.GAP):
+        batch_to(engine, conn, workdir / "stale.bin", first.start)
+
+
+# -- the batches in a store, in the backups' format ---------------------------------------
+
+
+def test_stored_batches_restore_to_a_time_and_refuse_tampering(workdir: Path) -> None:
+    stores = StoreSet({"local": LocalBackend(workdir / "store")}, "local")
+    wal_archive = WalArchive(Transfer(StoreCatalog(stores, MasterKey.generate()), ServiceRules()))
+    engine = MariaDbEngine(timeout=300)
+    conn = engine.create_instance(
+        workdir / "src2", InstanceRequest("src2", databases=(DatabaseSpec("bench"),))
+    )
+    instance_id = str(uuid.uuid4())
+    try:
+        with managed_session(conn) as c:
+            c.execute("CREATE TABLE bench.ticks (n int PRIMARY KEY)")
+        position = engine.start_archiving(conn)
+        full = full_backup(engine, conn, workdir / "full2.xb")
+        stored = []
+        brackets = []
+        with managed_session(conn) as c:
+            for n in (1, 2):
+                into_next_second(c)
+                before = server_now(c)
+                c.execute("INSERT INTO bench.ticks VALUES (%s)", (n,))
+                brackets.append((before, server_now(c)))
+                stored_batch = wal_archive.store_batch(
+                    engine=engine,
+                    connection=conn,
+                    project_id="p1",
+                    instance_id=instance_id,
+                    datastore="mariadb",
+                    store_name="local",
+                    container="database-backups",
+                    start=position,
+                )
+                stored.append(stored_batch)
+                position = stored_batch.stop
+        keys = [p for p in (workdir / "store").rglob("*") if p.is_file()]
+        prefix = f"database-backups/{instance_id}/wal/"
+        assert keys and all(str(p.relative_to(workdir / "store")).startswith(prefix) for p in keys)
+        target = brackets[0][1].replace(microsecond=0) + timedelta(seconds=1)
+        assert target < brackets[1][0]
+
+        def restore_from_store(name: str) -> list[int]:
+            with (workdir / "full2.xb").open("rb") as fh:
+                restored = engine.restore_instance(
+                    workdir / name,
+                    [RestoreInput(full, fh)],
+                    InstanceRequest(name),
+                    archive=wal_archive.open_batches(stored),
+                    target_time=target,
+                )
+            try:
+                with managed_session(restored) as c:
+                    c.execute("SELECT n FROM bench.ticks ORDER BY n")
+                    return [r[0] for r in c.fetchall()]
+            finally:
+                engine.destroy_instance(workdir / name, restored)
+
+        assert restore_from_store("from-store") == [1]
+        other = dataclasses.replace(stored[0], project_id="p2")
+        with pytest.raises(IntegrityError):
+            wal_archive.open_batches([other])
+        chunk = next((workdir / "store" / stored[1].manifest_key).parent.glob("chunk-*"))
+        raw = bytearray(chunk.read_bytes())
+        raw[len(raw) // 2] ^= 1
+        chunk.write_bytes(bytes(raw))
+        with pytest.raises((RestoreError, IntegrityError)):
+            restore_from_store("tampered")
+    finally:
+        engine.destroy_instance(workdir / "src2", conn)
+        stores.close()
+
+
+def test_client_commands_in_the_log_are_not_run(workdir: Path) -> None:
+    """Statement text and names a tenant chose that look like a client command (``\\!``
+    runs a shell command in the ``mariadb`` client) never run: in strings and comments
+    they replay as data; a table name with a line break breaks the decoder's comment
+    lines, and the client refuses the line (the restore fails with the reason)."""
+    engine = MariaDbEngine(timeout=300)
+    conn = engine.create_instance(
+        workdir / "src3", InstanceRequest("src3", databases=(DatabaseSpec("bench"),))
+    )
+    witness = workdir / "witness"
+    command = f"\n\\! touch {witness}\n"
+    try:
+        with managed_session(conn) as c:
+            c.execute("CREATE TABLE bench.notes (t text)")
+        position = engine.start_archiving(conn)
+        full = full_backup(engine, conn, workdir / "full3.xb")
+        with managed_session(conn) as c:
+            # Statement-based, so the text itself is in the log and printed by the decoder.
+            c.execute("SET SESSION binlog_format = 'STATEMENT'")
+            c.execute("INSERT INTO bench.notes VALUES (%s)", (command,))
+            c.execute(f"INSERT INTO bench.notes /*{command}*/ VALUES ('y')")
+            c.execute("SELECT t FROM bench.notes ORDER BY t")
+            expected = [r[0] for r in c.fetchall()]
+            into_next_second(c)
+            named_at = server_now(c)
+            c.execute(f"CREATE TABLE bench.`x{command}y` (a int)")
+            # Row-based: the decoder prints the table's name in a comment line.
+            c.execute("SET SESSION binlog_format = 'ROW'")
+            c.execute(f"INSERT INTO bench.`x{command}y` VALUES (1)")
+        sink = io.BytesIO()
+        result = engine.archive_batch(conn, sink, start=position)
+
+        def restore_to(name: str, when: datetime | None) -> dict[str, Any]:
+            sink.seek(0)
+            with (workdir / "full3.xb").open("rb") as fh:
+                return dict(
+                    engine.restore_instance(
+                        workdir / name,
+                        [RestoreInput(full, fh)],
+                        InstanceRequest(name),
+                        archive=[RestoreInput(result.metadata, sink)],
+                        target_time=when,
+                    )
+                )
+
+        restored = restore_to("dst3", named_at.replace(microsecond=0))
+        try:
+            with managed_session(restored) as c:
+                c.execute("SELECT t FROM bench.notes ORDER BY t")
+                assert [r[0] for r in c.fetchall()] == expected
+        finally:
+            engine.destroy_instance(workdir / "dst3", restored)
+        with pytest.raises(RestoreError, match="Unknown command"):
+            restore_to("dst4", None)
+        assert not (workdir / "dst4").exists()
+        assert not witness.exists()
+    finally:
+        engine.destroy_instance(workdir / "src3", conn)
+
+
+def test_external_servers_are_not_archived() -> None:
+    with pytest.raises(BackupError, match="managed"):
+        MariaDbEngine().start_archiving({"host": "127.0.0.1", "port": 3306, "user": "x"})
