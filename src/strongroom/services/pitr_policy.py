@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from strongroom.domain.errors import BadRequestError, ResourceNotFoundError
-from strongroom.domain.model import BackupState, Instance, RequestContext
+from strongroom.domain.model import BackupState, Instance, InstanceKind, RequestContext
 from strongroom.domain.pitr import PitrPolicy, WalBatch
 from strongroom.domain.ports import BackupQuery, Clock, UnitOfWork, UnitOfWorkFactory
 from strongroom.services import pitr
@@ -19,7 +19,10 @@ from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.rules import ServiceRules
 from strongroom.services.stores import StoreCatalog
 
-ARCHIVING_DATASTORES = ("postgresql",)
+ARCHIVING_DATASTORES = ("postgresql", "mariadb")
+# Datastores whose archiving needs a server the service manages: an external MariaDB
+# server's binary log would need REPLICATION SLAVE there and could be purged under it.
+MANAGED_ONLY_DATASTORES = ("mariadb",)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,15 @@ class PitrService:
             if enabled and datastore not in ARCHIVING_DATASTORES:
                 raise BadRequestError(
                     f"Point-in-time archiving is not available for datastore {datastore}."
+                )
+            if (
+                enabled
+                and datastore in MANAGED_ONLY_DATASTORES
+                and instance.kind == InstanceKind.EXTERNAL
+            ):
+                raise BadRequestError(
+                    f"Point-in-time archiving is available for managed {datastore} "
+                    "instances only, not for registered (external) servers."
                 )
             if instance.task == "DELETING":
                 raise ResourceNotFoundError(instance_id)

@@ -23,13 +23,8 @@ from strongroom.engines.errors import BackupError, RestoreError
 from strongroom.engines.mariadb import MariaDbEngine, archiver, binlog
 from strongroom.engines.mariadb.sessions import managed_session
 from strongroom.pipeline.errors import IntegrityError
-from strongroom.pipeline.keys import MasterKey
-from strongroom.services.rules import ServiceRules
-from strongroom.services.stores import StoreCatalog
-from strongroom.services.transfer import Transfer
 from strongroom.services.wal_archive import WalArchive
-from strongroom.storage.local import LocalBackend
-from strongroom.storage.registry import StoreSet
+from support.archive import flip_a_byte, local_archive, store_batch
 from support.files import FileSink
 from support.mariadb import require_mariadb, scratch_root
 
@@ -126,12 +121,17 @@ def restore(
     finally:
         for fh in handles:
             fh.close()
+    return ticks_then_destroy(engine, workdir / name, restored)
+
+
+def ticks_then_destroy(engine: MariaDbEngine, home: Path, restored: dict[str, Any]) -> list[int]:
+    """The restored server's ``ticks``; the server is removed afterwards."""
     try:
         with managed_session(restored) as c:
             c.execute("SELECT n FROM bench.ticks ORDER BY n")
             return [r[0] for r in c.fetchall()]
     finally:
-        engine.destroy_instance(workdir / name, restored)
+        engine.destroy_instance(home, restored)
 
 
 def test_batches_join_and_cover_their_commits(archived: dict[str, Any]) -> None:
@@ -189,8 +189,11 @@ def test_a_purged_position_is_a_gap(archived: dict[str, Any], workdir: Path) -> 
 
 
 def test_stored_batches_restore_to_a_time_and_refuse_tampering(workdir: Path) -> None:
-    stores = StoreSet({"local": LocalBackend(workdir / "store")}, "local")
-    wal_archive = WalArchive(Transfer(StoreCatalog(stores, MasterKey.generate()), ServiceRules()))
+    with local_archive(workdir / "store") as wal_archive:
+        stored_batches_restore(wal_archive, workdir)
+
+
+def stored_batches_restore(wal_archive: WalArchive, workdir: Path) -> None:
     engine = MariaDbEngine(timeout=300)
     conn = engine.create_instance(
         workdir / "src2", InstanceRequest("src2", databases=(DatabaseSpec("bench"),))
@@ -209,14 +212,12 @@ def test_stored_batches_restore_to_a_time_and_refuse_tampering(workdir: Path) ->
                 before = server_now(c)
                 c.execute("INSERT INTO bench.ticks VALUES (%s)", (n,))
                 brackets.append((before, server_now(c)))
-                stored_batch = wal_archive.store_batch(
-                    engine=engine,
-                    connection=conn,
-                    project_id="p1",
+                stored_batch = store_batch(
+                    wal_archive,
+                    engine,
+                    conn,
                     instance_id=instance_id,
                     datastore="mariadb",
-                    store_name="local",
-                    container="database-backups",
                     start=position,
                 )
                 stored.append(stored_batch)
@@ -236,26 +237,17 @@ def test_stored_batches_restore_to_a_time_and_refuse_tampering(workdir: Path) ->
                     archive=wal_archive.open_batches(stored),
                     target_time=target,
                 )
-            try:
-                with managed_session(restored) as c:
-                    c.execute("SELECT n FROM bench.ticks ORDER BY n")
-                    return [r[0] for r in c.fetchall()]
-            finally:
-                engine.destroy_instance(workdir / name, restored)
+            return ticks_then_destroy(engine, workdir / name, dict(restored))
 
         assert restore_from_store("from-store") == [1]
         other = dataclasses.replace(stored[0], project_id="p2")
         with pytest.raises(IntegrityError):
             wal_archive.open_batches([other])
-        chunk = next((workdir / "store" / stored[1].manifest_key).parent.glob("chunk-*"))
-        raw = bytearray(chunk.read_bytes())
-        raw[len(raw) // 2] ^= 1
-        chunk.write_bytes(bytes(raw))
+        flip_a_byte(workdir / "store", stored[1])
         with pytest.raises((RestoreError, IntegrityError)):
             restore_from_store("tampered")
     finally:
         engine.destroy_instance(workdir / "src2", conn)
-        stores.close()
 
 
 def test_client_commands_in_the_log_are_not_run(workdir: Path) -> None:

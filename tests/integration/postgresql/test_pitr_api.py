@@ -15,12 +15,15 @@ from typing import Any
 import pytest
 
 from fixtures.service import Caller, Harness, make_harness, wait_for
-from support.postgresql_service import (
-    PG_MAJOR,
-    connect,
+from support.postgresql_service import PG_MAJOR, connect, reachable_dir, tcp
+from support.service_calls import (
+    archive_objects,
+    backup,
+    delete_backup,
     fault_message,
-    reachable_dir,
-    tcp,
+    put,
+    show,
+    tick,
     wait_status,
 )
 
@@ -47,22 +50,6 @@ def h() -> Iterator[Harness]:
             harness.container.close()
 
 
-def put(caller: Caller, path: str, body: Any) -> Any:
-    return caller.client.put(caller.url(path), json=body, headers=caller._headers(None))
-
-
-def show(caller: Caller, kind: str, ident: str) -> dict[str, Any]:
-    r = caller.get(f"/{kind}s/{ident}")
-    assert r.status_code == 200, r.text
-    view: dict[str, Any] = r.json()[kind]
-    return view
-
-
-def tick(h: Harness) -> int:
-    assert h.container.archiver is not None
-    return h.container.archiver.tick()
-
-
 def server_now(params: dict[str, Any]) -> datetime:
     with connect(params) as c:
         row = c.execute("SELECT clock_timestamp()").fetchone()
@@ -84,11 +71,6 @@ def insert(params: dict[str, Any], n: int) -> tuple[datetime, datetime]:
 def between(earlier: tuple[datetime, datetime], later: tuple[datetime, datetime]) -> str:
     target = earlier[1] + (later[0] - earlier[1]) / 2
     return target.isoformat(timespec="microseconds") + "Z"
-
-
-def backup(caller: Caller, instance_id: str, name: str) -> dict[str, Any]:
-    created = caller.create_backup(instance_id, name)
-    return dict(wait_status(lambda: show(caller, "backup", created["id"]), "COMPLETED"))
 
 
 def restored_rows(h: Harness, name: str, restore_point: dict[str, Any]) -> list[int]:
@@ -253,16 +235,6 @@ def test_a_pause_splits_the_window_and_a_time_in_it_is_refused(
     message = fault_message(r)
     assert "outside the restorable window" in message
     assert first["to"] in message and second["from"] in message
-
-
-def archive_objects(h: Harness, instance_id: str) -> list[Path]:
-    root = Path(h.settings.data_dir) / "objects"
-    return [p for p in root.rglob("*") if p.is_file() and f"/{instance_id}/wal/" in str(p)]
-
-
-def delete_backup(h: Harness, backup_id: str) -> None:
-    assert h.a.delete(f"/backups/{backup_id}").status_code == 202
-    wait_for(lambda: h.a.get(f"/backups/{backup_id}").status_code == 404, timeout=60)
 
 
 def test_retention_keeps_the_archive_back_to_the_oldest_backup(

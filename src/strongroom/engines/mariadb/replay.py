@@ -35,6 +35,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from strongroom.engines import process
 from strongroom.engines.base import Connection, RestoreInput
@@ -207,29 +208,12 @@ def _pipeline(
 ) -> None:
     """``chunks`` → decoder → client, both with the minimal environment (UTC)."""
     env = process.minimal_env({"TZ": "UTC"})
-    decoder = subprocess.Popen(
-        decoder_argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=cwd,
-        start_new_session=True,
-    )
+    decoder = _spawn(decoder_argv, subprocess.PIPE, subprocess.PIPE, env=env, cwd=cwd)
     assert decoder.stdin is not None and decoder.stdout is not None
     try:
-        client = subprocess.Popen(
-            client_argv,
-            stdin=decoder.stdout,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
+        client = _spawn(client_argv, decoder.stdout, subprocess.DEVNULL, env=env, cwd=cwd)
     except BaseException:
-        decoder.kill()
-        decoder.wait()
+        _kill_all(decoder)
         raise
     decoder.stdout.close()  # the client holds the read end now
     errors = {name: _Collector(p) for name, p in (("decoder", decoder), ("client", client))}
@@ -266,6 +250,21 @@ def _pipeline(
             tool = "mariadb-binlog" if name == "decoder" else "mariadb"
             reason = scrub(collector.text(), secrets)
             raise RestoreError(f"replaying the binary log failed: {tool} exited {code}: {reason}")
+
+
+def _spawn(
+    argv: list[str], stdin: Any, stdout: Any, *, env: dict[str, str], cwd: Path
+) -> subprocess.Popen[bytes]:
+    """A tool in a session of its own (so a kill reaches it alone), stderr collected."""
+    return subprocess.Popen(
+        argv,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+    )
 
 
 def _kill_all(*procs: subprocess.Popen[bytes]) -> None:
