@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import itertools
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -313,3 +314,81 @@ def test_client_commands_in_the_log_are_not_run(workdir: Path) -> None:
 def test_external_servers_are_not_archived() -> None:
     with pytest.raises(BackupError, match="managed"):
         MariaDbEngine().start_archiving({"host": "127.0.0.1", "port": 3306, "user": "x"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Seen:
+    pid: int
+    ppid: int
+    cmdline: str
+    environ: str
+    uid: int
+
+
+class PeekingSource:
+    """A batch's stream that, when the replay first reads it, records every process's
+    command line, environment, parent and owner (the decoder and the client are started
+    before the first read; it waits until both of this process's have replaced their
+    ``runuser``, an exec away)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._inner = io.BytesIO(raw)
+        self.seen: list[Seen] = []
+
+    def read(self, size: int, /) -> bytes:
+        if not self.seen:
+            deadline = time.monotonic() + 30
+            while not self._both_running() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return self._inner.read(size)
+
+    def tools(self) -> list[Seen]:
+        """The replay's own tools: children of the ``runuser`` this process started."""
+        mine = {s.pid for s in self.seen if s.ppid == os.getpid()}
+        return [
+            s for s in self.seen if s.ppid in mine or (s.pid in mine and "runuser" not in s.cmdline)
+        ]
+
+    def _both_running(self) -> bool:
+        self.seen = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                environ = (entry / "environ").read_bytes().replace(b"\0", b" ").decode()
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                uid = entry.stat().st_uid
+            except (OSError, ValueError, IndexError):
+                continue
+            self.seen.append(Seen(int(entry.name), ppid, cmdline, environ, uid))
+        tools = [s.cmdline for s in self.tools()]
+        return all(any(m in c for c in tools) for m in ("mariadb-binlog", "--binary-mode"))
+
+
+def test_replay_tools_run_as_the_instance_with_no_secret_in_sight(
+    archived: dict[str, Any], workdir: Path
+) -> None:
+    engine: MariaDbEngine = archived["engine"]
+    (first, path), *_ = archived["batches"]
+    source = PeekingSource(path.read_bytes())
+    with (workdir / "full.xb").open("rb") as full:
+        restored = engine.restore_instance(
+            workdir / "peek",
+            [RestoreInput(archived["full"], full)],
+            InstanceRequest("peek"),
+            archive=[RestoreInput(first.metadata, source)],
+            target_time=None,
+        )
+    try:
+        owner = (workdir / "peek").stat().st_uid
+        for marker in ("mariadb-binlog", "--binary-mode"):
+            # runuser (root) starts each tool; the tool itself runs as the instance.
+            uids = {s.uid for s in source.tools() if marker in s.cmdline}
+            assert uids == {owner}, (marker, uids)
+        secrets = [str(restored["admin_password"]), str(restored["backup_password"])]
+        for seen in source.seen:
+            for secret in secrets:
+                assert secret not in seen.cmdline and secret not in seen.environ
+    finally:
+        engine.destroy_instance(workdir / "peek", restored)
