@@ -63,3 +63,39 @@ def archive_objects(h: Harness, instance_id: str) -> list[Path]:
 def delete_backup(h: Harness, backup_id: str) -> None:
     assert h.a.delete(f"/backups/{backup_id}").status_code == 202
     wait_for(lambda: h.a.get(f"/backups/{backup_id}").status_code == 404, timeout=60)
+
+
+def check_retention(h: Harness, instance_id: str, *, oldest: str, newest: str) -> None:
+    """With a window of two runs, the first beginning at backup ``oldest`` and the second
+    at ``newest``: deleting ``oldest`` trims the archive to the second run; with archiving
+    off, the archive stays while ``newest`` needs it and goes with it."""
+    path = f"/instances/{instance_id}/pitr"
+    before = show(h.a, "instance", instance_id)["restorable_window"]
+    assert len(before) == 2
+    objects = len(archive_objects(h, instance_id))
+    delete_backup(h, oldest)
+    assert tick(h) == 1
+    after = show(h.a, "instance", instance_id)["restorable_window"]
+    assert after == [dict(before[1], to=after[0]["to"])]
+    assert len(archive_objects(h, instance_id)) < objects
+    assert put(h.a, path, {"pitr": {"enabled": False}}).status_code == 200
+    assert tick(h) == 0
+    assert archive_objects(h, instance_id) != []  # a backup still needs it
+    delete_backup(h, newest)
+    assert tick(h) == 0
+    assert archive_objects(h, instance_id) == []
+    assert h.a.get(path).json()["restorable_window"] == []
+
+
+def check_refused_in_gap(h: Harness, instance_id: str, datastore: str, when: str) -> None:
+    """With a window of two runs: a restore to ``when`` (between them) is a 400 that
+    names the ends of both."""
+    first, second = show(h.a, "instance", instance_id)["restorable_window"]
+    assert first["to"] < when < second["from"]
+    point = {"instanceRef": instance_id, "restoreTime": when}
+    body = {"name": "in-gap", "datastore": {"type": datastore}, "restorePoint": point}
+    r = h.a.post("/instances", {"instance": body})
+    assert r.status_code == 400, r.text
+    message = fault_message(r)
+    assert "outside the restorable window" in message
+    assert first["to"] in message and second["from"] in message

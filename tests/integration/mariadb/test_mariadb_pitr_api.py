@@ -27,6 +27,8 @@ from support.mariadb import Login, query, require_mariadb, scratch_root
 from support.service_calls import (
     archive_objects,
     backup,
+    check_refused_in_gap,
+    check_retention,
     fault_message,
     put,
     show,
@@ -38,6 +40,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 APP_PASSWORD = "app-Pw-5c1e7a"
 WRITERS = 3
 MARIADB = {"type": "mariadb"}
+BACKUPS: dict[str, str] = {}  # backups the retention test deletes
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +171,7 @@ def test_restores_to_times_under_load(h: Harness, source: dict[str, Any]) -> Non
     assert tick(h) == 1
     login = source["login"]
     full = backup(h.a, source["id"], "base")
+    BACKUPS["base"] = full["id"]
     writers = Writers(login)
     times: list[datetime] = []
     try:
@@ -293,25 +297,16 @@ def test_a_pause_splits_the_window_and_a_time_in_it_is_refused(
     unarchived = server_now(login)
     assert put(h.a, path, {"pitr": {"enabled": True}}).status_code == 200
     assert tick(h) == 1  # a new run
-    backup(h.a, source["id"], "after-pause")
+    BACKUPS["after-pause"] = backup(h.a, source["id"], "after-pause")["id"]
     query(login, "INSERT INTO ticks (writer, at) VALUES (8, UTC_TIMESTAMP(6))")
     assert tick(h) == 1
-    first, second = show(h.a, "instance", source["id"])["restorable_window"]
-    assert first["to"] < iso(unarchived) < second["from"]
-    r = h.a.post(
-        "/instances",
-        {
-            "instance": {
-                "name": "in-gap",
-                "datastore": MARIADB,
-                "restorePoint": {"instanceRef": source["id"], "restoreTime": iso(unarchived)},
-            }
-        },
-    )
-    assert r.status_code == 400, r.text
-    message = fault_message(r)
-    assert "outside the restorable window" in message
-    assert first["to"] in message and second["from"] in message
+    check_refused_in_gap(h, source["id"], "mariadb", iso(unarchived))
+
+
+def test_retention_keeps_the_archive_back_to_the_oldest_backup(
+    h: Harness, source: dict[str, Any]
+) -> None:
+    check_retention(h, source["id"], oldest=BACKUPS["base"], newest=BACKUPS["after-pause"])
 
 
 def test_external_servers_are_refused(h: Harness) -> None:

@@ -19,7 +19,8 @@ from support.postgresql_service import PG_MAJOR, connect, reachable_dir, tcp
 from support.service_calls import (
     archive_objects,
     backup,
-    delete_backup,
+    check_refused_in_gap,
+    check_retention,
     fault_message,
     put,
     show,
@@ -217,46 +218,13 @@ def test_a_pause_splits_the_window_and_a_time_in_it_is_refused(
     BACKUPS["after-pause"] = backup(h.a, source["id"], "after-pause")["id"]
     insert(params, 6)
     assert tick(h) == 1
-    view = show(h.a, "instance", source["id"])
-    first, second = view["restorable_window"]
-    assert first["to"] < second["from"]
-    gap_time = unarchived[1].isoformat() + "Z"
-    r = h.a.post(
-        "/instances",
-        {
-            "instance": {
-                "name": "in-gap",
-                "datastore": {"type": "postgresql"},
-                "restorePoint": {"instanceRef": source["id"], "restoreTime": gap_time},
-            }
-        },
-    )
-    assert r.status_code == 400, r.text
-    message = fault_message(r)
-    assert "outside the restorable window" in message
-    assert first["to"] in message and second["from"] in message
+    check_refused_in_gap(h, source["id"], "postgresql", unarchived[1].isoformat() + "Z")
 
 
 def test_retention_keeps_the_archive_back_to_the_oldest_backup(
     h: Harness, source: dict[str, Any]
 ) -> None:
-    path = f"/instances/{source['id']}/pitr"
-    before = show(h.a, "instance", source["id"])["restorable_window"]
-    assert len(before) == 2
-    objects = len(archive_objects(h, source["id"]))
-    delete_backup(h, BACKUPS["base"])
-    assert tick(h) == 1
-    after = show(h.a, "instance", source["id"])["restorable_window"]
-    assert after == [dict(before[1], to=after[0]["to"])]
-    assert len(archive_objects(h, source["id"])) < objects
-    # Off, and the last backup gone: the whole archive goes, objects and rows.
-    assert put(h.a, path, {"pitr": {"enabled": False}}).status_code == 200
-    assert tick(h) == 0
-    assert archive_objects(h, source["id"]) != []  # a backup still needs it
-    delete_backup(h, BACKUPS["after-pause"])
-    assert tick(h) == 0
-    assert archive_objects(h, source["id"]) == []
-    assert h.a.get(path).json()["restorable_window"] == []
+    check_retention(h, source["id"], oldest=BACKUPS["base"], newest=BACKUPS["after-pause"])
 
 
 def test_a_deleted_instance_leaves_no_policy_behind(h: Harness, source: dict[str, Any]) -> None:
