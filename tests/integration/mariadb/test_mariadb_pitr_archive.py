@@ -311,6 +311,96 @@ def test_client_commands_in_the_log_are_not_run(workdir: Path) -> None:
         engine.destroy_instance(workdir / "src3", conn)
 
 
+def test_an_incremental_chain_replays_from_its_newest_link(workdir: Path) -> None:
+    """Full, then incremental: replay starts at the incremental's own position (rows
+    before it come from the chain, not the log)."""
+    engine = MariaDbEngine(timeout=300)
+    conn = engine.create_instance(
+        workdir / "src4", InstanceRequest("src4", databases=(DatabaseSpec("bench"),))
+    )
+    try:
+        with managed_session(conn) as c:
+            c.execute("CREATE TABLE bench.ticks (n int PRIMARY KEY)")
+        position = engine.start_archiving(conn)
+        full = full_backup(engine, conn, workdir / "full4.xb")
+        with managed_session(conn) as c:
+            c.execute("INSERT INTO bench.ticks VALUES (1)")
+        sink = FileSink(workdir / "incr4.xb")
+        try:
+            incremental = dict(engine.backup(conn, sink, parent=full).metadata)
+        finally:
+            sink.close()
+        assert incremental["binlog"] != full["binlog"]
+        with managed_session(conn) as c:
+            into_next_second(c)
+            c.execute("INSERT INTO bench.ticks VALUES (2)")
+            after_two = server_now(c)
+            into_next_second(c)
+            c.execute("INSERT INTO bench.ticks VALUES (3)")
+        path = workdir / "batch4.bin"
+        result = batch_to(engine, conn, path, position)
+        second = after_two.replace(microsecond=0) + timedelta(seconds=1)
+        for when, expected in ((second, [1, 2]), (None, [1, 2, 3])):
+            name = f"dst4-{len(expected)}"
+            with (
+                (workdir / "full4.xb").open("rb") as f,
+                (workdir / "incr4.xb").open("rb") as i,
+                path.open("rb") as b,
+            ):
+                restored = engine.restore_instance(
+                    workdir / name,
+                    [RestoreInput(full, f), RestoreInput(incremental, i)],
+                    InstanceRequest(name),
+                    archive=[RestoreInput(result.metadata, b)],
+                    target_time=when,
+                )
+            assert ticks_then_destroy(engine, workdir / name, dict(restored)) == expected
+    finally:
+        engine.destroy_instance(workdir / "src4", conn)
+
+
+def test_xa_transactions_and_ddl_archive_and_replay(workdir: Path) -> None:
+    engine = MariaDbEngine(timeout=300)
+    conn = engine.create_instance(
+        workdir / "src5", InstanceRequest("src5", databases=(DatabaseSpec("bench"),))
+    )
+    try:
+        position = engine.start_archiving(conn)
+        full = full_backup(engine, conn, workdir / "full5.xb")
+        with managed_session(conn) as c:
+            c.execute("CREATE TABLE bench.ticks (n int PRIMARY KEY)")
+            c.execute("XA START 'one'")
+            c.execute("INSERT INTO bench.ticks VALUES (1)")
+            c.execute("XA END 'one'")
+            c.execute("XA PREPARE 'one'")
+        # A batch may end between XA PREPARE and XA COMMIT: both are whole groups.
+        first = batch_to(engine, conn, workdir / "batch5a.bin", position)
+        with managed_session(conn) as c:
+            c.execute("XA COMMIT 'one'")
+            c.execute("CREATE TABLE bench.aria (n int) ENGINE=Aria")
+            c.execute("INSERT INTO bench.aria VALUES (2)")
+        second = batch_to(engine, conn, workdir / "batch5b.bin", first.stop)
+        with (
+            (workdir / "full5.xb").open("rb") as f,
+            (workdir / "batch5a.bin").open("rb") as a,
+            (workdir / "batch5b.bin").open("rb") as b,
+        ):
+            restored = engine.restore_instance(
+                workdir / "dst5",
+                [RestoreInput(full, f)],
+                InstanceRequest("dst5"),
+                archive=[RestoreInput(first.metadata, a), RestoreInput(second.metadata, b)],
+                target_time=None,
+            )
+        with managed_session(restored) as c:
+            c.execute("SELECT n FROM bench.aria")
+            aria = [r[0] for r in c.fetchall()]
+        assert ticks_then_destroy(engine, workdir / "dst5", dict(restored)) == [1]
+        assert aria == [2]
+    finally:
+        engine.destroy_instance(workdir / "src5", conn)
+
+
 def test_external_servers_are_not_archived() -> None:
     with pytest.raises(BackupError, match="managed"):
         MariaDbEngine().start_archiving({"host": "127.0.0.1", "port": 3306, "user": "x"})

@@ -237,3 +237,29 @@ def test_metadata_records_positions_by_file_and_the_mark() -> None:
     assert (meta["stop_file"], meta["stop_offset"]) == ("mariadb-bin.000002", 500)
     assert b.archived().stop == binlog.encode(2, 500)
     assert meta["mark_position"] == binlog.encode(2, 400)
+
+
+def query(text: bytes, log_pos: int = 100) -> binlog.Event:
+    # Post-header (13 bytes), no status variables, database "db", then the statement.
+    body = struct.pack("<IIBHH", 1, 0, 2, 0, 0) + b"db\0" + text
+    return binlog.Tracker(1).event(event(binlog.QUERY_EVENT, log_pos, body))
+
+
+@pytest.mark.parametrize(
+    ("text", "group", "ends"),
+    [
+        (b"COMMIT", "transaction", True),
+        (b"ROLLBACK", "transaction", True),
+        (b"XA COMMIT X'31',X'',1", "transaction", True),
+        (b"INSERT INTO t VALUES (1)", "transaction", False),
+        (b"CREATE TABLE t (a int)", "standalone", True),
+    ],
+)
+def test_the_end_of_a_group(text: bytes, group: str, ends: bool) -> None:
+    assert archiver._ends_group(query(text), group) is ends
+
+
+def test_xid_and_xa_prepare_end_a_group() -> None:
+    for type_ in (binlog.XID_EVENT, binlog.XA_PREPARE_EVENT):
+        made = binlog.Tracker(1).event(event(type_, 100, b"\0" * 8))
+        assert archiver._ends_group(made, "transaction")

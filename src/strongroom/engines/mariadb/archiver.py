@@ -252,7 +252,7 @@ def _dump(
 
 def _ends_group(event: binlog.Event, group: str) -> bool:
     """The last event of a group: XID, XA PREPARE, the one statement of a standalone group
-    (DDL), or a COMMIT/ROLLBACK query."""
+    (DDL), or a COMMIT/ROLLBACK (or XA COMMIT/ROLLBACK) query."""
     if event.type in (binlog.XID_EVENT, binlog.XA_PREPARE_EVENT):
         return True
     if event.type != binlog.QUERY_EVENT:
@@ -260,4 +260,4 @@ def _ends_group(event: binlog.Event, group: str) -> bool:
     if group == "standalone":
         return True
     text = binlog.body_without_checksum(event.raw).rstrip().upper()
-    return text.endswith((b"COMMIT", b"ROLLBACK"))
+    return text.endswith((b"COMMIT", b"ROLLBACK")) or b"XA COMMIT" in text or b"XA ROLLBACK" in text
