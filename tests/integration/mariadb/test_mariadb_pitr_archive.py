@@ -359,7 +359,7 @@ def test_an_incremental_chain_replays_from_its_newest_link(workdir: Path) -> Non
         engine.destroy_instance(workdir / "src4", conn)
 
 
-def test_xa_transactions_and_ddl_archive_and_replay(workdir: Path) -> None:
+def test_xa_transactions_ddl_and_large_rows_archive_and_replay(workdir: Path) -> None:
     engine = MariaDbEngine(timeout=300)
     conn = engine.create_instance(
         workdir / "src5", InstanceRequest("src5", databases=(DatabaseSpec("bench"),))
@@ -379,6 +379,11 @@ def test_xa_transactions_and_ddl_archive_and_replay(workdir: Path) -> None:
             c.execute("XA COMMIT 'one'")
             c.execute("CREATE TABLE bench.aria (n int) ENGINE=Aria")
             c.execute("INSERT INTO bench.aria VALUES (2)")
+            # One row larger than the server's default max_allowed_packet (16 MiB).
+            c.execute("CREATE TABLE bench.big (v longblob)")
+            c.execute("SET GLOBAL max_allowed_packet = 67108864")
+        with managed_session(conn) as c:
+            c.execute("INSERT INTO bench.big SELECT REPEAT('x', 20000000)")
         second = batch_to(engine, conn, workdir / "batch5b.bin", first.stop)
         with (
             (workdir / "full5.xb").open("rb") as f,
@@ -395,8 +400,11 @@ def test_xa_transactions_and_ddl_archive_and_replay(workdir: Path) -> None:
         with managed_session(restored) as c:
             c.execute("SELECT n FROM bench.aria")
             aria = [r[0] for r in c.fetchall()]
+            c.execute("SELECT LENGTH(v), @@GLOBAL.max_allowed_packet FROM bench.big")
+            big = c.fetchall()
         assert ticks_then_destroy(engine, workdir / "dst5", dict(restored)) == [1]
         assert aria == [2]
+        assert big == ((20_000_000, 16 * 1024 * 1024),)  # the server's own setting is back
     finally:
         engine.destroy_instance(workdir / "src5", conn)
 

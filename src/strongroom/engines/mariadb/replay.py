@@ -32,6 +32,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,19 +194,25 @@ def replay(
 @contextlib.contextmanager
 def _unsynced(connection: Connection) -> Iterator[None]:
     """Commits of the replay are not flushed one by one (the restore is not in use yet,
-    and a crash fails it anyway: three times faster here); the server's own setting is
-    back afterwards, and a checkpoint makes the replayed state durable."""
+    and a crash fails it anyway: three times faster here) and statements may be as large
+    as the client's; the server's own settings are back afterwards, and a checkpoint makes
+    the replayed state durable."""
     password = str(connection.get("admin_password", ""))
     try:
         with managed_session(connection) as cursor:
-            cursor.execute("SELECT @@GLOBAL.innodb_flush_log_at_trx_commit")
-            (before,) = cursor.fetchone()
+            cursor.execute(
+                "SELECT @@GLOBAL.innodb_flush_log_at_trx_commit, @@GLOBAL.max_allowed_packet"
+            )
+            flush, packet = cursor.fetchone()
             cursor.execute("SET GLOBAL innodb_flush_log_at_trx_commit = 2")
+            # A row event holding a large value becomes one BINLOG statement, in base64.
+            cursor.execute("SET GLOBAL max_allowed_packet = 1073741824")
         try:
             yield
         finally:
             with managed_session(connection, read_timeout=3600) as cursor:
-                cursor.execute("SET GLOBAL innodb_flush_log_at_trx_commit = %s", (int(before),))
+                cursor.execute("SET GLOBAL innodb_flush_log_at_trx_commit = %s", (int(flush),))
+                cursor.execute("SET GLOBAL max_allowed_packet = %s", (int(packet),))
                 cursor.execute("SET GLOBAL innodb_log_checkpoint_now = ON")
     except pymysql.MySQLError as exc:
         reason = sql_error(exc, [password])
@@ -304,14 +311,16 @@ class _Collector(threading.Thread):
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         super().__init__(daemon=True)
         self._stream = proc.stderr
-        self.lines: list[str] = []
+        self.lines: deque[str] = deque(maxlen=200)
         self.start()
 
     def run(self) -> None:
         assert self._stream is not None
         for raw in self._stream:
-            if len(self.lines) < 200:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip())
+            self.lines.append(raw[:1000].decode("utf-8", "replace").rstrip())
 
     def text(self) -> str:
-        return "\n".join(self.lines[-8:])
+        """The tool's error lines (else its last lines), each cut short: around an error
+        the client prints the statement, which is the tenant's data."""
+        errors = [line for line in self.lines if line.startswith(("ERROR", "error"))]
+        return "\n".join(line[:300] for line in (errors or list(self.lines))[-4:])
