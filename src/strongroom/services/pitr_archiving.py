@@ -157,7 +157,7 @@ class PitrArchiver:
             self._sweep(instance_id, [])
             return 0
         oldest = min((b.created for b in backups), default=None)
-        newest = max(batches, key=lambda b: (b.start, b.created))
+        newest = max(batches, key=lambda b: (b.created, b.start))
         stale = [
             b
             for b in batches

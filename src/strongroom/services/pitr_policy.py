@@ -38,10 +38,12 @@ class PitrStatus:
 
 def archived_runs(batches: Sequence[WalBatch]) -> list[pitr.Span]:
     """Batches that join (each starts where the previous stopped) form one run; a hole
-    (a lost slot, archiving stopped) starts another."""
+    (a lost slot, archiving stopped) starts another. Batches are taken in the order they
+    were stored: a MariaDB server whose binary log was reset starts again at lower
+    positions."""
     runs: list[pitr.Span] = []
     previous: WalBatch | None = None
-    for batch in sorted(batches, key=lambda b: (b.start, b.created)):
+    for batch in sorted(batches, key=lambda b: (b.created, b.start)):
         if previous is not None and batch.start == previous.stop:
             runs[-1] = pitr.Span(runs[-1].start, batch.archived_through)
         else:

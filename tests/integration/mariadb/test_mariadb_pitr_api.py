@@ -7,6 +7,7 @@ gap, and an external server is refused."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -307,6 +308,43 @@ def test_retention_keeps_the_archive_back_to_the_oldest_backup(
     h: Harness, source: dict[str, Any]
 ) -> None:
     check_retention(h, source["id"], oldest=BACKUPS["base"], newest=BACKUPS["after-pause"])
+
+
+def test_a_reset_binary_log_starts_a_new_run_and_the_old_one_still_restores(
+    h: Harness, source: dict[str, Any]
+) -> None:
+    """A tenant with root may RESET MASTER: the stored position is gone (a gap), the new
+    run starts at lower positions, and a time in the older run still restores."""
+    path = f"/instances/{source['id']}/pitr"
+    login = source["login"]
+    r = h.a.post(f"/instances/{source['id']}/root", {})
+    assert r.status_code == 200, r.text
+    root = dataclasses.replace(login, user="root", password=r.json()["user"]["password"])
+    query(login, "DELETE FROM ticks")
+    assert put(h.a, path, {"pitr": {"enabled": True}}).status_code == 200
+    assert tick(h) == 1
+    backup(h.a, source["id"], "before-reset")
+    query(login, "INSERT INTO ticks (writer, at) VALUES (7, UTC_TIMESTAMP(6))")
+    kept = [r[0] for r in query(login, "SELECT n FROM ticks")]
+    before_reset = quiet_time(login)
+    assert tick(h) == 1
+    query(root, "RESET MASTER")
+    query(login, "INSERT INTO ticks (writer, at) VALUES (7, UTC_TIMESTAMP(6))")
+    assert tick(h) == 0  # the position is gone: a new run starts
+    with h.container.uow() as uow:
+        policy = uow.pitr.policy(source["id"])
+    assert policy is not None and "gap" in (policy.last_error or "")
+    assert tick(h) == 1
+    backup(h.a, source["id"], "after-reset")
+    query(login, "INSERT INTO ticks (writer, at) VALUES (7, UTC_TIMESTAMP(6))")
+    assert tick(h) == 1
+    first, second = show(h.a, "instance", source["id"])["restorable_window"]
+    assert first["to"] < second["from"]
+    point = {"instanceRef": source["id"], "restoreTime": iso(before_reset)}
+    assert restored_rows(h, "before-reset", point) == kept
+    everything = [r[0] for r in query(login, "SELECT n FROM ticks ORDER BY n")]
+    point = {"instanceRef": source["id"], "restoreTime": second["to"]}
+    assert restored_rows(h, "after-reset", point) == everything
 
 
 def test_external_servers_are_refused(h: Harness) -> None:
