@@ -404,6 +404,21 @@ def test_xa_transactions_ddl_and_large_rows_archive_and_replay(workdir: Path) ->
             big = c.fetchall()
         assert ticks_then_destroy(engine, workdir / "dst5", dict(restored)) == [1]
         assert aria == [2]
+        # Replayed to between XA PREPARE and XA COMMIT: prepared, as on the source then.
+        with (workdir / "full5.xb").open("rb") as f, (workdir / "batch5a.bin").open("rb") as a:
+            prepared = engine.restore_instance(
+                workdir / "dst6",
+                [RestoreInput(full, f)],
+                InstanceRequest("dst6"),
+                archive=[RestoreInput(first.metadata, a)],
+                target_time=None,
+            )
+        try:
+            with managed_session(prepared) as c:
+                c.execute("XA RECOVER")
+                assert [r[3] for r in c.fetchall()] == [b"one"]
+        finally:
+            engine.destroy_instance(workdir / "dst6", prepared)
         assert big == ((20_000_000, 16 * 1024 * 1024),)  # the server's own setting is back
     finally:
         engine.destroy_instance(workdir / "src5", conn)
