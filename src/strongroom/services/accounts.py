@@ -62,11 +62,15 @@ class _Target:
     connection: Connection
 
 
+def _own_copy(managers: Mapping[str, AccountManager]) -> dict[str, AccountManager]:
+    return dict(managers)
+
+
 @attrs.define(kw_only=True, eq=False, repr=False, slots=False)
 class AccountService(UseCase):
     _catalog: DatastoreCatalog
     _secrets: SecretBox
-    _managers: Mapping[str, AccountManager]
+    _managers: dict[str, AccountManager] = attrs.field(converter=_own_copy)
     _locks: dict[str, threading.Lock] = attrs.field(init=False, factory=dict)
     _locks_guard: threading.Lock = attrs.field(init=False, factory=threading.Lock)
 
