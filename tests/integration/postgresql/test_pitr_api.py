@@ -4,6 +4,7 @@ by a pause in archiving), restores to times between known commits, and the refus
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 import uuid
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from fixtures.service import Caller, Harness, make_harness, wait_for
+from support.dashboard import browser, sign_in
 from support.postgresql_service import PG_MAJOR, connect, reachable_dir, tcp
 from support.service_calls import (
     archive_objects,
@@ -218,7 +220,19 @@ def test_a_pause_splits_the_window_and_a_time_in_it_is_refused(
     BACKUPS["after-pause"] = backup(h.a, source["id"], "after-pause")["id"]
     insert(params, 6)
     assert tick(h) == 1
+    view = show(h.a, "instance", source["id"])
+    # The dashboard shows the window's two ranges on the instance's card.
+    card = sign_in(browser(h), h.a.token).get("/dashboard").text
+    card = card[card.index(f'data-instance-id="{source["id"]}"') :]
+    shown = re.findall(r'<span class="window">([^<]+)</span>', card[: card.index("</div>")])
+    assert shown == [
+        f"{on_dashboard(r['from'])} to {on_dashboard(r['to'])}" for r in view["restorable_window"]
+    ]
     check_refused_in_gap(h, source["id"], "postgresql", unarchived[1].isoformat() + "Z")
+
+
+def on_dashboard(moment: str) -> str:
+    return datetime.fromisoformat(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def test_retention_keeps_the_archive_back_to_the_oldest_backup(
