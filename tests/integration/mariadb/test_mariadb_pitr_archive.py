@@ -10,6 +10,7 @@ import dataclasses
 import io
 import itertools
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from strongroom.pipeline.errors import IntegrityError
 from strongroom.services.wal_archive import WalArchive
 from support.archive import flip_a_byte, local_archive, store_batch
 from support.files import FileSink
-from support.mariadb import require_mariadb, scratch_root
+from support.mariadb import require_mariadb, scratch_root, wait_until
 
 pytestmark = pytest.mark.integration
 ROWS = 6
@@ -422,6 +423,46 @@ def test_xa_transactions_ddl_and_large_rows_archive_and_replay(workdir: Path) ->
         assert big == ((20_000_000, 16 * 1024 * 1024),)  # the server's own setting is back
     finally:
         engine.destroy_instance(workdir / "src5", conn)
+
+
+def test_a_running_statement_holds_the_batch_coverage_back(archived: dict[str, Any]) -> None:
+    """A statement still running when the batch is cut may commit later stamped with its
+    start: the batch covers no later than that start."""
+    engine: MariaDbEngine = archived["engine"]
+    conn = archived["conn"]
+    started = threading.Event()
+    with managed_session(conn) as c:
+        began = server_now(c)
+
+    def long_statement() -> None:
+        with managed_session(conn) as c:
+            started.set()
+            c.execute("SELECT SLEEP(3)")
+
+    runner = threading.Thread(target=long_statement)
+    runner.start()
+    try:
+        assert started.wait(10)
+        with managed_session(conn) as c:
+            wait_until(lambda: processlist_has_sleep(c), "a second of the statement", timeout=10)
+            c.execute("SHOW MASTER STATUS")
+            name, offset = c.fetchone()[:2]
+        here = binlog.encode(binlog.file_index(name), int(offset))
+        result = engine.archive_batch(conn, io.BytesIO(), start=here)
+        clock = datetime.fromisoformat(result.metadata["mark_time"])
+        # Held back by the statement's second of running, to no earlier than its start.
+        assert began <= result.archived_through <= clock - timedelta(seconds=1)
+    finally:
+        runner.join()
+
+
+def processlist_has_sleep(cursor: Any) -> bool:
+    """The sleeping statement has run for a second."""
+    cursor.execute(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+        "WHERE INFO LIKE 'SELECT SLEEP%' AND TIME_MS > 1000"
+    )
+    return bool(cursor.fetchone()[0])
 
 
 def test_external_servers_are_not_archived() -> None:
