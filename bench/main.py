@@ -21,9 +21,7 @@ from pathlib import Path
 from bench import maria, pg
 from bench.api_load import API_ENDPOINTS, SERVE_WORKERS, LatencyResult, bench_api
 from bench.common import (
-    BENCH_DIR,
     PYTHON,
-    ROOT,
     WORK,
     Sample,
     Series,
@@ -31,6 +29,7 @@ from bench.common import (
     log,
     measure,
     prepare_restore,
+    write_result,
 )
 
 SR = "Strongroom"
@@ -505,12 +504,7 @@ def main() -> int:
         restore_runs=restore_runs,
         patterns=patterns,
     )
-    out_dir = BENCH_DIR / "results"
-    out_dir.mkdir(exist_ok=True)
-    out = out_dir / f"{datetime.now().strftime('%Y-%m-%d-%H%M')}-scale{scale}.md"
-    out.write_text(text)
-    print(text)
-    log(f"written {out.relative_to(ROOT)}")
+    write_result(text, f"scale{scale}")
     return 0
 
 
