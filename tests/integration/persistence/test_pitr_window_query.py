@@ -23,7 +23,7 @@ from strongroom.domain.model import (
 )
 from strongroom.domain.pitr import ArchivedRun, PitrPolicy
 from strongroom.persistence import migrate
-from strongroom.persistence.pitr_repository import _RUN_ENDS
+from strongroom.persistence.pitr_repository import _RUN_STARTS
 from strongroom.persistence.tables import WalBatchRow
 from strongroom.persistence.unit_of_work import SqlUnitOfWork, make_engine, unit_of_work_factory
 from strongroom.services.pitr import Span
@@ -145,13 +145,12 @@ def test_window_of_thousands_of_batches_is_read_without_loading_them(uow: Any) -
     )
     assert status.last_archived_at == at(ALONE + 1)
     assert status.lag_seconds == 10 * STEP
-    # The view read the batches with one statement and made no row object of any of them;
-    # that statement returns the batches that start or end a run: both ends of runs A and
-    # B, the copy, the lone batch.
+    # The view read the batches with one statement, which returns a row per run (A, B,
+    # the copy, the lone batch), and made no row object of any batch.
     assert loaded == []
     assert len([s for s in statements if "wal_batches" in s]) == 1, statements
     with engine.connect() as conn:
-        assert len(conn.execute(_RUN_ENDS, {"instance_id": "i1"}).all()) == 6
+        assert len(conn.execute(_RUN_STARTS, {"instance_id": "i1"}).all()) == 4
 
 
 def test_another_instance_sees_only_its_own_batches(uow: Any) -> None:
