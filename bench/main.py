@@ -103,18 +103,7 @@ class StrongroomTask:
 
     def backup(self, label: str, parent: str | None = None) -> Sample:
         extra = ["--parent", parent] if parent else []
-        return measure(
-            self._argv(
-                "backup",
-                "--conn",
-                str(self.conn),
-                "--state",
-                str(self.state),
-                "--label",
-                label,
-                *extra,
-            )
-        )
+        return measure(self._labelled("backup", label, *extra))
 
     def restore(self, label: str, run: int) -> tuple[Sample, Callable[[], object]]:
         """Restore ``label`` into a new managed instance, measured, then stop it; returns
@@ -122,25 +111,22 @@ class StrongroomTask:
         :func:`common.prepare_restore`)."""
         home = WORK / "strongroom" / "instances" / f"{self.name}-restore-{run}"
         out = WORK / f"{self.name}-restored-{run}.json"
-        sample = measure(
-            self._argv(
-                "restore",
-                "--conn",
-                str(self.conn),
-                "--state",
-                str(self.state),
-                "--label",
-                label,
-                "--home",
-                str(home),
-                "--out",
-                str(out),
-            )
-        )
+        sample = measure(self.restore_argv(label, home, out))
         measure(self._argv("stop", "--home", str(home), "--conn", str(out)))
 
         destroy = self._argv("destroy", "--home", str(home), "--conn", str(out))
         return sample, functools.partial(measure, destroy)
+
+    def restore_argv(self, label: str, home: Path, out: Path, *extra: str) -> list[str]:
+        """Restore ``label`` into a new managed instance in ``home``; its connection goes
+        to ``out``."""
+        return self._labelled("restore", label, "--home", str(home), "--out", str(out), *extra)
+
+    def _labelled(self, command: str, label: str, *args: str) -> list[str]:
+        """``command`` on the backup ``label`` of this server's state file."""
+        return self._argv(
+            command, "--conn", str(self.conn), "--state", str(self.state), "--label", label, *args
+        )
 
     def _argv(self, command: str, *args: str) -> list[str]:
         return sr_argv(command, "--engine", self.engine, *args)

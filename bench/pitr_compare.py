@@ -425,24 +425,20 @@ def main() -> int:
     return 0
 
 
+def restored_paths(r: int) -> tuple[Path, Path]:
+    """Round ``r``'s Strongroom-restored instance: its home, its connection file."""
+    return WORK / "strongroom" / "instances" / f"pitr-restore-{r}", WORK / f"pitr-restored-{r}.json"
+
+
 def strongroom_restore(
     sr: StrongroomTask, r: int, archive_file: Path, target: datetime
 ) -> tuple[Sample, dict[str, Any]]:
-    home = WORK / "strongroom" / "instances" / f"pitr-restore-{r}"
-    out = WORK / f"pitr-restored-{r}.json"
+    home, out = restored_paths(r)
     sample = measure(
-        sr._argv(
-            "restore",
-            "--conn",
-            str(sr.conn),
-            "--state",
-            str(sr.state),
-            "--label",
+        sr.restore_argv(
             "full",
-            "--home",
-            str(home),
-            "--out",
-            str(out),
+            home,
+            out,
             "--archive",
             str(archive_file),
             "--target-time",
@@ -453,14 +449,12 @@ def strongroom_restore(
 
 
 def strongroom_stop(sr: StrongroomTask, r: int) -> None:
-    home = WORK / "strongroom" / "instances" / f"pitr-restore-{r}"
-    out = WORK / f"pitr-restored-{r}.json"
+    home, out = restored_paths(r)
     subprocess.run(sr._argv("stop", "--home", str(home), "--conn", str(out)), check=True)
 
 
 def strongroom_cleanup(sr: StrongroomTask, r: int) -> None:
-    home = WORK / "strongroom" / "instances" / f"pitr-restore-{r}"
-    out = WORK / f"pitr-restored-{r}.json"
+    home, out = restored_paths(r)
     if out.exists():
         subprocess.run(sr._argv("destroy", "--home", str(home), "--conn", str(out)), check=True)
         out.unlink()
