@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench import maria, pg
+from bench.api_ceiling import bench_ceiling, ceiling_ids
 from bench.api_load import API_ENDPOINTS, SERVE_WORKERS, LatencyResult, bench_api
 from bench.common import (
     PYTHON,
@@ -478,6 +479,7 @@ def main() -> int:
         api = bench_api(api_count, api_seconds, 32, "embedded")
         api += bench_api(api_count, api_seconds, 32, "embedded", SERVE_WORKERS)
         api += bench_api(api_count, api_seconds, 32, "scaled-out")
+        api += bench_ceiling(ceiling_ids(), api_seconds, 32)
     text = report(
         results,
         api,

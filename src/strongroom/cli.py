@@ -150,8 +150,23 @@ def _bind_metrics(address: tuple[str, int] | None) -> MetricsListener | None:
         ) from None
 
 
+def _hold_data_dir(settings: Settings) -> bool:
+    """Mark the data dir as in use by a running service (see ``service_lock``); False,
+    with the reason printed, while an offline command holds it."""
+    from strongroom.service_lock import OfflineCommandRunningError, hold_shared
+
+    try:
+        hold_shared(settings.data_dir)
+    except (OfflineCommandRunningError, OSError) as exc:
+        print(f"strongroom: cannot start: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if not _hold_data_dir(settings):
+        return 1
     metrics_address = _prepare_metrics(settings, "serve")
 
     from strongroom.api.app import create_app
@@ -263,6 +278,8 @@ def api(args: argparse.Namespace) -> int:
     """Only the API, in several processes; jobs go to the broker. This process serves
     the metrics of all of them."""
     settings = _settings(args)
+    if not _hold_data_dir(settings):
+        return 1
     metrics_address = _prepare_metrics(settings, "api")
 
     from strongroom.api.server import serve_workers
@@ -305,6 +322,8 @@ def worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.host_id:
         settings.host_id = args.host_id
+    if not _hold_data_dir(settings):
+        return 2
     metrics_address = _prepare_metrics(settings, "worker")
 
     from strongroom.bootstrap import StartupError, build, metrics_registry

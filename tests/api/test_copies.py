@@ -19,6 +19,7 @@ import pytest
 from fixtures.service import Caller, Harness, make_harness, wait_for
 from strongroom.bootstrap import build_checker
 from strongroom.pipeline.reader import open_manifest
+from support.dashboard import browser, sign_in
 
 QUERY = "select id, body from notes order by id"
 CONTAINER = "primary-c"
@@ -122,6 +123,19 @@ def test_copy_of_an_incremental_copies_its_chain_and_verifies_it(h: Harness, tmp
     # The list shows copies too.
     listed = {b["id"]: b for b in h.a.get("/backups").json()["backups"]}
     assert listed[incr["id"]]["copies"][0]["storage_driver"] == "offsite"
+
+
+def test_the_dashboard_shows_each_backups_copies_to_its_own_project_only(h: Harness):
+    full, incr, _ = chain(h)
+    assert copy(h.a, incr["id"], storage_driver="offsite").status_code == 202
+    assert wait_copy(h.a, incr["id"], "offsite")["state"] == "COMPLETED"
+    page = sign_in(browser(h), h.a.token).get("/dashboard").text
+    for backup in (full, incr):
+        node = page[page.index(f'data-backup-id="{backup["id"]}"') :]
+        node = node[: node.index("</div>")]
+        assert "copy in offsite: COMPLETED, verified" in node, node
+    other = sign_in(browser(h), h.b.token).get("/dashboard").text
+    assert "copy in offsite" not in other and incr["id"] not in other
 
 
 def test_primary_store_gone_restore_comes_from_the_copy(h: Harness, tmp_path: Path):

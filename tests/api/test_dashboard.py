@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from fixtures.service import Caller, Harness, make_harness
 from strongroom.api.app import create_app
+from support.dashboard import browser, csrf_of, sign_in
 
 XSS = "<script>alert(1)</script>"
 
@@ -25,26 +26,6 @@ def h(tmp_path: Path) -> Iterator[Harness]:
         yield harness
     finally:
         harness.container.close()
-
-
-def browser(h: Harness, base_url: str = "http://127.0.0.1:8779") -> TestClient:
-    return TestClient(h.client.app, base_url=base_url, follow_redirects=False)
-
-
-def sign_in(client: TestClient, token: str) -> TestClient:
-    page = client.get("/dashboard")
-    assert page.status_code == 200
-    nonce = re.search(r'name="login_csrf" value="([^"]+)"', page.text)
-    assert nonce is not None
-    r = client.post("/dashboard/login", data={"login_csrf": nonce.group(1), "token": token})
-    assert r.status_code == 303, r.text
-    return client
-
-
-def csrf_of(client: TestClient) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', client.get("/dashboard").text)
-    assert found is not None
-    return found.group(1)
 
 
 def chain(caller: Caller) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from strongroom.api.blocking import BlockingCalls
@@ -56,6 +56,19 @@ async def blocking(
     thread, within the caller's project's share of threads (``api.blocking``)."""
     calls: BlockingCalls = request.app.state.blocking
     return await calls.run(ctx.project_id, call, *args, **kwargs)
+
+
+def accepted() -> Response:
+    """Trove's answer to a delete or an accepted change: 202 with an empty JSON body."""
+    return Response(status_code=202, media_type="application/json")
+
+
+async def accepted_after(
+    request: Request, ctx: RequestContext, call: Callable[..., object], /, **kwargs: Any
+) -> Response:
+    """``call(ctx, **kwargs)`` run as :func:`blocking` runs it, then Trove's empty 202."""
+    await blocking(request, ctx, call, ctx, **kwargs)
+    return accepted()
 
 
 class BodyTimeoutError(DomainError):

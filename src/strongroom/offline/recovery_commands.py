@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,12 +19,15 @@ from strongroom.offline.catalog import rebuild
 from strongroom.offline.rotation import RotationError, StoreToRotate, rotate
 from strongroom.pipeline.errors import FormatError
 from strongroom.pipeline.keys import MasterKey, rotation_journal
+from strongroom.service_lock import ServiceRunningError, service_stopped
 from strongroom.services import object_layout
+from strongroom.services.clock import SystemClock
 from strongroom.services.leftovers import containers_in_use
 from strongroom.services.stores import StoreCatalog
 from strongroom.storage.errors import StorageError
 
 SettingsOf = Callable[[argparse.Namespace], Settings]
+Command = Callable[[argparse.Namespace, Settings], int]
 TROUBLE = 2
 
 
@@ -41,6 +45,37 @@ def _open(
     return master, sessions, uow, stores
 
 
+def alone(command: Command) -> Command:
+    """``command`` run with no service on its data dir: refused while a service process on
+    this host holds the data dir (``service_lock``) or a worker elsewhere beat recently."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            with service_stopped(settings.data_dir):
+                return command(args, settings)
+        except (ServiceRunningError, OSError) as exc:
+            print(f"strongroom: {exc}", file=sys.stderr)
+            return TROUBLE
+
+    return run
+
+
+def workers_alive(uow: UnitOfWorkFactory, settings: Settings) -> bool:
+    """True, with the hosts printed, when a worker beat within its lease: it may be
+    running jobs with what the command is about to change."""
+    since = SystemClock().now() - timedelta(seconds=settings.job_lease_seconds)
+    with uow() as u:
+        hosts = u.workers.live(since)
+    if hosts:
+        print(
+            f"strongroom: workers are running ({', '.join(hosts)}): stop them first "
+            f"(a stopped worker is no longer counted {settings.job_lease_seconds:.0f} s "
+            "after its last heartbeat)",
+            file=sys.stderr,
+        )
+    return bool(hosts)
+
+
 def catalog_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from strongroom.bootstrap import StartupError
 
@@ -51,6 +86,9 @@ def catalog_rebuild(args: argparse.Namespace, settings: Settings) -> int:
         master, sessions, uow, stores = _open(settings)
     except (StartupError, OSError, ValueError) as exc:
         print(f"strongroom: cannot open the metadata, stores or master key: {exc}", file=sys.stderr)
+        return TROUBLE
+    if workers_alive(uow, settings):
+        stores.close()
         return TROUBLE
     if args.store not in stores.names():
         print(f"strongroom: no store named {args.store!r}", file=sys.stderr)
@@ -152,7 +190,9 @@ def key_rotate(args: argparse.Namespace, settings: Settings) -> int:
     except (StartupError, OSError, ValueError) as exc:
         print(f"strongroom: cannot open the metadata, stores or master key: {exc}", file=sys.stderr)
         return TROUBLE
-    if not _containers_allowed(stores, stores.names(), args.container or []):
+    if workers_alive(uow, settings) or not _containers_allowed(
+        stores, stores.names(), args.container or []
+    ):
         stores.close()
         return TROUBLE
     try:
@@ -204,7 +244,7 @@ def add_commands(
     )
     p.add_argument("--store", required=True, metavar="NAME", help="the store's name")
     common(p)
-    p.set_defaults(func=lambda args: catalog_rebuild(args, settings_of(args)))
+    p.set_defaults(func=lambda args: alone(catalog_rebuild)(args, settings_of(args)))
 
 
 def add_rotate(
@@ -221,4 +261,4 @@ def add_rotate(
         metavar="C",
         help="also rewrite this container in every store (repeatable)",
     )
-    p.set_defaults(func=lambda args: key_rotate(args, settings_of(args)))
+    p.set_defaults(func=lambda args: alone(key_rotate)(args, settings_of(args)))

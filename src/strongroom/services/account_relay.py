@@ -19,13 +19,16 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import attrs
+
 from strongroom.domain import errors
-from strongroom.domain.errors import DomainError, ResourceNotFoundError, ServiceUnavailableError
+from strongroom.domain.errors import DomainError, ServiceUnavailableError
 from strongroom.domain.model import RequestContext
 from strongroom.domain.ports import UnitOfWorkFactory
 from strongroom.engines.base import AccountInfo, DatabaseSpec, UserChanges, UserSpec
 from strongroom.services.accounts import AccountService
 from strongroom.services.secrets_box import SecretBox
+from strongroom.services.visibility import visible_instance
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +100,14 @@ def _error(value: dict[str, Any]) -> Exception:
     return exc
 
 
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
 class RelayedAccounts:
     """:class:`AccountService`'s calls, run by the worker of the instance's host."""
 
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        box: SecretBox,
-        transport: AccountTransport,
-        timeout: float,
-    ) -> None:
-        self._uow = uow
-        self._box = box
-        self._transport = transport
-        self._timeout = timeout
+    _uow: UnitOfWorkFactory
+    _box: SecretBox
+    _transport: AccountTransport
+    _timeout: float
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         """Each of :data:`METHODS`, with the signature it has on :class:`AccountService`."""
@@ -127,9 +123,7 @@ class RelayedAccounts:
         self, method: str, ctx: RequestContext, instance_id: str, kwargs: dict[str, Any]
     ) -> Any:
         with self._uow() as uow:
-            instance = uow.instances.find(instance_id)
-        if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
-            raise ResourceNotFoundError(instance_id)
+            instance = visible_instance(uow, ctx, instance_id)
         call_id = uuid.uuid4().hex
         request = {
             "method": method,

@@ -18,15 +18,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+import attrs
+
 from strongroom.domain.errors import (
     BadRequestError,
     NotFoundError,
     NotImplementedByDatastoreError,
-    ResourceNotFoundError,
     UnprocessableError,
 )
 from strongroom.domain.model import Instance, InstanceKind, InstanceStatus, RequestContext
-from strongroom.domain.ports import Clock, UnitOfWorkFactory
 from strongroom.engines.base import (
     AccountInfo,
     AccountManager,
@@ -37,9 +37,10 @@ from strongroom.engines.base import (
     UserSpec,
 )
 from strongroom.engines.errors import AccountNotFoundError, EngineError, InvalidRequestError
-from strongroom.services.authorization import Authorizer
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.secrets_box import SecretBox
+from strongroom.services.use_case import UseCase
+from strongroom.services.visibility import visible_instance
 
 T = TypeVar("T")
 ROOT_ENABLED = "root_enabled"  # recorded in the sealed connection: "was root ever enabled"
@@ -61,25 +62,17 @@ class _Target:
     connection: Connection
 
 
-class AccountService:
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        authorizer: Authorizer,
-        catalog: DatastoreCatalog,
-        secrets: SecretBox,
-        managers: Mapping[str, AccountManager],
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._authz = authorizer
-        self._catalog = catalog
-        self._secrets = secrets
-        self._managers = dict(managers)
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+def _own_copy(managers: Mapping[str, AccountManager]) -> dict[str, AccountManager]:
+    return dict(managers)
+
+
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
+class AccountService(UseCase):
+    _catalog: DatastoreCatalog
+    _secrets: SecretBox
+    _managers: dict[str, AccountManager] = attrs.field(converter=_own_copy)
+    _locks: dict[str, threading.Lock] = attrs.field(init=False, factory=dict)
+    _locks_guard: threading.Lock = attrs.field(init=False, factory=threading.Lock)
 
     # -- users ----------------------------------------------------------------------
     def list_users(self, ctx: RequestContext, *, instance_id: str) -> list[AccountInfo]:
@@ -201,9 +194,7 @@ class AccountService:
         self, ctx: RequestContext, instance_id: str, kind: str, action: str
     ) -> Iterator[_Target]:
         with self._uow() as uow:
-            instance = uow.instances.find(instance_id)
-            if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
-                raise ResourceNotFoundError(instance_id)
+            instance = visible_instance(uow, ctx, instance_id)
             self._authz.enforce(ctx, f"instance:extension:{kind}:{action}", instance.project_id)
             version = self._catalog.find_version(instance.datastore_version_id)
             datastore = version.datastore_name if version else "unknown"

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime, timedelta
+from typing import ClassVar
+
+import attrs
 
 from strongroom.domain.errors import ConflictError, ResourceNotFoundError, UnprocessableError
 from strongroom.domain.model import (
@@ -18,32 +21,23 @@ from strongroom.domain.model import (
     Verification,
 )
 from strongroom.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
-from strongroom.services.authorization import Authorizer
 from strongroom.services.jobs import JobDispatcher
+from strongroom.services.transfer import ChainLink, Transfer
+from strongroom.services.use_case import UseCase
+from strongroom.services.visibility import visible_backup
 
 
-class BackupCheckRequests:
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
+class BackupCheckRequests(UseCase):
     """One kind of check; subclasses say which (its rule, job, states and records)."""
 
-    rule: str  # the policy rule, e.g. "backup:verify"
-    kind: JobKind
-    done: str  # "verified", "drilled": for messages
-    states: Collection[BackupState]  # what the check can read
+    rule: ClassVar[str]  # the policy rule, e.g. "backup:verify"
+    kind: ClassVar[JobKind]
+    done: ClassVar[str]  # "verified", "drilled": for messages
+    states: ClassVar[Collection[BackupState]]  # what the check can read
 
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        authorizer: Authorizer,
-        jobs: JobDispatcher,
-        stale_after: timedelta,
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._authz = authorizer
-        self._jobs = jobs
-        self._stale_after = stale_after
+    _jobs: JobDispatcher
+    _stale_after: timedelta
 
     def last(self, backup: Backup) -> Verification | Drill | None:
         """The last check of this kind recorded on ``backup``."""
@@ -59,13 +53,7 @@ class BackupCheckRequests:
 
     def request(self, ctx: RequestContext, *, backup_id: str) -> Backup:
         with self._uow() as uow:
-            backup = uow.backups.find(backup_id)
-        if (
-            backup is None
-            or backup.state is BackupState.DELETING
-            or not (ctx.is_admin or backup.project_id == ctx.project_id)
-        ):
-            raise ResourceNotFoundError(backup_id)
+            backup = visible_backup(uow, ctx, backup_id)
         self._authz.enforce(ctx, self.rule, backup.project_id)
         return self.start(backup_id)
 
@@ -87,3 +75,27 @@ class BackupCheckRequests:
             uow.commit()
         self._jobs.submit(job)
         return backup
+
+
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
+class BackupCheckJob:
+    """What the jobs of the checks share: the backup a job is for, and its chain."""
+
+    _uow: UnitOfWorkFactory
+    _clock: Clock
+    _transfer: Transfer
+
+    def _live(self, backup_id: str) -> Backup | None:
+        """The backup to check; None when it is gone or being deleted (nothing to do)."""
+        with self._uow() as uow:
+            backup = uow.backups.find(backup_id)
+        return None if backup is None or backup.state is BackupState.DELETING else backup
+
+    def _open_chain(self, backup: Backup) -> list[ChainLink]:
+        """Every manifest from the full backup to ``backup``, verified and bound."""
+
+        def find(other_id: str) -> Backup | None:
+            with self._uow() as uow:
+                return uow.backups.find(other_id)
+
+        return self._transfer.open_chain(backup, find)

@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import attrs
+
 from strongroom.domain import chains, quotas, states
 from strongroom.domain.errors import (
     BadRequestError,
@@ -30,14 +32,15 @@ from strongroom.domain.model import (
     ProjectId,
     RequestContext,
 )
-from strongroom.domain.ports import BackupQuery, Clock, UnitOfWork, UnitOfWorkFactory
-from strongroom.services.authorization import Authorizer
+from strongroom.domain.ports import BackupQuery, UnitOfWork
 from strongroom.services.commands import CreateBackup, RestoreFrom
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.jobs import JobDispatcher
 from strongroom.services.quotas import BACKUPS, project_limit
 from strongroom.services.rules import ServiceRules
 from strongroom.services.stores import StoreCatalog
+from strongroom.services.use_case import UseCase
+from strongroom.services.visibility import sees, visible_backup, visible_instance
 
 log = logging.getLogger(__name__)
 
@@ -81,30 +84,17 @@ class ListFilter:
     limit: int | None = None
 
 
-class BackupService:
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        authorizer: Authorizer,
-        catalog: DatastoreCatalog,
-        stores: StoreCatalog,
-        jobs: JobDispatcher,
-        rules: ServiceRules,
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._authz = authorizer
-        self._catalog = catalog
-        self._stores = stores
-        self._jobs = jobs
-        self._rules = rules
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
+class BackupService(UseCase):
+    _catalog: DatastoreCatalog
+    _stores: StoreCatalog
+    _jobs: JobDispatcher
+    _rules: ServiceRules
 
     # -- queries -------------------------------------------------------------------
     def get(self, ctx: RequestContext, *, backup_id: str) -> Backup:
         with self._uow() as uow:
-            backup = self._visible(uow, ctx, backup_id)
+            backup = visible_backup(uow, ctx, backup_id)
             self._authz.enforce(ctx, "backup:show", backup.project_id)
             attach_copies(uow, [backup])
         return backup
@@ -136,9 +126,7 @@ class BackupService:
         self, ctx: RequestContext, *, instance_id: str, offset: int, limit: int | None
     ) -> Page:
         with self._uow() as uow:
-            instance = uow.instances.find(instance_id)
-            if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
-                raise ResourceNotFoundError(instance_id)
+            instance = visible_instance(uow, ctx, instance_id)
             self._authz.enforce(ctx, "instance:backups", instance.project_id)
             page_limit = self._page_limit(limit)
             query = BackupQuery(
@@ -157,17 +145,6 @@ class BackupService:
         if limit <= 0 or limit > self._rules.max_page_size:
             raise BadRequestError(f"limit must be between 1 and {self._rules.max_page_size}.")
         return limit
-
-    @staticmethod
-    def _visible(uow: UnitOfWork, ctx: RequestContext, backup_id: str) -> Backup:
-        backup = uow.backups.find(backup_id)
-        if (
-            backup is None
-            or backup.state is BackupState.DELETING
-            or not (ctx.is_admin or backup.project_id == ctx.project_id)
-        ):
-            raise ResourceNotFoundError(backup_id)
-        return backup
 
     # -- create --------------------------------------------------------------------
     def create(
@@ -204,7 +181,7 @@ class BackupService:
                 check_container(container)  # strategies stored before this rule existed
                 self._stores.check_container(store_name, container)
             instance = uow.instances.find_for_update(instance_id)
-            if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
+            if instance is None or not sees(ctx, instance.project_id):
                 raise ResourceNotFoundError(instance_id)
             self._check_ready(uow, instance_id, instance.status, instance.task)
             version = self._catalog.find_version(instance.datastore_version_id)
@@ -280,7 +257,7 @@ class BackupService:
     ) -> str | None:
         explicit = command.parent_id
         if explicit:
-            parent = self._visible(uow, ctx, explicit)
+            parent = visible_backup(uow, ctx, explicit)
             # Stricter than Trove: an incremental needs a finished base of the same instance,
             # otherwise the backup could only fail later.
             if parent.state is not BackupState.COMPLETED or parent.instance_id != instance_id:
@@ -349,12 +326,12 @@ class BackupService:
     # -- delete --------------------------------------------------------------------
     def delete(self, ctx: RequestContext, *, backup_id: str) -> None:
         with self._uow() as uow:
-            target = self._visible(uow, ctx, backup_id)
+            target = visible_backup(uow, ctx, backup_id)
         if target.state is not BackupState.RESTORED and target.store_name:
             self._stores.check(target.store_name, project_id=ctx.project_id)
         now = self._clock.now()
         with self._uow(write=True) as uow:
-            root = self._visible(uow, ctx, backup_id)
+            root = visible_backup(uow, ctx, backup_id)
             self._authz.enforce(ctx, "backup:delete", root.project_id)
             family = self._family(uow, ctx, root)
             plan = chains.plan_delete(
@@ -394,8 +371,7 @@ class BackupService:
             children = [
                 c
                 for c in uow.backups.children(frontier.pop())
-                if c.state is not BackupState.DELETING
-                and (ctx.is_admin or c.project_id == ctx.project_id)
+                if c.state is not BackupState.DELETING and sees(ctx, c.project_id)
             ]
             found.extend(children)
             frontier.extend(c.id for c in children)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import attrs
+
 from strongroom.domain.model import BackupState
 from strongroom.domain.ports import BackupQuery, Clock, UnitOfWorkFactory
 from strongroom.pipeline.reader import open_manifest
@@ -54,20 +56,17 @@ class CheckReport:
         )
 
 
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
 class ConsistencyChecker:
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        stores: StoreCatalog,
-        rules: ServiceRules,
-        clock: Clock | None = None,
-    ) -> None:
-        self._uow = uow
-        self._stores = stores
-        self._rules = rules
+    _uow: UnitOfWorkFactory
+    _stores: StoreCatalog
+    _rules: ServiceRules
+    _clock: Clock = attrs.field(factory=SystemClock)
+    temporaries: TemporaryObjectSweeper = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
         self.temporaries = TemporaryObjectSweeper(
-            uow=uow, stores=stores, rules=rules, clock=clock or SystemClock()
+            uow=self._uow, stores=self._stores, rules=self._rules, clock=self._clock
         )
 
     def run(self, *, fix: bool = False) -> CheckReport:

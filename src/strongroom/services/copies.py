@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
+import attrs
+
 from strongroom.domain.errors import (
     BadRequestError,
     ConflictError,
@@ -28,12 +30,13 @@ from strongroom.domain.model import (
     JobKind,
     RequestContext,
 )
-from strongroom.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
-from strongroom.services.authorization import Authorizer
+from strongroom.domain.ports import UnitOfWork
 from strongroom.services.backups import attach_copies, check_container
 from strongroom.services.copy_objects import CopyWriter
 from strongroom.services.jobs import JobDispatcher
 from strongroom.services.stores import StoreCatalog
+from strongroom.services.use_case import UseCase
+from strongroom.services.visibility import visible_backup
 
 log = logging.getLogger(__name__)
 
@@ -55,34 +58,16 @@ def chain_of(uow: UnitOfWork, backup: Backup) -> list[Backup]:
     return chain
 
 
-class CopyService:
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        authorizer: Authorizer,
-        stores: StoreCatalog,
-        writer: CopyWriter,
-        jobs: JobDispatcher,
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._authz = authorizer
-        self._stores = stores
-        self._writer = writer
-        self._jobs = jobs
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
+class CopyService(UseCase):
+    _stores: StoreCatalog
+    _writer: CopyWriter
+    _jobs: JobDispatcher
 
     def request(self, ctx: RequestContext, *, backup_id: str, spec: dict[str, object]) -> Backup:
         """``spec`` is the schema-validated ``copy`` object."""
         with self._uow() as uow:
-            backup = uow.backups.find(backup_id)
-        if (
-            backup is None
-            or backup.state is BackupState.DELETING
-            or not (ctx.is_admin or backup.project_id == ctx.project_id)
-        ):
-            raise ResourceNotFoundError(backup_id)
+            backup = visible_backup(uow, ctx, backup_id)
         self._authz.enforce(ctx, "backup:copy", backup.project_id)
         store_name = self._stores.resolve_name(spec.get("storage_driver"))
         container = spec.get("swift_container") or self._chain_container(backup, store_name)

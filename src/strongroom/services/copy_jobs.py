@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from strongroom.domain.model import Backup, BackupCopy, BackupState, CopyState
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
 from strongroom.engines.base import Connection, Engine, InstanceRequest
@@ -33,14 +35,12 @@ def is_data_failure(exc: BaseException) -> bool:
     return False
 
 
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
 class CopyJobs:
-    def __init__(
-        self, *, uow: UnitOfWorkFactory, clock: Clock, transfer: Transfer, writer: CopyWriter
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._transfer = transfer
-        self._writer = writer
+    _uow: UnitOfWorkFactory
+    _clock: Clock
+    _transfer: Transfer
+    _writer: CopyWriter
 
     # -- copy_backup -------------------------------------------------------------------
     def copy(self, _target: str, payload: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from strongroom.domain.model import (
     Backup,
     BackupState,
@@ -27,13 +29,12 @@ from strongroom.domain.model import (
     DrillStatus,
     JobKind,
 )
-from strongroom.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from strongroom.domain.ports import UnitOfWork
 from strongroom.engines.base import Engine, InstanceRequest
 from strongroom.services import drill_homes
-from strongroom.services.backup_checks import BackupCheckRequests
+from strongroom.services.backup_checks import BackupCheckJob, BackupCheckRequests
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.failure import describe_failure
-from strongroom.services.transfer import Transfer
 
 log = logging.getLogger(__name__)
 
@@ -54,28 +55,16 @@ class DrillService(BackupCheckRequests):
         uow.backups.record_drill(backup.id, backup.drill)
 
 
-class Driller:
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
+class Driller(BackupCheckJob):
     """The ``drill_backup`` job."""
 
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        catalog: DatastoreCatalog,
-        transfer: Transfer,
-        instances_dir: Path,
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._catalog = catalog
-        self._transfer = transfer
-        self._instances_dir = instances_dir
+    _catalog: DatastoreCatalog
+    _instances_dir: Path
 
     def __call__(self, backup_id: str, _payload: dict[str, Any]) -> None:
-        with self._uow() as uow:
-            backup = uow.backups.find(backup_id)
-        if backup is None or backup.state is BackupState.DELETING:
+        backup = self._live(backup_id)
+        if backup is None:
             return
         try:
             report = self.drill(backup)
@@ -91,12 +80,7 @@ class Driller:
     def drill(self, backup: Backup) -> dict[str, Any]:
         version = self._catalog.version_by_id(backup.datastore_version_id or "")
         engine = self._catalog.engine_for(version)
-
-        def find(other_id: str) -> Backup | None:
-            with self._uow() as uow:
-                return uow.backups.find(other_id)
-
-        links = self._transfer.open_chain(backup, find)
+        links = self._open_chain(backup)
         for link in links:
             engine.check_restorable(link.opened.manifest.engine)
         drill_homes.sweep(self._instances_dir, self._engine_of_version)

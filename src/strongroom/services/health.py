@@ -13,6 +13,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
+import attrs
+
 from strongroom.services.stores import StoreCatalog
 from strongroom.storage.errors import StorageAuthError, StorageError
 
@@ -31,24 +33,21 @@ class Readiness:
         return self.metadata == OK and all(v == OK for v in self.stores.values())
 
 
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
 class Health:
     """``draining`` is set when the process begins to shut down: /healthcheck then answers
     503 so a load balancer stops sending it requests."""
 
-    def __init__(
-        self,
-        *,
-        ping_metadata: Callable[[], None],
-        stores: StoreCatalog,
-        timeout: float = 5.0,
-    ) -> None:
-        self._ping = ping_metadata
-        self._stores = stores
-        self.timeout = timeout
-        self.draining = threading.Event()
+    _ping: Callable[[], None] = attrs.field(alias="ping_metadata")
+    _stores: StoreCatalog
+    timeout: float = 5.0
+    draining: threading.Event = attrs.field(init=False, factory=threading.Event)
+    _pool: ThreadPoolExecutor = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
         # Bounded: a check that hangs holds one thread; later probes wait, then time out.
         self._pool = ThreadPoolExecutor(
-            max_workers=len(stores.names()) + 1, thread_name_prefix="readiness"
+            max_workers=len(self._stores.names()) + 1, thread_name_prefix="readiness"
         )
 
     def readiness(self) -> Readiness:

@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+import attrs
+
 from strongroom.domain import quotas
 from strongroom.domain.errors import (
     BadRequestError,
@@ -15,7 +17,6 @@ from strongroom.domain.errors import (
     ForbiddenError,
     NotFoundError,
     OverLimitError,
-    ResourceNotFoundError,
     UnprocessableError,
 )
 from strongroom.domain.model import (
@@ -29,14 +30,13 @@ from strongroom.domain.model import (
     JobKind,
     RequestContext,
 )
-from strongroom.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from strongroom.domain.ports import UnitOfWork
 from strongroom.engines.errors import (
     ExternalNotAllowedError,
     InvalidExternalError,
     InvalidRequestError,
 )
 from strongroom.pipeline.checksum import sha256_hex
-from strongroom.services.authorization import Authorizer
 from strongroom.services.commands import CreateInstance
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.jobs import JobDispatcher
@@ -44,6 +44,8 @@ from strongroom.services.pitr_policy import PitrStatus, restore_base, status_of
 from strongroom.services.quotas import INSTANCES, project_limit
 from strongroom.services.rules import Flavor, ServiceRules
 from strongroom.services.secrets_box import SecretBox
+from strongroom.services.use_case import UseCase
+from strongroom.services.visibility import visible_backup, visible_instance
 
 log = logging.getLogger(__name__)
 # The row locked while an external registration is checked (made by migration 0007): no
@@ -64,25 +66,12 @@ class InstanceView:
     pitr: PitrStatus | None = None
 
 
-class InstanceService:
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        authorizer: Authorizer,
-        catalog: DatastoreCatalog,
-        jobs: JobDispatcher,
-        secrets: SecretBox,
-        rules: ServiceRules,
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._authz = authorizer
-        self._catalog = catalog
-        self._jobs = jobs
-        self._secrets = secrets
-        self._rules = rules
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
+class InstanceService(UseCase):
+    _catalog: DatastoreCatalog
+    _jobs: JobDispatcher
+    _secrets: SecretBox
+    _rules: ServiceRules
 
     # -- flavors -------------------------------------------------------------------
     def flavors(self) -> tuple[Flavor, ...]:
@@ -97,7 +86,7 @@ class InstanceService:
     # -- queries -------------------------------------------------------------------
     def get(self, ctx: RequestContext, *, instance_id: str) -> InstanceView:
         with self._uow() as uow:
-            instance = self._visible(uow, ctx, instance_id)
+            instance = visible_instance(uow, ctx, instance_id)
             self._authz.enforce(ctx, "instance:show", instance.project_id)
             return self._view(uow, instance)
 
@@ -120,13 +109,6 @@ class InstanceService:
             restorable.drill.at if restorable and restorable.drill else None,
             status_of(uow, instance, self._clock.now()),
         )
-
-    @staticmethod
-    def _visible(uow: UnitOfWork, ctx: RequestContext, instance_id: str) -> Instance:
-        instance = uow.instances.find(instance_id)
-        if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
-            raise ResourceNotFoundError(instance_id)
-        return instance
 
     # -- create --------------------------------------------------------------------
     def create(self, ctx: RequestContext, *, command: CreateInstance) -> InstanceView:
@@ -274,13 +256,7 @@ class InstanceService:
         volume_size: int | None,
         version: DatastoreVersion,
     ) -> None:
-        backup = uow.backups.find(backup_id)
-        if (
-            backup is None
-            or backup.state.value == "DELETING"
-            or not (ctx.is_admin or backup.project_id == ctx.project_id)
-        ):
-            raise ResourceNotFoundError(backup_id)
+        backup = visible_backup(uow, ctx, backup_id)
         if backup.state not in RESTORABLE_STATES:
             raise ConflictError(
                 f"Unable to create instance because backup {backup_id} is not completed. "
@@ -312,7 +288,7 @@ class InstanceService:
     # -- delete --------------------------------------------------------------------
     def delete(self, ctx: RequestContext, *, instance_id: str) -> None:
         with self._uow(write=True) as uow:
-            instance = self._visible(uow, ctx, instance_id)
+            instance = visible_instance(uow, ctx, instance_id)
             self._authz.enforce(ctx, "instance:delete", instance.project_id)
             if instance.status is InstanceStatus.BUILD or instance.task == "BUILDING":
                 raise UnprocessableError(

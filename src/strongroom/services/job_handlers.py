@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from strongroom.domain import states
 from strongroom.domain.interruptions import AfterInterruption, after_interruption
 from strongroom.domain.model import (
@@ -70,31 +72,21 @@ def size_in_gb(size: int | None) -> float:
     return max(0.01, round(size / GB, 2))
 
 
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
 class JobHandlers:
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        catalog: DatastoreCatalog,
-        transfer: Transfer,
-        secrets: SecretBox,
-        instances_dir: Path,
-        host_id: str = "local",
-        heartbeat_interval: float = 10.0,
-        telemetry: Telemetry = NO_TELEMETRY,
-    ) -> None:
-        self._uow = uow
-        self._telemetry = telemetry
-        self._clock = clock
-        self._catalog = catalog
-        self._transfer = transfer
-        self._secrets = secrets
-        self._instances_dir = instances_dir
-        self.host_id = host_id
-        self._heartbeat_interval = heartbeat_interval
-        self._more: dict[JobKind, Callable[[str, dict[str, Any]], None]] = {}
-        self._copies: CopyJobs | None = None
+    _uow: UnitOfWorkFactory
+    _clock: Clock
+    _catalog: DatastoreCatalog
+    _transfer: Transfer
+    _secrets: SecretBox
+    _instances_dir: Path
+    host_id: str = "local"
+    _heartbeat_interval: float = 10.0
+    _telemetry: Telemetry = NO_TELEMETRY
+    _more: dict[JobKind, Callable[[str, dict[str, Any]], None]] = attrs.field(
+        init=False, factory=dict
+    )
+    _copies: CopyJobs | None = attrs.field(init=False, default=None)
 
     def add_handler(self, kind: JobKind, handler: Callable[[str, dict[str, Any]], None]) -> None:
         """A job kind handled outside this module (e.g. verification)."""

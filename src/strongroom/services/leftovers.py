@@ -10,6 +10,8 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+import attrs
+
 from strongroom.domain.model import Backup, BackupState
 from strongroom.domain.ports import BackupQuery, Clock, UnitOfWorkFactory
 from strongroom.services import object_layout
@@ -44,14 +46,12 @@ def temporaries_of(store: StorageBackend) -> TemporaryObjects | None:
     return current
 
 
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
 class TemporaryObjectSweeper:
-    def __init__(
-        self, *, uow: UnitOfWorkFactory, stores: StoreCatalog, rules: ServiceRules, clock: Clock
-    ) -> None:
-        self._uow = uow
-        self._stores = stores
-        self._rules = rules
-        self._clock = clock
+    _uow: UnitOfWorkFactory
+    _stores: StoreCatalog
+    _rules: ServiceRules
+    _clock: Clock
 
     def containers(self) -> dict[str, set[str]]:
         with self._uow() as uow:

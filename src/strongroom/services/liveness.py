@@ -9,6 +9,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import attrs
+
 from strongroom.domain.interruptions import AfterInterruption, after_interruption
 from strongroom.domain.model import Job, JobKind, JobState
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
@@ -27,24 +29,15 @@ class LivenessRules:
     sweep_interval: timedelta = timedelta(minutes=10)  # stale temporary objects: look again
 
 
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
 class Reaper:
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        handlers: JobHandlers,
-        dispatcher: JobDispatcher,
-        rules: LivenessRules,
-        temporaries: TemporaryObjectSweeper | None = None,
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._handlers = handlers
-        self._dispatcher = dispatcher
-        self._rules = rules
-        self._temporaries = temporaries
-        self._last_sweep: datetime | None = None
+    _uow: UnitOfWorkFactory
+    _clock: Clock
+    _handlers: JobHandlers
+    _dispatcher: JobDispatcher
+    _rules: LivenessRules
+    _temporaries: TemporaryObjectSweeper | None = None
+    _last_sweep: datetime | None = attrs.field(init=False, default=None)
 
     def beat(self, host_id: str) -> None:
         with self._uow(write=True) as uow:

@@ -11,6 +11,8 @@ import logging
 import threading
 from dataclasses import replace
 
+import attrs
+
 from strongroom.domain.pitr import PitrPolicy, WalBatch
 from strongroom.domain.ports import BackupQuery, Clock, UnitOfWorkFactory
 from strongroom.engines.base import PointInTimeEngine
@@ -23,32 +25,27 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 10.0  # seconds between batches: RPO under a minute with room to spare
 
 
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
 class PitrArchiver:
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        catalog: DatastoreCatalog,
-        secrets: SecretBox,
-        archive: WalArchive,
-        host_id: str,
-        interval: float = DEFAULT_INTERVAL,
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._catalog = catalog
-        self._secrets = secrets
-        self._archive = archive
-        self._host = host_id
+    _uow: UnitOfWorkFactory
+    _clock: Clock
+    _catalog: DatastoreCatalog
+    _secrets: SecretBox
+    _archive: WalArchive
+    _host: str = attrs.field(alias="host_id")
+    _interval: float = DEFAULT_INTERVAL
+    _loop: Periodic = attrs.field(init=False)
+    # One pass at a time (the loop, or a test's tick).
+    _pass: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+
+    def __attrs_post_init__(self) -> None:
         self._loop = Periodic(
             lambda: self.tick(),
-            interval=interval,
+            interval=self._interval,
             name="pitr-archiver",
             log=log,
             failure="archiver pass failed",
         )
-        self._pass = threading.Lock()  # one pass at a time (the loop, or a test's tick)
 
     def tick(self) -> int:
         """One pass over this host's instances; returns the batches stored."""

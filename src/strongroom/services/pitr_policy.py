@@ -8,15 +8,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import attrs
+
 from strongroom.domain.errors import BadRequestError, ResourceNotFoundError
 from strongroom.domain.model import BackupState, Instance, RequestContext
 from strongroom.domain.pitr import ArchiveSummary, PitrPolicy
-from strongroom.domain.ports import BackupQuery, Clock, UnitOfWork, UnitOfWorkFactory
+from strongroom.domain.ports import BackupQuery, UnitOfWork
 from strongroom.services import pitr
-from strongroom.services.authorization import Authorizer
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.rules import ServiceRules
 from strongroom.services.stores import StoreCatalog
+from strongroom.services.use_case import UseCase
+from strongroom.services.visibility import sees, visible_instance
 
 ARCHIVING_DATASTORES = ("postgresql",)
 
@@ -68,34 +71,15 @@ def status_of(uow: UnitOfWork, instance: Instance, now: datetime) -> PitrStatus:
     )
 
 
-class PitrService:
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        authorizer: Authorizer,
-        catalog: DatastoreCatalog,
-        stores: StoreCatalog,
-        rules: ServiceRules,
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._authz = authorizer
-        self._catalog = catalog
-        self._stores = stores
-        self._rules = rules
-
-    @staticmethod
-    def _visible(uow: UnitOfWork, ctx: RequestContext, instance_id: str) -> Instance:
-        instance = uow.instances.find(instance_id)
-        if instance is None or not (ctx.is_admin or instance.project_id == ctx.project_id):
-            raise ResourceNotFoundError(instance_id)
-        return instance
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
+class PitrService(UseCase):
+    _catalog: DatastoreCatalog
+    _stores: StoreCatalog
+    _rules: ServiceRules
 
     def show(self, ctx: RequestContext, *, instance_id: str) -> PitrStatus:
         with self._uow() as uow:
-            instance = self._visible(uow, ctx, instance_id)
+            instance = visible_instance(uow, ctx, instance_id)
             self._authz.enforce(ctx, "instance:pitr:show", instance.project_id)
             return self.status(uow, instance)
 
@@ -110,7 +94,7 @@ class PitrService:
         if not isinstance(enabled, bool):
             raise BadRequestError("pitr.enabled must be true or false.")
         with self._uow(write=True) as uow:
-            instance = self._visible(uow, ctx, instance_id)
+            instance = visible_instance(uow, ctx, instance_id)
             self._authz.enforce(ctx, "instance:pitr:update", instance.project_id)
             version = self._catalog.find_version(instance.datastore_version_id)
             datastore = version.datastore_name if version else "unknown"
@@ -163,14 +147,12 @@ def restore_base(
     backup_id = restore_point.get("backupRef")
     if backup_id is not None:
         backup = uow.backups.find(str(backup_id))
-        if backup is None or not (ctx.is_admin or backup.project_id == ctx.project_id):
+        if backup is None or not sees(ctx, backup.project_id):
             raise ResourceNotFoundError(str(backup_id))
         source_id = backup.instance_id or ""
     else:
         source_id = str(restore_point.get("instanceRef") or "")
-    source = uow.instances.find(source_id)
-    if source is None or not (ctx.is_admin or source.project_id == ctx.project_id):
-        raise ResourceNotFoundError(source_id)
+    source = visible_instance(uow, ctx, source_id)
     window, points = window_of(uow, source)
     if backup_id is not None:
         point = next((p for p in points if p.backup_id == backup_id), None)

@@ -13,6 +13,8 @@ import logging
 import os
 from collections.abc import Callable
 
+import attrs
+
 from strongroom.domain.model import BackupState
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
 from strongroom.domain.schedules import RunStatus, Schedule
@@ -26,27 +28,21 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 1.0
 
 
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
 class Scheduler:
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        schedules: ScheduleService,
-        verify: Callable[[str], object],
-        drill: Callable[[str], object] | None = None,
-        interval: float = DEFAULT_INTERVAL,
-        telemetry: Telemetry = NO_TELEMETRY,
-    ) -> None:
-        self._uow = uow
-        self._telemetry = telemetry
-        self._clock = clock
-        self._schedules = schedules
-        self._verify = verify
-        self._drill = drill
+    _uow: UnitOfWorkFactory
+    _clock: Clock
+    _schedules: ScheduleService
+    _verify: Callable[[str], object]
+    _drill: Callable[[str], object] | None = None
+    _interval: float = DEFAULT_INTERVAL
+    _telemetry: Telemetry = NO_TELEMETRY
+    _loop: Periodic = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
         self._loop = Periodic(
             lambda: self.tick(),
-            interval=interval,
+            interval=self._interval,
             name="scheduler",
             log=log,
             failure="scheduler tick failed",

@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import attrs
+
 from strongroom.domain import retention
 from strongroom.domain.errors import BadRequestError, DomainError, ResourceNotFoundError
 from strongroom.domain.model import (
@@ -21,15 +23,16 @@ from strongroom.domain.model import (
     InstanceId,
     RequestContext,
 )
-from strongroom.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from strongroom.domain.ports import UnitOfWork
 from strongroom.domain.schedules import RetentionPolicy, RunStatus, Schedule, ScheduleId
 from strongroom.services import cron
-from strongroom.services.authorization import Authorizer
 from strongroom.services.backups import BackupService, check_container
 from strongroom.services.commands import CreateBackup
 from strongroom.services.copies import CopyService
 from strongroom.services.failure import describe_failure
 from strongroom.services.stores import StoreCatalog
+from strongroom.services.use_case import UseCase
+from strongroom.services.visibility import sees
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +56,11 @@ def schedule_context(schedule: Schedule) -> RequestContext:
     return RequestContext(schedule.project_id, schedule.user_id or "scheduler", schedule.roles)
 
 
-class ScheduleService:
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        authorizer: Authorizer,
-        backups: BackupService,
-        stores: StoreCatalog,
-        copies: CopyService | None = None,
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._authz = authorizer
-        self._backups = backups
-        self._stores = stores
-        self._copies = copies
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
+class ScheduleService(UseCase):
+    _backups: BackupService
+    _stores: StoreCatalog
+    _copies: CopyService | None = None
 
     # -- definitions ---------------------------------------------------------------
     def create(self, ctx: RequestContext, *, spec: dict[str, Any]) -> Schedule:
@@ -188,7 +179,7 @@ class ScheduleService:
     @staticmethod
     def _visible(uow: UnitOfWork, ctx: RequestContext, schedule_id: str) -> Schedule:
         schedule = uow.schedules.find(schedule_id)
-        if schedule is None or not (ctx.is_admin or schedule.project_id == ctx.project_id):
+        if schedule is None or not sees(ctx, schedule.project_id):
             raise ResourceNotFoundError(schedule_id)
         return schedule
 

@@ -12,6 +12,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
+import attrs
+
 from strongroom.domain.model import (
     Backup,
     BackupState,
@@ -19,14 +21,14 @@ from strongroom.domain.model import (
     Verification,
     VerifyStatus,
 )
-from strongroom.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from strongroom.domain.ports import UnitOfWork
 from strongroom.pipeline.errors import FormatError, MissingChunkError
 from strongroom.pipeline.reader import ChunkReader
 from strongroom.services import object_layout
-from strongroom.services.backup_checks import BackupCheckRequests
+from strongroom.services.backup_checks import BackupCheckJob, BackupCheckRequests
 from strongroom.services.failure import describe_failure
 from strongroom.services.telemetry import NO_TELEMETRY, Telemetry
-from strongroom.services.transfer import ChainLink, Transfer
+from strongroom.services.transfer import ChainLink
 from strongroom.storage.errors import ObjectNotFoundError
 
 log = logging.getLogger(__name__)
@@ -51,26 +53,15 @@ class VerificationService(BackupCheckRequests):
         uow.backups.record_verification(backup.id, backup.verification)
 
 
-class Verifier:
+@attrs.define(kw_only=True, eq=False, repr=False, slots=False)
+class Verifier(BackupCheckJob):
     """The ``verify_backup`` job."""
 
-    def __init__(
-        self,
-        *,
-        uow: UnitOfWorkFactory,
-        clock: Clock,
-        transfer: Transfer,
-        telemetry: Telemetry = NO_TELEMETRY,
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._transfer = transfer
-        self._telemetry = telemetry
+    _telemetry: Telemetry = NO_TELEMETRY
 
     def __call__(self, backup_id: str, _payload: dict[str, Any]) -> None:
-        with self._uow() as uow:
-            backup = uow.backups.find(backup_id)
-        if backup is None or backup.state is BackupState.DELETING:
+        backup = self._live(backup_id)
+        if backup is None:
             return
         status, error = self.check(backup)
         self._telemetry.verification(result=status.value)
@@ -97,12 +88,8 @@ class Verifier:
         return results
 
     def check(self, backup: Backup) -> tuple[VerifyStatus, str | None]:
-        def find(other_id: str) -> Backup | None:
-            with self._uow() as uow:
-                return uow.backups.find(other_id)
-
         try:
-            for link in self._transfer.open_chain(backup, find):
+            for link in self._open_chain(backup):
                 self._read_through(link)
         except (ObjectNotFoundError, MissingChunkError) as exc:
             return VerifyStatus.MISSING, describe_failure(exc)

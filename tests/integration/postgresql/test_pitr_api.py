@@ -4,6 +4,7 @@ by a pause in archiving), restores to times between known commits, and the refus
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 import uuid
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from fixtures.service import Caller, Harness, make_harness, wait_for
+from support.dashboard import browser, sign_in
 from support.postgresql_service import (
     PG_MAJOR,
     connect,
@@ -238,6 +240,13 @@ def test_a_pause_splits_the_window_and_a_time_in_it_is_refused(
     view = show(h.a, "instance", source["id"])
     first, second = view["restorable_window"]
     assert first["to"] < second["from"]
+    # The dashboard shows the same two ranges on the instance's card.
+    card = sign_in(browser(h), h.a.token).get("/dashboard").text
+    card = card[card.index(f'data-instance-id="{source["id"]}"') :]
+    shown = re.findall(r'<span class="window">([^<]+)</span>', card[: card.index("</div>")])
+    assert shown == [
+        f"{on_dashboard(r['from'])} to {on_dashboard(r['to'])}" for r in view["restorable_window"]
+    ]
     gap_time = unarchived[1].isoformat() + "Z"
     r = h.a.post(
         "/instances",
@@ -253,6 +262,10 @@ def test_a_pause_splits_the_window_and_a_time_in_it_is_refused(
     message = fault_message(r)
     assert "outside the restorable window" in message
     assert first["to"] in message and second["from"] in message
+
+
+def on_dashboard(moment: str) -> str:
+    return datetime.fromisoformat(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def archive_objects(h: Harness, instance_id: str) -> list[Path]:

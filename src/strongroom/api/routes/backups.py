@@ -10,6 +10,7 @@ from strongroom.api import commands
 from strongroom.api.deps import (
     ContextDep,
     ServicesDep,
+    accepted_after,
     blocking,
     int_param,
     json_body,
@@ -99,8 +100,7 @@ async def show_backup(
 async def delete_backup(
     project_id: str, backup_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> Response:
-    await blocking(request, ctx, services.backups.delete, ctx, backup_id=backup_id)
-    return Response(status_code=202, media_type="application/json")
+    return await accepted_after(request, ctx, services.backups.delete, backup_id=backup_id)
 
 
 @router.get(
@@ -170,12 +170,10 @@ async def list_strategies(
 async def delete_strategy(
     project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> Response:
-    await blocking(
+    return await accepted_after(
         request,
         ctx,
         services.backups.delete_strategy,
-        ctx,
         instance_id=request.query_params.get("instance_id"),
         project_id=request.query_params.get("project_id"),
     )
-    return Response(status_code=202, media_type="application/json")

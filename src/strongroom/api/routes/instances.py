@@ -7,7 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from strongroom.api import commands
-from strongroom.api.deps import ContextDep, ServicesDep, blocking, int_param, json_body, read
+from strongroom.api.deps import (
+    ContextDep,
+    ServicesDep,
+    accepted_after,
+    blocking,
+    int_param,
+    json_body,
+    read,
+)
 from strongroom.api.openapi import LIMIT, MARKER, operation
 from strongroom.api.rendering import JsonResponse
 from strongroom.api.schemas import requests as schemas
@@ -85,8 +93,7 @@ async def show_instance(
 async def delete_instance(
     project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> Response:
-    await blocking(request, ctx, services.instances.delete, ctx, instance_id=instance_id)
-    return Response(status_code=202, media_type="application/json")
+    return await accepted_after(request, ctx, services.instances.delete, instance_id=instance_id)
 
 
 @router.put(

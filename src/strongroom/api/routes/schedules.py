@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from strongroom.api.deps import ContextDep, ServicesDep, json_body, read, truthy_param
+from strongroom.api.deps import ContextDep, ServicesDep, accepted, json_body, read, truthy_param
 from strongroom.api.openapi import INSTANCE_ID, operation, query
 from strongroom.api.rendering import JsonResponse
 from strongroom.api.schemas import requests as validation
@@ -93,7 +93,7 @@ def delete_schedule(
     project_id: str, schedule_id: str, ctx: ContextDep, services: ServicesDep
 ) -> Response:
     _schedules(services).delete(ctx, schedule_id=schedule_id)
-    return Response(status_code=202, media_type="application/json")
+    return accepted()
 
 
 @router.post(

@@ -5,36 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
-from strongroom.api.account_views import page, user_and_host, user_specs, user_view
-from strongroom.api.deps import int_param
-from strongroom.api.openapi import LIMIT, MARKER, operation
-from strongroom.api.routes.account_calls import CallsDep, accepted
+from strongroom.api.account_views import user_and_host, user_specs, user_view
+from strongroom.api.openapi import operation
+from strongroom.api.routes.account_calls import CallsDep, collection_router
 from strongroom.api.schemas import accounts as schemas
 from strongroom.services.accounts import UserChanges
 
-router = APIRouter(prefix="/v1.0/{project_id}/instances/{instance_id}/users")
-
-
-@router.get(
-    "",
-    summary="List an instance's users",
-    **operation(200, schemas.USER_LIST, 422, 501, params=(LIMIT, MARKER)),
+router = collection_router(
+    "users",
+    view=user_view,
+    specs=user_specs,
+    page_schema=schemas.USER_LIST,
+    create_schema=schemas.USERS_CREATE,
 )
-async def list_users(project_id: str, instance_id: str, call: CallsDep) -> dict[str, Any]:
-    offset, limit = int_param(call.request, "marker") or 0, int_param(call.request, "limit")
-    users = await call("list_users", instance_id=instance_id)
-    return page(call.request, "users", [user_view(u) for u in users], offset, limit)
-
-
-@router.post(
-    "", summary="Create users", **operation(202, None, 422, 501, body=schemas.USERS_CREATE)
-)
-async def create_users(project_id: str, instance_id: str, call: CallsDep) -> Response:
-    users = user_specs((await call.body(schemas.USERS_CREATE))["users"])
-    await call("create_users", instance_id=instance_id, users=users)
-    return accepted()
 
 
 @router.put(
@@ -44,8 +29,7 @@ async def create_users(project_id: str, instance_id: str, call: CallsDep) -> Res
 )
 async def change_passwords(project_id: str, instance_id: str, call: CallsDep) -> Response:
     users = user_specs((await call.body(schemas.USERS_UPDATE_ALL))["users"])
-    await call("change_passwords", instance_id=instance_id, users=users)
-    return accepted()
+    return await call.accepted("change_passwords", instance_id=instance_id, users=users)
 
 
 @router.get("/{user_id}", summary="Show a user", **operation(200, schemas.USER_SINGLE, 422, 501))
@@ -66,21 +50,19 @@ async def update_user(project_id: str, instance_id: str, user_id: str, call: Cal
     wanted = (await call.body(schemas.USER_UPDATE))["user"]
     changes = UserChanges(wanted.get("name"), wanted.get("host"), wanted.get("password"))
     name, host = user_and_host(user_id)
-    await call(
+    return await call.accepted(
         "update_user",
         instance_id=instance_id,
         name=name,
         host=host,
         changes=changes,
     )
-    return accepted()
 
 
 @router.delete("/{user_id}", summary="Delete a user", **operation(202, None, 422, 501))
 async def delete_user(project_id: str, instance_id: str, user_id: str, call: CallsDep) -> Response:
     name, host = user_and_host(user_id)
-    await call("delete_user", instance_id=instance_id, name=name, host=host)
-    return accepted()
+    return await call.accepted("delete_user", instance_id=instance_id, name=name, host=host)
 
 
 @router.get(
@@ -105,14 +87,13 @@ async def grant_access(project_id: str, instance_id: str, user_id: str, call: Ca
     body = await call.body(schemas.USER_ACCESS_UPDATE)
     names = [str(d["name"]) for d in body["databases"]]
     user, host = user_and_host(user_id)
-    await call(
+    return await call.accepted(
         "grant",
         instance_id=instance_id,
         name=user,
         host=host,
         databases=names,
     )
-    return accepted()
 
 
 @router.delete(
@@ -124,11 +105,10 @@ async def revoke_access(
     project_id: str, instance_id: str, user_id: str, database: str, call: CallsDep
 ) -> Response:
     name, host = user_and_host(user_id)
-    await call(
+    return await call.accepted(
         "revoke",
         instance_id=instance_id,
         name=name,
         host=host,
         database=database,
     )
-    return accepted()

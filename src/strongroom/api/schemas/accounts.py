@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from strongroom.api.schemas.requests import NAME, NON_EMPTY_STRING, USER_HOST
+from strongroom.api.schemas.requests import NAME, NON_EMPTY_STRING, USER_HOST, request_body
 
 # A character set or collation name (utf8mb4, utf8mb4_unicode_ci, UTF8, C, en_US.UTF-8).
 CHARSET_NAME = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_.@-]+$"}
@@ -26,63 +26,48 @@ USER_DEF = {
     },
 }
 
-USERS_CREATE: dict[str, Any] = {
-    "type": "object",
-    "required": ["users"],
-    "properties": {"users": {"type": "array", "minItems": 1, "items": USER_DEF}},
-}
+USERS_CREATE: dict[str, Any] = request_body(
+    "users", {"type": "array", "minItems": 1, "items": USER_DEF}
+)
 # Trove's update of one user's attributes (troveclient's update_attributes): a new name,
 # host or password; at least one.
-USER_UPDATE: dict[str, Any] = {
-    "type": "object",
-    "required": ["user"],
-    "properties": {
-        "user": {
+USER_UPDATE: dict[str, Any] = request_body(
+    "user",
+    {
+        "type": "object",
+        "minProperties": 1,
+        "properties": {"name": NAME, "password": NON_EMPTY_STRING, "host": USER_HOST},
+    },
+)
+USERS_UPDATE_ALL: dict[str, Any] = request_body(
+    "users",
+    {
+        "type": "array",
+        "minItems": 1,
+        "items": {
             "type": "object",
-            "minProperties": 1,
+            "required": ["name", "password"],
             "properties": {"name": NAME, "password": NON_EMPTY_STRING, "host": USER_HOST},
-        }
+        },
     },
-}
-USERS_UPDATE_ALL: dict[str, Any] = {
-    "type": "object",
-    "required": ["users"],
-    "properties": {
-        "users": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["name", "password"],
-                "properties": {"name": NAME, "password": NON_EMPTY_STRING, "host": USER_HOST},
+)
+USER_ACCESS_UPDATE: dict[str, Any] = request_body("databases", DATABASE_REFS)
+DATABASES_CREATE: dict[str, Any] = request_body(
+    "databases",
+    {
+        "type": "array",
+        "minItems": 1,
+        "items": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": NAME,
+                "character_set": CHARSET_NAME,
+                "collate": CHARSET_NAME,
             },
-        }
+        },
     },
-}
-USER_ACCESS_UPDATE: dict[str, Any] = {
-    "type": "object",
-    "required": ["databases"],
-    "properties": {"databases": DATABASE_REFS},
-}
-DATABASES_CREATE: dict[str, Any] = {
-    "type": "object",
-    "required": ["databases"],
-    "properties": {
-        "databases": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["name"],
-                "properties": {
-                    "name": NAME,
-                    "character_set": CHARSET_NAME,
-                    "collate": CHARSET_NAME,
-                },
-            },
-        }
-    },
-}
+)
 
 ROOT_ENABLE: dict[str, Any] = {
     "type": "object",

@@ -32,34 +32,37 @@ NAME = {**NON_EMPTY_STRING, "allOf": [{"pattern": NO_CONTROL}]}
 USER_HOST = {"type": "string", "maxLength": 255, "pattern": r"^[%]?[\w(-).]*[%]?$"}
 BOOLEAN_STRING = {"type": "integer", "minimum": 0, "maximum": 1}
 
-BACKUP_CREATE: dict[str, Any] = {
-    "type": "object",
-    "required": ["backup"],
-    "properties": {
-        "backup": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": NAME,
-                "description": NAME,
-                "instance": UUID,
-                "parent_id": UUID,
-                "incremental": BOOLEAN_STRING,
-                "swift_container": NAME,
-                "storage_driver": {},
-                "restore_from": {
-                    "type": "object",
-                    "required": ["remote_location", "local_datastore_version_id", "size"],
-                    "properties": {
-                        "remote_location": NON_EMPTY_STRING,
-                        "local_datastore_version_id": UUID,
-                        "size": {"type": "number"},
-                    },
+
+def request_body(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """Trove's request body: one required member ``key`` that ``schema`` describes."""
+    return {"type": "object", "required": [key], "properties": {key: schema}}
+
+
+BACKUP_CREATE: dict[str, Any] = request_body(
+    "backup",
+    {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": NAME,
+            "description": NAME,
+            "instance": UUID,
+            "parent_id": UUID,
+            "incremental": BOOLEAN_STRING,
+            "swift_container": NAME,
+            "storage_driver": {},
+            "restore_from": {
+                "type": "object",
+                "required": ["remote_location", "local_datastore_version_id", "size"],
+                "properties": {
+                    "remote_location": NON_EMPTY_STRING,
+                    "local_datastore_version_id": UUID,
+                    "size": {"type": "number"},
                 },
             },
-        }
+        },
     },
-}
+)
 
 COPY_TARGET: dict[str, Any] = {
     "type": "object",
@@ -70,24 +73,17 @@ COPY_TARGET: dict[str, Any] = {
         "swift_container": NAME,
     },
 }
-COPY_CREATE: dict[str, Any] = {
-    "type": "object",
-    "required": ["copy"],
-    "properties": {"copy": COPY_TARGET},
-}
+COPY_CREATE: dict[str, Any] = request_body("copy", COPY_TARGET)
 
-STRATEGY_CREATE: dict[str, Any] = {
-    "type": "object",
-    "required": ["backup_strategy"],
-    "properties": {
-        "backup_strategy": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["swift_container"],
-            "properties": {"instance_id": UUID, "swift_container": NAME},
-        }
+STRATEGY_CREATE: dict[str, Any] = request_body(
+    "backup_strategy",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["swift_container"],
+        "properties": {"instance_id": UUID, "swift_container": NAME},
     },
-}
+)
 
 VOLUME_SIZE = {
     "oneOf": [
@@ -96,94 +92,91 @@ VOLUME_SIZE = {
     ]
 }
 
-INSTANCE_CREATE: dict[str, Any] = {
-    "type": "object",
-    "required": ["instance"],
-    "properties": {
-        "instance": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": NAME,
-                "flavorRef": {"oneOf": [NON_EMPTY_STRING, {"type": "integer"}]},
-                "volume": {
-                    "type": "object",
-                    "required": ["size"],
-                    "properties": {"size": VOLUME_SIZE, "type": {"type": ["string", "null"]}},
+INSTANCE_CREATE: dict[str, Any] = request_body(
+    "instance",
+    {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": NAME,
+            "flavorRef": {"oneOf": [NON_EMPTY_STRING, {"type": "integer"}]},
+            "volume": {
+                "type": "object",
+                "required": ["size"],
+                "properties": {"size": VOLUME_SIZE, "type": {"type": ["string", "null"]}},
+            },
+            "datastore": {
+                "type": "object",
+                "properties": {
+                    "type": NON_EMPTY_STRING,
+                    "version": NON_EMPTY_STRING,
+                    "version_number": NON_EMPTY_STRING,
                 },
-                "datastore": {
+            },
+            "restorePoint": {
+                "type": "object",
+                "properties": {
+                    "backupRef": UUID,
+                    "instanceRef": UUID,
+                    "restoreTime": {"type": "string", "maxLength": 64},
+                },
+                # A backup; or, to a time, a backup or the instance it came from.
+                "anyOf": [
+                    {"required": ["backupRef"], "not": {"required": ["instanceRef"]}},
+                    {
+                        "required": ["instanceRef", "restoreTime"],
+                        "not": {"required": ["backupRef"]},
+                    },
+                ],
+            },
+            "databases": {
+                "type": "array",
+                "items": {
                     "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": NAME},
+                },
+            },
+            "users": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "password"],
                     "properties": {
-                        "type": NON_EMPTY_STRING,
-                        "version": NON_EMPTY_STRING,
-                        "version_number": NON_EMPTY_STRING,
-                    },
-                },
-                "restorePoint": {
-                    "type": "object",
-                    "properties": {
-                        "backupRef": UUID,
-                        "instanceRef": UUID,
-                        "restoreTime": {"type": "string", "maxLength": 64},
-                    },
-                    # A backup; or, to a time, a backup or the instance it came from.
-                    "anyOf": [
-                        {"required": ["backupRef"], "not": {"required": ["instanceRef"]}},
-                        {
-                            "required": ["instanceRef", "restoreTime"],
-                            "not": {"required": ["backupRef"]},
-                        },
-                    ],
-                },
-                "databases": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {"name": NAME},
-                    },
-                },
-                "users": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "password"],
-                        "properties": {
-                            "name": NAME,
-                            "password": NON_EMPTY_STRING,
-                            "host": USER_HOST,
-                            "databases": {
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "required": ["name"],
-                                    "properties": {"name": NON_EMPTY_STRING},
-                                },
+                        "name": NAME,
+                        "password": NON_EMPTY_STRING,
+                        "host": USER_HOST,
+                        "databases": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": NON_EMPTY_STRING},
                             },
                         },
                     },
                 },
-                "nics": {
-                    "type": "array",
-                    "maxItems": 1,
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "net-id": UUID,
-                            "network_id": UUID,
-                            "subnet_id": UUID,
-                            "ip_address": {"type": "string", "format": "ipv4"},
-                        },
+            },
+            "nics": {
+                "type": "array",
+                "maxItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "net-id": UUID,
+                        "network_id": UUID,
+                        "subnet_id": UUID,
+                        "ip_address": {"type": "string", "format": "ipv4"},
                     },
                 },
-                "replica_of": UUID,
-                "replica_count": {"type": "integer", "minimum": 1, "maximum": 3},
-                "external": {"type": "object"},
             },
-        }
+            "replica_of": UUID,
+            "replica_count": {"type": "integer", "minimum": 1, "maximum": 3},
+            "external": {"type": "object"},
+        },
     },
-}
+)
 
 
 def _path(parts: list[Any]) -> str:

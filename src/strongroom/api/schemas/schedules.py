@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from strongroom.api.schemas.requests import COPY_TARGET, NON_EMPTY_STRING, UUID
+from strongroom.api.schemas.requests import COPY_TARGET, NON_EMPTY_STRING, UUID, request_body
 from strongroom.api.schemas.responses import (
     NULLABLE_STRING,
     STRING,
@@ -39,11 +39,7 @@ SCHEDULE_BODY: dict[str, Any] = {
         "copy_retention": {"type": ["object", "null"]},
     },
 }
-SCHEDULE_CREATE: dict[str, Any] = {
-    "type": "object",
-    "required": ["backup_schedule"],
-    "properties": {"backup_schedule": SCHEDULE_BODY},
-}
+SCHEDULE_CREATE: dict[str, Any] = request_body("backup_schedule", SCHEDULE_BODY)
 
 NULLABLE_TIMESTAMP = {"oneOf": [TIMESTAMP, {"type": "null"}]}
 SCHEDULE = _object(

@@ -18,10 +18,12 @@ import pymysql
 from strongroom.engines.allowlist import AllowList
 from strongroom.engines.base import Connection
 from strongroom.engines.errors import ExternalNotAllowedError, InvalidExternalError
-from strongroom.engines.mariadb import config, metadata
+from strongroom.engines.mariadb import metadata
 from strongroom.engines.mariadb.accounts import BACKUP_PRIVILEGES
+from strongroom.engines.mariadb.models import ExternalRegistration
 from strongroom.engines.mariadb.sessions import external_session, sql_error
 from strongroom.engines.mariadb.tools import Tools
+from strongroom.engines.registration import parse_registration
 
 
 def register(
@@ -32,7 +34,8 @@ def register(
     allowed_hosts: AllowList,
     allowed_datadirs: AllowList,
 ) -> Connection:
-    host, port, user, password, datadir = _parse(params)
+    given = parse_registration(ExternalRegistration, params)
+    host, port, user, password = given.host, given.port, given.user, given.password
     if not allowed_hosts.for_project(project_id):
         raise ExternalNotAllowedError(
             "registering external MariaDB servers is not enabled on this service "
@@ -43,19 +46,12 @@ def register(
             f"the host {host!r} is not in the operator's list of allowed MariaDB hosts "
             "(mariabackup must run on the server's own host)"
         )
-    resolved = Path(datadir).resolve()
+    resolved = Path(given.datadir).resolve()
     if not allowed_datadirs.allows_path(resolved, project_id):
         raise ExternalNotAllowedError(
             "the data directory is not inside a directory the operator allows "
             "external MariaDB servers to use"
         )
-    for value in (user, password):
-        try:
-            config.option_value(value)
-        except ValueError:
-            raise InvalidExternalError(
-                "user and password must not contain control characters"
-            ) from None
     connection: Connection = {
         "host": host,
         "port": port,
@@ -98,35 +94,6 @@ def register(
     where = f"{host}:{port}:{resolved}".encode()
     connection["instance_uid"] = hashlib.sha256(where).hexdigest()[:32]
     return connection
-
-
-def _parse(params: Mapping[str, Any]) -> tuple[str, int, str, str, str]:
-    """``host`` (lower case), ``port``, ``user``, ``password``, ``datadir`` as given."""
-    host = params.get("host")
-    port = params.get("port", 3306)
-    user = params.get("user")
-    password = params.get("password", "")
-    datadir = params.get("datadir")
-    if not isinstance(host, str) or not host.strip():
-        raise InvalidExternalError("an external MariaDB server needs a host")
-    if isinstance(port, bool) or not isinstance(port, int | str):
-        raise InvalidExternalError("the port must be a number")
-    try:
-        port = int(port)
-    except ValueError:
-        raise InvalidExternalError("the port must be a number") from None
-    if not 0 < port < 65536:
-        raise InvalidExternalError("the port must be between 1 and 65535")
-    if not isinstance(user, str) or not user:
-        raise InvalidExternalError("an external MariaDB server needs a user")
-    if not isinstance(password, str):
-        raise InvalidExternalError("the password must be a string")
-    if not isinstance(datadir, str) or not datadir.startswith("/"):
-        raise InvalidExternalError(
-            "an external MariaDB server needs its data directory as an absolute path "
-            "(mariabackup reads the server's files)"
-        )
-    return host.strip().lower(), port, user, password, datadir
 
 
 def identity(connection: Connection) -> str:

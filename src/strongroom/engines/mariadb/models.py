@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, field_validator
+
+from strongroom.engines.registration import Registration
 
 
 class _Model(BaseModel):
@@ -83,6 +85,34 @@ class ExternalConnection(_Model):
     server_version: str | None = None
     log_bin: bool | None = None
     instance_uid: str = ""
+
+
+class ExternalRegistration(Registration):
+    """What registering an external MariaDB server takes: mariabackup runs on this host
+    and reads ``datadir``, so it is required. ``user`` and ``password`` go into an option
+    file: no control characters."""
+
+    port: int = 3306
+    datadir: str
+
+    @field_validator("host")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+    @field_validator("user", "password")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("datadir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path (mariabackup reads the server's files)")
+        return value
 
 
 def _kind(value: Any) -> str:

@@ -18,6 +18,8 @@ from strongroom.engines.allowlist import AllowList
 from strongroom.engines.base import Connection
 from strongroom.engines.errors import BackupError, ExternalNotAllowedError, InvalidExternalError
 from strongroom.engines.postgresql import datadir, session
+from strongroom.engines.postgresql.models import ExternalRegistration
+from strongroom.engines.registration import parse_registration
 
 
 def register(
@@ -28,9 +30,8 @@ def register(
     allowed_data_dirs: AllowList,
     major: str,
 ) -> Connection:
-    host = str(params.get("host") or "").strip()
-    if not host:
-        raise InvalidExternalError("host is required")
+    given = parse_registration(ExternalRegistration, params)
+    host, port, user = given.host, given.port, given.user
     if not allowed_hosts.allows_host(host, project_id):
         if not allowed_hosts.for_project(project_id):
             raise ExternalNotAllowedError(
@@ -40,22 +41,12 @@ def register(
         raise ExternalNotAllowedError(
             f"host {host!r} is not in the operator's list of allowed PostgreSQL hosts"
         )
-    try:
-        port = int(params.get("port") or 5432)
-    except (TypeError, ValueError) as exc:
-        raise InvalidExternalError("port must be a number") from exc
-    if not 0 < port < 65536:
-        raise InvalidExternalError("port must be between 1 and 65535")
-    user = str(params.get("user") or "").strip()
-    if not user:
-        raise InvalidExternalError("user is required")
-    password = params.get("password")
     connection: Connection = {
         "host": host,
         "port": port,
         "user": user,
-        "password": str(password) if password is not None else "",
-        "database": str(params.get("database") or "postgres"),
+        "password": given.password,
+        "database": given.database,
         "managed": False,
         "slot": session.SLOT_PREFIX + secrets.token_hex(4),
     }
@@ -103,9 +94,9 @@ def register(
         ) from exc
     connection["system_identifier"] = sysid
     connection["max_slot_wal_keep_size"] = keep
-    if params.get("data_dir") is not None:
+    if given.data_dir is not None:
         connection["data_dir"] = _check_data_dir(
-            connection, params["data_dir"], sysid, project_id, allowed_data_dirs
+            connection, given.data_dir, sysid, project_id, allowed_data_dirs
         )
     return connection
 
@@ -119,15 +110,13 @@ def identity(connection: Connection) -> str:
 
 def _check_data_dir(
     connection: Connection,
-    given: Any,
+    given: str,
     sysid: str,
     project_id: str,
     allowed_data_dirs: AllowList,
 ) -> str:
     """A server on this host may name its data directory: its backups then read the
     files (page incrementals) instead of ``pg_basebackup`` and retained WAL."""
-    if not isinstance(given, str) or not given.startswith("/"):
-        raise InvalidExternalError("data_dir must be an absolute path")
     resolved = Path(given).resolve()
     if not allowed_data_dirs.allows_path(resolved, project_id):
         raise ExternalNotAllowedError(

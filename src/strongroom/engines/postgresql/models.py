@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, field_validator
+
+from strongroom.engines.registration import Registration
 
 
 class _Model(BaseModel):
@@ -102,6 +104,30 @@ class ExternalConnection(_Model):
     system_identifier: str | None = None
     max_slot_wal_keep_size: Any = None
     data_dir: str | None = None
+
+
+class ExternalRegistration(Registration):
+    """What registering an external PostgreSQL server takes; ``data_dir`` only for a
+    server on this host whose files its backups may read."""
+
+    port: int = 5432
+    password: str = ""
+    database: str = "postgres"
+    data_dir: str | None = None
+
+    @field_validator("password", "database", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any, info: Any) -> Any:
+        if value is None or value == "":
+            return "postgres" if info.field_name == "database" else ""
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
 
 
 def _kind(value: Any) -> str:
