@@ -4,7 +4,7 @@ DATA_DIR ?= var/data
 HOST ?= 127.0.0.1
 PORT ?= 8779
 
-.PHONY: setup run test test-unit lint fuzz bench
+.PHONY: setup run test test-unit lint fuzz bench bench-pitr
 
 setup:
 	bash scripts/setup.sh
@@ -30,3 +30,7 @@ fuzz: setup
 # Side by side with pg_basebackup | zstd, pgBackRest and mariabackup (BENCH_SCALE, BENCH_RUNS).
 bench: setup
 	bash bench/run.sh
+
+# Point-in-time restore against pgBackRest's --type=time (BENCH_PITR_LOAD_SECONDS, default 600).
+bench-pitr: setup
+	bash bench/run.sh pitr

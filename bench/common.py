@@ -62,6 +62,17 @@ def prepare_restore() -> None:
     warm_memory()
 
 
+def write_result(text: str, kind: str) -> Path:
+    """Print a run's table and keep it as ``bench/results/<date>-<kind>.md``."""
+    out_dir = BENCH_DIR / "results"
+    out_dir.mkdir(exist_ok=True)
+    out = out_dir / f"{time.strftime('%Y-%m-%d-%H%M')}-{kind}.md"
+    out.write_text(text)
+    print(text)
+    log(f"written {out.relative_to(ROOT)}")
+    return out
+
+
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 

@@ -22,9 +22,7 @@ from bench import maria, pg
 from bench.api_ceiling import bench_ceiling, ceiling_ids
 from bench.api_load import API_ENDPOINTS, SERVE_WORKERS, LatencyResult, bench_api
 from bench.common import (
-    BENCH_DIR,
     PYTHON,
-    ROOT,
     WORK,
     Sample,
     Series,
@@ -32,6 +30,7 @@ from bench.common import (
     log,
     measure,
     prepare_restore,
+    write_result,
 )
 
 SR = "Strongroom"
@@ -105,18 +104,7 @@ class StrongroomTask:
 
     def backup(self, label: str, parent: str | None = None) -> Sample:
         extra = ["--parent", parent] if parent else []
-        return measure(
-            self._argv(
-                "backup",
-                "--conn",
-                str(self.conn),
-                "--state",
-                str(self.state),
-                "--label",
-                label,
-                *extra,
-            )
-        )
+        return measure(self._labelled("backup", label, *extra))
 
     def restore(self, label: str, run: int) -> tuple[Sample, Callable[[], object]]:
         """Restore ``label`` into a new managed instance, measured, then stop it; returns
@@ -124,25 +112,22 @@ class StrongroomTask:
         :func:`common.prepare_restore`)."""
         home = WORK / "strongroom" / "instances" / f"{self.name}-restore-{run}"
         out = WORK / f"{self.name}-restored-{run}.json"
-        sample = measure(
-            self._argv(
-                "restore",
-                "--conn",
-                str(self.conn),
-                "--state",
-                str(self.state),
-                "--label",
-                label,
-                "--home",
-                str(home),
-                "--out",
-                str(out),
-            )
-        )
+        sample = measure(self.restore_argv(label, home, out))
         measure(self._argv("stop", "--home", str(home), "--conn", str(out)))
 
         destroy = self._argv("destroy", "--home", str(home), "--conn", str(out))
         return sample, functools.partial(measure, destroy)
+
+    def restore_argv(self, label: str, home: Path, out: Path, *extra: str) -> list[str]:
+        """Restore ``label`` into a new managed instance in ``home``; its connection goes
+        to ``out``."""
+        return self._labelled("restore", label, "--home", str(home), "--out", str(out), *extra)
+
+    def _labelled(self, command: str, label: str, *args: str) -> list[str]:
+        """``command`` on the backup ``label`` of this server's state file."""
+        return self._argv(
+            command, "--conn", str(self.conn), "--state", str(self.state), "--label", label, *args
+        )
 
     def _argv(self, command: str, *args: str) -> list[str]:
         return sr_argv(command, "--engine", self.engine, *args)
@@ -507,12 +492,7 @@ def main() -> int:
         restore_runs=restore_runs,
         patterns=patterns,
     )
-    out_dir = BENCH_DIR / "results"
-    out_dir.mkdir(exist_ok=True)
-    out = out_dir / f"{datetime.now().strftime('%Y-%m-%d-%H%M')}-scale{scale}.md"
-    out.write_text(text)
-    print(text)
-    log(f"written {out.relative_to(ROOT)}")
+    write_result(text, f"scale{scale}")
     return 0
 
 

@@ -241,14 +241,17 @@ def pgbackrest_stored(cluster: PgCluster, backup: dict[str, object]) -> tuple[in
     return delta, wal
 
 
-def pgbackrest_restore_argv(cluster: PgCluster, target: Path, port: int) -> list[str]:
+def pgbackrest_restore_argv(
+    cluster: PgCluster, target: Path, port: int, recovery: str = "--type=immediate"
+) -> list[str]:
     """Restore the latest backup into ``target`` (an empty directory), start it, wait until
-    it is promoted (recovery to the backup's consistent end point, then a new timeline)."""
+    it is promoted (recovery to the backup's consistent end point, or to what ``recovery``
+    names, e.g. ``--type=time '--target=...'``, then a new timeline)."""
     private_dir(target.parent, OS_USER, 0o711)
     private_dir(target, OS_USER)
     script = (
         f"set -e; {' '.join(cluster.pgbackrest_argv())} --pg1-path={target} "
-        "--type=immediate --target-action=promote restore; "
+        f"{recovery} --target-action=promote restore; "
         f'echo "port = {port}" >> {target}/postgresql.auto.conf; '
         f'echo "archive_mode = off" >> {target}/postgresql.auto.conf; '
         f"runuser -u {OS_USER} -- {PG_BIN}/pg_ctl start -D {target} -l {target}.log -w -t 3600 -s; "

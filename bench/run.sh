@@ -3,6 +3,7 @@
 # peers alternately, writes bench/results/<date>-scale<N>.md. See bench/README.md.
 #   BENCH_SCALE (150)  BENCH_RUNS (3)  BENCH_MARIADB_SCALE (= BENCH_SCALE)
 #   BENCH_ONLY (pg,memory,mariadb,api)  BENCH_WORK (bench/work)  BENCH_RESTORE_RUNS (= BENCH_RUNS)
+# bash bench/run.sh pitr: point-in-time restore against pgBackRest (bench/pitr_compare.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,4 +37,8 @@ if ! runuser -u postgres -- test -x "$(realpath "$work")"; then
     echo "bench: $work is not reachable by the postgres user; working in $BENCH_WORK" >&2
 fi
 
+if [ "${1:-}" = pitr ]; then
+    shift
+    exec .venv/bin/python -m bench.pitr_compare "$@"
+fi
 exec .venv/bin/python -m bench.main "$@"

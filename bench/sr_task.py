@@ -9,6 +9,7 @@ into the engine's ``restore_instance``.
     python -m bench.sr_task register --engine pg --params FILE --out FILE
     python -m bench.sr_task backup   --engine pg --conn FILE --state FILE --label L [--parent P]
     python -m bench.sr_task restore  --engine pg --conn FILE --state FILE --label L --home DIR
+                             [--archive FILE --target-time T]   (point in time: WAL batches)
     python -m bench.sr_task stop     --engine pg --home DIR --conn FILE
     python -m bench.sr_task destroy  --engine pg --home DIR --conn FILE
 """
@@ -23,18 +24,19 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from strongroom.allocator import keep_chunk_buffers_in_heap
 from strongroom.config import Settings
 from strongroom.domain.model import Backup, BackupState
-from strongroom.engines.base import Engine, InstanceRequest
+from strongroom.engines.base import Engine, InstanceRequest, PointInTimeEngine
 from strongroom.engines.mariadb import MariaDbEngine
 from strongroom.engines.postgresql import PostgresEngine
 from strongroom.pipeline.keys import MasterKey
 from strongroom.services.rules import ServiceRules
 from strongroom.services.stores import StoreCatalog
 from strongroom.services.transfer import Transfer
+from strongroom.services.wal_archive import StoredBatch, WalArchive
 from strongroom.storage.config import LocalStoreConfig
 from strongroom.storage.registry import StoreSet
 
@@ -102,6 +104,13 @@ def _backup_obj(record: dict[str, Any]) -> Backup:
     )
 
 
+def _stored_batch(record: dict[str, Any]) -> StoredBatch:
+    """A batch as ``bench.pitr_compare`` writes it (what the catalog keeps of one)."""
+    return StoredBatch(
+        **{**record, "archived_through": datetime.fromisoformat(record["archived_through"])}
+    )
+
+
 def _stored_size(data_dir: Path, backup_id: str) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(data_dir / "objects"):
@@ -122,6 +131,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--label")
     parser.add_argument("--parent")
     parser.add_argument("--home", type=Path)
+    parser.add_argument("--archive", type=Path, help="JSON list of the WAL batches to replay")
+    parser.add_argument("--target-time", help="naive UTC ISO time to recover to")
     args = parser.parse_args(argv)
     keep_chunk_buffers_in_heap()  # as `strongroom serve` / `worker` do at start
     engine = _engine(args.engine, args.work)
@@ -182,8 +193,19 @@ def main(argv: list[str]) -> int:
     links = transfer.open_chain(
         target, lambda bid: _backup_obj(by_id[bid]) if bid in by_id else None
     )
-    restored = engine.restore_instance(
-        args.home, transfer.restore_inputs(links), InstanceRequest(name="bench")
+    archive = (
+        WalArchive(transfer).open_batches(
+            [_stored_batch(b) for b in json.loads(args.archive.read_text())]
+        )
+        if args.archive
+        else ()
+    )
+    restored = cast(PointInTimeEngine, engine).restore_instance(
+        args.home,
+        transfer.restore_inputs(links),
+        InstanceRequest(name="bench"),
+        archive=archive,
+        target_time=datetime.fromisoformat(args.target_time) if args.target_time else None,
     )
     elapsed = time.perf_counter() - started
     _save(args.out, restored)

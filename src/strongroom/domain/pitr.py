@@ -38,3 +38,21 @@ class WalBatch:
     archived_from: datetime
     archived_through: datetime
     created: datetime
+
+
+@dataclass(frozen=True)
+class ArchivedRun:
+    """Batches that join, each starting where the one before it stopped: every commit in
+    ``(archived_from, archived_through]`` is archived."""
+
+    archived_from: datetime
+    archived_through: datetime
+
+
+@dataclass(frozen=True)
+class ArchiveSummary:
+    """An instance's archive as its view needs it: the runs oldest first (a hole, from a
+    lost slot or archiving stopped, starts another) and the newest archived commit."""
+
+    runs: tuple[ArchivedRun, ...]
+    last_archived: datetime | None

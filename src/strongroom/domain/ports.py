@@ -22,7 +22,7 @@ from strongroom.domain.model import (
     JobState,
     Verification,
 )
-from strongroom.domain.pitr import PitrPolicy, WalBatch
+from strongroom.domain.pitr import ArchiveSummary, PitrPolicy, WalBatch
 from strongroom.domain.schedules import RunStatus, Schedule
 
 
@@ -168,6 +168,10 @@ class PitrRepository(Protocol):
     def policies(self) -> list[PitrPolicy]: ...
     def add_batch(self, batch: WalBatch) -> None: ...
     def batches(self, instance_id: str) -> list[WalBatch]: ...
+    def archive_summary(self, instance_id: str) -> ArchiveSummary:
+        """The runs and the newest archived commit, without reading every batch."""
+        ...
+
     def all_batches(self) -> list[WalBatch]: ...
     def remove_batches(self, batch_ids: Sequence[str]) -> None: ...
 

@@ -4,7 +4,6 @@ view, and the check of a ``restorePoint`` with a ``restoreTime``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +12,7 @@ import attrs
 
 from strongroom.domain.errors import BadRequestError, ResourceNotFoundError
 from strongroom.domain.model import BackupState, Instance, InstanceKind, RequestContext
-from strongroom.domain.pitr import PitrPolicy, WalBatch
+from strongroom.domain.pitr import ArchiveSummary, PitrPolicy
 from strongroom.domain.ports import BackupQuery, UnitOfWork
 from strongroom.services import pitr
 from strongroom.services.datastores import DatastoreCatalog
@@ -39,26 +38,13 @@ class PitrStatus:
     storage_driver: str | None = None
 
 
-def archived_runs(batches: Sequence[WalBatch]) -> list[pitr.Span]:
-    """Batches that join (each starts where the previous stopped) form one run; a hole
-    (a lost slot, archiving stopped) starts another. Batches are taken in the order they
-    were stored: a MariaDB server whose binary log was reset starts again at lower
-    positions."""
-    runs: list[pitr.Span] = []
-    previous: WalBatch | None = None
-    for batch in sorted(batches, key=lambda b: (b.created, b.start)):
-        if previous is not None and batch.start == previous.stop:
-            runs[-1] = pitr.Span(runs[-1].start, batch.archived_through)
-        else:
-            runs.append(pitr.Span(batch.archived_from, batch.archived_through))
-        previous = batch
-    return runs
-
-
 def window_of(
-    uow: UnitOfWork, instance: Instance
+    uow: UnitOfWork, instance: Instance, summary: ArchiveSummary | None = None
 ) -> tuple[list[pitr.Span], list[pitr.BackupPoint]]:
-    runs = archived_runs(uow.pitr.batches(instance.id))
+    """``summary``: the instance's archive, when the caller has read it already."""
+    if summary is None:
+        summary = uow.pitr.archive_summary(instance.id)
+    runs = [pitr.Span(r.archived_from, r.archived_through) for r in summary.runs]
     backups = uow.backups.query(
         BackupQuery(instance_id=instance.id, states=(BackupState.COMPLETED,))
     )
@@ -74,9 +60,9 @@ def window_of(
 
 def status_of(uow: UnitOfWork, instance: Instance, now: datetime) -> PitrStatus:
     policy = uow.pitr.policy(instance.id)
-    window, _ = window_of(uow, instance)
-    batches = uow.pitr.batches(instance.id)
-    last = max((b.archived_through for b in batches), default=None)
+    summary = uow.pitr.archive_summary(instance.id)
+    window, _ = window_of(uow, instance, summary)
+    last = summary.last_archived
     enabled = bool(policy and policy.enabled)
     lag = (now - last).total_seconds() if enabled and last else None
     return PitrStatus(

@@ -3,50 +3,9 @@ through the same models and Alembic migrations."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import datetime
 
-import psycopg
-import pymysql
-import pytest
-
 from fixtures.service import make_harness
-
-
-def _postgresql() -> Iterator[str]:
-    name = "strongroom_meta_" + uuid.uuid4().hex[:8]
-    dsn = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f'create database "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f'drop database if exists "{name}" with (force)')
-
-
-def _mariadb() -> Iterator[str]:
-    name = "strongroom_meta_" + uuid.uuid4().hex[:8]
-    admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"create database `{name}`")
-        yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"drop database if exists `{name}`")
-        admin.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def metadata_url(request) -> Iterator[str | None]:
-    if request.param == "sqlite":
-        yield None
-    elif request.param == "postgresql":
-        yield from _postgresql()
-    else:
-        yield from _mariadb()
 
 
 def test_backup_lifecycle_on_each_metadata_database(tmp_path, metadata_url):
