@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from strongroom.engines.base import Connection
+from support.files import FileSink as FileSink  # shared with the MariaDB tests
 
 
 def bin_dir() -> Path:
@@ -197,27 +198,6 @@ class Writer(TpcbWriter):
             " VALUES (%s, %s, %s, %s, now())",
             (tid, bid, aid, delta),
         )
-
-
-class FileSink:
-    """A sink writing to a file; ``on_first_write`` runs once before the first chunk."""
-
-    def __init__(self, path: Path, on_first_write: Callable[[], None] | None = None) -> None:
-        self.path = path
-        self._fh = path.open("wb")
-        self._first = on_first_write
-        self.size = 0
-
-    def write(self, data: bytes, /) -> int:
-        if self._first is not None:
-            first, self._first = self._first, None
-            first()
-        self._fh.write(data)
-        self.size += len(data)
-        return len(data)
-
-    def close(self) -> None:
-        self._fh.close()
 
 
 class OffsetFileSource:

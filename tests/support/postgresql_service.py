@@ -15,9 +15,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from fixtures.service import wait_for
 from strongroom.engines.postgresql import PostgresEngine
 from support.postgresql import TpcbWriter, cleanup_homes, servers_running_in
+from support.service_calls import fault_message as fault_message
+from support.service_calls import wait_status as wait_status
 
 _info = PostgresEngine().detect()
 PG_MAJOR: str | None = _info.version if _info is not None else None
@@ -40,11 +41,6 @@ def reachable_dir(prefix: str) -> Iterator[Path]:
 def server_processes(path: Path) -> list[str]:
     """Server processes (not this test's own) whose command line names ``path``."""
     return [cmd for cmd in servers_running_in(path) if "postgres" in cmd]
-
-
-def fault_message(response: Any) -> str:
-    (body,) = response.json().values()
-    return str(body["message"])
 
 
 def tcp(connection: dict[str, Any], user: str, password: str, dbname: str) -> dict[str, Any]:
@@ -143,17 +139,3 @@ class LedgerState:
             "pgbench_branches": undo(self.branches, lambda e: e[3], 1),
             "ledger": [entry for entry in self.ledger if entry[0] <= commit],
         }
-
-
-def wait_status(get: Callable[[], dict[str, Any]], wanted: str, timeout: float = WAIT) -> Any:
-    """Poll a view until its status is ``wanted``; fail at once on ERROR/FAILED."""
-
-    def check() -> dict[str, Any] | None:
-        view = get()
-        if view["status"] in ("ERROR", "FAILED") and view["status"] != wanted:
-            raise AssertionError(
-                f"{view['status']}: {view.get('fault') or view.get('fail_reason')}"
-            )
-        return view if view["status"] == wanted else None
-
-    return wait_for(check, timeout=timeout, interval=0.1)

@@ -117,6 +117,7 @@ class PitrArchiver:
                 engine.start_archiving(connection)
                 self._save(replace(policy, next_start=None, started_at=None, last_error=str(exc)))
             raise
+        archived_from = previous.archived_through if previous else policy.started_at
         batch = WalBatch(
             stored.batch_id,
             instance.project_id,
@@ -125,8 +126,10 @@ class PitrArchiver:
             stored.container,
             stored.start,
             stored.stop,
-            previous.archived_through if previous else policy.started_at,
-            stored.archived_through,
+            archived_from,
+            # An engine may report less than the batch before it (MariaDB: a statement
+            # running long holds it back); what was covered stays covered.
+            max(stored.archived_through, archived_from),
             self._clock.now(),
         )
         with self._uow(write=True) as uow:
@@ -151,7 +154,7 @@ class PitrArchiver:
             self._sweep(instance_id, [])
             return 0
         oldest = min((b.created for b in backups), default=None)
-        newest = max(batches, key=lambda b: (b.start, b.created))
+        newest = max(batches, key=lambda b: (b.created, b.start))
         stale = [
             b
             for b in batches

@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 
 from strongroom.domain.errors import BadRequestError, ResourceNotFoundError
-from strongroom.domain.model import BackupState, Instance, RequestContext
+from strongroom.domain.model import BackupState, Instance, InstanceKind, RequestContext
 from strongroom.domain.pitr import ArchiveSummary, PitrPolicy
 from strongroom.domain.ports import BackupQuery, UnitOfWork
 from strongroom.services import pitr
@@ -21,7 +21,10 @@ from strongroom.services.stores import StoreCatalog
 from strongroom.services.use_case import UseCase
 from strongroom.services.visibility import sees, visible_instance
 
-ARCHIVING_DATASTORES = ("postgresql",)
+ARCHIVING_DATASTORES = ("postgresql", "mariadb")
+# Datastores whose archiving needs a server the service manages: an external MariaDB
+# server's binary log would need REPLICATION SLAVE there and could be purged under it.
+MANAGED_ONLY_DATASTORES = ("mariadb",)
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,15 @@ class PitrService(UseCase):
             if enabled and datastore not in ARCHIVING_DATASTORES:
                 raise BadRequestError(
                     f"Point-in-time archiving is not available for datastore {datastore}."
+                )
+            if (
+                enabled
+                and datastore in MANAGED_ONLY_DATASTORES
+                and instance.kind == InstanceKind.EXTERNAL
+            ):
+                raise BadRequestError(
+                    f"Point-in-time archiving is available for managed {datastore} "
+                    "instances only, not for registered (external) servers."
                 )
             if instance.task == "DELETING":
                 raise ResourceNotFoundError(instance_id)

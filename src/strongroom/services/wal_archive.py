@@ -148,9 +148,11 @@ def batches_for(
 ) -> list[StoredBatch]:
     """The batches a restore replays: from the one the backup's end falls in (those
     archived wholly before the backup started are not needed) to the first that covers
-    ``when``. The engine checks that they join the backup and each other."""
+    ``when``, in the order they were stored (positions may start again lower after a
+    MariaDB server's binary log was reset). The engine checks that they join the backup
+    and each other."""
     chosen: list[StoredBatch] = []
-    for b in sorted(batches, key=lambda b: (b.start, b.created)):
+    for b in sorted(batches, key=lambda b: (b.created, b.start)):
         if b.archived_through < backup_started:
             continue
         if chosen and b.start != chosen[-1].stop:

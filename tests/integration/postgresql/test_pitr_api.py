@@ -17,12 +17,16 @@ import pytest
 
 from fixtures.service import Caller, Harness, make_harness, wait_for
 from support.dashboard import browser, sign_in
-from support.postgresql_service import (
-    PG_MAJOR,
-    connect,
+from support.postgresql_service import PG_MAJOR, connect, reachable_dir, tcp
+from support.service_calls import (
+    archive_objects,
+    backup,
+    check_refused_in_gap,
+    check_retention,
     fault_message,
-    reachable_dir,
-    tcp,
+    put,
+    show,
+    tick,
     wait_status,
 )
 
@@ -49,22 +53,6 @@ def h() -> Iterator[Harness]:
             harness.container.close()
 
 
-def put(caller: Caller, path: str, body: Any) -> Any:
-    return caller.client.put(caller.url(path), json=body, headers=caller._headers(None))
-
-
-def show(caller: Caller, kind: str, ident: str) -> dict[str, Any]:
-    r = caller.get(f"/{kind}s/{ident}")
-    assert r.status_code == 200, r.text
-    view: dict[str, Any] = r.json()[kind]
-    return view
-
-
-def tick(h: Harness) -> int:
-    assert h.container.archiver is not None
-    return h.container.archiver.tick()
-
-
 def server_now(params: dict[str, Any]) -> datetime:
     with connect(params) as c:
         row = c.execute("SELECT clock_timestamp()").fetchone()
@@ -86,11 +74,6 @@ def insert(params: dict[str, Any], n: int) -> tuple[datetime, datetime]:
 def between(earlier: tuple[datetime, datetime], later: tuple[datetime, datetime]) -> str:
     target = earlier[1] + (later[0] - earlier[1]) / 2
     return target.isoformat(timespec="microseconds") + "Z"
-
-
-def backup(caller: Caller, instance_id: str, name: str) -> dict[str, Any]:
-    created = caller.create_backup(instance_id, name)
-    return dict(wait_status(lambda: show(caller, "backup", created["id"]), "COMPLETED"))
 
 
 def restored_rows(h: Harness, name: str, restore_point: dict[str, Any]) -> list[int]:
@@ -238,66 +221,24 @@ def test_a_pause_splits_the_window_and_a_time_in_it_is_refused(
     insert(params, 6)
     assert tick(h) == 1
     view = show(h.a, "instance", source["id"])
-    first, second = view["restorable_window"]
-    assert first["to"] < second["from"]
-    # The dashboard shows the same two ranges on the instance's card.
+    # The dashboard shows the window's two ranges on the instance's card.
     card = sign_in(browser(h), h.a.token).get("/dashboard").text
     card = card[card.index(f'data-instance-id="{source["id"]}"') :]
     shown = re.findall(r'<span class="window">([^<]+)</span>', card[: card.index("</div>")])
     assert shown == [
         f"{on_dashboard(r['from'])} to {on_dashboard(r['to'])}" for r in view["restorable_window"]
     ]
-    gap_time = unarchived[1].isoformat() + "Z"
-    r = h.a.post(
-        "/instances",
-        {
-            "instance": {
-                "name": "in-gap",
-                "datastore": {"type": "postgresql"},
-                "restorePoint": {"instanceRef": source["id"], "restoreTime": gap_time},
-            }
-        },
-    )
-    assert r.status_code == 400, r.text
-    message = fault_message(r)
-    assert "outside the restorable window" in message
-    assert first["to"] in message and second["from"] in message
+    check_refused_in_gap(h, source["id"], "postgresql", unarchived[1].isoformat() + "Z")
 
 
 def on_dashboard(moment: str) -> str:
     return datetime.fromisoformat(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def archive_objects(h: Harness, instance_id: str) -> list[Path]:
-    root = Path(h.settings.data_dir) / "objects"
-    return [p for p in root.rglob("*") if p.is_file() and f"/{instance_id}/wal/" in str(p)]
-
-
-def delete_backup(h: Harness, backup_id: str) -> None:
-    assert h.a.delete(f"/backups/{backup_id}").status_code == 202
-    wait_for(lambda: h.a.get(f"/backups/{backup_id}").status_code == 404, timeout=60)
-
-
 def test_retention_keeps_the_archive_back_to_the_oldest_backup(
     h: Harness, source: dict[str, Any]
 ) -> None:
-    path = f"/instances/{source['id']}/pitr"
-    before = show(h.a, "instance", source["id"])["restorable_window"]
-    assert len(before) == 2
-    objects = len(archive_objects(h, source["id"]))
-    delete_backup(h, BACKUPS["base"])
-    assert tick(h) == 1
-    after = show(h.a, "instance", source["id"])["restorable_window"]
-    assert after == [dict(before[1], to=after[0]["to"])]
-    assert len(archive_objects(h, source["id"])) < objects
-    # Off, and the last backup gone: the whole archive goes, objects and rows.
-    assert put(h.a, path, {"pitr": {"enabled": False}}).status_code == 200
-    assert tick(h) == 0
-    assert archive_objects(h, source["id"]) != []  # a backup still needs it
-    delete_backup(h, BACKUPS["after-pause"])
-    assert tick(h) == 0
-    assert archive_objects(h, source["id"]) == []
-    assert h.a.get(path).json()["restorable_window"] == []
+    check_retention(h, source["id"], oldest=BACKUPS["base"], newest=BACKUPS["after-pause"])
 
 
 def test_a_deleted_instance_leaves_no_policy_behind(h: Harness, source: dict[str, Any]) -> None:

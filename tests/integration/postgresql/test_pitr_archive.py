@@ -23,14 +23,9 @@ from strongroom.engines.base import DatabaseSpec, InstanceRequest, RestoreInput
 from strongroom.engines.errors import BackupError, RestoreError
 from strongroom.engines.postgresql import PostgresEngine, archiver
 from strongroom.pipeline.errors import IntegrityError
-from strongroom.pipeline.keys import MasterKey
 from strongroom.services import object_layout
-from strongroom.services.rules import ServiceRules
-from strongroom.services.stores import StoreCatalog
-from strongroom.services.transfer import Transfer
 from strongroom.services.wal_archive import WalArchive
-from strongroom.storage.local import LocalBackend
-from strongroom.storage.registry import StoreSet
+from support.archive import flip_a_byte, local_archive, store_batch
 from support.postgresql import FileSink, PlainServer, cleanup_homes, connect
 
 _probe = PostgresEngine()
@@ -176,9 +171,8 @@ def test_a_released_position_is_a_gap(archived: dict[str, Any], workdir: Path) -
 
 @pytest.fixture(scope="module")
 def wal_archive(workdir: Path) -> Iterator[WalArchive]:
-    stores = StoreSet({"local": LocalBackend(workdir / "store")}, "local")
-    yield WalArchive(Transfer(StoreCatalog(stores, MasterKey.generate()), ServiceRules()))
-    stores.close()
+    with local_archive(workdir / "store") as archive:
+        yield archive
 
 
 def test_stored_batches_restore_to_a_time_and_refuse_tampering(
@@ -205,14 +199,12 @@ def test_stored_batches_restore_to_a_time_and_refuse_tampering(
                 before = server_now(c)
                 c.execute("INSERT INTO ticks VALUES (%s)", (n,))
                 brackets.append((before, server_now(c)))
-                batch_ = wal_archive.store_batch(
-                    engine=engine,
-                    connection=conn,
-                    project_id="p1",
+                batch_ = store_batch(
+                    wal_archive,
+                    engine,
+                    conn,
                     instance_id=instance_id,
                     datastore="postgresql",
-                    store_name="local",
-                    container="database-backups",
                     start=position,
                 )
                 stored.append(batch_)
@@ -246,10 +238,7 @@ def test_stored_batches_restore_to_a_time_and_refuse_tampering(
         with pytest.raises(IntegrityError):
             wal_archive.open_batches([other])
         # A flipped byte in a chunk of the second batch: the restore is refused.
-        chunk = next((workdir / "store" / stored[1].manifest_key).parent.glob("chunk-*"))
-        raw = bytearray(chunk.read_bytes())
-        raw[len(raw) // 2] ^= 1
-        chunk.write_bytes(bytes(raw))
+        flip_a_byte(workdir / "store", stored[1])
         with pytest.raises((RestoreError, IntegrityError)):
             restore_from_store("tampered")
     finally:

@@ -9,7 +9,9 @@ This is the façade the service sees; each part lives in its own module:
 - :mod:`.external`: registering an existing server on this host;
 - :mod:`.backup`: full and incremental backups (``mariabackup --backup``);
 - :mod:`.restore`: a chain of backups into a new managed server;
-- :mod:`.metadata`: what a backup records, and the checks of a chain against it.
+- :mod:`.metadata`: what a backup records, and the checks of a chain against it;
+- :mod:`.archiver`, :mod:`.binlog`, :mod:`.replay`: binary log archiving for
+  point-in-time restore (managed servers), and its replay up to a time after a restore.
 
 Credentials: the tools read passwords from a 0600 option file in a private 0700 directory
 passed as ``--defaults-file`` (so no system option file is read either); the server reads
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ import pymysql
 
 from strongroom.engines.allowlist import AllowList
 from strongroom.engines.base import (
+    ArchivedWal,
     BackupResult,
     ByteSink,
     Connection,
@@ -40,11 +44,13 @@ from strongroom.engines.base import (
 from strongroom.engines.errors import EngineUnavailableError, RestoreError
 from strongroom.engines.mariadb import (
     accounts,
+    archiver,
     backup,
     checks,
     external,
     metadata,
     models,
+    replay,
     restore,
 )
 from strongroom.engines.mariadb.accounts import ADMIN_USER, BACKUP_USER
@@ -117,13 +123,36 @@ class MariaDbEngine:
         return self._servers.create(self._require(), home, request)
 
     def restore_instance(
-        self, home: Path, chain: Sequence[RestoreInput], request: InstanceRequest
+        self,
+        home: Path,
+        chain: Sequence[RestoreInput],
+        request: InstanceRequest,
+        *,
+        archive: Sequence[RestoreInput] = (),
+        target_time: datetime | None = None,
     ) -> Connection:
+        """``archive``: archived binary log batches replayed after the chain, up to
+        ``target_time`` (naive UTC, to the whole second; ``None``: to their end)."""
         try:
             tools = self._require()
         except EngineUnavailableError as exc:
             raise RestoreError(str(exc)) from None
-        return restore.restore(self._servers, tools, home, chain, request)
+        restored = restore.restore(self._servers, tools, home, chain, request)
+        if not archive:
+            return restored
+        try:
+            replay.replay(
+                restored,
+                archive,
+                [link.metadata for link in chain],
+                target_time=target_time,
+                timeout=self.timeout,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._servers.destroy(Path(home), restored)
+            raise
+        return restored
 
     def start_instance(self, home: Path, connection: Connection) -> Connection:
         return self._servers.start(self._require(), home, connection)
@@ -183,6 +212,17 @@ class MariaDbEngine:
         self, connection: Connection, sink: ByteSink, *, parent: Metadata | None
     ) -> BackupResult:
         return backup.backup(self._require(), connection, sink, parent=parent, timeout=self.timeout)
+
+    # -- binary log archiving (point-in-time restore) -------------------------------------
+    def start_archiving(self, connection: Connection) -> int:
+        return archiver.start_archiving(connection)
+
+    def archive_batch(self, connection: Connection, sink: ByteSink, *, start: int) -> ArchivedWal:
+        batch = archiver.archive_batch(connection, sink, start=start, timeout=self.timeout)
+        return batch.archived()
+
+    def stop_archiving(self, connection: Connection) -> None:
+        archiver.stop_archiving(connection)
 
     def check_restorable(self, metadata_: Metadata) -> None:
         tools = self._require()

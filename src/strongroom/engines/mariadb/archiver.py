@@ -1,0 +1,263 @@
+"""Continuous binary log archiving for point-in-time restore of managed MariaDB servers.
+
+How the log is read: over the server's own replication protocol (``COM_BINLOG_DUMP`` in
+non-blocking mode, as ``mariadb-binlog --read-from-remote-server`` does), as the service's
+admin account through the instance's socket. The events come over the connection exactly
+as the server wrote them and go straight into the batch's sink, one event in memory at a
+time; no file of the server is opened by the service. The server reads its own files by
+the names it keeps (``log_bin_basename`` is fixed in the service's option file), so a
+tenant, even one that is SUPER on its own server, cannot steer the service to a file of
+its choosing: every file name the dump sends back is checked to be ``<base>.<digits>``.
+
+Why not copy the closed binlog files or ``FLUSH BINARY LOGS`` each batch: reading files
+means trusting a directory the tenant's server user controls, and a flush every few
+seconds would leave the server with thousands of small files; the dump cuts a batch at
+any byte the server has committed, so RPO is the archiver's interval (10 s by default).
+
+What a batch covers (``archived_through``): each transaction's events are stamped with the
+whole second its committing statement began (``GTID`` event header; MariaDB 10.11 keeps no
+finer commit time). Before the dump the archiver reads the server's clock ``C`` and how
+long the oldest statement still running has run (``information_schema.PROCESSLIST``).
+Everything the server binlogged before the dump started is in the batch; a transaction
+written later either started after ``C`` or was running at ``C``, so it is stamped at or
+after ``C - <oldest running statement>``, which the batch records as ``archived_through``.
+A long statement therefore holds the window's end back (never the archiving itself).
+
+Each batch also records a *mark*: the server's clock ``C`` (read first) and then its
+binary log position. Every transaction whose commit returned before ``C`` had been written
+before the position was read, so a restore to a time at or after ``C`` replays at least
+up to the mark: exact at the mark, where the events' whole-second stamps alone are not.
+
+Gaps: the server keeps its binary logs for ``binlog_expire_logs_seconds`` (7 days); if the
+file at the stored position is gone (purged, or the server was rebuilt), the dump fails
+with the server's "could not find first log file" and the batch reports a gap, so the
+service starts a new run and the window shows it.
+
+External servers are not archived (the service would need REPLICATION SLAVE and BINLOG
+MONITOR there and a server it cannot stop from purging); the API refuses them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pymysql
+
+from strongroom.engines.base import ArchivedWal, ByteSink, Connection, Metadata
+from strongroom.engines.errors import BackupError
+from strongroom.engines.mariadb import binlog
+from strongroom.engines.mariadb.sessions import managed_session, sql_error
+
+ARCHIVE_METHOD = "mariadb_binlog_archive"
+COM_BINLOG_DUMP = 0x12
+BINLOG_DUMP_NON_BLOCK = 1
+# The replica id the archive's dump uses: far above any id an operator gives a real
+# replica (a second dump with the same id would end the first).
+DUMP_SERVER_ID = 0xFFFFFF00
+MARIA_SLAVE_CAPABILITY_GTID = 4
+GAP = "the archive has a gap"
+
+
+@dataclass(frozen=True)
+class ArchiveBatch:
+    """One stored batch: binlog ``[start, stop)``, every transaction stamped before
+    ``archived_through`` (naive UTC)."""
+
+    base: str
+    start: int
+    stop: int
+    archived_through: datetime
+    first_gtid: str | None
+    last_gtid: str | None
+    newest_event: datetime | None
+    events: int
+    mark_time: datetime | None = None
+    mark_position: int | None = None
+
+    def archived(self) -> ArchivedWal:
+        return ArchivedWal(self.start, self.stop, self.archived_through, self.metadata())
+
+    def metadata(self) -> Metadata:
+        start_index, start_offset = binlog.decode(self.start)
+        stop_index, stop_offset = binlog.decode(self.stop)
+        return {
+            "method": ARCHIVE_METHOD,
+            "format": binlog.FORMAT_VERSION,
+            "position_encoding": "file_index << 32 | offset",
+            "start": self.start,
+            "stop": self.stop,
+            "start_file": binlog.file_name(self.base, start_index),
+            "start_offset": start_offset,
+            "stop_file": binlog.file_name(self.base, stop_index),
+            "stop_offset": stop_offset,
+            "first_gtid": self.first_gtid,
+            "last_gtid": self.last_gtid,
+            "newest_event": _iso(self.newest_event) if self.newest_event else None,
+            "events": self.events,
+            "archived_through": _iso(self.archived_through),
+            "mark_time": _iso(self.mark_time) if self.mark_time else None,
+            "mark_position": self.mark_position,
+        }
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat(timespec="microseconds")
+
+
+def _require_managed(connection: Connection) -> None:
+    if not connection.get("managed"):
+        raise BackupError("binary log archiving is available for managed MariaDB servers only")
+
+
+def _base_and_status(cursor: Any) -> tuple[str, int]:
+    cursor.execute("SELECT @@log_bin, @@log_bin_basename")
+    enabled, basename = cursor.fetchone()
+    if not enabled or not basename:
+        raise BackupError("the server does not write a binary log")
+    cursor.execute("SHOW MASTER STATUS")
+    row = cursor.fetchone()
+    if row is None:
+        raise BackupError("the server does not write a binary log")
+    base = str(basename).rsplit("/", 1)[-1]
+    name = str(row[0])
+    if not name.startswith(base + "."):
+        raise BackupError(f"unexpected binary log name {name[:80]!r}")
+    return base, binlog.encode(binlog.file_index(name), int(row[1]))
+
+
+def start_archiving(connection: Connection) -> int:
+    """The server's current binary log position: archiving starts there (the server keeps
+    its logs for ``binlog_expire_logs_seconds``, nothing needs reserving)."""
+    _require_managed(connection)
+    with managed_session(connection) as cursor:
+        return _base_and_status(cursor)[1]
+
+
+def stop_archiving(connection: Connection) -> None:
+    """Nothing is held on the server for the archive."""
+
+
+def _coverage(cursor: Any) -> tuple[datetime, datetime]:
+    """``C``, and ``C`` minus the run time of the oldest statement still running (see
+    the module documentation), naive UTC."""
+    cursor.execute(
+        "SELECT UTC_TIMESTAMP(6), COALESCE(MAX(TIME_MS), 0) FROM information_schema.PROCESSLIST "
+        "WHERE COMMAND IN ('Query', 'Execute') AND ID <> CONNECTION_ID()"
+    )
+    now, oldest_ms = cursor.fetchone()
+    return now, now - timedelta(milliseconds=float(oldest_ms))
+
+
+def archive_batch(
+    connection: Connection, sink: ByteSink, *, start: int, timeout: float = 600.0
+) -> ArchiveBatch:
+    """Stream the binary log from ``start`` to the end the server has written into
+    ``sink`` (:data:`binlog.MAGIC`, then the events as the server sent them)."""
+    _require_managed(connection)
+    password = str(connection.get("admin_password", ""))
+    try:
+        with managed_session(connection) as cursor:
+            marked_at, through = _coverage(cursor)
+            base, marked = _base_and_status(cursor)
+        batch = _dump(connection, sink, base=base, start=start, through=through, timeout=timeout)
+        if start <= marked <= batch.stop:
+            batch = dataclasses.replace(batch, mark_time=marked_at, mark_position=marked)
+        return batch
+    except pymysql.MySQLError as exc:
+        reason = sql_error(exc, [password])
+        if exc.args and exc.args[0] == 1236:  # ER_MASTER_FATAL_ERROR_READING_BINLOG
+            where = binlog.format_position(start)
+            raise BackupError(f"the binary log from {where} is gone: {reason}: {GAP}") from None
+        raise BackupError(f"archiving the binary log failed: {reason}") from None
+    except binlog.BinlogError as exc:
+        raise BackupError(f"archiving the binary log failed: {exc}") from None
+
+
+def _dump(
+    connection: Connection,
+    sink: ByteSink,
+    *,
+    base: str,
+    start: int,
+    through: datetime,
+    timeout: float,
+) -> ArchiveBatch:
+    index, offset = binlog.decode(start)
+    if offset < binlog.FIRST_OFFSET:
+        raise binlog.BinlogError(f"position {binlog.format_position(start)} is not in a file")
+    conn = pymysql.connect(
+        user=str(connection["admin_user"]),
+        password=str(connection["admin_password"]),
+        unix_socket=str(connection["socket"]),
+        connect_timeout=10,
+        read_timeout=timeout,
+        write_timeout=60,
+        autocommit=True,
+    )
+    tracker = binlog.Tracker(index)
+    stop = start
+    first_gtid: str | None = None
+    last_gtid: str | None = None
+    newest: int | None = None
+    count = 0
+    group: str | None = None  # the kind of the group not yet ended
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SET @master_binlog_checksum = @@global.binlog_checksum")
+            cursor.execute(f"SET @mariadb_slave_capability = {MARIA_SLAVE_CAPABILITY_GTID}")
+        name = binlog.file_name(base, index).encode("ascii")
+        payload = struct.pack("<IHI", offset, BINLOG_DUMP_NON_BLOCK, DUMP_SERVER_ID) + name
+        # pymysql has no public call for a binlog dump: its own command writer sends it.
+        conn._execute_command(COM_BINLOG_DUMP, payload)  # type: ignore[attr-defined]
+        sink.write(binlog.MAGIC)
+        while True:
+            packet = conn._read_packet()
+            if packet.is_eof_packet():
+                break
+            data = packet.get_all_data()
+            if not data or data[0] != 0:
+                raise binlog.BinlogError("the server sent a packet that is not an event")
+            event = tracker.event(bytes(data[1:]))
+            sink.write(event.raw)
+            if event.fake:
+                continue
+            count += 1
+            stop = event.end
+            if event.type == binlog.GTID_EVENT:
+                last_gtid = event.gtid()
+                first_gtid = first_gtid or last_gtid
+                newest = max(newest or 0, event.timestamp)
+                group = "standalone" if event.standalone() else "transaction"
+            elif group is not None and _ends_group(event, group):
+                group = None
+    finally:
+        conn.close()
+    if group is not None:
+        raise binlog.BinlogError("the dump ended inside a transaction")
+    return ArchiveBatch(
+        base,
+        start,
+        stop,
+        through,
+        first_gtid,
+        last_gtid,
+        datetime.fromtimestamp(newest, UTC).replace(tzinfo=None) if newest else None,
+        count,
+    )
+
+
+def _ends_group(event: binlog.Event, group: str) -> bool:
+    """The last event of a group: XID, XA PREPARE, the one statement of a standalone group
+    (DDL), or a COMMIT/ROLLBACK (or XA COMMIT/ROLLBACK) query."""
+    if event.type in (binlog.XID_EVENT, binlog.XA_PREPARE_EVENT):
+        return True
+    if event.type != binlog.QUERY_EVENT:
+        return False
+    if group == "standalone":
+        return True
+    text = binlog.body_without_checksum(event.raw).rstrip().upper()
+    return text.endswith((b"COMMIT", b"ROLLBACK")) or b"XA COMMIT" in text or b"XA ROLLBACK" in text

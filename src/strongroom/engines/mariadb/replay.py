@@ -1,0 +1,326 @@
+"""Replaying archived binary log batches into a restored server, up to a time.
+
+The restored backup is consistent at the binary log position it recorded (``binlog`` in
+the newest link's metadata). The batches must join each other (each starts where the
+previous stopped) and cover that position, else the restore is refused as a gap. Their
+events after that position go, as one binary log stream (``\\xfebin``, then each file's
+format description and its events), into ``mariadb-binlog -`` on a pipe, whose SQL goes
+straight into the ``mariadb`` client connected to the restored server: nothing of the
+archive is written to disk, one event is in the service's memory at a time.
+
+Where it stops: MariaDB stamps a transaction's events with the whole second (UTC epoch)
+its committing statement began, and keeps no finer commit time. A restore to ``T`` replays
+the log up to, not including, the first transaction stamped at or after ``T``'s whole
+second: the state as of ``T`` rounded down to the second (as ``mariadb-binlog
+--stop-datetime`` does, but cut on whole transactions by the service, on the epoch
+seconds of the events' headers, so neither the server's ``time_zone`` nor the tools'
+``TZ`` plays a part). A transaction committed in the same second before ``T`` is therefore
+not replayed; one still committing across the second is. Except at the archive's marks:
+a restore to a time at or after a batch's mark replays at least up to it (every
+transaction committed before the mark's clock reading), so a restore to the end of the
+window has every transaction committed by then.
+
+The client runs as the instance's OS user with ``--binary-mode`` (no client commands such
+as ``\\!`` in what the log holds: a tenant writes the statements in it) and
+``--sandbox`` (no client command that touches files), and without ``LOCAL INFILE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+from strongroom.engines import process
+from strongroom.engines.base import Connection, RestoreInput
+from strongroom.engines.errors import RestoreError
+from strongroom.engines.identity import InstanceIdentity
+from strongroom.engines.mariadb import archiver, binlog, config
+from strongroom.engines.mariadb.sessions import managed_session, sql_error
+from strongroom.engines.mariadb.tools import SEARCH_PATH, scrub
+
+MAX_PACKET = "1G"
+# Events that describe a file rather than change data: a rotate ends a file, a GTID list
+# and a binlog checkpoint open one. Left in, the decoder checks the GTID list against what
+# it saw before, which a stream starting at a backup's position never satisfies.
+SKIPPED = frozenset({binlog.ROTATE_EVENT, binlog.BINLOG_CHECKPOINT_EVENT, binlog.GTID_LIST_EVENT})
+
+
+def stop_second(when: datetime | None) -> int | None:
+    """The epoch second a restore to ``when`` (naive UTC) stops before."""
+    if when is None:
+        return None
+    aware = when.replace(tzinfo=UTC) if when.tzinfo is None else when
+    return int(aware.timestamp() // 1)
+
+
+def backup_position(chain_metadata: Sequence[dict[str, object]]) -> tuple[str, int]:
+    """``(base name, position)`` the newest link of the chain is consistent at."""
+    recorded = chain_metadata[-1].get("binlog") if chain_metadata else None
+    if not isinstance(recorded, dict) or not recorded.get("file"):
+        raise RestoreError("the backup recorded no binary log position to replay from")
+    name = str(recorded["file"]).rsplit("/", 1)[-1]
+    try:
+        index = binlog.file_index(name)
+        return name.rsplit(".", 1)[0], binlog.encode(index, int(str(recorded["position"])))
+    except (binlog.BinlogError, ValueError):
+        raise RestoreError("the backup's binary log position is not valid") from None
+
+
+def check_batches(archive: Sequence[RestoreInput], base: str, position: int) -> None:
+    """The batches are the archive's, join one another and cover ``position``."""
+    previous: int | None = None
+    for batch in archive:
+        meta = batch.metadata
+        if meta.get("method") != archiver.ARCHIVE_METHOD:
+            raise RestoreError("an archived batch is not a MariaDB binary log batch")
+        if meta.get("format") != binlog.FORMAT_VERSION:
+            raise RestoreError(f"archived batch format {meta.get('format')} is not supported")
+        if str(meta.get("start_file", "")).rsplit(".", 1)[0] != base:
+            raise RestoreError("the archived batches are of another server's binary log")
+        if previous is not None and int(meta["start"]) != previous:
+            raise RestoreError(
+                f"the archive has a gap between {binlog.format_position(previous)} and "
+                f"{binlog.format_position(int(meta['start']))}"
+            )
+        previous = int(meta["stop"])
+    if not archive:
+        raise RestoreError("no archived batch was given")
+    first = int(archive[0].metadata["start"])
+    if not first <= position <= int(archive[-1].metadata["stop"]):
+        raise RestoreError(
+            f"the archive has a gap: the backup is at {binlog.format_position(position)}, "
+            f"the batches cover {binlog.format_position(first)} to "
+            f"{binlog.format_position(int(archive[-1].metadata['stop']))}"
+        )
+
+
+def reached(archive: Sequence[RestoreInput], position: int, when: datetime | None) -> int:
+    """The position a restore to ``when`` replays to whatever the stamps say: the
+    newest mark (see :mod:`.archiver`) at or before ``when``, or ``position``."""
+    if when is None:
+        return position
+    for batch in archive:
+        marked_at, marked = batch.metadata.get("mark_time"), batch.metadata.get("mark_position")
+        if marked_at and marked is not None and datetime.fromisoformat(str(marked_at)) <= when:
+            position = max(position, int(str(marked)))
+    return position
+
+
+def events_after(
+    archive: Sequence[RestoreInput], position: int, stop_at: int | None, *, through: int = 0
+) -> Iterator[bytes]:
+    """A binary log stream of the events after ``position``, each file's format
+    description first: every one up to ``through``, then up to the first transaction
+    stamped at or after ``stop_at``."""
+    yield binlog.BINLOG_MAGIC
+    for batch in archive:
+        reader = binlog.EventReader(batch.stream, start=int(batch.metadata["start"]))
+        for event in reader:
+            if event.type == binlog.FORMAT_DESCRIPTION_EVENT:
+                yield event.raw
+                continue
+            if event.fake or event.type in SKIPPED or event.end <= position:
+                continue
+            gtid = event.type == binlog.GTID_EVENT
+            if gtid and stop_at is not None and event.end > through and event.timestamp >= stop_at:
+                return
+            yield event.raw
+
+
+def _which(*names: str) -> str:
+    path = os.pathsep.join([os.environ.get("PATH", ""), *SEARCH_PATH])
+    for name in names:
+        found = shutil.which(name, path=path)
+        if found:
+            return found
+    raise RestoreError(f"{names[0]} is not installed on this host")
+
+
+def replay(
+    connection: Connection,
+    archive: Sequence[RestoreInput],
+    chain_metadata: Sequence[dict[str, object]],
+    *,
+    target_time: datetime | None,
+    timeout: float,
+) -> None:
+    """Replay ``archive`` into the restored, running server of ``connection``."""
+    base, position = backup_position(chain_metadata)
+    check_batches(archive, base, position)
+    decoder = _which("mariadb-binlog", "mysqlbinlog")
+    client = _which("mariadb", "mysql")
+    identity = _identity(connection)
+    password = str(connection["admin_password"])
+    with config.private_dir() as scratch, _unsynced(connection):
+        identity.chown(scratch)
+        defaults = scratch / "client.cnf"
+        options = config.client_options(connection, str(connection["admin_user"]), password)
+        config.write_private(defaults, config.render({"client": options}), owner=identity.owner)
+        _pipeline(
+            identity.argv([decoder, "--no-defaults", "--skip-gtid-strict-mode", "-"]),
+            identity.argv(
+                [
+                    client,
+                    f"--defaults-file={defaults}",
+                    "--binary-mode",
+                    "--sandbox",
+                    "--batch",
+                    "--skip-local-infile",
+                    f"--max-allowed-packet={MAX_PACKET}",
+                ]
+            ),
+            events_after(
+                archive,
+                position,
+                stop_second(target_time),
+                through=reached(archive, position, target_time),
+            ),
+            cwd=scratch,
+            timeout=timeout,
+            secrets=[password],
+        )
+
+
+@contextlib.contextmanager
+def _unsynced(connection: Connection) -> Iterator[None]:
+    """Commits of the replay are not flushed one by one (the restore is not in use yet,
+    and a crash fails it anyway: three times faster here) and statements may be as large
+    as the client's; the server's own settings are back afterwards, and a checkpoint makes
+    the replayed state durable."""
+    password = str(connection.get("admin_password", ""))
+    try:
+        with managed_session(connection) as cursor:
+            cursor.execute(
+                "SELECT @@GLOBAL.innodb_flush_log_at_trx_commit, @@GLOBAL.max_allowed_packet"
+            )
+            flush, packet = cursor.fetchone()
+            cursor.execute("SET GLOBAL innodb_flush_log_at_trx_commit = 2")
+            # A row event holding a large value becomes one BINLOG statement, in base64.
+            cursor.execute("SET GLOBAL max_allowed_packet = 1073741824")
+        try:
+            yield
+        finally:
+            with managed_session(connection, read_timeout=3600) as cursor:
+                cursor.execute("SET GLOBAL innodb_flush_log_at_trx_commit = %s", (int(flush),))
+                cursor.execute("SET GLOBAL max_allowed_packet = %s", (int(packet),))
+                cursor.execute("SET GLOBAL innodb_log_checkpoint_now = ON")
+    except pymysql.MySQLError as exc:
+        reason = sql_error(exc, [password])
+        raise RestoreError(f"the restored server refused a replay setting: {reason}") from None
+
+
+def _identity(connection: Connection) -> InstanceIdentity:
+    name = connection.get("os_user")
+    if os.geteuid() != 0 or not isinstance(name, str):
+        return InstanceIdentity.current()
+    found = InstanceIdentity.lookup(name)
+    if found is None:
+        raise RestoreError(f"the instance's OS user {name} is missing")
+    return found
+
+
+def _pipeline(
+    decoder_argv: list[str],
+    client_argv: list[str],
+    chunks: Iterator[bytes],
+    *,
+    cwd: Path,
+    timeout: float,
+    secrets: Sequence[str],
+) -> None:
+    """``chunks`` → decoder → client, both with the minimal environment (UTC)."""
+    env = process.minimal_env({"TZ": "UTC"})
+    decoder = _spawn(decoder_argv, subprocess.PIPE, subprocess.PIPE, env=env, cwd=cwd)
+    assert decoder.stdin is not None and decoder.stdout is not None
+    try:
+        client = _spawn(client_argv, decoder.stdout, subprocess.DEVNULL, env=env, cwd=cwd)
+    except BaseException:
+        _kill_all(decoder)
+        raise
+    decoder.stdout.close()  # the client holds the read end now
+    errors = {name: _Collector(p) for name, p in (("decoder", decoder), ("client", client))}
+    fired = threading.Event()
+
+    def expire() -> None:
+        fired.set()
+        _kill_all(decoder, client)
+
+    timer = threading.Timer(timeout, expire)
+    timer.start()
+    try:
+        try:
+            for chunk in chunks:
+                decoder.stdin.write(chunk)
+            decoder.stdin.close()
+        except BrokenPipeError:
+            pass  # a tool stopped reading: its status and stderr say why
+        codes = decoder.wait(), client.wait()
+    except binlog.BinlogError as exc:
+        _kill_all(decoder, client)
+        raise RestoreError(f"an archived batch is damaged: {exc}") from None
+    except BaseException:
+        _kill_all(decoder, client)
+        raise
+    finally:
+        timer.cancel()
+        for collector in errors.values():
+            collector.join(5)
+    if fired.is_set():
+        raise RestoreError(f"replaying the binary log did not finish within {timeout:.0f} s")
+    for (name, collector), code in zip(errors.items(), codes, strict=True):
+        if code != 0:
+            tool = "mariadb-binlog" if name == "decoder" else "mariadb"
+            reason = scrub(collector.text(), secrets)
+            raise RestoreError(f"replaying the binary log failed: {tool} exited {code}: {reason}")
+
+
+def _spawn(
+    argv: list[str], stdin: Any, stdout: Any, *, env: dict[str, str], cwd: Path
+) -> subprocess.Popen[bytes]:
+    """A tool in a session of its own (so a kill reaches it alone), stderr collected."""
+    return subprocess.Popen(
+        argv,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+
+
+def _kill_all(*procs: subprocess.Popen[bytes]) -> None:
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    for proc in procs:
+        proc.wait()
+
+
+class _Collector(threading.Thread):
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        super().__init__(daemon=True)
+        self._stream = proc.stderr
+        self.lines: deque[str] = deque(maxlen=200)
+        self.start()
+
+    def run(self) -> None:
+        assert self._stream is not None
+        for raw in self._stream:
+            self.lines.append(raw[:1000].decode("utf-8", "replace").rstrip())
+
+    def text(self) -> str:
+        """The tool's error lines (else its last lines), each cut short: around an error
+        the client prints the statement, which is the tenant's data."""
+        errors = [line for line in self.lines if line.startswith(("ERROR", "error"))]
+        return "\n".join(line[:300] for line in (errors or list(self.lines))[-4:])
