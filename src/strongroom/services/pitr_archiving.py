@@ -153,12 +153,16 @@ class PitrArchiver:
         if not batches:
             self._sweep(instance_id, [])
             return 0
-        oldest = min((b.created for b in backups), default=None)
+        # Compared on one clock, this host's: when a batch was stored, and when the backup
+        # began here (its job runs on the instance's host too). A server's clock, which may
+        # be an external server's and behind, never decides what is removed. A batch stored
+        # before the oldest backup began holds only log from before it.
+        oldest = min((b.progress.started_at or b.created for b in backups), default=None)
         newest = max(batches, key=lambda b: (b.created, b.start))
         stale = [
             b
             for b in batches
-            if not (keep_newest and b is newest) and (oldest is None or b.archived_through < oldest)
+            if not (keep_newest and b is newest) and (oldest is None or b.created < oldest)
         ]
         for batch in stale:
             # The row goes first: a batch the catalog lists always has its objects.
