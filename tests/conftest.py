@@ -1,7 +1,7 @@
+from __future__ import annotations
+
 import os
 from typing import Any
-
-import pytest
 
 pytest_plugins = ["fixtures.service", "fixtures.live", "fixtures.swift", "fixtures.keystone"]
 
@@ -9,36 +9,38 @@ pytest_plugins = ["fixtures.service", "fixtures.live", "fixtures.swift", "fixtur
 # listener of every process a test starts is off unless that test turns it on.
 os.environ.setdefault("STRONGROOM_METRICS_PORT", "0")
 
-
-def _shared_server(definitions: dict[str, Any]) -> str | None:
-    """The group of the costly session-scoped server a test uses, if any: each such server
-    then starts once per run rather than once per worker."""
-    if "keystone_service" in definitions:  # Keystone and a keystone-mode Swift
-        return "keystone"
-    compat = definitions.get("live_server")  # `strongroom serve` and a scaled-out cluster
-    if compat and compat[-1].baseid.startswith("tests/compat"):
-        return "compat"
-    return None
-
-
-def xdist_group_of(item: pytest.Item) -> str | None:
-    """The pytest-xdist group ``item`` runs in (with ``--dist loadgroup``), or None (any
-    worker): a shared server's group, else its module's when it uses a fixture set up once
-    per module (a server, a backup), which splitting the module would set up twice."""
-    definitions = item._fixtureinfo.name2fixturedefs  # type: ignore[attr-defined]
-    shared = _shared_server(definitions)
-    if shared is not None:
-        return shared
-    for name in item.fixturenames:
-        defs = definitions.get(name)
-        if defs and defs[-1].scope in ("module", "package", "class"):
-            return item.nodeid.split("::")[0]
-    return None
+# How `make test` shares tests between its pytest-xdist workers (`--dist loadscope`): a
+# module's tests run on one worker, one after another, so a module-scoped fixture (a server,
+# a backup) is set up once and the tests that build on its state see it. The modules below
+# share one worker further, each group for a session server that costs a lot to start
+# (add a module that uses one of them here, or it starts its own).
+SHARED_SCOPES = {
+    # Keystone and a keystone-mode Swift (fixtures.keystone)
+    "tests/integration/keystone/test_keystone_tokens.py": "keystone",
+    "tests/integration/storage/test_storage_keystone.py": "keystone",
+    "tests/compat/test_keystone_accounts.py": "keystone",
+    "tests/compat/test_keystone_catalog.py": "keystone",
+    # `strongroom serve` and a scaled-out cluster (tests/compat/conftest.py: live_server)
+    "tests/compat/test_openstack_cli.py": "compat",
+    "tests/compat/test_troveclient.py": "compat",
+}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        group = xdist_group_of(item)
-        if group is not None and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(group))
+def scope_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module, or its module's shared group."""
+    module = nodeid.split("::", 1)[0]
+    return SHARED_SCOPES.get(module, module)
+
+
+def pytest_xdist_make_scheduler(config: Any, log: Any) -> Any:
+    """``--dist loadscope`` by :func:`scope_of` (pytest-xdist's ``loadgroup`` cannot be used:
+    it marks a group in the node id, which pytest 9.2 no longer lets it change)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return SharedScopes(config, log)
