@@ -8,4 +8,6 @@ export STRONGROOM_TEST_MUST_RUN="${STRONGROOM_TEST_MUST_RUN:-swift,s3,mariadb,ke
 .venv/bin/ruff check src tests
 .venv/bin/lint-imports
 .venv/bin/mypy
-.venv/bin/python -m pytest -q --durations=25 "$@"
+# Two workers (the tests mostly wait on servers); a module runs on one worker, and
+# tests/conftest.py keeps the users of a costly session server together (SHARED_SCOPES).
+.venv/bin/python -m pytest -q --durations=25 -n "${STRONGROOM_TEST_WORKERS:-2}" --dist loadscope "$@"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from fixtures.cluster import running_cluster
-from fixtures.keystone import KeystoneServer, create_project, create_user
+from fixtures.keystone import SERVICE_TIMEOUTS, KeystoneServer, create_project, create_user
 from fixtures.live import start_server
 from fixtures.service import wait_for
 from support.mariadb import remove_os_users_under, require_mariadb, stop_servers_under
@@ -46,6 +46,7 @@ def keystone_env(server: KeystoneServer, admin: Any) -> dict[str, str]:
         "STRONGROOM_KEYSTONE__REGION_NAME": server.region,
         "STRONGROOM_KEYSTONE__INTERFACE": "public",
         "STRONGROOM_KEYSTONE__TOKEN_CACHE_TIME": "0",
+        **{f"STRONGROOM_KEYSTONE__{k.upper()}": str(v) for k, v in SERVICE_TIMEOUTS.items()},
     }
 
 

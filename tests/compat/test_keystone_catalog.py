@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from fixtures.keystone import KeystoneProject, KeystoneServer, create_project, create_user
+from fixtures.keystone import (
+    SERVICE_TIMEOUTS,
+    KeystoneProject,
+    KeystoneServer,
+    create_project,
+    create_user,
+)
 from fixtures.live import LiveServer, start_server
 from fixtures.service import wait_for
 
@@ -55,6 +61,7 @@ def keystone_served(
         f'region_name = "{keystone_server.region}"\n'
         'interface = "public"\n'
         "token_cache_time = 0\n"
+        + "".join(f"{name} = {value}\n" for name, value in SERVICE_TIMEOUTS.items())
     )
     config.chmod(0o600)
     server = start_server(root / "data", "--config", str(config))

@@ -139,6 +139,24 @@ def force_checkpoint(conn: dict[str, Any]) -> None:
         db.close()
 
 
+@contextlib.contextmanager
+def scratch_made(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Path]]:
+    """The scratch directories this process makes meanwhile. Not a listing of the temporary
+    directory: other tests running at the same time (another worker, another run on this
+    machine) make and remove their own there."""
+    made: list[Path] = []
+    original = tempfile.mkdtemp
+
+    def spy(*args: Any, **kwargs: Any) -> str:
+        path = original(*args, **kwargs)
+        made.append(Path(path))
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", spy)
+    yield made
+    monkeypatch.setattr(tempfile, "mkdtemp", original)
+
+
 def server_processes(home: Path) -> list[int]:
     """mariadbd processes (not zombies) whose command line mentions ``home``."""
     found: list[int] = []
@@ -469,8 +487,8 @@ def test_full_backup_restores_exactly(
 
         monkeypatch.setattr(process, name, spy)
 
-    scratch_before = set(Path(tempfile.gettempdir()).glob("strongroom-mariadb-*"))
-    home, conn = lab.restore("restored-full", [(meta, path)])
+    with scratch_made(monkeypatch) as scratch:
+        home, conn = lab.restore("restored-full", [(meta, path)])
     assert snapshot(conn) == expected
     assert any("--prepare" in argv for argv in argvs)
     secrets_ = [conn["admin_password"], conn["backup_password"], source_conn["backup_password"]]
@@ -493,7 +511,7 @@ def test_full_backup_restores_exactly(
     app_connection(conn).close()
     assert not (home / "restore").exists()
     assert list((home / "private").iterdir()) == []
-    assert set(Path(tempfile.gettempdir()).glob("strongroom-mariadb-*")) == scratch_before
+    assert not [path for path in scratch if path.exists()]
     # The restored server is a managed instance like any other: it can be backed up.
     meta2, _, _ = lab.backup(conn, "restored-full-again")
     assert meta2["to_lsn"] >= meta["to_lsn"]
@@ -613,7 +631,7 @@ def test_server_killed_mid_backup_fails_with_reason(engine: MariaDbEngine, lab: 
 
 
 def test_failing_sink_stops_the_backup(
-    engine: MariaDbEngine, source: tuple[Path, dict[str, Any]]
+    engine: MariaDbEngine, source: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, conn = source
 
@@ -629,10 +647,9 @@ def test_failing_sink_stops_the_backup(
                 raise StorageDown("storage is down")
             return len(data)
 
-    scratch_before = set(Path(tempfile.gettempdir()).glob("strongroom-mariadb-*"))
-    with pytest.raises(StorageDown):
+    with scratch_made(monkeypatch) as scratch, pytest.raises(StorageDown):
         engine.backup(conn, FailingSink(), parent=None)
-    assert set(Path(tempfile.gettempdir()).glob("strongroom-mariadb-*")) == scratch_before
+    assert scratch and not [path for path in scratch if path.exists()]
     for entry in Path("/proc").iterdir():
         with contextlib.suppress(OSError):
             cmdline = (entry / "cmdline").read_bytes()

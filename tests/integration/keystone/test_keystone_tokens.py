@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from fixtures.keystone import KeystoneServer, create_project, create_user, keystone_session
+from fixtures.keystone import (
+    SERVICE_TIMEOUTS,
+    KeystoneServer,
+    create_project,
+    create_user,
+    keystone_session,
+)
 from fixtures.service import Harness, make_harness
 
 
@@ -32,6 +38,7 @@ def keystone_table(
         **account,
         "region_name": server.region,
         "interface": "public",
+        **SERVICE_TIMEOUTS,
     }
     table.update(overrides)
     return table
@@ -238,7 +245,9 @@ def test_expired_token_is_401_even_while_cached(
         tmp_path, keystone=keystone_table(keystone_server, service_account, token_cache_time=300)
     )
     with harness.client:
-        expires = datetime.now(UTC) + timedelta(seconds=6)
+        # Long enough for the credential, its token and a first request to fit in on a
+        # busy machine (the test then waits for the expiry itself).
+        expires = datetime.now(UTC) + timedelta(seconds=15)
         credential = own.application_credentials.create(
             name="short", user=user.id, expires_at=expires.replace(tzinfo=None)
         )
