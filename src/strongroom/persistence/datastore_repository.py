@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from strongroom.domain.model import Datastore, DatastoreVersion
@@ -16,7 +17,7 @@ class SqlDatastoreRepository:
     def ensure(self, datastore: Datastore) -> None:
         row = self._s.get(DatastoreRow, datastore.id)
         if row is None:
-            self._s.add(
+            self._add_once(
                 DatastoreRow(
                     id=datastore.id,
                     name=datastore.name,
@@ -28,7 +29,7 @@ class SqlDatastoreRepository:
         for version in datastore.versions:
             vrow = self._s.get(DatastoreVersionRow, version.id)
             if vrow is None:
-                self._s.add(
+                self._add_once(
                     DatastoreVersionRow(
                         id=version.id,
                         datastore_id=datastore.id,
@@ -38,6 +39,16 @@ class SqlDatastoreRepository:
                 )
             else:
                 vrow.active = version.active
+
+    def _add_once(self, row: DatastoreRow | DatastoreVersionRow) -> None:
+        """Insert ``row``; when another process starting at the same moment inserted the
+        same key first (hosts starting together on a new metadata database), keep its row:
+        it records the same detection."""
+        try:
+            with self._s.begin_nested():  # a savepoint: its failure leaves the rest
+                self._s.add(row)
+        except IntegrityError:
+            pass  # the savepoint's rollback took ``row`` out of the session
 
     def deactivate_all(self) -> None:
         self._s.execute(update(DatastoreVersionRow).values(active=False))
