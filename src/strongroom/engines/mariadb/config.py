@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from strongroom.engines.mariadb.models import Address
+
 # Small enough for tests and many instances on one host; the operator can tune a managed
 # instance by editing its ``my.cnf`` (it is read again on every start).
 SERVER_DEFAULTS: dict[str, str] = {
@@ -74,13 +76,13 @@ def private_dir(prefix: str = "strongroom-mariadb-") -> Iterator[Path]:
 def client_options(connection: Mapping[str, object], user: str, password: str) -> dict[str, str]:
     """``[client]`` options reaching ``connection``: the socket for a managed server,
     TCP host and port for an external one."""
+    where = Address.model_validate(dict(connection))
     options: dict[str, str] = {"user": user, "password": password}
-    socket = connection.get("socket")
-    if connection.get("managed") and socket:
-        options["socket"] = str(socket)
+    if where.socket_path:
+        options["socket"] = where.socket_path
     else:
-        options["host"] = str(connection["host"])
-        options["port"] = str(connection["port"])
+        options["host"] = where.host
+        options["port"] = str(where.port)
         options["protocol"] = "TCP"
     return options
 

@@ -75,6 +75,22 @@ class ManagedConnection(_Model):
     databases: list[str] | None = None  # managed servers made before it was recorded lack it
 
 
+class Address(BaseModel):
+    """Where a server is reached, read from either kind of connection: a managed server
+    through its socket, an external one (or a managed one without a socket) over TCP."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, hide_input_in_errors=True)
+
+    managed: bool = False
+    socket: str | None = None
+    host: str
+    port: int
+
+    @property
+    def socket_path(self) -> str | None:
+        return self.socket if self.managed and self.socket else None
+
+
 class ExternalConnection(_Model):
     managed: Literal[False] = False
     host: str
