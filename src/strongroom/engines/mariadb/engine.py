@@ -218,7 +218,7 @@ class MariaDbEngine:
         return archiver.start_archiving(connection)
 
     def archive_batch(self, connection: Connection, sink: ByteSink, *, start: int) -> ArchivedWal:
-        batch = archiver.archive_batch(connection, sink, start=start, timeout=self.timeout)
+        batch = archiver.archive_batch(connection, sink, start=start)
         return batch.archived()
 
     def stop_archiving(self, connection: Connection) -> None:
