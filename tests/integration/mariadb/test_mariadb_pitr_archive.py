@@ -6,6 +6,7 @@ exactly the rows committed at or before each time (to the whole second)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import itertools
@@ -312,18 +313,32 @@ def test_client_commands_in_the_log_are_not_run(workdir: Path) -> None:
         engine.destroy_instance(workdir / "src3", conn)
 
 
-def test_an_incremental_chain_replays_from_its_newest_link(workdir: Path) -> None:
-    """Full, then incremental: replay starts at the incremental's own position (rows
-    before it come from the chain, not the log)."""
+@contextlib.contextmanager
+def ticking_source(
+    workdir: Path, tag: str
+) -> Iterator[tuple[MariaDbEngine, dict[str, Any], int, dict[str, Any]]]:
+    """A new server ``src<tag>`` with an empty ``bench.ticks``, archived from before its
+    full backup (``full<tag>.xb``): the engine, the server, where archiving starts and
+    the backup's metadata. The server is removed afterwards."""
     engine = MariaDbEngine(timeout=300)
+    home = workdir / f"src{tag}"
     conn = engine.create_instance(
-        workdir / "src4", InstanceRequest("src4", databases=(DatabaseSpec("bench"),))
+        home, InstanceRequest(f"src{tag}", databases=(DatabaseSpec("bench"),))
     )
     try:
         with managed_session(conn) as c:
             c.execute("CREATE TABLE bench.ticks (n int PRIMARY KEY)")
         position = engine.start_archiving(conn)
-        full = full_backup(engine, conn, workdir / "full4.xb")
+        full = full_backup(engine, conn, workdir / f"full{tag}.xb")
+        yield engine, conn, position, full
+    finally:
+        engine.destroy_instance(home, conn)
+
+
+def test_an_incremental_chain_replays_from_its_newest_link(workdir: Path) -> None:
+    """Full, then incremental: replay starts at the incremental's own position (rows
+    before it come from the chain, not the log)."""
+    with ticking_source(workdir, "4") as (engine, conn, position, full):
         with managed_session(conn) as c:
             c.execute("INSERT INTO bench.ticks VALUES (1)")
         sink = FileSink(workdir / "incr4.xb")
@@ -356,8 +371,6 @@ def test_an_incremental_chain_replays_from_its_newest_link(workdir: Path) -> Non
                     target_time=when,
                 )
             assert ticks_then_destroy(engine, workdir / name, dict(restored)) == expected
-    finally:
-        engine.destroy_instance(workdir / "src4", conn)
 
 
 def test_xa_transactions_ddl_and_large_rows_archive_and_replay(workdir: Path) -> None:
@@ -546,3 +559,67 @@ def test_replay_tools_run_as_the_instance_with_no_secret_in_sight(
                 assert secret not in seen.cmdline and secret not in seen.environ
     finally:
         engine.destroy_instance(workdir / "peek", restored)
+
+
+def test_a_time_the_archive_does_not_reach_is_refused(
+    archived: dict[str, Any], workdir: Path
+) -> None:
+    """Refused before anything is restored: the restore never stops short silently."""
+    last = archived["batches"][-1][0].archived_through
+    with pytest.raises(RestoreError, match="reaches"):
+        restore(archived, workdir, "beyond", last + timedelta(seconds=5))
+    engine: MariaDbEngine = archived["engine"]
+    with (workdir / "full.xb").open("rb") as full, pytest.raises(RestoreError, match="no archived"):
+        engine.restore_instance(
+            workdir / "unarchived",
+            [RestoreInput(archived["full"], full)],
+            InstanceRequest("unarchived"),
+            archive=[],
+            target_time=last,
+        )
+    assert not (workdir / "beyond").exists() and not (workdir / "unarchived").exists()
+
+
+def test_a_statement_committed_after_a_later_mark_is_not_replayed(workdir: Path) -> None:
+    """A statement begun before the time asked for (its stamp) and committed after a batch
+    was marked past that time is not replayed, though its stamp is before the time."""
+    with ticking_source(workdir, "7") as (engine, conn, position, full):
+        with managed_session(conn) as c:
+            c.execute("INSERT INTO bench.ticks VALUES (1)")
+            into_next_second(c)
+            began = server_now(c)
+
+        def long_statement() -> None:
+            with managed_session(conn) as c:
+                c.execute("INSERT INTO bench.ticks SELECT 2 FROM DUAL WHERE SLEEP(3) = 0")
+
+        runner = threading.Thread(target=long_statement)
+        runner.start()
+        try:
+            target = began.replace(microsecond=0) + timedelta(seconds=1)
+            with managed_session(conn) as c:
+                wait_until(lambda: server_now(c) > target, "the time asked for", timeout=10)
+            first = batch_to(engine, conn, workdir / "batch7a.bin", position)
+        finally:
+            runner.join()
+        assert datetime.fromisoformat(first.metadata["mark_time"]) > target
+        second = batch_to(engine, conn, workdir / "batch7b.bin", first.stop)
+        assert second.archived_through >= target
+
+        def restore_to(name: str, when: datetime | None) -> list[int]:
+            with (
+                (workdir / "full7.xb").open("rb") as f,
+                (workdir / "batch7a.bin").open("rb") as a,
+                (workdir / "batch7b.bin").open("rb") as b,
+            ):
+                restored = engine.restore_instance(
+                    workdir / name,
+                    [RestoreInput(full, f)],
+                    InstanceRequest(name),
+                    archive=[RestoreInput(first.metadata, a), RestoreInput(second.metadata, b)],
+                    target_time=when,
+                )
+            return ticks_then_destroy(engine, workdir / name, dict(restored))
+
+        assert restore_to("dst7", target) == [1]
+        assert restore_to("dst7-end", None) == [1, 2]

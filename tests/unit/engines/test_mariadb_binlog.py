@@ -10,6 +10,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -140,6 +141,7 @@ def replayed(archive: list[RestoreInput], position: int, when: datetime | None) 
             position,
             replay.stop_second(when),
             through=replay.reached(archive, position, when),
+            before=replay.written_after(archive, when),
         )
     )
     assert data.startswith(binlog.BINLOG_MAGIC)
@@ -192,6 +194,57 @@ def test_a_mark_replays_up_to_it_whatever_the_stamps() -> None:
     ]
     # Before the mark's clock: the stamps decide.
     assert replayed([batch(two_files(), start, stop, **marked)], start, at(1, 200_000)) == ["1"]
+
+
+def test_a_transaction_committed_after_a_later_mark_is_not_replayed() -> None:
+    """Transaction 2's statement began in the first second (its stamp) but it committed
+    after the mark read at 1.8 s: a restore to 1.5 s stops at the mark's position."""
+    raw = stream(
+        rotate("mariadb-bin.000001", 500),
+        fde(),
+        gtid(1, 600, T0),
+        xid(700, T0),
+        gtid(2, 800, T0),
+        xid(900, T0),
+    )
+    start, stop = binlog.encode(1, 500), binlog.encode(1, 900)
+    marked = {"mark_time": at(1, 800_000).isoformat(), "mark_position": binlog.encode(1, 700)}
+    assert replayed([batch(raw, start, stop)], start, at(1, 500_000)) == ["1", "2"]
+    assert replayed([batch(raw, start, stop, **marked)], start, at(1, 500_000)) == ["1"]
+    # At or after the mark's clock, the mark is a lower bound only.
+    assert replayed([batch(raw, start, stop, **marked)], start, at(1, 800_000)) == ["1", "2"]
+    assert replayed([batch(raw, start, stop, **marked)], start, None) == ["1", "2"]
+
+
+def test_a_restore_to_a_time_the_archive_does_not_reach_is_refused() -> None:
+    start, stop = binlog.encode(1, 500), binlog.encode(2, 500)
+    covered = batch(two_files(), start, stop, archived_through=at(2).isoformat())
+    replay.check_reaches([covered], at(2))
+    replay.check_reaches([covered], at(1))
+    with pytest.raises(RestoreError, match="reaches"):
+        replay.check_reaches([covered], at(2, 1))
+    with pytest.raises(RestoreError, match="no archived"):
+        replay.check_reaches([], at(1))
+    # A batch cut short by its caps covers nothing new: the newest coverage counts.
+    cut = batch(b"", stop, stop + 10, archived_through=archiver.NOT_COVERED.isoformat())
+    replay.check_reaches([covered, cut], at(2))
+    with pytest.raises(RestoreError, match="archived_through"):
+        replay.check_reaches([batch(b"", start, stop)], at(1))
+
+
+def test_a_statement_logged_load_data_is_refused_before_the_decoder_sees_it(
+    tmp_path: Path,
+) -> None:
+    load = event(17, 680, b"\x01\0\0\0" + b"secret,row\n")  # BEGIN_LOAD_QUERY: the file
+    raw = stream(rotate("mariadb-bin.000001", 500), fde(), gtid(1, 600, T0), load, xid(700, T0))
+    start, stop = binlog.encode(1, 500), binlog.encode(1, 700)
+    sent: list[bytes] = []
+    with pytest.raises(RestoreError, match="LOAD DATA"):
+        for chunk in replay.events_after([batch(raw, start, stop)], start, None):
+            sent.append(chunk)
+    assert gtid(1, 600, T0) in sent and load not in sent
+    argv = replay.decoder_argv("/usr/bin/mariadb-binlog", tmp_path)
+    assert f"--local-load={tmp_path}" in argv and argv[-1] == "-"
 
 
 def test_batches_must_join_and_cover_the_backup() -> None:
