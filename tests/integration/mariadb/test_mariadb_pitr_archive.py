@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 
 from strongroom.engines.base import DatabaseSpec, InstanceRequest, RestoreInput
@@ -623,3 +624,77 @@ def test_a_statement_committed_after_a_later_mark_is_not_replayed(workdir: Path)
 
         assert restore_to("dst7", target) == [1]
         assert restore_to("dst7-end", None) == [1, 2]
+
+
+def test_batches_cut_short_by_their_caps_join_and_restore(workdir: Path) -> None:
+    """A batch capped at a few hundred bytes ends at a transaction boundary and leaves the
+    rest to the next; the batches join, only the last (which reached the end) covers a
+    time, and they replay to every row."""
+    with ticking_source(workdir, "8") as (engine, conn, position, full):
+        with managed_session(conn) as c:
+            for n in range(1, 21):
+                c.execute("INSERT INTO bench.ticks VALUES (%s)", (n,))
+        limits = archiver.Limits(batch_bytes=1000)
+        cut: list[tuple[archiver.ArchiveBatch, bytes]] = []
+        while not cut or cut[-1][0].archived_through == archiver.NOT_COVERED:
+            sink = io.BytesIO()
+            got = archiver.archive_batch(conn, sink, start=position, limits=limits)
+            assert got.stop > position or got.archived_through != archiver.NOT_COVERED
+            cut.append((got, sink.getvalue()))
+            position = got.stop
+            assert len(cut) < 50
+        assert len(cut) > 3
+        for (earlier, _), (later, _) in itertools.pairwise(cut):
+            assert later.start == earlier.stop
+        assert all(len(raw) < 2000 for _, raw in cut[:-1])
+        with (workdir / "full8.xb").open("rb") as f:
+            restored = engine.restore_instance(
+                workdir / "dst8",
+                [RestoreInput(full, f)],
+                InstanceRequest("dst8"),
+                archive=[RestoreInput(b.metadata(), io.BytesIO(raw)) for b, raw in cut],
+                target_time=cut[-1][0].archived_through,
+            )
+        assert ticks_then_destroy(engine, workdir / "dst8", dict(restored)) == list(range(1, 21))
+
+
+def test_a_statement_logged_load_data_is_refused_and_writes_nothing(workdir: Path) -> None:
+    """A tenant's LOAD DATA logged as a statement carries the file's rows in the log: the
+    replay refuses it by position, and no file of those rows is written anywhere."""
+    rows = workdir / "rows9.csv"
+    rows.write_text("".join(f"{n}\n" for n in range(100, 105)))
+    tmp_before = set(Path("/tmp").iterdir())
+    with ticking_source(workdir, "9") as (engine, conn, position, full):
+        with managed_session(conn) as c:
+            c.execute("INSERT INTO bench.ticks VALUES (1)")
+        loader = pymysql.connect(
+            user=str(conn["admin_user"]),
+            password=str(conn["admin_password"]),
+            unix_socket=str(conn["socket"]),
+            autocommit=True,
+            local_infile=True,
+        )
+        try:
+            with loader.cursor() as c:
+                c.execute("SET SESSION binlog_format = 'STATEMENT'")
+                c.execute(f"LOAD DATA LOCAL INFILE '{rows}' INTO TABLE bench.ticks")
+                c.execute("SELECT COUNT(*) FROM bench.ticks")
+                assert c.fetchone()[0] == 6
+        finally:
+            loader.close()
+        got = batch_to(engine, conn, workdir / "batch9.bin", position)
+        with (
+            (workdir / "full9.xb").open("rb") as f,
+            (workdir / "batch9.bin").open("rb") as b,
+            pytest.raises(RestoreError, match="LOAD DATA logged as a statement"),
+        ):
+            engine.restore_instance(
+                workdir / "dst9",
+                [RestoreInput(full, f)],
+                InstanceRequest("dst9"),
+                archive=[RestoreInput(got.metadata, b)],
+                target_time=None,
+            )
+    assert not (workdir / "dst9").exists()
+    leftovers = [p for p in set(Path("/tmp").iterdir()) - tmp_before if "SQL_LOAD" in p.name]
+    assert leftovers == []
