@@ -511,10 +511,12 @@ class PeekingSource:
         return self._inner.read(size)
 
     def tools(self) -> list[Seen]:
-        """The replay's own tools: children of the ``runuser`` this process started."""
+        """The replay's own tools: children of the ``runuser`` this process started,
+        once they run the tool (a child not yet past its exec still shows ``runuser``'s
+        command line, as root)."""
         mine = {s.pid for s in self.seen if s.ppid == os.getpid()}
         return [
-            s for s in self.seen if s.ppid in mine or (s.pid in mine and "runuser" not in s.cmdline)
+            s for s in self.seen if (s.ppid in mine or s.pid in mine) and "runuser" not in s.cmdline
         ]
 
     def _both_running(self) -> bool:
