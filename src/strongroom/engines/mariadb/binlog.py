@@ -3,9 +3,9 @@
 A position is one integer: ``file index << 32 | offset``, where the file index is the
 number in the binary log's name (``mariadb-bin.000042`` → 42) and the offset is a byte
 offset in that file (a binary log file stays below 4 GiB: ``max_binlog_size`` is at most
-1 GiB). The file index is below 2**31, so a position fits a signed 64-bit column.
-Positions of one server therefore sort in log order, and a batch that ends where the next
-begins has ``stop == start`` of the next, as the generic archiver expects.
+1 GiB). Positions of one server therefore sort in log order, and a batch that ends where
+the next begins has ``stop == start`` of the next, as the generic archiver expects. The
+file index is at most 2**31 - 1, so a position fits a signed 64-bit column.
 
 An archived batch's stream is :data:`MAGIC` followed by the events exactly as the server's
 binlog dump sent them (v4 events, each with its 19-byte header and its own length; CRC32
