@@ -6,6 +6,7 @@ exactly the rows committed at or before each time (to the whole second)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import itertools
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 
 from strongroom.engines.base import DatabaseSpec, InstanceRequest, RestoreInput
@@ -312,18 +314,32 @@ def test_client_commands_in_the_log_are_not_run(workdir: Path) -> None:
         engine.destroy_instance(workdir / "src3", conn)
 
 
-def test_an_incremental_chain_replays_from_its_newest_link(workdir: Path) -> None:
-    """Full, then incremental: replay starts at the incremental's own position (rows
-    before it come from the chain, not the log)."""
+@contextlib.contextmanager
+def ticking_source(
+    workdir: Path, tag: str
+) -> Iterator[tuple[MariaDbEngine, dict[str, Any], int, dict[str, Any]]]:
+    """A new server ``src<tag>`` with an empty ``bench.ticks``, archived from before its
+    full backup (``full<tag>.xb``): the engine, the server, where archiving starts and
+    the backup's metadata. The server is removed afterwards."""
     engine = MariaDbEngine(timeout=300)
+    home = workdir / f"src{tag}"
     conn = engine.create_instance(
-        workdir / "src4", InstanceRequest("src4", databases=(DatabaseSpec("bench"),))
+        home, InstanceRequest(f"src{tag}", databases=(DatabaseSpec("bench"),))
     )
     try:
         with managed_session(conn) as c:
             c.execute("CREATE TABLE bench.ticks (n int PRIMARY KEY)")
         position = engine.start_archiving(conn)
-        full = full_backup(engine, conn, workdir / "full4.xb")
+        full = full_backup(engine, conn, workdir / f"full{tag}.xb")
+        yield engine, conn, position, full
+    finally:
+        engine.destroy_instance(home, conn)
+
+
+def test_an_incremental_chain_replays_from_its_newest_link(workdir: Path) -> None:
+    """Full, then incremental: replay starts at the incremental's own position (rows
+    before it come from the chain, not the log)."""
+    with ticking_source(workdir, "4") as (engine, conn, position, full):
         with managed_session(conn) as c:
             c.execute("INSERT INTO bench.ticks VALUES (1)")
         sink = FileSink(workdir / "incr4.xb")
@@ -356,8 +372,6 @@ def test_an_incremental_chain_replays_from_its_newest_link(workdir: Path) -> Non
                     target_time=when,
                 )
             assert ticks_then_destroy(engine, workdir / name, dict(restored)) == expected
-    finally:
-        engine.destroy_instance(workdir / "src4", conn)
 
 
 def test_xa_transactions_ddl_and_large_rows_archive_and_replay(workdir: Path) -> None:
@@ -497,10 +511,12 @@ class PeekingSource:
         return self._inner.read(size)
 
     def tools(self) -> list[Seen]:
-        """The replay's own tools: children of the ``runuser`` this process started."""
+        """The replay's own tools: children of the ``runuser`` this process started,
+        once they run the tool (a child not yet past its exec still shows ``runuser``'s
+        command line, as root)."""
         mine = {s.pid for s in self.seen if s.ppid == os.getpid()}
         return [
-            s for s in self.seen if s.ppid in mine or (s.pid in mine and "runuser" not in s.cmdline)
+            s for s in self.seen if (s.ppid in mine or s.pid in mine) and "runuser" not in s.cmdline
         ]
 
     def _both_running(self) -> bool:
@@ -546,3 +562,141 @@ def test_replay_tools_run_as_the_instance_with_no_secret_in_sight(
                 assert secret not in seen.cmdline and secret not in seen.environ
     finally:
         engine.destroy_instance(workdir / "peek", restored)
+
+
+def test_a_time_the_archive_does_not_reach_is_refused(
+    archived: dict[str, Any], workdir: Path
+) -> None:
+    """Refused before anything is restored: the restore never stops short silently."""
+    last = archived["batches"][-1][0].archived_through
+    with pytest.raises(RestoreError, match="reaches"):
+        restore(archived, workdir, "beyond", last + timedelta(seconds=5))
+    engine: MariaDbEngine = archived["engine"]
+    with (workdir / "full.xb").open("rb") as full, pytest.raises(RestoreError, match="no archived"):
+        engine.restore_instance(
+            workdir / "unarchived",
+            [RestoreInput(archived["full"], full)],
+            InstanceRequest("unarchived"),
+            archive=[],
+            target_time=last,
+        )
+    assert not (workdir / "beyond").exists() and not (workdir / "unarchived").exists()
+
+
+def test_a_statement_committed_after_a_later_mark_is_not_replayed(workdir: Path) -> None:
+    """A statement begun before the time asked for (its stamp) and committed after a batch
+    was marked past that time is not replayed, though its stamp is before the time."""
+    with ticking_source(workdir, "7") as (engine, conn, position, full):
+        with managed_session(conn) as c:
+            c.execute("INSERT INTO bench.ticks VALUES (1)")
+            into_next_second(c)
+            began = server_now(c)
+
+        def long_statement() -> None:
+            with managed_session(conn) as c:
+                c.execute("INSERT INTO bench.ticks SELECT 2 FROM DUAL WHERE SLEEP(3) = 0")
+
+        runner = threading.Thread(target=long_statement)
+        runner.start()
+        try:
+            target = began.replace(microsecond=0) + timedelta(seconds=1)
+            with managed_session(conn) as c:
+                wait_until(lambda: server_now(c) > target, "the time asked for", timeout=10)
+            first = batch_to(engine, conn, workdir / "batch7a.bin", position)
+        finally:
+            runner.join()
+        assert datetime.fromisoformat(first.metadata["mark_time"]) > target
+        second = batch_to(engine, conn, workdir / "batch7b.bin", first.stop)
+        assert second.archived_through >= target
+
+        def restore_to(name: str, when: datetime | None) -> list[int]:
+            with (
+                (workdir / "full7.xb").open("rb") as f,
+                (workdir / "batch7a.bin").open("rb") as a,
+                (workdir / "batch7b.bin").open("rb") as b,
+            ):
+                restored = engine.restore_instance(
+                    workdir / name,
+                    [RestoreInput(full, f)],
+                    InstanceRequest(name),
+                    archive=[RestoreInput(first.metadata, a), RestoreInput(second.metadata, b)],
+                    target_time=when,
+                )
+            return ticks_then_destroy(engine, workdir / name, dict(restored))
+
+        assert restore_to("dst7", target) == [1]
+        assert restore_to("dst7-end", None) == [1, 2]
+
+
+def test_batches_cut_short_by_their_caps_join_and_restore(workdir: Path) -> None:
+    """A batch capped at a few hundred bytes ends at a transaction boundary and leaves the
+    rest to the next; the batches join, only the last (which reached the end) covers a
+    time, and they replay to every row."""
+    with ticking_source(workdir, "8") as (engine, conn, position, full):
+        with managed_session(conn) as c:
+            for n in range(1, 21):
+                c.execute("INSERT INTO bench.ticks VALUES (%s)", (n,))
+        limits = archiver.Limits(batch_bytes=1000)
+        cut: list[tuple[archiver.ArchiveBatch, bytes]] = []
+        while not cut or cut[-1][0].archived_through == archiver.NOT_COVERED:
+            sink = io.BytesIO()
+            got = archiver.archive_batch(conn, sink, start=position, limits=limits)
+            assert got.stop > position or got.archived_through != archiver.NOT_COVERED
+            cut.append((got, sink.getvalue()))
+            position = got.stop
+            assert len(cut) < 50
+        assert len(cut) > 3
+        for (earlier, _), (later, _) in itertools.pairwise(cut):
+            assert later.start == earlier.stop
+        assert all(len(raw) < 2000 for _, raw in cut[:-1])
+        with (workdir / "full8.xb").open("rb") as f:
+            restored = engine.restore_instance(
+                workdir / "dst8",
+                [RestoreInput(full, f)],
+                InstanceRequest("dst8"),
+                archive=[RestoreInput(b.metadata(), io.BytesIO(raw)) for b, raw in cut],
+                target_time=cut[-1][0].archived_through,
+            )
+        assert ticks_then_destroy(engine, workdir / "dst8", dict(restored)) == list(range(1, 21))
+
+
+def test_a_statement_logged_load_data_is_refused_and_writes_nothing(workdir: Path) -> None:
+    """A tenant's LOAD DATA logged as a statement carries the file's rows in the log: the
+    replay refuses it by position, and no file of those rows is written anywhere."""
+    rows = workdir / "rows9.csv"
+    rows.write_text("".join(f"{n}\n" for n in range(100, 105)))
+    tmp_before = set(Path("/tmp").iterdir())
+    with ticking_source(workdir, "9") as (engine, conn, position, full):
+        with managed_session(conn) as c:
+            c.execute("INSERT INTO bench.ticks VALUES (1)")
+        loader = pymysql.connect(
+            user=str(conn["admin_user"]),
+            password=str(conn["admin_password"]),
+            unix_socket=str(conn["socket"]),
+            autocommit=True,
+            local_infile=True,
+        )
+        try:
+            with loader.cursor() as c:
+                c.execute("SET SESSION binlog_format = 'STATEMENT'")
+                c.execute(f"LOAD DATA LOCAL INFILE '{rows}' INTO TABLE bench.ticks")
+                c.execute("SELECT COUNT(*) FROM bench.ticks")
+                assert c.fetchone()[0] == 6
+        finally:
+            loader.close()
+        got = batch_to(engine, conn, workdir / "batch9.bin", position)
+        with (
+            (workdir / "full9.xb").open("rb") as f,
+            (workdir / "batch9.bin").open("rb") as b,
+            pytest.raises(RestoreError, match="LOAD DATA logged as a statement"),
+        ):
+            engine.restore_instance(
+                workdir / "dst9",
+                [RestoreInput(full, f)],
+                InstanceRequest("dst9"),
+                archive=[RestoreInput(got.metadata, b)],
+                target_time=None,
+            )
+    assert not (workdir / "dst9").exists()
+    leftovers = [p for p in set(Path("/tmp").iterdir()) - tmp_before if "SQL_LOAD" in p.name]
+    assert leftovers == []

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 import zlib
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -138,6 +141,7 @@ def replayed(archive: list[RestoreInput], position: int, when: datetime | None) 
             position,
             replay.stop_second(when),
             through=replay.reached(archive, position, when),
+            before=replay.written_after(archive, when),
         )
     )
     assert data.startswith(binlog.BINLOG_MAGIC)
@@ -190,6 +194,57 @@ def test_a_mark_replays_up_to_it_whatever_the_stamps() -> None:
     ]
     # Before the mark's clock: the stamps decide.
     assert replayed([batch(two_files(), start, stop, **marked)], start, at(1, 200_000)) == ["1"]
+
+
+def test_a_transaction_committed_after_a_later_mark_is_not_replayed() -> None:
+    """Transaction 2's statement began in the first second (its stamp) but it committed
+    after the mark read at 1.8 s: a restore to 1.5 s stops at the mark's position."""
+    raw = stream(
+        rotate("mariadb-bin.000001", 500),
+        fde(),
+        gtid(1, 600, T0),
+        xid(700, T0),
+        gtid(2, 800, T0),
+        xid(900, T0),
+    )
+    start, stop = binlog.encode(1, 500), binlog.encode(1, 900)
+    marked = {"mark_time": at(1, 800_000).isoformat(), "mark_position": binlog.encode(1, 700)}
+    assert replayed([batch(raw, start, stop)], start, at(1, 500_000)) == ["1", "2"]
+    assert replayed([batch(raw, start, stop, **marked)], start, at(1, 500_000)) == ["1"]
+    # At or after the mark's clock, the mark is a lower bound only.
+    assert replayed([batch(raw, start, stop, **marked)], start, at(1, 800_000)) == ["1", "2"]
+    assert replayed([batch(raw, start, stop, **marked)], start, None) == ["1", "2"]
+
+
+def test_a_restore_to_a_time_the_archive_does_not_reach_is_refused() -> None:
+    start, stop = binlog.encode(1, 500), binlog.encode(2, 500)
+    covered = batch(two_files(), start, stop, archived_through=at(2).isoformat())
+    replay.check_reaches([covered], at(2))
+    replay.check_reaches([covered], at(1))
+    with pytest.raises(RestoreError, match="reaches"):
+        replay.check_reaches([covered], at(2, 1))
+    with pytest.raises(RestoreError, match="no archived"):
+        replay.check_reaches([], at(1))
+    # A batch cut short by its caps covers nothing new: the newest coverage counts.
+    cut = batch(b"", stop, stop + 10, archived_through=archiver.NOT_COVERED.isoformat())
+    replay.check_reaches([covered, cut], at(2))
+    with pytest.raises(RestoreError, match="archived_through"):
+        replay.check_reaches([batch(b"", start, stop)], at(1))
+
+
+def test_a_statement_logged_load_data_is_refused_before_the_decoder_sees_it(
+    tmp_path: Path,
+) -> None:
+    load = event(17, 680, b"\x01\0\0\0" + b"secret,row\n")  # BEGIN_LOAD_QUERY: the file
+    raw = stream(rotate("mariadb-bin.000001", 500), fde(), gtid(1, 600, T0), load, xid(700, T0))
+    start, stop = binlog.encode(1, 500), binlog.encode(1, 700)
+    sent: list[bytes] = []
+    with pytest.raises(RestoreError, match="LOAD DATA"):
+        for chunk in replay.events_after([batch(raw, start, stop)], start, None):
+            sent.append(chunk)
+    assert gtid(1, 600, T0) in sent and load not in sent
+    argv = replay.decoder_argv("/usr/bin/mariadb-binlog", tmp_path)
+    assert f"--local-load={tmp_path}" in argv and argv[-1] == "-"
 
 
 def test_batches_must_join_and_cover_the_backup() -> None:
@@ -263,3 +318,192 @@ def test_xid_and_xa_prepare_end_a_group() -> None:
     for type_ in (binlog.XID_EVENT, binlog.XA_PREPARE_EVENT):
         made = binlog.Tracker(1).event(event(type_, 100, b"\0" * 8))
         assert archiver._ends_group(made, "transaction")
+
+
+# -- what one batch may take (one instance cannot hold up its host's archiving) ----------
+
+
+class Counted:
+    """Events as a dump sends them, counting how many were read."""
+
+    def __init__(self, events: Iterator[bytes]) -> None:
+        self._events = events
+        self.read = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for raw in self._events:
+            self.read += 1
+            yield raw
+
+
+def transactions(first_pos: int = 600) -> Iterator[bytes]:
+    """A file section from offset 500, then transactions without end (GTID, XID)."""
+    yield rotate("mariadb-bin.000001", 500)
+    yield fde()
+    pos, seq = first_pos, 1
+    while True:
+        yield gtid(seq, pos, T0)
+        yield xid(pos + 100, T0)
+        pos, seq = pos + 200, seq + 1
+
+
+def tick(step: float) -> Callable[[], float]:
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += step
+        return now[0]
+
+    return clock
+
+
+def test_a_batch_ends_at_the_first_group_boundary_past_its_byte_cap() -> None:
+    sink = io.BytesIO()
+    events = Counted(transactions())
+    limits = archiver.Limits(batch_bytes=1000)
+    taken = archiver.take(events, sink, start=binlog.encode(1, 500), limits=limits)
+    assert not taken.complete
+    # Each event is 30-40 bytes: the batch stops at the first XID past 1000 bytes and
+    # reads nothing after it; the next batch starts there.
+    assert 1000 <= len(sink.getvalue()) < 1100
+    assert events.read == 2 + 2 * taken.count // 2
+    assert taken.count % 2 == 0 and binlog.decode(taken.stop) == (1, 500 + 100 * taken.count)
+    rest = Counted(transactions(first_pos=binlog.decode(taken.stop)[1] + 100))
+    more = archiver.take(rest, io.BytesIO(), start=taken.stop, limits=limits)
+    assert more.first_gtid == "0-1-1" and more.stop > taken.stop
+
+
+def test_a_batch_ends_at_a_group_boundary_past_its_seconds() -> None:
+    events = Counted(transactions())
+    limits = archiver.Limits(batch_seconds=10.0)
+    taken = archiver.take(
+        events, io.BytesIO(), start=binlog.encode(1, 500), limits=limits, clock=tick(1.0)
+    )
+    # Ten events (one clock second each): the fake rotate, the format description and
+    # four transactions.
+    assert not taken.complete and taken.count == 8 and events.read == 10
+
+
+def test_heartbeats_count_against_the_caps() -> None:
+    def heartbeats() -> Iterator[bytes]:
+        while True:
+            yield event(binlog.HEARTBEAT_EVENT, 0, b"mariadb-bin.000001")
+
+    start = binlog.encode(1, 500)
+    taken = archiver.take(
+        heartbeats(), io.BytesIO(), start=start, limits=archiver.Limits(batch_bytes=4096)
+    )
+    assert not taken.complete and taken.stop == start and taken.count == 0
+
+
+def test_a_group_that_does_not_end_within_the_hard_limit_fails_the_batch() -> None:
+    def endless_transaction() -> Iterator[bytes]:
+        yield gtid(1, 600, T0)
+        pos = 600
+        while True:
+            pos += 100
+            yield event(binlog.QUERY_EVENT, pos, struct.pack("<IIBHH", 1, 0, 2, 0, 0) + b"db\0x")
+
+    limits = archiver.Limits(batch_bytes=1000, hard_bytes=5000)
+    with pytest.raises(binlog.BinlogError, match="without ending"):
+        archiver.take(
+            endless_transaction(), io.BytesIO(), start=binlog.encode(1, 500), limits=limits
+        )
+    limits = archiver.Limits(batch_seconds=5, hard_seconds=20)
+    with pytest.raises(binlog.BinlogError, match="without ending"):
+        archiver.take(
+            endless_transaction(),
+            io.BytesIO(),
+            start=binlog.encode(1, 500),
+            limits=limits,
+            clock=tick(1.0),
+        )
+
+
+def test_a_dump_that_reaches_the_end_is_complete() -> None:
+    events = [rotate("mariadb-bin.000001", 500), fde(), gtid(1, 600, T0), xid(700, T0)]
+    taken = archiver.take(
+        iter(events), io.BytesIO(), start=binlog.encode(1, 500), limits=archiver.Limits()
+    )
+    assert taken.complete and taken.stop == binlog.encode(1, 700) and taken.last_gtid == "0-1-1"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        event(binlog.GTID_EVENT, 600, b"\0\0"),  # too short for a GTID
+        rotate("../etc.000001", 4),  # a file name the archive did not ask for
+        rotate("mariadb-bin.9999999999", 4),  # an index past a signed 64-bit position
+        event(binlog.XID_EVENT, 700)[:-1],  # shorter than its header says
+    ],
+)
+def test_garbage_from_the_server_is_a_binlog_error(bad: bytes) -> None:
+    events = [rotate("mariadb-bin.000001", 500), fde(), bad]
+    with pytest.raises(binlog.BinlogError):
+        archiver.take(
+            iter(events), io.BytesIO(), start=binlog.encode(1, 500), limits=archiver.Limits()
+        )
+
+
+def test_file_indexes_fit_a_signed_64_bit_position() -> None:
+    assert binlog.encode(binlog.MAX_FILE_INDEX, 0xFFFFFFFF) < 1 << 63
+    with pytest.raises(binlog.BinlogError):
+        binlog.encode(binlog.MAX_FILE_INDEX + 1, 4)
+    with pytest.raises(binlog.BinlogError):
+        binlog.file_index(f"mariadb-bin.{binlog.MAX_FILE_INDEX + 1}")
+
+
+# -- one event's size ----------------------------------------------------------------------
+
+
+class FakeDumpConnection:
+    """What :func:`archiver._events` uses of a pymysql connection: packets from bytes."""
+
+    def __init__(self, wire: bytes) -> None:
+        self._wire = io.BytesIO(wire)
+        self._next_seq_id = 1
+        self._sock = self
+        self.largest_read = 0
+
+    def settimeout(self, seconds: float) -> None:
+        assert 0 < seconds <= 60
+
+    def _read_bytes(self, size: int) -> bytes:
+        self.largest_read = max(self.largest_read, size)
+        data = self._wire.read(size)
+        assert len(data) == size
+        return data
+
+
+def packets(*payloads: bytes) -> bytes:
+    out, seq = b"", 1
+    for payload in payloads:
+        out += len(payload).to_bytes(3, "little") + bytes([seq]) + payload
+        seq += 1
+    return out
+
+
+def test_an_event_larger_than_the_limit_is_refused_before_its_body_is_read() -> None:
+    huge = binlog.HEADER.pack(T0, binlog.QUERY_EVENT, 1, (256 << 20) + 1, 900, 0)
+    first = b"\0" + huge + b"x" * 100
+    # The first packet of a multi-packet event is 16 MiB - 1 long; the refusal comes
+    # from its header, before anything after the first packet.
+    wire = (0xFFFFFF).to_bytes(3, "little") + b"\x01" + first
+    conn = FakeDumpConnection(wire + b"\0" * (0xFFFFFF - len(first)))
+    with pytest.raises(binlog.BinlogError, match=f"{(256 << 20) + 1} bytes"):
+        list(archiver._events(conn, deadline=time.monotonic() + 60, read_seconds=60))
+    assert conn.largest_read == 0xFFFFFF
+    with pytest.raises(binlog.BinlogError, match="256 MiB"):
+        list(binlog.EventReader(io.BytesIO(binlog.MAGIC + huge), start=binlog.encode(1, 4)))
+
+
+def test_dump_packets_are_events_until_the_end() -> None:
+    one, two = gtid(1, 600, T0), xid(700, T0)
+    conn = FakeDumpConnection(packets(b"\0" + one, b"\0" + two, b"\xfe\0\0\0\0"))
+    assert list(archiver._events(conn, deadline=time.monotonic() + 60, read_seconds=60)) == [
+        one,
+        two,
+    ]
+    conn = FakeDumpConnection(packets(b"\x01" + one))
+    with pytest.raises(binlog.BinlogError, match="not an event"):
+        list(archiver._events(conn, deadline=time.monotonic() + 60, read_seconds=60))

@@ -22,6 +22,9 @@ Everything the server binlogged before the dump started is in the batch; a trans
 written later either started after ``C`` or was running at ``C``, so it is stamped at or
 after ``C - <oldest running statement>``, which the batch records as ``archived_through``.
 A long statement therefore holds the window's end back (never the archiving itself).
+A batch cut short by :class:`Limits` (so that one busy or hostile instance cannot hold
+up the others of its host) holds only part of what was written before the dump started:
+it records :data:`NOT_COVERED`, and the next batch carries the coverage on.
 
 Each batch also records a *mark*: the server's clock ``C`` (read first) and then its
 binary log position. Every transaction whose commit returned before ``C`` had been written
@@ -41,6 +44,8 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,6 +65,10 @@ BINLOG_DUMP_NON_BLOCK = 1
 DUMP_SERVER_ID = 0xFFFFFF00
 MARIA_SLAVE_CAPABILITY_GTID = 4
 GAP = "the archive has a gap"
+MAX_PACKET = 0xFFFFFF  # a protocol packet's largest payload: a longer one continues
+# What a batch cut short by :class:`Limits` reports as ``archived_through``: it covers
+# nothing the batch before it did not (the service keeps the earlier coverage).
+NOT_COVERED = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -153,17 +162,20 @@ def _coverage(cursor: Any) -> tuple[datetime, datetime]:
 
 
 def archive_batch(
-    connection: Connection, sink: ByteSink, *, start: int, timeout: float = 600.0
+    connection: Connection, sink: ByteSink, *, start: int, limits: Limits | None = None
 ) -> ArchiveBatch:
-    """Stream the binary log from ``start`` to the end the server has written into
-    ``sink`` (:data:`binlog.MAGIC`, then the events as the server sent them)."""
+    """Stream the binary log from ``start`` to the end the server has written (or as far
+    as ``limits`` let one batch go) into ``sink`` (:data:`binlog.MAGIC`, then the events
+    as the server sent them)."""
     _require_managed(connection)
     password = str(connection.get("admin_password", ""))
     try:
         with managed_session(connection) as cursor:
             marked_at, through = _coverage(cursor)
             base, marked = _base_and_status(cursor)
-        batch = _dump(connection, sink, base=base, start=start, through=through, timeout=timeout)
+        batch = _dump(
+            connection, sink, base=base, start=start, through=through, limits=limits or Limits()
+        )
         if start <= marked <= batch.stop:
             batch = dataclasses.replace(batch, mark_time=marked_at, mark_position=marked)
         return batch
@@ -177,6 +189,36 @@ def archive_batch(
         raise BackupError(f"archiving the binary log failed: {exc}") from None
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How much one batch may take, so that one instance cannot hold up the archiving of
+    every other on its host (they are archived one after another). A batch ends at the
+    first group boundary after ``batch_bytes`` of events (heartbeats and every other event
+    counted) or ``batch_seconds``; the rest of the log comes in the next batch. A group
+    still open then may run on to its end up to ``hard_bytes`` / ``hard_seconds`` (the
+    dump's overall deadline), else the pass fails for this instance alone. No read waits
+    longer than ``read_seconds``."""
+
+    batch_bytes: int = 256 << 20
+    batch_seconds: float = 30.0
+    hard_bytes: int = 1 << 30
+    hard_seconds: float = 120.0
+    read_seconds: float = 60.0
+
+
+@dataclass
+class _Taken:
+    """What one dump wrote into the sink: the log up to ``stop``; ``complete`` when it
+    reached the end the server had written (not cut short by :class:`Limits`)."""
+
+    stop: int
+    first_gtid: str | None = None
+    last_gtid: str | None = None
+    newest: int | None = None
+    count: int = 0
+    complete: bool = True
+
+
 def _dump(
     connection: Connection,
     sink: ByteSink,
@@ -184,7 +226,7 @@ def _dump(
     base: str,
     start: int,
     through: datetime,
-    timeout: float,
+    limits: Limits,
 ) -> ArchiveBatch:
     index, offset = binlog.decode(start)
     if offset < binlog.FIRST_OFFSET:
@@ -194,17 +236,10 @@ def _dump(
         password=str(connection["admin_password"]),
         unix_socket=str(connection["socket"]),
         connect_timeout=10,
-        read_timeout=timeout,
+        read_timeout=limits.read_seconds,
         write_timeout=60,
         autocommit=True,
     )
-    tracker = binlog.Tracker(index)
-    stop = start
-    first_gtid: str | None = None
-    last_gtid: str | None = None
-    newest: int | None = None
-    count = 0
-    group: str | None = None  # the kind of the group not yet ended
     try:
         with conn.cursor() as cursor:
             cursor.execute("SET @master_binlog_checksum = @@global.binlog_checksum")
@@ -214,40 +249,114 @@ def _dump(
         # pymysql has no public call for a binlog dump: its own command writer sends it.
         conn._execute_command(COM_BINLOG_DUMP, payload)  # type: ignore[attr-defined]
         sink.write(binlog.MAGIC)
-        while True:
-            packet = conn._read_packet()
-            if packet.is_eof_packet():
-                break
-            data = packet.get_all_data()
-            if not data or data[0] != 0:
-                raise binlog.BinlogError("the server sent a packet that is not an event")
-            event = tracker.event(bytes(data[1:]))
-            sink.write(event.raw)
-            if event.fake:
-                continue
-            count += 1
-            stop = event.end
-            if event.type == binlog.GTID_EVENT:
-                last_gtid = event.gtid()
-                first_gtid = first_gtid or last_gtid
-                newest = max(newest or 0, event.timestamp)
-                group = "standalone" if event.standalone() else "transaction"
-            elif group is not None and _ends_group(event, group):
-                group = None
+        deadline = time.monotonic() + limits.hard_seconds
+        taken = take(_events(conn, deadline, limits.read_seconds), sink, start=start, limits=limits)
     finally:
         conn.close()
-    if group is not None:
-        raise binlog.BinlogError("the dump ended inside a transaction")
     return ArchiveBatch(
         base,
         start,
-        stop,
-        through,
-        first_gtid,
-        last_gtid,
-        datetime.fromtimestamp(newest, UTC).replace(tzinfo=None) if newest else None,
-        count,
+        taken.stop,
+        through if taken.complete else NOT_COVERED,
+        taken.first_gtid,
+        taken.last_gtid,
+        datetime.fromtimestamp(taken.newest, UTC).replace(tzinfo=None) if taken.newest else None,
+        taken.count,
     )
+
+
+def _events(conn: Any, deadline: float, read_seconds: float) -> Iterator[bytes]:
+    """The dump's events as the server sends them, until its end (an EOF packet).
+
+    Read packet by packet (pymysql's own reader would join an event of any size): an
+    event the header of which says it is larger than :data:`binlog.MAX_EVENT` is refused
+    before its body is read, and no read waits past ``deadline``."""
+    while True:
+        parts: list[bytes] = []
+        wanted = -1
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise binlog.BinlogError("the dump did not end within its time limit")
+            conn._sock.settimeout(min(read_seconds, remaining))
+            try:
+                header = conn._read_bytes(4)
+                length = int.from_bytes(header[:3], "little")
+                if header[3] != conn._next_seq_id:
+                    raise binlog.BinlogError("the server's packets are out of sequence")
+                conn._next_seq_id = (conn._next_seq_id + 1) % 256
+                data = conn._read_bytes(length)
+            except pymysql.err.OperationalError as exc:
+                if isinstance(exc.__context__, TimeoutError):
+                    raise binlog.BinlogError(
+                        f"the server sent nothing for {min(read_seconds, remaining):.0f} s"
+                    ) from None
+                raise
+            if not parts:
+                if data[:1] == b"\xff":
+                    pymysql.err.raise_mysql_exception(data)
+                if data[:1] == b"\xfe" and length < 9:
+                    return
+                if data[:1] != b"\0":
+                    raise binlog.BinlogError("the server sent a packet that is not an event")
+                data = data[1:]
+                wanted = binlog.event_size(data)
+            parts.append(data)
+            if length < MAX_PACKET:
+                break
+            if sum(map(len, parts)) > wanted:
+                raise binlog.BinlogError("a binary log event is longer than its header says")
+        yield parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def take(
+    events: Iterable[bytes],
+    sink: ByteSink,
+    *,
+    start: int,
+    limits: Limits,
+    clock: Callable[[], float] = time.monotonic,
+) -> _Taken:
+    """Write ``events`` (as the dump sends them, from ``start``) into ``sink`` until they
+    end or :class:`Limits` cut the batch at a group boundary; anything malformed is a
+    :class:`binlog.BinlogError`."""
+    tracker = binlog.Tracker(binlog.decode(start)[0])
+    taken = _Taken(start)
+    group: str | None = None  # the kind of the group not yet ended
+    size = 0
+    began = clock()
+    try:
+        for raw in events:
+            event = tracker.event(raw)
+            sink.write(event.raw)
+            size += len(event.raw)
+            if not event.fake:
+                taken.count += 1
+                taken.stop = event.end
+                if event.type == binlog.GTID_EVENT:
+                    taken.last_gtid = event.gtid()
+                    taken.first_gtid = taken.first_gtid or taken.last_gtid
+                    taken.newest = max(taken.newest or 0, event.timestamp)
+                    group = "standalone" if event.standalone() else "transaction"
+                elif group is not None and _ends_group(event, group):
+                    group = None
+            elapsed = clock() - began
+            if size >= limits.batch_bytes or elapsed >= limits.batch_seconds:
+                if group is None:
+                    taken.complete = False
+                    return taken
+                if size >= limits.hard_bytes or elapsed >= limits.hard_seconds:
+                    raise binlog.BinlogError(
+                        f"a transaction runs past {size} bytes and {elapsed:.0f} s of the "
+                        "binary log without ending: the batch cannot end at its boundary"
+                    )
+    except binlog.BinlogError:
+        raise
+    except (struct.error, IndexError, ValueError, UnicodeError, RuntimeError) as exc:
+        raise binlog.BinlogError(f"the server sent a malformed event ({exc})") from None
+    if group is not None:
+        raise binlog.BinlogError("the dump ended inside a transaction")
+    return taken
 
 
 def _ends_group(event: binlog.Event, group: str) -> bool:

@@ -3,8 +3,9 @@
 A position is one integer: ``file index << 32 | offset``, where the file index is the
 number in the binary log's name (``mariadb-bin.000042`` → 42) and the offset is a byte
 offset in that file (a binary log file stays below 4 GiB: ``max_binlog_size`` is at most
-1 GiB). Positions of one server therefore sort in log order, and a batch that ends where the
-next begins has ``stop == start`` of the next, as the generic archiver expects.
+1 GiB). Positions of one server therefore sort in log order, and a batch that ends where
+the next begins has ``stop == start`` of the next, as the generic archiver expects. The
+file index is at most 2**31 - 1, so a position fits a signed 64-bit column.
 
 An archived batch's stream is :data:`MAGIC` followed by the events exactly as the server's
 binlog dump sent them (v4 events, each with its 19-byte header and its own length; CRC32
@@ -30,7 +31,11 @@ HEADER = struct.Struct("<IBIIIH")  # timestamp, type, server_id, event_size, log
 HEADER_SIZE = HEADER.size
 BINLOG_MAGIC = b"\xfebin"
 FIRST_OFFSET = 4  # the first event of a file follows BINLOG_MAGIC
-MAX_EVENT = 1 << 30  # max_allowed_packet's ceiling
+# The largest event the archive takes (the server allows up to 1 GiB): one event is held
+# whole in memory while archived or replayed, so a larger one fails that instance's
+# archiving, naming its size. Not a setting: a batch's readers rely on it.
+MAX_EVENT = 256 << 20
+MAX_FILE_INDEX = (1 << 31) - 1
 
 QUERY_EVENT = 2
 ROTATE_EVENT = 4
@@ -41,6 +46,10 @@ BINLOG_CHECKPOINT_EVENT = 161
 GTID_EVENT = 162
 GTID_LIST_EVENT = 163
 XA_PREPARE_EVENT = 38
+# A LOAD DATA logged as a statement: the file's data in the log (CREATE_FILE,
+# APPEND_BLOCK, BEGIN_LOAD_QUERY), then the statement (LOAD, EXEC_LOAD, NEW_LOAD,
+# EXECUTE_LOAD_QUERY) or its cancellation (DELETE_FILE).
+LOAD_EVENTS = frozenset({6, 8, 9, 10, 11, 12, 17, 18})
 GTID_FLAG_STANDALONE = 1
 
 _LOG_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}\.([0-9]{6,10})")
@@ -51,7 +60,7 @@ class BinlogError(ValueError):
 
 
 def encode(index: int, offset: int) -> int:
-    if not (0 <= offset < 1 << 32) or index < 0:
+    if not (0 <= offset < 1 << 32) or not 0 <= index <= MAX_FILE_INDEX:
         raise BinlogError(f"binary log position {index}:{offset} is out of range")
     return index << 32 | offset
 
@@ -64,7 +73,7 @@ def file_index(name: str) -> int:
     """The number in a binary log's file name; names the server sends are checked, as a
     name that is not a plain ``<base>.<digits>`` is nothing the archive asked for."""
     match = _LOG_NAME.fullmatch(name)
-    if match is None:
+    if match is None or int(match[1]) > MAX_FILE_INDEX:
         raise BinlogError(f"unexpected binary log name {name[:80]!r}")
     return int(match[1])
 
@@ -122,6 +131,22 @@ def rotate_target(raw: bytes) -> tuple[str, int]:
     return name, offset
 
 
+def event_size(head: bytes) -> int:
+    """The size an event's header (at the start of ``head``) gives, checked against
+    :data:`MAX_EVENT`."""
+    if len(head) < HEADER_SIZE:
+        raise BinlogError("a binary log event is shorter than its header")
+    size: int = HEADER.unpack_from(head)[3]
+    if size > MAX_EVENT:
+        raise BinlogError(
+            f"a binary log event of {size} bytes is larger than the archive takes "
+            f"({MAX_EVENT >> 20} MiB)"
+        )
+    if size < HEADER_SIZE:
+        raise BinlogError("a binary log event has an impossible length")
+    return size
+
+
 def split_event(raw: bytes) -> tuple[int, int, int, int, int]:
     """``(timestamp, type, server_id, size, log_pos)`` of one event's header."""
     if len(raw) < HEADER_SIZE:
@@ -168,8 +193,9 @@ class EventReader:
             raise BinlogError("the stream is not an archived MariaDB binary log batch")
         self._tracker = Tracker(decode(start)[0])
 
-    def _exactly(self, size: int) -> bytes:
-        parts: list[bytes] = []
+    def _exactly(self, size: int, *, after: bytes = b"") -> bytes:
+        """``after`` and then up to ``size`` bytes of the source, joined once."""
+        parts: list[bytes] = [after] if after else []
         wanted = size
         while wanted:
             piece = self._source.read(wanted)
@@ -186,10 +212,8 @@ class EventReader:
                 return
             if len(header) < HEADER_SIZE:
                 raise BinlogError("the batch ends inside an event header")
-            size = HEADER.unpack_from(header)[3]
-            if not HEADER_SIZE <= size <= MAX_EVENT:
-                raise BinlogError("a binary log event has an impossible length")
-            rest = self._exactly(size - HEADER_SIZE)
-            if len(rest) != size - HEADER_SIZE:
+            size = event_size(header)
+            raw = self._exactly(size - HEADER_SIZE, after=header)
+            if len(raw) != size:
                 raise BinlogError("the batch ends inside an event")
-            yield self._tracker.event(header + rest)
+            yield self._tracker.event(raw)

@@ -132,11 +132,15 @@ class MariaDbEngine:
         target_time: datetime | None = None,
     ) -> Connection:
         """``archive``: archived binary log batches replayed after the chain, up to
-        ``target_time`` (naive UTC, to the whole second; ``None``: to their end)."""
+        ``target_time`` (naive UTC, to the whole second; ``None``: to their end). A
+        ``target_time`` the archive does not reach is refused before anything is
+        restored."""
         try:
             tools = self._require()
         except EngineUnavailableError as exc:
             raise RestoreError(str(exc)) from None
+        if target_time is not None:
+            replay.check_reaches(archive, target_time)
         restored = restore.restore(self._servers, tools, home, chain, request)
         if not archive:
             return restored
@@ -218,7 +222,7 @@ class MariaDbEngine:
         return archiver.start_archiving(connection)
 
     def archive_batch(self, connection: Connection, sink: ByteSink, *, start: int) -> ArchivedWal:
-        batch = archiver.archive_batch(connection, sink, start=start, timeout=self.timeout)
+        batch = archiver.archive_batch(connection, sink, start=start)
         return batch.archived()
 
     def stop_archiving(self, connection: Connection) -> None:

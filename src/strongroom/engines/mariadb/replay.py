@@ -15,10 +15,18 @@ second: the state as of ``T`` rounded down to the second (as ``mariadb-binlog
 --stop-datetime`` does, but cut on whole transactions by the service, on the epoch
 seconds of the events' headers, so neither the server's ``time_zone`` nor the tools'
 ``TZ`` plays a part). A transaction committed in the same second before ``T`` is therefore
-not replayed; one still committing across the second is. Except at the archive's marks:
-a restore to a time at or after a batch's mark replays at least up to it (every
-transaction committed before the mark's clock reading), so a restore to the end of the
-window has every transaction committed by then.
+not replayed; one still committing across the second is. Except at the archive's marks
+(the server's clock, then its log position, read before each batch): a restore to a time
+at or after a batch's mark replays at least up to it (every transaction committed before
+the mark's clock reading), so a restore to the end of the window has every transaction
+committed by then; and a restore to a time before a mark's clock replays nothing after
+its position (written after that reading), so a long statement begun before the time
+and committed after such a mark is not replayed, whatever its stamp.
+
+A ``LOAD DATA`` logged as a statement (a tenant may set ``binlog_format=STATEMENT``)
+cannot be replayed (the client has no ``LOCAL INFILE``): the replay refuses it, naming its
+position, before the decoder sees it, and the decoder's ``--local-load`` points at the
+replay's private directory, so it writes nothing elsewhere.
 
 The client runs as the instance's OS user with ``--binary-mode`` (no client commands such
 as ``\\!`` in what the log holds: a tenant writes the statements in it) and
@@ -116,12 +124,49 @@ def reached(archive: Sequence[RestoreInput], position: int, when: datetime | Non
     return position
 
 
+def written_after(archive: Sequence[RestoreInput], when: datetime | None) -> int | None:
+    """The position a restore to ``when`` replays nothing after: the oldest mark whose
+    clock reading is after ``when`` (what follows it was written later), if any."""
+    if when is None:
+        return None
+    marks = [
+        int(str(batch.metadata["mark_position"]))
+        for batch in archive
+        if batch.metadata.get("mark_time")
+        and batch.metadata.get("mark_position") is not None
+        and datetime.fromisoformat(str(batch.metadata["mark_time"])) > when
+    ]
+    return min(marks, default=None)
+
+
+def check_reaches(archive: Sequence[RestoreInput], when: datetime) -> None:
+    """The archive covers ``when`` (naive UTC): a restore to a time never stops short of
+    it without saying so."""
+    if not archive:
+        raise RestoreError("no archived binary log covers the time asked for")
+    try:
+        through = max(datetime.fromisoformat(str(b.metadata["archived_through"])) for b in archive)
+    except (KeyError, ValueError):
+        raise RestoreError("an archived batch records no valid archived_through") from None
+    target = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+    if through < target:
+        raise RestoreError(
+            f"the archived binary log reaches {through.isoformat()} only, not the time "
+            f"asked for ({target.isoformat()})"
+        )
+
+
 def events_after(
-    archive: Sequence[RestoreInput], position: int, stop_at: int | None, *, through: int = 0
+    archive: Sequence[RestoreInput],
+    position: int,
+    stop_at: int | None,
+    *,
+    through: int = 0,
+    before: int | None = None,
 ) -> Iterator[bytes]:
     """A binary log stream of the events after ``position``, each file's format
     description first: every one up to ``through``, then up to the first transaction
-    stamped at or after ``stop_at``."""
+    stamped at or after ``stop_at``; none that begins at or after ``before``."""
     yield binlog.BINLOG_MAGIC
     for batch in archive:
         reader = binlog.EventReader(batch.stream, start=int(batch.metadata["start"]))
@@ -131,9 +176,17 @@ def events_after(
                 continue
             if event.fake or event.type in SKIPPED or event.end <= position:
                 continue
-            gtid = event.type == binlog.GTID_EVENT
-            if gtid and stop_at is not None and event.end > through and event.timestamp >= stop_at:
-                return
+            if event.type == binlog.GTID_EVENT:
+                if before is not None and event.end > before:
+                    return
+                if stop_at is not None and event.end > through and event.timestamp >= stop_at:
+                    return
+            if event.type in binlog.LOAD_EVENTS:
+                raise RestoreError(
+                    "the binary log holds a LOAD DATA logged as a statement (before "
+                    f"{binlog.format_position(event.end)}), which cannot be replayed: "
+                    "restore to a time before it"
+                )
             yield event.raw
 
 
@@ -167,7 +220,7 @@ def replay(
         options = config.client_options(connection, str(connection["admin_user"]), password)
         config.write_private(defaults, config.render({"client": options}), owner=identity.owner)
         _pipeline(
-            identity.argv([decoder, "--no-defaults", "--skip-gtid-strict-mode", "-"]),
+            identity.argv(decoder_argv(decoder, scratch)),
             identity.argv(
                 [
                     client,
@@ -184,11 +237,18 @@ def replay(
                 position,
                 stop_second(target_time),
                 through=reached(archive, position, target_time),
+                before=written_after(archive, target_time),
             ),
             cwd=scratch,
             timeout=timeout,
             secrets=[password],
         )
+
+
+def decoder_argv(decoder: str, scratch: Path) -> list[str]:
+    """``mariadb-binlog`` reading the stream on stdin; any file it would prepare for a
+    ``LOAD DATA`` goes into ``scratch`` (the replay's private directory), not ``/tmp``."""
+    return [decoder, "--no-defaults", "--skip-gtid-strict-mode", f"--local-load={scratch}", "-"]
 
 
 @contextlib.contextmanager
