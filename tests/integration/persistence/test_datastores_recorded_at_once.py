@@ -39,8 +39,6 @@ def test_a_second_host_recording_the_same_datastore_at_once_keeps_the_firsts_row
         Settings(data_dir=tmp_path, database_url=metadata_url), migrate_now=True
     )
     first, second, watcher = sessions(), sessions(), sessions()
-    SqlDatastoreRepository(first).ensure(DETECTED)
-    first.flush()  # the rows are in, not yet committed: the second insert must wait
     failures: list[BaseException] = []
 
     def start_second_host() -> None:
@@ -50,15 +48,28 @@ def test_a_second_host_recording_the_same_datastore_at_once_keeps_the_firsts_row
         except BaseException as exc:
             failures.append(exc)
 
-    thread = threading.Thread(target=start_second_host)
-    thread.start()
-    waiting = WAITING[first.get_bind().dialect.name]
-    wait_for(lambda: watcher.execute(text(waiting)).scalar() or watcher.rollback())
-    first.commit()
-    thread.join(timeout=60)
-    assert not thread.is_alive() and failures == []
+    thread = threading.Thread(target=start_second_host, daemon=True)
+    try:
+        SqlDatastoreRepository(first).ensure(DETECTED)
+        first.flush()  # the rows are in, not yet committed: the second insert must wait
+        thread.start()
+        waiting = WAITING[first.get_bind().dialect.name]
+        # Polled no faster than every 0.1 s: InnoDB refreshes innodb_trx only for a reader
+        # that has not read it within the last 0.1 s.
+        wait_for(
+            lambda: failures or watcher.execute(text(waiting)).scalar() or watcher.rollback(),
+            timeout=60,
+            interval=0.25,
+        )
+        assert not failures, failures
+        first.commit()
+        thread.join(timeout=60)
+        assert not thread.is_alive() and failures == []
+    finally:
+        first.rollback()  # a failure above must not leave the second insert waiting
+        thread.join(timeout=60)
+        for session in (first, second, watcher):
+            session.close()
     with sessions() as check:
         repo = SqlDatastoreRepository(check)
         assert [(d.id, d.default_version_id) for d in repo.all()] == [("ds-postgresql", "v-15")]
-    for session in (first, second, watcher):
-        session.close()
