@@ -163,10 +163,15 @@ def _hold_data_dir(settings: Settings) -> bool:
     return True
 
 
+def _stop_listening(listener: socket.socket, metrics: MetricsListener | None) -> int:
+    listener.close()
+    if metrics is not None:
+        metrics.close()
+    return 1
+
+
 def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if not _hold_data_dir(settings):
-        return 1
     metrics_address = _prepare_metrics(settings, "serve")
 
     from strongroom.api.app import create_app
@@ -177,6 +182,8 @@ def serve(args: argparse.Namespace) -> int:
     if bound is None:
         return 1
     listener, metrics = bound
+    if not _hold_data_dir(settings):  # after the port: a busy port leaves nothing made
+        return _stop_listening(listener, metrics)
     try:
         container = build(settings)
     except StartupError as exc:
@@ -278,8 +285,6 @@ def api(args: argparse.Namespace) -> int:
     """Only the API, in several processes; jobs go to the broker. This process serves
     the metrics of all of them."""
     settings = _settings(args)
-    if not _hold_data_dir(settings):
-        return 1
     metrics_address = _prepare_metrics(settings, "api")
 
     from strongroom.api.server import serve_workers
@@ -290,6 +295,8 @@ def api(args: argparse.Namespace) -> int:
     if bound is None:
         return 1
     listener, metrics = bound
+    if not _hold_data_dir(settings):
+        return _stop_listening(listener, metrics)
     try:
         tokens = build_tokens(settings)
     except StartupError as exc:
