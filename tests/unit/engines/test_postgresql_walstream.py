@@ -15,6 +15,7 @@ from strongroom.engines.postgresql.lsn import (
     record_boundary,
     segment_name,
     segment_number,
+    window_start,
 )
 
 SEG = 16 * 1024 * 1024
@@ -133,3 +134,13 @@ def test_end_at_zeroes_the_rest_of_the_segment(tmp_path: Path) -> None:
     content = (tmp_path / segment_name(1, 0x1000000, SEG)).read_bytes()
     assert content[:5000] == b"\x01" * 5000 and not content[5000:].strip(b"\0")
     assert len(content) == SEG  # a whole segment, as recovery expects
+
+
+def test_a_backups_wal_window_starts_at_its_redo_points_segment() -> None:
+    # Recovery reads the segment's first page (the long header) before the redo point's
+    # record: a window starting at the redo point's own page, 20 KiB into the segment
+    # after other writes, left that page as zeros ("invalid magic number 0000").
+    segment = 16 * 1024 * 1024
+    assert window_start(0x0B005180, segment) == 0x0B000000
+    assert window_start(0x0B000000, segment) == 0x0B000000
+    assert window_start(0x0AFFFFFF, segment) == 0x0A000000

@@ -22,7 +22,7 @@ from strongroom.engines import beneath
 from strongroom.engines.base import BackupResult, ByteSink, Connection, Metadata
 from strongroom.engines.errors import BackupError, RestoreError
 from strongroom.engines.postgresql import datadir, filestream, methods, session, walstream
-from strongroom.engines.postgresql.lsn import XLOG_BLCKSZ, format_lsn, parse_lsn
+from strongroom.engines.postgresql.lsn import format_lsn, parse_lsn, window_start
 from strongroom.engines.postgresql.methods import Link, PgMetadata
 from strongroom.engines.postgresql.models import FilesMetadata
 from strongroom.engines.postgresql.server import ManagedServer
@@ -94,9 +94,7 @@ class FileMethod:
             if row[2]:
                 raise BackupError("tablespaces are not supported")
             writer.label(row[1], "")
-            # From the start of the page holding the redo point: recovery checks that
-            # page's header too.
-            wal_start = start - start % XLOG_BLCKSZ
+            wal_start = window_start(start, facts["wal_segment_size"])
             window = walstream.WalWindow(
                 timeline, facts["wal_segment_size"], wal_start, stop, sysid
             )

@@ -48,3 +48,11 @@ def record_boundary(lsn: int, segment_size: int) -> int:
     offset = lsn % XLOG_BLCKSZ
     header = LONG_PAGE_HEADER if lsn % segment_size == offset else SHORT_PAGE_HEADER
     return lsn - offset if offset == header else lsn
+
+
+def window_start(redo: int, segment_size: int) -> int:
+    """Where a backup's WAL window starts: the beginning of the segment holding the redo
+    point. Recovery reads a segment's first page (its long header) before any record in
+    it, and the redo point is past that page whenever other writes came between
+    ``pg_backup_start``'s segment switch and its checkpoint."""
+    return redo - redo % segment_size
