@@ -4,69 +4,30 @@ that the Host header cannot redirect."""
 
 from __future__ import annotations
 
-import uuid
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
-import pymysql
 import pytest
 
+from fixtures.metadata import mariadb_database, postgresql_database
 from fixtures.service import Harness, make_harness
 from security.wire import assert_fault
-
-
-def _postgresql() -> Iterator[str]:
-    name = "strongroom_edge_" + uuid.uuid4().hex[:8]
-    dsn = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-    try:
-        admin = psycopg.connect(dsn, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432: {exc}")
-    with admin:
-        admin.execute(f'create database "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f'drop database if exists "{name}" with (force)')
-
-
-def _mariadb() -> Iterator[str]:
-    name = "strongroom_edge_" + uuid.uuid4().hex[:8]
-    try:
-        admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
-    except pymysql.err.OperationalError as exc:
-        pytest.skip(f"no MariaDB on 127.0.0.1:3306: {exc}")
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"create database `{name}`")
-        yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"drop database if exists `{name}`")
-        admin.close()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql", "mariadb"])
 def harness(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Harness]:
-    urls: Iterator[str | None]
-    if request.param == "sqlite":
-        urls = iter([None])
-    elif request.param == "postgresql":
-        urls = _postgresql()
-    else:
-        urls = _mariadb()
-    url = next(urls)
-    h = make_harness(tmp_path_factory.mktemp(request.param), database_url=url)
-    try:
+    with contextlib.ExitStack() as stack:
+        url = None
+        if request.param == "postgresql":
+            url = stack.enter_context(postgresql_database("strongroom_edge_"))
+        elif request.param == "mariadb":
+            url = stack.enter_context(mariadb_database("strongroom_edge_"))
+        h = make_harness(tmp_path_factory.mktemp(request.param), database_url=url)
+        stack.callback(h.container.close)
         yield h
-    finally:
-        h.container.close()
-        for _ in urls:  # the generator's clean-up
-            pass
 
 
 BAD_NAMES = ["nul\x00name", "bell\x07", "del\x7f", "c1\x85"]

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
+from fixtures.metadata import postgresql_database
 from fixtures.service import make_harness, wait_for
 
 MIB = 1024 * 1024
@@ -20,15 +19,8 @@ BLOBS = 22  # x 100 MiB: 2.2 GiB + a little, over 2**31 bytes
 
 @pytest.fixture
 def postgresql_metadata() -> Iterator[str]:
-    name = "strongroom_big_" + uuid.uuid4().hex[:8]
-    dsn = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f'create database "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f'drop database if exists "{name}" with (force)')
+    with postgresql_database("strongroom_big_") as url:
+        yield url
 
 
 def test_a_backup_over_2_gib_completes_and_restores_on_postgresql_metadata(

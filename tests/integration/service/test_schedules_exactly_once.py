@@ -5,51 +5,18 @@ followed up (verified, pruned) exactly once."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-import pymysql
 import pytest
 
 from fixtures.clocked import ManualClock, make_clocked_harness, scheduler_of
+from fixtures.metadata import mariadb_database, postgresql_database
 from fixtures.service import Harness, wait_for
 
 ROUNDS = 5
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-
-
-def _postgresql() -> Iterator[str]:
-    name = "strongroom_sched_" + uuid.uuid4().hex[:8]
-    try:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as admin:
-            admin.execute(f'create database "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({exc})")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'drop database if exists "{name}" with (force)')
-
-
-def _mariadb() -> Iterator[str]:
-    name = "strongroom_sched_" + uuid.uuid4().hex[:8]
-    try:
-        admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
-    except pymysql.err.OperationalError as exc:
-        pytest.skip(f"no MariaDB on 127.0.0.1:3306 ({exc})")
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"create database `{name}`")
-        yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"drop database if exists `{name}`")
-        admin.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
@@ -57,8 +24,8 @@ def metadata(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     if request.param == "sqlite":
         yield {}
     else:
-        urls = _postgresql() if request.param == "postgresql" else _mariadb()
-        for url in urls:
+        database = postgresql_database if request.param == "postgresql" else mariadb_database
+        with database("strongroom_sched_") as url:
             yield {"database_url": url}
 
 
