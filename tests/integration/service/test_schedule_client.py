@@ -74,8 +74,8 @@ def test_schedule_commands_against_a_live_service(server: LiveServer) -> None:
     wait_for(lambda: http.get(f"/backups/{backup['id']}").json()["backup"]["status"] == "COMPLETED")
     # The schedule asked for --verify: the scheduler verifies the finished run itself, and a
     # verify asked for while that one runs is refused; once it ends, the client starts another.
-    scheduled_check = lambda: http.get(f"/backups/{backup['id']}").json()["backup"]  # noqa: E731
-    wait_for(lambda: scheduled_check().get("verify_status") == "OK")
+    view = f"/backups/{backup['id']}"
+    wait_for(lambda: http.get(view).json()["backup"].get("verify_status") == "OK")
     verified = ok_json(env, "backup", "verify", backup["id"])["backup"]
     assert verified["verify_status"] == "RUNNING"
     wait_for(lambda: http.get(f"/backups/{backup['id']}").json()["backup"]["verify_status"] == "OK")
