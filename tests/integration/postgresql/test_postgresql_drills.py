@@ -7,11 +7,14 @@ byte flipped, and a table whose page was overwritten with garbage in the source 
 was backed up (every object intact, the data not), each record FAILED with a reason.
 After every drill, its instance's home and OS user are gone, no server runs there, and
 the project's instances are the ones it had; what a dead drill left is removed by the
-next. A schedule's drill_cron drills PostgreSQL backups; reports stop at 1,000 tables.
+next. A schedule's drill_cron drills PostgreSQL backups; reports stop at 1,000 tables. A
+stored file-level backup whose WAL lacks the first page of its redo point's segment (the
+shape taken before the WAL window started at the segment) drills OK.
 """
 
 from __future__ import annotations
 
+import itertools
 import pwd
 import random
 from collections.abc import Iterator
@@ -25,6 +28,7 @@ from fixtures.clocked import ManualClock, make_clocked_harness, scheduler_of
 from fixtures.service import Caller, Harness, make_harness, wait_for
 from strongroom.engines.base import Engine, InstanceRequest
 from strongroom.engines.identity import InstanceIdentity, name_for
+from strongroom.engines.postgresql import wal_header
 from support.postgresql_service import (
     PG_MAJOR,
     WAIT,
@@ -33,6 +37,12 @@ from support.postgresql_service import (
     server_processes,
     tcp,
     wait_status,
+)
+from support.postgresql_wal_head import (
+    BATCH_ROWS,
+    FILLER_TABLE,
+    filler_prefixes,
+    until_past_first_page,
 )
 
 pytestmark = [
@@ -352,4 +362,42 @@ def test_a_drill_counts_the_first_thousand_tables_across_databases(
     assert len(rows["app"]) == 600 and rows["postgres"] == {}
     assert sorted(rows["zz"]) == [f"public.t{n:04d}" for n in range(1, 401)]
     assert rows["app"]["public.t0001"] == 3 and rows["zz"]["public.t0001"] == 3
+    homes.assert_gone()
+
+
+def test_a_backup_lacking_its_segments_first_page_drills_ok(
+    h: Harness, homes: DrillHomes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = h.a.create_instance(
+        "old WAL window",
+        datastore={"type": "postgresql"},
+        databases=[{"name": "app"}],
+        users=[{"name": "app", "password": APP_PASSWORD, "databases": [{"name": "app"}]}],
+    )
+    view = wait_status(lambda: show(h.a, "instance", created["id"]), "ACTIVE")
+    params = app_params(view)
+    with connect(params) as c:
+        c.execute("CREATE TABLE t (id int PRIMARY KEY, body text NOT NULL)")
+        c.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, %s) g", (ROWS,))
+        c.execute(FILLER_TABLE)
+    names = itertools.count(1)
+    stored, _ = until_past_first_page(
+        params, monkeypatch, lambda: take_backup(h.a, created["id"], f"old {next(names)}")
+    )
+
+    # Without the rebuilt segment header, recovery stops at the zeroed first page.
+    with monkeypatch.context() as patched:
+        patched.setattr(wal_header, "restore_segment_head", lambda *a, **k: False)
+        failed = drill(h.a, stored["id"])
+    assert failed["drill_status"] == "FAILED", failed
+    assert "invalid magic number 0000" in failed["drill_error"], failed["drill_error"]
+
+    done = drill(h.a, stored["id"])
+    assert done["drill_status"] == "OK", done["drill_error"]
+    assert done["drill_report"]["checks"] == {"pg_amcheck": "ok"}
+    rows = done["drill_report"]["rows"]["app"]
+    assert rows["public.t"] == ROWS
+    # whole batches of the writers, no more than the source holds now
+    assert rows["public.filler"] > 0 and rows["public.filler"] % BATCH_ROWS == 0
+    assert rows["public.filler"] <= sum(filler_prefixes(params).values()) * BATCH_ROWS
     homes.assert_gone()

@@ -21,7 +21,14 @@ from psycopg.pq.abc import PGconn
 from strongroom.engines import beneath
 from strongroom.engines.base import BackupResult, ByteSink, Connection, Metadata
 from strongroom.engines.errors import BackupError, RestoreError
-from strongroom.engines.postgresql import datadir, filestream, methods, session, walstream
+from strongroom.engines.postgresql import (
+    datadir,
+    filestream,
+    methods,
+    session,
+    wal_header,
+    walstream,
+)
 from strongroom.engines.postgresql.lsn import format_lsn, parse_lsn, window_start
 from strongroom.engines.postgresql.methods import Link, PgMetadata
 from strongroom.engines.postgresql.models import FilesMetadata
@@ -270,6 +277,15 @@ class FileMethod:
             walstream.apply_wal_stream(end.rest, header, walstream.DISCARD)
             return
         walstream.apply_wal_stream(end.rest, header, writer)
+        # Backups taken before the window started at a segment's beginning may lack the
+        # first page of the redo point's segment, which recovery checks before any other.
+        wal_header.restore_segment_head(
+            writer,
+            int(header["start"]),
+            major=meta.server_major,
+            timeline=full.timeline,
+            system_identifier=full.system_identifier,
+        )
         if "START WAL LOCATION" not in end.backup_label:
             raise RestoreError("the backup stream's label is malformed")
         server.write_file("backup_label", end.backup_label)
