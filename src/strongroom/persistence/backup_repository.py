@@ -23,6 +23,7 @@ from strongroom.domain.model import (
     VerifyStatus,
 )
 from strongroom.domain.ports import BackupQuery
+from strongroom.persistence import core_reads
 from strongroom.persistence.tables import BackupRow
 
 RUNNING = [BackupState.NEW.value, BackupState.BUILDING.value, BackupState.SAVING.value]
@@ -207,7 +208,7 @@ class SqlBackupRepository:
             setattr(row, key, value)
 
     def find(self, backup_id: str) -> Backup | None:
-        row = self._s.execute(_backup_by_id(), {"id": backup_id}).first()
+        row = core_reads.execute(self._s, _backup_by_id(), {"id": backup_id}).first()
         return _backup(row) if row is not None else None
 
     def find_for_update(self, backup_id: str) -> Backup | None:
@@ -235,7 +236,7 @@ class SqlBackupRepository:
             "offset": q.offset,
             "limit": q.limit,
         }
-        return [_backup(r) for r in self._s.execute(stmt, params)]
+        return [_backup(r) for r in core_reads.execute(self._s, stmt, params)]
 
     def children(self, backup_id: str) -> list[Backup]:
         stmt = _select_backups().where(BACKUPS.c.parent_id == backup_id)
