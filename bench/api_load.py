@@ -62,29 +62,35 @@ def create_instances(base: str, token: str, count: int = INSTANCES) -> list[str]
     """Real managed SQLite instances, created through the API as a tenant does; returns
     their ids once every one is ACTIVE."""
     headers = {"X-Auth-Token": token}
-    ids = []
     with httpx.Client(base_url=f"{base}/v1.0/{PROJECT}", headers=headers, timeout=30) as api:
-        for i in range(count):
-            body = {
-                "instance": {
-                    "name": f"app-{i}",
-                    "flavorRef": "1",
-                    "volume": {"size": 1},
-                    "datastore": {"type": "sqlite", "version": "3"},
-                }
+        return create_instances_with(api, count)
+
+
+def create_instances_with(api: httpx.Client, count: int = INSTANCES) -> list[str]:
+    """:func:`create_instances` through a client whose base URL is the project's and which
+    sends the token."""
+    ids = []
+    for i in range(count):
+        body = {
+            "instance": {
+                "name": f"app-{i}",
+                "flavorRef": "1",
+                "volume": {"size": 1},
+                "datastore": {"type": "sqlite", "version": "3"},
             }
-            response = api.post("/instances", json=body)
-            response.raise_for_status()
-            ids.append(response.json()["instance"]["id"])
-        deadline = time.monotonic() + 120
-        for instance_id in ids:
-            while True:
-                status = api.get(f"/instances/{instance_id}").json()["instance"]["status"]
-                if status == "ACTIVE":
-                    break
-                if status == "ERROR" or time.monotonic() > deadline:
-                    raise RuntimeError(f"instance {instance_id} did not become ACTIVE: {status}")
-                time.sleep(0.05)
+        }
+        response = api.post("/instances", json=body)
+        response.raise_for_status()
+        ids.append(response.json()["instance"]["id"])
+    deadline = time.monotonic() + 120
+    for instance_id in ids:
+        while True:
+            status = api.get(f"/instances/{instance_id}").json()["instance"]["status"]
+            if status == "ACTIVE":
+                break
+            if status == "ERROR" or time.monotonic() > deadline:
+                raise RuntimeError(f"instance {instance_id} did not become ACTIVE: {status}")
+            time.sleep(0.05)
     return ids
 
 

@@ -29,7 +29,11 @@ from strongroom.services.schedules import PruneResult
 
 
 def timestamp(value: datetime | None) -> str | None:
-    return value.replace(tzinfo=None).isoformat(timespec="seconds") if value else None
+    if not value:
+        return None
+    if value.tzinfo is not None:  # the metadata databases give naive UTC times already
+        value = value.replace(tzinfo=None)
+    return value.isoformat(timespec="seconds")
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, delete, select, update
+from sqlalchemy import Select, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from strongroom.domain.model import (
@@ -23,6 +23,7 @@ from strongroom.domain.model import (
     VerifyStatus,
 )
 from strongroom.domain.ports import BackupQuery
+from strongroom.persistence import core_reads
 from strongroom.persistence.tables import BackupRow
 
 RUNNING = [BackupState.NEW.value, BackupState.BUILDING.value, BackupState.SAVING.value]
@@ -96,7 +97,7 @@ def _backup_page(
     return stmt.limit(bindparam("limit")) if limited else stmt
 
 
-def _backup(row: Row[Any]) -> Backup:
+def _backup(row: Sequence[Any]) -> Backup:
     (
         backup_id,
         project_id,
@@ -207,8 +208,8 @@ class SqlBackupRepository:
             setattr(row, key, value)
 
     def find(self, backup_id: str) -> Backup | None:
-        row = self._s.execute(_backup_by_id(), {"id": backup_id}).first()
-        return _backup(row) if row is not None else None
+        found = core_reads.rows(self._s, _backup_by_id(), {"id": backup_id})
+        return _backup(found[0]) if found else None
 
     def find_for_update(self, backup_id: str) -> Backup | None:
         row = self._s.execute(
@@ -235,7 +236,7 @@ class SqlBackupRepository:
             "offset": q.offset,
             "limit": q.limit,
         }
-        return [_backup(r) for r in self._s.execute(stmt, params)]
+        return [_backup(r) for r in core_reads.rows(self._s, stmt, params)]
 
     def children(self, backup_id: str) -> list[Backup]:
         stmt = _select_backups().where(BACKUPS.c.parent_id == backup_id)

@@ -2,29 +2,86 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, Select, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from strongroom.domain.model import BackupCopy, BackupId, CopyState, ProjectId
+from strongroom.persistence import core_reads
 from strongroom.persistence.tables import BackupCopyRow as Row
+
+# The copies shown beside backups are read as plain rows of these columns, by a statement
+# built once: as an ORM query built per call it cost twice the backup's own read.
+COPIES = Row.__table__
+COPY_COLUMNS = (
+    COPIES.c.id,
+    COPIES.c.backup_id,
+    COPIES.c.project_id,
+    COPIES.c.store_name,
+    COPIES.c.container,
+    COPIES.c.state,
+    COPIES.c.created,
+    COPIES.c.updated,
+    COPIES.c.location_ref,
+    COPIES.c.verified_at,
+    COPIES.c.error,
+)
+
+
+# Up to this many backups (a page), a statement per count whose placeholders are known
+# when it is built (``core_reads.rows`` runs those itself); beyond, a list expanded when run.
+LISTED_IDS = 100
+
+
+@functools.cache
+def _copies_of(count: int) -> Select[Any]:
+    """The copies of ``count`` backups (``b0``, ``b1``, …) or, for ``0``, of the list
+    ``backup_ids``."""
+    c = COPIES.c
+    where: ColumnElement[bool]
+    if count == 0:
+        where = c.backup_id.in_(bindparam("backup_ids", expanding=True))
+    elif count == 1:
+        where = c.backup_id == bindparam("b0")
+    else:
+        where = c.backup_id.in_([bindparam(f"b{i}") for i in range(count)])
+    return select(*COPY_COLUMNS).where(where).order_by(c.created, c.store_name)
+
+
+def _copy_of_columns(row: Iterable[Any]) -> BackupCopy:
+    (
+        copy_id,
+        backup_id,
+        project_id,
+        store_name,
+        container,
+        state,
+        created,
+        updated,
+        location_ref,
+        verified_at,
+        error,
+    ) = tuple(row)
+    return BackupCopy(
+        id=copy_id,
+        backup_id=BackupId(backup_id),
+        project_id=ProjectId(project_id),
+        store_name=store_name,
+        container=container,
+        state=CopyState(state),
+        created=created,
+        updated=updated,
+        location_ref=location_ref,
+        verified_at=verified_at,
+        error=error,
+    )
 
 
 def _copy(row: Row) -> BackupCopy:
-    return BackupCopy(
-        id=row.id,
-        backup_id=BackupId(row.backup_id),
-        project_id=ProjectId(row.project_id),
-        store_name=row.store_name,
-        container=row.container,
-        state=CopyState(row.state),
-        created=row.created,
-        updated=row.updated,
-        location_ref=row.location_ref,
-        verified_at=row.verified_at,
-        error=row.error,
-    )
+    return _copy_of_columns(getattr(row, column.key) for column in COPY_COLUMNS)
 
 
 def _values(c: BackupCopy) -> dict[str, object]:
@@ -68,12 +125,13 @@ class SqlCopyRepository:
     def of_backups(self, backup_ids: Sequence[str]) -> list[BackupCopy]:
         if not backup_ids:
             return []
-        stmt = (
-            select(Row)
-            .where(Row.backup_id.in_(list(backup_ids)))
-            .order_by(Row.created, Row.store_name)
-        )
-        return [_copy(r) for r in self._s.execute(stmt).scalars()]
+        params: dict[str, object]
+        if len(backup_ids) > LISTED_IDS:
+            stmt, params = _copies_of(0), {"backup_ids": list(backup_ids)}
+        else:
+            stmt = _copies_of(len(backup_ids))
+            params = {f"b{i}": backup_id for i, backup_id in enumerate(backup_ids)}
+        return [_copy_of_columns(r) for r in core_reads.rows(self._s, stmt, params)]
 
     def in_store(self, backup_id: str, store_name: str) -> BackupCopy | None:
         stmt = select(Row).where(Row.backup_id == backup_id, Row.store_name == store_name)

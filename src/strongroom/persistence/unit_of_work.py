@@ -97,10 +97,9 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            self.session.rollback()
-        finally:
-            self.session.close()
+        # Closing rolls back what was not committed and returns the connection; a rollback
+        # first would only expire the session's objects, which closing discards anyway.
+        self.session.close()
 
     def commit(self) -> None:
         self.session.commit()

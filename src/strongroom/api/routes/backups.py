@@ -12,6 +12,7 @@ from strongroom.api.deps import (
     ServicesDep,
     accepted_after,
     blocking,
+    caller,
     int_param,
     json_body,
     read,
@@ -47,9 +48,8 @@ def _page(request: Request, services: ServicesDep, page: Page) -> JsonResponse:
 @router.get(
     "/backups", summary="List backups", **operation(200, r.BACKUP_LIST, params=LIST_FILTERS)
 )
-async def list_backups(
-    project_id: str, request: Request, ctx: ContextDep, services: ServicesDep
-) -> JsonResponse:
+async def list_backups(project_id: str, request: Request) -> JsonResponse:
+    ctx, services = caller(request)
     q = request.query_params
     filters = ListFilter(
         instance_id=q.get("instance_id") or None,
@@ -85,9 +85,8 @@ async def create_backup(
 
 
 @router.get("/backups/{backup_id}", summary="Show a backup", **operation(200, r.BACKUP_SINGLE))
-async def show_backup(
-    project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
-) -> JsonResponse:
+async def show_backup(project_id: str, backup_id: str, request: Request) -> JsonResponse:
+    ctx, services = caller(request)
     backup = await read(services, services.backups.get, ctx, backup_id=backup_id)
     return JsonResponse({"backup": backup_view(backup, services.datastores)})
 
@@ -108,9 +107,8 @@ async def delete_backup(
     summary="List an instance's backups",
     **operation(200, r.BACKUP_LIST, params=(LIMIT, MARKER)),
 )
-async def instance_backups(
-    project_id: str, instance_id: str, request: Request, ctx: ContextDep, services: ServicesDep
-) -> JsonResponse:
+async def instance_backups(project_id: str, instance_id: str, request: Request) -> JsonResponse:
+    ctx, services = caller(request)
     page = await read(
         services,
         services.backups.list_for_instance,
