@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, select, update
+from sqlalchemy import Row, Select, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from strongroom.domain.model import (
@@ -97,7 +97,7 @@ def _backup_page(
     return stmt.limit(bindparam("limit")) if limited else stmt
 
 
-def _backup(row: Sequence[Any]) -> Backup:
+def _backup(row: Row[Any]) -> Backup:
     (
         backup_id,
         project_id,
@@ -208,8 +208,8 @@ class SqlBackupRepository:
             setattr(row, key, value)
 
     def find(self, backup_id: str) -> Backup | None:
-        found = core_reads.rows(self._s, _backup_by_id(), {"id": backup_id})
-        return _backup(found[0]) if found else None
+        row = core_reads.execute(self._s, _backup_by_id(), {"id": backup_id}).first()
+        return _backup(row) if row is not None else None
 
     def find_for_update(self, backup_id: str) -> Backup | None:
         row = self._s.execute(
@@ -236,7 +236,7 @@ class SqlBackupRepository:
             "offset": q.offset,
             "limit": q.limit,
         }
-        return [_backup(r) for r in core_reads.rows(self._s, stmt, params)]
+        return [_backup(r) for r in core_reads.execute(self._s, stmt, params)]
 
     def children(self, backup_id: str) -> list[Backup]:
         stmt = _select_backups().where(BACKUPS.c.parent_id == backup_id)

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, delete, select
+from sqlalchemy import Select, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from strongroom.domain.model import BackupCopy, BackupId, CopyState, ProjectId
@@ -31,23 +31,14 @@ COPY_COLUMNS = (
 )
 
 
-# Up to this many backups (a page), a statement per count whose placeholders are known
-# when it is built (``core_reads.rows`` runs those itself); beyond, a list expanded when run.
-LISTED_IDS = 100
-
-
 @functools.cache
-def _copies_of(count: int) -> Select[Any]:
-    """The copies of ``count`` backups (``b0``, ``b1``, …) or, for ``0``, of the list
-    ``backup_ids``."""
+def _copies_of(*, one: bool) -> Select[Any]:
     c = COPIES.c
-    where: ColumnElement[bool]
-    if count == 0:
-        where = c.backup_id.in_(bindparam("backup_ids", expanding=True))
-    elif count == 1:
-        where = c.backup_id == bindparam("b0")
-    else:
-        where = c.backup_id.in_([bindparam(f"b{i}") for i in range(count)])
+    where = (
+        c.backup_id == bindparam("backup_id")
+        if one
+        else c.backup_id.in_(bindparam("backup_ids", expanding=True))
+    )
     return select(*COPY_COLUMNS).where(where).order_by(c.created, c.store_name)
 
 
@@ -126,12 +117,11 @@ class SqlCopyRepository:
         if not backup_ids:
             return []
         params: dict[str, object]
-        if len(backup_ids) > LISTED_IDS:
-            stmt, params = _copies_of(0), {"backup_ids": list(backup_ids)}
+        if len(backup_ids) == 1:  # a single backup's view: no list to expand
+            stmt, params = _copies_of(one=True), {"backup_id": backup_ids[0]}
         else:
-            stmt = _copies_of(len(backup_ids))
-            params = {f"b{i}": backup_id for i, backup_id in enumerate(backup_ids)}
-        return [_copy_of_columns(r) for r in core_reads.rows(self._s, stmt, params)]
+            stmt, params = _copies_of(one=False), {"backup_ids": list(backup_ids)}
+        return [_copy_of_columns(r) for r in core_reads.execute(self._s, stmt, params)]
 
     def in_store(self, backup_id: str, store_name: str) -> BackupCopy | None:
         stmt = select(Row).where(Row.backup_id == backup_id, Row.store_name == store_name)
