@@ -133,3 +133,27 @@ def test_a_restored_directory_is_synced_at_start_with_one_syncfs(
     server.write_base_conf({}, restoring_as="postgres" if restoring else None)
     conf = (server.data / "strongroom.conf").read_text()
     assert ("recovery_init_sync_method = 'syncfs'" in conf) is syncfs
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives files to another user: needs root")
+def test_the_tree_is_given_to_the_user_and_what_is_theirs_is_left_alone(tmp_path: Path) -> None:
+    nobody = InstanceIdentity.lookup("nobody")
+    assert nobody is not None and nobody.owner is not None
+    home = tmp_path / "home"
+    (home / "data" / "base").mkdir(parents=True)
+    (home / "data" / "base" / "1").write_text("root's")
+    theirs = home / "data" / "base" / "2"
+    theirs.write_text("already the user's")
+    os.chown(theirs, *nobody.owner)
+    os.symlink("/etc/passwd", home / "data" / "link")
+    before = theirs.stat().st_ctime_ns
+    time.sleep(0.01)  # a chown would move the ctime on by at least this
+    server = ManagedServer(
+        home, nobody, bin_dir=Path("/nonexistent"), bind_address="127.0.0.1", timeout=10
+    )
+    server.chown_tree()
+    for path in (home, home / "data", home / "data" / "base", home / "data" / "base" / "1"):
+        assert (path.stat().st_uid, path.stat().st_gid) == nobody.owner, path
+    assert theirs.stat().st_ctime_ns == before
+    assert os.lstat(home / "data" / "link").st_uid == nobody.uid
+    assert os.stat("/etc/passwd").st_uid == 0  # the link itself, never its target

@@ -146,7 +146,10 @@ class ManagedServer:
     def chown_tree(self) -> None:
         """Give everything in the home to the instance's user (after a restore laid it
         out as root, or when a server of the shared ``postgres`` user is adopted). Walks
-        by descriptor and never follows a link; refuses files with other hard links."""
+        by descriptor and never follows a link; refuses files with other hard links.
+        What is the user's already (a restore makes its files so) is left as it is: a
+        chown to the same owner still dirties the inode, which the server's first start
+        must then write again."""
         owner = self.identity.owner
         if owner is None:
             return
@@ -162,8 +165,12 @@ class ManagedServer:
                         f"{dirpath}/{name} has other hard links; it is not given to the "
                         "instance's OS user"
                     )
-            for name in (*dirnames, *filenames):
-                os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
+                if (st.st_uid, st.st_gid) != owner:
+                    os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
+            for name in dirnames:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if (st.st_uid, st.st_gid) != owner:
+                    os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
 
     # -- files root writes and reads ------------------------------------------------------
     def write_file(self, name: str, text: str) -> None:
