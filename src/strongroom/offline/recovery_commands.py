@@ -9,25 +9,27 @@ import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from strongroom.config import Settings
-from strongroom.domain.model import BackupState
-from strongroom.domain.ports import BackupQuery, UnitOfWorkFactory
-from strongroom.offline.catalog import rebuild
-from strongroom.offline.rotation import RotationError, StoreToRotate, rotate
 from strongroom.pipeline.errors import FormatError
 from strongroom.pipeline.keys import MasterKey, rotation_journal
 from strongroom.service_lock import ServiceRunningError, service_stopped
 from strongroom.services import object_layout
-from strongroom.services.clock import SystemClock
-from strongroom.services.leftovers import containers_in_use
-from strongroom.services.stores import StoreCatalog
 from strongroom.storage.errors import StorageError
 
-SettingsOf = Callable[[argparse.Namespace], Settings]
-Command = Callable[[argparse.Namespace, Settings], int]
+# What only the commands themselves use (the metadata database, the rebuild, the
+# rotation) is imported when one runs: the parser is built for every command line, a
+# restore's too.
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from strongroom.config import Settings
+    from strongroom.domain.ports import UnitOfWorkFactory
+    from strongroom.offline.rotation import StoreToRotate
+    from strongroom.services.stores import StoreCatalog
+
+SettingsOf = Callable[[argparse.Namespace], "Settings"]
+Command = Callable[[argparse.Namespace, "Settings"], int]
 TROUBLE = 2
 
 
@@ -63,6 +65,8 @@ def alone(command: Command) -> Command:
 def workers_alive(uow: UnitOfWorkFactory, settings: Settings) -> bool:
     """True, with the hosts printed, when a worker beat within its lease: it may be
     running jobs with what the command is about to change."""
+    from strongroom.services.clock import SystemClock
+
     since = SystemClock().now() - timedelta(seconds=settings.job_lease_seconds)
     with uow() as u:
         hosts = u.workers.live(since)
@@ -78,6 +82,7 @@ def workers_alive(uow: UnitOfWorkFactory, settings: Settings) -> bool:
 
 def catalog_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from strongroom.bootstrap import StartupError
+    from strongroom.offline.catalog import rebuild
 
     if rotation_journal(settings.key_file).exists():
         print("strongroom: a master key rotation is unfinished: run `strongroom key rotate`")
@@ -132,6 +137,11 @@ def _targets(
     one, and ``extra``), with the containers of ``restore_from`` registrations, of copies
     and of point-in-time archives; and the manifest key of every backup, copy and archived
     log batch the metadata records."""
+    from strongroom.domain.model import BackupState
+    from strongroom.domain.ports import BackupQuery
+    from strongroom.offline.rotation import StoreToRotate
+    from strongroom.services.leftovers import containers_in_use
+
     with uow() as u:
         backups = u.backups.query(BackupQuery())
         backups += u.backups.in_states([BackupState.DELETING])
@@ -184,6 +194,7 @@ def _containers_allowed(stores: StoreCatalog, names: list[str], containers: list
 
 def key_rotate(args: argparse.Namespace, settings: Settings) -> int:
     from strongroom.bootstrap import StartupError
+    from strongroom.offline.rotation import RotationError, rotate
 
     try:
         _master, sessions, uow, stores = _open(settings)

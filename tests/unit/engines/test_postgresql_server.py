@@ -4,6 +4,8 @@ server's OS user (a tenant) may have put links there."""
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,77 @@ def test_only_the_servers_own_files_are_read(tmp_path: Path) -> None:
     server.log.write_text("root's file, hard-linked in by the tenant\n")
     with pytest.raises(beneath.EscapeError, match="not the server's"):
         server.read_file("log/postgresql.log", 100)
+
+
+def _pid_file(server: ManagedServer, *, pid: int, started: float, port: int, status: str) -> None:
+    lines = [str(pid), str(server.data), str(int(started)), str(port), "/run", "*", "1 2"]
+    (server.data / "postmaster.pid").write_text("\n".join([*lines, f"{status:<8}"]) + "\n")
+
+
+def test_the_start_sees_a_ready_server_it_started(tmp_path: Path) -> None:
+    server = _server(tmp_path / "home")
+    launched = time.time()
+    assert not server._started_now(5433, launched)  # no postmaster.pid yet
+    _pid_file(server, pid=os.getpid(), started=launched, port=5433, status="starting")
+    assert not server._started_now(5433, launched)
+    _pid_file(server, pid=os.getpid(), started=launched, port=5433, status="standby")
+    assert not server._started_now(5433, launched)  # promotion still to come: pg_ctl's call
+    _pid_file(server, pid=os.getpid(), started=launched, port=5433, status="ready")
+    assert server._started_now(5433, launched)
+
+
+def test_the_start_ignores_an_old_or_foreign_pid_file(tmp_path: Path) -> None:
+    server = _server(tmp_path / "home")
+    launched = time.time()
+    _pid_file(server, pid=os.getpid(), started=launched - 60, port=5433, status="ready")
+    assert not server._started_now(5433, launched)  # a server from before this start
+    _pid_file(server, pid=os.getpid(), started=launched, port=5434, status="ready")
+    assert not server._started_now(5433, launched)  # another port
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _pid_file(server, pid=dead.pid, started=launched, port=5433, status="ready")
+    assert not server._started_now(5433, launched)  # its process is gone
+    (server.data / "postmaster.pid").unlink()
+    target = tmp_path / "ready.pid"
+    _pid_file(server, pid=os.getpid(), started=launched, port=5433, status="ready")
+    os.rename(server.data / "postmaster.pid", target)
+    os.symlink(target, server.data / "postmaster.pid")
+    assert not server._started_now(5433, launched)  # never read through a link
+
+
+@pytest.mark.parametrize(
+    ("version", "restoring", "syncfs"),
+    [("15", True, True), ("14", True, True), ("13", True, False), ("15", False, False)],
+)
+def test_a_restored_directory_is_synced_at_start_with_one_syncfs(
+    tmp_path: Path, version: str, restoring: bool, syncfs: bool
+) -> None:
+    server = _server(tmp_path / "home")
+    (server.data / "PG_VERSION").write_text(version + "\n")
+    server.write_base_conf({}, restoring_as="postgres" if restoring else None)
+    conf = (server.data / "strongroom.conf").read_text()
+    assert ("recovery_init_sync_method = 'syncfs'" in conf) is syncfs
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives files to another user: needs root")
+def test_the_tree_is_given_to_the_user_and_what_is_theirs_is_left_alone(tmp_path: Path) -> None:
+    nobody = InstanceIdentity.lookup("nobody")
+    assert nobody is not None and nobody.owner is not None
+    home = tmp_path / "home"
+    (home / "data" / "base").mkdir(parents=True)
+    (home / "data" / "base" / "1").write_text("root's")
+    theirs = home / "data" / "base" / "2"
+    theirs.write_text("already the user's")
+    os.chown(theirs, *nobody.owner)
+    os.symlink("/etc/passwd", home / "data" / "link")
+    before = theirs.stat().st_ctime_ns
+    time.sleep(0.01)  # a chown would move the ctime on by at least this
+    server = ManagedServer(
+        home, nobody, bin_dir=Path("/nonexistent"), bind_address="127.0.0.1", timeout=10
+    )
+    server.chown_tree()
+    for path in (home, home / "data", home / "data" / "base", home / "data" / "base" / "1"):
+        assert (path.stat().st_uid, path.stat().st_gid) == nobody.owner, path
+    assert theirs.stat().st_ctime_ns == before
+    assert os.lstat(home / "data" / "link").st_uid == nobody.uid
+    assert os.stat("/etc/passwd").st_uid == 0  # the link itself, never its target
