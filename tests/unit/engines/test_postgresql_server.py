@@ -121,20 +121,6 @@ def test_the_start_ignores_an_old_or_foreign_pid_file(tmp_path: Path) -> None:
     assert not server._started_now(5433, launched)  # never read through a link
 
 
-@pytest.mark.parametrize(
-    ("version", "restoring", "syncfs"),
-    [("15", True, True), ("14", True, True), ("13", True, False), ("15", False, False)],
-)
-def test_a_restored_directory_is_synced_at_start_with_one_syncfs(
-    tmp_path: Path, version: str, restoring: bool, syncfs: bool
-) -> None:
-    server = _server(tmp_path / "home")
-    (server.data / "PG_VERSION").write_text(version + "\n")
-    server.write_base_conf({}, restoring_as="postgres" if restoring else None)
-    conf = (server.data / "strongroom.conf").read_text()
-    assert ("recovery_init_sync_method = 'syncfs'" in conf) is syncfs
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="gives files to another user: needs root")
 def test_the_tree_is_given_to_the_user_and_what_is_theirs_is_left_alone(tmp_path: Path) -> None:
     nobody = InstanceIdentity.lookup("nobody")

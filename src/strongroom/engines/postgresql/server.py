@@ -41,14 +41,6 @@ READY_POLL = 0.01
 # once recovery has begun, promotion still to come): that is left to pg_ctl's own look.
 PID_LINES = 8
 READY_STATUS = "ready"
-# A restored directory's first start is a crash recovery to the server: it first fsyncs
-# every file, one at a time, each with a flush of the disk's cache (about a thousand
-# files in any cluster, 0.1-0.4 s of the start here). With syncfs the filesystem is
-# flushed once: 0.12 s against 0.19-0.24 s for the start after a restore at pgbench scale
-# 10. It also writes whatever else is dirty on that filesystem (PostgreSQL's own caveat),
-# which the restore's own writes are most of. PostgreSQL has it since 14; the restored
-# server keeps the setting.
-SYNCFS_SINCE = 14
 LEGACY_OS_USER = "postgres"  # instances created before each had an OS user of its own
 LOG_NAME = "log/postgresql.log"
 LOG_TAIL_BYTES = 16384
@@ -262,18 +254,8 @@ class ManagedServer:
             "lc_messages": "C",
         }
         settings.update(extra)
-        if restoring_as is not None and self._major() >= SYNCFS_SINCE:
-            settings["recovery_init_sync_method"] = "syncfs"
         self.write_file("strongroom.conf", cluster.render_conf(settings))
         self.write_hba(restoring_as=restoring_as)
-
-    def _major(self) -> int:
-        """The data directory's PostgreSQL major version (0 if it cannot be read)."""
-        try:
-            text = self.read_file("data/PG_VERSION", 16).decode("ascii", "replace").strip()
-        except (OSError, ValueError):
-            return 0
-        return int(text) if text.isdigit() else 0
 
     def write_hba(self, *, restoring_as: str | None = None) -> None:
         service_user = pwd.getpwuid(os.geteuid()).pw_name
