@@ -4,7 +4,6 @@ server's OS user (a tenant) may have put links there."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -83,42 +82,6 @@ def test_only_the_servers_own_files_are_read(tmp_path: Path) -> None:
     server.log.write_text("root's file, hard-linked in by the tenant\n")
     with pytest.raises(beneath.EscapeError, match="not the server's"):
         server.read_file("log/postgresql.log", 100)
-
-
-def _pid_file(server: ManagedServer, *, pid: int, started: float, port: int, status: str) -> None:
-    lines = [str(pid), str(server.data), str(int(started)), str(port), "/run", "*", "1 2"]
-    (server.data / "postmaster.pid").write_text("\n".join([*lines, f"{status:<8}"]) + "\n")
-
-
-def test_the_start_sees_a_ready_server_it_started(tmp_path: Path) -> None:
-    server = _server(tmp_path / "home")
-    launched = time.time()
-    assert not server._started_now(5433, launched)  # no postmaster.pid yet
-    _pid_file(server, pid=os.getpid(), started=launched, port=5433, status="starting")
-    assert not server._started_now(5433, launched)
-    _pid_file(server, pid=os.getpid(), started=launched, port=5433, status="standby")
-    assert not server._started_now(5433, launched)  # promotion still to come: pg_ctl's call
-    _pid_file(server, pid=os.getpid(), started=launched, port=5433, status="ready")
-    assert server._started_now(5433, launched)
-
-
-def test_the_start_ignores_an_old_or_foreign_pid_file(tmp_path: Path) -> None:
-    server = _server(tmp_path / "home")
-    launched = time.time()
-    _pid_file(server, pid=os.getpid(), started=launched - 60, port=5433, status="ready")
-    assert not server._started_now(5433, launched)  # a server from before this start
-    _pid_file(server, pid=os.getpid(), started=launched, port=5434, status="ready")
-    assert not server._started_now(5433, launched)  # another port
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    _pid_file(server, pid=dead.pid, started=launched, port=5433, status="ready")
-    assert not server._started_now(5433, launched)  # its process is gone
-    (server.data / "postmaster.pid").unlink()
-    target = tmp_path / "ready.pid"
-    _pid_file(server, pid=os.getpid(), started=launched, port=5433, status="ready")
-    os.rename(server.data / "postmaster.pid", target)
-    os.symlink(target, server.data / "postmaster.pid")
-    assert not server._started_now(5433, launched)  # never read through a link
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="gives files to another user: needs root")

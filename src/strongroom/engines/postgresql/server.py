@@ -21,9 +21,6 @@ import pwd
 import secrets
 import shutil
 import stat
-import subprocess
-import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,14 +30,6 @@ from strongroom.engines.identity import IdentityError, InstanceIdentity, name_fo
 from strongroom.engines.postgresql import cluster
 
 START_ATTEMPTS = 5
-# pg_ctl -w looks at the server every 0.1 s; the start watches postmaster.pid this often,
-# so a restore does not wait for pg_ctl's next look once recovery is done.
-READY_POLL = 0.01
-# postmaster.pid (src/include/utils/pidfile.h): line 1 the PID, 3 the start time (epoch
-# seconds), 4 the port, 8 the status. pg_ctl also counts "standby" as started (written
-# once recovery has begun, promotion still to come): that is left to pg_ctl's own look.
-PID_LINES = 8
-READY_STATUS = "ready"
 LEGACY_OS_USER = "postgres"  # instances created before each had an OS user of its own
 LOG_NAME = "log/postgresql.log"
 LOG_TAIL_BYTES = 16384
@@ -298,10 +287,27 @@ class ManagedServer:
             tried.append(port)
             self.write_file("strongroom-port.conf", f"port = {port}\n")
             size_before = self.log_size()
-            returncode, stderr = self._pg_ctl_start(port)
-            if returncode == 0:
+            result = process.run(
+                self.identity.argv(
+                    [
+                        self.tool("pg_ctl"),
+                        "start",
+                        "-D",
+                        self.data,
+                        "-l",
+                        self.log,
+                        "-w",
+                        "-t",
+                        str(int(self.timeout)),
+                        "-s",
+                    ]
+                ),
+                timeout=self.timeout + 60,
+                check=False,
+            )
+            if result.returncode == 0:
                 return port
-            tail = self.log_since(size_before) or stderr.strip()
+            tail = self.log_since(size_before) or result.stderr.strip()
             if "Address already in use" in tail or "could not create any TCP/IP" in tail:
                 port = None
                 continue
@@ -309,77 +315,6 @@ class ManagedServer:
                 self.stop(mode="immediate")
             raise InstanceError(f"PostgreSQL did not start: {tail}")
         raise InstanceError(f"PostgreSQL did not start: no free port (tried {tried})")
-
-    def _pg_ctl_start(self, port: int) -> tuple[int, str]:
-        """``pg_ctl start -w``; returns its status and stderr, or ``(0, "")`` as soon as
-        postmaster.pid says that the server started now on ``port`` is ready (pg_ctl,
-        which would say so at its next look, then ends on its own and is reaped)."""
-        argv = self.identity.argv(
-            [
-                self.tool("pg_ctl"),
-                "start",
-                "-D",
-                self.data,
-                "-l",
-                self.log,
-                "-w",
-                "-t",
-                str(int(self.timeout)),
-                "-s",
-            ]
-        )
-        launched = time.time()
-        deadline = time.monotonic() + self.timeout + 60
-        try:
-            proc = subprocess.Popen(
-                argv,
-                env=process.minimal_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-        except FileNotFoundError as exc:
-            raise process.ProcessError("pg_ctl", "is not installed") from exc
-        while True:
-            try:
-                proc.wait(READY_POLL)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if self._started_now(port, launched):
-                threading.Thread(target=proc.communicate, daemon=True).start()
-                return 0, ""
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.communicate()
-                raise process.ProcessError(
-                    "pg_ctl", f"did not finish within {self.timeout + 60:.0f} s"
-                )
-        _out, err = proc.communicate()
-        return proc.returncode, err.decode("utf-8", "replace")
-
-    def _started_now(self, port: int, launched: float) -> bool:
-        """Whether postmaster.pid is that of a live server started after ``launched``
-        (with pg_ctl's two seconds of slack) on ``port``, and ready."""
-        try:
-            text = self.read_file("data/postmaster.pid", 4096).decode("ascii", "replace")
-        except (OSError, ValueError):
-            return False
-        lines = text.split("\n")
-        if len(lines) < PID_LINES:
-            return False
-        pid, started, pid_port = lines[0].strip(), lines[2].strip(), lines[3].strip()
-        if lines[PID_LINES - 1].strip() != READY_STATUS or pid_port != str(port):
-            return False
-        if not (pid.isdigit() and started.isdigit()) or int(started) < launched - 2:
-            return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # alive, another user's
-        return True
 
     def stop(self, mode: str = "fast") -> None:
         if not (self.data / "postmaster.pid").exists():
