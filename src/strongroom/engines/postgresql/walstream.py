@@ -279,7 +279,8 @@ class SegmentWriter:
 
     def _open(self, lsn: int) -> int:
         path = self.path_for(lsn)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        # No link followed: the restore's own home, but written as root.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         if os.fstat(fd).st_size < self.segment_size:
             os.ftruncate(fd, self.segment_size)
         if self.owner is not None:
