@@ -299,20 +299,33 @@ def bench_api(
         else:
             argv = [STRONGROOM, "api", "--port", str(port)]
             argv += ["--workers", str(SCALED_OUT_API_PROCESSES)]
+        since = (WORK / f"api-{slug}.log").stat().st_size  # the seeder's lines come before
         server = _start(argv, env, f"api-{slug}.log")
         try:
-            _wait_until_serving(base, server, slug)
+            processes = serve_workers if layout == "embedded" else SCALED_OUT_API_PROCESSES
+            _wait_until_serving(base, server, slug, processes, since)
             return _measure(base, token, ids, instance_ids, seconds, concurrency, label)
         finally:
             _stop(server)
 
 
-def _wait_until_serving(base: str, server: subprocess.Popen[bytes], layout: str) -> None:
+def _wait_until_serving(
+    base: str, server: subprocess.Popen[bytes], layout: str, processes: int = 0, since: int = 0
+) -> None:
+    """Until the server answers and each of its ``processes`` API processes has said in its
+    log, past byte ``since``, that it is ready: wrk keeps its connections for the whole run,
+    so those made while one process is still starting would all go to the others."""
     deadline = time.monotonic() + 60
+    log_file = WORK / f"api-{layout}.log"
     while True:
         try:
             if httpx.get(base + "/", timeout=1).status_code < 500:
-                return
+                if processes == 0:
+                    return
+                with log_file.open("rb") as logged:
+                    logged.seek(since)
+                    if logged.read().count(b" API process ") >= processes:
+                        return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline or server.poll() is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from collections.abc import AsyncIterator
 
 from anyio import to_thread
@@ -34,6 +36,8 @@ from strongroom.api.routes import (
 from strongroom.domain.errors import DomainError
 from strongroom.services.container import Services
 
+log = logging.getLogger(__name__)
+
 
 def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
     edge = edge or EdgeSettings()
@@ -46,6 +50,9 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
         to_thread.current_default_thread_limiter().total_tokens = services.request_threads
         if services.health is not None:
             mark_draining_on_signals(services.health)
+        # One line per serving process: with several (`--workers`), the operator and the
+        # benchmark can tell when every one of them takes requests.
+        log.info("API process %d ready", os.getpid())
         yield
 
     app = FastAPI(

@@ -135,8 +135,12 @@ def test_two_processes_answer_and_jobs_and_schedules_run_once(tmp_path: Path) ->
             assert len(rows) == 300
     finally:
         server.stop()
-    started = re.findall(r"backup scheduler started in process (\d+)", server.log_path.read_text())
+    logged = server.log_path.read_text()
+    started = re.findall(r"backup scheduler started in process (\d+)", logged)
     assert started == [str(server.process.pid)]
+    # Each API process says once that it takes requests; the serving process does not.
+    ready = re.findall(r"API process (\d+) ready", logged)
+    assert sorted(int(pid) for pid in ready) == sorted(apis)
 
 
 def test_the_job_socket_is_the_owners_and_the_allow_list_holds_in_every_process(
