@@ -233,7 +233,9 @@ CHILD = textwrap.dedent(
             return getattr(self.inner, name)
         def put(self, key, data):
             if "/wal/" in key and key.endswith("manifest.json"):
-                marker.write_text(key)
+                # Whole or not at all: the test reads the key as soon as the marker exists.
+                marker.with_suffix(".part").write_text(key)
+                marker.with_suffix(".part").replace(marker)
                 time.sleep(3600)  # killed here: the batch's chunks are stored, not its manifest
             self.inner.put(key, data)
 
@@ -270,6 +272,8 @@ def test_an_archiver_killed_while_storing_leaves_no_gap(
         child.send_signal(signal.SIGKILL)
         child.wait()
     killed = marker.read_text().rsplit("/", 1)[0] + "/"
+    # One batch's directory, never a wider prefix that every object would match.
+    assert f"/{source['id']}/wal/" in killed and not killed.endswith("/wal/")
     assert [p for p in archive_objects(h, source["id"]) if killed in str(p)]  # its chunks
     with h.container.uow() as uow:
         assert uow.pitr.batches(source["id"]) == before  # nothing recorded
