@@ -246,6 +246,7 @@ def build(
             bind_address=settings.instance_bind_address,
             timeout=settings.engine_timeout,
             enabled=tuple(settings.datastores),
+            postgresql_page_deltas=settings.postgresql_page_deltas,
         )
     )
     requests_only = role in ("api", "serving")

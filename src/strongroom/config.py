@@ -160,6 +160,10 @@ class Settings(BaseSettings):
     mariadb_allowed_datadirs: AllowanceList = Field(default_factory=list)
     instance_bind_address: str = "127.0.0.1"
     engine_timeout: float = 6 * 3600
+    # PostgreSQL incrementals store a changed page as its difference from the parent's
+    # (docs/format.md 8.2): far smaller after updates spread over a table, at the cost
+    # of reading the parent chain at backup and the older links' pages at restore.
+    postgresql_page_deltas: bool = True
     datastores: Annotated[list[Literal["sqlite", "postgresql", "mariadb"]], NoDecode] = [
         "sqlite",
         "postgresql",

@@ -18,7 +18,7 @@ argv with passwords. External tools run through :mod:`strongroom.engines.process
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -102,6 +102,12 @@ class RestoreInput:
     stream: ByteSource
 
 
+# The parent backup's whole chain, full first, opened when an engine asks for it (an
+# incremental that stores what changed relative to the parent's data, not only which
+# parts changed).
+ParentChain = Callable[[], Sequence[RestoreInput]]
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     datastore: str  # "sqlite", "postgresql", "mariadb"
@@ -182,12 +188,19 @@ class Engine(Protocol):
         ...
 
     def backup(
-        self, connection: Connection, sink: ByteSink, *, parent: Metadata | None
+        self,
+        connection: Connection,
+        sink: ByteSink,
+        *,
+        parent: Metadata | None,
+        parent_chain: ParentChain | None = None,
     ) -> BackupResult:
         """Stream a consistent physical backup into ``sink``. With ``parent`` (the parent
         backup's metadata) write only what changed since it; an engine that cannot do
-        that for this parent raises ``BackupError``. Raises ``BackupError`` with a reason
-        (the tool's stderr, cleaned of secrets) on failure."""
+        that for this parent raises ``BackupError``. ``parent_chain`` opens the parent's
+        chain for an engine that reads it (the streams are consumed in any order, closed
+        when done). Raises ``BackupError`` with a reason (the tool's stderr, cleaned of
+        secrets) on failure."""
         ...
 
     def check_restorable(self, metadata: Metadata) -> None:

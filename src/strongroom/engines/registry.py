@@ -18,6 +18,7 @@ class EngineSettings:
     mariadb_allowed_datadirs: AllowList = field(default_factory=AllowList)
     bind_address: str = "127.0.0.1"
     timeout: float = 6 * 3600
+    postgresql_page_deltas: bool = True
     enabled: Sequence[str] = field(default=("sqlite", "postgresql", "mariadb"))
 
 
@@ -35,6 +36,7 @@ def _postgresql(settings: EngineSettings) -> Engine:
         allowed_hosts=settings.postgresql_allowed_hosts,
         allowed_data_dirs=settings.postgresql_allowed_data_dirs,
         timeout=settings.timeout,
+        page_deltas=settings.postgresql_page_deltas,
     )
 
 

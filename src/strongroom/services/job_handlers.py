@@ -152,6 +152,10 @@ class JobHandlers:
             uow.commit()
 
     # -- backups -------------------------------------------------------------------
+    def _find_backup(self, backup_id: str) -> Backup | None:
+        with self._uow() as uow:
+            return uow.backups.find(backup_id)
+
     def _backup(self, backup_id: str, _payload: dict[str, Any]) -> None:
         with self._uow() as uow:
             backup = uow.backups.find(backup_id)
@@ -192,6 +196,7 @@ class JobHandlers:
                 datastore_version=version.name,
                 parent=parent,
                 report=lambda done: self._report(backup_id, done),
+                find_backup=self._find_backup,
             )
         except Exception as exc:
             self.fail_backup(backup_id, describe_failure(exc))
@@ -330,10 +335,7 @@ class JobHandlers:
         if target is None:
             raise RuntimeError(f"backup {instance.restore_backup_id} no longer exists")
 
-        def find(backup_id: str) -> Backup | None:
-            with self._uow() as uow:
-                return uow.backups.find(backup_id)
-
+        find = self._find_backup
         if restore_time is not None:
             when = datetime.fromisoformat(restore_time)
             with self._uow() as uow:

@@ -92,13 +92,26 @@ def _backup(
     conn: dict[str, Any],
     path: Path,
     parent: dict[str, Any] | None = None,
+    chain: list[tuple[dict[str, Any], Path]] | None = None,
     **sink_kw: Any,
 ) -> tuple[dict[str, Any], int]:
+    """With ``chain`` (the parent's chain, full first, as written), the engine may store
+    changed pages as deltas against it."""
     sink = FileSink(path, **sink_kw)
+    opened: list[OffsetFileSource] = []
+
+    def parent_chain() -> list[RestoreInput]:
+        opened.extend(OffsetFileSource(p) for _, p in chain or [])
+        return [RestoreInput(m, fh) for (m, _), fh in zip(chain or [], opened, strict=True)]
+
     try:
-        result = engine.backup(conn, sink, parent=parent)
+        result = engine.backup(
+            conn, sink, parent=parent, parent_chain=parent_chain if chain else None
+        )
     finally:
         sink.close()
+        for fh in opened:
+            fh.close()
     assert result.incremental is (parent is not None)
     return result.metadata, sink.size
 
@@ -315,7 +328,9 @@ def test_incremental_chain(
         ).rowcount
     assert updated == SCALE * 1000
     states.append(_states(source, dbs))
-    inc1_meta, _ = _backup(engine, source, workdir / "chain-1", parent=full_meta)
+    links = [(full_meta, workdir / "chain-0")]
+    inc1_meta, _ = _backup(engine, source, workdir / "chain-1", parent=full_meta, chain=links)
+    links.append((inc1_meta, workdir / "chain-1"))
     with connect(source) as c:
         c.execute(
             "CREATE TABLE extra AS SELECT g AS id, md5(g::text) AS v "
@@ -333,14 +348,17 @@ def test_incremental_chain(
         c.execute("CREATE DATABASE copied TEMPLATE bench STRATEGY FILE_COPY")
     dbs = ("bench", "copied")
     states.append(_states(source, dbs))
-    inc2_meta, _ = _backup(engine, source, workdir / "chain-2", parent=inc1_meta)
+    inc2_meta, _ = _backup(engine, source, workdir / "chain-2", parent=inc1_meta, chain=links)
+    links.append((inc2_meta, workdir / "chain-2"))
     with connect(source) as c:
         # a rewrite into a new relation file
         c.execute("VACUUM FULL pgbench_accounts")
+        # every page of a table changes by a few bytes: deltas on deltas
+        c.execute("UPDATE extra SET v = upper(v) WHERE id % 40 = 0")
     with connect(source, "copied") as c:
         c.execute("UPDATE pgbench_branches SET bbalance = bbalance + 1")
     states.append(_states(source, dbs))
-    inc3_meta, _ = _backup(engine, source, workdir / "chain-3", parent=inc2_meta)
+    inc3_meta, _ = _backup(engine, source, workdir / "chain-3", parent=inc2_meta, chain=links)
     full_size, inc1_size = _stored(workdir / "chain-0"), _stored(workdir / "chain-1")
     print(
         f"\nfull backup: {full_size} bytes stored; incremental after updating {updated} of "
@@ -353,6 +371,7 @@ def test_incremental_chain(
     for parent, child in itertools.pairwise(metas):
         assert child["method"] == "pgdata-pages"
         assert child["threshold_lsn"] == parent["start_lsn"]
+        assert child["page_format"] == "xor-deltas" and child["delta_pages"] > 0
     assert inc1_size < full_size / 20
 
     links = [(meta, workdir / f"chain-{n}") for n, meta in enumerate(metas)]
@@ -631,3 +650,37 @@ def test_external_with_data_dir_reads_its_files(external: PlainServer, workdir: 
 
 def test_no_leftover_threads() -> None:
     assert not [t for t in threading.enumerate() if isinstance(t, Writer) and t.is_alive()]
+
+
+def test_a_spread_update_is_stored_as_deltas_and_restores_row_for_row(
+    engine: PostgresEngine, source: dict[str, Any], workdir: Path
+) -> None:
+    """5 % of the rows, every 20th, so nearly every page of the table changes by a tuple:
+    an incremental of deltas stores a fraction of one of whole pages, and restores the
+    same rows, alone after the full and under a further delta link."""
+    full_meta, _ = _backup(engine, source, workdir / "spread-0")
+    chain = [(full_meta, workdir / "spread-0")]
+    with connect(source) as c:
+        c.execute("UPDATE pgbench_accounts SET abalance = abalance + 3 WHERE aid % 20 = 1")
+        c.execute("CHECKPOINT")
+    state1 = snapshot(source)
+    whole_meta, _ = _backup(engine, source, workdir / "spread-whole", parent=full_meta)
+    delta_meta, _ = _backup(engine, source, workdir / "spread-1", parent=full_meta, chain=chain)
+    chain.append((delta_meta, workdir / "spread-1"))
+    assert "page_format" not in whole_meta and delta_meta["page_format"] == "xor-deltas"
+    assert delta_meta["delta_pages"] > delta_meta["changed_pages"] * 0.8
+    whole, deltas = _stored(workdir / "spread-whole"), _stored(workdir / "spread-1")
+    print(f"\nspread update: whole pages {whole} bytes stored, deltas {deltas} bytes")
+    assert deltas < whole * 0.5
+    with connect(source) as c:
+        c.execute("UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid % 20 = 2")
+    state2 = snapshot(source)
+    delta2_meta, _ = _backup(engine, source, workdir / "spread-2", parent=delta_meta, chain=chain)
+    chain.append((delta2_meta, workdir / "spread-2"))
+    for n, expected in ((2, state1), (3, state2)):
+        home = workdir / f"restored-spread-{n}"
+        restored = _restore(engine, home, chain[:n], by_segments=n == 3)
+        try:
+            assert snapshot(restored) == expected, f"chain up to link {n - 1} differs"
+        finally:
+            engine.destroy_instance(home, restored)

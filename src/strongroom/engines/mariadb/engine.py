@@ -39,6 +39,7 @@ from strongroom.engines.base import (
     EngineInfo,
     InstanceRequest,
     Metadata,
+    ParentChain,
     RestoreInput,
 )
 from strongroom.engines.errors import EngineUnavailableError, RestoreError
@@ -213,7 +214,12 @@ class MariaDbEngine:
         return _tree_size(Path(str(connection.get("datadir", ""))))
 
     def backup(
-        self, connection: Connection, sink: ByteSink, *, parent: Metadata | None
+        self,
+        connection: Connection,
+        sink: ByteSink,
+        *,
+        parent: Metadata | None,
+        parent_chain: ParentChain | None = None,
     ) -> BackupResult:
         return backup.backup(self._require(), connection, sink, parent=parent, timeout=self.timeout)
 

@@ -26,6 +26,7 @@ from strongroom.engines.base import (
     EngineInfo,
     InstanceRequest,
     Metadata,
+    ParentChain,
     RestoreInput,
 )
 from strongroom.engines.errors import (
@@ -72,7 +73,9 @@ class PostgresEngine:
         allowed_hosts: AllowList | Sequence[str] = (),
         allowed_data_dirs: AllowList | Sequence[Path] = (),
         timeout: float = 3600,
+        page_deltas: bool = True,
     ) -> None:
+        self.page_deltas = page_deltas
         self._explicit_bin_dir = Path(bin_dir) if bin_dir is not None else None
         self.bind_address = bind_address
         self.allowed_hosts = (
@@ -130,7 +133,7 @@ class PostgresEngine:
 
     @property
     def _files(self) -> FileMethod:
-        return FileMethod(timeout=self.timeout)
+        return FileMethod(timeout=self.timeout, page_deltas=self.page_deltas)
 
     @property
     def _replication(self) -> ReplicationMethod:
@@ -285,12 +288,17 @@ class PostgresEngine:
 
     # -- backup and restore --------------------------------------------------------------
     def backup(
-        self, connection: Connection, sink: ByteSink, *, parent: Metadata | None
+        self,
+        connection: Connection,
+        sink: ByteSink,
+        *,
+        parent: Metadata | None,
+        parent_chain: ParentChain | None = None,
     ) -> BackupResult:
         password = connection.get("password")
         try:
             if FileMethod.applies(connection):
-                return self._files.backup(connection, sink, parent)
+                return self._files.backup(connection, sink, parent, parent_chain)
             return self._replication.backup(connection, sink, parent)
         except datadir.DataDirError as exc:
             raise BackupError(str(exc)) from exc

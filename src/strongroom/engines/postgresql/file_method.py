@@ -19,7 +19,7 @@ from psycopg import pq
 from psycopg.pq.abc import PGconn
 
 from strongroom.engines import beneath
-from strongroom.engines.base import BackupResult, ByteSink, Connection, Metadata
+from strongroom.engines.base import BackupResult, ByteSink, Connection, Metadata, ParentChain
 from strongroom.engines.errors import BackupError, RestoreError
 from strongroom.engines.postgresql import (
     datadir,
@@ -32,7 +32,9 @@ from strongroom.engines.postgresql import (
 from strongroom.engines.postgresql.lsn import format_lsn, parse_lsn, window_start
 from strongroom.engines.postgresql.methods import Link, PgMetadata
 from strongroom.engines.postgresql.models import FilesMetadata
+from strongroom.engines.postgresql.parentpages import ParentPages
 from strongroom.engines.postgresql.server import ManagedServer
+from strongroom.engines.postgresql.streamio import StreamFormatError
 
 # Threads laying out a link's files at once (see filestream.ChainRestorer.apply).
 LAYOUT_THREADS = min(4, os.cpu_count() or 1)
@@ -42,8 +44,9 @@ class FileMethod:
     """Servers whose data directory this host reads: managed ones, and external ones
     registered with ``data_dir``."""
 
-    def __init__(self, *, timeout: float) -> None:
+    def __init__(self, *, timeout: float, page_deltas: bool = True) -> None:
         self.timeout = timeout
+        self.page_deltas = page_deltas
 
     @staticmethod
     def applies(connection: Connection) -> bool:
@@ -53,11 +56,16 @@ class FileMethod:
         return bool(data_dir and os.access(Path(data_dir) / "PG_VERSION", os.R_OK))
 
     def backup(
-        self, connection: Connection, sink: ByteSink, parent: Metadata | None
+        self,
+        connection: Connection,
+        sink: ByteSink,
+        parent: Metadata | None,
+        parent_chain: ParentChain | None = None,
     ) -> BackupResult:
         data = Path(connection["data_dir"])
         deadline = time.monotonic() + self.timeout
         pgconn = session.replication_pgconn(connection)
+        parent_pages: ParentPages | None = None
         try:
             sysid, timeline, _ = session.identify(pgconn)
             slot = self._reserve_wal(pgconn)
@@ -68,6 +76,8 @@ class FileMethod:
                     threshold, known_databases = self._page_threshold(
                         conn, parent, facts, sysid, timeline
                     )
+                    if self.page_deltas and parent_chain is not None:
+                        parent_pages = self._parent_pages(parent_chain, facts["block_size"])
                 row = conn.execute("SELECT pg_backup_start('strongroom', true)::text").fetchone()
                 assert row is not None
                 start = parse_lsn(row[0])
@@ -84,6 +94,7 @@ class FileMethod:
                         "start_lsn": format_lsn(start),
                         "threshold_lsn": None if threshold is None else format_lsn(threshold),
                     },
+                    parent=parent_pages,
                 )
                 with beneath.directory(data) as root_fd:
                     if datadir.system_identifier(root_fd) != sysid:
@@ -108,8 +119,12 @@ class FileMethod:
             self._stream_window(pgconn, slot, window, counter, deadline)
         except walstream.WalStreamError as exc:
             raise BackupError(f"streaming WAL failed: {exc}") from exc
+        except StreamFormatError as exc:
+            raise BackupError(f"the parent backup chain could not be read: {exc}") from exc
         finally:
             pgconn.finish()
+            if parent_pages is not None:
+                parent_pages.close()
         metadata: Metadata = {
             "method": methods.FILES_FULL if parent is None else methods.FILES_INCREMENTAL,
             "format": 1,
@@ -126,7 +141,27 @@ class FileMethod:
         if threshold is not None:
             metadata["threshold_lsn"] = format_lsn(threshold)
             metadata["changed_pages"] = pages
+        if parent_pages is not None:
+            metadata["page_format"] = methods.PAGE_DELTAS
+            metadata["delta_pages"] = writer.delta_pages
         return BackupResult(metadata=metadata, incremental=parent is not None)
+
+    @staticmethod
+    def _parent_pages(parent_chain: ParentChain, block_size: int) -> ParentPages:
+        """The parent chain's pages, for deltas: every link file-level, full first."""
+        links = parent_chain()
+        streams = [link.stream for link in links]
+        try:
+            for link in links:
+                if not isinstance(methods.parse_parent(link.metadata), FilesMetadata):
+                    raise BackupError("the parent's chain mixes backup methods")
+            return ParentPages(streams, block_size)
+        except BaseException:
+            for stream in streams:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+            raise
 
     @staticmethod
     def _reserve_wal(pgconn: PGconn) -> str:
@@ -263,10 +298,15 @@ class FileMethod:
         if not isinstance(meta, FilesMetadata):
             raise RestoreError("the chain mixes backup methods")
 
+        stream_format = (
+            filestream.FORMAT_VERSION if meta.page_format is None else filestream.DELTA_FORMAT
+        )
+
         def expect(header: dict[str, Any]) -> None:
-            if (header.get("start_lsn"), header.get("threshold_lsn")) != (
+            if (header.get("start_lsn"), header.get("threshold_lsn"), header.get("format")) != (
                 meta.start_lsn,
                 meta.threshold_lsn,
+                stream_format,
             ):
                 raise RestoreError("a backup stream does not match its metadata")
 

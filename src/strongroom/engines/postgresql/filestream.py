@@ -1,6 +1,6 @@
 """File-level backup streams of a data directory, and restoring a chain of them.
 
-Stream format (version 1)::
+Stream format (versions 1 and 2)::
 
     b"SRPGDIR1\\n" | u32 header length | header (JSON)
     records:
@@ -11,6 +11,10 @@ Stream format (version 1)::
       b"l" | u32 n | backup_label | u32 n | tablespace_map         last record
     the backup's WAL window, as a WAL-range stream (see :mod:`walstream`)
 
+Version 2 (an incremental with sub-page deltas, see :mod:`pagedelta`) differs in one
+thing: a run whose block count has ``pagedelta.DELTA_RUN`` set holds each block XORed
+with the parent chain's image of it.
+
 Every file present when the backup ran has a record, so the newest link of a chain
 names the files of the restored directory and their sizes. CRC-32 is the engine's own
 check of each record (the pipeline authenticates every byte cryptographically); zlib-ng
@@ -19,8 +23,9 @@ here), which mattered: a restore spent a quarter of its layout thread checksummi
 
 A chain is restored newest link first: each block of each file is written once, by the
 newest link that holds it, so a block changed in every link is not written again and
-again; the older links' copies of it are read (to verify them) and skipped. Every block
-of every restored file must come from some link, or the restore fails.
+again; the older links' copies of it are read (to verify them) and skipped. A block a
+newer link holds as a delta is final only once an older link's whole copy is XORed in.
+Every block of every restored file must come from some link, or the restore fails.
 """
 
 from __future__ import annotations
@@ -28,29 +33,37 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zlib_ng.zlib_ng import crc32
 
 from strongroom.engines import beneath
 from strongroom.engines.base import ByteSink, ByteSource
-from strongroom.engines.postgresql import datadir
+from strongroom.engines.postgresql import datadir, pagedelta
 from strongroom.engines.postgresql.streamio import SourceBuffer, StreamFormatError, safe_relative
 from strongroom.engines.postgresql.writeback import BackgroundWriteback
 
+if TYPE_CHECKING:
+    from strongroom.engines.postgresql.parentpages import ParentPages
+
 MAGIC = b"SRPGDIR1\n"
 FORMAT_VERSION = 1
+DELTA_FORMAT = 2  # runs may hold sub-page deltas (see :mod:`pagedelta`)
+READ_FORMATS = (FORMAT_VERSION, DELTA_FORMAT)
 END_OF_RUNS = 0xFFFFFFFF
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
 _RUN = struct.Struct("!II")
+_RUNS_OF_SAME = re.compile(rb"\x00+|\x01+")
+_PENDING = re.compile(rb"\x00+|\x02+")  # blocks not yet final (see _FileState.written)
 _BLOCK_SIZES = (1024, 2048, 4096, 8192, 16384, 32768)  # what PostgreSQL can be built with
 # Smaller files are left to the server's fsync at start: one fdatasync each would cost a
 # metadata write (a journal commit) for a few kilobytes, and a directory holds thousands.
@@ -70,17 +83,27 @@ class DirStreamWriter:
     """Writes records of a data directory into ``sink``."""
 
     def __init__(
-        self, sink: ByteSink, header: dict[str, Any], *, segment_bytes: int | None = None
+        self,
+        sink: ByteSink,
+        header: dict[str, Any],
+        *,
+        segment_bytes: int | None = None,
+        parent: ParentPages | None = None,
     ) -> None:
         self._sink = sink
         self._block_size = int(header["block_size"])
         self._buffer = bytearray(datadir.READ_SIZE)
+        # With the parent's pages, changed blocks may be stored as deltas (format 2).
+        self._parent = parent
+        self._delta = bytearray(datadir.READ_SIZE) if parent is not None else None
+        self.delta_pages = 0
         self._written = 0
         self._segment_bytes = segment_bytes or SEGMENT_BYTES
         self._next_segment = self._segment_bytes
         # Where records start, about every ``segment_bytes`` (see :func:`check_segments`).
         self.segment_offsets: list[int] = []
-        body = json.dumps(dict(header, format=FORMAT_VERSION), sort_keys=True).encode()
+        version = FORMAT_VERSION if parent is None else DELTA_FORMAT
+        body = json.dumps(dict(header, format=version), sort_keys=True).encode()
         self._put(MAGIC + _U32.pack(len(body)) + body)
 
     def _put(self, data: bytes | memoryview) -> None:
@@ -116,15 +139,49 @@ class DirStreamWriter:
         self._put(_U64.pack(size))
         crc = 0
         pages = 0
-        for first, view in datadir.changed_runs(fd, size, threshold, self._block_size):
-            count = len(view) // self._block_size
-            run = _RUN.pack(first, count)
-            crc = crc32(view, crc32(run, crc))
-            self._put(run)
-            self._put(view)
+        bs = self._block_size
+        known = self._parent.open(path) if self._parent is not None else 0
+        for first, view in datadir.changed_runs(fd, size, threshold, bs):
+            count = len(view) // bs
             pages += count
+            based = max(0, min(count, known - first))  # blocks the parent has
+            if based:
+                crc = self._delta_runs(first, view[: based * bs], crc)
+            if based < count:
+                crc = self._run(first + based, view[based * bs :], 0, crc)
         self._put(_U32.pack(END_OF_RUNS) + _U32.pack(crc))
         return pages
+
+    def _run(self, first: int, data: memoryview, flags: int, crc: int) -> int:
+        run = _RUN.pack(first, len(data) // self._block_size | flags)
+        self._put(run)
+        self._put(data)
+        return crc32(data, crc32(run, crc))
+
+    def _delta_runs(self, first: int, pages: memoryview, crc: int) -> int:
+        """``pages`` (from block ``first``) as runs of deltas against the parent's image
+        where that pays, of whole blocks elsewhere."""
+        assert self._parent is not None and self._delta is not None
+        bs = self._block_size
+        count = len(pages) // bs
+        delta = memoryview(self._delta)[: len(pages)]
+        known = self._parent.image(first, count, delta)
+        pagedelta.xor_into(delta, pages)
+        paying = pagedelta.delta_blocks(delta, bs)
+        # A block is a delta where the parent's image is known and the delta pays.
+        use = bytes(a & b for a, b in zip(known, paying, strict=True))
+        at = 0
+        for match in _RUNS_OF_SAME.finditer(use):
+            start, end = match.span()
+            if use[start]:
+                part = delta[start * bs : end * bs]
+                crc = self._run(first + start, part, pagedelta.DELTA_RUN, crc)
+                self.delta_pages += end - start
+            else:
+                crc = self._run(first + start, pages[start * bs : end * bs], 0, crc)
+            at = end
+        assert at == count
+        return crc
 
     def label(self, backup_label: str, tablespace_map: str) -> None:
         label, spcmap = backup_label.encode(), tablespace_map.encode()
@@ -154,6 +211,22 @@ def check_segments(offsets: Sequence[int], first_record: int) -> None:
         previous = offset
 
 
+def read_header(buffer: SourceBuffer) -> dict[str, Any]:
+    """A link's stream header (magic, length, JSON), of a format this code reads."""
+    if buffer.exact(len(MAGIC)) != MAGIC:
+        raise FileStreamError("not a PostgreSQL file-level backup stream")
+    (length,) = _U32.unpack(buffer.exact(4))
+    if length > 1 << 20:
+        raise FileStreamError("the backup stream's header is malformed")
+    try:
+        header = json.loads(buffer.exact(length))
+    except ValueError as exc:
+        raise FileStreamError("the backup stream's header is malformed") from exc
+    if not isinstance(header, dict) or header.get("format") not in READ_FORMATS:
+        raise FileStreamError("unsupported file-level backup stream format")
+    return header
+
+
 class _Stopped(Exception):
     """Another segment of the link failed."""
 
@@ -164,6 +237,12 @@ def _close(source: ByteSource) -> None:
         close()
 
 
+# Per block of a file an incremental changed: what newer links wrote there.
+_MISSING, _FINAL, _PARTIAL = 0, 1, 2  # nothing; the block; deltas, awaiting their base
+_AFTER_WHOLE = bytes([_FINAL] * 256)  # bytes.translate tables: a whole block applied
+_AFTER_DELTA = bytes([_PARTIAL, _FINAL, _PARTIAL] + [0] * 253)  # a delta applied
+
+
 class _FileState:
     __slots__ = ("complete", "created", "size", "written")
 
@@ -171,8 +250,13 @@ class _FileState:
         self.size = size
         self.complete = False
         self.created = False
-        # Per block, whether a newer link wrote it; None for files copied whole.
+        # Per block, _MISSING, _FINAL or _PARTIAL; None for files copied whole.
         self.written: bytearray | None = bytearray(blocks) if blocks is not None else None
+
+    def pending(self) -> bool:
+        """Whether some block still needs an older link."""
+        written = self.written
+        return written is not None and (written.find(_MISSING) >= 0 or written.find(_PARTIAL) >= 0)
 
 
 class ChainRestorer:
@@ -193,6 +277,7 @@ class ChainRestorer:
         self._files: dict[str, _FileState] = {}
         self._block_size = 0
         self._links = 0
+        self._deltas = False  # the link being laid out may hold deltas (format 2)
         self._writeback = BackgroundWriteback()
         self._layout = ThreadPoolExecutor(workers, thread_name_prefix="strongroom-layout")
         self._lock = threading.Lock()  # the files of the chain, and of the link, by path
@@ -221,8 +306,9 @@ class ChainRestorer:
         they hold different files, and one thread writing into the page cache was the
         restore's limit."""
         buffer = SourceBuffer(source, FileStreamError)
-        header = self._header(buffer)
+        header = read_header(buffer)
         expect(header)
+        self._deltas = header["format"] >= DELTA_FORMAT
         newest = self._links == 0
         block_size = header.get("block_size")
         if block_size not in _BLOCK_SIZES:
@@ -325,13 +411,16 @@ class ChainRestorer:
         return the restored files' paths."""
         bs = self._block_size
         for path, state in self._files.items():
-            if not state.complete:
-                blocks = state.size // bs if bs else 0
-                if state.written is None or state.written.find(0, 0, blocks) >= 0:
-                    raise FileStreamError(
-                        f"the backup chain does not hold every page of {path}: "
-                        "a link is missing or belongs to another chain"
-                    )
+            blocks = state.size // bs if bs else 0
+            written = state.written
+            holes = not state.complete and (
+                written is None or written.find(_MISSING, 0, blocks) >= 0
+            )
+            if holes or (written is not None and written.find(_PARTIAL) >= 0):
+                raise FileStreamError(
+                    f"the backup chain does not hold every page of {path}: "
+                    "a link is missing or belongs to another chain"
+                )
             fd = beneath.open_beneath(self._root_fd, path, os.O_WRONLY)
             try:
                 os.ftruncate(fd, state.size)
@@ -341,21 +430,6 @@ class ChainRestorer:
         return sorted(self._files)
 
     # -- records --------------------------------------------------------------------
-    @staticmethod
-    def _header(buffer: SourceBuffer) -> dict[str, Any]:
-        if buffer.exact(len(MAGIC)) != MAGIC:
-            raise FileStreamError("not a PostgreSQL file-level backup stream")
-        (length,) = _U32.unpack(buffer.exact(4))
-        if length > 1 << 20:
-            raise FileStreamError("the backup stream's header is malformed")
-        try:
-            header = json.loads(buffer.exact(length))
-        except ValueError as exc:
-            raise FileStreamError("the backup stream's header is malformed") from exc
-        if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
-            raise FileStreamError("unsupported file-level backup stream format")
-        return header
-
     @staticmethod
     def _text(buffer: SourceBuffer) -> str:
         (length,) = _U32.unpack(buffer.exact(4))
@@ -408,8 +482,8 @@ class ChainRestorer:
         """The file, made new (``O_EXCL``) by the newest link that names it; opened
         again by older links, beneath the target and never through a link."""
         if state.created:
-            return beneath.open_beneath(self._root_fd, path, os.O_WRONLY)
-        new = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            return beneath.open_beneath(self._root_fd, path, os.O_RDWR)
+        new = os.O_RDWR | os.O_CREAT | os.O_EXCL
         try:
             fd = beneath.open_beneath(self._root_fd, path, new, 0o600)
         except FileNotFoundError:  # a directory the stream did not name first
@@ -429,11 +503,15 @@ class ChainRestorer:
     def _whole(self, buffer: SourceBuffer, path: str, size: int, newest: bool) -> None:
         state = self._state_for(path, size, newest, paged=False)
         with self._output(path, state) as fd:
-            crc = self._copy_span(buffer, fd, state, 0, size, 0)
+            crc = self._copy_span(buffer, fd, state, 0, size, 0, delta=False)
         stored = self._stored_crc(buffer)
         if state is not None:
             self._check_crc(stored, crc, path)
-            state.complete = True
+            if state.written is not None:
+                self._mark(state, 0, min(-(-size // self._block_size), len(state.written)), False)
+            # Blocks past an older whole copy were left to zeros, as before deltas; a
+            # delta there still needs its base.
+            state.complete = state.written is None or state.written.find(_PARTIAL) < 0
 
     def _pages(self, buffer: SourceBuffer, path: str, size: int, newest: bool) -> None:
         bs = self._block_size
@@ -449,14 +527,19 @@ class ChainRestorer:
                     break
                 raw += buffer.exact(4)
                 (count,) = _U32.unpack(raw[4:])
+                delta = self._deltas and bool(count & pagedelta.DELTA_RUN)
+                if delta:
+                    count &= ~pagedelta.DELTA_RUN
                 if count == 0 or (first + count) * bs > size:
                     raise FileStreamError(f"the backup stream is corrupted (a run of {path})")
                 if state is not None:
                     crc = crc32(raw, crc)
-                crc = self._copy_span(buffer, fd, state, first * bs, (first + count) * bs, crc)
+                crc = self._copy_span(
+                    buffer, fd, state, first * bs, (first + count) * bs, crc, delta=delta
+                )
                 if state is not None and state.written is not None:
                     # Marked after the run: a block split across reads is written whole.
-                    self._mark(state, first, min(first + count, len(state.written)))
+                    self._mark(state, first, min(first + count, len(state.written)), delta)
         stored = self._stored_crc(buffer)
         if state is not None:
             self._check_crc(stored, crc, path)
@@ -469,6 +552,8 @@ class ChainRestorer:
         offset: int,
         end: int,
         crc: int,
+        *,
+        delta: bool,
     ) -> int:
         """Bytes ``[offset, end)`` of a file from the stream: written and checksummed
         when the file is needed (``state``), skipped otherwise. Returns the CRC."""
@@ -480,7 +565,7 @@ class ChainRestorer:
             if not view:
                 raise FileStreamError("the backup stream ends inside a file")
             crc = crc32(view, crc)
-            self._write(fd, offset, view, state)
+            self._write(fd, offset, view, state, delta)
             offset += len(view)
         return crc
 
@@ -494,38 +579,59 @@ class ChainRestorer:
         state = self._files.get(path)
         if state is None or state.complete:
             return None
-        if state.written is not None and state.written.find(0) < 0:
+        if state.written is not None and not state.pending():
             state.complete = True
             return None
         return state
 
     @staticmethod
-    def _mark(state: _FileState, first: int, end: int) -> None:
-        assert state.written is not None
+    def _mark(state: _FileState, first: int, end: int, delta: bool) -> None:
+        """Blocks ``[first, end)`` had a link's whole copy or delta applied."""
+        written = state.written
+        assert written is not None
         if end > first:
-            state.written[first:end] = b"\x01" * (end - first)
+            written[first:end] = written[first:end].translate(
+                _AFTER_DELTA if delta else _AFTER_WHOLE
+            )
 
-    def _write(self, fd: int, offset: int, view: memoryview, state: _FileState) -> None:
-        """Write the parts of ``view`` (at ``offset``) inside the file's final size and
-        not already written by a newer link."""
+    def _write(
+        self, fd: int, offset: int, view: memoryview, state: _FileState, delta: bool
+    ) -> None:
+        """Write the parts of ``view`` (at ``offset``) inside the file's final size that
+        newer links did not write; where they wrote deltas, XOR this into them."""
         end = min(offset + len(view), state.size)
         written = state.written
         if written is None:
             self._pwrite(fd, view[: max(0, end - offset)], offset)
             return
+        if end <= offset:
+            return
         bs = self._block_size
-        pos = offset
-        while pos < end:
-            block = pos // bs
-            last = (end - 1) // bs + 1
-            free = written.find(0, block, last)
-            if free < 0:
-                return
-            taken = written.find(1, free, last)
-            run_end = end if taken < 0 else taken * bs
-            run_start = max(pos, free * bs)
-            self._pwrite(fd, view[run_start - offset : run_end - offset], run_start)
-            pos = run_end
+        first = offset // bs
+        flags = bytes(written[first : (end - 1) // bs + 1])
+        for match in _PENDING.finditer(flags):
+            start = max(offset, (first + match.start()) * bs)
+            stop = min(end, (first + match.end()) * bs)
+            part = view[start - offset : stop - offset]
+            if flags[match.start()] == _MISSING:
+                self._pwrite(fd, part, start)
+                continue
+            # A newer link's delta is there: this link's bytes complete it (or, a delta
+            # too, carry it on towards a whole block further down the chain).
+            current = bytearray(self._pread(fd, stop - start, start))
+            pagedelta.xor_into(current, part)
+            self._pwrite(fd, memoryview(current), start)
+
+    @staticmethod
+    def _pread(fd: int, size: int, offset: int) -> bytes:
+        parts = []
+        while size:
+            data = os.pread(fd, size, offset)
+            if not data:
+                raise FileStreamError("a restored file is shorter than its deltas")
+            parts.append(data)
+            size, offset = size - len(data), offset + len(data)
+        return b"".join(parts)
 
     @staticmethod
     def _pwrite(fd: int, data: memoryview, offset: int) -> None:

@@ -34,6 +34,10 @@ FULL_METHODS = (REPLICATION_FULL, FILES_FULL)
 ALL = (REPLICATION_FULL, REPLICATION_INCREMENTAL, *FILE_METHODS)
 
 PgMetadata = models.FilesMetadata | models.ReplicationMetadata
+# A file-level incremental's ``page_format``: absent, changed blocks stored whole;
+# "xor-deltas", blocks may be deltas against the parent chain (stream format 2).
+PAGE_DELTAS = "xor-deltas"
+PAGE_FORMATS = (None, PAGE_DELTAS)
 
 
 def parse(metadata: Metadata) -> PgMetadata:
@@ -54,6 +58,10 @@ def check_restorable(metadata: Metadata, major: str) -> PgMetadata:
     """The typed metadata, if this host (PostgreSQL ``major``) can restore a backup with
     ``metadata``; ``IncompatibleBackupError`` if not."""
     parsed = parse(metadata)
+    if isinstance(parsed, models.FilesMetadata) and parsed.page_format not in PAGE_FORMATS:
+        raise IncompatibleBackupError(
+            f"the backup stores pages as {parsed.page_format!r}, which this release does not read"
+        )
     if parsed.server_major != major:
         raise IncompatibleBackupError(
             f"backup is from PostgreSQL {parsed.server_major or 'an unknown version'}, "

@@ -41,6 +41,7 @@ from strongroom.engines.base import (
     EngineInfo,
     InstanceRequest,
     Metadata,
+    ParentChain,
     RestoreInput,
 )
 from strongroom.engines.beneath import directory, open_beneath
@@ -197,7 +198,12 @@ class SqliteEngine:
             return files.stat.st_size + files.companion_size("-wal")
 
     def backup(
-        self, connection: Connection, sink: ByteSink, *, parent: Metadata | None
+        self,
+        connection: Connection,
+        sink: ByteSink,
+        *,
+        parent: Metadata | None,
+        parent_chain: ParentChain | None = None,
     ) -> BackupResult:
         base, base_hashes = _parent_info(parent)
         with (

@@ -1,0 +1,43 @@
+"""Sub-page deltas: an incremental stores a changed block as its XOR with the parent
+chain's image of that block, where that is smaller than the block.
+
+An update of a few rows changes a few dozen bytes of an 8 KiB page (the tuples, the
+line pointers, the page LSN and checksum); XORed with the parent's copy the rest is zeros,
+which the chunk's zstd stores in almost nothing. The parent's image is what restoring the
+parent chain would write: :class:`ParentPages` reads it from the parent chain's own
+streams while the backup walks its files, in the same order, so every link is read
+forward once and memory stays one request's blocks per link. A restore applies the
+deltas in the chain (see ``filestream.ChainRestorer``): XOR commutes, so the newest-first
+layout stays, and a block is final once a link that stores it whole is applied.
+
+Streams that carry deltas are file-level stream format 2: a run's block count with
+:data:`DELTA_RUN` set holds deltas, without it whole blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DELTA_RUN = 0x80000000  # in a format 2 run's block count: the blocks are deltas
+# A block is stored as a delta when at least this share of the delta's bytes are zero:
+# below it the delta compresses no better than the page, and costs the restore a read.
+MIN_ZERO_SHARE = 0.5
+
+
+def xor_into(target: bytearray | memoryview, data: bytes | memoryview) -> None:
+    """``target ^= data`` bytewise (same lengths)."""
+    out = np.frombuffer(target, dtype=np.uint8)
+    np.bitwise_xor(out, np.frombuffer(data, dtype=np.uint8), out=out)
+
+
+def delta_blocks(delta: bytearray | memoryview, block_size: int) -> bytes:
+    """Per block of ``delta``, 1 where storing it as a delta pays (enough zero bytes)."""
+    blocks = np.frombuffer(delta, dtype=np.uint8).reshape(-1, block_size)
+    nonzero = np.count_nonzero(blocks, axis=1)
+    return (nonzero <= block_size * (1 - MIN_ZERO_SHARE)).astype(np.uint8).tobytes()
+
+
+def walk_key(path: str) -> tuple[bool, list[str]]:
+    """The order in which a backup writes its files' records: depth first, names
+    sorted (``datadir.walk``), the control file last."""
+    return path == "global/pg_control", path.split("/")

@@ -1,0 +1,214 @@
+"""Sub-page deltas in file-level incrementals, without a server: real files of pages
+whose bytes change a little (a tuple) or wholly, backed up against the parent chain's
+streams and restored newest link first, compared byte for byte."""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from strongroom.engines.postgresql import filestream, pagedelta, parentpages
+from support.pg_filestream import BS, Link, OffsetSource, backup, restore, write_pages
+
+
+def random_page(rng: random.Random, lsn: int) -> bytearray:
+    """A page of one LSN whose body is random (so only a delta compresses)."""
+    body = bytearray(rng.randbytes(BS))
+    body[0:8] = struct.pack("<II", lsn >> 32, lsn & 0xFFFFFFFF)
+    return body
+
+
+def touched(before: bytes, rng: random.Random, lsn: int, nbytes: int = 40) -> bytearray:
+    """``before`` with a new LSN and ``nbytes`` changed somewhere: an updated tuple."""
+    after = bytearray(before)
+    after[0:8] = struct.pack("<II", lsn >> 32, lsn & 0xFFFFFFFF)
+    at = rng.randrange(64, BS - nbytes)
+    after[at : at + nbytes] = rng.randbytes(nbytes)
+    return after
+
+
+def runs(link: Link) -> list[tuple[str, int, int, bool]]:
+    """``(path, first block, count, delta)`` of every run of the link's page records."""
+    raw, out = link.raw, []
+    (length,) = struct.unpack("!I", raw[9:13])
+    pos = 13 + length
+    while raw[pos : pos + 1] != b"l":
+        kind = raw[pos : pos + 1]
+        (n,) = struct.unpack("!H", raw[pos + 1 : pos + 3])
+        path = raw[pos + 3 : pos + 3 + n].decode()
+        pos += 3 + n
+        if kind == b"d":
+            continue
+        (size,) = struct.unpack("!Q", raw[pos : pos + 8])
+        pos += 8
+        if kind == b"f":
+            pos += size + 4
+            continue
+        while True:
+            (first,) = struct.unpack("!I", raw[pos : pos + 4])
+            pos += 4
+            if first == 0xFFFFFFFF:
+                pos += 4
+                break
+            (count,) = struct.unpack("!I", raw[pos : pos + 4])
+            pos += 4
+            delta = bool(count & pagedelta.DELTA_RUN)
+            count &= ~pagedelta.DELTA_RUN
+            out.append((path, first, count, delta))
+            pos += count * BS
+    return out
+
+
+def header(link: Link) -> dict[str, object]:
+    (length,) = struct.unpack("!I", link.raw[9:13])
+    return json.loads(link.raw[13 : 13 + length])  # type: ignore[no-any-return]
+
+
+def stored(link: Link) -> int:
+    return len(zstandard.ZstdCompressor(level=1).compress(link.raw))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_chain_of_deltas_restores_every_byte(tmp_path: Path, workers: int) -> None:
+    rng = random.Random(7)
+    src = tmp_path / "src"
+    rel = src / "base/5/16384"
+    pages = [random_page(rng, 10) for _ in range(40)]
+    write_pages(rel, pages)
+    write_pages(src / "base/5/16390", [random_page(rng, 10) for _ in range(3)])
+    full, _ = backup(src, None)
+    chain = [full]
+    states = []
+    for round_no, lsn in enumerate((30, 50, 70)):
+        # every other page gets a tuple updated; one page is rewritten whole; the
+        # table grows by a block
+        for i in range(round_no % 2, len(pages), 2):
+            pages[i] = touched(pages[i], rng, lsn)
+        pages[5] = random_page(rng, lsn)
+        pages.append(random_page(rng, lsn))
+        write_pages(rel, pages)
+        link, changed = backup(src, lsn - 5, parents=chain)
+        assert header(link)["format"] == filestream.DELTA_FORMAT
+        assert changed == len(range(round_no % 2, len(pages) - 1, 2)) + (round_no % 2 == 0) + 1
+        kinds = {(first, delta) for path, first, _, delta in runs(link) if path.endswith("16384")}
+        assert (5, False) in kinds  # a page rewritten whole is not worth a delta
+        assert (len(pages) - 1, False) in kinds  # nor one the parent has not got
+        assert any(delta for _, delta in kinds)
+        chain.append(link)
+        states.append(rel.read_bytes())
+
+    for upto in (2, 3, 4):  # every link of the chain restores what it recorded
+        target = tmp_path / f"target{upto}"
+        target.mkdir()
+        restore(target, list(reversed(chain[:upto])), workers)
+        assert (target / "base/5/16384").read_bytes() == states[upto - 2]
+        assert (target / "base/5/16390").read_bytes() == (src / "base/5/16390").read_bytes()
+
+
+def test_deltas_store_a_fraction_of_the_pages(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    src = tmp_path / "src"
+    rel = src / "base/5/16384"
+    pages = [random_page(rng, 10) for _ in range(200)]
+    write_pages(rel, pages)
+    full, _ = backup(src, None)
+    write_pages(rel, [touched(p, rng, 30) for p in pages])
+    whole, _ = backup(src, 20)
+    deltas, _ = backup(src, 20, parents=[full])
+    assert stored(deltas) < stored(whole) * 0.05, (stored(deltas), stored(whole))
+
+
+def test_whole_page_incrementals_and_delta_ones_mix_in_a_chain(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    src = tmp_path / "src"
+    rel = src / "base/5/16384"
+    pages = [random_page(rng, 10) for _ in range(12)]
+    write_pages(rel, pages)
+    full, _ = backup(src, None)
+    pages = [touched(p, rng, 30) for p in pages]
+    write_pages(rel, pages)
+    old_style, _ = backup(src, 20)  # format 1, as earlier releases wrote it
+    assert header(old_style)["format"] == filestream.FORMAT_VERSION
+    pages = [touched(p, rng, 50) if i % 3 else p for i, p in enumerate(pages)]
+    write_pages(rel, pages[:10])  # truncated: the parent's last two blocks are gone
+    delta, _ = backup(src, 40, parents=[full, old_style])
+    assert any(d for *_, d in runs(delta))
+    target = tmp_path / "target"
+    target.mkdir()
+    restore(target, [delta, old_style, full])
+    assert (target / "base/5/16384").read_bytes() == rel.read_bytes()
+
+
+def test_a_new_file_and_a_file_the_parent_holds_only_in_part(tmp_path: Path) -> None:
+    """A relation new since the parent has no image: its pages are stored whole; a file
+    whose newest parent record is pages resolves the rest from the full."""
+    rng = random.Random(5)
+    src = tmp_path / "src"
+    a = [random_page(rng, 10) for _ in range(6)]
+    write_pages(src / "base/5/100", a)
+    full, _ = backup(src, None)
+    a[2] = touched(a[2], rng, 30)
+    write_pages(src / "base/5/100", a)
+    inc1, _ = backup(src, 20, parents=[full])
+    a = [touched(p, rng, 50) for p in a]
+    write_pages(src / "base/5/100", a)
+    write_pages(src / "base/5/200", [random_page(rng, 50) for _ in range(3)])
+    inc2, _ = backup(src, 40, parents=[full, inc1])
+    by_path: dict[str, set[bool]] = {}
+    for path, _, _, d in runs(inc2):
+        by_path.setdefault(path, set()).add(d)
+    assert by_path == {"base/5/100": {True}, "base/5/200": {False}}
+    target = tmp_path / "target"
+    target.mkdir()
+    restore(target, [inc2, inc1, full], workers=2)
+    for name in ("100", "200"):
+        assert (target / "base/5" / name).read_bytes() == (src / "base/5" / name).read_bytes()
+
+
+def test_a_delta_without_its_base_is_refused(tmp_path: Path) -> None:
+    rng = random.Random(9)
+    src = tmp_path / "src"
+    pages = [random_page(rng, 10) for _ in range(4)]
+    write_pages(src / "base/5/16384", pages)
+    full, _ = backup(src, None)
+    write_pages(src / "base/5/16384", [touched(p, rng, 30) for p in pages])
+    delta, _ = backup(src, 20, parents=[full])
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(filestream.FileStreamError, match="does not hold every page"):
+        restore(target, [delta])
+
+
+def test_a_parent_stream_out_of_walk_order_is_refused(tmp_path: Path) -> None:
+    """Deltas are only as right as the parent image: a parent link whose records are
+    not in the order the backup walks (so a record could be passed over) stops it."""
+    rng = random.Random(1)
+    src = tmp_path / "src"
+    write_pages(src / "base/5/200", [random_page(rng, 10)])
+    write_pages(src / "base/5/100", [random_page(rng, 10)])
+    full, _ = backup(src, None)
+    raw = full.raw
+    # swap the two file records' names (same length): 200 now comes before 100
+    i, j = raw.index(b"base/5/100"), raw.index(b"base/5/200")
+    swapped = bytearray(raw)
+    swapped[i : i + 10], swapped[j : j + 10] = raw[j : j + 10], raw[i : i + 10]
+    parent = parentpages.ParentPages([OffsetSource(bytes(swapped))], BS)
+    try:
+        with pytest.raises(parentpages.ParentStreamError, match="walk order"):
+            parent.open("base/5/300")
+    finally:
+        parent.close()
+
+
+def test_xor_and_the_choice_of_deltas() -> None:
+    a = bytearray(b"\x0f" * BS * 2)
+    pagedelta.xor_into(a, b"\x0f" * BS + b"\xf0" * BS)
+    assert a == bytes(BS) + b"\xff" * BS
+    assert pagedelta.delta_blocks(a, BS) == b"\x01\x00"
+    assert pagedelta.walk_key("global/pg_control") > pagedelta.walk_key("pg_xact/0000")
+    assert pagedelta.walk_key("base/1/2") < pagedelta.walk_key("base.x")
