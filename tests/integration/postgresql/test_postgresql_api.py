@@ -394,6 +394,29 @@ def test_corrupted_chunk_refuses_restore(h: Harness, small: dict[str, Any]) -> N
     wait_for(lambda: h.a.get(f"/instances/{ident}").status_code == 404, timeout=WAIT)
 
 
+def test_an_incremental_over_a_damaged_parent_chain_fails_with_a_reason(
+    h: Harness, small: dict[str, Any]
+) -> None:
+    """An incremental reads its parent's pages (for deltas): when the parent's stored
+    data is gone, the incremental ends FAILED naming it, leaves no objects, and a new
+    full backup of the instance still works."""
+    full = backup(h.a, small["id"], "parent-to-damage")
+    with connect(app_params(small["view"], "d")) as c:
+        c.execute("UPDATE filler SET v = upper(v) WHERE id % 50 = 0")
+    objects = h.settings.data_dir / "objects"
+    chunks = sorted(objects.glob(f"*/{full['id']}/chunk-*"))
+    assert len(chunks) > 2
+    for chunk in chunks[1:]:
+        chunk.unlink()
+    created = h.a.create_backup(small["id"], "over-damaged", incremental=1)
+    failed = wait_status(lambda: show(h.a, "backup", created["id"]), "FAILED")
+    reason = str(failed.get("fail_reason") or failed)
+    print(f"\nincremental over a parent missing {len(chunks) - 1} chunks: {reason}")
+    assert "chunk" in reason.lower() and full["id"] in reason, reason
+    assert not list(objects.glob(f"*/{created['id']}/*"))
+    assert backup(h.a, small["id"], "full-after-damage")["status"] == "COMPLETED"
+
+
 def test_server_stopped_mid_backup_fails_the_backup(h: Harness, small: dict[str, Any]) -> None:
     """The store is held at the first chunk, so the backup is mid-stream (BUILDING, the
     tool blocked on its output); the server is stopped then, and the store released."""

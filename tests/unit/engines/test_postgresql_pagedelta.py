@@ -212,3 +212,30 @@ def test_xor_and_the_choice_of_deltas() -> None:
     assert pagedelta.delta_blocks(a, BS) == b"\x01\x00"
     assert pagedelta.walk_key("global/pg_control") > pagedelta.walk_key("pg_xact/0000")
     assert pagedelta.walk_key("base/1/2") < pagedelta.walk_key("base.x")
+
+
+def test_deltas_stop_on_a_file_where_they_do_not_pay(tmp_path: Path) -> None:
+    """Every page rewritten (as when pruning moves a page's tuples): after the trial
+    blocks none paid, so the rest of the file is stored whole without trying; the chain
+    still restores every byte."""
+    rng = random.Random(13)
+    src = tmp_path / "src"
+    rel = src / "base/5/16384"
+    count = pagedelta.TRIAL_BLOCKS + 600
+    write_pages(rel, [random_page(rng, 10) for _ in range(count)])
+    full, _ = backup(src, None)
+    write_pages(rel, [random_page(rng, 30) for _ in range(count)])
+    link, changed = backup(src, 20, parents=[full])
+    assert changed == count
+    assert not any(delta for *_, delta in runs(link))
+    target = tmp_path / "target"
+    target.mkdir()
+    restore(target, [link, full])
+    assert (target / "base/5/16384").read_bytes() == rel.read_bytes()
+
+
+def test_deltas_are_tried_while_at_least_half_pay() -> None:
+    trial = pagedelta.TRIAL_BLOCKS
+    assert pagedelta.worth_trying(0, 0) and pagedelta.worth_trying(trial - 1, 0)
+    assert not pagedelta.worth_trying(trial, trial // 2 - 1)
+    assert pagedelta.worth_trying(trial, trial // 2)

@@ -149,7 +149,12 @@ class FileMethod:
     @staticmethod
     def _parent_pages(parent_chain: ParentChain, block_size: int) -> ParentPages:
         """The parent chain's pages, for deltas: every link file-level, full first."""
-        links = parent_chain()
+        try:
+            links = parent_chain()
+        except Exception as exc:
+            raise BackupError(
+                f"the parent backup chain could not be opened: {type(exc).__name__}: {exc}"
+            ) from exc
         streams = [link.stream for link in links]
         try:
             for link in links:

@@ -96,6 +96,7 @@ class DirStreamWriter:
         # With the parent's pages, changed blocks may be stored as deltas (format 2).
         self._parent = parent
         self._delta = bytearray(datadir.READ_SIZE) if parent is not None else None
+        self._file_deltas = 0  # blocks of the current file stored as deltas
         self.delta_pages = 0
         self._written = 0
         self._segment_bytes = segment_bytes or SEGMENT_BYTES
@@ -135,18 +136,23 @@ class DirStreamWriter:
     def changed_pages(self, path: str, fd: int, size: int, threshold: int) -> int:
         """Write the pages changed since ``threshold``; returns how many."""
         size -= size % self._block_size
+        self._file_deltas = 0
         self._name(b"p", path)
         self._put(_U64.pack(size))
         crc = 0
         pages = 0
         bs = self._block_size
         known = self._parent.open(path) if self._parent is not None else 0
+        tried = 0
         for first, view in datadir.changed_runs(fd, size, threshold, bs):
             count = len(view) // bs
             pages += count
             based = max(0, min(count, known - first))  # blocks the parent has
-            if based:
+            if based and pagedelta.worth_trying(tried, self._file_deltas):
+                tried += based
                 crc = self._delta_runs(first, view[: based * bs], crc)
+            elif based:
+                crc = self._run(first, view[: based * bs], 0, crc)
             if based < count:
                 crc = self._run(first + based, view[based * bs :], 0, crc)
         self._put(_U32.pack(END_OF_RUNS) + _U32.pack(crc))
@@ -170,17 +176,18 @@ class DirStreamWriter:
         paying = pagedelta.delta_blocks(delta, bs)
         # A block is a delta where the parent's image is known and the delta pays.
         use = bytes(a & b for a, b in zip(known, paying, strict=True))
+        self._file_deltas += use.count(1)
         at = 0
         for match in _RUNS_OF_SAME.finditer(use):
             start, end = match.span()
             if use[start]:
                 part = delta[start * bs : end * bs]
                 crc = self._run(first + start, part, pagedelta.DELTA_RUN, crc)
-                self.delta_pages += end - start
             else:
                 crc = self._run(first + start, pages[start * bs : end * bs], 0, crc)
             at = end
         assert at == count
+        self.delta_pages += use.count(1)
         return crc
 
     def label(self, backup_label: str, tablespace_map: str) -> None:
@@ -278,6 +285,7 @@ class ChainRestorer:
         self._block_size = 0
         self._links = 0
         self._deltas = False  # the link being laid out may hold deltas (format 2)
+        self._scratch = threading.local()  # each layout thread's buffer for deltas
         self._writeback = BackgroundWriteback()
         self._layout = ThreadPoolExecutor(workers, thread_name_prefix="strongroom-layout")
         self._lock = threading.Lock()  # the files of the chain, and of the link, by path
@@ -463,7 +471,8 @@ class ChainRestorer:
     @contextlib.contextmanager
     def _output(self, path: str, state: _FileState | None) -> Iterator[int]:
         """The file a record writes to (-1 when it is skipped), handed to the background
-        writeback when the record is done."""
+        writeback when the record is done and the file needs nothing of older links
+        (a block written now and rewritten by an older link would go to disk twice)."""
         fd = self._open(path, state) if state is not None else -1
         try:
             yield fd
@@ -473,7 +482,7 @@ class ChainRestorer:
             raise
         if fd < 0:
             return
-        if state is not None and state.size >= WRITEBACK_MIN_SIZE:
+        if state is not None and state.size >= WRITEBACK_MIN_SIZE and not state.pending():
             self._writeback.hand_over(fd)
         else:
             os.close(fd)
@@ -618,20 +627,23 @@ class ChainRestorer:
                 continue
             # A newer link's delta is there: this link's bytes complete it (or, a delta
             # too, carry it on towards a whole block further down the chain).
-            current = bytearray(self._pread(fd, stop - start, start))
+            current = self._pread(fd, stop - start, start)
             pagedelta.xor_into(current, part)
-            self._pwrite(fd, memoryview(current), start)
+            self._pwrite(fd, current, start)
 
-    @staticmethod
-    def _pread(fd: int, size: int, offset: int) -> bytes:
-        parts = []
-        while size:
-            data = os.pread(fd, size, offset)
-            if not data:
+    def _pread(self, fd: int, size: int, offset: int) -> memoryview:
+        """``size`` bytes of ``fd`` at ``offset``, in this thread's scratch buffer."""
+        scratch: bytearray | None = getattr(self._scratch, "buffer", None)
+        if scratch is None or len(scratch) < size:
+            scratch = self._scratch.buffer = bytearray(max(size, datadir.READ_SIZE))
+        view = memoryview(scratch)[:size]
+        done = 0
+        while done < size:
+            n = os.preadv(fd, [view[done:]], offset + done)
+            if n == 0:
                 raise FileStreamError("a restored file is shorter than its deltas")
-            parts.append(data)
-            size, offset = size - len(data), offset + len(data)
-        return b"".join(parts)
+            done += n
+        return view
 
     @staticmethod
     def _pwrite(fd: int, data: memoryview, offset: int) -> None:

@@ -9,9 +9,10 @@ fetches nor decrypts chunks wholly inside them. Memory: one request's blocks per
 
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from strongroom.engines.base import ByteSource
 from strongroom.engines.postgresql import filestream
@@ -26,6 +27,18 @@ _UNRESOLVED = re.compile(rb"\x00+")
 
 class ParentStreamError(filestream.FileStreamError):
     """The parent chain's streams cannot give the parent's pages."""
+
+
+@contextlib.contextmanager
+def _reading() -> Iterator[None]:
+    """A failure to read the parent chain (a missing or damaged chunk, the store) is
+    the backup's: named as the parent's."""
+    try:
+        yield
+    except ParentStreamError:
+        raise
+    except Exception as exc:
+        raise ParentStreamError(f"{type(exc).__name__}: {exc}") from exc
 
 
 class _LinkCursor:
@@ -195,8 +208,9 @@ class ParentPages:
         self.block_size = block_size
         self._cursors: list[_LinkCursor] = []
         try:
-            for source in reversed(links):  # newest first
-                self._cursors.append(_LinkCursor(source, block_size))
+            with _reading():
+                for source in reversed(links):  # newest first
+                    self._cursors.append(_LinkCursor(source, block_size))
         except BaseException:
             self.close()
             raise
@@ -210,6 +224,17 @@ class ParentPages:
     def open(self, path: str) -> int:
         """Blocks of ``path`` in the parent (0 when the parent has no such file); paths
         must be asked for in walk order."""
+        with _reading():
+            return self._open(path)
+
+    def image(self, first: int, count: int, out: bytearray | memoryview) -> bytearray:
+        """Write the parent's image of blocks ``[first, first + count)`` of the opened
+        file into ``out``; return per block 1 where it is known, 0 where no link holds
+        the block whole below its deltas (those are stored whole)."""
+        with _reading():
+            return self._image(first, count, out)
+
+    def _open(self, path: str) -> int:
         key = walk_key(path)
         if self._last is not None and key <= self._last:
             raise ParentStreamError("files were asked for out of walk order")
@@ -219,10 +244,7 @@ class ParentPages:
             return 0  # the newest parent link names the parent's files
         return self._cursors[0].blocks
 
-    def image(self, first: int, count: int, out: bytearray | memoryview) -> bytearray:
-        """Write the parent's image of blocks ``[first, first + count)`` of the opened
-        file into ``out``; return per block 1 where it is known, 0 where no link holds
-        the block whole below its deltas (those are stored whole)."""
+    def _image(self, first: int, count: int, out: bytearray | memoryview) -> bytearray:
         bs = self.block_size
         out[: count * bs] = bytes(count * bs)
         resolved = bytearray(count)
