@@ -54,10 +54,12 @@ def backup(
     threshold: int | None,
     segment_bytes: int = 1,
     parents: Sequence[Link] | None = None,
+    known: Sequence[str] | None = None,
 ) -> tuple[Link, int]:
     """A stream of ``root`` as the engine writes it: records, then the label. Segments
     are as small as they can be (one record each) unless ``segment_bytes`` says. With
-    ``parents`` (the parent chain, oldest first), changed pages may be deltas."""
+    ``parents`` (the parent chain, oldest first), changed pages may be deltas. ``known``:
+    the databases (``base/<oid>``) whose relation files get changed pages (all without)."""
     out = io.BytesIO()
     parent = None
     if parents is not None:
@@ -75,7 +77,8 @@ def backup(
             continue
         fd = os.open(root / entry.path, os.O_RDONLY)
         try:
-            if threshold is not None and entry.is_relation:
+            paged = known is None or entry.database is None or entry.database in known
+            if threshold is not None and entry.is_relation and paged:
                 pages += writer.changed_pages(entry.path, fd, entry.size, threshold)
             else:
                 writer.whole_file(entry.path, fd, entry.size)

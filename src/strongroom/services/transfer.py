@@ -231,13 +231,19 @@ class Transfer:
     def _parent_chain(
         self, parent: Backup, find_backup: Callable[[str], Backup | None] | None
     ) -> ParentChain:
-        """Opens the parent's chain, verified as for a restore, when the engine asks.
-        Each link reads fewer chunks ahead than a restore's: an engine reads the links
-        side by side, and this runs beside the backup's own writer."""
+        """Opens the parent's chain, verified as for a restore, when the engine asks. An
+        engine reads its links side by side, beside the backup's own writer: they share
+        the backup's number of fetch threads, and each reads one chunk ahead."""
 
         def open_parent_chain() -> list[RestoreInput]:
             links = self.open_chain(parent, find_backup or (lambda _id: None))
-            return self.restore_inputs(links, prefetch=self.rules.transfer_threads)
+            pool = _SharedPool(self.rules.transfer_threads)
+            return [
+                RestoreInput(
+                    link.opened.manifest.engine, _LazyReader(link, self, pool=pool, prefetch=1)
+                )
+                for link in links
+            ]
 
         return open_parent_chain
 
@@ -336,12 +342,7 @@ class Transfer:
             )
         )
 
-    def restore_inputs(
-        self, links: list[ChainLink], *, prefetch: int | None = None
-    ) -> list[RestoreInput]:
-        """Each link's metadata and verified stream; ``prefetch``: chunks each reads
-        ahead (by default twice the fetch threads)."""
+    def restore_inputs(self, links: list[ChainLink]) -> list[RestoreInput]:
         return [
-            RestoreInput(link.opened.manifest.engine, _LazyReader(link, self, prefetch=prefetch))
-            for link in links
+            RestoreInput(link.opened.manifest.engine, _LazyReader(link, self)) for link in links
         ]

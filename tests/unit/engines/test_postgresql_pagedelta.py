@@ -4,6 +4,7 @@ streams and restored newest link first, compared byte for byte."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import struct
@@ -12,7 +13,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from strongroom.engines.base import RestoreInput
 from strongroom.engines.postgresql import filestream, pagedelta, parentpages
+from strongroom.engines.postgresql.file_method import FileMethod
+from strongroom.engines.postgresql.pagedelta import MAX_PARENT_LINKS
 from support.pg_filestream import BS, Link, OffsetSource, backup, restore, write_pages
 
 
@@ -239,3 +243,51 @@ def test_deltas_are_tried_while_at_least_half_pay() -> None:
     assert pagedelta.worth_trying(0, 0) and pagedelta.worth_trying(trial - 1, 0)
     assert not pagedelta.worth_trying(trial, trial // 2 - 1)
     assert pagedelta.worth_trying(trial, trial // 2)
+
+
+def test_a_whole_copy_in_an_older_link_ends_the_file_on_both_sides(tmp_path: Path) -> None:
+    """A link holding a file whole (its database not yet known to the chain) ends that
+    file's chain for the restore: past its end are zeros, whatever older links hold.
+    The backup's parent image must say the same, or a delta is laid on the wrong base."""
+    rng = random.Random(17)
+    src = tmp_path / "src"
+    (src / "base/6").mkdir(parents=True)
+    rel = src / "base/6/200"
+    full, _ = backup(src, None)  # the file is not there yet
+    pages = [random_page(rng, 100) for _ in range(6)]
+    write_pages(rel, pages)
+    inc1, _ = backup(src, 95, parents=[full], known=["base/6"])  # 6 new blocks
+    write_pages(rel, pages[:3])
+    inc2, _ = backup(src, 195, parents=[full, inc1], known=[])  # whole, 3 blocks
+    stale = [random_page(rng, 50) for _ in range(4)]  # older LSNs: not in the next link
+    write_pages(rel, [*pages, *stale])
+    inc3, _ = backup(src, 295, parents=[full, inc1, inc2], known=["base/6"])
+    pages[1] = touched(pages[1], rng, 400)  # a tuple: a delta against inc2's block
+    pages[5] = touched(pages[5], rng, 400)  # past inc2's end: no base but zeros
+    write_pages(rel, [*pages, *stale])
+    chain = [full, inc1, inc2, inc3]
+    deltas, _ = backup(src, 395, parents=chain, known=["base/6"])
+    whole, _ = backup(src, 395, known=["base/6"])
+    assert (rel.name, 1, 1, True) in [(p.rsplit("/", 1)[1], *r) for p, *r in runs(deltas)]
+    restored = []
+    for name, newest in (("deltas", deltas), ("whole", whole)):
+        target = tmp_path / name
+        target.mkdir()
+        restore(target, [newest, *reversed(chain)])
+        restored.append((target / "base/6/200").read_bytes())
+    assert restored[0] == restored[1]
+
+
+def test_a_parent_chain_too_long_to_read_side_by_side_gets_whole_pages() -> None:
+    closed: list[object] = []
+
+    class Source(io.BytesIO):
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    links = [
+        RestoreInput({"method": "pgdata-files"}, Source()) for _ in range(MAX_PARENT_LINKS + 1)
+    ]
+    assert FileMethod._parent_pages(lambda: links, BS) is None
+    assert len(closed) == len(links)

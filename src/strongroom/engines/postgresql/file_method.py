@@ -25,6 +25,7 @@ from strongroom.engines.postgresql import (
     datadir,
     filestream,
     methods,
+    pagedelta,
     session,
     wal_header,
     walstream,
@@ -38,6 +39,13 @@ from strongroom.engines.postgresql.streamio import StreamFormatError
 
 # Threads laying out a link's files at once (see filestream.ChainRestorer.apply).
 LAYOUT_THREADS = min(4, os.cpu_count() or 1)
+
+
+def _close_all(streams: Sequence[object]) -> None:
+    for stream in streams:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
 
 
 class FileMethod:
@@ -147,8 +155,9 @@ class FileMethod:
         return BackupResult(metadata=metadata, incremental=parent is not None)
 
     @staticmethod
-    def _parent_pages(parent_chain: ParentChain, block_size: int) -> ParentPages:
-        """The parent chain's pages, for deltas: every link file-level, full first."""
+    def _parent_pages(parent_chain: ParentChain, block_size: int) -> ParentPages | None:
+        """The parent chain's pages, for deltas: every link file-level, full first.
+        None when the chain is too long to read side by side: whole pages are stored."""
         try:
             links = parent_chain()
         except Exception as exc:
@@ -157,16 +166,16 @@ class FileMethod:
             ) from exc
         streams = [link.stream for link in links]
         try:
-            for link in links:
-                if not isinstance(methods.parse_parent(link.metadata), FilesMetadata):
-                    raise BackupError("the parent's chain mixes backup methods")
-            return ParentPages(streams, block_size)
+            if len(links) <= pagedelta.MAX_PARENT_LINKS:
+                for link in links:
+                    if not isinstance(methods.parse_parent(link.metadata), FilesMetadata):
+                        raise BackupError("the parent's chain mixes backup methods")
+                return ParentPages(streams, block_size)
         except BaseException:
-            for stream in streams:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
+            _close_all(streams)
             raise
+        _close_all(streams)
+        return None
 
     @staticmethod
     def _reserve_wal(pgconn: PGconn) -> str:

@@ -513,14 +513,14 @@ class ChainRestorer:
         state = self._state_for(path, size, newest, paged=False)
         with self._output(path, state) as fd:
             crc = self._copy_span(buffer, fd, state, 0, size, 0, delta=False)
-        stored = self._stored_crc(buffer)
-        if state is not None:
-            self._check_crc(stored, crc, path)
-            if state.written is not None:
-                self._mark(state, 0, min(-(-size // self._block_size), len(state.written)), False)
-            # Blocks past an older whole copy were left to zeros, as before deltas; a
-            # delta there still needs its base.
-            state.complete = state.written is None or state.written.find(_PARTIAL) < 0
+            stored = self._stored_crc(buffer)
+            if state is not None:
+                self._check_crc(stored, crc, path)
+                # A whole copy ends the file's chain: blocks past its end are zeros (a
+                # delta there is its own block), and older links are not read for it.
+                if state.written is not None:
+                    self._mark(state, 0, len(state.written), False)
+                state.complete = True
 
     def _pages(self, buffer: SourceBuffer, path: str, size: int, newest: bool) -> None:
         bs = self._block_size

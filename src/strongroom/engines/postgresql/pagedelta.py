@@ -27,6 +27,9 @@ DELTA_RUN = 0x80000000  # in a format 2 run's block count: the blocks are deltas
 MIN_ZERO_SHARE = 0.9
 
 
+# The parent chain's links are read side by side, each holding about two chunks: past
+# this many links an incremental stores whole pages rather than hold more.
+MAX_PARENT_LINKS = 8
 # Deltas are tried on a file's first changed blocks, and on the rest only while at least
 # half of those tried paid: pages whose tuples moved do not, and reading the parent's
 # copy of each (and, at restore, rewriting it) would then cost time for nothing.

@@ -4,15 +4,16 @@ backup is taken, for its sub-page deltas (see :mod:`pagedelta`).
 Each parent link's stream is read forward once, in the order the backup walks its files
 (the order every link was written in): a link's record of a file the backup does not ask
 for, and blocks already known from a newer link, are skipped, so the pipeline neither
-fetches nor decrypts chunks wholly inside them. Memory: one request's blocks per link.
+fetches nor decrypts chunks wholly inside them. Memory, per link: one request's blocks
+(at most 4 MiB), the chunk being read and one ahead; at most
+``pagedelta.MAX_PARENT_LINKS`` links.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from strongroom.engines.base import ByteSource
 from strongroom.engines.postgresql import filestream
@@ -29,16 +30,34 @@ class ParentStreamError(filestream.FileStreamError):
     """The parent chain's streams cannot give the parent's pages."""
 
 
-@contextlib.contextmanager
-def _reading() -> Iterator[None]:
-    """A failure to read the parent chain (a missing or damaged chunk, the store) is
-    the backup's: named as the parent's."""
-    try:
-        yield
-    except ParentStreamError:
-        raise
-    except Exception as exc:
-        raise ParentStreamError(f"{type(exc).__name__}: {exc}") from exc
+class _ParentSource:
+    """A parent link's stream: a failure to read it (a missing or damaged chunk, the
+    store) is the backup's, named as the parent chain's."""
+
+    def __init__(self, source: ByteSource) -> None:
+        self._source = source
+
+    def read(self, size: int, /) -> bytes:
+        try:
+            return self._source.read(size)
+        except Exception as exc:
+            raise ParentStreamError(f"{type(exc).__name__}: {exc}") from exc
+
+    def skip(self, size: int, /) -> None:
+        skip = getattr(self._source, "skip", None)
+        try:
+            if skip is not None:
+                skip(size)
+            else:
+                while size and (data := self._source.read(min(size, 1 << 20))):
+                    size -= len(data)
+        except Exception as exc:
+            raise ParentStreamError(f"{type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()
 
 
 class _LinkCursor:
@@ -109,6 +128,11 @@ class _LinkCursor:
                 return True
             self._finish()
         return False
+
+    @property
+    def whole(self) -> bool:
+        """The current record is the whole file."""
+        return self._kind == b"f"
 
     @property
     def blocks(self) -> int:
@@ -208,9 +232,8 @@ class ParentPages:
         self.block_size = block_size
         self._cursors: list[_LinkCursor] = []
         try:
-            with _reading():
-                for source in reversed(links):  # newest first
-                    self._cursors.append(_LinkCursor(source, block_size))
+            for source in reversed(links):  # newest first
+                self._cursors.append(_LinkCursor(_ParentSource(source), block_size))
         except BaseException:
             self.close()
             raise
@@ -224,15 +247,13 @@ class ParentPages:
     def open(self, path: str) -> int:
         """Blocks of ``path`` in the parent (0 when the parent has no such file); paths
         must be asked for in walk order."""
-        with _reading():
-            return self._open(path)
+        return self._open(path)
 
     def image(self, first: int, count: int, out: bytearray | memoryview) -> bytearray:
         """Write the parent's image of blocks ``[first, first + count)`` of the opened
         file into ``out``; return per block 1 where it is known, 0 where no link holds
         the block whole below its deltas (those are stored whole)."""
-        with _reading():
-            return self._image(first, count, out)
+        return self._image(first, count, out)
 
     def _open(self, path: str) -> int:
         key = walk_key(path)
@@ -257,4 +278,8 @@ class ParentPages:
                 if not delta:
                     n = -(-len(data) // bs)
                     resolved[block - first : block - first + n] = b"\x01" * n
+            if cursor.whole:
+                # As a restore lays it out, a whole copy ends the chain of the file: its
+                # blocks and, past its end, zeros.
+                resolved[:] = b"\x01" * count
         return resolved
