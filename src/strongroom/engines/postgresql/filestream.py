@@ -260,6 +260,10 @@ class _FileState:
         # Per block, _MISSING, _FINAL or _PARTIAL; None for files copied whole.
         self.written: bytearray | None = bytearray(blocks) if blocks is not None else None
 
+    def has_deltas(self) -> bool:
+        """Whether some block holds deltas still awaiting an older link's copy."""
+        return self.written is not None and self.written.find(_PARTIAL) >= 0
+
     def pending(self) -> bool:
         """Whether some block still needs an older link."""
         written = self.written
@@ -471,8 +475,8 @@ class ChainRestorer:
     @contextlib.contextmanager
     def _output(self, path: str, state: _FileState | None) -> Iterator[int]:
         """The file a record writes to (-1 when it is skipped), handed to the background
-        writeback when the record is done and the file needs nothing of older links
-        (a block written now and rewritten by an older link would go to disk twice)."""
+        writeback when the record is done, unless it holds deltas an older link will
+        complete (those blocks would go to disk twice)."""
         fd = self._open(path, state) if state is not None else -1
         try:
             yield fd
@@ -482,7 +486,7 @@ class ChainRestorer:
             raise
         if fd < 0:
             return
-        if state is not None and state.size >= WRITEBACK_MIN_SIZE and not state.pending():
+        if state is not None and state.size >= WRITEBACK_MIN_SIZE and not state.has_deltas():
             self._writeback.hand_over(fd)
         else:
             os.close(fd)

@@ -16,8 +16,6 @@ Streams that carry deltas are file-level stream format 2: a run's block count wi
 
 from __future__ import annotations
 
-import numpy as np
-
 DELTA_RUN = 0x80000000  # in a format 2 run's block count: the blocks are deltas
 # A block is stored as a delta when at least this share of the delta's bytes are zero.
 # A few updated tuples change a few dozen bytes; a page whose tuples moved (pruned and
@@ -45,12 +43,16 @@ def worth_trying(tried: int, paid: int) -> bool:
 
 def xor_into(target: bytearray | memoryview, data: bytes | memoryview) -> None:
     """``target ^= data`` bytewise (same lengths)."""
+    import numpy as np  # 60 ms to import: only backups and restores with deltas pay it
+
     out = np.frombuffer(target, dtype=np.uint8)
     np.bitwise_xor(out, np.frombuffer(data, dtype=np.uint8), out=out)
 
 
 def delta_blocks(delta: bytearray | memoryview, block_size: int) -> bytes:
     """Per block of ``delta``, 1 where storing it as a delta pays (enough zero bytes)."""
+    import numpy as np
+
     blocks = np.frombuffer(delta, dtype=np.uint8).reshape(-1, block_size)
     nonzero = np.count_nonzero(blocks, axis=1)
     return (nonzero <= block_size * (1 - MIN_ZERO_SHARE)).astype(np.uint8).tobytes()
