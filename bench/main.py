@@ -37,6 +37,7 @@ SR = "Strongroom"
 PGBR = "pgBackRest"
 BB = "pg_basebackup | zstd -1 -T2"
 MB = "mariabackup | zstd -1 -T2"
+DELTAS = "Strongroom with page deltas"  # a turn in the rotation; recorded as SR
 MB_RESTORE = "mbstream + mariabackup --prepare + start"
 
 API_LAYOUTS = ("embedded", f"embedded, serve --workers {SERVE_WORKERS}", "scaled-out")
@@ -102,9 +103,11 @@ class StrongroomTask:
         self.state.unlink(missing_ok=True)
         measure(self._argv("register", "--params", str(params), "--out", str(self.conn)))
 
-    def backup(self, label: str, parent: str | None = None) -> Sample:
+    def backup(self, label: str, parent: str | None = None, *, deltas: bool = False) -> Sample:
+        """``deltas``: with ``postgresql_page_deltas`` on (off by default)."""
         extra = ["--parent", parent] if parent else []
-        return measure(self._labelled("backup", label, *extra))
+        env = {"BENCH_PAGE_DELTAS": "1" if deltas else "0"}
+        return measure(self._labelled("backup", label, *extra), env=env)
 
     def restore(self, label: str, run: int) -> tuple[Sample, Callable[[], object]]:
         """Restore ``label`` into a new managed instance, measured, then stop it; returns
@@ -165,14 +168,22 @@ def bench_postgres(
                 log(f"  updated {changed} rows of pgbench_accounts (5 %, {pattern})")
                 section = f"PG incremental ({pattern})"
                 label = f"incr{r}-{pattern}"
-                for tool in rotate([SR, PGBR], r):
+                # After the spread update, also with page deltas on (a link of its own,
+                # not the next one's parent), against the same pgBackRest backup.
+                tools = [SR, PGBR, DELTAS] if pattern == "spread" else [SR, PGBR]
+                for tool in rotate(tools, r):
                     if tool == SR:
                         s = sr.backup(label, parent=parent)
                         record(results, section, SR, s, stored_bytes(s))
+                    elif tool == DELTAS:
+                        s = sr.backup(f"{label}-deltas", parent=parent, deltas=True)
+                        record(results, f"{section}, page deltas", SR, s, stored_bytes(s))
                     else:
                         s = measure(cluster.pgbackrest_argv("backup", "--type=incr"))
                         delta, wal = pg.pgbackrest_stored(cluster, pg.pgbackrest_last(cluster))
                         record(results, section, PGBR, s, delta + wal)
+                        if pattern == "spread":
+                            record(results, f"{section}, page deltas", PGBR, s, delta + wal)
                 parent = label
             # Restored directories are removed after both restores of a round: a removal
             # slows the next restore's file creation (see common.prepare_restore).
@@ -407,6 +418,24 @@ def report(
                 spread=round_ratios(section, PGBR, "wall"),
             ),
         ]
+        if pattern == "spread":
+            deltas = f"{section}, page deltas"
+            rows += [
+                check(
+                    "PG incremental stored after a 5 % spread update, page deltas on, "
+                    "Strongroom / pgBackRest",
+                    ratio(deltas, PGBR, "stored"),
+                    0.3,
+                    spread=round_ratios(deltas, PGBR, "stored"),
+                ),
+                check(
+                    "PG incremental wall after a 5 % spread update, page deltas on, "
+                    "Strongroom / pgBackRest",
+                    ratio(deltas, PGBR, "wall"),
+                    1.0,
+                    spread=round_ratios(deltas, PGBR, "wall"),
+                ),
+            ]
     rows += [
         *pair(
             "MariaDB full wall, Strongroom / mariabackup\\|zstd",

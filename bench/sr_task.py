@@ -51,7 +51,12 @@ BENCH_PROJECT = "benchproject"
 
 def _engine(name: str, work: Path) -> Engine:
     if name == "pg":
-        return PostgresEngine(allowed_hosts=("127.0.0.1",), allowed_data_dirs=(work,))
+        return PostgresEngine(
+            allowed_hosts=("127.0.0.1",),
+            allowed_data_dirs=(work,),
+            # postgresql_page_deltas (off by default), for the rows that measure it
+            page_deltas=os.environ.get("BENCH_PAGE_DELTAS") == "1",
+        )
     return MariaDbEngine(allowed_hosts=("127.0.0.1",), allowed_datadirs=(work / "maria",))
 
 

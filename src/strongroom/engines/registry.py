@@ -18,7 +18,7 @@ class EngineSettings:
     mariadb_allowed_datadirs: AllowList = field(default_factory=AllowList)
     bind_address: str = "127.0.0.1"
     timeout: float = 6 * 3600
-    postgresql_page_deltas: bool = True
+    postgresql_page_deltas: bool = False
     enabled: Sequence[str] = field(default=("sqlite", "postgresql", "mariadb"))
 
 

@@ -61,7 +61,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def engine() -> PostgresEngine:
-    return PostgresEngine(timeout=120)
+    return PostgresEngine(timeout=120, page_deltas=True)
 
 
 @pytest.fixture(scope="module")
@@ -665,6 +665,10 @@ def test_a_spread_update_is_stored_as_deltas_and_restores_row_for_row(
         c.execute("CHECKPOINT")
     state1 = snapshot(source)
     whole_meta, _ = _backup(engine, source, workdir / "spread-whole", parent=full_meta)
+    default = PostgresEngine(timeout=120)  # postgresql_page_deltas off: whole pages
+    off = workdir / "spread-off"
+    default_meta, _ = _backup(default, source, off, parent=full_meta, chain=chain)
+    assert "page_format" not in default_meta
     delta_meta, _ = _backup(engine, source, workdir / "spread-1", parent=full_meta, chain=chain)
     chain.append((delta_meta, workdir / "spread-1"))
     assert "page_format" not in whole_meta and delta_meta["page_format"] == "xor-deltas"

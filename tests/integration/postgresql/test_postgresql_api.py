@@ -67,6 +67,9 @@ def h(base: Path) -> Iterator[Harness]:
         datastores=["sqlite", "postgresql"],
         postgresql_allowed_hosts=["127.0.0.1"],
         engine_timeout=120,
+        # incrementals read their parent chain and store page deltas (the other PG
+        # service tests keep the default, whole pages)
+        postgresql_page_deltas=True,
     )
     try:
         yield harness

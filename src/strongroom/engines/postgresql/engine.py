@@ -73,7 +73,7 @@ class PostgresEngine:
         allowed_hosts: AllowList | Sequence[str] = (),
         allowed_data_dirs: AllowList | Sequence[Path] = (),
         timeout: float = 3600,
-        page_deltas: bool = True,
+        page_deltas: bool = False,
     ) -> None:
         self.page_deltas = page_deltas
         self._explicit_bin_dir = Path(bin_dir) if bin_dir is not None else None

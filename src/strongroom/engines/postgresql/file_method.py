@@ -52,7 +52,7 @@ class FileMethod:
     """Servers whose data directory this host reads: managed ones, and external ones
     registered with ``data_dir``."""
 
-    def __init__(self, *, timeout: float, page_deltas: bool = True) -> None:
+    def __init__(self, *, timeout: float, page_deltas: bool = False) -> None:
         self.timeout = timeout
         self.page_deltas = page_deltas
 
