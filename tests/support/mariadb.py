@@ -402,8 +402,8 @@ def hook_first_write(
     is connected and copying; it blocks on its pipe while the hook runs)."""
     original = engine.backup
 
-    def backup(connection: Any, sink: Any, *, parent: Any) -> Any:
-        return original(connection, HookSink(sink, hook), parent=parent)
+    def backup(connection: Any, sink: Any, *, parent: Any, parent_chain: Any = None) -> Any:
+        return original(connection, HookSink(sink, hook), parent=parent, parent_chain=parent_chain)
 
     monkeypatch.setattr(engine, "backup", backup)
 

@@ -19,6 +19,8 @@ from offline_support import lose_the_service, strongroom, tree
 from fixtures.live import free_port
 from fixtures.service import Harness, make_harness, wait_for
 from strongroom.engines.identity import InstanceIdentity
+from strongroom.pipeline.keys import MasterKey
+from strongroom.pipeline.reader import open_manifest
 from support.postgresql import PlainServer, bin_dir, pgbench_init, snapshot, stop_server
 from support.postgresql_service import PG_MAJOR, as_plain, connect, reachable_dir, wait_status
 
@@ -58,6 +60,7 @@ def backed_up(base: Path) -> dict[str, Any]:
         datastores=["sqlite", "postgresql"],
         postgresql_allowed_hosts=["127.0.0.1"],
         engine_timeout=120,
+        postgresql_page_deltas=True,  # the offline restore reads deltas too
     )
     created = h.a.create_instance(
         "source",
@@ -88,6 +91,10 @@ def backed_up(base: Path) -> dict[str, Any]:
         c.execute("DELETE FROM items WHERE id > 19900")
     incr = h.a.create_backup(created["id"], "incr", incremental=1)
     incr = wait_status(lambda: show(h, "backup", incr["id"]), "COMPLETED")
+    manifest = next((h.settings.data_dir / "objects").glob(f"*/{incr['id']}/manifest.json"))
+    opened = open_manifest(manifest.read_bytes(), MasterKey.load_or_create(h.settings.key_file))
+    engine = opened.manifest.engine
+    assert engine.get("page_format") == "xor-deltas" and engine["delta_pages"] > 0, engine
     expected = contents(params)
     key = lose_the_service(h)
     return {"full": full, "incr": incr, "key": key, "expected": expected, "params": params}
