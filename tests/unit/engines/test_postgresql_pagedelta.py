@@ -395,3 +395,18 @@ def test_random_chains_restore_alike_with_deltas_and_without(
                 restored.append({"error": str(exc).encode()})
         assert restored[0] == restored[1], f"step {step}"
     assert seed > 3 or deltas > 0  # the first seeds do store deltas
+
+
+def test_a_parent_stream_cut_short_fails_the_backup_with_a_reason(tmp_path: Path) -> None:
+    rng = random.Random(21)
+    src = tmp_path / "src"
+    write_pages(src / "base/5/100", [random_page(rng, 10) for _ in range(8)])
+    full, _ = backup(src, None)
+    cut = OffsetSource(full.raw[: len(full.raw) // 2])
+    parent = parentpages.ParentPages([cut], BS)
+    try:
+        blocks = parent.open("base/5/100")
+        with pytest.raises(parentpages.ParentStreamError, match="ends early"):
+            parent.image(blocks - 1, 1, bytearray(BS))
+    finally:
+        parent.close()

@@ -49,7 +49,10 @@ class _ParentSource:
             if skip is not None:
                 skip(size)
             else:
-                while size and (data := self._source.read(min(size, 1 << 20))):
+                while size:
+                    data = self._source.read(min(size, 1 << 20))
+                    if not data:
+                        raise ValueError("the stream ends early")
                     size -= len(data)
         except Exception as exc:
             raise ParentStreamError(f"{type(exc).__name__}: {exc}") from exc
