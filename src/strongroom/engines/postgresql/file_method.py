@@ -35,7 +35,7 @@ from strongroom.engines.postgresql.methods import Link, PgMetadata
 from strongroom.engines.postgresql.models import FilesMetadata
 from strongroom.engines.postgresql.parentpages import ParentPages
 from strongroom.engines.postgresql.server import ManagedServer
-from strongroom.engines.postgresql.streamio import StreamFormatError
+from strongroom.engines.postgresql.streamio import StreamFormatError, close_source
 
 # Threads laying out a link's files at once (see filestream.ChainRestorer.apply).
 LAYOUT_THREADS = min(4, os.cpu_count() or 1)
@@ -43,9 +43,7 @@ LAYOUT_THREADS = min(4, os.cpu_count() or 1)
 
 def _close_all(streams: Sequence[object]) -> None:
     for stream in streams:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
+        close_source(stream)
 
 
 class FileMethod:

@@ -47,7 +47,12 @@ from zlib_ng.zlib_ng import crc32
 from strongroom.engines import beneath
 from strongroom.engines.base import ByteSink, ByteSource
 from strongroom.engines.postgresql import datadir, pagedelta
-from strongroom.engines.postgresql.streamio import SourceBuffer, StreamFormatError, safe_relative
+from strongroom.engines.postgresql.streamio import (
+    SourceBuffer,
+    StreamFormatError,
+    close_source,
+    safe_relative,
+)
 from strongroom.engines.postgresql.writeback import BackgroundWriteback
 
 if TYPE_CHECKING:
@@ -238,12 +243,6 @@ class _Stopped(Exception):
     """Another segment of the link failed."""
 
 
-def _close(source: ByteSource) -> None:
-    close = getattr(source, "close", None)
-    if close is not None:
-        close()
-
-
 # Per block of a file an incremental changed: what newer links wrote there.
 _MISSING, _FINAL, _PARTIAL = 0, 1, 2  # nothing; the block; deltas, awaiting their base
 _AFTER_WHOLE = bytes([_FINAL] * 256)  # bytes.translate tables: a whole block applied
@@ -359,10 +358,10 @@ class ChainRestorer:
                 buffer = SourceBuffer(reader, FileStreamError, start=start)
                 self._records(buffer, newest, end, seen)
             except BaseException:
-                _close(reader)
+                close_source(reader)
                 raise
             if end is not None:
-                _close(reader)
+                close_source(reader)
             return buffer, reader
 
         ends: list[int | None] = [*starts[1:], None]
@@ -377,11 +376,11 @@ class ChainRestorer:
                 future.cancel()
         wait(futures)
         self._stop.clear()
-        _close(source)  # it stopped at the first segment; the link ends in the last one
+        close_source(source)  # it stopped at the first segment; the link ends in the last one
         errors = [e for f in futures if not f.cancelled() and (e := f.exception()) is not None]
         if errors:
             if not parts[-1].cancelled() and parts[-1].exception() is None:
-                _close(parts[-1].result()[1])
+                close_source(parts[-1].result()[1])
             raise next((e for e in errors if not isinstance(e, _Stopped)), errors[0])
         buffer: SourceBuffer = parts[-1].result()[0]
         return buffer

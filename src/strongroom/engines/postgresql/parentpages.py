@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from strongroom.engines.base import ByteSource
 from strongroom.engines.postgresql import filestream
 from strongroom.engines.postgresql.pagedelta import DELTA_RUN, walk_key, xor_into
-from strongroom.engines.postgresql.streamio import SourceBuffer
+from strongroom.engines.postgresql.streamio import SourceBuffer, close_source
 
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -58,9 +58,7 @@ class _ParentSource:
             raise ParentStreamError(f"{type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
-        close = getattr(self._source, "close", None)
-        if close is not None:
-            close()
+        close_source(self._source)
 
 
 class _LinkCursor:
@@ -89,9 +87,7 @@ class _LinkCursor:
         return int(header["format"])
 
     def close(self) -> None:
-        close = getattr(self._source, "close", None)
-        if close is not None:
-            close()
+        close_source(self._source)
 
     # -- records ----------------------------------------------------------------------
     def _peek(self) -> tuple[bytes, str] | None:
@@ -250,15 +246,6 @@ class ParentPages:
     def open(self, path: str) -> int:
         """Blocks of ``path`` in the parent (0 when the parent has no such file); paths
         must be asked for in walk order."""
-        return self._open(path)
-
-    def image(self, first: int, count: int, out: bytearray | memoryview) -> bytearray:
-        """Write the parent's image of blocks ``[first, first + count)`` of the opened
-        file into ``out``; return per block 1 where it is known, 0 where no link holds
-        the block whole below its deltas (those are stored whole)."""
-        return self._image(first, count, out)
-
-    def _open(self, path: str) -> int:
         key = walk_key(path)
         if self._last is not None and key <= self._last:
             raise ParentStreamError("files were asked for out of walk order")
@@ -268,7 +255,10 @@ class ParentPages:
             return 0  # the newest parent link names the parent's files
         return self._cursors[0].blocks
 
-    def _image(self, first: int, count: int, out: bytearray | memoryview) -> bytearray:
+    def image(self, first: int, count: int, out: bytearray | memoryview) -> bytearray:
+        """Write the parent's image of blocks ``[first, first + count)`` of the opened
+        file into ``out``; return per block 1 where it is known, 0 where no link holds
+        the block whole below its deltas (those are stored whole)."""
         bs = self.block_size
         out[: count * bs] = bytes(count * bs)
         resolved = bytearray(count)

@@ -10,6 +10,14 @@ from strongroom.engines.base import ByteSource
 READ_SIZE = 4 * 1024 * 1024  # the pipeline's chunk size: whole chunks come back uncopied
 
 
+def close_source(source: object) -> None:
+    """Close a stream that can be closed (the pipeline's readers can; a plain source
+    need not)."""
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
+
+
 class StreamFormatError(Exception):
     """A restore stream is malformed or damaged; the message is safe to show."""
 
