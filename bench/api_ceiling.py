@@ -83,9 +83,7 @@ def create_fastapi() -> object:
 def _serve(kind: str, port: int, workers: int) -> None:
     from strongroom.api.server import listen, serve_workers
 
-    serve_workers(
-        f"bench.api_ceiling:create_{kind}", listener=listen("127.0.0.1", port), workers=workers
-    )
+    serve_workers(f"bench.api_ceiling:create_{kind}", listeners=listen("127.0.0.1", port, workers))
 
 
 def ceiling_ids(count: int = 1000) -> list[str]:

@@ -167,8 +167,9 @@ def _hold_data_dir(settings: Settings) -> bool:
     return True
 
 
-def _stop_listening(listener: socket.socket, metrics: MetricsListener | None) -> int:
-    listener.close()
+def _stop_listening(listeners: list[socket.socket], metrics: MetricsListener | None) -> int:
+    for listener in listeners:
+        listener.close()
     if metrics is not None:
         metrics.close()
     return 1
@@ -182,16 +183,17 @@ def serve(args: argparse.Namespace) -> int:
     from strongroom.api.server import serve_app
     from strongroom.bootstrap import StartupError, build, edge_settings, metrics_registry
 
-    bound = _bind(settings, metrics_address)
+    workers = args.workers or 1
+    bound = _bind(settings, metrics_address, workers)
     if bound is None:
         return 1
-    listener, metrics = bound
+    listeners, metrics = bound
     if not _hold_data_dir(settings):  # after the port: a busy port leaves nothing made
-        return _stop_listening(listener, metrics)
+        return _stop_listening(listeners, metrics)
     try:
         container = build(settings)
     except StartupError as exc:
-        return _cannot_start(exc, listener, metrics)
+        return _cannot_start(exc, listeners, metrics)
     if metrics is not None:
         metrics.serve(metrics_registry(container))
     _first_admin_token(container.services.tokens, settings.data_dir)
@@ -205,14 +207,13 @@ def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
     edge = edge_settings(settings)
-    workers = args.workers or 1
     try:
         if workers > 1:
-            _serve_in_processes(settings, container, listener, workers, edge)
+            _serve_in_processes(settings, container, listeners, edge)
         else:
             app = create_app(container.services, edge)
             freeze_startup_objects()
-            serve_app(app, listener=listener, edge=edge)
+            serve_app(app, listener=listeners[0], edge=edge)
     finally:
         if metrics is not None:
             metrics.close()
@@ -221,28 +222,28 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _bind(
-    settings: Settings, metrics_address: tuple[str, int] | None
-) -> tuple[socket.socket, MetricsListener | None] | None:
-    """The API's socket and the metrics listener, bound before anything starts; None (the
-    reason printed) when the API's port cannot be used."""
+    settings: Settings, metrics_address: tuple[str, int] | None, processes: int
+) -> tuple[list[socket.socket], MetricsListener | None] | None:
+    """The API's sockets (one per serving process) and the metrics listener, bound before
+    anything starts; None (the reason printed) when the API's port cannot be used."""
     from strongroom.api.server import ListenError, listen
 
     try:
-        listener = listen(settings.host, settings.port)
+        listeners = listen(settings.host, settings.port, processes)
     except ListenError as exc:
         print(f"strongroom: {exc}", file=sys.stderr)
         return None
     try:
-        return listener, _bind_metrics(metrics_address)
+        return listeners, _bind_metrics(metrics_address)
     except SystemExit:
-        listener.close()
+        _stop_listening(listeners, None)
         raise
 
 
-def _cannot_start(exc: Exception, listener: socket.socket, metrics: MetricsListener | None) -> int:
-    listener.close()
-    if metrics is not None:
-        metrics.close()
+def _cannot_start(
+    exc: Exception, listeners: list[socket.socket], metrics: MetricsListener | None
+) -> int:
+    _stop_listening(listeners, metrics)
     print(f"strongroom: cannot start: {exc}", file=sys.stderr)
     return 2
 
@@ -250,11 +251,10 @@ def _cannot_start(exc: Exception, listener: socket.socket, metrics: MetricsListe
 def _serve_in_processes(
     settings: Settings,
     container: Container,
-    listener: socket.socket,
-    workers: int,
+    listeners: list[socket.socket],
     edge: EdgeSettings,
 ) -> None:
-    """`serve --workers N`: N API processes share the listening socket; this process runs
+    """`serve --workers N`: N API processes, one per listener; this process runs
     the jobs (its in-process pool), the scheduler and the recovery of interrupted jobs,
     once, and receives the jobs the API processes submit (``jobs.handoff``)."""
     import json
@@ -270,9 +270,7 @@ def _serve_in_processes(
         [a.model_dump() for a in settings.sqlite_roots]
     )
     try:
-        serve_workers(
-            "strongroom.asgi:create_serving", listener=listener, workers=workers, edge=edge
-        )
+        serve_workers("strongroom.asgi:create_serving", listeners=listeners, edge=edge)
     finally:
         inbox.close()
 
@@ -295,16 +293,16 @@ def api(args: argparse.Namespace) -> int:
     from strongroom.bootstrap import StartupError, build_api_metrics, build_tokens, edge_settings
 
     workers = args.workers or settings.api_workers
-    bound = _bind(settings, metrics_address)
+    bound = _bind(settings, metrics_address, workers)
     if bound is None:
         return 1
-    listener, metrics = bound
+    listeners, metrics = bound
     if not _hold_data_dir(settings):
-        return _stop_listening(listener, metrics)
+        return _stop_listening(listeners, metrics)
     try:
         tokens = build_tokens(settings)
     except StartupError as exc:
-        return _cannot_start(exc, listener, metrics)
+        return _cannot_start(exc, listeners, metrics)
     _first_admin_token(tokens, settings.data_dir)
     _export(settings)
     if metrics is not None:
@@ -316,8 +314,7 @@ def api(args: argparse.Namespace) -> int:
     try:
         serve_workers(
             "strongroom.asgi:create",
-            listener=listener,
-            workers=workers,
+            listeners=listeners,
             edge=edge_settings(settings),
         )
     finally:

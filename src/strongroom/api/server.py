@@ -11,7 +11,8 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.supervisors import Multiprocess
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from strongroom.api.edge import EdgeSettings
 from strongroom.api.protocol import EdgeConfig
@@ -52,13 +53,40 @@ class ListenError(Exception):
     """The address cannot be listened on; the message says why in one line."""
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A bound TCP socket for ``host:port`` (IPPROTO_TCP, so that accepted connections get
-    TCP_NODELAY; see ``tcp_listener``). Bound before anything else starts, so a port in use
-    is reported at once and alone."""
+def listen(host: str, port: int, processes: int = 1) -> list[socket.socket]:
+    """Bound TCP sockets for ``host:port``, one per serving process (IPPROTO_TCP, so that
+    accepted connections get TCP_NODELAY; see ``tcp_listener``). Bound before anything else
+    starts, so a port in use is reported at once and alone.
+
+    Several processes get one socket each in an SO_REUSEPORT group, and the kernel spreads
+    new connections over them. Sharing one socket instead, the first process to wake
+    accepted a whole burst of connections (asyncio accepts up to the backlog at a time) and
+    kept them, keep-alive, while the others idled. A group admits only sockets of the same
+    user that also ask for SO_REUSEPORT, so a tenant's server (another user) cannot join it;
+    another process of the service's own user is kept out by the exclusive probe below."""
+    sockets: list[socket.socket] = []
+    try:
+        if processes > 1:
+            # Exclusive first, so a port already held (by anyone, shared or not) is an error
+            # and port 0 picks a free one; then the group on that port.
+            probe = _bind(host, port, reuse_port=False)
+            port = probe.getsockname()[1]
+            probe.close()
+        for _ in range(processes):
+            sockets.append(_bind(host, port, reuse_port=processes > 1))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -78,24 +106,76 @@ def serve_app(app: FastAPI, *, listener: socket.socket, edge: EdgeSettings | Non
 
 
 def serve_workers(
-    factory: str, *, listener: socket.socket, workers: int, edge: EdgeSettings | None = None
+    factory: str, *, listeners: list[socket.socket], edge: EdgeSettings | None = None
 ) -> None:
-    """``factory`` (``module:function``) builds the application in each worker process."""
+    """``factory`` (``module:function``) builds the application in each worker process, one
+    per listener (see ``listen``)."""
     raise_open_file_limit()  # inherited by the worker processes
-    host, port = listener.getsockname()[:2]
+    host, port = listeners[0].getsockname()[:2]
     config = EdgeConfig(
         factory,
         edge=edge or EdgeSettings(),
         factory=True,
         host=host,
         port=port,
-        workers=workers,
+        workers=len(listeners),
         **HTTP_SETTINGS,
     )
-    if workers > 1:
-        Multiprocess(config, sockets=[listener]).run()
+    if len(listeners) > 1:
+        SocketPerProcess(config, listeners).run()
     else:
-        uvicorn.Server(config).run(sockets=[listener])
+        uvicorn.Server(config).run(sockets=listeners)
+
+
+class SocketPerProcess(Multiprocess):
+    """uvicorn's supervisor, with each worker process serving its own listener: a process
+    that dies is replaced on the same one, so the connections the kernel queued on it are
+    served by the replacement. The number of processes is fixed (no SIGTTIN/SIGTTOU)."""
+
+    def __init__(self, config: uvicorn.Config, listeners: list[socket.socket]) -> None:
+        super().__init__(config, sockets=[])
+        self.listeners = listeners
+
+    def _start(self, slot: int) -> Process:
+        process = Process(self.config, [self.listeners[slot]])
+        process.start()
+        return process
+
+    def init_processes(self) -> None:
+        self.processes = [self._start(slot) for slot in range(len(self.listeners))]
+
+    def keep_subprocess_alive(self) -> None:
+        for slot, process in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # hung, or already gone
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:  # would fail the same way again
+                log.error("API process %s failed to start; stopping", process.pid)
+                self.should_exit.set()
+                return
+            log.warning("API process %s died; starting another", process.pid)
+            self.processes[slot] = self._start(slot)
+
+    def restart_all(self) -> None:  # SIGHUP: each replacement serves before the old one stops
+        for slot, old in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new = self._start(slot)
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                return
+            old.terminate()
+            old.join()
+            self.processes[slot] = new
+
+    def handle_ttin(self) -> None:
+        log.info("the number of API processes is fixed at start (--workers)")
+
+    handle_ttou = handle_ttin
 
 
 def tcp_listener(sock: socket.socket) -> socket.socket:

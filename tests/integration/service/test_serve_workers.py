@@ -3,13 +3,14 @@ requests make run in the serving process, and the scheduler runs there only, onc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +54,46 @@ def _api_processes(server: LiveServer) -> list[int]:
     return result
 
 
+def _stopped(pids: list[int]) -> contextlib.AbstractContextManager[None]:
+    """Every process in ``pids`` stopped (SIGSTOP) for the block. Keep the block short: the
+    supervisor replaces a process that does not answer its health check within 5 s."""
+
+    @contextlib.contextmanager
+    def stopped() -> Iterator[None]:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+
+    return stopped()
+
+
+def _client_of_a_running_process(server: LiveServer, **kwargs: Any) -> httpx.Client:
+    """A client whose keep-alive connection was accepted by a running API process.
+
+    Each process has its own listener and the kernel picks one per new connection, so a
+    connection may wait on a stopped process's listener: a short probe tells, and a new
+    connection (another source port) is tried until one is answered."""
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        client = httpx.Client(base_url=server.url, **kwargs)
+        try:
+            if client.get("/", timeout=0.3).status_code == 200:
+                return client
+        except httpx.TransportError:
+            pass
+        client.close()
+    raise AssertionError("no running API process answered")
+
+
 def _answers_alone(server: LiveServer, others: list[int]) -> bool:
-    """A request on a new connection while every other API process is stopped: only the
-    one left running can accept it."""
-    for other in others:
-        os.kill(other, signal.SIGSTOP)
-    try:
-        # A new connection each time; the process may still be starting.
-        return bool(_wait(lambda: _get(server.url + "/").status_code == 200, timeout=30))
-    finally:
-        for other in others:
-            os.kill(other, signal.SIGCONT)
+    """A request while every other API process is stopped: only the one left running can
+    answer it."""
+    with _stopped(others), contextlib.closing(_client_of_a_running_process(server)) as client:
+        return client.get("/").status_code == 200
 
 
 def _get(url: str) -> httpx.Response:
@@ -169,9 +199,12 @@ def test_the_job_socket_is_the_owners_and_the_allow_list_holds_in_every_process(
         headers = {"X-Auth-Token": server.token(PROJECT)}
         apis = _api_processes(server)
         for i in range(len(apis)):
-            for other in apis[:i] + apis[i + 1 :]:
-                os.kill(other, signal.SIGSTOP)
-            try:
+            with (
+                _stopped(apis[:i] + apis[i + 1 :]),
+                contextlib.closing(
+                    _client_of_a_running_process(server, headers=headers, timeout=30)
+                ) as api,
+            ):
                 for directory, status in ((outside, 403), (allowed, 200)):
                     body = {
                         "instance": {
@@ -180,16 +213,26 @@ def test_the_job_socket_is_the_owners_and_the_allow_list_holds_in_every_process(
                             "external": {"path": str(directory / "app.db")},
                         }
                     }
-                    r = httpx.post(
-                        server.endpoint(PROJECT) + "/instances",
-                        json=body,
-                        headers=headers,
-                        timeout=30,
-                    )
+                    r = api.post(f"/v1.0/{PROJECT}/instances", json=body)
                     assert r.status_code == status, r.text
-            finally:
-                for other in apis[:i] + apis[i + 1 :]:
-                    os.kill(other, signal.SIGCONT)
     finally:
         assert server.stop() == 0
     assert not (server.data_dir / "jobs.sock").exists()
+
+
+def test_a_process_that_dies_is_replaced_on_its_own_listener(tmp_path: Path) -> None:
+    """The kernel keeps sending a dead process's share of new connections to its listener;
+    the replacement serves that listener, so no connection is left waiting."""
+    server = start_server(tmp_path / "data", "--workers", "2")
+    try:
+        first = _api_processes(server)
+        os.kill(first[0], signal.SIGKILL)
+        now = _wait(lambda: (found := _api_processes(server)) != first and found)
+        assert first[1] in now and first[0] not in now
+        # Each a new connection: about half of them are hashed to the replaced listener.
+        answered = [_get(server.url + "/").status_code for _ in range(24)]
+        assert answered == [200] * 24
+        for pid in now:  # and each process is needed: alone, each one answers
+            assert _answers_alone(server, [other for other in now if other != pid])
+    finally:
+        assert server.stop() == 0
