@@ -81,7 +81,7 @@ def open_metadata(settings: Settings, *, migrate_now: bool) -> UnitOfWorkFactory
 
 def uow_factory(sessions: sessionmaker[Session]) -> UnitOfWorkFactory:
 
-    def uow(*, write: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(sessions, write=write)
+    def uow(*, write: bool = False, read_only: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(sessions, write=write, read_only=read_only)
 
     return uow

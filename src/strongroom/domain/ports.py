@@ -200,9 +200,10 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    """``uow(write=True)`` takes the metadata database's write lock at the start."""
+    """``uow(write=True)`` takes the metadata database's write lock at the start;
+    ``uow(read_only=True)`` only reads, each statement on its own, and cannot commit."""
 
-    def __call__(self, *, write: bool = False) -> UnitOfWork: ...
+    def __call__(self, *, write: bool = False, read_only: bool = False) -> UnitOfWork: ...
 
 
 class JobQueue(Protocol):

@@ -70,14 +70,25 @@ def make_engine(url: str) -> Engine:
 
 
 class SqlUnitOfWork:
-    def __init__(self, factory: sessionmaker[Session], *, write: bool = False) -> None:
+    """``write``: the step writes (on SQLite it takes the write lock at BEGIN).
+    ``read_only``: the step only reads, and on a database server each of its statements
+    runs on its own (autocommit): no BEGIN and ROLLBACK round trips around a page of the
+    API's most requested reads, which took as long as the reads. Its statements may see
+    different moments; it refuses to commit. On SQLite it is an ordinary read."""
+
+    def __init__(
+        self, factory: sessionmaker[Session], *, write: bool = False, read_only: bool = False
+    ) -> None:
         self._factory = factory
         self._write = write
+        self._read_only = read_only
 
     def __enter__(self) -> SqlUnitOfWork:
         self.session = self._factory()
         if self._write:
             self.session.connection(execution_options={"write": True})
+        elif self._read_only and self.session.get_bind().dialect.name != "sqlite":
+            self.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         self.backups: BackupRepository = SqlBackupRepository(self.session)
         self.copies: CopyRepository = SqlCopyRepository(self.session)
         self.instances: InstanceRepository = SqlInstanceRepository(self.session)
@@ -102,7 +113,13 @@ class SqlUnitOfWork:
         self.session.close()
 
     def commit(self) -> None:
+        if self._read_only:
+            raise ReadOnlyUnitOfWorkError("a read-only unit of work cannot commit")
         self.session.commit()
+
+
+class ReadOnlyUnitOfWorkError(RuntimeError):
+    """A step opened to read tried to commit: its writes would not be atomic."""
 
 
 def unit_of_work_factory(engine: Engine) -> sessionmaker[Session]:

@@ -91,9 +91,9 @@ class BackupService(UseCase):
     _jobs: JobDispatcher
     _rules: ServiceRules
 
-    # -- queries -------------------------------------------------------------------
+    # -- queries (read-only: each statement on its own on a database server) ---------
     def get(self, ctx: RequestContext, *, backup_id: str) -> Backup:
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             backup = visible_backup(uow, ctx, backup_id)
             self._authz.enforce(ctx, "backup:show", backup.project_id)
             attach_copies(uow, [backup])
@@ -117,7 +117,7 @@ class BackupService(UseCase):
             offset=filters.offset,
             limit=limit,
         )
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             items = uow.backups.query(query)
             attach_copies(uow, items)
             return Page(items, filters.offset, limit)
@@ -125,7 +125,7 @@ class BackupService(UseCase):
     def list_for_instance(
         self, ctx: RequestContext, *, instance_id: str, offset: int, limit: int | None
     ) -> Page:
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             instance = visible_instance(uow, ctx, instance_id)
             self._authz.enforce(ctx, "instance:backups", instance.project_id)
             page_limit = self._page_limit(limit)

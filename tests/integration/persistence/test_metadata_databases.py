@@ -135,3 +135,55 @@ def test_two_projects_racing_to_register_one_database_on_each_metadata_database(
             assert sorted(statuses.values()) == [200, 403], (round_, statuses)
     finally:
         h.container.close()
+
+
+def test_a_read_only_unit_of_work_leaves_no_transaction_open(tmp_path, metadata_url):
+    """On a database server, the API's read-only steps run each statement on its own: the
+    connection is not left "idle in transaction" between them (no BEGIN, no ROLLBACK), and
+    such a step cannot commit. An ordinary step, read on the same pool, is in one."""
+    import pytest
+    from sqlalchemy import text
+
+    from strongroom.persistence import migrate
+    from strongroom.persistence.unit_of_work import (
+        ReadOnlyUnitOfWorkError,
+        SqlUnitOfWork,
+        make_engine,
+        unit_of_work_factory,
+    )
+
+    engine = make_engine(metadata_url or f"sqlite:///{tmp_path / 'meta.db'}")
+    migrate.upgrade(engine)
+    sessions = unit_of_work_factory(engine)
+    try:
+        with (
+            SqlUnitOfWork(sessions, read_only=True) as uow,
+            pytest.raises(ReadOnlyUnitOfWorkError),
+        ):
+            uow.commit()
+        if engine.dialect.name == "sqlite":
+            return  # one file, no server: nothing to save (an ordinary read)
+        for read_only, expected in ((True, False), (False, True)):
+            with SqlUnitOfWork(sessions, read_only=read_only) as uow:
+                uow.session.execute(text("select 1"))
+                assert _in_transaction(engine, uow) is expected
+        # The pool's connection goes back as it came: the next step is in a transaction.
+        with SqlUnitOfWork(sessions) as uow:
+            uow.session.execute(text("select 1"))
+            assert _in_transaction(engine, uow)
+    finally:
+        engine.dispose()
+
+
+def _in_transaction(engine, uow) -> bool:
+    """Whether the unit of work's connection is in a transaction, as the server says."""
+    from sqlalchemy import text
+
+    if engine.dialect.name == "postgresql":
+        pid = uow.session.execute(text("select pg_backend_pid()")).scalar_one()
+        ask = "select state from pg_stat_activity where pid = :pid"
+        with engine.connect() as other:
+            state = other.execute(text(ask), {"pid": pid}).scalar_one()
+        return state == "idle in transaction"
+    uow.session.execute(text("select count(*) from backups"))
+    return bool(uow.session.execute(text("select @@in_transaction")).scalar_one())

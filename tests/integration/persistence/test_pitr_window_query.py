@@ -89,7 +89,7 @@ def uow(tmp_path: Any, metadata_url: str | None) -> Iterator[Any]:
     migrate.upgrade(engine)
     sessions = unit_of_work_factory(engine)
     try:
-        yield engine, lambda write=False: SqlUnitOfWork(sessions, write=write)
+        yield engine, lambda **kw: SqlUnitOfWork(sessions, **kw)
     finally:
         engine.dispose()
 

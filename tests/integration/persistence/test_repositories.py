@@ -21,7 +21,7 @@ def uow_factory(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'meta.db'}")
     migrate.upgrade(engine)
     sessions = unit_of_work_factory(engine)
-    return lambda write=False: SqlUnitOfWork(sessions, write=write)
+    return lambda **kw: SqlUnitOfWork(sessions, **kw)
 
 
 def backup(bid: str, minutes: int, state=BackupState.COMPLETED) -> Backup:
