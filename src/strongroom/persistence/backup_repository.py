@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, delete, select, update
+from sqlalchemy import Row, Select, bindparam, delete, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from strongroom.domain.model import (
@@ -83,7 +83,11 @@ def _backup_page(
     """The list query for one combination of filters, built once with its values bound at
     execution: building it and its cache key anew took half the time of a page."""
     c = BACKUPS.c
-    stmt = _select_backups().where(c.state != BackupState.DELETING.value)
+    # DELETING written into the statement, not bound: PostgreSQL plans a prepared statement
+    # once for any values, and with ``state != $1`` it could not tell that nearly every row
+    # passes (all COMPLETED: "1 row"), so it fetched all of an instance's backups and sorted
+    # them for each page (1.0 ms instead of 0.16 ms at 500 backups an instance).
+    stmt = _select_backups().where(c.state != literal_column(f"'{BackupState.DELETING.value}'"))
     if project:
         stmt = stmt.where(c.project_id == bindparam("project_id"))
     if instance:

@@ -4,6 +4,7 @@ others' rows."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,74 @@ def test_a_list_page_reads_its_index_in_order(tmp_path: Path, instance: bool, in
     details = " | ".join(row[-1] for row in plan)
     assert f"USING INDEX {index}" in details, details
     assert "TEMP B-TREE" not in details, details  # no sort of the matching rows
+
+
+def test_postgresql_plans_a_prepared_list_page_without_fetching_the_instances_rows() -> None:
+    """The service's PostgreSQL driver prepares a statement it runs often, and the server
+    then plans it once for any values (a generic plan). With every backup COMPLETED, a
+    bound ``state != $1`` looked as if it matched no row, and a page of one instance's
+    backups fetched all of them and sorted them. Planned as the server plans it after five
+    runs, a page must read an index in its order and stop at the page."""
+    import re
+
+    from sqlalchemy import insert
+    from sqlalchemy.dialects import postgresql
+
+    from fixtures.metadata import postgresql_database
+    from strongroom.persistence.backup_repository import BACKUPS
+
+    with postgresql_database() as url:
+        engine = create_engine(url)
+        try:
+            migrate.upgrade(engine)
+            rows = [
+                {
+                    "id": f"{i:08d}-0000-4000-8000-000000000000",
+                    "project_id": "p",
+                    "name": f"b{i}",
+                    "instance_id": f"i{(i // 7) % 20}",  # chains of 7, 20 instances in turn
+                    "state": "COMPLETED",
+                    "created": datetime(2024, 1, 1) + timedelta(minutes=i),
+                    "updated": datetime(2024, 1, 1) + timedelta(minutes=i),
+                    "progress_done": 0,
+                }
+                for i in range(4000)
+            ]
+            stmt = _backup_page(
+                project=True, instance=True, versions=False, states=False, limited=True
+            )
+            sql = str(stmt.compile(dialect=postgresql.psycopg.dialect()))
+            names: list[str] = []
+
+            def placeholder(match: re.Match[str]) -> str:
+                if match.group(1) not in names:
+                    names.append(match.group(1))
+                return f"${names.index(match.group(1)) + 1}"
+
+            prepared = re.sub(r"%\((\w+)\)s", placeholder, sql)
+            values = {"project_id": "'p'", "instance_id": "'i0'", "offset": "0", "limit": "20"}
+            with engine.begin() as conn:
+                conn.execute(insert(BACKUPS), rows)
+                conn.exec_driver_sql("analyze backups")
+                conn.exec_driver_sql("set plan_cache_mode = force_generic_plan")
+                conn.exec_driver_sql(f"prepare page as {prepared}")
+                plan = conn.exec_driver_sql(
+                    "explain (analyze, format json) execute page("
+                    + ", ".join(values[n] for n in names)
+                    + ")"
+                ).scalar_one()
+        finally:
+            engine.dispose()
+    nodes = _nodes(plan[0]["Plan"])
+    kinds = {node["Node Type"] for node in nodes}
+    assert kinds <= {"Limit", "Index Scan", "Incremental Sort"}, kinds
+    assert plan[0]["Plan"]["Actual Rows"] == 20
+    scanned = sum(n["Actual Rows"] + n.get("Rows Removed by Filter", 0) for n in nodes[-1:])
+    assert scanned < 1000, scanned  # the instance's 200 rows were not all fetched either
+
+
+def _nodes(node: dict) -> list[dict]:  # type: ignore[type-arg]
+    found = [node]
+    for child in node.get("Plans", []):
+        found += _nodes(child)
+    return found
