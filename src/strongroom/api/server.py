@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import resource
 import socket
+import struct
 from typing import Any
 
 import uvicorn
@@ -53,27 +55,38 @@ class ListenError(Exception):
     """The address cannot be listened on; the message says why in one line."""
 
 
+BACKLOG = 2048  # uvicorn's default: connections the kernel queues before one is accepted
+
+
 def listen(host: str, port: int, processes: int = 1) -> list[socket.socket]:
-    """Bound TCP sockets for ``host:port``, one per serving process (IPPROTO_TCP, so that
-    accepted connections get TCP_NODELAY; see ``tcp_listener``). Bound before anything else
-    starts, so a port in use is reported at once and alone.
+    """Listening TCP sockets on ``host:port``, one per serving process (IPPROTO_TCP, so that
+    accepted connections get TCP_NODELAY; see ``tcp_listener``). They listen before anything
+    else starts: a port in use is reported at once and alone, and no one can take the port
+    while the service starts (connections wait in the backlog until it serves).
 
     Several processes get one socket each in an SO_REUSEPORT group, and the kernel spreads
     new connections over them. Sharing one socket instead, the first process to wake
     accepted a whole burst of connections (asyncio accepts up to the backlog at a time) and
-    kept them, keep-alive, while the others idled. A group admits only sockets of the same
-    user that also ask for SO_REUSEPORT, so a tenant's server (another user) cannot join it;
-    another process of the service's own user is kept out by the exclusive probe below."""
-    sockets: list[socket.socket] = []
+    kept them, keep-alive, while the others idled. The first socket is bound exclusively, so
+    a port held by anyone is refused. A group admits only sockets of the same user that ask
+    for SO_REUSEPORT, so a tenant's server running as another user cannot join; and a
+    program attached to the group (``_PICK_OURS``) hands each connection to one of the
+    first ``processes`` members, ours, so a process of the service's own user that joins
+    later receives nothing."""
+    if processes < 1:
+        raise ListenError(f"the API needs at least one process, not {processes}")
+    first = _bind(host, port, reuse_port=False)
+    sockets = [first]
     try:
         if processes > 1:
-            # Exclusive first, so a port already held (by anyone, shared or not) is an error
-            # and port 0 picks a free one; then the group on that port.
-            probe = _bind(host, port, reuse_port=False)
-            port = probe.getsockname()[1]
-            probe.close()
-        for _ in range(processes):
-            sockets.append(_bind(host, port, reuse_port=processes > 1))
+            first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            port = first.getsockname()[1]  # the one chosen, for port 0
+        first.listen(BACKLOG)
+        for _ in range(processes - 1):
+            sockets.append(_bind(host, port, reuse_port=True))
+            sockets[-1].listen(BACKLOG)
+        if processes > 1:
+            _pick_ours(first, processes)
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -96,6 +109,26 @@ def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return sock
+
+
+# A classic BPF program for the group (SO_ATTACH_REUSEPORT_CBPF): the connection's hash
+# modulo the number of our sockets is the index of the member that gets it; members join
+# in the order they listen, so ours are the first.
+SO_ATTACH_REUSEPORT_CBPF = 51
+_LOAD_RXHASH = (0x20, 0, 0, (-0x1000 + 32) & 0xFFFFFFFF)  # A = skb hash (SKF_AD_RXHASH)
+_RETURN_A = (0x16, 0, 0, 0)
+
+
+def _pick_ours(member: socket.socket, count: int) -> None:
+    program = [_LOAD_RXHASH, (0x94, 0, 0, count), _RETURN_A]  # A %= count; return A
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in program))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(code))  # struct sock_fprog
+    try:
+        member.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    except OSError as exc:
+        raise ListenError(
+            f"cannot keep the API's port to its own {count} processes: {exc.strerror or exc}"
+        ) from None
 
 
 def serve_app(app: FastAPI, *, listener: socket.socket, edge: EdgeSettings | None = None) -> None:
@@ -167,6 +200,8 @@ class SocketPerProcess(Multiprocess):
             if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
                 new.kill()
                 new.join()
+                if not self.should_exit.is_set():
+                    log.error("API process %s was not ready in time; keeping %s", new.pid, old.pid)
                 return
             old.terminate()
             old.join()

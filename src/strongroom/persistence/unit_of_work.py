@@ -71,10 +71,11 @@ def make_engine(url: str) -> Engine:
 
 class SqlUnitOfWork:
     """``write``: the step writes (on SQLite it takes the write lock at BEGIN).
-    ``read_only``: the step only reads, and on a database server each of its statements
-    runs on its own (autocommit): no BEGIN and ROLLBACK round trips around a page of the
-    API's most requested reads, which took as long as the reads. Its statements may see
-    different moments; it refuses to commit. On SQLite it is an ordinary read."""
+    ``read_only``: the step only reads, and on PostgreSQL each of its statements runs on its
+    own (autocommit, switched in the driver): no BEGIN and ROLLBACK round trips around a
+    page of the API's most requested reads, which took as long as the reads. Its statements
+    may see different moments (as under READ COMMITTED anyway); it refuses to commit. On
+    SQLite, and on MariaDB (where the switch itself costs round trips), an ordinary read."""
 
     def __init__(
         self, factory: sessionmaker[Session], *, write: bool = False, read_only: bool = False
@@ -87,7 +88,7 @@ class SqlUnitOfWork:
         self.session = self._factory()
         if self._write:
             self.session.connection(execution_options={"write": True})
-        elif self._read_only and self.session.get_bind().dialect.name != "sqlite":
+        elif self._read_only and self.session.get_bind().dialect.name == "postgresql":
             self.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         self.backups: BackupRepository = SqlBackupRepository(self.session)
         self.copies: CopyRepository = SqlCopyRepository(self.session)

@@ -229,6 +229,8 @@ def test_a_process_that_dies_is_replaced_on_its_own_listener(tmp_path: Path) -> 
         os.kill(first[0], signal.SIGKILL)
         now = _wait(lambda: (found := _api_processes(server)) != first and found)
         assert first[1] in now and first[0] not in now
+        (replacement,) = set(now) - set(first)
+        _wait(lambda: f"API process {replacement} ready" in server.log_path.read_text())
         # Each a new connection: about half of them are hashed to the replaced listener.
         answered = [_get(server.url + "/").status_code for _ in range(24)]
         assert answered == [200] * 24

@@ -15,7 +15,9 @@ import pytest
 from strongroom.api.server import ListenError, listen, tcp_listener
 
 
-def accepted_nodelay(listener: socket.socket) -> int:
+def accepted_nodelay(*listeners: socket.socket) -> int:
+    """TCP_NODELAY of a connection accepted by one of ``listeners`` (all of one port)."""
+
     async def go() -> int:
         accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
@@ -24,12 +26,15 @@ def accepted_nodelay(listener: socket.socket) -> int:
             accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
             writer.close()
 
-        server = await asyncio.start_server(on_connect, sock=listener)
-        async with server:
-            _reader, writer = await asyncio.open_connection(*listener.getsockname())
+        servers = [await asyncio.start_server(on_connect, sock=sock) for sock in listeners]
+        try:
+            _reader, writer = await asyncio.open_connection(*listeners[0].getsockname()[:2])
             result = await asyncio.wait_for(accepted, 10)
             writer.close()
             return result
+        finally:
+            for server in servers:
+                server.close()
 
     return asyncio.run(go())
 
@@ -68,8 +73,8 @@ def test_the_serving_listeners_give_accepted_connections_nodelay(processes: int)
     try:
         assert len(listeners) == processes
         assert len({sock.getsockname() for sock in listeners}) == 1
-        for sock in listeners:
-            assert accepted_nodelay(sock) == 1
+        assert all(sock.proto == socket.IPPROTO_TCP for sock in listeners)
+        assert accepted_nodelay(*listeners) == 1
     finally:
         for sock in listeners:
             sock.close()
@@ -81,7 +86,6 @@ def test_a_port_in_use_is_one_plain_error(first: int, second: int) -> None:
     not let into the first one's group."""
     taken = listen("127.0.0.1", 0, first)
     try:
-        taken[0].listen()
         port = taken[0].getsockname()[1]
         with pytest.raises(ListenError, match=f"^port {port} on 127.0.0.1 is already in use$"):
             listen("127.0.0.1", port, second)
@@ -92,37 +96,60 @@ def test_a_port_in_use_is_one_plain_error(first: int, second: int) -> None:
 
 def test_connections_are_spread_over_the_processes_listeners() -> None:
     """A burst of connections lands on every listener of the group, not on the first one
-    to wake (the kernel hashes each connection to one of them)."""
+    to wake; a socket of the same user that joins the group later gets none of them."""
     listeners = listen("127.0.0.1", 0, 2)
+    port = listeners[0].getsockname()[1]
+    intruder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    intruder.bind(("127.0.0.1", port))  # the same user may join: the group admits it
+    intruder.listen()
+    everyone = [*listeners, intruder]
     clients: list[socket.socket] = []
     try:
-        for sock in listeners:
-            sock.listen(64)
+        for sock in everyone:
             sock.setblocking(False)
         for _ in range(32):
-            clients.append(socket.create_connection(listeners[0].getsockname()[:2]))
-        accepted = [0, 0]
+            clients.append(socket.create_connection(("127.0.0.1", port)))
+        accepted = [0, 0, 0]
         deadline = time.monotonic() + 10
         while sum(accepted) < 32 and time.monotonic() < deadline:
-            ready, _, _ = select.select(listeners, [], [], 1)
+            ready, _, _ = select.select(everyone, [], [], 1)
             for sock in ready:
                 conn, _ = sock.accept()
                 conn.close()
-                accepted[listeners.index(sock)] += 1
-        assert sum(accepted) == 32
-        assert min(accepted) >= 4, accepted  # an even split is 16; all on one is 0
+                accepted[everyone.index(sock)] += 1
+        assert sum(accepted) == 32, accepted
+        assert accepted[2] == 0, accepted  # the intruder
+        assert min(accepted[:2]) >= 4, accepted  # an even split is 16; all on one is 0
     finally:
-        for sock in clients + listeners:
+        for sock in clients + everyone:
             sock.close()
 
 
+def test_the_port_is_listening_before_the_service_serves() -> None:
+    """A connection made while the service is still starting waits in the backlog (it is
+    answered once a process serves) instead of being refused, or reaching someone else."""
+    (listener,) = listen("127.0.0.1", 0)
+    with listener, socket.create_connection(listener.getsockname()[:2], timeout=5) as client:
+        listener.settimeout(5)
+        conn, _ = listener.accept()
+        conn.close()
+        assert client.recv(1) == b""  # accepted, then closed by the server
+
+
+def test_no_processes_is_refused() -> None:
+    with pytest.raises(ListenError, match="at least one process"):
+        listen("127.0.0.1", 0, 0)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
-def test_another_user_cannot_join_the_group() -> None:
-    """A tenant's database server runs as its own user: it cannot bind into the service's
-    group on the API's port and take a share of its connections."""
-    listeners = listen("127.0.0.1", 0, 2)
+@pytest.mark.parametrize("processes", [1, 2])
+def test_another_user_cannot_take_the_port(processes: int) -> None:
+    """A tenant's database server runs as its own user: from the moment the service has its
+    sockets (before it serves), it can neither bind into the group on the API's port nor
+    listen beside it, and so cannot take a share of the connections."""
+    listeners = listen("127.0.0.1", 0, processes)
     try:
-        listeners[0].listen()
         port = listeners[0].getsockname()[1]
         joined = subprocess.run(
             ["/usr/bin/python3", "-c", JOIN_GROUP, str(port)],  # readable by any user
@@ -132,7 +159,7 @@ def test_another_user_cannot_join_the_group() -> None:
             timeout=30,
             check=False,
         )
-        assert joined.stdout.strip() == "refused", joined.stdout + joined.stderr
+        assert joined.stdout.strip() == "refused refused", joined.stdout + joined.stderr
     finally:
         for sock in listeners:
             sock.close()
@@ -140,13 +167,18 @@ def test_another_user_cannot_join_the_group() -> None:
 
 JOIN_GROUP = """
 import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    print("refused")
-else:
-    print("joined")
+results = []
+for reuse_port in (True, False):  # into the group, or beside it with SO_REUSEADDR alone
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        s.bind(("127.0.0.1", int(sys.argv[1])))
+        s.listen()
+    except OSError:
+        results.append("refused")
+    else:
+        results.append("joined")
+print(" ".join(results))
 """
