@@ -6,7 +6,7 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from strongroom.domain.ports import (
     BackupRepository,
@@ -74,8 +74,10 @@ class SqlUnitOfWork:
     ``read_only``: the step only reads, and on PostgreSQL each of its statements runs on its
     own (autocommit, switched in the driver): no BEGIN and ROLLBACK round trips around a
     page of the API's most requested reads, which took as long as the reads. Its statements
-    may see different moments (as under READ COMMITTED anyway); it refuses to commit. On
-    SQLite, and on MariaDB (where the switch itself costs round trips), an ordinary read."""
+    may see different moments (as under READ COMMITTED anyway); it refuses to write (a
+    flush, or an ORM insert, update or delete: each would be committed on its own at once)
+    and to commit. On SQLite, and on MariaDB (where the switch itself costs round trips), an
+    ordinary read."""
 
     def __init__(
         self, factory: sessionmaker[Session], *, write: bool = False, read_only: bool = False
@@ -86,6 +88,8 @@ class SqlUnitOfWork:
 
     def __enter__(self) -> SqlUnitOfWork:
         self.session = self._factory()
+        if self._read_only:
+            self.session.info[READ_ONLY] = True
         if self._write:
             self.session.connection(execution_options={"write": True})
         elif self._read_only and self.session.get_bind().dialect.name == "postgresql":
@@ -120,8 +124,27 @@ class SqlUnitOfWork:
 
 
 class ReadOnlyUnitOfWorkError(RuntimeError):
-    """A step opened to read tried to commit: its writes would not be atomic."""
+    """A step opened to read tried to write or commit: its writes would not be atomic."""
+
+
+READ_ONLY = "strongroom.read_only"  # in Session.info of a read-only unit of work's session
 
 
 def unit_of_work_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    sessions = sessionmaker(bind=engine, expire_on_commit=False)
+    event.listen(sessions, "before_flush", _refuse_flush)
+    event.listen(sessions, "do_orm_execute", _refuse_orm_write)
+    return sessions
+
+
+def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
+    # Called only when the session has changes to write: not on the reads' empty flushes.
+    if session.info.get(READ_ONLY):
+        raise ReadOnlyUnitOfWorkError("a read-only unit of work cannot write")
+
+
+def _refuse_orm_write(state: ORMExecuteState) -> None:
+    if state.session.info.get(READ_ONLY) and (
+        state.is_insert or state.is_update or state.is_delete
+    ):
+        raise ReadOnlyUnitOfWorkError("a read-only unit of work cannot write")

@@ -140,8 +140,8 @@ def test_two_projects_racing_to_register_one_database_on_each_metadata_database(
 def test_a_read_only_unit_of_work_leaves_no_transaction_open(tmp_path, metadata_url):
     """On PostgreSQL, the API's read-only steps run each statement on its own: the
     connection is not left "idle in transaction" between them (no BEGIN, no ROLLBACK). On
-    every database such a step cannot commit. An ordinary step, on the same pool, is in a
-    transaction."""
+    every database such a step cannot commit nor write (each write would be committed at
+    once). An ordinary step, on the same pool, is in a transaction."""
     import pytest
     from sqlalchemy import text
 
@@ -162,6 +162,21 @@ def test_a_read_only_unit_of_work_leaves_no_transaction_open(tmp_path, metadata_
             pytest.raises(ReadOnlyUnitOfWorkError),
         ):
             uow.commit()
+        with SqlUnitOfWork(sessions, write=True) as uow:
+            uow.backups.add(_a_backup("kept"))
+            uow.commit()
+        with SqlUnitOfWork(sessions, read_only=True) as uow:
+            uow.backups.add(_a_backup("added"))
+            with pytest.raises(ReadOnlyUnitOfWorkError, match="cannot write"):
+                uow.session.flush()
+        with (
+            SqlUnitOfWork(sessions, read_only=True) as uow,
+            pytest.raises(ReadOnlyUnitOfWorkError, match="cannot write"),
+        ):
+            uow.backups.remove("kept")  # an ORM delete statement, no flush
+        with SqlUnitOfWork(sessions) as uow:  # nothing was written, nothing removed
+            assert uow.backups.find("kept") is not None
+            assert uow.backups.find("added") is None
         if engine.dialect.name != "postgresql":
             return  # an ordinary read there (SQLite: no server; MariaDB: the switch costs more)
         for read_only, expected in ((True, False), (False, True)):
@@ -174,6 +189,23 @@ def test_a_read_only_unit_of_work_leaves_no_transaction_open(tmp_path, metadata_
             assert _in_transaction(engine, uow)
     finally:
         engine.dispose()
+
+
+def _a_backup(backup_id: str):
+    from strongroom.domain.model import Backup, BackupId, BackupState, ProjectId
+
+    moment = datetime(2026, 1, 1)
+    return Backup(
+        id=BackupId(backup_id),
+        project_id=ProjectId("p"),
+        name=backup_id,
+        description=None,
+        instance_id=None,
+        parent_id=None,
+        state=BackupState.COMPLETED,
+        created=moment,
+        updated=moment,
+    )
 
 
 def _in_transaction(engine, uow) -> bool:
