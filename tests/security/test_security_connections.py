@@ -4,6 +4,7 @@ connection limit new connections are closed at once instead of running out of fi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -87,6 +88,36 @@ def test_a_connection_without_complete_headers_is_closed_after_the_header_timeou
         closed_after = _closed_by_server(sock, within=HEADER_TIMEOUT + 5)
     assert closed_after is not None, "the server kept the connection open"
     assert HEADER_TIMEOUT - 0.5 <= closed_after <= HEADER_TIMEOUT + 5
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"content-length: Ql*",
+        b"cVzj7t;",
+        b"X-Bad: a\x00b",
+        b"content-length: 1\r\ncontent-length: 2",
+    ],
+    ids=["length", "name", "nul", "two-lengths"],
+)
+def test_a_request_the_parser_refuses_gets_a_trove_fault(site: Site, header: bytes) -> None:
+    """Malformed headers are refused by the HTTP parser before the application sees them:
+    the answer is still a Trove fault in JSON, and the connection is closed."""
+    request = b"GET /v1.0/p/backups/x HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n\r\n"
+    with socket.create_connection(_address(site), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0] == "HTTP/1.1 400 Bad Request", answer
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    assert headers["content-type"] == "application/json"
+    assert int(headers["content-length"]) == len(body)
+    assert json.loads(body) == {
+        "badRequest": {"code": 400, "message": "Invalid HTTP request received."}
+    }
 
 
 def test_headers_dribbled_byte_by_byte_do_not_extend_the_timeout(site: Site) -> None:

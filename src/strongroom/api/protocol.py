@@ -7,6 +7,7 @@ is closed at once, before any file descriptor runs out."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import uvicorn
@@ -66,6 +67,21 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser refuses (a malformed header, say) gets a Trove fault, as any
+        other bad request does, instead of uvicorn's plain-text answer; then the connection
+        is closed, as uvicorn closes it."""
+        body = json.dumps({"badRequest": {"code": 400, "message": msg}}).encode()
+        head = [
+            b"HTTP/1.1 400 Bad Request\r\n",
+            *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None
