@@ -70,7 +70,7 @@ def listen(host: str, port: int, processes: int = 1) -> list[socket.socket]:
     kept them, keep-alive, while the others idled. The first socket is bound exclusively, so
     a port held by anyone is refused. A group admits only sockets of the same user that ask
     for SO_REUSEPORT, so a tenant's server running as another user cannot join; and a
-    program attached to the group (``_PICK_OURS``) hands each connection to one of the
+    program attached to the group (``_pick_ours``) hands each connection to one of the
     first ``processes`` members, ours, so a process of the service's own user that joins
     later receives nothing."""
     if processes < 1:

@@ -91,7 +91,7 @@ class BackupService(UseCase):
     _jobs: JobDispatcher
     _rules: ServiceRules
 
-    # -- queries (read-only: each statement on its own on a database server) ---------
+    # -- queries (read-only units of work: on PostgreSQL, no transaction around them) --
     def get(self, ctx: RequestContext, *, backup_id: str) -> Backup:
         with self._uow(read_only=True) as uow:
             backup = visible_backup(uow, ctx, backup_id)
