@@ -402,40 +402,24 @@ def report(
         ),
         *pair("PG full wall, Strongroom / pgBackRest", "PG full", PGBR, "wall", (0.5, 0.55)),
     ]
+
+    def incremental(section: str, update: str, stored_goal: float) -> list[str]:
+        """Stored bytes and wall of one incremental section against pgBackRest's."""
+        return [
+            check(
+                f"PG incremental {fig} after a 5 % {update}, Strongroom / pgBackRest",
+                ratio(section, PGBR, fig),
+                goal,
+                spread=round_ratios(section, PGBR, fig),
+            )
+            for fig, goal in (("stored", stored_goal), ("wall", 1.0))
+        ]
+
     for pattern in patterns:
         section = f"PG incremental ({pattern})"
-        rows += [
-            check(
-                f"PG incremental stored after a 5 % {pattern} update, Strongroom / pgBackRest",
-                ratio(section, PGBR, "stored"),
-                0.3 if pattern == "spread" else 0.2,
-                spread=round_ratios(section, PGBR, "stored"),
-            ),
-            check(
-                f"PG incremental wall after a 5 % {pattern} update, Strongroom / pgBackRest",
-                ratio(section, PGBR, "wall"),
-                1.0,
-                spread=round_ratios(section, PGBR, "wall"),
-            ),
-        ]
+        rows += incremental(section, f"{pattern} update", 0.3 if pattern == "spread" else 0.2)
         if pattern == "spread":
-            deltas = f"{section}, page deltas"
-            rows += [
-                check(
-                    "PG incremental stored after a 5 % spread update, page deltas on, "
-                    "Strongroom / pgBackRest",
-                    ratio(deltas, PGBR, "stored"),
-                    0.3,
-                    spread=round_ratios(deltas, PGBR, "stored"),
-                ),
-                check(
-                    "PG incremental wall after a 5 % spread update, page deltas on, "
-                    "Strongroom / pgBackRest",
-                    ratio(deltas, PGBR, "wall"),
-                    1.0,
-                    spread=round_ratios(deltas, PGBR, "wall"),
-                ),
-            ]
+            rows += incremental(f"{section}, page deltas", "spread update, page deltas on", 0.3)
     rows += [
         *pair(
             "MariaDB full wall, Strongroom / mariabackup\\|zstd",
