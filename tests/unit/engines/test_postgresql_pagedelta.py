@@ -220,13 +220,12 @@ def test_xor_and_the_choice_of_deltas() -> None:
 
 
 def test_deltas_stop_on_a_file_where_they_do_not_pay(tmp_path: Path) -> None:
-    """Every page rewritten (as when pruning moves a page's tuples): after the trial
-    blocks none paid, so the rest of the file is stored whole without trying; the chain
-    still restores every byte."""
+    """Every page rewritten (as when pruning moves a page's tuples): none pays, and the
+    chain still restores every byte."""
     rng = random.Random(13)
     src = tmp_path / "src"
     rel = src / "base/5/16384"
-    count = pagedelta.TRIAL_BLOCKS + 600
+    count = pagedelta.TRIAL_WINDOW + pagedelta.BACKOFF_FIRST + 600
     write_pages(rel, [random_page(rng, 10) for _ in range(count)])
     full, _ = backup(src, None)
     write_pages(rel, [random_page(rng, 30) for _ in range(count)])
@@ -239,11 +238,57 @@ def test_deltas_stop_on_a_file_where_they_do_not_pay(tmp_path: Path) -> None:
     assert (target / "base/5/16384").read_bytes() == rel.read_bytes()
 
 
-def test_deltas_are_tried_while_at_least_half_pay() -> None:
-    trial = pagedelta.TRIAL_BLOCKS
-    assert pagedelta.worth_trying(0, 0) and pagedelta.worth_trying(trial - 1, 0)
-    assert not pagedelta.worth_trying(trial, trial // 2 - 1)
-    assert pagedelta.worth_trying(trial, trial // 2)
+def test_deltas_back_off_where_they_do_not_pay_and_resume_where_they_do() -> None:
+    window, first = pagedelta.TRIAL_WINDOW, pagedelta.BACKOFF_FIRST
+    trial = pagedelta.DeltaTrial()
+    trial.record(window // 2, window // 2, 0)
+    assert trial.wanted(window // 2)  # a window is not judged before it is full
+    trial.record(window, window // 2, window // 4)  # 1/4 paid: back off
+    assert not trial.wanted(window) and not trial.wanted(window + first - 1)
+    assert trial.wanted(window + first)
+    trial.record(2 * window + first, window, 0)  # again: twice as long
+    assert not trial.wanted(2 * window + 3 * first - 1)
+    assert trial.wanted(2 * window + 3 * first)
+    trial.record(3 * window + 3 * first, window, window // 2)  # half paid: tried on
+    assert trial.wanted(3 * window + 3 * first)
+    trial.record(4 * window + 3 * first, window, 0)  # the back-off starts again short
+    assert trial.wanted(4 * window + 4 * first)
+    long = pagedelta.DeltaTrial()
+    end = 0
+    for _ in range(12):  # it doubles up to its ceiling
+        end += window
+        long.record(end, window, 0)
+        assert long.wanted(end + pagedelta.BACKOFF_MAX)
+        end = end + pagedelta.BACKOFF_MAX
+
+
+def test_a_rewritten_region_does_not_stop_the_deltas_after_it(tmp_path: Path) -> None:
+    """The shape of a table whose first rows were updated again since the parent (pruned
+    and compacted pages), the rest touched a tuple each: the first pages are stored whole,
+    and the pages after them as deltas; the chain restores every byte."""
+    rng = random.Random(19)
+    src = tmp_path / "src"
+    rel = src / "base/5/16384"
+    rewritten = pagedelta.BACKOFF_FIRST
+    count = rewritten + 1500
+    pages = [random_page(rng, 10) for _ in range(count)]
+    write_pages(rel, pages)
+    full, _ = backup(src, None)
+    pages = [random_page(rng, 30) for _ in range(rewritten)] + [
+        touched(p, rng, 30) for p in pages[rewritten:]
+    ]
+    write_pages(rel, pages)
+    link, changed = backup(src, 20, parents=[full])
+    assert changed == count
+    delta_blocks = [(first, n) for _, first, n, delta in runs(link) if delta]
+    assert all(first >= rewritten for first, _ in delta_blocks)
+    # one window tried and not paying, one back-off, then every block
+    resumed = pagedelta.TRIAL_WINDOW + pagedelta.BACKOFF_FIRST
+    assert sum(n for _, n in delta_blocks) == count - resumed
+    target = tmp_path / "target"
+    target.mkdir()
+    restore(target, [link, full])
+    assert (target / "base/5/16384").read_bytes() == rel.read_bytes()
 
 
 def test_a_whole_copy_in_an_older_link_ends_the_file_on_both_sides(tmp_path: Path) -> None:
@@ -358,8 +403,10 @@ def test_random_chains_restore_alike_with_deltas_and_without(
     """Every prefix of a random chain restores the same bytes whether its incrementals
     stored deltas or whole pages (the restore without deltas being what earlier
     releases wrote and read), with whole-file records of databases not yet known, cut
-    and regrown files, stale LSNs, and the trial cutoff reached early."""
-    monkeypatch.setattr(pagedelta, "TRIAL_BLOCKS", 3)
+    and regrown files, stale LSNs, and the trial's back-off reached early."""
+    monkeypatch.setattr(pagedelta, "TRIAL_WINDOW", 3)
+    monkeypatch.setattr(pagedelta, "BACKOFF_FIRST", 2)
+    monkeypatch.setattr(pagedelta, "BACKOFF_MAX", 4)
     rng = random.Random(seed)
     src = tmp_path / "src"
     names = ["base/5/100", "base/5/100.1", "base/5/101", "base/6/200", "global/300"]

@@ -101,7 +101,6 @@ class DirStreamWriter:
         # With the parent's pages, changed blocks may be stored as deltas (format 2).
         self._parent = parent
         self._delta = bytearray(datadir.READ_SIZE) if parent is not None else None
-        self._file_deltas = 0  # blocks of the current file stored as deltas
         self.delta_pages = 0
         self._written = 0
         self._segment_bytes = segment_bytes or SEGMENT_BYTES
@@ -141,21 +140,20 @@ class DirStreamWriter:
     def changed_pages(self, path: str, fd: int, size: int, threshold: int) -> int:
         """Write the pages changed since ``threshold``; returns how many."""
         size -= size % self._block_size
-        self._file_deltas = 0
         self._name(b"p", path)
         self._put(_U64.pack(size))
         crc = 0
         pages = 0
         bs = self._block_size
         known = self._parent.open(path) if self._parent is not None else 0
-        tried = 0
+        trial = pagedelta.DeltaTrial()
         for first, view in datadir.changed_runs(fd, size, threshold, bs):
             count = len(view) // bs
             pages += count
             based = max(0, min(count, known - first))  # blocks the parent has
-            if based and pagedelta.worth_trying(tried, self._file_deltas):
-                tried += based
-                crc = self._delta_runs(first, view[: based * bs], crc)
+            if based and trial.wanted(first):
+                crc, paid = self._delta_runs(first, view[: based * bs], crc)
+                trial.record(first + based, based, paid)
             elif based:
                 crc = self._run(first, view[: based * bs], 0, crc)
             if based < count:
@@ -169,9 +167,9 @@ class DirStreamWriter:
         self._put(data)
         return crc32(data, crc32(run, crc))
 
-    def _delta_runs(self, first: int, pages: memoryview, crc: int) -> int:
+    def _delta_runs(self, first: int, pages: memoryview, crc: int) -> tuple[int, int]:
         """``pages`` (from block ``first``) as runs of deltas against the parent's image
-        where that pays, of whole blocks elsewhere."""
+        where that pays, of whole blocks elsewhere; the CRC and how many were deltas."""
         assert self._parent is not None and self._delta is not None
         bs = self._block_size
         count = len(pages) // bs
@@ -181,7 +179,6 @@ class DirStreamWriter:
         paying = pagedelta.delta_blocks(delta, bs)
         # A block is a delta where the parent's image is known and the delta pays.
         use = bytes(a & b for a, b in zip(known, paying, strict=True))
-        self._file_deltas += use.count(1)
         at = 0
         for match in _RUNS_OF_SAME.finditer(use):
             start, end = match.span()
@@ -192,8 +189,9 @@ class DirStreamWriter:
                 crc = self._run(first + start, pages[start * bs : end * bs], 0, crc)
             at = end
         assert at == count
-        self.delta_pages += use.count(1)
-        return crc
+        paid = use.count(1)
+        self.delta_pages += paid
+        return crc, paid
 
     def label(self, backup_label: str, tablespace_map: str) -> None:
         label, spcmap = backup_label.encode(), tablespace_map.encode()

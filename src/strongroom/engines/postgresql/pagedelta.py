@@ -28,17 +28,44 @@ MIN_ZERO_SHARE = 0.9
 # The parent chain's links are read side by side, each holding about two chunks: past
 # this many links an incremental stores whole pages rather than hold more.
 MAX_PARENT_LINKS = 8
-# Deltas are tried on a file's first changed blocks, and on the rest only while at least
-# half of those tried paid: pages whose tuples moved do not, and reading the parent's
-# copy of each (and, at restore, rewriting it) would then cost time for nothing.
-TRIAL_BLOCKS = 1024
+# Deltas are tried in windows of a file's changed blocks. A window in which fewer than
+# half paid (pages whose tuples moved: pruned and compacted) starts a back-off: the file's
+# next blocks are stored whole without reading the parent's copy, BACKOFF_FIRST of them,
+# doubling with every further window that does not pay up to BACKOFF_MAX; a window that
+# pays ends it. A region rewritten since the parent (a range of rows updated again) then
+# costs a few windows, and the pages after it still get their deltas.
+TRIAL_WINDOW = 256
 MIN_PAYING_SHARE = 0.5
+BACKOFF_FIRST = 1024
+BACKOFF_MAX = 16384
 
 
-def worth_trying(tried: int, paid: int) -> bool:
-    """Whether to try deltas on a file's next changed blocks, ``paid`` of the ``tried``
-    so far having been stored as deltas."""
-    return tried < TRIAL_BLOCKS or paid >= tried * MIN_PAYING_SHARE
+class DeltaTrial:
+    """Which of one file's changed blocks to try as deltas (blocks asked for in order)."""
+
+    def __init__(self) -> None:
+        self._tried = 0
+        self._paid = 0
+        self._skip_until = 0  # blocks before this are stored whole without trying
+        self._backoff = BACKOFF_FIRST
+
+    def wanted(self, block: int) -> bool:
+        """Whether to try deltas on a run of changed blocks starting at ``block``."""
+        return block >= self._skip_until
+
+    def record(self, end: int, tried: int, paid: int) -> None:
+        """``paid`` of the ``tried`` blocks of a run ending before block ``end`` were
+        stored as deltas."""
+        self._tried += tried
+        self._paid += paid
+        if self._tried < TRIAL_WINDOW:
+            return
+        if self._paid >= self._tried * MIN_PAYING_SHARE:
+            self._backoff = BACKOFF_FIRST
+        else:
+            self._skip_until = end + self._backoff
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+        self._tried = self._paid = 0
 
 
 def xor_into(target: bytearray | memoryview, data: bytes | memoryview) -> None:
