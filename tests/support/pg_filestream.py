@@ -99,3 +99,33 @@ def restore(target: Path, newest_first: list[Link] | list[bytes], workers: int =
             assert end.backup_label.startswith("START WAL LOCATION")
             assert end.rest.read(1) == b""
         return restorer.finish()
+
+
+def heap_page(lsn: int, tuples: Sequence[bytes | None]) -> bytearray:
+    """A page laid out as PostgreSQL lays out a heap page: the header, one line pointer
+    per tuple (None: an unused one), the tuples from the page's end down, 8-byte aligned."""
+    out = bytearray(BS)
+    out[0:8] = struct.pack("<II", lsn >> 32, lsn & 0xFFFFFFFF)
+    upper, pointers = BS, []
+    for data in tuples:
+        if data is None:
+            pointers.append(0)
+            continue
+        upper -= -(-len(data) // 8) * 8
+        out[upper : upper + len(data)] = data
+        pointers.append(upper | 1 << 15 | len(data) << 17)
+    lower = 24 + 4 * len(pointers)
+    assert lower <= upper, "the tuples do not fit in a page"
+    struct.pack_into("<HH", out, 12, lower, upper)
+    struct.pack_into(f"<{len(pointers)}I", out, 24, *pointers)
+    return out
+
+
+def heap_tuples(data: bytes) -> list[bytes | None]:
+    """The tuples of a page :func:`heap_page` made, by line pointer."""
+    (lower,) = struct.unpack_from("<H", data, 12)
+    out: list[bytes | None] = []
+    for (pointer,) in struct.iter_unpack("<I", data[24:lower]):
+        offset, length = pointer & 0x7FFF, pointer >> 17
+        out.append(bytes(data[offset : offset + length]) if pointer else None)
+    return out

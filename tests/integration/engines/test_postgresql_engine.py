@@ -371,7 +371,7 @@ def test_incremental_chain(
     for parent, child in itertools.pairwise(metas):
         assert child["method"] == "pgdata-pages"
         assert child["threshold_lsn"] == parent["start_lsn"]
-        assert child["page_format"] == "xor-deltas" and child["delta_pages"] > 0
+        assert child["page_format"] == "realigned-deltas" and child["delta_pages"] > 0
     assert inc1_size < full_size / 20
 
     links = [(meta, workdir / f"chain-{n}") for n, meta in enumerate(metas)]
@@ -671,7 +671,7 @@ def test_a_spread_update_is_stored_as_deltas_and_restores_row_for_row(
     assert "page_format" not in default_meta
     delta_meta, _ = _backup(engine, source, workdir / "spread-1", parent=full_meta, chain=chain)
     chain.append((delta_meta, workdir / "spread-1"))
-    assert "page_format" not in whole_meta and delta_meta["page_format"] == "xor-deltas"
+    assert "page_format" not in whole_meta and delta_meta["page_format"] == "realigned-deltas"
     assert delta_meta["delta_pages"] > delta_meta["changed_pages"] * 0.8
     whole, deltas = _stored(workdir / "spread-whole"), _stored(workdir / "spread-1")
     print(f"\nspread update: whole pages {whole} bytes stored, deltas {deltas} bytes")
@@ -688,3 +688,42 @@ def test_a_spread_update_is_stored_as_deltas_and_restores_row_for_row(
             assert snapshot(restored) == expected, f"chain up to link {n - 1} differs"
         finally:
             engine.destroy_instance(home, restored)
+
+
+def test_pages_pruned_since_the_parent_are_stored_as_realigned_deltas(
+    engine: PostgresEngine, source: dict[str, Any], workdir: Path
+) -> None:
+    """Rows of md5 text, every 20th updated before the full and another 20th after it:
+    the second update prunes every page (its tuples move), so XOR deltas do not pay and
+    realigned ones do; the chain restores the same rows."""
+    with connect(source) as c:
+        c.execute(
+            "CREATE TABLE moved (id int PRIMARY KEY, v text) "
+            "WITH (fillfactor = 100, autovacuum_enabled = off)"
+        )
+        c.execute(
+            "INSERT INTO moved SELECT g, md5(g::text) || md5((-g)::text) "
+            "FROM generate_series(1, 60000) g"
+        )
+        c.execute("UPDATE moved SET v = upper(v) WHERE id % 20 = 0")
+        c.execute("CHECKPOINT")
+    full_meta, _ = _backup(engine, source, workdir / "moved-0")
+    chain = [(full_meta, workdir / "moved-0")]
+    with connect(source) as c:
+        c.execute("UPDATE moved SET v = upper(v) WHERE id % 20 = 1")
+        c.execute("CHECKPOINT")
+    expected = snapshot(source)
+    whole_meta, _ = _backup(engine, source, workdir / "moved-whole", parent=full_meta)
+    meta, _ = _backup(engine, source, workdir / "moved-1", parent=full_meta, chain=chain)
+    chain.append((meta, workdir / "moved-1"))
+    whole, deltas = _stored(workdir / "moved-whole"), _stored(workdir / "moved-1")
+    print(f"\npruned pages: whole {whole} bytes stored, realigned deltas {deltas} bytes")
+    assert "page_format" not in whole_meta and meta["page_format"] == "realigned-deltas"
+    assert meta["realigned_pages"] > meta["changed_pages"] * 0.5
+    assert deltas < whole * 0.3
+    home = workdir / "restored-moved"
+    restored = _restore(engine, home, chain, by_segments=True)
+    try:
+        assert snapshot(restored) == expected
+    finally:
+        engine.destroy_instance(home, restored)

@@ -94,7 +94,7 @@ def backed_up(base: Path) -> dict[str, Any]:
     manifest = next((h.settings.data_dir / "objects").glob(f"*/{incr['id']}/manifest.json"))
     opened = open_manifest(manifest.read_bytes(), MasterKey.load_or_create(h.settings.key_file))
     engine = opened.manifest.engine
-    assert engine.get("page_format") == "xor-deltas" and engine["delta_pages"] > 0, engine
+    assert engine.get("page_format") == "realigned-deltas" and engine["delta_pages"] > 0, engine
     expected = contents(params)
     key = lose_the_service(h)
     return {"full": full, "incr": incr, "key": key, "expected": expected, "params": params}

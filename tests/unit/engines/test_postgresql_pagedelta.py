@@ -4,6 +4,7 @@ streams and restored newest link first, compared byte for byte."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import random
@@ -18,7 +19,16 @@ from strongroom.engines.base import RestoreInput
 from strongroom.engines.postgresql import filestream, pagedelta, parentpages
 from strongroom.engines.postgresql.file_method import FileMethod
 from strongroom.engines.postgresql.pagedelta import MAX_PARENT_LINKS
-from support.pg_filestream import BS, Link, OffsetSource, backup, restore, write_pages
+from support.pg_filestream import (
+    BS,
+    Link,
+    OffsetSource,
+    backup,
+    heap_page,
+    heap_tuples,
+    restore,
+    write_pages,
+)
 
 
 def random_page(rng: random.Random, lsn: int) -> bytearray:
@@ -37,8 +47,9 @@ def touched(before: bytes, rng: random.Random, lsn: int, nbytes: int = 40) -> by
     return after
 
 
-def runs(link: Link) -> list[tuple[str, int, int, bool]]:
-    """``(path, first block, count, delta)`` of every run of the link's page records."""
+def runs(link: Link) -> list[tuple[str, int, int, int]]:
+    """``(path, first block, count, kind)`` of every run of the link's page records
+    (kind: ``pagedelta.WHOLE``, ``XOR`` or ``REALIGNED``)."""
     raw, out = link.raw, []
     (length,) = struct.unpack("!I", raw[9:13])
     pos = 13 + length
@@ -62,8 +73,7 @@ def runs(link: Link) -> list[tuple[str, int, int, bool]]:
                 break
             (count,) = struct.unpack("!I", raw[pos : pos + 4])
             pos += 4
-            delta = bool(count & pagedelta.DELTA_RUN)
-            count &= ~pagedelta.DELTA_RUN
+            count, delta = filestream.run_kind(count, filestream.REALIGN_FORMAT)
             out.append((path, first, count, delta))
             pos += count * BS
     return out
@@ -98,7 +108,7 @@ def test_a_chain_of_deltas_restores_every_byte(tmp_path: Path, workers: int) -> 
         pages.append(random_page(rng, lsn))
         write_pages(rel, pages)
         link, changed = backup(src, lsn - 5, parents=chain)
-        assert header(link)["format"] == filestream.DELTA_FORMAT
+        assert header(link)["format"] == filestream.REALIGN_FORMAT
         assert changed == len(range(round_no % 2, len(pages) - 1, 2)) + (round_no % 2 == 0) + 1
         kinds = {(first, delta) for path, first, _, delta in runs(link) if path.endswith("16384")}
         assert (5, False) in kinds  # a page rewritten whole is not worth a delta
@@ -217,6 +227,127 @@ def test_xor_and_the_choice_of_deltas() -> None:
     assert pagedelta.delta_blocks(a, BS) == b"\x01\x00"
     assert pagedelta.walk_key("global/pg_control") > pagedelta.walk_key("pg_xact/0000")
     assert pagedelta.walk_key("base/1/2") < pagedelta.walk_key("base.x")
+
+
+def heap_pages(rng: random.Random, lsn: int, count: int) -> list[bytearray]:
+    """Pages of 50 tuples of 121 random bytes (as a row with an md5 text column)."""
+    return [heap_page(lsn, [rng.randbytes(121) for _ in range(50)]) for _ in range(count)]
+
+
+def pruned(page: bytes, rng: random.Random, lsn: int, dead: int = 3) -> bytearray:
+    """``page`` after an update that pruned it: ``dead`` tuples gone (their line pointers
+    unused), the rest compacted towards the page's end, and two tuples changed a little."""
+    items = heap_tuples(page)
+    for i in rng.sample([i for i, t in enumerate(items) if t is not None], dead):
+        items[i] = None
+    for i in rng.sample([i for i, t in enumerate(items) if t is not None], 2):
+        changed = bytearray(items[i] or b"")
+        changed[10:14] = rng.randbytes(4)
+        items[i] = bytes(changed)
+    return heap_page(lsn, items)
+
+
+def kinds(link: Link, path: str) -> set[int]:
+    return {kind for name, _, _, kind in runs(link) if name == path}
+
+
+def test_pages_whose_tuples_moved_are_stored_as_realigned_deltas(tmp_path: Path) -> None:
+    """Pruned pages differ from their parent in thousands of bytes (an XOR delta does not
+    pay) but store as realigned deltas; a realigned delta is never the base of another
+    delta, so the next link stores those pages whole; every prefix restores every byte."""
+    rng = random.Random(23)
+    src = tmp_path / "src"
+    rel = src / "base/5/16384"
+    pages = heap_pages(rng, 10, 100)
+    write_pages(rel, pages)
+    chain = [backup(src, None)[0]]
+    states, expected = [], []
+    steps = [
+        (30, lambda p: pruned(p, rng, 30), pagedelta.REALIGNED),
+        (50, lambda p: pruned(p, rng, 50), pagedelta.WHOLE),  # its parent: a realigned delta
+        (70, lambda p: pruned(p, rng, 70, dead=0), pagedelta.XOR),  # over the whole pages
+        (90, lambda p: pruned(p, rng, 90), pagedelta.WHOLE),  # pruned, over an XOR delta
+    ]
+    for lsn, change, kind in steps:
+        before = pages
+        pages = [change(p) for p in pages]
+        xor = bytearray(b"".join(before))
+        pagedelta.xor_into(xor, b"".join(pages))
+        if kind == pagedelta.REALIGNED:
+            assert pagedelta.delta_blocks(xor, BS) == bytes(len(pages))  # XOR does not pay
+        write_pages(rel, pages)
+        link, changed = backup(src, lsn - 5, parents=chain)
+        assert changed == len(pages)
+        expected.append(kind)
+        states.append(rel.read_bytes())
+        chain.append(link)
+    assert [kinds(link, "base/5/16384") for link in chain[1:]] == [{k} for k in expected]
+    whole, _ = backup(src, 25)  # as the first incremental, without deltas
+    assert stored(chain[1]) < stored(whole) * 0.1, (stored(chain[1]), stored(whole))
+    for upto in range(2, len(chain) + 1):
+        target = tmp_path / f"target{upto}"
+        target.mkdir()
+        restore(target, list(reversed(chain[:upto])), rng.choice([1, 3]))
+        assert (target / "base/5/16384").read_bytes() == states[upto - 2]
+
+
+def test_a_delta_over_a_realigned_delta_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chain where a link holds a delta over a realigned delta (no writer makes one: the
+    realigned delta needs its base whole) is refused, by a restore and by the next backup
+    reading it as its parent, rather than laid out wrong."""
+    rng = random.Random(29)
+    src = tmp_path / "src"
+    rel = src / "base/5/16384"
+    pages = heap_pages(rng, 10, 8)
+    write_pages(rel, pages)
+    full, _ = backup(src, None)
+    pages = [pruned(p, rng, 30) for p in pages]
+    write_pages(rel, pages)
+    inc1, _ = backup(src, 25, parents=[full])
+    assert kinds(inc1, "base/5/16384") == {pagedelta.REALIGNED}
+    image = parentpages.ParentPages.image
+
+    def as_if_whole(self: parentpages.ParentPages, *args: object) -> bytearray:
+        known = image(self, *args)  # type: ignore[arg-type]
+        return known.replace(bytes([pagedelta.VIA_REALIGNED]), bytes([pagedelta.HELD_WHOLE]))
+
+    monkeypatch.setattr(parentpages.ParentPages, "image", as_if_whole)
+    pages = [touched(p, rng, 50) for p in pages]
+    write_pages(rel, pages)
+    inc2, _ = backup(src, 45, parents=[full, inc1])
+    monkeypatch.undo()
+    assert kinds(inc2, "base/5/16384") == {pagedelta.XOR}
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(filestream.FileStreamError, match="a delta over a delta"):
+        restore(target, [inc2, inc1, full])
+    write_pages(rel, [touched(p, rng, 70) for p in pages])
+    with pytest.raises(parentpages.ParentStreamError, match="over a realigned delta"):
+        backup(src, 60, parents=[full, inc1, inc2])
+
+
+def test_streams_of_format_2_still_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain whose incremental was written before realigned deltas (stream format 2:
+    XOR deltas only) restores every byte."""
+    rng = random.Random(31)
+    src = tmp_path / "src"
+    rel = src / "base/5/16384"
+    pages = heap_pages(rng, 10, 20)
+    write_pages(rel, pages)
+    full, _ = backup(src, None)
+    monkeypatch.setattr(filestream, "REALIGN_FORMAT", filestream.DELTA_FORMAT)
+    monkeypatch.setattr(pagedelta, "realign", lambda *args: None)
+    write_pages(rel, [touched(p, rng, 30) for p in pages])
+    inc, _ = backup(src, 25, parents=[full])
+    monkeypatch.undo()
+    assert header(inc)["format"] == filestream.DELTA_FORMAT
+    assert kinds(inc, "base/5/16384") == {pagedelta.XOR}
+    target = tmp_path / "target"
+    target.mkdir()
+    restore(target, [inc, full])
+    assert (target / "base/5/16384").read_bytes() == rel.read_bytes()
 
 
 def test_deltas_stop_on_a_file_where_they_do_not_pay(tmp_path: Path) -> None:
@@ -340,11 +471,18 @@ def test_a_parent_chain_too_long_to_read_side_by_side_gets_whole_pages() -> None
 
 
 def _page(lsn: int, rng: random.Random, base: bytes | None = None) -> bytes:
-    """A page of ``lsn``: ``base`` with a tuple's worth changed, or random bytes."""
-    if base is not None and rng.random() < 0.7:
+    """A page of ``lsn``: ``base`` with a tuple's worth changed, or pruned (its tuples
+    moved), or a new page of tuples, or random bytes."""
+    q = rng.random()
+    if base is not None and q < 0.6:
+        if q < 0.3:
+            with contextlib.suppress(AssertionError, struct.error, ValueError):
+                return bytes(pruned(base, rng, lsn, dead=rng.randrange(0, 4)))
         page = bytearray(base.ljust(BS, b"\0")[:BS])
         at = rng.randrange(8, BS - 40)
         page[at : at + 40] = rng.randbytes(40)
+    elif q < 0.8:
+        page = heap_page(lsn, [rng.randbytes(rng.randrange(20, 200)) for _ in range(30)])
     else:
         page = bytearray(rng.randbytes(BS))
     page[0:8] = struct.pack("<II", lsn >> 32, lsn & 0xFFFFFFFF)
@@ -419,7 +557,7 @@ def test_random_chains_restore_alike_with_deltas_and_without(
     _write_tree(src, files)
     full, _ = backup(src, None)
     with_deltas, whole = [full], [full]
-    deltas = 0
+    deltas = realigned = 0
     for step in range(1, rng.randrange(3, 7)):
         lsn = 100 * step
         _evolve(files, names, rng, lsn)
@@ -428,6 +566,7 @@ def test_random_chains_restore_alike_with_deltas_and_without(
         segment = rng.choice([1, 20_000, 10**9])
         link, _ = backup(src, lsn - 5, segment, parents=with_deltas, known=known)
         deltas += sum(count for *_, count, d in runs(link) if d)
+        realigned += sum(count for *_, count, d in runs(link) if d == pagedelta.REALIGNED)
         with_deltas.append(link)
         whole.append(backup(src, lsn - 5, segment, known=known)[0])
         workers = rng.choice([1, 3])
@@ -442,6 +581,7 @@ def test_random_chains_restore_alike_with_deltas_and_without(
                 restored.append({"error": str(exc).encode()})
         assert restored[0] == restored[1], f"step {step}"
     assert seed > 3 or deltas > 0  # the first seeds do store deltas
+    assert seed > 3 or realigned > 0  # and realigned ones
 
 
 def test_a_parent_stream_cut_short_fails_the_backup_with_a_reason(tmp_path: Path) -> None:

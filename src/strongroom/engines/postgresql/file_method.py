@@ -148,8 +148,9 @@ class FileMethod:
             metadata["threshold_lsn"] = format_lsn(threshold)
             metadata["changed_pages"] = pages
         if parent_pages is not None:
-            metadata["page_format"] = methods.PAGE_DELTAS
+            metadata["page_format"] = methods.PAGE_REALIGNED
             metadata["delta_pages"] = writer.delta_pages
+            metadata["realigned_pages"] = writer.realigned_pages
         return BackupResult(metadata=metadata, incremental=parent is not None)
 
     @staticmethod
@@ -310,9 +311,11 @@ class FileMethod:
         if not isinstance(meta, FilesMetadata):
             raise RestoreError("the chain mixes backup methods")
 
-        stream_format = (
-            filestream.FORMAT_VERSION if meta.page_format is None else filestream.DELTA_FORMAT
-        )
+        stream_format = {
+            None: filestream.FORMAT_VERSION,
+            methods.PAGE_DELTAS: filestream.DELTA_FORMAT,
+            methods.PAGE_REALIGNED: filestream.REALIGN_FORMAT,
+        }[meta.page_format]
 
         def expect(header: dict[str, Any]) -> None:
             if (header.get("start_lsn"), header.get("threshold_lsn"), header.get("format")) != (

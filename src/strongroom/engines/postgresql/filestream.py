@@ -61,14 +61,16 @@ if TYPE_CHECKING:
 MAGIC = b"SRPGDIR1\n"
 FORMAT_VERSION = 1
 DELTA_FORMAT = 2  # runs may hold sub-page deltas (see :mod:`pagedelta`)
-READ_FORMATS = (FORMAT_VERSION, DELTA_FORMAT)
+REALIGN_FORMAT = 3  # and realigned deltas
+READ_FORMATS = (FORMAT_VERSION, DELTA_FORMAT, REALIGN_FORMAT)
 END_OF_RUNS = 0xFFFFFFFF
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
 _RUN = struct.Struct("!II")
-_RUNS_OF_SAME = re.compile(rb"\x00+|\x01+")
-_PENDING = re.compile(rb"\x00+|\x02+")  # blocks not yet final (see _FileState.written)
+_RUNS_OF_SAME = re.compile(rb"\x00+|\x01+|\x02+")
+_ONES = re.compile(rb"\x01+")
+_PENDING = re.compile(rb"\x00+|\x02+|\x03+")  # blocks not yet final (_FileState.written)
 _BLOCK_SIZES = (1024, 2048, 4096, 8192, 16384, 32768)  # what PostgreSQL can be built with
 # Smaller files are left to the server's fsync at start: one fdatasync each would cost a
 # metadata write (a journal commit) for a few kilobytes, and a directory holds thousands.
@@ -102,12 +104,13 @@ class DirStreamWriter:
         self._parent = parent
         self._delta = bytearray(datadir.READ_SIZE) if parent is not None else None
         self.delta_pages = 0
+        self.realigned_pages = 0  # of which realigned
         self._written = 0
         self._segment_bytes = segment_bytes or SEGMENT_BYTES
         self._next_segment = self._segment_bytes
         # Where records start, about every ``segment_bytes`` (see :func:`check_segments`).
         self.segment_offsets: list[int] = []
-        version = FORMAT_VERSION if parent is None else DELTA_FORMAT
+        version = FORMAT_VERSION if parent is None else REALIGN_FORMAT
         body = json.dumps(dict(header, format=version), sort_keys=True).encode()
         self._put(MAGIC + _U32.pack(len(body)) + body)
 
@@ -177,25 +180,54 @@ class DirStreamWriter:
         known = self._parent.image(first, count, delta)
         pagedelta.xor_into(delta, pages)
         paying = pagedelta.delta_blocks(delta, bs)
-        # A block is a delta where the parent's image is known and the delta pays.
-        use = bytes(a & b for a, b in zip(known, paying, strict=True))
+        # A block is an XOR delta where the parent's image is known through XOR deltas
+        # at most and the delta pays; else, over a block the parent holds whole, a
+        # realigned delta where that pays (its tuples moved); else whole.
+        use = bytearray(
+            pagedelta.XOR if k in (pagedelta.VIA_XOR, pagedelta.HELD_WHOLE) and p else 0
+            for k, p in zip(known, paying, strict=True)
+        )
+        moved = bytes(k == pagedelta.HELD_WHOLE and not u for k, u in zip(known, use, strict=True))
+        for match in _ONES.finditer(moved):
+            start, end = match.span()
+            part, new = delta[start * bs : end * bs], pages[start * bs : end * bs]
+            pagedelta.xor_into(part, new)  # the parent's image again
+            pagedelta.realign(part, new, bs)
+            pagedelta.xor_into(part, new)
+            for i, pays in enumerate(pagedelta.delta_blocks(part, bs)):
+                if pays:
+                    use[start + i] = pagedelta.REALIGNED
         at = 0
         for match in _RUNS_OF_SAME.finditer(use):
             start, end = match.span()
-            if use[start]:
-                part = delta[start * bs : end * bs]
-                crc = self._run(first + start, part, pagedelta.DELTA_RUN, crc)
-            else:
+            kind = use[start]
+            if kind == pagedelta.WHOLE:
                 crc = self._run(first + start, pages[start * bs : end * bs], 0, crc)
+            else:
+                flag = pagedelta.DELTA_RUN if kind == pagedelta.XOR else pagedelta.REALIGNED_RUN
+                crc = self._run(first + start, delta[start * bs : end * bs], flag, crc)
             at = end
         assert at == count
-        paid = use.count(1)
+        paid = count - use.count(pagedelta.WHOLE)
         self.delta_pages += paid
+        self.realigned_pages += use.count(pagedelta.REALIGNED)
         return crc, paid
 
     def label(self, backup_label: str, tablespace_map: str) -> None:
         label, spcmap = backup_label.encode(), tablespace_map.encode()
         self._put(b"l" + _U32.pack(len(label)) + label + _U32.pack(len(spcmap)) + spcmap)
+
+
+def run_kind(count: int, stream_format: int) -> tuple[int, int]:
+    """A run's stored block count: the count and what its blocks are (``pagedelta.WHOLE``,
+    ``XOR`` or ``REALIGNED``) in a stream of ``stream_format``."""
+    if stream_format >= REALIGN_FORMAT and count & pagedelta.REALIGNED_RUN:
+        if count & pagedelta.DELTA_RUN:
+            return 0, pagedelta.WHOLE  # both flags: no such run (the caller refuses count 0)
+        return count & ~pagedelta.REALIGNED_RUN, pagedelta.REALIGNED
+    if stream_format >= DELTA_FORMAT and count & pagedelta.DELTA_RUN:
+        return count & ~pagedelta.DELTA_RUN, pagedelta.XOR
+    return count, pagedelta.WHOLE
 
 
 # -- restoring --------------------------------------------------------------------------
@@ -242,9 +274,17 @@ class _Stopped(Exception):
 
 
 # Per block of a file an incremental changed: what newer links wrote there.
-_MISSING, _FINAL, _PARTIAL = 0, 1, 2  # nothing; the block; deltas, awaiting their base
-_AFTER_WHOLE = bytes([_FINAL] * 256)  # bytes.translate tables: a whole block applied
-_AFTER_DELTA = bytes([_PARTIAL, _FINAL, _PARTIAL] + [0] * 253)  # a delta applied
+# Nothing; the block; XOR deltas, awaiting their base; a realigned delta, awaiting its
+# base whole.
+_MISSING, _FINAL, _PARTIAL, _AWAITING = 0, 1, 2, 3
+# bytes.translate tables: a whole block applied; an XOR delta; a realigned delta (a
+# delta over a realigned delta, or a realigned delta over a delta, is refused first).
+_AFTER = {
+    pagedelta.WHOLE: bytes([_FINAL] * 256),
+    pagedelta.XOR: bytes([_PARTIAL, _FINAL, _PARTIAL, _AWAITING] + [0] * 252),
+    pagedelta.REALIGNED: bytes([_AWAITING, _FINAL, _PARTIAL, _AWAITING] + [0] * 252),
+}
+_NOT_FINAL = re.compile(rb"[\x02\x03]")
 
 
 class _FileState:
@@ -254,17 +294,17 @@ class _FileState:
         self.size = size
         self.complete = False
         self.created = False
-        # Per block, _MISSING, _FINAL or _PARTIAL; None for files copied whole.
+        # Per block, _MISSING, _FINAL, _PARTIAL or _AWAITING; None for files copied whole.
         self.written: bytearray | None = bytearray(blocks) if blocks is not None else None
 
     def has_deltas(self) -> bool:
         """Whether some block holds deltas still awaiting an older link's copy."""
-        return self.written is not None and self.written.find(_PARTIAL) >= 0
+        return self.written is not None and _NOT_FINAL.search(self.written) is not None
 
     def pending(self) -> bool:
         """Whether some block still needs an older link."""
         written = self.written
-        return written is not None and (written.find(_MISSING) >= 0 or written.find(_PARTIAL) >= 0)
+        return written is not None and (written.find(_MISSING) >= 0 or self.has_deltas())
 
 
 class ChainRestorer:
@@ -285,7 +325,7 @@ class ChainRestorer:
         self._files: dict[str, _FileState] = {}
         self._block_size = 0
         self._links = 0
-        self._deltas = False  # the link being laid out may hold deltas (format 2)
+        self._format = FORMAT_VERSION  # of the link being laid out (deltas from 2 on)
         self._scratch = threading.local()  # each layout thread's buffer for deltas
         self._writeback = BackgroundWriteback()
         self._layout = ThreadPoolExecutor(workers, thread_name_prefix="strongroom-layout")
@@ -317,7 +357,7 @@ class ChainRestorer:
         buffer = SourceBuffer(source, FileStreamError)
         header = read_header(buffer)
         expect(header)
-        self._deltas = header["format"] >= DELTA_FORMAT
+        self._format = header["format"]
         newest = self._links == 0
         block_size = header.get("block_size")
         if block_size not in _BLOCK_SIZES:
@@ -425,7 +465,7 @@ class ChainRestorer:
             holes = not state.complete and (
                 written is None or written.find(_MISSING, 0, blocks) >= 0
             )
-            if holes or (written is not None and written.find(_PARTIAL) >= 0):
+            if holes or (written is not None and _NOT_FINAL.search(written) is not None):
                 raise FileStreamError(
                     f"the backup chain does not hold every page of {path}: "
                     "a link is missing or belongs to another chain"
@@ -513,14 +553,14 @@ class ChainRestorer:
     def _whole(self, buffer: SourceBuffer, path: str, size: int, newest: bool) -> None:
         state = self._state_for(path, size, newest, paged=False)
         with self._output(path, state) as fd:
-            crc = self._copy_span(buffer, fd, state, 0, size, 0, delta=False)
+            crc = self._copy_span(buffer, fd, state, 0, size, 0, pagedelta.WHOLE)
             stored = self._stored_crc(buffer)
             if state is not None:
                 self._check_crc(stored, crc, path)
                 # A whole copy ends the file's chain: blocks past its end are zeros (a
                 # delta there is its own block), and older links are not read for it.
                 if state.written is not None:
-                    self._mark(state, 0, len(state.written), False)
+                    self._mark(state, 0, len(state.written), pagedelta.WHOLE)
                 state.complete = True
 
     def _pages(self, buffer: SourceBuffer, path: str, size: int, newest: bool) -> None:
@@ -537,19 +577,17 @@ class ChainRestorer:
                     break
                 raw += buffer.exact(4)
                 (count,) = _U32.unpack(raw[4:])
-                delta = self._deltas and bool(count & pagedelta.DELTA_RUN)
-                if delta:
-                    count &= ~pagedelta.DELTA_RUN
+                count, kind = run_kind(count, self._format)
                 if count == 0 or (first + count) * bs > size:
                     raise FileStreamError(f"the backup stream is corrupted (a run of {path})")
                 if state is not None:
                     crc = crc32(raw, crc)
                 crc = self._copy_span(
-                    buffer, fd, state, first * bs, (first + count) * bs, crc, delta=delta
+                    buffer, fd, state, first * bs, (first + count) * bs, crc, kind
                 )
                 if state is not None and state.written is not None:
                     # Marked after the run: a block split across reads is written whole.
-                    self._mark(state, first, min(first + count, len(state.written)), delta)
+                    self._mark(state, first, min(first + count, len(state.written)), kind)
         stored = self._stored_crc(buffer)
         if state is not None:
             self._check_crc(stored, crc, path)
@@ -562,20 +600,27 @@ class ChainRestorer:
         offset: int,
         end: int,
         crc: int,
-        *,
-        delta: bool,
+        kind: int,
     ) -> int:
-        """Bytes ``[offset, end)`` of a file from the stream: written and checksummed
-        when the file is needed (``state``), skipped otherwise. Returns the CRC."""
+        """Bytes ``[offset, end)`` of a file from the stream, blocks of ``kind``: written
+        and checksummed when the file is needed (``state``), skipped otherwise. Returns
+        the CRC."""
         if state is None:
             buffer.skip(end - offset)
             return crc
+        bs = self._block_size
+        written = state.written
+        # A realigned delta is completed with whole blocks: read whole blocks at a time.
+        by_block = written is not None and written.find(_AWAITING, offset // bs, -(-end // bs)) >= 0
         while offset < end:
-            view = buffer.take(end - offset)
+            if by_block:  # up to a block boundary
+                view = memoryview(buffer.exact(min(datadir.READ_SIZE - offset % bs, end - offset)))
+            else:
+                view = buffer.take(end - offset)
             if not view:
                 raise FileStreamError("the backup stream ends inside a file")
             crc = crc32(view, crc)
-            self._write(fd, offset, view, state, delta)
+            self._write(fd, offset, view, state, kind)
             offset += len(view)
         return crc
 
@@ -595,20 +640,18 @@ class ChainRestorer:
         return state
 
     @staticmethod
-    def _mark(state: _FileState, first: int, end: int, delta: bool) -> None:
-        """Blocks ``[first, end)`` had a link's whole copy or delta applied."""
+    def _mark(state: _FileState, first: int, end: int, kind: int) -> None:
+        """Blocks ``[first, end)`` had a link's copy of ``kind`` applied."""
         written = state.written
         assert written is not None
         if end > first:
-            written[first:end] = written[first:end].translate(
-                _AFTER_DELTA if delta else _AFTER_WHOLE
-            )
+            written[first:end] = written[first:end].translate(_AFTER[kind])
 
-    def _write(
-        self, fd: int, offset: int, view: memoryview, state: _FileState, delta: bool
-    ) -> None:
-        """Write the parts of ``view`` (at ``offset``) inside the file's final size that
-        newer links did not write; where they wrote deltas, XOR this into them."""
+    def _write(self, fd: int, offset: int, view: memoryview, state: _FileState, kind: int) -> None:
+        """Write the parts of ``view`` (at ``offset``, blocks of ``kind``) inside the
+        file's final size that newer links did not write; where they wrote deltas,
+        complete them with this (or, a delta too, carry it on towards a whole block
+        further down the chain)."""
         end = min(offset + len(view), state.size)
         written = state.written
         if written is None:
@@ -623,11 +666,19 @@ class ChainRestorer:
             start = max(offset, (first + match.start()) * bs)
             stop = min(end, (first + match.end()) * bs)
             part = view[start - offset : stop - offset]
-            if flags[match.start()] == _MISSING:
+            newer = flags[match.start()]
+            if newer == _MISSING:
                 self._pwrite(fd, part, start)
                 continue
-            # A newer link's delta is there: this link's bytes complete it (or, a delta
-            # too, carry it on towards a whole block further down the chain).
+            if kind == pagedelta.REALIGNED or (newer == _AWAITING and kind == pagedelta.XOR):
+                raise FileStreamError("the backup stream is corrupted (a delta over a delta)")
+            if newer == _AWAITING:
+                # A whole block (see _copy_span): the base of the newer realigned delta.
+                base = bytes(part) + bytes(-len(part) % bs)
+                current = self._pread(fd, len(base), start)
+                pagedelta.complete_realigned(current, base, bs)
+                self._pwrite(fd, current[: len(part)], start)
+                continue
             current = self._pread(fd, stop - start, start)
             pagedelta.xor_into(current, part)
             self._pwrite(fd, current, start)

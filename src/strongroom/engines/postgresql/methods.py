@@ -35,9 +35,11 @@ ALL = (REPLICATION_FULL, REPLICATION_INCREMENTAL, *FILE_METHODS)
 
 PgMetadata = models.FilesMetadata | models.ReplicationMetadata
 # A file-level incremental's ``page_format``: absent, changed blocks stored whole;
-# "xor-deltas", blocks may be deltas against the parent chain (stream format 2).
+# "xor-deltas", blocks may be deltas against the parent chain (stream format 2);
+# "realigned-deltas", realigned deltas too (stream format 3, what is written now).
 PAGE_DELTAS = "xor-deltas"
-PAGE_FORMATS = (None, PAGE_DELTAS)
+PAGE_REALIGNED = "realigned-deltas"
+PAGE_FORMATS = (None, PAGE_DELTAS, PAGE_REALIGNED)
 
 
 def parse(metadata: Metadata) -> PgMetadata:

@@ -12,11 +12,31 @@ layout stays, and a block is final once a link that stores it whole is applied.
 
 Streams that carry deltas are file-level stream format 2: a run's block count with
 :data:`DELTA_RUN` set holds deltas, without it whole blocks.
+
+A page whose tuples moved (pruned since the parent: the survivors compacted towards the
+page's end) differs from its parent in thousands of bytes, though its tuples did not
+change. Format 3 adds *realigned* deltas (:data:`REALIGNED_RUN`): the block XORed with
+the parent's image after each of the parent's tuples is moved to where the block's own
+line pointer of the same number puts it (:func:`realign`). That needs the parent's image
+itself, not a delta of it, so a realigned delta is only stored over a block the parent
+chain's newest link holding it holds whole, and a restore completes it when that link's
+copy is laid out.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 DELTA_RUN = 0x80000000  # in a format 2 run's block count: the blocks are deltas
+REALIGNED_RUN = 0x40000000  # in format 3 also: the blocks are realigned deltas
+# What a block of a run is.
+WHOLE, XOR, REALIGNED = 0, 1, 2
+# How the parent chain's image of a block is known (``ParentPages.image``): not at all;
+# through XOR deltas over a whole copy; as a whole copy in the newest link holding it;
+# through a realigned delta. Over the first two an XOR delta may be stored, over the
+# third a realigned one too, over the last neither (a restore completes a delta with
+# the next older copy, and a realigned one needs that copy whole).
+UNKNOWN, VIA_XOR, HELD_WHOLE, VIA_REALIGNED = 0, 1, 2, 3
 # A block is stored as a delta when at least this share of the delta's bytes are zero.
 # A few updated tuples change a few dozen bytes; a page whose tuples moved (pruned and
 # compacted) differs in thousands, and its delta saves a little storage for a read and a
@@ -68,7 +88,7 @@ class DeltaTrial:
         self._tried = self._paid = 0
 
 
-def xor_into(target: bytearray | memoryview, data: bytes | memoryview) -> None:
+def xor_into(target: bytearray | memoryview, data: bytes | bytearray | memoryview) -> None:
     """``target ^= data`` bytewise (same lengths)."""
     import numpy as np  # 60 ms to import: only backups and restores with deltas pay it
 
@@ -83,6 +103,106 @@ def delta_blocks(delta: bytearray | memoryview, block_size: int) -> bytes:
     blocks = np.frombuffer(delta, dtype=np.uint8).reshape(-1, block_size)
     nonzero = np.count_nonzero(blocks, axis=1)
     return (nonzero <= block_size * (1 - MIN_ZERO_SHARE)).astype(np.uint8).tobytes()
+
+
+# PageHeaderData is 24 bytes; pd_lower (u16 at 12) ends the line pointers that follow it.
+# A line pointer is a u32: offset (15 bits), flags (2), length (15); LP_NORMAL is 1.
+# Tuples start MAXALIGNed, so they are moved as 8-byte words. The server's byte order is
+# read as little-endian: on another, no line pointer matches and nothing moves.
+PAGE_HEADER = 24
+LP_NORMAL = 1
+
+
+def realign(bases: bytearray | memoryview, heads: bytes | bytearray | memoryview, bs: int) -> None:
+    """Move the tuples of each block of ``bases`` (in place) to where the block of
+    ``heads`` with the same index keeps the tuple of the same line pointer number: where
+    both line pointers are normal, of the same length, 8-byte aligned and inside the
+    block, and the tuple lands above ``heads``' line pointers. A block whose tuples would
+    land on one another keeps its bytes. Only ``heads``' header and line pointers are
+    read, so a restore gets them from a realigned delta XORed with the parent's image
+    (which this never changes below them) before it realigns that image."""
+    import numpy as np
+
+    count = len(bases) // bs
+    if count == 0:
+        return
+    base = np.frombuffer(bases, dtype=np.uint8, count=count * bs).reshape(count, bs)
+    head = np.frombuffer(heads, dtype=np.uint8, count=count * bs).reshape(count, bs)
+    lower, head_lp = _line_pointers(head, bs)
+    _, base_lp = _line_pointers(base, bs)
+    width = min(head_lp.shape[1], base_lp.shape[1])
+    head_lp, base_lp = head_lp[:, :width], base_lp[:, :width]
+    to, length = head_lp & 0x7FFF, head_lp >> 17
+    source = base_lp & 0x7FFF
+    words = (length + 7) // 8
+    moves = (
+        (head_lp >= 0)
+        & (base_lp >= 0)
+        & ((head_lp >> 15) & 3 == LP_NORMAL)
+        & ((base_lp >> 15) & 3 == LP_NORMAL)
+        & (length == base_lp >> 17)
+        & (length > 0)
+        & (to % 8 == 0)
+        & (source % 8 == 0)
+        & (to != source)
+        & (to >= lower[:, None])
+        & (to + 8 * words <= bs)
+        & (source + 8 * words <= bs)
+    )
+    block, slot = np.nonzero(moves)
+    if len(block) == 0:
+        return
+    start, size = to[block, slot], 8 * words[block, slot]
+    order = np.lexsort((start, block))
+    block, slot, start, size = block[order], slot[order], start[order], size[order]
+    overlap = (block[1:] == block[:-1]) & (start[1:] < start[:-1] + size[:-1])
+    if overlap.any():
+        keep = ~np.isin(block, block[1:][overlap])
+        block, slot, start, size = block[keep], slot[keep], start[keep], size[keep]
+        if len(block) == 0:
+            return
+    # Tuples that moved together (a run of them shifted by the dead space below) are
+    # copied as one range: a few per page.
+    origin = source[block, slot]
+    begins = np.ones(len(block), dtype=bool)
+    begins[1:] = (
+        (block[1:] != block[:-1])
+        | (start[1:] != start[:-1] + size[:-1])
+        | (origin[1:] - start[1:] != origin[:-1] - start[:-1])
+    )
+    at = np.flatnonzero(begins)
+    lengths = np.add.reduceat(size, at).tolist()
+    targets = (block[at] * bs + start[at]).tolist()
+    origins = (block[at] * bs + origin[at]).tolist()
+    view = memoryview(bases).cast("B")
+    before = bytes(view[: count * bs])
+    for target, from_, length in zip(targets, origins, lengths, strict=True):
+        view[target : target + length] = before[from_ : from_ + length]
+
+
+def complete_realigned(delta: bytearray | memoryview, base: bytes | memoryview, bs: int) -> None:
+    """``delta``, realigned deltas of whole blocks, becomes the blocks themselves, given
+    the older link's whole copy of them (``base``)."""
+    heads = bytearray(delta)
+    xor_into(heads, base)  # the blocks' headers and line pointers (see pagedelta.realign)
+    moved = bytearray(base)
+    realign(moved, heads, bs)
+    xor_into(delta, moved)
+
+
+def _line_pointers(pages: Any, bs: int) -> tuple[Any, Any]:
+    """Per block, where its line pointers end, and its line pointers as int64 (-1 past
+    the last)."""
+    import numpy as np
+
+    lower = pages[:, 12].astype(np.int64) | (pages[:, 13].astype(np.int64) << 8)
+    lower = np.clip(lower, PAGE_HEADER, bs)
+    numbers = (lower - PAGE_HEADER) // 4
+    width = int(numbers.max())
+    raw = np.ascontiguousarray(pages[:, PAGE_HEADER : PAGE_HEADER + 4 * width])
+    pointers = raw.view("<u4").astype(np.int64)
+    pointers[np.arange(width)[None, :] >= numbers[:, None]] = -1
+    return lower, pointers
 
 
 def walk_key(path: str) -> tuple[bool, list[str]]:

@@ -16,14 +16,16 @@ import struct
 from collections.abc import Sequence
 
 from strongroom.engines.base import ByteSource
-from strongroom.engines.postgresql import filestream
-from strongroom.engines.postgresql.pagedelta import DELTA_RUN, walk_key, xor_into
+from strongroom.engines.postgresql import filestream, pagedelta
+from strongroom.engines.postgresql.pagedelta import walk_key, xor_into
 from strongroom.engines.postgresql.streamio import SourceBuffer, close_source
 
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
 _UNRESOLVED = re.compile(rb"\x00+")
+_REALIGNED = re.compile(rb"\x02+")  # per block of a whole copy: a newer realigned delta
+_NOT_REALIGNED = re.compile(rb"[\x00\x01]+")
 
 
 class ParentStreamError(filestream.FileStreamError):
@@ -77,7 +79,7 @@ class _LinkCursor:
         self._kind: bytes | None = None
         self.size = 0
         self._pos = 0  # "f": bytes of the file passed; "p": blocks of the current run passed
-        self._run: tuple[int, int, bool] | None = None  # first block, count, delta
+        self._run: tuple[int, int, int] | None = None  # first block, count, pagedelta kind
         self._runs_ended = False
 
     def _header(self) -> int:
@@ -148,29 +150,27 @@ class _LinkCursor:
             self._buffer.skip(4)
         self._kind = None
 
-    def _next_run(self) -> tuple[int, int, bool] | None:
+    def _next_run(self) -> tuple[int, int, int] | None:
         if self._run is None and not self._runs_ended:
             (first,) = _U32.unpack(self._buffer.exact(4))
             if first == filestream.END_OF_RUNS:
                 self._runs_ended = True
                 return None
             (count,) = _U32.unpack(self._buffer.exact(4))
-            delta = self._format >= 2 and bool(count & DELTA_RUN)
-            if self._format >= 2:
-                count &= ~DELTA_RUN
+            count, delta = filestream.run_kind(count, self._format)
             if count == 0 or (first + count) * self._bs > self.size:
                 raise ParentStreamError("a parent link is corrupted (a run)")
             self._run, self._pos = (first, count, delta), 0
         return self._run
 
-    def pieces(self, first: int, end: int, wanted: bytearray) -> list[tuple[int, bytes, bool]]:
+    def pieces(self, first: int, end: int, wanted: bytearray) -> list[tuple[int, bytes, int]]:
         """``(block, data, delta)`` for what this link holds of blocks ``[first, end)``
         of the current file, reading only blocks whose ``wanted[block - first]`` is 0."""
         if self._kind is None:
             return []
         if self._kind == b"f":
             return self._whole_pieces(first, end, wanted)
-        out: list[tuple[int, bytes, bool]] = []
+        out: list[tuple[int, bytes, int]] = []
         while (run := self._next_run()) is not None:
             run_first, count, delta = run
             at = run_first + self._pos
@@ -193,7 +193,7 @@ class _LinkCursor:
 
     def _whole_pieces(
         self, first: int, end: int, wanted: bytearray
-    ) -> list[tuple[int, bytes, bool]]:
+    ) -> list[tuple[int, bytes, int]]:
         stop = min(end, self.blocks)
         if stop <= first:
             return []
@@ -201,7 +201,7 @@ class _LinkCursor:
             raise ParentStreamError("blocks of a parent file were asked for out of order")
         self._buffer.skip(first * self._bs - self._pos)
         self._pos = first * self._bs
-        pieces = [(b, data, False) for b, data in self._read(first, stop, first, wanted)]
+        pieces = [(b, data, pagedelta.WHOLE) for b, data in self._read(first, stop, first, wanted)]
         self._pos = min(stop * self._bs, self.size)
         return pieces
 
@@ -257,22 +257,50 @@ class ParentPages:
 
     def image(self, first: int, count: int, out: bytearray | memoryview) -> bytearray:
         """Write the parent's image of blocks ``[first, first + count)`` of the opened
-        file into ``out``; return per block 1 where it is known, 0 where no link holds
+        file into ``out``; return per block how it is known (``pagedelta.UNKNOWN``,
+        ``VIA_XOR``, ``HELD_WHOLE`` or ``VIA_REALIGNED``): unknown where no link holds
         the block whole below its deltas (those are stored whole)."""
         bs = self.block_size
         out[: count * bs] = bytes(count * bs)
         resolved = bytearray(count)
+        newer = bytearray(count)  # per block, the kind of the newer links' deltas
         for cursor in self._present:
             if resolved.find(0) < 0:
                 break
-            for block, data, delta in cursor.pieces(first, first + count, resolved):
-                at = (block - first) * bs
-                xor_into(out[at : at + len(data)], data)
-                if not delta:
-                    n = -(-len(data) // bs)
-                    resolved[block - first : block - first + n] = b"\x01" * n
+            for block, data, kind in cursor.pieces(first, first + count, resolved):
+                at, n = block - first, -(-len(data) // bs)
+                self._apply(out, at, data, kind, newer)
+                if kind == pagedelta.WHOLE:
+                    resolved[at : at + n] = b"\x01" * n
             if cursor.whole:
                 # As a restore lays it out, a whole copy ends the chain of the file: its
                 # blocks and, past its end, zeros.
                 resolved[:] = b"\x01" * count
-        return resolved
+        how = bytes([pagedelta.HELD_WHOLE, pagedelta.VIA_XOR, pagedelta.VIA_REALIGNED])
+        return bytearray(
+            how[k] if done else pagedelta.UNKNOWN for done, k in zip(resolved, newer, strict=True)
+        )
+
+    def _apply(
+        self, out: bytearray | memoryview, at: int, data: bytes, kind: int, newer: bytearray
+    ) -> None:
+        """One link's copy of blocks from ``at`` on, newest link first: a realigned delta
+        only where no newer link had a delta, an XOR delta only over no realigned one,
+        and a whole copy completes either."""
+        bs = self.block_size
+        n = -(-len(data) // bs)
+        span = newer[at : at + n]
+        if kind != pagedelta.WHOLE and any(span) and (kind == pagedelta.REALIGNED or 2 in span):
+            raise ParentStreamError("a parent link is corrupted (a delta over a realigned delta)")
+        if kind != pagedelta.WHOLE:
+            xor_into(out[at * bs : at * bs + len(data)], data)
+            newer[at : at + n] = bytes([kind]) * n
+            return
+        padded = data if len(data) == n * bs else data + bytes(n * bs - len(data))
+        for match in _NOT_REALIGNED.finditer(span):
+            lo, hi = match.span()
+            xor_into(out[(at + lo) * bs : (at + hi) * bs], padded[lo * bs : hi * bs])
+        for match in _REALIGNED.finditer(span):
+            lo, hi = match.span()
+            blocks = out[(at + lo) * bs : (at + hi) * bs]
+            pagedelta.complete_realigned(blocks, padded[lo * bs : hi * bs], bs)
