@@ -291,6 +291,52 @@ def test_pages_whose_tuples_moved_are_stored_as_realigned_deltas(tmp_path: Path)
         assert (target / "base/5/16384").read_bytes() == states[upto - 2]
 
 
+def _hostile_page(rng: random.Random, parent: bytes) -> bytearray:
+    """A block a tenant's superuser could write: line pointers that overlap, point past
+    the block or into the header, odd offsets and lengths, a ``pd_lower`` past the end."""
+    page = bytearray(parent)
+    if rng.random() < 0.5:  # the parent's tuples, moved anywhere: some land on others
+        (lower,) = struct.unpack_from("<H", parent, 12)
+        lower = min(max(lower, 24), BS)
+        for at in range(24, lower - lower % 4, 4):
+            (pointer,) = struct.unpack_from("<I", page, at)
+            moved = pointer & ~0x7FFF | rng.randrange(min(lower // 8 + 1, BS // 8 - 1), BS // 8) * 8
+            struct.pack_into("<I", page, at, moved)
+        return page
+    pointers = []
+    for _ in range(rng.randrange(0, 80)):
+        offset = rng.choice([rng.randrange(0, 1 << 15), rng.randrange(0, BS // 8) * 8])
+        length = rng.choice([rng.randrange(0, 1 << 15), rng.randrange(1, 300)])
+        pointers.append(offset | rng.randrange(0, 4) << 15 | length << 17)
+    struct.pack_into("<H", page, 12, rng.choice([0, 23, 24 + 4 * len(pointers), 0xFFFF]))
+    struct.pack_into(f"<{len(pointers)}I", page, 24, *pointers)
+    return page
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_realigned_delta_gives_back_any_block(seed: int) -> None:
+    """Whatever the blocks hold (tuples moved, random bytes, hostile line pointers), the
+    block is its realigned delta completed with the parent's image."""
+    rng = random.Random(seed)
+    for _ in range(40):
+        parent = bytes(heap_pages(rng, 10, 1)[0]) if rng.random() < 0.5 else rng.randbytes(BS)
+        q, block = rng.random(), parent
+        if q < 0.3:
+            with contextlib.suppress(AssertionError, struct.error, ValueError):
+                block = bytes(pruned(parent, rng, 20))
+        elif q < 0.7:
+            block = bytes(_hostile_page(rng, parent))
+        elif q < 0.8:
+            block = rng.randbytes(BS)
+        moved = bytearray(parent)
+        pagedelta.realign(moved, block, BS)
+        assert moved[:24] == parent[:24]
+        delta = bytearray(block)
+        pagedelta.xor_into(delta, moved)
+        pagedelta.complete_realigned(delta, parent, BS)
+        assert delta == block
+
+
 def test_a_delta_over_a_realigned_delta_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
