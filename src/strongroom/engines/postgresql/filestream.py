@@ -1,6 +1,6 @@
 """File-level backup streams of a data directory, and restoring a chain of them.
 
-Stream format (versions 1 and 2)::
+Stream format (versions 1, 2 and 3)::
 
     b"SRPGDIR1\\n" | u32 header length | header (JSON)
     records:
@@ -13,7 +13,9 @@ Stream format (versions 1 and 2)::
 
 Version 2 (an incremental with sub-page deltas, see :mod:`pagedelta`) differs in one
 thing: a run whose block count has ``pagedelta.DELTA_RUN`` set holds each block XORed
-with the parent chain's image of it.
+with the parent chain's image of it. Version 3 adds runs with
+``pagedelta.REALIGNED_RUN`` set: each block XORed with that image realigned to the block's
+line pointers (``pagedelta.realign``).
 
 Every file present when the backup ran has a record, so the newest link of a chain
 names the files of the restored directory and their sizes. CRC-32 is the engine's own
@@ -24,7 +26,8 @@ here), which mattered: a restore spent a quarter of its layout thread checksummi
 A chain is restored newest link first: each block of each file is written once, by the
 newest link that holds it, so a block changed in every link is not written again and
 again; the older links' copies of it are read (to verify them) and skipped. A block a
-newer link holds as a delta is final only once an older link's whole copy is XORed in.
+newer link holds as a delta is final only once an older link's whole copy is XORed in
+(or, for a realigned delta, completes it).
 Every block of every restored file must come from some link, or the restore fails.
 """
 

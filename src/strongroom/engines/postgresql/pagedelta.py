@@ -10,7 +10,7 @@ forward once and memory stays one request's blocks per link. A restore applies t
 deltas in the chain (see ``filestream.ChainRestorer``): XOR commutes, so the newest-first
 layout stays, and a block is final once a link that stores it whole is applied.
 
-Streams that carry deltas are file-level stream format 2: a run's block count with
+Streams that carry deltas are file-level stream format 2 or 3: a run's block count with
 :data:`DELTA_RUN` set holds deltas, without it whole blocks.
 
 A page whose tuples moved (pruned since the parent: the survivors compacted towards the
