@@ -337,18 +337,25 @@ def test_a_realigned_delta_gives_back_any_block(seed: int) -> None:
         assert delta == block
 
 
+def heap_file_backed_up(
+    tmp_path: Path, seed: int, count: int
+) -> tuple[random.Random, Path, list[bytearray], Link]:
+    """A data directory with one relation of ``count`` heap pages, and its full backup."""
+    rng = random.Random(seed)
+    rel = tmp_path / "src" / "base/5/16384"
+    pages = heap_pages(rng, 10, count)
+    write_pages(rel, pages)
+    return rng, rel, pages, backup(tmp_path / "src", None)[0]
+
+
 def test_a_delta_over_a_realigned_delta_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A chain where a link holds a delta over a realigned delta (no writer makes one: the
     realigned delta needs its base whole) is refused, by a restore and by the next backup
     reading it as its parent, rather than laid out wrong."""
-    rng = random.Random(29)
+    rng, rel, pages, full = heap_file_backed_up(tmp_path, 29, 8)
     src = tmp_path / "src"
-    rel = src / "base/5/16384"
-    pages = heap_pages(rng, 10, 8)
-    write_pages(rel, pages)
-    full, _ = backup(src, None)
     pages = [pruned(p, rng, 30) for p in pages]
     write_pages(rel, pages)
     inc1, _ = backup(src, 25, parents=[full])
@@ -377,12 +384,8 @@ def test_a_delta_over_a_realigned_delta_is_refused(
 def test_streams_of_format_2_still_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A chain whose incremental was written before realigned deltas (stream format 2:
     XOR deltas only) restores every byte."""
-    rng = random.Random(31)
+    rng, rel, pages, full = heap_file_backed_up(tmp_path, 31, 20)
     src = tmp_path / "src"
-    rel = src / "base/5/16384"
-    pages = heap_pages(rng, 10, 20)
-    write_pages(rel, pages)
-    full, _ = backup(src, None)
     monkeypatch.setattr(filestream, "REALIGN_FORMAT", filestream.DELTA_FORMAT)
     monkeypatch.setattr(pagedelta, "realign", lambda *args: None)
     write_pages(rel, [touched(p, rng, 30) for p in pages])
