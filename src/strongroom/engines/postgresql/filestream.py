@@ -103,7 +103,7 @@ class DirStreamWriter:
         self._sink = sink
         self._block_size = int(header["block_size"])
         self._buffer = bytearray(datadir.READ_SIZE)
-        # With the parent's pages, changed blocks may be stored as deltas (format 2).
+        # With the parent's pages, changed blocks may be stored as deltas (format 3).
         self._parent = parent
         self._delta = bytearray(datadir.READ_SIZE) if parent is not None else None
         self.delta_pages = 0
