@@ -256,14 +256,32 @@ def _serve_in_processes(
 ) -> None:
     """`serve --workers N`: N API processes, one per listener; this process runs
     the jobs (its in-process pool), the scheduler and the recovery of interrupted jobs,
-    once, and receives the jobs the API processes submit (``jobs.handoff``)."""
+    once, and receives the jobs the API processes submit (``jobs.handoff``); a job whose
+    hand-off was lost runs after ``redispatch_after_seconds``."""
     import json
+    from datetime import timedelta
 
     from strongroom.api.server import serve_workers
-    from strongroom.jobs.handoff import ENV, JobInbox, socket_path
+    from strongroom.jobs.handoff import ENV, JobInbox, Redelivery, socket_path
+    from strongroom.jobs.inprocess import InProcessJobQueue
+    from strongroom.services.clock import SystemClock
+    from strongroom.services.periodic import Periodic
 
-    inbox = JobInbox(socket_path(settings.data_dir), container.queue)
+    queue = container.queue
+    assert isinstance(queue, InProcessJobQueue)
+    inbox = JobInbox(socket_path(settings.data_dir), queue)
     inbox.start()
+    after = settings.redispatch_after_seconds
+    redelivery = Periodic(
+        Redelivery(
+            uow=container.uow, clock=SystemClock(), queue=queue, after=timedelta(seconds=after)
+        ).run_once,
+        interval=after,
+        name="job-redelivery",
+        log=logging.getLogger("strongroom.jobs"),
+        failure="redelivery of stranded jobs failed",
+    )
+    redelivery.start()
     _export(settings)
     os.environ[ENV] = str(inbox.path)
     os.environ["STRONGROOM_SQLITE_ROOTS"] = json.dumps(
@@ -272,6 +290,7 @@ def _serve_in_processes(
     try:
         serve_workers("strongroom.asgi:create_serving", listeners=listeners, edge=edge)
     finally:
+        redelivery.stop()
         inbox.close()
 
 

@@ -198,7 +198,7 @@ class Settings(BaseSettings):
     # A running backup's bytes done are recorded at most this often (what a watcher sees).
     progress_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     job_lease_seconds: float = 60.0
-    redispatch_after_seconds: float = 30.0
+    redispatch_after_seconds: float = Field(default=30.0, gt=0)
     dispatch_deadline_seconds: float = 600.0
     reaper_interval_seconds: float = 10.0
     # How long an API process waits for the instance's worker to answer a user, database

@@ -5,8 +5,8 @@ The job row is committed before ``submit`` is called, so the hand-off carries on
 as one datagram on a Unix socket in the data directory (mode 0600; the directory is the
 service's own). The receiving process runs the job from its row, as it would one it
 submitted itself: a datagram that names no job, or a finished one, changes nothing. A lost
-hand-off (the job process restarting) leaves the job QUEUED; it runs on the next start
-(``JobHandlers.recover``)."""
+hand-off (the socket's buffer full, the socket gone) leaves the job QUEUED, and the job
+process's ``Redelivery`` finds it there and runs it."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ import socket
 import tempfile
 import threading
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
-from strongroom.domain.model import JobId
-from strongroom.domain.ports import JobQueue
+from strongroom.domain.model import JobId, JobState
+from strongroom.domain.ports import Clock, JobQueue, UnitOfWorkFactory
+from strongroom.jobs.inprocess import InProcessJobQueue
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +105,33 @@ class HandOffJobQueue:
 
     def shutdown(self) -> None:
         self._sock.close()
+
+
+class Redelivery:
+    """The job process's remedy for a hand-off that never arrived: a job QUEUED for longer
+    than ``after`` that neither waits nor runs in ``queue`` is submitted to it. A job that
+    arrives both ways still runs once (the pool holds an id once, and a job is claimed
+    before it runs)."""
+
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        queue: InProcessJobQueue,
+        after: timedelta,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._queue = queue
+        self._after = after
+
+    def run_once(self) -> list[JobId]:
+        """Submit the stranded jobs; returns their ids."""
+        with self._uow() as uow:
+            waiting = uow.jobs.stale(JobState.QUEUED, self._clock.now() - self._after)
+        stranded = [job.id for job in waiting if not self._queue.holds(job.id)]
+        for job_id in stranded:
+            log.warning("job %s was not handed to the job process; running it now", job_id)
+            self._queue.submit(job_id, "local")
+        return stranded

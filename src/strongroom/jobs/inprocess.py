@@ -21,20 +21,30 @@ class InProcessJobQueue:
         self._run = run
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="strongroom-job")
         self._pending: set[Future[None]] = set()
+        self._held: set[JobId] = set()  # submitted and not yet finished
         self._lock = threading.Lock()
         self._closed = False
         self._open = threading.Event()
         self._open.set()
 
     def submit(self, job_id: JobId, route: str = "local") -> None:
-        """Every job runs here, whatever its route: this process is the only host."""
+        """Every job runs here, whatever its route: this process is the only host. A job
+        already waiting or running here is not queued twice."""
         with self._lock:
             if self._closed:
                 log.warning("job %s not started: the service is shutting down", job_id)
                 return
+            if job_id in self._held:
+                return
             future = self._pool.submit(self._run_safely, job_id)
             self._pending.add(future)
-        future.add_done_callback(self._forget)
+            self._held.add(job_id)
+        future.add_done_callback(lambda done: self._forget(done, job_id))
+
+    def holds(self, job_id: JobId) -> bool:
+        """True while ``job_id`` waits or runs here."""
+        with self._lock:
+            return job_id in self._held
 
     def hold(self) -> None:
         """Keep submitted jobs waiting (maintenance; tests that need a backup to stay NEW)."""
@@ -52,9 +62,10 @@ class InProcessJobQueue:
         except Exception:
             log.exception("job %s crashed", job_id)
 
-    def _forget(self, future: Future[None]) -> None:
+    def _forget(self, future: Future[None], job_id: JobId) -> None:
         with self._lock:
             self._pending.discard(future)
+            self._held.discard(job_id)
 
     def idle(self) -> bool:
         with self._lock:

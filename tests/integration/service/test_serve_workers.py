@@ -238,3 +238,60 @@ def test_a_process_that_dies_is_replaced_on_its_own_listener(tmp_path: Path) -> 
             assert _answers_alone(server, [other for other in now if other != pid])
     finally:
         assert server.stop() == 0
+
+
+def test_a_job_whose_hand_off_is_lost_runs_all_the_same(tmp_path: Path) -> None:
+    """The job socket is gone while a backup is requested: the API process cannot hand the
+    job over, and the job process finds it QUEUED and runs it."""
+    server = start_server(
+        tmp_path / "data", "--workers", "2", env={"STRONGROOM_REDISPATCH_AFTER_SECONDS": "1"}
+    )
+    try:
+        headers = {"X-Auth-Token": server.token(PROJECT)}
+        api = httpx.Client(base_url=server.endpoint(PROJECT), headers=headers, timeout=30)
+
+        def active(instance_id: str) -> dict[str, Any] | None:
+            view: dict[str, Any] = api.get(f"/instances/{instance_id}").json()["instance"]
+            assert view["status"] != "ERROR", view
+            return view if view["status"] == "ACTIVE" else None
+
+        body = {"instance": {"name": "app", "datastore": {"type": "sqlite"}}}
+        created = api.post("/instances", json=body)
+        assert created.status_code == 200, created.text
+        source = _wait(lambda: active(created.json()["instance"]["id"]))
+        with sqlite3.connect(source["connection"]["path"]) as db:
+            db.execute("create table t(id integer primary key, v text)")
+            db.executemany("insert into t values (?, ?)", [(i, f"v{i}") for i in range(200)])
+
+        path = server.data_dir / "jobs.sock"
+        away = path.with_name("jobs.sock.away")
+        path.rename(away)
+        try:
+            made = api.post("/backups", json={"backup": {"name": "b", "instance": source["id"]}})
+            assert made.status_code == 202, made.text
+            backup_id = made.json()["backup"]["id"]
+            _wait(lambda: "not handed to the job process" in server.log_path.read_text())
+
+            def completed() -> bool:
+                status = api.get(f"/backups/{backup_id}").json()["backup"]["status"]
+                assert status != "FAILED"
+                return bool(status == "COMPLETED")
+
+            _wait(completed)
+        finally:
+            away.rename(path)
+        assert "was not handed to the job process; running it now" in server.log_path.read_text()
+
+        restore = {"instance": {"name": "back", "restorePoint": {"backupRef": backup_id}}}
+        made = api.post("/instances", json=restore)
+        assert made.status_code == 200, made.text
+        restored = _wait(lambda: active(made.json()["instance"]["id"]))
+        query = "select id, v from t order by id"
+        with (
+            sqlite3.connect(source["connection"]["path"]) as src,
+            sqlite3.connect(restored["connection"]["path"]) as dst,
+        ):
+            rows = dst.execute(query).fetchall()
+            assert len(rows) == 200 and rows == src.execute(query).fetchall()
+    finally:
+        assert server.stop() == 0
