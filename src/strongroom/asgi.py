@@ -3,12 +3,15 @@ per API process."""
 
 from __future__ import annotations
 
+import sys
+
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 
 from strongroom import logformat
 from strongroom.allocator import freeze_startup_objects
 from strongroom.api.app import create_app
-from strongroom.bootstrap import Role, build, edge_settings
+from strongroom.bootstrap import Role, StartupError, build, edge_settings
 from strongroom.config import Settings
 
 
@@ -26,7 +29,13 @@ def create_serving() -> FastAPI:
 def _create(role: Role) -> FastAPI:
     logformat.configure()  # a worker process starts afresh: the service's log format again
     settings = Settings()
-    container = build(settings, role=role)
+    try:
+        container = build(settings, role=role)
+    except StartupError as exc:
+        # One line, and an exit code that tells the supervisor not to start another
+        # process that would fail the same way (``SocketPerProcess``).
+        print(f"strongroom: cannot start: {exc}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILURE)
     app = create_app(container.services, edge_settings(settings))
     freeze_startup_objects()
     return app

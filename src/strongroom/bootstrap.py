@@ -215,15 +215,12 @@ def build(
 
     ``telemetry`` defaults to Prometheus counters when the metrics listener is on
     (``metrics_port`` not 0); the listener itself is started by the command."""
-    if role in ("api", "worker") and settings.broker_url is None:
-        raise StartupError("scaled-out roles need broker_url (e.g. amqp://user:pw@host:5672/vhost)")
+    preflight(settings, role)
     # The roles that run managed servers of the engines that run as their own OS users.
     if role in ("embedded", "worker") and {"postgresql", "mariadb"} & set(settings.datastores):
         problem = data_dir_unreachable(settings.data_dir)
         if problem:  # SQLite instances and external servers still work: warn, start
             log.warning("%s", problem)
-    if rotation_journal(settings.key_file).exists():
-        raise StartupError("a master key rotation is unfinished: run `strongroom key rotate`")
     sessions = metadata_sessions(settings, migrate_now=role == "embedded")
     uow = uow_factory(sessions)
     statistics = SqlStatistics(sessions)
@@ -517,6 +514,15 @@ def edge_settings(settings: Settings) -> EdgeSettings:
         blocking_threads_per_project=settings.blocking_threads_per_project,
         blocking_wait_seconds=settings.blocking_wait_seconds,
     )
+
+
+def preflight(settings: Settings, role: Role) -> None:
+    """What stops ``role`` from starting and can be told from the settings and the data
+    dir alone (`strongroom api` asks before it starts its processes)."""
+    if role in ("api", "worker") and settings.broker_url is None:
+        raise StartupError("scaled-out roles need broker_url (e.g. amqp://user:pw@host:5672/vhost)")
+    if rotation_journal(settings.key_file).exists():
+        raise StartupError("a master key rotation is unfinished: run `strongroom key rotate`")
 
 
 def build_tokens(settings: Settings) -> TokenService:

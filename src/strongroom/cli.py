@@ -209,16 +209,16 @@ def serve(args: argparse.Namespace) -> int:
     edge = edge_settings(settings)
     try:
         if workers > 1:
-            _serve_in_processes(settings, container, listeners, edge)
+            served = _serve_in_processes(settings, container, listeners, edge)
         else:
             app = create_app(container.services, edge)
             freeze_startup_objects()
-            serve_app(app, listener=listeners[0], edge=edge)
+            served = serve_app(app, listener=listeners[0], edge=edge)
     finally:
         if metrics is not None:
             metrics.close()
         container.close()
-    return 0
+    return 0 if served else 2  # why it did not start is logged
 
 
 def _bind(
@@ -253,7 +253,7 @@ def _serve_in_processes(
     container: Container,
     listeners: list[socket.socket],
     edge: EdgeSettings,
-) -> None:
+) -> bool:
     """`serve --workers N`: N API processes, one per listener; this process runs
     the jobs (its in-process pool), the scheduler and the recovery of interrupted jobs,
     once, and receives the jobs the API processes submit (``jobs.handoff``); a job whose
@@ -288,7 +288,7 @@ def _serve_in_processes(
         [a.model_dump() for a in settings.sqlite_roots]
     )
     try:
-        serve_workers("strongroom.asgi:create_serving", listeners=listeners, edge=edge)
+        return serve_workers("strongroom.asgi:create_serving", listeners=listeners, edge=edge)
     finally:
         redelivery.stop()
         inbox.close()
@@ -309,7 +309,13 @@ def api(args: argparse.Namespace) -> int:
     metrics_address = _prepare_metrics(settings, "api")
 
     from strongroom.api.server import serve_workers
-    from strongroom.bootstrap import StartupError, build_api_metrics, build_tokens, edge_settings
+    from strongroom.bootstrap import (
+        StartupError,
+        build_api_metrics,
+        build_tokens,
+        edge_settings,
+        preflight,
+    )
 
     workers = args.workers or settings.api_workers
     bound = _bind(settings, metrics_address, workers)
@@ -319,6 +325,7 @@ def api(args: argparse.Namespace) -> int:
     if not _hold_data_dir(settings):
         return _stop_listening(listeners, metrics)
     try:
+        preflight(settings, "api")  # before anything is made in its metadata
         tokens = build_tokens(settings)
     except StartupError as exc:
         return _cannot_start(exc, listeners, metrics)
@@ -331,7 +338,7 @@ def api(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        serve_workers(
+        served = serve_workers(
             "strongroom.asgi:create",
             listeners=listeners,
             edge=edge_settings(settings),
@@ -339,7 +346,7 @@ def api(args: argparse.Namespace) -> int:
     finally:
         if metrics is not None:
             metrics.close()
-    return 0
+    return 0 if served else 2  # each process printed why it did not start
 
 
 def worker(args: argparse.Namespace) -> int:

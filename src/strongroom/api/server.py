@@ -131,18 +131,22 @@ def _pick_ours(member: socket.socket, count: int) -> None:
         ) from None
 
 
-def serve_app(app: FastAPI, *, listener: socket.socket, edge: EdgeSettings | None = None) -> None:
+def serve_app(app: FastAPI, *, listener: socket.socket, edge: EdgeSettings | None = None) -> bool:
+    """Serve until stopped; False when the application failed to start."""
     raise_open_file_limit()
     host, port = listener.getsockname()[:2]
     config = EdgeConfig(app, edge=edge or EdgeSettings(), host=host, port=port, **HTTP_SETTINGS)
-    uvicorn.Server(config).run(sockets=[listener])
+    server = uvicorn.Server(config)
+    server.run(sockets=[listener])
+    return server.started
 
 
 def serve_workers(
     factory: str, *, listeners: list[socket.socket], edge: EdgeSettings | None = None
-) -> None:
+) -> bool:
     """``factory`` (``module:function``) builds the application in each worker process, one
-    per listener (see ``listen``)."""
+    per listener (see ``listen``). Serves until stopped; False when a process failed to
+    start (the factory exits with uvicorn's ``STARTUP_FAILURE``), which stops them all."""
     raise_open_file_limit()  # inherited by the worker processes
     host, port = listeners[0].getsockname()[:2]
     config = EdgeConfig(
@@ -155,9 +159,16 @@ def serve_workers(
         **HTTP_SETTINGS,
     )
     if len(listeners) > 1:
-        SocketPerProcess(config, listeners).run()
-    else:
-        uvicorn.Server(config).run(sockets=listeners)
+        supervisor = SocketPerProcess(config, listeners)
+        supervisor.run()
+        return not supervisor.startup_failed
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=listeners)
+    except SystemExit as exc:  # the factory's STARTUP_FAILURE, in this very process
+        if exc.code != STARTUP_FAILURE:
+            raise
+    return server.started
 
 
 class SocketPerProcess(Multiprocess):
@@ -168,6 +179,7 @@ class SocketPerProcess(Multiprocess):
     def __init__(self, config: uvicorn.Config, listeners: list[socket.socket]) -> None:
         super().__init__(config, sockets=[])
         self.listeners = listeners
+        self.startup_failed = False
 
     def _start(self, slot: int) -> Process:
         process = Process(self.config, [self.listeners[slot]])
@@ -187,6 +199,7 @@ class SocketPerProcess(Multiprocess):
             process.join()
             if process.exitcode == STARTUP_FAILURE:  # would fail the same way again
                 log.error("API process %s failed to start; stopping", process.pid)
+                self.startup_failed = True
                 self.should_exit.set()
                 return
             log.warning("API process %s died; starting another", process.pid)

@@ -147,3 +147,42 @@ def test_an_unreachable_metadata_database_is_one_line_naming_database_url(
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "database_url" in lines[0], done.stderr
+
+
+def test_api_without_a_broker_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    done = strongroom("api", "--workers", "2", "--port", "0", "--data-dir", str(tmp_path / "d"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "strongroom: cannot start: scaled-out roles need broker_url "
+        "(e.g. amqp://user:pw@host:5672/vhost)"
+    ]
+    assert "serving" not in done.stdout.lower()
+    assert not (tmp_path / "d" / "admin-token").exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_api_processes_that_cannot_start_stop_the_command(tmp_path: Path, workers: str) -> None:
+    """A setting only the API processes check (the default container against each store)
+    stops the command with one line and exit code 2, instead of restarting the processes
+    (the first to fail stops the others, which may not have printed theirs yet)."""
+    data_dir = tmp_path / "d"
+    assert strongroom("db", "upgrade", "--data-dir", str(data_dir)).returncode == 0
+    done = strongroom(
+        "api",
+        "--workers",
+        workers,
+        "--port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        env={
+            "STRONGROOM_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+            "STRONGROOM_DEFAULT_CONTAINER": "../x",
+        },
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    refused = [line for line in done.stderr.splitlines() if "cannot start" in line]
+    assert 1 <= len(refused) <= int(workers), done.stderr
+    assert all("default_container" in line for line in refused)
+    assert "Traceback" not in done.stderr
+    assert "died; starting another" not in done.stderr
