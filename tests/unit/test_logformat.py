@@ -31,3 +31,15 @@ def test_access_lines_hide_secret_query_values_and_control_characters() -> None:
         "limit=1&token=***&X-Auth-Key=***&marker=2"
     )
     assert printable("/a\nb\x1b[31m") == "/a\\x0ab\\x1b[31m"
+    assert printable("/plain/path-1") == "/plain/path-1"
+
+
+def test_access_lines_cannot_be_forged_with_backslashes_quotes_or_unicode_breaks() -> None:
+    # A client's own "\x0a" must not read like an escaped line break.
+    assert printable("/a\\x0ab") == "/a\\\\x0ab"
+    assert printable("/a\nb") != printable("/a\\x0ab")
+    assert printable('/a" 200 0.1 ms') == "/a\\x22 200 0.1 ms"
+    assert printable("/a\u2028b\u0085c\U000e0001") == "/a\\u2028b\\x85c\\U000e0001"
+    for hostile in ("/a\\x0ab", "/\u2028", '/"', "/\r\n", "/\x00"):
+        shown = printable(hostile)
+        assert shown.isprintable() and '"' not in shown and len(shown.splitlines()) == 1

@@ -16,10 +16,25 @@ SECRET_WORDS = ("token", "password", "secret", "key", "auth")
 
 
 def printable(text: str) -> str:
-    """No line breaks or other control characters from a client into the log."""
-    if text.isprintable():  # nearly every path: one pass in C
+    """No line breaks or other control characters from a client into the log, and no
+    ambiguity: a backslash is doubled and a quote escaped, so a client cannot write
+    what reads as an escaped character or as the end of the quoted request."""
+    if text.isprintable() and "\\" not in text and '"' not in text:  # nearly every path
         return text
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return "".join(_escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    if char == "\\":
+        return "\\\\"
+    if char == '"':
+        return "\\x22"
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def shown_query(raw: bytes) -> str:
