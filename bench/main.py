@@ -37,7 +37,7 @@ SR = "Strongroom"
 PGBR = "pgBackRest"
 BB = "pg_basebackup | zstd -1 -T2"
 MB = "mariabackup | zstd -1 -T2"
-DELTAS = "Strongroom with page deltas"  # a turn in the rotation; recorded as SR
+WHOLE = "Strongroom with whole pages"  # a turn in the rotation; recorded as SR
 MB_RESTORE = "mbstream + mariabackup --prepare + start"
 
 API_LAYOUTS = ("embedded", f"embedded, serve --workers {SERVE_WORKERS}", "scaled-out")
@@ -103,8 +103,9 @@ class StrongroomTask:
         self.state.unlink(missing_ok=True)
         measure(self._argv("register", "--params", str(params), "--out", str(self.conn)))
 
-    def backup(self, label: str, parent: str | None = None, *, deltas: bool = False) -> Sample:
-        """``deltas``: with ``postgresql_page_deltas`` on (off by default)."""
+    def backup(self, label: str, parent: str | None = None, *, deltas: bool = True) -> Sample:
+        """``deltas``: page deltas, the default for a local store (``postgresql_page_deltas
+        = "local"``); False measures whole pages (``false``)."""
         extra = ["--parent", parent] if parent else []
         env = {"BENCH_PAGE_DELTAS": "1" if deltas else "0"}
         return measure(self._labelled("backup", label, *extra), env=env)
@@ -168,22 +169,22 @@ def bench_postgres(
                 log(f"  updated {changed} rows of pgbench_accounts (5 %, {pattern})")
                 section = f"PG incremental ({pattern})"
                 label = f"incr{r}-{pattern}"
-                # After the spread update, also with page deltas on (a link of its own,
-                # not the next one's parent), against the same pgBackRest backup.
-                tools = [SR, PGBR, DELTAS] if pattern == "spread" else [SR, PGBR]
+                # After the spread update, also with whole pages (page deltas off: a link
+                # of its own, not the next one's parent), against the same pgBackRest backup.
+                tools = [SR, PGBR, WHOLE] if pattern == "spread" else [SR, PGBR]
                 for tool in rotate(tools, r):
                     if tool == SR:
                         s = sr.backup(label, parent=parent)
                         record(results, section, SR, s, stored_bytes(s))
-                    elif tool == DELTAS:
-                        s = sr.backup(f"{label}-deltas", parent=parent, deltas=True)
-                        record(results, f"{section}, page deltas", SR, s, stored_bytes(s))
+                    elif tool == WHOLE:
+                        s = sr.backup(f"{label}-whole", parent=parent, deltas=False)
+                        record(results, f"{section}, whole pages", SR, s, stored_bytes(s))
                     else:
                         s = measure(cluster.pgbackrest_argv("backup", "--type=incr"))
                         delta, wal = pg.pgbackrest_stored(cluster, pg.pgbackrest_last(cluster))
                         record(results, section, PGBR, s, delta + wal)
                         if pattern == "spread":
-                            record(results, f"{section}, page deltas", PGBR, s, delta + wal)
+                            record(results, f"{section}, whole pages", PGBR, s, delta + wal)
                 parent = label
             # Restored directories are removed after both restores of a round: a removal
             # slows the next restore's file creation (see common.prepare_restore).
@@ -418,8 +419,6 @@ def report(
     for pattern in patterns:
         section = f"PG incremental ({pattern})"
         rows += incremental(section, f"{pattern} update", 0.3 if pattern == "spread" else 0.2)
-        if pattern == "spread":
-            rows += incremental(f"{section}, page deltas", "spread update, page deltas on", 0.3)
     rows += [
         *pair(
             "MariaDB full wall, Strongroom / mariabackup\\|zstd",

@@ -54,8 +54,9 @@ def _engine(name: str, work: Path) -> Engine:
         return PostgresEngine(
             allowed_hosts=("127.0.0.1",),
             allowed_data_dirs=(work,),
-            # postgresql_page_deltas (off by default), for the rows that measure it
-            page_deltas=os.environ.get("BENCH_PAGE_DELTAS") == "1",
+            # postgresql_page_deltas: on by default for a local store, as here ("local");
+            # "0" for the turn that measures whole pages
+            page_deltas=os.environ.get("BENCH_PAGE_DELTAS", "1") == "1",
         )
     return MariaDbEngine(allowed_hosts=("127.0.0.1",), allowed_datadirs=(work / "maria",))
 

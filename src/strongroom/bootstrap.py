@@ -180,6 +180,7 @@ def rules_from(settings: Settings) -> ServiceRules:
         transfer_threads=settings.transfer_threads,
         progress_interval=timedelta(seconds=settings.progress_interval_seconds),
         temporary_object_max_age=timedelta(seconds=settings.temporary_object_max_age_seconds),
+        parent_pages_from_remote_stores=settings.postgresql_page_deltas is True,
     )
 
 
@@ -243,7 +244,7 @@ def build(
             bind_address=settings.instance_bind_address,
             timeout=settings.engine_timeout,
             enabled=tuple(settings.datastores),
-            postgresql_page_deltas=settings.postgresql_page_deltas,
+            postgresql_page_deltas=settings.postgresql_page_deltas is not False,
         )
     )
     requests_only = role in ("api", "serving")

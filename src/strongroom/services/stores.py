@@ -33,6 +33,7 @@ class StoreDirectory(Protocol):
     def get(self, name: str) -> StorageBackend: ...
     def resolve_url(self, url: str) -> tuple[str, StorageBackend, str]: ...
     def check_container(self, name: str, container: str) -> str: ...
+    def kind(self, name: str) -> str: ...
     def close(self) -> None: ...
 
 
@@ -70,6 +71,11 @@ class StoreCatalog:
             raise BadRequestError(
                 f"Container {container!r} cannot be used on store {name!r}: {exc}."
             ) from exc
+
+    def is_local(self, name: str) -> bool:
+        """A store on this host's file system: reading from it is a disk read, not a
+        download."""
+        return self._stores.kind(name) == "local"
 
     def container_allowed(self, name: str, container: str) -> bool:
         try:

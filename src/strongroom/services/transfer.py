@@ -186,7 +186,10 @@ class Transfer:
             link = self.open_link(parent)
             parent_meta = link.opened.manifest.engine
             parent_sha = link.raw_sha256
-            parent_chain = self._parent_chain(parent, find_backup)
+            if self.rules.parent_pages_from_remote_stores or self.stores.is_local(
+                backup.store_name
+            ):
+                parent_chain = self._parent_chain(parent, find_backup)
         container, backup_id = backup.container, backup.id
 
         def emit(index: int, blob: bytes) -> None:

@@ -159,11 +159,15 @@ class StoreSet:
         except KeyError:
             raise UnknownStoreError(f"no store named {name!r}") from None
 
+    def kind(self, name: str) -> str:
+        """``local``, ``swift`` or ``s3``."""
+        self.get(name)
+        return self.kinds.get(name, "local")
+
     def check_container(self, name: str, container: str) -> str:
         """Return ``container`` if a new container of that name can be made on store
         ``name`` (its kind's naming rule), else raise :class:`InvalidKeyError`."""
-        self.get(name)
-        return container_rule(self.kinds.get(name, "local"))(container)
+        return container_rule(self.kind(name))(container)
 
     def resolve_url(self, url: str) -> tuple[str, StorageBackend, str]:
         """``(store name, backend, key)`` for an object URL, asking the default store first.

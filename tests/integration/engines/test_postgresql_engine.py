@@ -665,7 +665,7 @@ def test_a_spread_update_is_stored_as_deltas_and_restores_row_for_row(
         c.execute("CHECKPOINT")
     state1 = snapshot(source)
     whole_meta, _ = _backup(engine, source, workdir / "spread-whole", parent=full_meta)
-    default = PostgresEngine(timeout=120)  # postgresql_page_deltas off: whole pages
+    default = PostgresEngine(timeout=120)  # the engine alone: whole pages
     off = workdir / "spread-off"
     default_meta, _ = _backup(default, source, off, parent=full_meta, chain=chain)
     assert "page_format" not in default_meta

@@ -67,8 +67,8 @@ def h(base: Path) -> Iterator[Harness]:
         datastores=["sqlite", "postgresql"],
         postgresql_allowed_hosts=["127.0.0.1"],
         engine_timeout=120,
-        # incrementals read their parent chain and store page deltas (the other PG
-        # service tests keep the default, whole pages)
+        # incrementals read their parent chain and store page deltas (as by default into
+        # a local store; tests/integration/stores/test_stores_page_deltas.py: the default)
         postgresql_page_deltas=True,
     )
     try:
