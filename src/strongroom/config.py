@@ -58,6 +58,10 @@ class Allowance(BaseModel):
         return data
 
 
+_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})  # pydantic's words for a bool
+_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
 def _listed(value: Any) -> Any:
     """A list setting given as one string (an environment variable): a JSON list, or
     comma-separated values."""
@@ -163,8 +167,8 @@ class Settings(BaseSettings):
     # PostgreSQL incrementals store a changed page as its XOR with the parent's copy,
     # realigned where the page was pruned (docs/format.md 8.2): about 19 times smaller
     # after a spread update. The backup reads the parent chain back from the store, so
-    # "local" (the default) uses deltas for backups into local stores only; true also
-    # for Swift and S3 (a download of the parent chain per incremental), false never.
+    # "local" (the default) uses deltas when every parent link is in a local store; true
+    # also over Swift and S3 (a download of the parent chain per incremental), false never.
     postgresql_page_deltas: bool | Literal["local"] = "local"
     datastores: Annotated[list[Literal["sqlite", "postgresql", "mariadb"]], NoDecode] = [
         "sqlite",
@@ -184,6 +188,18 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _listed(value)
+
+    @field_validator("postgresql_page_deltas", mode="before")
+    @classmethod
+    def _local_true_or_false(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        word = value.strip().lower()
+        if word == "local":
+            return "local"
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ValueError(f'expected "local", true or false, not {value!r}')
 
     # Scaled out (`strongroom api` / `strongroom worker`): metadata in PostgreSQL or MariaDB
     # (database_url), jobs over a Celery broker (RabbitMQ).

@@ -37,6 +37,7 @@ class ServiceRules:
     # A store's temporary object older than this is a killed writer's: check and the reaper
     # remove it (a live put replaces its temporary object within seconds).
     temporary_object_max_age: timedelta = timedelta(hours=1)
-    # An incremental reads its parent's pages back (page deltas) from a local store always,
-    # from Swift or S3 (a download) only when this is true (postgresql_page_deltas).
-    parent_pages_from_remote_stores: bool = True
+    # An incremental reads its parent chain's pages back (page deltas) when every link is
+    # in a local store, and from Swift or S3 (a download) too when this is true
+    # (postgresql_page_deltas = true).
+    parent_pages_from_remote_stores: bool = False

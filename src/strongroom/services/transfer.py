@@ -186,8 +186,8 @@ class Transfer:
             link = self.open_link(parent)
             parent_meta = link.opened.manifest.engine
             parent_sha = link.raw_sha256
-            if self.rules.parent_pages_from_remote_stores or self.stores.is_local(
-                backup.store_name
+            if self.rules.parent_pages_from_remote_stores or self._chain_is_local(
+                parent, find_backup
             ):
                 parent_chain = self._parent_chain(parent, find_backup)
         container, backup_id = backup.container, backup.id
@@ -230,6 +230,22 @@ class Transfer:
             plain_bytes=writer.plain_bytes,
             stored_bytes=writer.stored_bytes,
         )
+
+    def _chain_is_local(
+        self, parent: Backup, find_backup: Callable[[str], Backup | None] | None
+    ) -> bool:
+        """Every link of ``parent``'s chain is in a local store, where reading it back is a
+        disk read (a link without a row lies beside its child, in the child's store)."""
+        link: Backup | None = parent
+        for _ in range(10_000):  # as open_chain: a chain that loops is not read
+            if link is None:
+                return True
+            if link.store_name is None or not self.stores.is_local(link.store_name):
+                return False
+            if link.parent_id is None or find_backup is None:
+                return True
+            link = find_backup(link.parent_id)
+        return False
 
     def _parent_chain(
         self, parent: Backup, find_backup: Callable[[str], Backup | None] | None

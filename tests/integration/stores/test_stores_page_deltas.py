@@ -1,6 +1,7 @@
-"""The default of `postgresql_page_deltas` ("local"): an incremental into the local store
-reads its parent's pages back and stores deltas; one into Swift stores whole pages, so
-that no incremental downloads its parent chain. Both restore the same rows."""
+"""The default of `postgresql_page_deltas` ("local"): an incremental whose parent chain is
+all in local stores reads its parent's pages back and stores deltas; one over a parent in
+Swift stores whole pages, so that no incremental downloads its parent chain. Each restores
+the same rows."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def restored_snapshot(h: Harness, backup_id: str) -> dict[str, tuple[int, str]]:
     return snapshot(as_plain(tcp(view["connection"], "app", PASSWORD, "bench")))
 
 
-def test_page_deltas_by_default_into_the_local_store_only(h: Harness) -> None:
+def test_page_deltas_by_default_over_a_chain_in_local_stores_only(h: Harness) -> None:
     assert h.settings.postgresql_page_deltas == "local"
     made = h.a.create_instance(
         "src",
@@ -97,19 +98,30 @@ def test_page_deltas_by_default_into_the_local_store_only(h: Harness) -> None:
     params = tcp(view["connection"], "app", PASSWORD, "bench")
     pgbench_init(as_plain(params), 1)
 
-    states, incrementals = {}, {}
-    for store, step in (("swift", 1), ("local", 2)):
-        backup(h, made["id"], store)  # a full: the last backup was in the other store
+    def spread_update(step: int) -> dict[str, tuple[int, str]]:
         with connect(params) as c:  # every 20th row: nearly every page changes a little
             c.execute(
                 f"UPDATE pgbench_accounts SET abalance = abalance + {step} WHERE aid % 20 = {step}"
             )
-        states[store] = snapshot(as_plain(params))
-        incrementals[store] = backup(h, made["id"], store, incremental=1)
+        return snapshot(as_plain(params))
 
-    local, swift = (engine_metadata(h, incrementals[s]) for s in ("local", "swift"))
-    assert local["delta_pages"] > local["changed_pages"] * 0.5, local
-    assert "page_format" not in swift and not swift.get("delta_pages"), swift
-    assert incrementals["local"]["stored_bytes"] < incrementals["swift"]["stored_bytes"] * 0.5
-    for store in ("swift", "local"):
-        assert restored_snapshot(h, incrementals[store]["id"]) == states[store], store
+    backup(h, made["id"], "swift")
+    spread_update(1)
+    into_swift = backup(h, made["id"], "swift", incremental=1)
+    over_swift_state = spread_update(2)
+    # into the local store, but over a parent in Swift: reading it back is a download
+    over_swift = backup(h, made["id"], "local", incremental=1)
+    assert over_swift["parent_id"] == into_swift["id"]
+    backup(h, made["id"], "local")
+    local_state = spread_update(3)
+    local = backup(h, made["id"], "local", incremental=1)
+
+    swift_meta, over_swift_meta, local_meta = (
+        engine_metadata(h, view) for view in (into_swift, over_swift, local)
+    )
+    assert local_meta["delta_pages"] > local_meta["changed_pages"] * 0.5, local_meta
+    for whole in (swift_meta, over_swift_meta):
+        assert "page_format" not in whole and not whole.get("delta_pages"), whole
+    assert local["stored_bytes"] < over_swift["stored_bytes"] * 0.5
+    assert restored_snapshot(h, over_swift["id"]) == over_swift_state
+    assert restored_snapshot(h, local["id"]) == local_state

@@ -77,3 +77,22 @@ def test_allowance_entries_name_their_projects(tmp_path):
         (str(tmp_path / "a"), ["a"]),
     ]
     assert s.mariadb_allowed_hosts[0].projects == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [("local", "local"), (" Local ", "local"), ("true", True), ("YES", True), ("0", False)],
+)
+def test_page_deltas_take_local_or_a_bool_from_the_environment(monkeypatch, given, meant):
+    monkeypatch.setenv("STRONGROOM_POSTGRESQL_PAGE_DELTAS", given)
+    assert Settings().postgresql_page_deltas == meant
+
+
+def test_page_deltas_default_to_local_stores_and_refuse_other_words(tmp_path, monkeypatch):
+    assert Settings(data_dir=tmp_path).postgresql_page_deltas == "local"
+    config = tmp_path / "strongroom.toml"
+    config.write_text("postgresql_page_deltas = false\n")
+    monkeypatch.setenv("STRONGROOM_CONFIG", str(config))
+    assert Settings().postgresql_page_deltas is False
+    with pytest.raises(ValidationError, match='expected "local", true or false'):
+        Settings(postgresql_page_deltas="remote")
