@@ -228,7 +228,7 @@ def build(
     if telemetry is None:
         telemetry = PrometheusTelemetry() if settings.metrics_port else NO_TELEMETRY
     clock = clock or SystemClock()
-    master = MasterKey.load_or_create(settings.key_file)
+    master = master_key(settings)
     secrets = SecretBox(master.derive_key(b"strongroom-connections"))
     stores = _open_stores(settings, master, wrap_store, telemetry)
     _check_stores(stores)
@@ -526,6 +526,15 @@ def preflight(settings: Settings, role: Role) -> None:
         raise StartupError("a master key rotation is unfinished: run `strongroom key rotate`")
 
 
+def master_key(settings: Settings) -> MasterKey:
+    """The service's master key, made on first use; a key file that cannot be read or
+    holds no key stops the start with one line naming it."""
+    try:
+        return MasterKey.load_or_create(settings.key_file)
+    except (ValueError, OSError) as exc:
+        raise StartupError(f"{exc} (setting master_key_file)") from exc
+
+
 def build_tokens(settings: Settings) -> TokenService:
     """Just the token store, for the `token` commands (no engines, no workers)."""
     uow = open_metadata(settings, migrate_now=settings.broker_url is None)
@@ -541,7 +550,7 @@ def upgrade_schema(settings: Settings) -> None:
 def build_checker(settings: Settings) -> ConsistencyChecker:
     """The metadata database and the stores, for `strongroom check` (no engines, no jobs)."""
     uow = open_metadata(settings, migrate_now=settings.broker_url is None)
-    master = MasterKey.load_or_create(settings.key_file)
+    master = master_key(settings)
     return ConsistencyChecker(
         uow=uow, stores=_open_stores(settings, master), rules=rules_from(settings)
     )
@@ -550,7 +559,7 @@ def build_checker(settings: Settings) -> ConsistencyChecker:
 def build_verifier(settings: Settings) -> Verifier:
     """The metadata database and the stores, for `strongroom check --read-data`."""
     uow = open_metadata(settings, migrate_now=settings.broker_url is None)
-    master = MasterKey.load_or_create(settings.key_file)
+    master = master_key(settings)
     stores = _open_stores(settings, master)
     return Verifier(uow=uow, clock=SystemClock(), transfer=Transfer(stores, rules_from(settings)))
 

@@ -314,6 +314,7 @@ def api(args: argparse.Namespace) -> int:
         build_api_metrics,
         build_tokens,
         edge_settings,
+        master_key,
         preflight,
     )
 
@@ -326,6 +327,7 @@ def api(args: argparse.Namespace) -> int:
         return _stop_listening(listeners, metrics)
     try:
         preflight(settings, "api")  # before anything is made in its metadata
+        master_key(settings)  # each API process loads it; a bad one stops them all alike
         tokens = build_tokens(settings)
     except StartupError as exc:
         return _cannot_start(exc, listeners, metrics)
