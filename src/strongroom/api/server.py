@@ -9,6 +9,7 @@ import logging
 import resource
 import socket
 import struct
+import time
 from typing import Any
 
 import uvicorn
@@ -70,7 +71,7 @@ def listen(host: str, port: int, processes: int = 1) -> list[socket.socket]:
     kept them, keep-alive, while the others idled. The first socket is bound exclusively, so
     a port held by anyone is refused. A group admits only sockets of the same user that ask
     for SO_REUSEPORT, so a tenant's server running as another user cannot join; and a
-    program attached to the group (``_pick_ours``) hands each connection to one of the
+    program attached to the group (``pick_members``) hands each connection to one of the
     first ``processes`` members, ours, so a process of the service's own user that joins
     later receives nothing."""
     if processes < 1:
@@ -86,7 +87,7 @@ def listen(host: str, port: int, processes: int = 1) -> list[socket.socket]:
             sockets.append(_bind(host, port, reuse_port=True))
             sockets[-1].listen(BACKLOG)
         if processes > 1:
-            _pick_ours(first, processes)
+            pick_members(first, list(range(processes)))
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -112,22 +113,30 @@ def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
 
 
 # A classic BPF program for the group (SO_ATTACH_REUSEPORT_CBPF): the connection's hash
-# modulo the number of our sockets is the index of the member that gets it; members join
-# in the order they listen, so ours are the first.
+# modulo the number of members picked chooses one of them, by its index in the group;
+# members join in the order they listen, so ours are the first. Attaching another
+# program to any member replaces the group's.
 SO_ATTACH_REUSEPORT_CBPF = 51
 _LOAD_RXHASH = (0x20, 0, 0, (-0x1000 + 32) & 0xFFFFFFFF)  # A = skb hash (SKF_AD_RXHASH)
 _RETURN_A = (0x16, 0, 0, 0)
 
 
-def _pick_ours(member: socket.socket, count: int) -> None:
-    program = [_LOAD_RXHASH, (0x94, 0, 0, count), _RETURN_A]  # A %= count; return A
+def pick_members(member: socket.socket, picked: list[int]) -> None:
+    """Hand new connections to the group's members ``picked`` (indexes) only."""
+    program = [_LOAD_RXHASH, (0x94, 0, 0, len(picked))]  # A %= len(picked)
+    if picked == list(range(len(picked))):
+        program.append(_RETURN_A)
+    else:  # if A == i: return picked[i]
+        for i, index in enumerate(picked):
+            program += [(0x15, 0, 1, i), (0x06, 0, 0, index)]
+        program.append((0x06, 0, 0, picked[0]))
     code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in program))
     fprog = struct.pack("HL", len(program), ctypes.addressof(code))  # struct sock_fprog
     try:
         member.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
     except OSError as exc:
         raise ListenError(
-            f"cannot keep the API's port to its own {count} processes: {exc.strerror or exc}"
+            f"cannot keep the API's port to its own processes {picked}: {exc.strerror or exc}"
         ) from None
 
 
@@ -136,8 +145,15 @@ def serve_app(app: FastAPI, *, listener: socket.socket, edge: EdgeSettings | Non
     raise_open_file_limit()
     host, port = listener.getsockname()[:2]
     config = EdgeConfig(app, edge=edge or EdgeSettings(), host=host, port=port, **HTTP_SETTINGS)
-    server = uvicorn.Server(config)
-    server.run(sockets=[listener])
+    return _run_server(uvicorn.Server(config), [listener])
+
+
+def _run_server(server: uvicorn.Server, sockets: list[socket.socket]) -> bool:
+    try:
+        server.run(sockets=sockets)
+    except SystemExit as exc:  # uvicorn's STARTUP_FAILURE (the factory's, or a lifespan's)
+        if exc.code != STARTUP_FAILURE:
+            raise
     return server.started
 
 
@@ -162,24 +178,29 @@ def serve_workers(
         supervisor = SocketPerProcess(config, listeners)
         supervisor.run()
         return not supervisor.startup_failed
-    server = uvicorn.Server(config)
-    try:
-        server.run(sockets=listeners)
-    except SystemExit as exc:  # the factory's STARTUP_FAILURE, in this very process
-        if exc.code != STARTUP_FAILURE:
-            raise
-    return server.started
+    return _run_server(uvicorn.Server(config), listeners)
 
 
 class SocketPerProcess(Multiprocess):
     """uvicorn's supervisor, with each worker process serving its own listener: a process
     that dies is replaced on the same one, so the connections the kernel queued on it are
-    served by the replacement. The number of processes is fixed (no SIGTTIN/SIGTTOU)."""
+    served by the replacement. The number of processes is fixed (no SIGTTIN/SIGTTOU).
+
+    A process that fails to start (exit code ``STARTUP_FAILURE``) before every process has
+    been ready once stops them all: the next would fail the same way. Later, the others
+    keep serving, new connections go to them only, and its replacement is tried again
+    after 1 s, doubling up to a minute (a store refusing its credentials for a while must
+    not take the API down)."""
+
+    RETRY_LIMIT = 60.0
 
     def __init__(self, config: uvicorn.Config, listeners: list[socket.socket]) -> None:
         super().__init__(config, sockets=[])
         self.listeners = listeners
         self.startup_failed = False
+        self.served = False  # every process has been ready once
+        self._retry_at: dict[int, float] = {}  # slot → when to try a failed start again
+        self._delay: dict[int, float] = {}
 
     def _start(self, slot: int) -> Process:
         process = Process(self.config, [self.listeners[slot]])
@@ -195,15 +216,43 @@ class SocketPerProcess(Multiprocess):
                 return
             if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
                 continue
+            retry_at = self._retry_at.get(slot)
+            if retry_at is not None:  # a failed start, waiting for its next try
+                if time.monotonic() >= retry_at:
+                    del self._retry_at[slot]
+                    self._route_to_live()  # its connections wait until it is ready
+                    self.processes[slot] = self._start(slot)
+                continue
             process.kill()  # hung, or already gone
             process.join()
-            if process.exitcode == STARTUP_FAILURE:  # would fail the same way again
-                log.error("API process %s failed to start; stopping", process.pid)
-                self.startup_failed = True
-                self.should_exit.set()
-                return
+            if process.exitcode == STARTUP_FAILURE:
+                if not self.served:  # would fail the same way again
+                    log.error("API process %s failed to start; stopping", process.pid)
+                    self.startup_failed = True
+                    self.should_exit.set()
+                    return
+                delay = min(2 * self._delay.get(slot, 0.5), self.RETRY_LIMIT)
+                self._delay[slot] = delay
+                self._retry_at[slot] = time.monotonic() + delay
+                self._route_to_live()
+                log.error("API process %s failed to start; another in %.0f s", process.pid, delay)
+                continue
             log.warning("API process %s died; starting another", process.pid)
+            self._delay.pop(slot, None)
             self.processes[slot] = self._start(slot)
+        if not self.served and all(process.is_ready(timeout=1) for process in self.processes):
+            self.served = True
+            log.info("all %d API processes ready", len(self.processes))
+
+    def _route_to_live(self) -> None:
+        """New connections to the slots that are not waiting for another try (to all, if
+        none is left): a slot without a process would hold them in its backlog."""
+        live = [slot for slot in range(len(self.listeners)) if slot not in self._retry_at]
+        if len(self.listeners) > 1:
+            try:
+                pick_members(self.listeners[0], live or list(range(len(self.listeners))))
+            except ListenError as exc:
+                log.error("%s", exc)
 
     def restart_all(self) -> None:  # SIGHUP: each replacement serves before the old one stops
         for slot, old in enumerate(self.processes):

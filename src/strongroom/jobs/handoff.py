@@ -100,7 +100,7 @@ class HandOffJobQueue:
     def submit(self, job_id: JobId, route: str = "local") -> None:
         try:
             self._sock.sendto(str(job_id).encode("ascii"), self._path)
-        except OSError as exc:  # the job stays QUEUED and runs when the service restarts
+        except OSError as exc:  # the job stays QUEUED, and the job process's Redelivery runs it
             log.error("job %s not handed to the job process: %s", job_id, exc)
 
     def shutdown(self) -> None:
@@ -109,9 +109,10 @@ class HandOffJobQueue:
 
 class Redelivery:
     """The job process's remedy for a hand-off that never arrived: a job QUEUED for longer
-    than ``after`` that neither waits nor runs in ``queue`` is submitted to it. A job that
-    arrives both ways still runs once (the pool holds an id once, and a job is claimed
-    before it runs)."""
+    than ``after`` that neither waits nor runs in ``queue`` is submitted to it (run every
+    ``after``, it finds a lost job between ``after`` and twice that). A job that arrives
+    both ways still runs once (the pool holds an id once, and a job is claimed before it
+    runs)."""
 
     def __init__(
         self,
@@ -132,6 +133,6 @@ class Redelivery:
             waiting = uow.jobs.stale(JobState.QUEUED, self._clock.now() - self._after)
         stranded = [job.id for job in waiting if not self._queue.holds(job.id)]
         for job_id in stranded:
-            log.warning("job %s was not handed to the job process; running it now", job_id)
+            log.warning("job %s is still QUEUED (a lost hand-off?); running it now", job_id)
             self._queue.submit(job_id, "local")
         return stranded

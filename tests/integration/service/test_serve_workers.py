@@ -103,6 +103,43 @@ def _get(url: str) -> httpx.Response:
         return httpx.Response(599)
 
 
+def _active(api: httpx.Client, instance_id: str) -> dict[str, Any] | None:
+    view: dict[str, Any] = api.get(f"/instances/{instance_id}").json()["instance"]
+    assert view["status"] != "ERROR", view
+    return view if view["status"] == "ACTIVE" else None
+
+
+def _instance(api: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    """Create an instance and wait until it is ACTIVE."""
+    created = api.post("/instances", json={"instance": body})
+    assert created.status_code == 200, created.text
+    view: dict[str, Any] = _wait(lambda: _active(api, created.json()["instance"]["id"]))
+    return view
+
+
+def _sqlite_source(api: httpx.Client, rows: int) -> dict[str, Any]:
+    """A managed SQLite instance holding ``rows`` rows in table t."""
+    source = _instance(api, {"name": "app", "datastore": {"type": "sqlite"}})
+    with sqlite3.connect(source["connection"]["path"]) as db:
+        db.execute("create table t(id integer primary key, v text)")
+        db.executemany("insert into t values (?, ?)", [(i, f"v{i}") for i in range(rows)])
+    return source
+
+
+def _restored_rows_match(api: httpx.Client, backup_id: str, source: dict[str, Any]) -> int:
+    """Restore ``backup_id`` into a new instance, compare its rows with ``source``'s row
+    for row; returns how many there are."""
+    restored = _instance(api, {"name": "back", "restorePoint": {"backupRef": backup_id}})
+    query = "select id, v from t order by id"
+    with (
+        sqlite3.connect(source["connection"]["path"]) as src,
+        sqlite3.connect(restored["connection"]["path"]) as dst,
+    ):
+        rows = dst.execute(query).fetchall()
+        assert rows == src.execute(query).fetchall()
+    return len(rows)
+
+
 def test_two_processes_answer_and_jobs_and_schedules_run_once(tmp_path: Path) -> None:
     server = start_server(tmp_path / "data", "--workers", "2")
     try:
@@ -114,19 +151,7 @@ def test_two_processes_answer_and_jobs_and_schedules_run_once(tmp_path: Path) ->
         # backup and the restore are made by the serving process's workers.
         headers = {"X-Auth-Token": server.token(PROJECT)}
         api = httpx.Client(base_url=server.endpoint(PROJECT), headers=headers, timeout=30)
-
-        def instance(instance_id: str) -> dict[str, Any] | None:
-            view: dict[str, Any] = api.get(f"/instances/{instance_id}").json()["instance"]
-            assert view["status"] != "ERROR", view
-            return view if view["status"] == "ACTIVE" else None
-
-        body = {"instance": {"name": "app", "datastore": {"type": "sqlite"}}}
-        created = api.post("/instances", json=body)
-        assert created.status_code == 200, created.text
-        source = _wait(lambda: instance(created.json()["instance"]["id"]))
-        with sqlite3.connect(source["connection"]["path"]) as db:
-            db.execute("create table t(id integer primary key, v text)")
-            db.executemany("insert into t values (?, ?)", [(i, f"v{i}") for i in range(300)])
+        source = _sqlite_source(api, 300)
 
         schedule = {
             "backup_schedule": {
@@ -151,18 +176,7 @@ def test_two_processes_answer_and_jobs_and_schedules_run_once(tmp_path: Path) ->
 
         backup_id = _wait(scheduled_backup)
         api.delete(f"/backup_schedules/{schedule_id}")
-        restore = {"instance": {"name": "back", "restorePoint": {"backupRef": backup_id}}}
-        created = api.post("/instances", json=restore)
-        assert created.status_code == 200, created.text
-        restored = _wait(lambda: instance(created.json()["instance"]["id"]))
-        query = "select id, v from t order by id"
-        with (
-            sqlite3.connect(source["connection"]["path"]) as src,
-            sqlite3.connect(restored["connection"]["path"]) as dst,
-        ):
-            rows = dst.execute(query).fetchall()
-            assert rows == src.execute(query).fetchall()
-            assert len(rows) == 300
+        assert _restored_rows_match(api, backup_id, source) == 300
     finally:
         server.stop()
     logged = server.log_path.read_text()
@@ -249,19 +263,7 @@ def test_a_job_whose_hand_off_is_lost_runs_all_the_same(tmp_path: Path) -> None:
     try:
         headers = {"X-Auth-Token": server.token(PROJECT)}
         api = httpx.Client(base_url=server.endpoint(PROJECT), headers=headers, timeout=30)
-
-        def active(instance_id: str) -> dict[str, Any] | None:
-            view: dict[str, Any] = api.get(f"/instances/{instance_id}").json()["instance"]
-            assert view["status"] != "ERROR", view
-            return view if view["status"] == "ACTIVE" else None
-
-        body = {"instance": {"name": "app", "datastore": {"type": "sqlite"}}}
-        created = api.post("/instances", json=body)
-        assert created.status_code == 200, created.text
-        source = _wait(lambda: active(created.json()["instance"]["id"]))
-        with sqlite3.connect(source["connection"]["path"]) as db:
-            db.execute("create table t(id integer primary key, v text)")
-            db.executemany("insert into t values (?, ?)", [(i, f"v{i}") for i in range(200)])
+        source = _sqlite_source(api, 200)
 
         path = server.data_dir / "jobs.sock"
         away = path.with_name("jobs.sock.away")
@@ -270,7 +272,7 @@ def test_a_job_whose_hand_off_is_lost_runs_all_the_same(tmp_path: Path) -> None:
             made = api.post("/backups", json={"backup": {"name": "b", "instance": source["id"]}})
             assert made.status_code == 202, made.text
             backup_id = made.json()["backup"]["id"]
-            _wait(lambda: "not handed to the job process" in server.log_path.read_text())
+            _wait(lambda: "not handed to the job process: " in server.log_path.read_text())
 
             def completed() -> bool:
                 status = api.get(f"/backups/{backup_id}").json()["backup"]["status"]
@@ -280,18 +282,34 @@ def test_a_job_whose_hand_off_is_lost_runs_all_the_same(tmp_path: Path) -> None:
             _wait(completed)
         finally:
             away.rename(path)
-        assert "was not handed to the job process; running it now" in server.log_path.read_text()
-
-        restore = {"instance": {"name": "back", "restorePoint": {"backupRef": backup_id}}}
-        made = api.post("/instances", json=restore)
-        assert made.status_code == 200, made.text
-        restored = _wait(lambda: active(made.json()["instance"]["id"]))
-        query = "select id, v from t order by id"
-        with (
-            sqlite3.connect(source["connection"]["path"]) as src,
-            sqlite3.connect(restored["connection"]["path"]) as dst,
-        ):
-            rows = dst.execute(query).fetchall()
-            assert len(rows) == 200 and rows == src.execute(query).fetchall()
+        assert "is still QUEUED (a lost hand-off?); running it now" in server.log_path.read_text()
+        assert _restored_rows_match(api, backup_id, source) == 200
     finally:
+        assert server.stop() == 0
+
+
+def test_a_replacement_that_cannot_start_is_retried_while_the_others_serve(
+    tmp_path: Path,
+) -> None:
+    """After the start, a process whose replacement fails to start (here: a key rotation
+    left unfinished) does not stop the service: the other process serves, and the
+    replacement is tried again until it starts."""
+    server = start_server(tmp_path / "data", "--workers", "2")
+    journal = server.data_dir / "master.key.rotation"
+    try:
+        first = _api_processes(server)
+        _wait(lambda: "all 2 API processes ready" in server.log_path.read_text())
+        journal.write_text("{}")
+        os.kill(first[0], signal.SIGKILL)
+        _wait(lambda: "failed to start; another in 1 s" in server.log_path.read_text())
+        _wait(lambda: "failed to start; another in 2 s" in server.log_path.read_text())
+        assert server.process.poll() is None
+        assert [_get(server.url + "/").status_code for _ in range(8)] == [200] * 8
+        journal.unlink()
+        now = _wait(lambda: (found := _api_processes(server)) and first[0] not in found and found)
+        (replacement,) = set(now) - {first[1]}
+        _wait(lambda: f"API process {replacement} ready" in server.log_path.read_text())
+        assert [_get(server.url + "/").status_code for _ in range(8)] == [200] * 8
+    finally:
+        journal.unlink(missing_ok=True)
         assert server.stop() == 0

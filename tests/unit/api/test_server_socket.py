@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from strongroom.api.server import ListenError, listen, tcp_listener
+from strongroom.api.server import ListenError, listen, pick_members, tcp_listener
 
 
 def accepted_nodelay(*listeners: socket.socket) -> int:
@@ -123,6 +123,34 @@ def test_connections_are_spread_over_the_processes_listeners() -> None:
         assert min(accepted[:2]) >= 4, accepted  # an even split is 16; all on one is 0
     finally:
         for sock in clients + everyone:
+            sock.close()
+
+
+@pytest.mark.parametrize("picked", [[0, 2], [1], [0, 1, 2]])
+def test_connections_go_to_the_picked_listeners_only(picked: list[int]) -> None:
+    """While a process's replacement cannot start, new connections go to the others'
+    listeners; picking all of them again spreads them over all."""
+    listeners = listen("127.0.0.1", 0, 3)
+    port = listeners[0].getsockname()[1]
+    clients: list[socket.socket] = []
+    try:
+        pick_members(listeners[0], picked)
+        for sock in listeners:
+            sock.setblocking(False)
+        for _ in range(30):
+            clients.append(socket.create_connection(("127.0.0.1", port)))
+        accepted = [0, 0, 0]
+        deadline = time.monotonic() + 10
+        while sum(accepted) < 30 and time.monotonic() < deadline:
+            ready, _, _ = select.select(listeners, [], [], 1)
+            for sock in ready:
+                conn, _ = sock.accept()
+                conn.close()
+                accepted[listeners.index(sock)] += 1
+        assert sum(accepted) == 30, accepted
+        assert [i for i, n in enumerate(accepted) if n] == picked, accepted
+    finally:
+        for sock in clients + listeners:
             sock.close()
 
 
