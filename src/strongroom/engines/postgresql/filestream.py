@@ -191,15 +191,9 @@ class DirStreamWriter:
             for k, p in zip(known, paying, strict=True)
         )
         moved = bytes(k == pagedelta.HELD_WHOLE and not u for k, u in zip(known, use, strict=True))
-        for match in _ONES.finditer(moved):
-            start, end = match.span()
-            part, new = delta[start * bs : end * bs], pages[start * bs : end * bs]
-            pagedelta.xor_into(part, new)  # the parent's image again
-            pagedelta.realign(part, new, bs)
-            pagedelta.xor_into(part, new)
-            for i, pays in enumerate(pagedelta.delta_blocks(part, bs)):
-                if pays:
-                    use[start + i] = pagedelta.REALIGNED
+        realigned = pagedelta.realign_blocks(delta, pages, moved, bs)
+        for match in _ONES.finditer(realigned):
+            use[match.start() : match.end()] = bytes([pagedelta.REALIGNED]) * len(match[0])
         at = 0
         for match in _RUNS_OF_SAME.finditer(use):
             start, end = match.span()
@@ -665,6 +659,7 @@ class ChainRestorer:
         bs = self._block_size
         first = offset // bs
         flags = bytes(written[first : (end - 1) // bs + 1])
+        awaiting: list[tuple[int, memoryview]] = []
         for match in _PENDING.finditer(flags):
             start = max(offset, (first + match.start()) * bs)
             stop = min(end, (first + match.end()) * bs)
@@ -676,15 +671,30 @@ class ChainRestorer:
             if kind == pagedelta.REALIGNED or (newer == _AWAITING and kind == pagedelta.XOR):
                 raise FileStreamError("the backup stream is corrupted (a delta over a delta)")
             if newer == _AWAITING:
-                # A whole block (see _copy_span): the base of the newer realigned delta.
-                base = bytes(part) + bytes(-len(part) % bs)
-                current = self._pread(fd, len(base), start)
-                pagedelta.complete_realigned(current, base, bs)
-                self._pwrite(fd, current[: len(part)], start)
+                awaiting.append((start, part))
                 continue
             current = self._pread(fd, stop - start, start)
             pagedelta.xor_into(current, part)
             self._pwrite(fd, current, start)
+        if awaiting:
+            self._complete_realigned(fd, awaiting)
+
+    def _complete_realigned(self, fd: int, runs: list[tuple[int, memoryview]]) -> None:
+        """The newer link's realigned deltas at ``runs`` ((offset, whole blocks of this
+        link: their base) pairs, see _copy_span), completed: read back, realigned all
+        together (one call, not one per run), written."""
+        bs = self._block_size
+        bases, deltas = bytearray(), bytearray()
+        for start, part in runs:
+            padding = -len(part) % bs
+            bases += part
+            bases += bytes(padding)
+            deltas += self._pread(fd, len(part) + padding, start)
+        pagedelta.complete_realigned(deltas, bases, bs)
+        at = 0
+        for start, part in runs:
+            self._pwrite(fd, memoryview(deltas)[at : at + len(part)], start)
+            at += len(part) + -len(part) % bs
 
     def _pread(self, fd: int, size: int, offset: int) -> memoryview:
         """``size`` bytes of ``fd`` at ``offset``, in this thread's scratch buffer."""

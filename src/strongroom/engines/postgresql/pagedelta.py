@@ -180,7 +180,34 @@ def realign(bases: bytearray | memoryview, heads: bytes | bytearray | memoryview
         view[target : target + length] = before[from_ : from_ + length]
 
 
-def complete_realigned(delta: bytearray | memoryview, base: bytes | memoryview, bs: int) -> None:
+def realign_blocks(
+    delta: bytearray | memoryview, pages: bytes | memoryview, picked: bytes, bs: int
+) -> bytes:
+    """Realigned deltas for the blocks ``picked`` (1 per block) of ``delta``, each block
+    of which holds the XOR of the parent's image with the block of ``pages``: written
+    into ``delta`` where they pay. Returns, per block, 1 where one was written. The picked
+    blocks are realigned together: one call per batch, not per run of them."""
+    import numpy as np
+
+    count = len(pages) // bs
+    chosen = np.flatnonzero(np.frombuffer(picked, dtype=np.uint8, count=count))
+    written = np.zeros(count, dtype=np.uint8)
+    if len(chosen):
+        new = np.frombuffer(pages, dtype=np.uint8, count=count * bs).reshape(count, bs)[chosen]
+        rows = np.frombuffer(delta, dtype=np.uint8, count=count * bs).reshape(count, bs)
+        images = (rows[chosen] ^ new).reshape(-1)  # the parent's images of those blocks
+        realign(images.data, new.reshape(-1).data, bs)
+        images ^= new.reshape(-1)
+        realigned = images.reshape(-1, bs)
+        pays = np.frombuffer(delta_blocks(images.data, bs), dtype=np.uint8).astype(bool)
+        rows[chosen[pays]] = realigned[pays]
+        written[chosen[pays]] = 1
+    return written.tobytes()
+
+
+def complete_realigned(
+    delta: bytearray | memoryview, base: bytes | bytearray | memoryview, bs: int
+) -> None:
     """``delta``, realigned deltas of whole blocks, becomes the blocks themselves, given
     the older link's whole copy of them (``base``)."""
     heads = bytearray(delta)
