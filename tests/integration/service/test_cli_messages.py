@@ -186,3 +186,30 @@ def test_api_processes_that_cannot_start_stop_the_command(tmp_path: Path, worker
     assert all("default_container" in line for line in refused)
     assert "Traceback" not in done.stderr
     assert "died; starting another" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [["serve"], ["api", "--workers", "2"]])
+def test_a_master_key_file_without_a_key_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    data_dir = tmp_path / "d"
+    data_dir.mkdir()
+    (data_dir / "master.key").write_text("not a key\n")
+    (data_dir / "master.key").chmod(0o600)
+    done = strongroom(
+        *command,
+        "--port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        env={
+            "STRONGROOM_DATASTORES": '["sqlite"]',
+            "STRONGROOM_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+        }
+        if command[0] == "api"
+        else {"STRONGROOM_DATASTORES": '["sqlite"]'},
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        f"strongroom: cannot start: master key file {data_dir / 'master.key'}: "
+        "master key is not valid base64 (setting master_key_file)"
+    ]
+    assert "serving" not in done.stdout.lower()
