@@ -215,6 +215,9 @@ class SocketPerProcess(Multiprocess):
             if self.should_exit.is_set():
                 return
             if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                if slot in self._delay and process.is_ready(timeout=1):
+                    del self._delay[slot]  # started at last: a later failure waits 1 s again
+                    log.info("API process %s started after failed starts", process.pid)
                 continue
             retry_at = self._retry_at.get(slot)
             if retry_at is not None:  # a failed start, waiting for its next try

@@ -308,8 +308,15 @@ def test_a_replacement_that_cannot_start_is_retried_while_the_others_serve(
         journal.unlink()
         now = _wait(lambda: (found := _api_processes(server)) and first[0] not in found and found)
         (replacement,) = set(now) - {first[1]}
-        _wait(lambda: f"API process {replacement} ready" in server.log_path.read_text())
+        _wait(
+            lambda: f"API process {replacement} started after failed" in server.log_path.read_text()
+        )
         assert [_get(server.url + "/").status_code for _ in range(8)] == [200] * 8
+        # Its retries start from 1 s again.
+        journal.write_text("{}")
+        os.kill(replacement, signal.SIGKILL)
+        _wait(lambda: server.log_path.read_text().count("failed to start; another in 1 s") == 2)
+        assert server.process.poll() is None
     finally:
         journal.unlink(missing_ok=True)
         assert server.stop() == 0
