@@ -646,3 +646,68 @@ def test_a_parent_stream_cut_short_fails_the_backup_with_a_reason(tmp_path: Path
             parent.image(blocks - 1, 1, bytearray(BS))
     finally:
         parent.close()
+
+
+def _short_heap_block(tuples: list[bytes], length: int, lsn: int) -> bytearray:
+    """A heap page laid out as if its block were ``length`` bytes long: the last block of
+    a file copied while the server was extending it."""
+    block = bytearray(length)
+    block[0:8] = struct.pack("<II", lsn >> 32, lsn & 0xFFFFFFFF)
+    upper, pointers = length, []
+    for data in tuples:
+        upper -= -(-len(data) // 8) * 8
+        block[upper : upper + len(data)] = data
+        pointers.append(upper | 1 << 15 | len(data) << 17)
+    struct.pack_into("<HH", block, 12, 24 + 4 * len(pointers), upper)
+    struct.pack_into(f"<{len(pointers)}I", block, 24, *pointers)
+    return block
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_realigned_delta_over_a_short_last_block_restores_its_tail(
+    tmp_path: Path, workers: int
+) -> None:
+    """The parent copied the file whole with its last block short; the child's block keeps
+    the same tuples at the full block's end. The realigned delta's completion must write
+    the whole block back, tail included."""
+    rng = random.Random(5)
+    src = tmp_path / "src"
+    rel = src / "base/5/16384"
+    tuples = [rng.randbytes(120) for _ in range(12)]
+    first = heap_page(10, [rng.randbytes(100) for _ in range(20)])
+    rel.parent.mkdir(parents=True)
+    rel.write_bytes(bytes(first) + bytes(_short_heap_block(tuples, BS - 64, 10)))
+    full, _ = backup(src, None)
+    write_pages(rel, [first, heap_page(30, tuples)])
+    incremental, _ = backup(src, 25, parents=[full])
+    assert (rel.name, 1, 1, pagedelta.REALIGNED) in [
+        (p.rsplit("/", 1)[1], *r) for p, *r in runs(incremental)
+    ]
+    target = tmp_path / "target"
+    target.mkdir()
+    restore(target, [incremental, full], workers=workers)
+    assert (target / "base/5/16384").read_bytes() == rel.read_bytes()
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_realigned_and_xor_blocks_interleaved_in_one_link_restore(
+    tmp_path: Path, workers: int
+) -> None:
+    """Pruned pages (realigned deltas) and pages changed in place (XOR deltas) alternate in
+    one file: the restore completes every run of them, each with its own base."""
+    rng = random.Random(23)
+    src = tmp_path / "src"
+    rel = src / "base/5/300"
+    before = heap_pages(rng, 10, 24)
+    write_pages(rel, before)
+    full, _ = backup(src, None)
+    # pruned (tuples moved) in runs of one or two, changed in place between them
+    pages = [pruned(p, rng, 30, dead=0 if n % 3 == 2 else 3) for n, p in enumerate(before)]
+    write_pages(rel, pages)
+    incremental, _ = backup(src, 25, parents=[full])
+    found = [kind for p, _first, _count, kind in runs(incremental) if p.endswith("/300")]
+    assert found.count(pagedelta.REALIGNED) >= 6 and found.count(pagedelta.XOR) >= 6, found
+    target = tmp_path / "target"
+    target.mkdir()
+    restore(target, [incremental, full], workers=workers)
+    assert (target / "base/5/300").read_bytes() == rel.read_bytes()

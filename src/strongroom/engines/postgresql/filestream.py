@@ -693,8 +693,12 @@ class ChainRestorer:
         pagedelta.complete_realigned(deltas, bases, bs)
         at = 0
         for start, part in runs:
-            self._pwrite(fd, memoryview(deltas)[at : at + len(part)], start)
-            at += len(part) + -len(part) % bs
+            # Whole blocks back: a short last block of the older copy (the file grew since)
+            # is its image with zeros after it, and the realigned tuples may land there.
+            # A file restored block by block ends on a block boundary (see _pages).
+            whole = len(part) + -len(part) % bs
+            self._pwrite(fd, memoryview(deltas)[at : at + whole], start)
+            at += whole
 
     def _pread(self, fd: int, size: int, offset: int) -> memoryview:
         """``size`` bytes of ``fd`` at ``offset``, in this thread's scratch buffer."""
