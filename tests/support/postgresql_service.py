@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from fixtures.service import Harness, make_harness
 from strongroom.engines.postgresql import PostgresEngine
 from support.postgresql import TpcbWriter, cleanup_homes, servers_running_in
 from support.service_calls import fault_message as fault_message
@@ -36,6 +37,20 @@ def reachable_dir(prefix: str) -> Iterator[Path]:
     finally:
         cleanup_homes(base)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def postgresql_service(prefix: str, **settings: Any) -> Iterator[Harness]:
+    """The service in-process with PostgreSQL as its datastore, its data dir where the
+    managed servers' OS user can reach it; ``settings`` as for ``make_harness``."""
+    with reachable_dir(prefix) as base:
+        root = base / "service"
+        root.mkdir(mode=0o711)
+        harness = make_harness(root, datastores=["postgresql"], engine_timeout=120, **settings)
+        try:
+            yield harness
+        finally:
+            harness.container.close()
 
 
 def server_processes(path: Path) -> list[str]:

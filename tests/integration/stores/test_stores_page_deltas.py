@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_stores_api import swift_store
 
-from fixtures.service import Harness, make_harness
+from fixtures.service import Harness
 from fixtures.swift import SwiftServer
 from strongroom.services import object_layout
 from support.postgresql import pgbench_init, snapshot
@@ -23,10 +23,11 @@ from support.postgresql_service import (
     WAIT,
     as_plain,
     connect,
-    reachable_dir,
+    postgresql_service,
     tcp,
     wait_status,
 )
+from support.service_calls import show
 
 pytestmark = [
     pytest.mark.integration,
@@ -38,33 +39,18 @@ PASSWORD = "app-" + secrets.token_hex(8)
 
 @pytest.fixture
 def h(swift_server: SwiftServer) -> Iterator[Harness]:
-    with reachable_dir("strongroom-deltas-") as base:
-        root = base / "service"
-        root.mkdir(mode=0o711)
-        harness = make_harness(
-            root,
-            datastores=["postgresql"],
-            stores=[{"name": "local", "kind": "local"}, swift_store(swift_server)],
-            default_store="local",
-            default_container="c-" + uuid.uuid4().hex[:12],
-            engine_timeout=120,
-        )
-        try:
-            yield harness
-        finally:
-            harness.container.close()
-
-
-def show(h: Harness, kind: str, ident: str) -> dict[str, Any]:
-    r = h.a.get(f"/{kind}s/{ident}")
-    assert r.status_code == 200, r.text
-    view: dict[str, Any] = r.json()[kind]
-    return view
+    with postgresql_service(
+        "strongroom-deltas-",
+        stores=[{"name": "local", "kind": "local"}, swift_store(swift_server)],
+        default_store="local",
+        default_container="c-" + uuid.uuid4().hex[:12],
+    ) as harness:
+        yield harness
 
 
 def backup(h: Harness, instance_id: str, store: str, **extra: Any) -> dict[str, Any]:
     made = h.a.create_backup(instance_id, store, storage_driver=store, **extra)
-    view: dict[str, Any] = wait_status(lambda: show(h, "backup", made["id"]), "COMPLETED")
+    view: dict[str, Any] = wait_status(lambda: show(h.a, "backup", made["id"]), "COMPLETED")
     assert view["storage_driver"] == store
     return view
 
@@ -82,7 +68,7 @@ def restored_snapshot(h: Harness, backup_id: str) -> dict[str, tuple[int, str]]:
         datastore={"type": "postgresql"},
         restorePoint={"backupRef": backup_id},
     )
-    view = wait_status(lambda: show(h, "instance", made["id"]), "ACTIVE")
+    view = wait_status(lambda: show(h.a, "instance", made["id"]), "ACTIVE")
     return snapshot(as_plain(tcp(view["connection"], "app", PASSWORD, "bench")))
 
 
@@ -94,7 +80,7 @@ def test_page_deltas_by_default_over_a_chain_in_local_stores_only(h: Harness) ->
         databases=[{"name": "bench"}],
         users=[{"name": "app", "password": PASSWORD, "databases": [{"name": "bench"}]}],
     )
-    view = wait_status(lambda: show(h, "instance", made["id"]), "ACTIVE", timeout=WAIT)
+    view = wait_status(lambda: show(h.a, "instance", made["id"]), "ACTIVE", timeout=WAIT)
     params = tcp(view["connection"], "app", PASSWORD, "bench")
     pgbench_init(as_plain(params), 1)
 
