@@ -43,10 +43,12 @@ def reachable_dir(prefix: str) -> Iterator[Path]:
 def postgresql_service(prefix: str, **settings: Any) -> Iterator[Harness]:
     """The service in-process with PostgreSQL as its datastore, its data dir where the
     managed servers' OS user can reach it; ``settings`` as for ``make_harness``."""
+    settings.setdefault("datastores", ["postgresql"])
+    settings.setdefault("engine_timeout", 120)
     with reachable_dir(prefix) as base:
         root = base / "service"
         root.mkdir(mode=0o711)
-        harness = make_harness(root, datastores=["postgresql"], engine_timeout=120, **settings)
+        harness = make_harness(root, **settings)
         try:
             yield harness
         finally:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from fixtures.service import Caller, Harness, make_harness, wait_for
+from fixtures.service import Caller, Harness, wait_for
 from support.dashboard import browser, sign_in
-from support.postgresql_service import PG_MAJOR, connect, reachable_dir, tcp
+from support.postgresql_service import PG_MAJOR, connect, postgresql_service, tcp
 from support.service_calls import (
     archive_objects,
     backup,
@@ -40,17 +40,11 @@ BACKUPS: dict[str, str] = {}  # backups the later tests delete
 
 @pytest.fixture(scope="module")
 def h() -> Iterator[Harness]:
-    with reachable_dir("strongroom-pitrapi-") as base:
-        root = base / "service"
-        root.mkdir(mode=0o711)
-        harness = make_harness(root, datastores=["sqlite", "postgresql"], engine_timeout=120)
+    with postgresql_service("strongroom-pitrapi-", datastores=["sqlite", "postgresql"]) as harness:
         assert harness.container.archiver is not None
         # The tests drive the archiver's passes themselves.
         harness.container.archiver.stop()
-        try:
-            yield harness
-        finally:
-            harness.container.close()
+        yield harness
 
 
 def server_now(params: dict[str, Any]) -> datetime:

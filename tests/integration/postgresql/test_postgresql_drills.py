@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from fixtures.clocked import ManualClock, make_clocked_harness, scheduler_of
-from fixtures.service import Caller, Harness, make_harness, wait_for
+from fixtures.service import Caller, Harness, wait_for
 from strongroom.engines.base import Engine, InstanceRequest
 from strongroom.engines.identity import InstanceIdentity, name_for
 from strongroom.engines.postgresql import wal_header
@@ -33,6 +33,7 @@ from support.postgresql_service import (
     PG_MAJOR,
     WAIT,
     connect,
+    postgresql_service,
     reachable_dir,
     server_processes,
     tcp,
@@ -57,14 +58,8 @@ ROWS = 5000
 
 @pytest.fixture(scope="module")
 def h() -> Iterator[Harness]:
-    with reachable_dir("strongroom-pgdrill-") as base:
-        root = base / "service"
-        root.mkdir(mode=0o711)
-        harness = make_harness(root, datastores=["sqlite", "postgresql"], engine_timeout=120)
-        try:
-            yield harness
-        finally:
-            harness.container.close()
+    with postgresql_service("strongroom-pgdrill-", datastores=["sqlite", "postgresql"]) as harness:
+        yield harness
 
 
 def engine_of(h: Harness) -> Engine:
