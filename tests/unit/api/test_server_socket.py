@@ -104,26 +104,37 @@ def test_connections_are_spread_over_the_processes_listeners() -> None:
     intruder.bind(("127.0.0.1", port))  # the same user may join: the group admits it
     intruder.listen()
     everyone = [*listeners, intruder]
-    clients: list[socket.socket] = []
     try:
-        for sock in everyone:
-            sock.setblocking(False)
-        for _ in range(32):
-            clients.append(socket.create_connection(("127.0.0.1", port)))
-        accepted = [0, 0, 0]
-        deadline = time.monotonic() + 10
-        while sum(accepted) < 32 and time.monotonic() < deadline:
-            ready, _, _ = select.select(everyone, [], [], 1)
-            for sock in ready:
-                conn, _ = sock.accept()
-                conn.close()
-                accepted[everyone.index(sock)] += 1
+        accepted = _accepted_by_each(everyone, port, 32)
         assert sum(accepted) == 32, accepted
         assert accepted[2] == 0, accepted  # the intruder
         assert min(accepted[:2]) >= 4, accepted  # an even split is 16; all on one is 0
     finally:
-        for sock in clients + everyone:
+        for sock in everyone:
             sock.close()
+
+
+def _accepted_by_each(listeners: list[socket.socket], port: int, count: int) -> list[int]:
+    """Make ``count`` connections to ``port``; how many each of ``listeners`` accepted
+    (within 10 s)."""
+    clients: list[socket.socket] = []
+    try:
+        for sock in listeners:
+            sock.setblocking(False)
+        for _ in range(count):
+            clients.append(socket.create_connection(("127.0.0.1", port)))
+        accepted = [0] * len(listeners)
+        deadline = time.monotonic() + 10
+        while sum(accepted) < count and time.monotonic() < deadline:
+            ready, _, _ = select.select(listeners, [], [], 1)
+            for sock in ready:
+                conn, _ = sock.accept()
+                conn.close()
+                accepted[listeners.index(sock)] += 1
+        return accepted
+    finally:
+        for client in clients:
+            client.close()
 
 
 @pytest.mark.parametrize("picked", [[0, 2], [1], [0, 1, 2]])
@@ -132,25 +143,13 @@ def test_connections_go_to_the_picked_listeners_only(picked: list[int]) -> None:
     listeners; picking all of them again spreads them over all."""
     listeners = listen("127.0.0.1", 0, 3)
     port = listeners[0].getsockname()[1]
-    clients: list[socket.socket] = []
     try:
         pick_members(listeners[0], picked)
-        for sock in listeners:
-            sock.setblocking(False)
-        for _ in range(30):
-            clients.append(socket.create_connection(("127.0.0.1", port)))
-        accepted = [0, 0, 0]
-        deadline = time.monotonic() + 10
-        while sum(accepted) < 30 and time.monotonic() < deadline:
-            ready, _, _ = select.select(listeners, [], [], 1)
-            for sock in ready:
-                conn, _ = sock.accept()
-                conn.close()
-                accepted[listeners.index(sock)] += 1
+        accepted = _accepted_by_each(listeners, port, 30)
         assert sum(accepted) == 30, accepted
         assert [i for i, n in enumerate(accepted) if n] == picked, accepted
     finally:
-        for sock in clients + listeners:
+        for sock in listeners:
             sock.close()
 
 
