@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, delete, literal_column, select, update
+from sqlalchemy import Row, Select, and_, bindparam, delete, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from strongroom.domain.model import (
     Backup,
     BackupId,
     BackupState,
+    CopyState,
     Drill,
     DrillStatus,
     InstanceId,
@@ -24,6 +25,7 @@ from strongroom.domain.model import (
 )
 from strongroom.domain.ports import BackupQuery
 from strongroom.persistence import core_reads
+from strongroom.persistence.copy_repository import COPIES, COPY_COLUMNS, copy_of_columns
 from strongroom.persistence.tables import BackupRow
 
 RUNNING = [BackupState.NEW.value, BackupState.BUILDING.value, BackupState.SAVING.value]
@@ -76,9 +78,48 @@ def _backup_by_id() -> Select[Any]:
     return _select_backups().where(BACKUPS.c.id == bindparam("id"))
 
 
+def _with_copies(backups: Select[Any]) -> Select[Any]:
+    """``backups`` (a statement of ``BACKUP_COLUMNS``) joined with each backup's copies
+    that are not being deleted: a row per copy, or one row without a copy, in the list's
+    order. One statement where a view took two (backups, then their copies), each of which
+    cost more in SQLAlchemy's execution steps than in the database."""
+    page = backups.subquery("page")
+    copies = COPIES.c
+    joined = page.outerjoin(
+        COPIES,
+        and_(
+            copies.backup_id == page.c.id,
+            copies.state != literal_column(f"'{CopyState.DELETING.value}'"),
+        ),
+    )
+    newest_first = (page.c.updated.desc(), page.c.created.desc(), page.c.id.desc())
+    return (
+        select(page, *COPY_COLUMNS)
+        .select_from(joined)
+        .order_by(*newest_first, copies.created, copies.store_name)
+    )
+
+
+def _backups_with_copies(rows: Sequence[Row[Any]]) -> list[Backup]:
+    """The backups of :func:`_with_copies`'s rows (a backup's rows are consecutive)."""
+    width = len(BACKUP_COLUMNS)
+    backups: list[Backup] = []
+    for row in rows:
+        if not backups or backups[-1].id != row[0]:
+            backups.append(_backup(row[:width]))
+        if row[width] is not None:
+            backups[-1].copies.append(copy_of_columns(row[width:]))
+    return backups
+
+
+@functools.cache
+def _backup_with_copies() -> Select[Any]:
+    return _with_copies(_backup_by_id())
+
+
 @functools.cache
 def _backup_page(
-    *, project: bool, instance: bool, versions: bool, states: bool, limited: bool
+    *, project: bool, instance: bool, versions: bool, states: bool, limited: bool, copies: bool
 ) -> Select[Any]:
     """The list query for one combination of filters, built once with its values bound at
     execution: building it and its cache key anew took half the time of a page."""
@@ -98,10 +139,12 @@ def _backup_page(
         stmt = stmt.where(c.state.in_(bindparam("states", expanding=True)))
     stmt = stmt.order_by(c.updated.desc(), c.created.desc(), c.id.desc())
     stmt = stmt.offset(bindparam("offset"))
-    return stmt.limit(bindparam("limit")) if limited else stmt
+    if limited:
+        stmt = stmt.limit(bindparam("limit"))
+    return _with_copies(stmt) if copies else stmt
 
 
-def _backup(row: Row[Any]) -> Backup:
+def _backup(row: Sequence[Any]) -> Backup:
     (
         backup_id,
         project_id,
@@ -215,6 +258,10 @@ class SqlBackupRepository:
         row = core_reads.execute(self._s, _backup_by_id(), {"id": backup_id}).first()
         return _backup(row) if row is not None else None
 
+    def find_with_copies(self, backup_id: str) -> Backup | None:
+        rows = core_reads.execute(self._s, _backup_with_copies(), {"id": backup_id}).all()
+        return _backups_with_copies(rows)[0] if rows else None
+
     def find_for_update(self, backup_id: str) -> Backup | None:
         row = self._s.execute(
             _select_backups().where(BACKUPS.c.id == backup_id).with_for_update()
@@ -231,6 +278,7 @@ class SqlBackupRepository:
             versions=q.datastore_version_ids is not None,
             states=q.states is not None,
             limited=q.limit is not None,
+            copies=q.with_copies,
         )
         params = {
             "project_id": q.project_id,
@@ -240,7 +288,8 @@ class SqlBackupRepository:
             "offset": q.offset,
             "limit": q.limit,
         }
-        return [_backup(r) for r in core_reads.execute(self._s, stmt, params)]
+        rows = core_reads.execute(self._s, stmt, params).all()
+        return _backups_with_copies(rows) if q.with_copies else [_backup(r) for r in rows]
 
     def children(self, backup_id: str) -> list[Backup]:
         stmt = _select_backups().where(BACKUPS.c.parent_id == backup_id)

@@ -42,7 +42,7 @@ def _copies_of(*, one: bool) -> Select[Any]:
     return select(*COPY_COLUMNS).where(where).order_by(c.created, c.store_name)
 
 
-def _copy_of_columns(row: Iterable[Any]) -> BackupCopy:
+def copy_of_columns(row: Iterable[Any]) -> BackupCopy:
     (
         copy_id,
         backup_id,
@@ -72,7 +72,7 @@ def _copy_of_columns(row: Iterable[Any]) -> BackupCopy:
 
 
 def _copy(row: Row) -> BackupCopy:
-    return _copy_of_columns(getattr(row, column.key) for column in COPY_COLUMNS)
+    return copy_of_columns(getattr(row, column.key) for column in COPY_COLUMNS)
 
 
 def _values(c: BackupCopy) -> dict[str, object]:
@@ -121,7 +121,7 @@ class SqlCopyRepository:
             stmt, params = _copies_of(one=True), {"backup_id": backup_ids[0]}
         else:
             stmt, params = _copies_of(one=False), {"backup_ids": list(backup_ids)}
-        return [_copy_of_columns(r) for r in core_reads.execute(self._s, stmt, params)]
+        return [copy_of_columns(r) for r in core_reads.execute(self._s, stmt, params).all()]
 
     def in_store(self, backup_id: str, store_name: str) -> BackupCopy | None:
         stmt = select(Row).where(Row.backup_id == backup_id, Row.store_name == store_name)

@@ -21,6 +21,7 @@ from strongroom.domain.ports import (
     TokenRepository,
     WorkerRepository,
 )
+from strongroom.persistence import core_reads
 from strongroom.persistence.backup_repository import SqlBackupRepository
 from strongroom.persistence.copy_repository import SqlCopyRepository
 from strongroom.persistence.datastore_repository import SqlDatastoreRepository
@@ -87,13 +88,13 @@ class SqlUnitOfWork:
         self._read_only = read_only
 
     def __enter__(self) -> SqlUnitOfWork:
-        self.session = self._factory()
+        self._connection: Connection | None = None
         if self._read_only:
-            self.session.info[READ_ONLY] = True
+            self.session = self._read_only_session()
+        else:
+            self.session = self._factory()
         if self._write:
             self.session.connection(execution_options={"write": True})
-        elif self._read_only and self.session.get_bind().dialect.name == "postgresql":
-            self.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         self.backups: BackupRepository = SqlBackupRepository(self.session)
         self.copies: CopyRepository = SqlCopyRepository(self.session)
         self.instances: InstanceRepository = SqlInstanceRepository(self.session)
@@ -116,6 +117,21 @@ class SqlUnitOfWork:
         # Closing rolls back what was not committed and returns the connection; a rollback
         # first would only expire the session's objects, which closing discards anyway.
         self.session.close()
+        if self._connection is not None:
+            self._connection.close()
+
+    def _read_only_session(self) -> Session:
+        """A session on a connection of its own, which its core reads use directly (see
+        :mod:`core_reads`); on PostgreSQL that connection is in autocommit."""
+        engine = self._factory.kw["bind"]
+        connection = engine.connect()
+        self._connection = connection
+        if engine.dialect.name == "postgresql":
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+        session = self._factory(bind=connection)
+        session.info[READ_ONLY] = True
+        session.info[core_reads.READ_CONNECTION] = connection
+        return session
 
     def commit(self) -> None:
         if self._read_only:

@@ -94,9 +94,8 @@ class BackupService(UseCase):
     # -- queries (read-only units of work: on PostgreSQL, no transaction around them) --
     def get(self, ctx: RequestContext, *, backup_id: str) -> Backup:
         with self._uow(read_only=True) as uow:
-            backup = visible_backup(uow, ctx, backup_id)
+            backup = visible_backup(uow, ctx, backup_id, with_copies=True)
             self._authz.enforce(ctx, "backup:show", backup.project_id)
-            attach_copies(uow, [backup])
         return backup
 
     def list(self, ctx: RequestContext, *, filters: ListFilter) -> Page:
@@ -116,11 +115,10 @@ class BackupService(UseCase):
             datastore_version_ids=version_ids,
             offset=filters.offset,
             limit=limit,
+            with_copies=True,
         )
         with self._uow(read_only=True) as uow:
-            items = uow.backups.query(query)
-            attach_copies(uow, items)
-            return Page(items, filters.offset, limit)
+            return Page(uow.backups.query(query), filters.offset, limit)
 
     def list_for_instance(
         self, ctx: RequestContext, *, instance_id: str, offset: int, limit: int | None
@@ -134,10 +132,9 @@ class BackupService(UseCase):
                 instance_id=instance_id,
                 offset=offset,
                 limit=page_limit,
+                with_copies=True,
             )
-            items = uow.backups.query(query)
-            attach_copies(uow, items)
-            return Page(items, offset, page_limit)
+            return Page(uow.backups.query(query), offset, page_limit)
 
     def _page_limit(self, limit: int | None) -> int:
         if limit is None:

@@ -21,10 +21,13 @@ def visible_instance(uow: UnitOfWork, ctx: RequestContext, instance_id: str) -> 
     return instance
 
 
-def visible_backup(uow: UnitOfWork, ctx: RequestContext, backup_id: str) -> Backup:
-    """The backup, or :class:`ResourceNotFoundError` when it is absent, being deleted or
-    not ``ctx``'s."""
-    backup = uow.backups.find(backup_id)
+def visible_backup(
+    uow: UnitOfWork, ctx: RequestContext, backup_id: str, *, with_copies: bool = False
+) -> Backup:
+    """The backup (``with_copies``: and its copies, see ``attach_copies``), or
+    :class:`ResourceNotFoundError` when it is absent, being deleted or not ``ctx``'s."""
+    backups = uow.backups
+    backup = backups.find_with_copies(backup_id) if with_copies else backups.find(backup_id)
     if backup is None or backup.state is BackupState.DELETING or not sees(ctx, backup.project_id):
         raise ResourceNotFoundError(backup_id)
     return backup

@@ -218,3 +218,68 @@ def _in_transaction(engine, uow) -> bool:
     with engine.connect() as other:
         state = other.execute(text(ask), {"pid": pid}).scalar_one()
     return state == "idle in transaction"
+
+
+def test_pages_and_views_carry_their_copies_on_each_metadata_database(tmp_path, metadata_url):
+    """A page of backups and a backup's view read their copies in the same statement: a
+    page counts backups, not copies; copies come oldest first, those being deleted left
+    out; a read-only step gives its connection back each time."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from strongroom.domain.model import BackupCopy, CopyState
+    from strongroom.domain.ports import BackupQuery
+    from strongroom.persistence import migrate
+    from strongroom.persistence.unit_of_work import (
+        POOL_SIZE,
+        SqlUnitOfWork,
+        make_engine,
+        unit_of_work_factory,
+    )
+
+    engine = make_engine(metadata_url or f"sqlite:///{tmp_path / 'meta.db'}")
+    migrate.upgrade(engine)
+    sessions = unit_of_work_factory(engine)
+    t0 = datetime(2026, 1, 1)
+
+    def copy(copy_id: str, backup_id: str, store: str, minutes: int, state: CopyState):
+        moment = t0 + timedelta(minutes=minutes)
+        return BackupCopy(copy_id, backup_id, "p", store, "c", state, moment, moment)  # type: ignore[arg-type]
+
+    try:
+        with SqlUnitOfWork(sessions, write=True) as uow:
+            for minutes, backup_id in enumerate("abcde"):
+                backup = _a_backup(backup_id)
+                backup.created = backup.updated = t0 + timedelta(minutes=minutes)
+                uow.backups.add(backup)
+            uow.copies.add(copy("b-later", "b", "east", 9, CopyState.COMPLETED))
+            uow.copies.add(copy("b-gone", "b", "north", 1, CopyState.DELETING))
+            uow.copies.add(copy("b-first", "b", "west", 2, CopyState.COPYING))
+            uow.copies.add(copy("b-same", "b", "south", 2, CopyState.COMPLETED))
+            uow.copies.add(copy("d-only", "d", "east", 5, CopyState.FAILED))
+            uow.commit()
+
+        def page(offset: int, with_copies: bool = True) -> list[tuple[str, list[str]]]:
+            query = BackupQuery(project_id="p", offset=offset, limit=2, with_copies=with_copies)
+            with SqlUnitOfWork(sessions, read_only=True) as uow:
+                return [(b.id, [c.id for c in b.copies]) for b in uow.backups.query(query)]
+
+        b_copies = ["b-same", "b-first", "b-later"]  # by time, then store; not the deleted
+        assert page(0) == [("e", []), ("d", ["d-only"])]
+        assert page(2) == [("c", []), ("b", b_copies)]
+        assert page(4) == [("a", [])]
+        assert page(2, with_copies=False) == [("c", []), ("b", [])]
+        with SqlUnitOfWork(sessions, read_only=True) as uow:
+            b = uow.backups.find_with_copies("b")
+            assert b is not None and [c.id for c in b.copies] == b_copies
+            assert replace(b, copies=[]) == uow.backups.find("b")  # the same, copies aside
+            assert b.copies[0].state is CopyState.COMPLETED
+            assert b.copies[0].created == t0 + timedelta(minutes=2)
+            a = uow.backups.find_with_copies("a")
+            assert a is not None and a.copies == []
+            assert uow.backups.find_with_copies("missing") is None
+        for _ in range(POOL_SIZE * 3):
+            assert page(4) == [("a", [])]
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
