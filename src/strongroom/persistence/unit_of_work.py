@@ -78,7 +78,8 @@ class SqlUnitOfWork:
     may see different moments (as under READ COMMITTED anyway); it refuses to write (a
     flush, or an ORM insert, update or delete: each would be committed on its own at once)
     and to commit. On SQLite, and on MariaDB (where the switch itself costs round trips), an
-    ordinary read."""
+    ordinary read. Its session is bound to one connection, which its Core reads use
+    directly (:mod:`core_reads`)."""
 
     def __init__(
         self, factory: sessionmaker[Session], *, write: bool = False, read_only: bool = False
@@ -116,19 +117,25 @@ class SqlUnitOfWork:
     ) -> None:
         # Closing rolls back what was not committed and returns the connection; a rollback
         # first would only expire the session's objects, which closing discards anyway.
-        self.session.close()
-        if self._connection is not None:
-            self._connection.close()
+        try:
+            self.session.close()
+        finally:
+            if self._connection is not None:
+                self._connection.close()
 
     def _read_only_session(self) -> Session:
         """A session on a connection of its own, which its core reads use directly (see
         :mod:`core_reads`); on PostgreSQL that connection is in autocommit."""
         engine = self._factory.kw["bind"]
         connection = engine.connect()
+        try:
+            if engine.dialect.name == "postgresql":
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+            session = self._factory(bind=connection)
+        except BaseException:
+            connection.close()  # __exit__ does not run when __enter__ fails
+            raise
         self._connection = connection
-        if engine.dialect.name == "postgresql":
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-        session = self._factory(bind=connection)
         session.info[READ_ONLY] = True
         session.info[core_reads.READ_CONNECTION] = connection
         return session

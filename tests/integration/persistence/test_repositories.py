@@ -185,3 +185,27 @@ def test_a_read_sees_the_unit_of_works_own_pending_changes(tmp_path):
         a.state = BackupState.FAILED
         u.backups.save(a)
         assert u.backups.find("a").state is BackupState.FAILED
+
+
+def test_a_read_only_step_that_cannot_start_gives_its_connection_back(tmp_path):
+    """A read-only step checks out its connection before its session exists: when making
+    the session fails, the connection goes back to the pool (``__exit__`` never runs)."""
+    import pytest
+    from sqlalchemy.orm import Session, sessionmaker
+
+    class RefusedSession(Session):
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("no session")
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'meta.db'}")
+    migrate.upgrade(engine)
+    sessions = sessionmaker(bind=engine, class_=RefusedSession)
+    with (
+        pytest.raises(RuntimeError, match="no session") as refused,
+        SqlUnitOfWork(sessions, read_only=True),
+    ):
+        pass
+    # Given back, not merely collected with the frames: the traceback still holds them.
+    assert refused.traceback is not None
+    assert engine.pool.checkedout() == 0
+    engine.dispose()
