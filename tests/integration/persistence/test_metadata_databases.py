@@ -145,17 +145,9 @@ def test_a_read_only_unit_of_work_leaves_no_transaction_open(tmp_path, metadata_
     import pytest
     from sqlalchemy import text
 
-    from strongroom.persistence import migrate
-    from strongroom.persistence.unit_of_work import (
-        ReadOnlyUnitOfWorkError,
-        SqlUnitOfWork,
-        make_engine,
-        unit_of_work_factory,
-    )
+    from strongroom.persistence.unit_of_work import ReadOnlyUnitOfWorkError, SqlUnitOfWork
 
-    engine = make_engine(metadata_url or f"sqlite:///{tmp_path / 'meta.db'}")
-    migrate.upgrade(engine)
-    sessions = unit_of_work_factory(engine)
+    engine, sessions = _migrated(tmp_path, metadata_url)
     try:
         with (
             SqlUnitOfWork(sessions, read_only=True) as uow,
@@ -189,6 +181,16 @@ def test_a_read_only_unit_of_work_leaves_no_transaction_open(tmp_path, metadata_
             assert _in_transaction(engine, uow)
     finally:
         engine.dispose()
+
+
+def _migrated(tmp_path, metadata_url):
+    """The metadata database at the latest revision: its engine and session factory."""
+    from strongroom.persistence import migrate
+    from strongroom.persistence.unit_of_work import make_engine, unit_of_work_factory
+
+    engine = make_engine(metadata_url or f"sqlite:///{tmp_path / 'meta.db'}")
+    migrate.upgrade(engine)
+    return engine, unit_of_work_factory(engine)
 
 
 def _a_backup(backup_id: str):
@@ -229,17 +231,9 @@ def test_pages_and_views_carry_their_copies_on_each_metadata_database(tmp_path, 
 
     from strongroom.domain.model import BackupCopy, CopyState
     from strongroom.domain.ports import BackupQuery
-    from strongroom.persistence import migrate
-    from strongroom.persistence.unit_of_work import (
-        POOL_SIZE,
-        SqlUnitOfWork,
-        make_engine,
-        unit_of_work_factory,
-    )
+    from strongroom.persistence.unit_of_work import POOL_SIZE, SqlUnitOfWork
 
-    engine = make_engine(metadata_url or f"sqlite:///{tmp_path / 'meta.db'}")
-    migrate.upgrade(engine)
-    sessions = unit_of_work_factory(engine)
+    engine, sessions = _migrated(tmp_path, metadata_url)
     t0 = datetime(2026, 1, 1)
 
     def copy(copy_id: str, backup_id: str, store: str, minutes: int, state: CopyState):
