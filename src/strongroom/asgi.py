@@ -11,6 +11,7 @@ from uvicorn.config import STARTUP_FAILURE
 from strongroom import logformat
 from strongroom.allocator import freeze_startup_objects
 from strongroom.api.app import create_app
+from strongroom.api.server import stop_with_supervisor
 from strongroom.bootstrap import Role, StartupError, build, edge_settings
 from strongroom.config import Settings
 
@@ -28,6 +29,9 @@ def create_serving() -> FastAPI:
 
 def _create(role: Role) -> FastAPI:
     logformat.configure()  # a worker process starts afresh: the service's log format again
+    if not stop_with_supervisor():
+        print("strongroom: the API's supervisor is gone; not starting", file=sys.stderr)
+        sys.exit(0)
     settings = Settings()
     try:
         container = build(settings, role=role)

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import errno
 import logging
+import multiprocessing
+import os
 import resource
+import signal
 import socket
 import struct
 import time
@@ -35,6 +39,30 @@ HTTP_SETTINGS: dict[str, Any] = {
     "log_config": None,  # the service's own log format (strongroom.logformat)
     "access_log": False,  # api.access writes one line per request, without tokens
 }
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def stop_with_supervisor() -> bool:
+    """In a worker process: have the kernel send it SIGTERM when the process that started
+    it dies. A supervisor killed outright (SIGKILL, the OOM killer) cannot stop its workers
+    itself, and they kept serving: holding the port against a new start, and, under
+    `serve --workers`, taking requests whose jobs no process would run. Returns False when
+    that process is gone already (the caller should exit), True otherwise, and True outside
+    a worker process or where prctl is missing."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return True
+    libc = ctypes.util.find_library("c")
+    try:
+        prctl = ctypes.CDLL(libc, use_errno=True).prctl if libc else None
+    except (OSError, AttributeError):
+        prctl = None
+    if prctl is None or prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("this API process will not stop by itself if its supervisor is killed")
+        return True
+    return os.getppid() == parent.pid  # it died before the request: no signal will come
 
 
 def raise_open_file_limit() -> int:
@@ -72,8 +100,9 @@ def listen(host: str, port: int, processes: int = 1) -> list[socket.socket]:
     a port held by anyone is refused. A group admits only sockets of the same user that ask
     for SO_REUSEPORT, so a tenant's server running as another user cannot join; and a
     program attached to the group (``pick_members``) hands each connection to one of the
-    first ``processes`` members, ours, so a process of the service's own user that joins
-    later receives nothing."""
+    first ``processes`` members, ours, so a process of the service's own user that merely
+    joins later receives nothing. (One that attaches a program of its own replaces ours:
+    the service's user is trusted, as it reads the master key anyway.)"""
     if processes < 1:
         raise ListenError(f"the API needs at least one process, not {processes}")
     first = _bind(host, port, reuse_port=False)
@@ -271,6 +300,9 @@ class SocketPerProcess(Multiprocess):
             old.terminate()
             old.join()
             self.processes[slot] = new
+            if self._retry_at.pop(slot, None) is not None:  # it was waiting for its retry
+                self._delay.pop(slot, None)
+                self._route_to_live()  # it serves: connections go to it again
 
     def handle_ttin(self) -> None:
         log.info("the number of API processes is fixed at start (--workers)")

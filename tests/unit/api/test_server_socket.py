@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+from uvicorn.config import STARTUP_FAILURE
 
 from strongroom.api.server import ListenError, listen, pick_members, tcp_listener
 
@@ -209,3 +210,64 @@ for reuse_port in (True, False):  # into the group, or beside it with SO_REUSEAD
         results.append("joined")
 print(" ".join(results))
 """
+
+
+class _StandInProcess:
+    """Stands in for uvicorn's worker ``Process`` in the supervisor's bookkeeping (the
+    listeners and the kernel's routing between them are real); ``failed`` makes it one
+    whose application could not start."""
+
+    def __init__(self, failed: bool = False) -> None:
+        self.alive = not failed
+        self.exitcode = STARTUP_FAILURE if failed else None
+        self.pid = os.getpid()
+
+    def is_alive(self, timeout: float = 5) -> bool:
+        return self.alive
+
+    def is_ready(self, timeout: float = 5) -> bool:
+        return self.alive
+
+    def wait_until_ready(self, *_args: object) -> bool:
+        return True
+
+    def kill(self) -> None:
+        self.alive = False
+
+    def terminate(self) -> None:
+        self.alive = False
+
+    def join(self) -> None:
+        pass
+
+
+def test_a_restart_of_every_process_routes_to_a_slot_waiting_for_its_retry_again() -> None:
+    """SIGHUP while one slot's replacement waits for its next try (its listener out of the
+    group's routing): the restart starts a process there too, and new connections reach it
+    again, not only when it happens to fail again."""
+    import uvicorn
+
+    from strongroom.api.server import SocketPerProcess
+
+    listeners = listen("127.0.0.1", 0, 2)
+    port = listeners[0].getsockname()[1]
+    supervisor = SocketPerProcess(uvicorn.Config("strongroom.asgi:create", workers=2), listeners)
+    starts: list[bool] = [False, False, True]  # the third process fails to start
+    supervisor._start = lambda slot: _StandInProcess(failed=starts.pop(0))  # type: ignore[method-assign]
+    try:
+        supervisor.init_processes()
+        supervisor.keep_subprocess_alive()
+        assert supervisor.served
+        supervisor.processes[0].alive = False  # dies; its replacement fails to start
+        supervisor.keep_subprocess_alive()
+        supervisor.keep_subprocess_alive()
+        assert 0 in supervisor._retry_at
+        assert _accepted_by_each(listeners, port, 20) == [0, 20]
+        starts.extend([False, False])
+        supervisor.restart_all()  # SIGHUP
+        assert not supervisor._retry_at
+        accepted = _accepted_by_each(listeners, port, 20)
+        assert min(accepted) >= 2, accepted  # an even split is 10 each
+    finally:
+        for sock in listeners:
+            sock.close()
