@@ -262,14 +262,14 @@ def _serve_in_processes(
     from datetime import timedelta
 
     from strongroom.api.server import serve_workers
-    from strongroom.jobs.handoff import ENV, JobInbox, Redelivery, socket_path
+    from strongroom.jobs.handoff import ENV, JobInbox, Redelivery
     from strongroom.jobs.inprocess import InProcessJobQueue
     from strongroom.services.clock import SystemClock
     from strongroom.services.periodic import Periodic
 
     queue = container.queue
     assert isinstance(queue, InProcessJobQueue)
-    inbox = JobInbox(socket_path(settings.data_dir), queue)
+    inbox = JobInbox.in_data_dir(settings.data_dir, queue)
     inbox.start()
     after = settings.redispatch_after_seconds
     redelivery = Periodic(

@@ -29,32 +29,29 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "jobs.sock"
 ENV = "STRONGROOM_JOB_SOCKET"  # where the API processes find it
 _MAX_PATH = 107  # sun_path holds 108 bytes with its terminating zero
-
-
-def socket_path(data_dir: Path) -> Path:
-    """The socket in the data directory, or in a private temporary directory when that
-    path is too long for a Unix socket address."""
-    path = data_dir.absolute() / SOCKET_NAME
-    if len(os.fsencode(path)) <= _MAX_PATH:
-        return path
-    return Path(tempfile.mkdtemp(prefix="strongroom-")) / SOCKET_NAME
+_STAGING = "/.jobs-xxxxxxxx/s"  # where the socket is bound before it is renamed into place
 
 
 class JobInbox:
     """Receives job ids and submits them to ``queue`` (the in-process pool)."""
 
-    def __init__(self, path: Path, queue: JobQueue) -> None:
+    def __init__(self, path: Path, queue: JobQueue, *, own_directory: bool = False) -> None:
         self.path = path
         self._queue = queue
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # left by a process that was killed
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        old_umask = os.umask(0o177)  # created 0600: only the service's user may send
-        try:
-            self._sock.bind(str(path))
-        finally:
-            os.umask(old_umask)
+        self._own_directory = own_directory  # made for the socket: removed with it
+        self._sock = _bound_privately(path)
+        self._closing = False
         self._thread = threading.Thread(target=self._receive, name="job-inbox", daemon=True)
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path, queue: JobQueue) -> JobInbox:
+        """The inbox at ``jobs.sock`` in the data directory, or in a private temporary
+        directory when that path is too long for a Unix socket address."""
+        path = data_dir.absolute() / SOCKET_NAME
+        if len(os.fsencode(path.parent)) + len(_STAGING) <= _MAX_PATH:
+            return cls(path, queue)
+        private = Path(tempfile.mkdtemp(prefix="strongroom-"))
+        return cls(private / SOCKET_NAME, queue, own_directory=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -65,7 +62,7 @@ class JobInbox:
                 data = self._sock.recv(64)
             except OSError:
                 return  # closed
-            if not data:
+            if not data and self._closing:
                 return
             try:
                 job_id = str(uuid.UUID(data.decode("ascii")))
@@ -79,6 +76,7 @@ class JobInbox:
 
     def close(self) -> None:
         # A datagram to itself wakes the receiving thread; then the socket is closed.
+        self._closing = True
         with contextlib.suppress(OSError):
             self._sock.sendto(b"", str(self.path))
         if self._thread.is_alive():
@@ -86,25 +84,76 @@ class JobInbox:
         self._sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        if self._own_directory:
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()
+
+
+def _bound_privately(path: Path) -> socket.socket:
+    """A datagram socket bound at ``path`` with mode 0600 from the start: only the
+    service's user may send to it. It is bound in a new directory of mode 0700 beside
+    ``path``, then renamed into place (over one a killed process left). The process's
+    umask is left alone: other threads of the process create files meanwhile."""
+    staging = Path(tempfile.mkdtemp(prefix=".jobs-", dir=path.parent))
+    bound = staging / "s"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(str(bound))
+        os.chmod(bound, 0o600)
+        os.replace(bound, path)
+    except BaseException:
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            bound.unlink()
+        raise
+    finally:
+        staging.rmdir()
+    return sock
 
 
 class HandOffJobQueue:
-    """The job queue of an API process of `serve --workers N`."""
+    """The job queue of an API process of `serve --workers N`. Its socket is connected to
+    the inbox: a send then waits, without spinning, while the inbox's queue is full."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, timeout: float = 5) -> None:
         self._path = str(path)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        # A request thread never waits long on a full inbox: the job stays QUEUED instead.
-        self._sock.settimeout(5)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
 
     def submit(self, job_id: JobId, route: str = "local") -> None:
+        data = str(job_id).encode("ascii")
         try:
-            self._sock.sendto(str(job_id).encode("ascii"), self._path)
-        except OSError as exc:  # the job stays QUEUED, and the job process's Redelivery runs it
+            try:
+                self._connected().send(data)
+            except ConnectionRefusedError:  # the inbox was made anew: connect again, once
+                self._disconnect()
+                self._connected().send(data)
+        except OSError as exc:  # full until the timeout, or gone: the job stays QUEUED,
+            # and the job process's Redelivery runs it
             log.error("job %s not handed to the job process: %s", job_id, exc)
 
+    def _connected(self) -> socket.socket:
+        with self._lock:
+            if self._sock is None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                sock.settimeout(self._timeout)  # a request never waits long on a full inbox
+                try:
+                    sock.connect(self._path)
+                except OSError:
+                    sock.close()
+                    raise
+                self._sock = sock
+            return self._sock
+
+    def _disconnect(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
     def shutdown(self) -> None:
-        self._sock.close()
+        self._disconnect()
 
 
 class Redelivery:

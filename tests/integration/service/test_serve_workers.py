@@ -45,6 +45,16 @@ def _children(pid: int) -> list[tuple[int, str]]:
     return found
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped: a signal is delivered after ``kill``
+    returns, and a thread may run meanwhile."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state in ("T", "t") for state in states)
+
+
 def _api_processes(server: LiveServer) -> list[int]:
     def two() -> list[int]:
         found = [pid for pid, cmd in _children(server.process.pid) if "spawn_main" in cmd]
@@ -255,8 +265,9 @@ def test_a_process_that_dies_is_replaced_on_its_own_listener(tmp_path: Path) -> 
 
 
 def test_a_job_whose_hand_off_is_lost_runs_all_the_same(tmp_path: Path) -> None:
-    """The job socket is gone while a backup is requested: the API process cannot hand the
-    job over, and the job process finds it QUEUED and runs it."""
+    """The job process reads no hand-off for a while (stopped here) and its inbox is full:
+    the API process gives up handing the job over, and the job process, once it runs
+    again, finds the job QUEUED and runs it."""
     server = start_server(
         tmp_path / "data", "--workers", "2", env={"STRONGROOM_REDISPATCH_AFTER_SECONDS": "1"}
     )
@@ -265,23 +276,27 @@ def test_a_job_whose_hand_off_is_lost_runs_all_the_same(tmp_path: Path) -> None:
         api = httpx.Client(base_url=server.endpoint(PROJECT), headers=headers, timeout=30)
         source = _sqlite_source(api, 200)
 
-        path = server.data_dir / "jobs.sock"
-        away = path.with_name("jobs.sock.away")
-        path.rename(away)
+        os.kill(server.process.pid, signal.SIGSTOP)
         try:
+            _wait(lambda: _all_threads_stopped(server.process.pid), timeout=10)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    for _ in range(100_000):
+                        filler.sendto(b"filler", str(server.data_dir / "jobs.sock"))
             made = api.post("/backups", json={"backup": {"name": "b", "instance": source["id"]}})
             assert made.status_code == 202, made.text
             backup_id = made.json()["backup"]["id"]
             _wait(lambda: "not handed to the job process: " in server.log_path.read_text())
-
-            def completed() -> bool:
-                status = api.get(f"/backups/{backup_id}").json()["backup"]["status"]
-                assert status != "FAILED"
-                return bool(status == "COMPLETED")
-
-            _wait(completed)
         finally:
-            away.rename(path)
+            os.kill(server.process.pid, signal.SIGCONT)
+
+        def completed() -> bool:
+            status = api.get(f"/backups/{backup_id}").json()["backup"]["status"]
+            assert status != "FAILED"
+            return bool(status == "COMPLETED")
+
+        _wait(completed)
         assert "is still QUEUED (a lost hand-off?); running it now" in server.log_path.read_text()
         assert _restored_rows_match(api, backup_id, source) == 200
     finally:
@@ -320,3 +335,27 @@ def test_a_replacement_that_cannot_start_is_retried_while_the_others_serve(
     finally:
         journal.unlink(missing_ok=True)
         assert server.stop() == 0
+
+
+def test_the_api_processes_stop_when_the_serving_process_is_killed(tmp_path: Path) -> None:
+    """Killed outright, the serving process cannot stop its API processes: the kernel
+    does (they ask for SIGTERM at their parent's death). Left running, they held the port
+    against a new start and took requests whose jobs no process would run."""
+    server = start_server(tmp_path / "data", "--workers", "2")
+    apis = _api_processes(server)
+    _wait(lambda: "all 2 API processes ready" in server.log_path.read_text())
+    server.process.kill()
+    server.process.wait(30)
+    try:
+        _wait(lambda: not any(Path(f"/proc/{pid}").exists() for pid in apis), timeout=30)
+    finally:
+        for pid in apis:  # what the kernel did not stop, the test does
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    port = int(server.url.rsplit(":", 1)[1])
+    again = start_server(server.data_dir, "--workers", "2", port=port)
+    try:
+        _api_processes(again)
+        assert [_get(again.url + "/").status_code for _ in range(8)] == [200] * 8
+    finally:
+        assert again.stop() == 0
