@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import multiprocessing
@@ -54,9 +53,8 @@ def stop_with_supervisor() -> bool:
     parent = multiprocessing.parent_process()
     if parent is None:
         return True
-    libc = ctypes.util.find_library("c")
     try:
-        prctl = ctypes.CDLL(libc, use_errno=True).prctl if libc else None
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # the process's own libc
     except (OSError, AttributeError):
         prctl = None
     if prctl is None or prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:

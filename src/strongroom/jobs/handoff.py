@@ -11,6 +11,7 @@ process's ``Redelivery`` finds it there and runs it."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -30,6 +31,7 @@ SOCKET_NAME = "jobs.sock"
 ENV = "STRONGROOM_JOB_SOCKET"  # where the API processes find it
 _MAX_PATH = 107  # sun_path holds 108 bytes with its terminating zero
 _STAGING = "/.jobs-xxxxxxxx/s"  # where the socket is bound before it is renamed into place
+_STALE = (errno.ECONNREFUSED, errno.ENOTCONN, errno.EBADF)  # a connection to a gone inbox
 
 
 class JobInbox:
@@ -124,10 +126,15 @@ class HandOffJobQueue:
     def submit(self, job_id: JobId, route: str = "local") -> None:
         data = str(job_id).encode("ascii")
         try:
+            sock = self._connected()
             try:
-                self._connected().send(data)
-            except ConnectionRefusedError:  # the inbox was made anew: connect again, once
-                self._disconnect()
+                sock.send(data)
+            except OSError as exc:
+                if exc.errno not in _STALE:
+                    raise
+                # The inbox was made anew (refused once, then not connected), or another
+                # thread found that first and closed this socket: connect again, once.
+                self._disconnect(sock)
                 self._connected().send(data)
         except OSError as exc:  # full until the timeout, or gone: the job stays QUEUED,
             # and the job process's Redelivery runs it
@@ -146,9 +153,11 @@ class HandOffJobQueue:
                 self._sock = sock
             return self._sock
 
-    def _disconnect(self) -> None:
+    def _disconnect(self, stale: socket.socket | None = None) -> None:
+        """Close the connection (only if it is still ``stale``, when given: another
+        thread may have connected anew meanwhile)."""
         with self._lock:
-            if self._sock is not None:
+            if self._sock is not None and (stale is None or self._sock is stale):
                 self._sock.close()
                 self._sock = None
 

@@ -140,3 +140,38 @@ def test_a_data_dir_too_deep_for_a_socket_address_gets_a_private_one_removed_at_
     finally:
         inbox.close()
     assert not private.exists()
+
+
+def test_senders_in_many_threads_reach_an_inbox_made_anew(tmp_path: Path) -> None:
+    """The inbox is made anew at its path while request threads hand jobs over at once:
+    the first send on the old connection is refused, the next ones find it closed or not
+    connected, and every one of them connects again and is delivered."""
+    path = tmp_path / SOCKET_NAME
+    sender = HandOffJobQueue(path)
+    inbox = JobInbox(path, Received())
+    delivered = 0
+    try:
+        for _ in range(20):
+            sender.submit(job())  # connected to the current inbox
+            inbox.close()
+            received = Received()
+            inbox = JobInbox(path, received)
+            inbox.start()
+            ids = [job() for _ in range(8)]
+            start = threading.Barrier(len(ids))
+
+            def hand_over(job_id: JobId, start: threading.Barrier = start) -> None:
+                start.wait()
+                sender.submit(job_id)
+
+            threads = [threading.Thread(target=hand_over, args=(i,)) for i in ids]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert sorted(received.wait_for(len(ids))) == sorted(ids)
+            delivered += len(ids)
+    finally:
+        sender.shutdown()
+        inbox.close()
+    assert delivered == 160
