@@ -78,6 +78,11 @@ def _backup_by_id() -> Select[Any]:
     return _select_backups().where(BACKUPS.c.id == bindparam("id"))
 
 
+def _newest_first(columns: Any) -> tuple[Any, ...]:
+    """The order of a list of backups, by ``columns`` (the table's, or a subquery's)."""
+    return (columns.updated.desc(), columns.created.desc(), columns.id.desc())
+
+
 def _with_copies(backups: Select[Any]) -> Select[Any]:
     """``backups`` (a statement of ``BACKUP_COLUMNS``) joined with each backup's copies
     that are not being deleted: a row per copy, or one row without a copy, in the list's
@@ -92,11 +97,10 @@ def _with_copies(backups: Select[Any]) -> Select[Any]:
             copies.state != literal_column(f"'{CopyState.DELETING.value}'"),
         ),
     )
-    newest_first = (page.c.updated.desc(), page.c.created.desc(), page.c.id.desc())
     return (
         select(page, *COPY_COLUMNS)
         .select_from(joined)
-        .order_by(*newest_first, copies.created, copies.store_name)
+        .order_by(*_newest_first(page.c), copies.created, copies.store_name)
     )
 
 
@@ -137,7 +141,7 @@ def _backup_page(
         stmt = stmt.where(c.datastore_version_id.in_(bindparam("version_ids", expanding=True)))
     if states:
         stmt = stmt.where(c.state.in_(bindparam("states", expanding=True)))
-    stmt = stmt.order_by(c.updated.desc(), c.created.desc(), c.id.desc())
+    stmt = stmt.order_by(*_newest_first(c))
     stmt = stmt.offset(bindparam("offset"))
     if limited:
         stmt = stmt.limit(bindparam("limit"))
