@@ -15,8 +15,10 @@ import errno
 import logging
 import os
 import socket
+import stat
 import tempfile
 import threading
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +34,9 @@ ENV = "STRONGROOM_JOB_SOCKET"  # where the API processes find it
 _MAX_PATH = 107  # sun_path holds 108 bytes with its terminating zero
 _STAGING = "/.jobs-xxxxxxxx/s"  # where the socket is bound before it is renamed into place
 _STALE = (errno.ECONNREFUSED, errno.ENOTCONN, errno.EBADF)  # a connection to a gone inbox
+# A staging directory older than this was left by a process killed while binding (which
+# takes microseconds); a younger one may be another process's, binding now.
+LEFTOVER_AFTER_SECONDS = 60
 
 
 class JobInbox:
@@ -96,6 +101,7 @@ def _bound_privately(path: Path) -> socket.socket:
     service's user may send to it. It is bound in a new directory of mode 0700 beside
     ``path``, then renamed into place (over one a killed process left). The process's
     umask is left alone: other threads of the process create files meanwhile."""
+    remove_leftover_staging(path.parent)
     staging = Path(tempfile.mkdtemp(prefix=".jobs-", dir=path.parent))
     bound = staging / "s"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -111,6 +117,27 @@ def _bound_privately(path: Path) -> socket.socket:
     finally:
         staging.rmdir()
     return sock
+
+
+def remove_leftover_staging(directory: Path, *, now: float | None = None) -> list[str]:
+    """Remove the staging directories (and the socket in one) that a process killed
+    between binding and renaming left in ``directory``; returns their names. Only
+    directories, never what a link points to, and only those older than
+    ``LEFTOVER_AFTER_SECONDS``."""
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    for entry in directory.glob(".jobs-*"):
+        try:
+            info = entry.lstat()
+            if not stat.S_ISDIR(info.st_mode) or now - info.st_mtime < LEFTOVER_AFTER_SECONDS:
+                continue
+            (entry / "s").unlink(missing_ok=True)
+            entry.rmdir()
+        except OSError as exc:  # gone meanwhile, or not ours to remove: left as it is
+            log.debug("staging directory %s left: %s", entry.name, exc)
+            continue
+        removed.append(entry.name)
+    return removed
 
 
 class HandOffJobQueue:

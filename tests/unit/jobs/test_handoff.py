@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from strongroom.domain.model import JobId
-from strongroom.jobs.handoff import SOCKET_NAME, HandOffJobQueue, JobInbox
+from strongroom.jobs.handoff import (
+    LEFTOVER_AFTER_SECONDS,
+    SOCKET_NAME,
+    HandOffJobQueue,
+    JobInbox,
+    remove_leftover_staging,
+)
 
 
 class Received:
@@ -175,3 +181,43 @@ def test_senders_in_many_threads_reach_an_inbox_made_anew(tmp_path: Path) -> Non
         sender.shutdown()
         inbox.close()
     assert delivered == 160
+
+
+def test_a_staging_directory_a_killed_process_left_is_removed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """A process killed between binding and renaming leaves ``.jobs-*`` (with its bound
+    socket) in the data dir. The next inbox removes it once it is old; a young one may be
+    another process's, binding now, and a link to a directory elsewhere is not followed."""
+    old = time.time() - LEFTOVER_AFTER_SECONDS - 5
+    left = tmp_path / ".jobs-killed"
+    left.mkdir(mode=0o700)
+    bound = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    bound.bind(str(left / "s"))
+    bound.close()
+    os.utime(left, (old, old))
+    young = tmp_path / ".jobs-binding"
+    young.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "s").write_text("not the service's")
+    link = tmp_path / ".jobs-link"
+    link.symlink_to(elsewhere)
+    os.utime(link, (old, old), follow_symlinks=False)
+
+    inbox = JobInbox(tmp_path / SOCKET_NAME, Received())
+    inbox.close()
+
+    assert not left.exists()
+    assert young.is_dir()
+    assert link.is_symlink() and (elsewhere / "s").read_text() == "not the service's"
+    leftovers = sorted(p.name for p in tmp_path.glob(".jobs-*"))
+    assert leftovers == [".jobs-binding", ".jobs-link"]
+
+
+def test_a_young_staging_directory_is_removed_once_it_is_old(tmp_path: Path) -> None:
+    (tmp_path / ".jobs-late").mkdir()
+    now = time.time()
+    assert remove_leftover_staging(tmp_path, now=now) == []
+    assert remove_leftover_staging(tmp_path, now=now + LEFTOVER_AFTER_SECONDS + 1) == [".jobs-late"]
+    assert not (tmp_path / ".jobs-late").exists()
