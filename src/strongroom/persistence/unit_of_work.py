@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from strongroom.domain.ports import (
@@ -21,7 +21,7 @@ from strongroom.domain.ports import (
     TokenRepository,
     WorkerRepository,
 )
-from strongroom.persistence import core_reads
+from strongroom.persistence import core_reads, liveness
 from strongroom.persistence.backup_repository import SqlBackupRepository
 from strongroom.persistence.copy_repository import SqlCopyRepository
 from strongroom.persistence.datastore_repository import SqlDatastoreRepository
@@ -66,6 +66,11 @@ def make_engine(url: str) -> Engine:
                 "BEGIN IMMEDIATE" if immediate else "BEGIN"
             )
 
+        return engine
+    if make_url(url).drivername == "postgresql+psycopg":
+        # Told dead or alive without a round trip per checkout (see liveness).
+        engine = create_engine(url, pool_size=POOL_SIZE)
+        liveness.watch(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE)
 
