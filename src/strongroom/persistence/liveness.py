@@ -7,9 +7,16 @@ metadata on PostgreSQL. A server that ends a connection (a restart, a shutdown, 
 terminated backend, a crash of the server process) sends its last message or closes the
 socket, so the idle socket turns readable: that connection is discarded at checkout, with
 no round trip. A connection idle for longer than ``PING_AFTER_IDLE`` is pinged, as
-before: its server may have gone without a word (a host restarted, a network cut). A
-connection in steady use meets the same fate the moment it fails (the pool then replaces
-all of its connections), as it would with a ping."""
+before: its server may have gone without a word (a host restarted, a network cut).
+
+What this gives up: a connection idle for less than that, whose server went without a
+word, fails the step that gets it (``OperationalError``); the engine then replaces every
+connection of the pool, so the steps after it do not. With the pool handing out the
+connection used last (LIFO), connections in use stay within that window, and the others
+are pinged when they are taken again.
+
+An idle connection receives nothing but its server's farewell, as long as it does not
+LISTEN: a connection that did would be discarded at each notification (none does)."""
 
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import select
 import time
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -42,16 +50,14 @@ def watch(engine: Engine) -> None:
             return  # connected just now
         try:
             spoke = readable(dbapi_connection.pgconn.socket)
-        except Exception as exc:  # psycopg raises when the connection is already closed
+        except psycopg.OperationalError as exc:  # the connection is lost, or closed
             raise DisconnectionError(f"metadata connection closed: {exc}") from exc
-        if spoke:
-            # An idle connection receives nothing but a farewell, save a rare notice:
-            # discarding a live one then costs one connect.
+        if spoke:  # the server's last words, or the end of the connection
             raise DisconnectionError("the metadata server ended this connection")
         if time.monotonic() - idle_since > PING_AFTER_IDLE:
             try:
                 dialect.do_ping(dbapi_connection)
-            except Exception as exc:
+            except psycopg.Error as exc:
                 raise DisconnectionError(f"metadata connection lost: {exc}") from exc
 
 

@@ -67,9 +67,10 @@ def make_engine(url: str) -> Engine:
             )
 
         return engine
-    if make_url(url).drivername == "postgresql+psycopg":
-        # Told dead or alive without a round trip per checkout (see liveness).
-        engine = create_engine(url, pool_size=POOL_SIZE)
+    if make_url(url).get_dialect().driver == "psycopg":  # also what postgresql:// means
+        # Told dead or alive without a round trip per checkout (see liveness); the
+        # connection used last is handed out first, so those in use stay fresh.
+        engine = create_engine(url, pool_size=POOL_SIZE, pool_use_lifo=True)
         liveness.watch(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE)

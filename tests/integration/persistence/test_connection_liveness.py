@@ -101,3 +101,32 @@ def test_a_connection_gone_without_a_word_is_replaced_when_idle_for_long(engine,
     monkeypatch.setattr(liveness, "readable", lambda _fd: False)  # as if nothing came
     monkeypatch.setattr(liveness, "PING_AFTER_IDLE", 0.0)
     assert backend_pid(engine) != first
+
+
+def test_every_pooled_connection_the_server_ended_is_replaced(engine):
+    """As after a restart of the server: all the pool's connections ended at once, and
+    none of the steps that take them next fails."""
+    held = [engine.connect() for _ in range(3)]
+    pids = [c.connection.driver_connection.info.backend_pid for c in held]
+    for connection in held:
+        connection.close()
+    for pid in pids:
+        terminate(pid)
+    again = [engine.connect() for _ in range(3)]
+    try:
+        now = [c.execute(text("select pg_backend_pid()")).scalar_one() for c in again]
+    finally:
+        for connection in again:
+            connection.close()
+    assert not set(now) & set(pids)
+
+
+def test_a_connection_after_a_committed_step_is_not_pinged(engine):
+    with SqlUnitOfWork(unit_of_work_factory(engine), write=True) as uow:
+        pid = uow.session.execute(text("select pg_backend_pid()")).scalar_one()
+        uow.session.execute(text("create table written (n int)"))
+        uow.commit()
+    before = last_statement_start(pid)
+    with SqlUnitOfWork(unit_of_work_factory(engine)) as uow:
+        assert uow.session.connection().connection.driver_connection.info.backend_pid == pid
+    assert last_statement_start(pid) == before
