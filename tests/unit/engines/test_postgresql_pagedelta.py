@@ -337,6 +337,48 @@ def test_a_realigned_delta_gives_back_any_block(seed: int) -> None:
         assert delta == block
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("scratch", [False, True])
+def test_realigned_deltas_of_unlike_blocks_complete_together(seed: int, scratch: bool) -> None:
+    """One batch of blocks whose line pointers end at very different places (a few
+    tuples, hundreds, random bytes, hostile pointers) completes as each block alone does;
+    the parent's images are left as they were unless they are scratch."""
+    rng = random.Random(seed)
+    parents, blocks = [], []
+    for i in range(48):
+        if i % 4 == 0:
+            parent = bytes(
+                heap_page(10, [rng.randbytes(8) for _ in range(rng.randrange(200, 400))])
+            )
+        elif i % 4 == 1:
+            parent = bytes(heap_page(10, [rng.randbytes(900) for _ in range(rng.randrange(1, 4))]))
+        else:
+            parent = bytes(heap_pages(rng, 10, 1)[0]) if i % 4 == 2 else rng.randbytes(BS)
+        block = parent
+        with contextlib.suppress(AssertionError, struct.error, ValueError):
+            block = bytes(pruned(parent, rng, 20, dead=min(3, len(heap_tuples(parent)) - 2)))
+        if rng.random() < 0.2:
+            block = bytes(_hostile_page(rng, parent))
+        parents.append(parent)
+        blocks.append(block)
+    moved = bytearray(b"".join(parents))
+    pagedelta.realign(moved, b"".join(blocks), BS)
+    delta = bytearray(b"".join(blocks))
+    pagedelta.xor_into(delta, moved)
+    base = bytearray(b"".join(parents))
+    pagedelta.complete_realigned(delta, base, BS, base_is_scratch=scratch)
+    assert delta == b"".join(blocks)
+    if not scratch:
+        assert base == b"".join(parents)
+    for parent, block in zip(parents, blocks, strict=True):  # and as each block alone
+        one = bytearray(block)
+        alone = bytearray(parent)
+        pagedelta.realign(alone, block, BS)
+        pagedelta.xor_into(one, alone)
+        pagedelta.complete_realigned(one, parent, BS)
+        assert one == block
+
+
 def heap_file_backed_up(
     tmp_path: Path, seed: int, count: int
 ) -> tuple[random.Random, Path, list[bytearray], Link]:

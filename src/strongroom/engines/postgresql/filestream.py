@@ -690,7 +690,7 @@ class ChainRestorer:
             bases += part
             bases += bytes(padding)
             deltas += self._pread(fd, len(part) + padding, start)
-        pagedelta.complete_realigned(deltas, bases, bs)
+        pagedelta.complete_realigned(deltas, bases, bs, base_is_scratch=True)
         at = 0
         for start, part in runs:
             # Whole blocks back: a short last block of the older copy (the file grew since)

@@ -129,6 +129,14 @@ def realign(bases: bytearray | memoryview, heads: bytes | bytearray | memoryview
         return
     base = np.frombuffer(bases, dtype=np.uint8, count=count * bs).reshape(count, bs)
     head = np.frombuffer(heads, dtype=np.uint8, count=count * bs).reshape(count, bs)
+    _realign(bases, base, head, bs)
+
+
+def _realign(bases: bytearray | memoryview, base: Any, head: Any, bs: int) -> None:
+    """:func:`realign` on ``base``, the blocks of ``bases`` as a (count, bs) array, after
+    ``head``: per block, its first bytes at least as far as its line pointers end."""
+    import numpy as np
+
     lower, head_lp = _line_pointers(head, bs)
     _, base_lp = _line_pointers(base, bs)
     width = min(head_lp.shape[1], base_lp.shape[1])
@@ -176,9 +184,11 @@ def realign(bases: bytearray | memoryview, heads: bytes | bytearray | memoryview
     targets = (block[at] * bs + start[at]).tolist()
     origins = (block[at] * bs + origin[at]).tolist()
     view = memoryview(bases).cast("B")
-    before = bytes(view[: count * bs])
-    for target, from_, length in zip(targets, origins, lengths, strict=True):
-        view[target : target + length] = before[from_ : from_ + length]
+    # Every range is read before any is written (one's target may be another's source):
+    # a copy of each, a few per page, not of the whole batch.
+    moving = [bytes(view[at : at + n]) for at, n in zip(origins, lengths, strict=True)]
+    for target, data in zip(targets, moving, strict=True):
+        view[target : target + len(data)] = data
 
 
 def realign_blocks(
@@ -207,14 +217,31 @@ def realign_blocks(
 
 
 def complete_realigned(
-    delta: bytearray | memoryview, base: bytes | bytearray | memoryview, bs: int
+    delta: bytearray | memoryview,
+    base: bytes | bytearray | memoryview,
+    bs: int,
+    *,
+    base_is_scratch: bool = False,
 ) -> None:
     """``delta``, realigned deltas of whole blocks, becomes the blocks themselves, given
-    the older link's whole copy of them (``base``)."""
-    heads = bytearray(delta)
-    xor_into(heads, base)  # the blocks' headers and line pointers (see pagedelta.realign)
-    moved = bytearray(base)
-    realign(moved, heads, bs)
+    the older link's whole copy of them (``base``; realigned in place, and so changed,
+    when ``base_is_scratch``)."""
+    import numpy as np
+
+    count = len(delta) // bs
+    if count == 0:
+        return
+    deltas = np.frombuffer(delta, dtype=np.uint8, count=count * bs).reshape(count, bs)
+    bases = np.frombuffer(base, dtype=np.uint8, count=count * bs).reshape(count, bs)
+    # Only the blocks' headers and line pointers are read of the blocks (see realign):
+    # XORed as far as the furthest of them ends, not whole.
+    lower = (deltas[:, 12] ^ bases[:, 12]).astype(np.int64)
+    lower |= (deltas[:, 13] ^ bases[:, 13]).astype(np.int64) << 8
+    end = int(np.clip(lower, PAGE_HEADER, bs).max())
+    heads = deltas[:, :end] ^ bases[:, :end]
+    moved = bytearray(base) if isinstance(base, bytes) or not base_is_scratch else base
+    moved_blocks = np.frombuffer(moved, dtype=np.uint8, count=count * bs).reshape(count, bs)
+    _realign(moved, moved_blocks, heads, bs)
     xor_into(delta, moved)
 
 
