@@ -379,6 +379,38 @@ def test_realigned_deltas_of_unlike_blocks_complete_together(seed: int, scratch:
         assert one == block
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_heap_blocks_whose_line_pointers_end_apart_complete_together(seed: int) -> None:
+    """A batch of heap pages only (1 to 400 tuples): their line pointers end at different
+    places, all before the block's end, so only that far of each block is read for them."""
+    rng = random.Random(seed)
+    sizes = {8: 400, 120: 50, 900: 8}
+    parents, blocks = [], []
+    for _ in range(48):
+        size = rng.choice(list(sizes))
+        parent = bytes(
+            heap_page(10, [rng.randbytes(size) for _ in range(rng.randrange(1, sizes[size]))])
+        )
+        tuples = len(heap_tuples(parent))
+        block = bytes(pruned(parent, rng, 20, dead=min(3, tuples - 2))) if tuples >= 4 else parent
+        parents.append(parent)
+        blocks.append(block)
+    lowers = {struct.unpack_from("<H", block, 12)[0] for block in blocks}
+    assert max(lowers) < BS and len(lowers) > 10  # the narrowed read, over unlike blocks
+    moved = bytearray(b"".join(parents))
+    pagedelta.realign(moved, b"".join(blocks), BS)
+    assert moved != b"".join(parents)  # tuples moved
+    delta = bytearray(b"".join(blocks))
+    pagedelta.xor_into(delta, moved)
+    pagedelta.complete_realigned(delta, bytearray(b"".join(parents)), BS, base_is_scratch=True)
+    assert delta == b"".join(blocks)
+
+
+def test_completing_deltas_and_images_of_different_lengths_is_refused() -> None:
+    with pytest.raises(ValueError, match="lengths"):
+        pagedelta.complete_realigned(bytearray(BS), bytes(2 * BS), BS)
+
+
 def heap_file_backed_up(
     tmp_path: Path, seed: int, count: int
 ) -> tuple[random.Random, Path, list[bytearray], Link]:

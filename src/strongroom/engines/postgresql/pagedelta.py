@@ -224,12 +224,15 @@ def complete_realigned(
     base_is_scratch: bool = False,
 ) -> None:
     """``delta``, realigned deltas of whole blocks, becomes the blocks themselves, given
-    the older link's whole copy of them (``base``; realigned in place, and so changed,
-    when ``base_is_scratch``)."""
+    the older link's whole copy of them (``base``, as long; realigned in place, and so
+    changed, when ``base_is_scratch``: then it must be writable)."""
     import numpy as np
 
+    if len(delta) != len(base):
+        raise ValueError(f"deltas and images of different lengths ({len(delta)}, {len(base)})")
     count = len(delta) // bs
-    if count == 0:
+    if count == 0:  # no whole block: nothing moves
+        xor_into(delta, base)
         return
     deltas = np.frombuffer(delta, dtype=np.uint8, count=count * bs).reshape(count, bs)
     bases = np.frombuffer(base, dtype=np.uint8, count=count * bs).reshape(count, bs)
