@@ -108,3 +108,22 @@ def test_an_unexpected_error_is_a_500_fault_without_internals(harness, monkeypat
     incident = re.search(r"\(([0-9a-f-]{36})\)", fault["message"]).group(1)
     assert incident in caplog.text  # the log keeps the cause under the same id
     assert harness.a.get(f"/backups/{'0' * 8}").status_code == 404  # the service goes on
+
+
+def test_api_routes_are_matched_at_the_application_level(harness):
+    """Every /v1.0 route is the application's own: an included router is matched once
+    more at each level (see create_app), and a wrong prefix would be a 404, not a route."""
+    from fastapi.routing import APIRoute
+
+    app = harness.client.app
+    own = [r for r in app.router.routes if isinstance(r, APIRoute)]
+    paths = {r.path for r in own}
+    assert "/v1.0/{project_id}/backups/{backup_id}" in paths
+    assert all(
+        not p.startswith("/v1.0/{project_id}") or p.count("{project_id}") == 1 for p in paths
+    )
+    r = harness.client.get(
+        f"/v1.0/{harness.a.project}/backups", headers={"X-Auth-Token": harness.a.token}
+    )
+    assert r.status_code == 200
+    assert r.json() == {"backups": []}

