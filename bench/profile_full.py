@@ -2,6 +2,12 @@
 restore (sampling, all threads, native frames).
 
     .venv/bin/python -m bench.profile_full          # BENCH_SCALE (default 10)
+    BENCH_PROFILE_CHAIN=1 .venv/bin/python -m bench.profile_full
+
+With ``BENCH_PROFILE_CHAIN=1`` the restore profiled is the benchmark's second round: the
+table updated once (spread, then range) beforehand, then a full and two incrementals after
+the same updates, restored as one chain (the realigned page deltas the benchmark's later
+rounds restore).
 
 Sets up a cluster like the benchmark's, records the ``bench.sr_task backup`` and ``restore``
 processes with ``py-spy record --format raw --threads --idle --native``, and prints, per
@@ -79,6 +85,13 @@ def record(argv: list[str], raw: Path) -> str:
     return summarise(raw.read_text())
 
 
+def _update(cluster: pg.PgCluster, round_no: int, scale: int, *patterns: str) -> None:
+    for pattern in patterns or ("spread", "range"):
+        changed = pg.update_five_percent(cluster, round_no, pattern, scale)
+        cluster.sql("CHECKPOINT")
+        log(f"  updated {changed} rows of pgbench_accounts (5 %, {pattern})")
+
+
 def main() -> int:
     scale = int(os.environ.get("BENCH_SCALE", "10"))
     WORK.mkdir(parents=True, exist_ok=True)
@@ -94,6 +107,9 @@ def main() -> int:
             [*task, "register", "--engine", "pg", "--params", params, "--out", conn, "--work", WORK]
         )
         state.unlink(missing_ok=True)
+        chain = os.environ.get("BENCH_PROFILE_CHAIN") == "1"
+        if chain:
+            _update(cluster, 0, scale)
         log(f"profiling a full backup at scale {scale}")
         text = "# full backup\n" + record(
             [
@@ -112,10 +128,34 @@ def main() -> int:
             ],
             WORK / "profile-full.txt",
         )
-        log("profiling its restore")
+        label = "profiled"
+        if chain:
+            for pattern in ("spread", "range"):
+                _update(cluster, 1, scale, pattern)
+                run(
+                    [
+                        *task,
+                        "backup",
+                        "--engine",
+                        "pg",
+                        "--conn",
+                        str(conn),
+                        "--state",
+                        str(state),
+                        "--label",
+                        f"incr-{pattern}",
+                        "--parent",
+                        label,
+                        "--work",
+                        str(WORK),
+                    ],
+                    env={"PYTHONPATH": str(ROOT), "BENCH_PAGE_DELTAS": "1"},
+                )
+                label = f"incr-{pattern}"
+        log(f"profiling the restore of {label}")
         home = WORK / "strongroom" / "instances" / "pg-profile-restore"
         restored = WORK / "pgprof-restored.json"
-        text += "\n\n# restore of that full backup\n" + record(
+        text += f"\n\n# restore of {label}\n" + record(
             [
                 *task,
                 "restore",
@@ -126,7 +166,7 @@ def main() -> int:
                 "--state",
                 str(state),
                 "--label",
-                "profiled",
+                label,
                 "--home",
                 str(home),
                 "--out",
