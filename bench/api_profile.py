@@ -164,6 +164,8 @@ async def measure(
         ps = pstats.Stats(profiler, stream=out)
         ps.sort_stats("tottime").print_stats(top)
         ps.sort_stats("cumulative").print_stats(top)
+        if os.environ.get("BENCH_PROFILE_CALLERS"):
+            ps.print_callers(os.environ["BENCH_PROFILE_CALLERS"])
         stats = out.getvalue()
     n = len(targets)
     return Measured(name, n, cpu / n * 1e6, wall / n * 1e6, digest.hexdigest()[:16], stats)
