@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.api_profile                 # CPU µs per request, per endpoint
     .venv/bin/python -m bench.api_profile --profile       # and cProfile's top 30 of each
     .venv/bin/python -m bench.api_profile --postgres      # metadata in the machine's PostgreSQL
+    BENCH_PROFILE_CALLERS='isoformat|urlencode' ...  --profile   # and who calls those
 
 Seeds as ``bench.api_load`` does (SQLite instances created through the API, then backups in
 chains through the persistence layer; 2,000 by default), then sends each endpoint's requests
