@@ -107,58 +107,11 @@ def main() -> int:
             [*task, "register", "--engine", "pg", "--params", params, "--out", conn, "--work", WORK]
         )
         state.unlink(missing_ok=True)
-        chain = os.environ.get("BENCH_PROFILE_CHAIN") == "1"
-        if chain:
-            _update(cluster, 0, scale)
-        log(f"profiling a full backup at scale {scale}")
-        text = "# full backup\n" + record(
-            [
-                *task,
-                "backup",
-                "--engine",
-                "pg",
-                "--conn",
-                str(conn),
-                "--state",
-                str(state),
-                "--label",
-                "profiled",
-                "--work",
-                str(WORK),
-            ],
-            WORK / "profile-full.txt",
-        )
-        label = "profiled"
-        if chain:
-            for pattern in ("spread", "range"):
-                _update(cluster, 1, scale, pattern)
-                run(
-                    [
-                        *task,
-                        "backup",
-                        "--engine",
-                        "pg",
-                        "--conn",
-                        str(conn),
-                        "--state",
-                        str(state),
-                        "--label",
-                        f"incr-{pattern}",
-                        "--parent",
-                        label,
-                        "--work",
-                        str(WORK),
-                    ],
-                    env={"PYTHONPATH": str(ROOT), "BENCH_PAGE_DELTAS": "1"},
-                )
-                label = f"incr-{pattern}"
-        log(f"profiling the restore of {label}")
-        home = WORK / "strongroom" / "instances" / "pg-profile-restore"
-        restored = WORK / "pgprof-restored.json"
-        text += f"\n\n# restore of {label}\n" + record(
-            [
-                *task,
-                "restore",
+
+        def labelled(command: str, label: str, *extra: str) -> list[str]:
+            return [
+                *map(str, task),
+                command,
                 "--engine",
                 "pg",
                 "--conn",
@@ -167,13 +120,30 @@ def main() -> int:
                 str(state),
                 "--label",
                 label,
-                "--home",
-                str(home),
-                "--out",
-                str(restored),
+                *extra,
                 "--work",
                 str(WORK),
-            ],
+            ]
+
+        chain = os.environ.get("BENCH_PROFILE_CHAIN") == "1"
+        if chain:
+            _update(cluster, 0, scale)
+        log(f"profiling a full backup at scale {scale}")
+        label = "profiled"
+        text = "# full backup\n" + record(labelled("backup", label), WORK / "profile-full.txt")
+        if chain:
+            for pattern in ("spread", "range"):
+                _update(cluster, 1, scale, pattern)
+                run(
+                    labelled("backup", f"incr-{pattern}", "--parent", label),
+                    env={"PYTHONPATH": str(ROOT), "BENCH_PAGE_DELTAS": "1"},
+                )
+                label = f"incr-{pattern}"
+        log(f"profiling the restore of {label}")
+        home = WORK / "strongroom" / "instances" / "pg-profile-restore"
+        restored = WORK / "pgprof-restored.json"
+        text += f"\n\n# restore of {label}\n" + record(
+            labelled("restore", label, "--home", str(home), "--out", str(restored)),
             WORK / "profile-restore.txt",
         )
         run(
