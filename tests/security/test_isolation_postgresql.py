@@ -26,6 +26,7 @@ from psycopg import sql
 
 from fixtures.service import Harness, make_harness, wait_for
 from security.wire import assert_fault
+from strongroom.engines import identity
 from strongroom.engines.base import DatabaseSpec, InstanceRequest, RestoreInput, UserSpec
 from strongroom.engines.errors import (
     BackupError,
@@ -177,18 +178,22 @@ def _os_users() -> set[str]:
     ],
 )
 def test_reserved_names_are_refused_with_400_and_nothing_is_made(
-    h: Harness, tenants: dict[str, Any], extra: dict[str, Any]
+    h: Harness, tenants: dict[str, Any], extra: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The host's OS users are shared with the other test workers, which add and remove
+    # their own meanwhile: record the ones this service (in this process) creates instead.
+    made: list[str] = []
+    useradd = identity._useradd
+    monkeypatch.setattr(identity, "_useradd", lambda name: (made.append(name), useradd(name)))
     before = h.a.get("/instances").json()["instances"]
     homes = sorted(p.name for p in (h.settings.data_dir / "instances").iterdir())
-    users = _os_users()
     r = _create(h.a, "grab", **extra)
     body = assert_fault(r, 400)
     assert "reserved" in str(body) or "longer" in str(body)
     h.wait_idle()
     assert h.a.get("/instances").json()["instances"] == before
     assert sorted(p.name for p in (h.settings.data_dir / "instances").iterdir()) == homes
-    assert _os_users() == users
+    assert made == []
 
 
 def test_created_users_have_no_privileges(
