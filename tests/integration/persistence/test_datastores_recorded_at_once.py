@@ -24,9 +24,13 @@ DETECTED = Datastore(
     default_version_id="v-15",
     versions=(DatastoreVersion("v-15", "ds-postgresql", "postgresql", "15", True),),
 )
+# The server is shared with other tests running meanwhile: only the second host's own
+# session waiting counts (its id from SESSION_ID, in the transaction it then inserts in).
+SESSION_ID = {"postgresql": "select pg_backend_pid()", "mysql": "select connection_id()"}
 WAITING = {
-    "postgresql": "select count(*) from pg_locks where not granted",
-    "mysql": "select count(*) from information_schema.innodb_trx where trx_state = 'LOCK WAIT'",
+    "postgresql": "select count(*) from pg_locks where not granted and pid = :session",
+    "mysql": "select count(*) from information_schema.innodb_trx "
+    "where trx_state = 'LOCK WAIT' and trx_mysql_thread_id = :session",
 }
 
 
@@ -40,6 +44,8 @@ def test_a_second_host_recording_the_same_datastore_at_once_keeps_the_firsts_row
     )
     first, second, watcher = sessions(), sessions(), sessions()
     failures: list[BaseException] = []
+    dialect = first.get_bind().dialect.name
+    second_id = second.execute(text(SESSION_ID[dialect])).scalar()
 
     def start_second_host() -> None:
         try:
@@ -53,11 +59,11 @@ def test_a_second_host_recording_the_same_datastore_at_once_keeps_the_firsts_row
         SqlDatastoreRepository(first).ensure(DETECTED)
         first.flush()  # the rows are in, not yet committed: the second insert must wait
         thread.start()
-        waiting = WAITING[first.get_bind().dialect.name]
+        waiting = text(WAITING[dialect]).bindparams(session=second_id)
         # Polled no faster than every 0.1 s: InnoDB refreshes innodb_trx only for a reader
         # that has not read it within the last 0.1 s.
         wait_for(
-            lambda: failures or watcher.execute(text(waiting)).scalar() or watcher.rollback(),
+            lambda: failures or watcher.execute(waiting).scalar() or watcher.rollback(),
             timeout=60,
             interval=0.25,
         )
