@@ -448,7 +448,8 @@ def test_stop_start_keeps_or_moves_port(engine: PostgresEngine, workdir: Path) -
         engine.stop_instance(home, conn)
         engine.stop_instance(home, conn)  # idempotent
         again = engine.start_instance(home, conn)
-        assert again["port"] == conn["port"]
+        # Kept, unless something else (another test worker) bound it while it was stopped.
+        assert again["port"] == conn["port"] or not cluster.port_is_free("127.0.0.1", conn["port"])
         engine.stop_instance(home, again)
         with socket.socket() as squatter:
             squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
