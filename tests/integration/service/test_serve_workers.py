@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import signal
 import socket
 import sqlite3
@@ -344,14 +345,18 @@ def test_the_api_processes_stop_when_the_serving_process_is_killed(tmp_path: Pat
     server = start_server(tmp_path / "data", "--workers", "2")
     apis = _api_processes(server)
     _wait(lambda: "all 2 API processes ready" in server.log_path.read_text())
+    # Held by descriptor, not by pid: a pid freed here may be reused by another test's
+    # process, which must be neither waited for nor killed.
+    handles = [os.pidfd_open(pid) for pid in apis]
     server.process.kill()
     server.process.wait(30)
     try:
-        _wait(lambda: not any(Path(f"/proc/{pid}").exists() for pid in apis), timeout=30)
+        _wait(lambda: all(select.select([fd], [], [], 0)[0] for fd in handles), timeout=30)
     finally:
-        for pid in apis:  # what the kernel did not stop, the test does
+        for fd in handles:  # what the kernel did not stop, the test does
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            os.close(fd)
     port = int(server.url.rsplit(":", 1)[1])
     again = start_server(server.data_dir, "--workers", "2", port=port)
     try:
