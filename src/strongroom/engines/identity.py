@@ -6,14 +6,23 @@ server (``COPY … FROM PROGRAM``, ``LOAD_FILE``, ``SELECT … INTO OUTFILE``) a
 which owns only its instance's home (0700): other instances, the service's key and metadata
 stay out of reach. When the service is not root, everything runs as the service's own user
 and no such separation exists (docs/security.md says so).
+
+Such a tenant can also leave files of that user elsewhere on the host (a setuid copy of a
+shell in /tmp). So a removed instance's uid is not handed out again: each user gets a number
+drawn at random from a range of its own (and the group the same number), and what it left in
+the host's world-writable temporary directories is removed with it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import hashlib
 import os
 import pwd
 import re
+import secrets
+import stat
 import subprocess
 import time
 from collections.abc import Sequence
@@ -23,6 +32,23 @@ from pathlib import Path
 PREFIX = "sr-"
 _NAME = re.compile(r"sr-[0-9a-f]{12}")
 _LOCK_RETRIES = 20
+
+# Instance users' uids (= their groups' gids): [2^30, 2^30 + 2^28). Above the system and
+# login ranges, nobody and systemd's dynamic users (< 65536) and the default subordinate
+# ranges of rootless containers (100000-600100000); below systemd's transient ranges
+# (0x70000000) and 2^31 (ids kept in a signed int). Drawn at random from 2^28 numbers, a
+# freed one is as good as never drawn again. Nothing here writes these ids into a tar header
+# (7 octal digits in ustar): managed PostgreSQL backups are files of our own format,
+# mariabackup's xbstream carries no owner, and pg_basebackup (registered servers) writes
+# larger ids in GNU base-256, which tarfile reads; tarstream gives files its own owner.
+ID_FIRST = 1 << 30
+ID_COUNT = 1 << 28
+_ID_PICKS = 20
+# World-writable directories a tenant's program may have left files of its user in.
+TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+_SUBORDINATE = ("/etc/subuid", "/etc/subgid")
+_MAX_DEPTH = 128
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class IdentityError(Exception):
@@ -98,33 +124,169 @@ class InstanceIdentity:
         os.chmod(path, 0o700)
 
     def remove(self) -> None:
-        """Delete the OS user (and its group). Only the service's own ``sr-`` users."""
-        if self.name is None or not _NAME.fullmatch(self.name):
+        """Delete the OS user (and its group), and what it left in :data:`TEMP_DIRS`. Only
+        the service's own ``sr-`` users; their servers are stopped already."""
+        name = self.name
+        if name is None or not _NAME.fullmatch(name):
             return
-        if self.lookup(self.name) is None:
+        found = self.lookup(name)
+        if found is None:
             return
-        _retry_locked(["userdel", self.name])
+        if found.uid not in (0, os.geteuid()):
+            for top in TEMP_DIRS:
+                _remove_leftovers(top, found.uid)
+        _retry_locked(["userdel", name], ok_if=lambda: self.lookup(name) is None)
+        if _gid_of(name) is not None:  # userdel leaves it when USERGROUPS_ENAB is off
+            _retry_locked(["groupdel", name], ok_if=lambda: _gid_of(name) is None)
+
+
+def _pick_id() -> int:
+    return ID_FIRST + secrets.randbelow(ID_COUNT)
+
+
+def _gid_of(group: str) -> int | None:
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None
+
+
+def _subordinate(n: int) -> bool:
+    """Whether ``n`` is in a range handed to some user's containers."""
+    for path in _SUBORDINATE:
+        with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                _owner, _, rest = line.partition(":")
+                start, _, count = rest.strip().partition(":")
+                if start.isdigit() and count.isdigit() and 0 <= n - int(start) < int(count):
+                    return True
+    return False
+
+
+def _uid_free(n: int) -> bool:
+    try:
+        pwd.getpwuid(n)
+    except KeyError:
+        return not _subordinate(n)
+    return False
+
+
+def _gid_free(n: int) -> bool:
+    try:
+        grp.getgrgid(n)
+    except KeyError:
+        return not _subordinate(n)
+    return False
 
 
 def _useradd(name: str) -> None:
+    """Create ``name`` with a group of its own, both numbered by :func:`_pick_id`."""
     if not _NAME.fullmatch(name):
         raise IdentityError(f"refusing to create OS user {name!r}")
-    _retry_locked(
-        [
-            "useradd",
-            "--system",
-            "--no-create-home",
-            "--home-dir",
-            "/nonexistent",
-            "--shell",
-            "/usr/sbin/nologin",
-            "--user-group",
-            "--comment",
-            "Strongroom managed instance",
-            name,
-        ],
-        ok_if=lambda: InstanceIdentity.lookup(name) is not None,
-    )
+    for _ in range(_ID_PICKS):
+        if InstanceIdentity.lookup(name) is not None:
+            return  # a concurrent call made it
+        gid = _gid_of(name)  # left by an interrupted call, or a concurrent one's
+        if gid is not None and not (ID_FIRST <= gid < ID_FIRST + ID_COUNT and _uid_free(gid)):
+            _retry_locked(["groupdel", name], ok_if=lambda: _gid_of(name) is None)
+            continue
+        if gid is None:
+            n = _pick_id()
+            if not (_uid_free(n) and _gid_free(n)):
+                continue
+            try:
+                _retry_locked(
+                    ["groupadd", "--system", "--gid", str(n), name],
+                    ok_if=lambda: _gid_of(name) is not None,
+                )
+            except IdentityError:
+                if _gid_free(n):
+                    raise
+                continue  # taken meanwhile
+            gid = _gid_of(name)
+            if gid is None:
+                continue
+        try:
+            _retry_locked(
+                [
+                    "useradd",
+                    "--system",
+                    "--uid",
+                    str(gid),
+                    "--gid",
+                    str(gid),
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    # no lastlog/faillog records: at these uids lastlog would grow to
+                    # hundreds of GB (sparse), and nobody logs in as these users
+                    "--no-log-init",
+                    "--comment",
+                    "Strongroom managed instance",
+                    name,
+                ],
+                ok_if=lambda: InstanceIdentity.lookup(name) is not None,
+            )
+        except IdentityError:
+            if _uid_free(gid):
+                raise
+            continue  # taken meanwhile: its group goes at the top of the next round
+        return
+    raise IdentityError(f"no free uid found for {name}")
+
+
+def _remove_leftovers(top: str, uid: int) -> None:
+    """Remove the entries of the directory ``top`` owned by ``uid``: files, links (never
+    their targets) and directories with all they hold. No link is followed and no directory
+    of someone else is entered; what vanishes meanwhile or cannot be removed is skipped."""
+    try:
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        dev = os.fstat(fd).st_dev
+        with os.scandir(fd) as entries:
+            names = [e.name for e in entries if _owned_by(e, uid)]
+        for name in names:
+            _remove_entry(fd, name, dev, 0, uid)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _owned_by(entry: os.DirEntry[str], uid: int) -> bool:
+    try:
+        return entry.stat(follow_symlinks=False).st_uid == uid
+    except OSError:
+        return False
+
+
+def _remove_entry(parent: int, name: str, dev: int, depth: int, uid: int | None) -> None:
+    """``name`` in ``parent`` (if owned by ``uid``; anything when ``None``) and, for a
+    directory on the same file system, what it holds, to ``_MAX_DEPTH`` levels."""
+    with contextlib.suppress(OSError):
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if uid is not None and st.st_uid != uid:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=parent)
+            return
+        if st.st_dev != dev or depth >= _MAX_DEPTH:
+            return
+        fd = os.open(name, _OPEN_DIR, dir_fd=parent)
+        try:
+            if not os.path.samestat(st, os.fstat(fd)):
+                return  # replaced meanwhile
+            with os.scandir(fd) as entries:
+                names = [e.name for e in entries]
+            for inner in names:
+                _remove_entry(fd, inner, dev, depth + 1, None)
+        finally:
+            os.close(fd)
+        os.rmdir(name, dir_fd=parent)
 
 
 def _retry_locked(argv: list[str], ok_if: object = None) -> None:
