@@ -396,6 +396,8 @@ def test_an_instance_from_before_os_users_is_handed_one_on_start(
     text = layout.config.read_text().replace(f'user = "{conn["os_user"]}"', 'user = "mysql"')
     text = "\n".join(line for line in text.splitlines() if "secure_file_priv" not in line)
     layout.config.write_text(text + "\n")
+    mysql = pwd.getpwnam("mysql")
+    os.chown(layout.config, mysql.pw_uid, mysql.pw_gid)
     InstanceIdentity.lookup(conn["os_user"]).remove()  # type: ignore[union-attr]
     legacy = {k: v for k, v in conn.items() if k != "os_user"}
 
@@ -408,3 +410,136 @@ def test_an_instance_from_before_os_users_is_handed_one_on_start(
     assert (home / "data" / "ibdata1").stat().st_uid == uid
     assert one(started, "SELECT @@secure_file_priv").rstrip("/") == str(home / "files")
     assert one(started, "SELECT x FROM app.kept") == 42
+    assert layout.config.stat().st_uid == os.geteuid()  # the option file is the service's
+
+
+# -- what the service reads and starts from a home the tenant owns ------------------------------
+def _ids(pid: int) -> dict[str, list[str]]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {
+        key: value.split()
+        for key, _, value in (line.partition(":") for line in status.splitlines())
+        if key in ("Uid", "Gid", "Groups")
+    }
+
+
+def _service_secret(base: Path) -> Path:
+    """A file only the service may read, as its key is."""
+    secret = base / f"secret-{secrets.token_hex(4)}"
+    secret.write_text(f"{CANARY}\n" * 20)
+    os.chmod(secret, 0o600)
+    return secret
+
+
+@AS_ROOT
+def test_the_server_runs_as_its_own_user_whatever_its_option_file_says(
+    engine: MariaDbEngine, instances: Instances
+) -> None:
+    """Started as its OS user from exec on, the server cannot become root, even when the
+    option file (in a home that user owns) names root."""
+    home, conn = instances.create("never-root", InstanceRequest("x"))
+    engine.stop_instance(home, conn)
+    server.set_server_options(server.Layout(home), {"user": "root"})
+    engine.start_instance(home, conn)
+    entry = pwd.getpwnam(conn["os_user"])
+    ids = _ids(server_pid(home))
+    assert ids["Uid"] == [str(entry.pw_uid)] * 4
+    assert ids["Gid"] == [str(entry.pw_gid)] * 4
+    assert set(ids["Groups"]) <= {str(entry.pw_gid)}
+
+
+@AS_ROOT
+def test_an_option_file_the_tenant_replaced_is_refused_not_read(
+    engine: MariaDbEngine, instances: Instances, base: Path
+) -> None:
+    """The tenant owns the home, so it can rename the service's option file and put its
+    own (or a link to a secret) in its place: the service starts nothing from it."""
+    home, conn = instances.create("replaced-cnf", InstanceRequest("x"))
+    engine.stop_instance(home, conn)
+    layout = server.Layout(home)
+    entry = pwd.getpwnam(conn["os_user"])
+    text = layout.config.read_text()
+    os.rename(layout.config, home / "my.cnf.service")
+    layout.config.write_text(text.replace(f'user = "{conn["os_user"]}"', 'user = "root"'))
+    os.chown(layout.config, entry.pw_uid, entry.pw_gid)
+    with pytest.raises(InstanceError, match="option file was replaced"):
+        engine.start_instance(home, conn)
+    assert server.running_pid(layout) is None
+    secret = _service_secret(base)
+    layout.config.unlink()
+    layout.config.symlink_to(secret)
+    with pytest.raises(InstanceError) as info:
+        engine.start_instance(home, conn)
+    assert CANARY not in str(info.value)
+    assert server.running_pid(layout) is None
+    layout.config.unlink()
+    os.rename(home / "my.cnf.service", layout.config)
+    engine.start_instance(home, conn)  # the service's own file back: it starts
+    assert one(conn, "SELECT 1") == 1
+
+
+@AS_ROOT
+def test_the_log_and_pid_file_are_read_through_no_link_fifo_or_hard_link(
+    engine: MariaDbEngine, instances: Instances, base: Path
+) -> None:
+    """A failed start quotes the server's log: a log that is a link to the service's
+    secret quotes nothing of it, a FIFO blocks nothing, a huge log is read in part."""
+    home, conn = instances.create("log-links", InstanceRequest("x"))
+    engine.stop_instance(home, conn)
+    layout = server.Layout(home)
+    secret = _service_secret(base)
+    for name in (server.LOG_NAME, server.PID_NAME):
+        (home / name).unlink(missing_ok=True)
+        (home / name).symlink_to(secret)
+    assert server.log_tail(layout) == "" and server.read_pid(layout) is None
+    server.set_server_options(layout, {"no-such-option": "1"})  # the start fails
+    with pytest.raises(InstanceError, match="exited") as info:
+        engine.start_instance(home, conn)
+    assert CANARY not in str(info.value)
+    for name in (server.LOG_NAME, server.PID_NAME):
+        (home / name).unlink()
+        os.link(secret, home / name)  # root may; a tenant could where hard links are free
+    assert server.log_tail(layout) == "" and server.read_pid(layout) is None
+    for name in (server.LOG_NAME, server.PID_NAME):
+        (home / name).unlink()
+        os.mkfifo(home / name)
+    assert server.log_tail(layout) == "" and server.read_pid(layout) is None
+    (home / server.LOG_NAME).unlink()
+    with (home / server.LOG_NAME).open("wb") as log:
+        log.truncate(1 << 32)  # sparse: 4 GiB of zeros, then the last line
+        log.seek(0, os.SEEK_END)
+        log.write(b"\nthe last line\n")
+    assert server.log_tail(layout).endswith("the last line")
+
+
+@AS_ROOT
+def test_the_backup_scratch_directory_stays_the_services(
+    engine: MariaDbEngine,
+    two: tuple[tuple[Path, dict[str, Any]], ...],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """mariabackup (the instance's user) writes into directories of its own inside a
+    scratch directory it may only pass through: what the service makes there by name
+    cannot be renamed or swapped for a link meanwhile."""
+    (_, conn), _ = two
+    uid = pwd.getpwnam(conn["os_user"]).pw_uid
+    seen: dict[str, tuple[int, int]] = {}
+    original = process.stream_out
+
+    def spy(argv: Any, *args: Any, **kwargs: Any) -> Any:
+        scratch = Path(kwargs["cwd"])
+        for name in ("", "target", "lsn", "client.cnf"):
+            st = (scratch / name).lstat()
+            seen[name] = (st.st_uid, stat.S_IMODE(st.st_mode))
+        return original(argv, *args, **kwargs)
+
+    monkeypatch.setattr(process, "stream_out", spy)
+    sink = io.BytesIO()
+    engine.backup(conn, sink, parent=None)
+    assert sink.tell() > 0
+    assert seen == {
+        "": (os.geteuid(), 0o711),
+        "target": (uid, 0o700),
+        "lsn": (uid, 0o700),
+        "client.cnf": (uid, 0o600),
+    }

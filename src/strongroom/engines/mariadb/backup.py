@@ -54,7 +54,10 @@ def backup(
     with config.private_dir() as scratch:
         # mariabackup runs as the instance's OS user: it reads only what the server
         # itself could (a table a tenant placed elsewhere cannot pull a host file in).
-        identity.chown(scratch)
+        # The scratch directory stays the service's (that user may only pass through):
+        # what is made in it by name cannot be renamed or replaced by a link meanwhile.
+        if identity.owner is not None:
+            os.chmod(scratch, 0o711)
         defaults = scratch / "client.cnf"
         config.write_private(
             defaults,

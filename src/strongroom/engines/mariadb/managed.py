@@ -126,7 +126,7 @@ class ManagedServers:
             owner=identity.owner,
         )
         try:
-            self._start(layout, tools, admin_password, error=error, init_file=init_file)
+            self._start(layout, identity, tools, admin_password, error=error, init_file=init_file)
         finally:
             init_file.unlink(missing_ok=True)
         try:
@@ -162,6 +162,7 @@ class ManagedServers:
     def _start(
         self,
         layout: Layout,
+        identity: InstanceIdentity,
         tools: Tools,
         admin_password: str,
         *,
@@ -176,6 +177,7 @@ class ManagedServers:
             try:
                 server.start(
                     layout,
+                    identity=identity,
                     mariadbd=tools.mariadbd,
                     user=ADMIN_USER,
                     password=admin_password,
@@ -204,7 +206,7 @@ class ManagedServers:
                 # "mysql"), or its user was lost: its files go to its own user now.
                 server.hand_over(layout, identity)
             updated["os_user"] = identity.name
-            self._start(layout, tools, password, error=InstanceError)
+            self._start(layout, identity, tools, password, error=InstanceError)
         else:
             server.wait_ready(layout, ADMIN_USER, password, timeout=START_TIMEOUT)
         updated["port"] = int(server.read_config(layout)["port"])

@@ -215,12 +215,18 @@ def replay(
     identity = _identity(connection)
     password = str(connection["admin_password"])
     with config.private_dir() as scratch, _unsynced(connection):
-        identity.chown(scratch)
+        # The service's directory, which the instance's user may only pass through: what
+        # is made in it by name cannot be renamed or replaced by a link meanwhile. The
+        # decoder (that user) writes into a directory of its own inside.
+        if identity.owner is not None:
+            os.chmod(scratch, 0o711)
+        loads = scratch / "load"
+        identity.private_dir(loads)
         defaults = scratch / "client.cnf"
         options = config.client_options(connection, str(connection["admin_user"]), password)
         config.write_private(defaults, config.render({"client": options}), owner=identity.owner)
         _pipeline(
-            identity.argv(decoder_argv(decoder, scratch)),
+            identity.argv(decoder_argv(decoder, loads)),
             identity.argv(
                 [
                     client,

@@ -22,6 +22,7 @@ user through.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -34,6 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pymysql
 
@@ -53,6 +55,8 @@ MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 STOP_TIMEOUT = 120.0
 POLL_INTERVAL = 0.1
 LOG_TAIL_LINES = 15
+MAX_LOG_READ = 64 * 1024  # of the server's log, read for an error's detail
+MAX_OPTION_FILE = 1 << 20
 
 # Popen objects of servers this process started, so their exit status is collected.
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -146,8 +150,8 @@ def write_config(
         **(extra or {}),
     }
     if identity.name is not None:
-        # Started as root, mariadbd switches to this user itself (and refuses to run as
-        # root unless told so explicitly).
+        # The server is started as this user (see start); named here too, so that a
+        # server started by hand as root drops to it rather than refusing to run.
         server["user"] = identity.name
     text = "# Managed by Strongroom; read on every start.\n" + config.render(
         {"mariadbd": server, "client": {"socket": layout.socket, "port": port}}
@@ -169,7 +173,7 @@ def _replace_config(layout: Layout, text: str) -> None:
 
 def set_port(layout: Layout, port: int) -> None:
     """Point the option file at another port, keeping every other option as it is."""
-    text = layout.config.read_text(encoding="utf-8")
+    text = read_option_file(layout)
     text = re.sub(r'(?m)^port = "\d+"$', f'port = "{port}"', text)
     _replace_config(layout, text)
 
@@ -179,7 +183,7 @@ def set_server_options(layout: Layout, options: dict[str, str]) -> None:
     operator may have tuned it): an option already there is replaced where it stands, a
     new one added after the last ``[mariadbd]`` line."""
     wanted = {_option_key(name): name for name in options}
-    lines = layout.config.read_text(encoding="utf-8").splitlines()
+    lines = read_option_file(layout).splitlines()
     replaced: set[str] = set()
     group = ""
     insert_at: int | None = None
@@ -212,7 +216,7 @@ def read_config(layout: Layout) -> dict[str, str]:
     """The ``[mariadbd]`` options of a managed server's option file."""
     options: dict[str, str] = {}
     group = ""
-    for line in layout.config.read_text(encoding="utf-8").splitlines():
+    for line in read_option_file(layout).splitlines():
         line = line.strip()
         if line.startswith("["):
             group = line.strip("[]")
@@ -245,6 +249,7 @@ def hand_over(layout: Layout, identity: InstanceIdentity) -> None:
     """Give an existing instance's files to ``identity`` (an instance made before it had
     an OS user of its own, or whose user was lost) and point its option file at it."""
     chown_tree(layout.home, identity)
+    _reclaim_option_file(layout)
     prepare_home(layout, identity)
     if layout.datadir.is_dir():
         close_datadir(layout)
@@ -290,37 +295,81 @@ def chown_tree(path: Path, identity: InstanceIdentity) -> None:
     os.chown(path, uid, gid, follow_symlinks=False)
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
+            if root == str(path) and name == CONFIG_NAME:
+                continue  # the service's: the server reads it, only the service writes it
             os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+
+
+def read_in_home(layout: Layout, name: str, *, limit: int, start: int = 0) -> bytes:
+    """Up to ``limit`` bytes of the file ``name`` in the home from ``start`` (the last
+    ``limit`` bytes when it holds more).
+
+    The home is the instance's OS user's: a tenant running code as that user may put a
+    link, a FIFO or a hard link to another file in any name there. So the file is opened
+    beneath the home and never through a link, and must be a regular file with no other
+    name; the read is bounded. Raises OSError (``beneath.EscapeError`` when refused)."""
+    with beneath.directory(layout.home) as dir_fd:
+        fd, st = beneath.open_regular(dir_fd, name)
+    with os.fdopen(fd, "rb") as handle:
+        if st.st_nlink != 1:
+            raise beneath.EscapeError(errno.EMLINK, f"{name} has another name (a hard link)")
+        handle.seek(max(start, st.st_size - limit))
+        return handle.read(limit)
+
+
+def read_option_file(layout: Layout) -> str:
+    """The option file, which only the service writes: one someone else replaced is
+    refused, not read."""
+    try:
+        with beneath.directory(layout.home) as dir_fd:
+            fd, st = beneath.open_regular(dir_fd, CONFIG_NAME)
+    except OSError as exc:
+        raise InstanceError(f"the instance's option file cannot be read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if st.st_nlink != 1 or st.st_uid != os.geteuid():
+            raise InstanceError("the instance's option file was replaced; it is not read")
+        return handle.read(MAX_OPTION_FILE).decode("utf-8", "replace")
+
+
+def _reclaim_option_file(layout: Layout) -> None:
+    """Give the option file back to the service (an older release gave the whole home,
+    option file included, to the server's user)."""
+    with beneath.directory(layout.home) as dir_fd:
+        fd, st = beneath.open_regular(dir_fd, CONFIG_NAME)
+    try:
+        if st.st_nlink != 1:
+            raise InstanceError("the instance's option file has another name; it is not read")
+        os.fchown(fd, os.geteuid(), os.getegid())
+    finally:
+        os.close(fd)
 
 
 def log_tail(layout: Layout, lines: int = LOG_TAIL_LINES) -> str:
     try:
-        with layout.log.open("r", encoding="utf-8", errors="replace") as handle:
-            return "\n".join(line.rstrip() for line in deque(handle, maxlen=lines))
+        text = read_in_home(layout, LOG_NAME, limit=MAX_LOG_READ).decode("utf-8", "replace")
     except OSError:
         return ""
+    return "\n".join(line.rstrip() for line in deque(text.splitlines(), maxlen=lines))
 
 
 def _log_size(layout: Layout) -> int:
     try:
-        return layout.log.stat().st_size
+        return layout.log.lstat().st_size
     except OSError:
         return 0
 
 
 def _log_since(layout: Layout, offset: int) -> str:
     try:
-        with layout.log.open("rb") as handle:
-            handle.seek(offset)
-            text = handle.read().decode("utf-8", "replace")
+        raw = read_in_home(layout, LOG_NAME, limit=MAX_LOG_READ, start=offset)
     except OSError:
         return ""
-    return "\n".join(text.strip().splitlines()[-LOG_TAIL_LINES:])
+    return "\n".join(raw.decode("utf-8", "replace").strip().splitlines()[-LOG_TAIL_LINES:])
 
 
 def read_pid(layout: Layout) -> int | None:
     try:
-        return int(layout.pid_file.read_text().strip())
+        return int(read_in_home(layout, PID_NAME, limit=32).strip())
     except (OSError, ValueError):
         return None
 
@@ -386,6 +435,7 @@ def session(layout: Layout, user: str, password: str) -> Iterator[pymysql.cursor
 def start(
     layout: Layout,
     *,
+    identity: InstanceIdentity,
     mariadbd: str,
     user: str,
     password: str,
@@ -393,11 +443,18 @@ def start(
     init_file: Path | None = None,
     error: Callable[[str], Exception] = InstanceError,
 ) -> int:
-    """Start the server in the background and wait until ``user`` can log in.
+    """Start the server in the background, as ``identity``, and wait until ``user`` can
+    log in.
 
     Returns its pid. On failure the server is stopped and ``error`` raised with the
     server log's tail."""
     argv = [mariadbd, f"--defaults-file={layout.config}"]
+    # As its own OS user from exec on, not root told to switch: the option file lies in a
+    # home its user owns, so a tenant that runs code as that user could rewrite it (user =
+    # root, plugin-load-add) for the next start.
+    switch: dict[str, Any] = {}
+    if identity.owner is not None:
+        switch = {"user": identity.uid, "group": identity.gid, "extra_groups": []}
     if init_file is not None:
         argv.append(f"--init-file={init_file}")
     log_offset = _log_size(layout)
@@ -414,6 +471,7 @@ def start(
                 # Nothing of the service's environment: a tenant that is superuser here
                 # can read the server's (/proc/PID/environ as the same OS user).
                 env=process.minimal_env(),
+                **switch,
             )
         except OSError as exc:
             raise error(f"mariadbd could not be started: {exc.strerror}") from None
