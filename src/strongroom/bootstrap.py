@@ -323,11 +323,13 @@ def build(
             rules=rules,
         ),
         datastores=catalog,
-        tokens=TokenService(uow, clock),
+        tokens=TokenService(uow, clock, authorizer),
         session_key=master.derive_key(b"strongroom-dashboard-sessions"),
         accounts=accounts,
         quotas=QuotaService(uow, rules, authorizer),
-        external_tokens=KeystoneTokens(settings.keystone) if settings.keystone.enabled else None,
+        external_tokens=(
+            KeystoneTokens(settings.keystone, authorizer) if settings.keystone.enabled else None
+        ),
         public_endpoint=settings.public_endpoint,
         local_metadata=settings.metadata_url.startswith("sqlite"),
         request_threads=POOL_SIZE,

@@ -29,7 +29,8 @@ from keystoneauth1.identity import v3 as ks_identity
 from keystoneclient.v3 import client as ks_client
 
 from strongroom.config import KeystoneSettings
-from strongroom.domain.model import ProjectId, RequestContext
+from strongroom.domain.model import RequestContext
+from strongroom.services.authorization import Authorizer
 
 VALIDATION_THREADS = 4  # concurrent calls to Keystone at most; more wait, then time out
 
@@ -55,8 +56,9 @@ def _expiry(access: Any) -> float:
 class KeystoneTokens:
     """Token → :class:`RequestContext` (project, user, role names) by asking Keystone."""
 
-    def __init__(self, settings: KeystoneSettings) -> None:
+    def __init__(self, settings: KeystoneSettings, authorizer: Authorizer) -> None:
         self.settings = settings
+        self._authz = authorizer
         password = settings.password.get_secret_value() if settings.password else None
         if settings.auth_url is None or password is None:  # the settings refuse this too
             raise ValueError("[keystone] needs auth_url and password")
@@ -109,7 +111,7 @@ class KeystoneTokens:
             raise KeystoneUnavailable(f"Keystone did not validate the token: {exc}") from exc
         if not access.project_scoped or not access.project_id:
             return None  # unscoped or domain-scoped: no project to serve
-        ctx = RequestContext(ProjectId(access.project_id), access.user_id, tuple(access.role_names))
+        ctx = self._authz.caller(access.project_id, access.user_id, tuple(access.role_names))
         return ctx, min(time.time() + self.settings.token_cache_time, _expiry(access))
 
     async def authenticate(self, token: str) -> RequestContext | None:

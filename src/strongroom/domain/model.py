@@ -69,10 +69,9 @@ class RequestContext:
     project_id: ProjectId
     user_id: str
     roles: tuple[str, ...]
-
-    @property
-    def is_admin(self) -> bool:
-        return any(role.lower() == "admin" for role in self.roles)
+    # The cloud's admin, who sees every project: the policy's ``admin`` rule decides it when
+    # the caller is authenticated (``Authorizer.caller``), so a policy file can narrow it.
+    is_admin: bool = False
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,8 @@ class AccountCallServer:
             project_id=context["project_id"],
             user_id=context["user_id"],
             roles=tuple(context["roles"]),
+            # As the API process that sealed the call decided it, under its policy.
+            is_admin=context.get("is_admin") is True,
         )
         method = getattr(self._accounts, request["method"])
         try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from strongroom.domain.errors import NotFoundError
 from strongroom.domain.model import ProjectId, RequestContext
 from strongroom.domain.ports import Clock, TokenRecord, UnitOfWorkFactory
+from strongroom.services.authorization import Authorizer
 
 TOKEN_PREFIX = "srt_"
 
@@ -39,11 +40,17 @@ CACHE_SECONDS = 5.0
 class TokenService:
     """Validated tokens are remembered for ``CACHE_SECONDS`` (a lookup per request costs
     more than the request): a revocation through this process applies at once, one made
-    by another process (``strongroom token revoke``) within that time."""
+    by another process (``strongroom token revoke``) within that time.
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    ``authorizer`` decides which callers are admins; without it (the `token` commands,
+    which authenticate nobody) none is."""
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, clock: Clock, authorizer: Authorizer | None = None
+    ) -> None:
         self._uow = uow
         self._clock = clock
+        self._authz = authorizer
         self._cache: dict[str, tuple[float, RequestContext]] = {}
         self._lock = threading.Lock()
 
@@ -93,7 +100,10 @@ class TokenService:
             return None
         if not hmac.compare_digest(record.token_hash, digest):
             return None
-        ctx = RequestContext(ProjectId(record.project_id), record.user_id, record.roles)
+        if self._authz is not None:
+            ctx = self._authz.caller(record.project_id, record.user_id, record.roles)
+        else:
+            ctx = RequestContext(ProjectId(record.project_id), record.user_id, record.roles)
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()

@@ -86,6 +86,15 @@ def test_another_projects_instance_is_404_and_nothing_is_sent(h: Harness) -> Non
     assert loop.sent == []
 
 
+def test_an_admin_stays_an_admin_on_the_worker(h: Harness) -> None:
+    """The worker acts as the API process authenticated the caller, admin standing too."""
+    inst = h.a.wait_instance(h.a.create_instance("lite")["id"])
+    relayed, _ = relay(h, server_of(h))
+    admin = RequestContext(project_id="ops", user_id="u", roles=("admin",), is_admin=True)
+    with pytest.raises(NotImplementedByDatastoreError, match="'sqlite' datastore"):
+        relayed.list_users(admin, instance_id=inst["id"])
+
+
 def test_no_answer_is_503(h: Harness) -> None:
     inst = h.a.create_instance("lite")
     relayed, _ = relay(h, None)

@@ -35,7 +35,7 @@ from strongroom.services.rules import ServiceRules
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 ALICE = RequestContext(ProjectId("alice"), "u1", ("member",))
 BOB = RequestContext(ProjectId("bob"), "u2", ("member",))
-ADMIN = RequestContext(ProjectId("ops"), "root", ("admin",))
+ADMIN = RequestContext(ProjectId("ops"), "root", ("admin",), is_admin=True)
 
 
 # -- in-memory ports: only what these rules read ------------------------------------------

@@ -1,10 +1,11 @@
 """The visibility rule every use case applies: another project's instance or backup is
 "not found" (the same answer as an id that does not exist), a backup being deleted is
-gone for everyone, and an admin sees every project."""
+gone for everyone, and an admin (as the policy decided when it was authenticated) sees
+every project."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -101,9 +102,20 @@ def test_visibility_another_project_gets_not_found_as_for_a_missing_id(uow: _Uow
 
 
 def test_visibility_admin_sees_every_project_but_not_a_deleting_backup(uow: _Uow) -> None:
-    admin = _ctx("project-b", "admin")
+    admin = replace(_ctx("project-b", "admin"), is_admin=True)
     assert visible_instance(uow, admin, "i-a").project_id == "project-a"
     assert visible_backup(uow, admin, "b-a").project_id == "project-a"
     for ctx in (admin, _ctx("project-a")):
         with pytest.raises(ResourceNotFoundError):
             visible_backup(uow, ctx, "b-gone")
+
+
+def test_visibility_the_admin_role_alone_does_not_cross_projects(uow: _Uow) -> None:
+    """The policy's ``admin`` rule makes an admin (a policy file may narrow it), not the
+    role's name: a context the authorizer did not make an admin sees its own project."""
+    narrowed = _ctx("project-b", "admin", "member")
+    assert not sees(narrowed, "project-a")
+    with pytest.raises(ResourceNotFoundError):
+        visible_instance(uow, narrowed, "i-a")
+    with pytest.raises(ResourceNotFoundError):
+        visible_backup(uow, narrowed, "b-a")

@@ -5,7 +5,7 @@ backups, schedules. Pure shaping after the service calls; no HTML here."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from strongroom.domain.model import Backup, BackupState, ProjectId, RequestContext
@@ -64,11 +64,12 @@ def utc(moment: datetime) -> datetime:
 
 
 def project_context(ctx: RequestContext, project_id: str) -> RequestContext:
-    """The caller acting in ``project_id``: itself for a member, an admin's roles for an
-    admin looking at another project (the services enforce the policy either way)."""
+    """The caller acting in ``project_id``: itself for a member, an admin's roles and
+    standing for an admin looking at another project (the services enforce the policy
+    either way)."""
     if project_id == ctx.project_id:
         return ctx
-    return RequestContext(ProjectId(project_id), ctx.user_id, ctx.roles)
+    return replace(ctx, project_id=ProjectId(project_id))
 
 
 def visible_projects(services: Services, ctx: RequestContext) -> list[str]:
