@@ -553,8 +553,10 @@ def test_external_role_checks(external: PlainServer) -> None:
         )
     assert "wrong-pw-123" not in str(info.value)
     assert "password authentication failed" in str(info.value)
-    closed_port = external.port + 1 if external.port < 65535 else external.port - 1
-    with pytest.raises(InvalidExternalError, match="cannot connect"):
+    # Bound but not listening: connections are refused, and no other process can take it.
+    with socket.socket() as closed, pytest.raises(InvalidExternalError, match="cannot connect"):
+        closed.bind(("127.0.0.1", 0))
+        closed_port = closed.getsockname()[1]
         eng.register_external(
             dict(base, port=closed_port, user="backup_role", password="repl-pw"), project_id="p1"
         )

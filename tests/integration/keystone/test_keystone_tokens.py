@@ -121,17 +121,17 @@ def test_own_tokens_keep_working_beside_keystone(service: Harness) -> None:
     assert get(service, caller.project, caller.token).status_code == 200
 
 
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_keystone_down_is_503_in_bounded_time(tmp_path: Path) -> None:
+    # Bound but not listening for the whole test: refused, and no other process can take it.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        _keystone_down(tmp_path, closed.getsockname()[1])
+
+
+def _keystone_down(tmp_path: Path, port: int) -> None:
     table = {
         "enabled": True,
-        "auth_url": f"http://127.0.0.1:{unused_port()}/v3",
+        "auth_url": f"http://127.0.0.1:{port}/v3",
         "username": "nobody",
         "password": "nothing",
         "project_name": "service",
