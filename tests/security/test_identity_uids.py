@@ -185,3 +185,39 @@ def test_only_instance_users_are_removed(accounts: list[str]) -> None:
     assert nobody is not None
     nobody.remove()
     assert InstanceIdentity.lookup("nobody") is not None
+
+
+# -- in a user namespace that maps fewer ids (a container) ---------------------------------------
+def _maps(monkeypatch: pytest.MonkeyPatch, spans: list[tuple[int, int]]) -> None:
+    monkeypatch.setattr(identity, "_mapped", lambda path: spans)
+
+
+def test_the_range_of_our_own_when_the_namespace_maps_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    _maps(monkeypatch, [(0, 1 << 32)])
+    assert identity._id_window() == (identity.ID_FIRST, identity.ID_COUNT)
+    assert _in_range(identity._pick_id())
+
+
+def test_a_namespace_mapping_fewer_ids_gives_the_widest_part_above_65536(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unprivileged LXD/Incus container maps 0..999,999,999: an id outside the map cannot
+    own a file (chown fails with EINVAL), so the ids are drawn inside it."""
+    _maps(monkeypatch, [(0, 1_000_000_000)])
+    assert identity._id_window() == (1 << 16, 1_000_000_000 - (1 << 16))
+    for _ in range(50):
+        assert (1 << 16) <= identity._pick_id() < 1_000_000_000
+
+
+def test_a_namespace_of_65536_ids_leaves_the_choice_to_useradd(
+    tmp_path: Path, accounts: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rootless containers map 65,536 ids: too few for a range of our own, so useradd picks
+    a system uid as it always did (inside the map)."""
+    _maps(monkeypatch, [(0, 1 << 16)])
+    assert identity._id_window() is None
+    made = _create(tmp_path / "in-a-small-namespace", accounts)
+    assert made.uid < (1 << 16) and made.uid != 0
+    assert grp.getgrgid(made.gid).gr_name == made.name
+    made.remove()
+    assert InstanceIdentity.lookup(made.name) is None

@@ -44,6 +44,7 @@ _LOCK_RETRIES = 20
 ID_FIRST = 1 << 30
 ID_COUNT = 1 << 28
 _ID_PICKS = 20
+_MIN_WINDOW = 1 << 16  # fewer ids than this to draw from, and a freed one comes back soon
 # World-writable directories a tenant's program may have left files of its user in.
 TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 _SUBORDINATE = ("/etc/subuid", "/etc/subgid")
@@ -141,7 +142,36 @@ class InstanceIdentity:
 
 
 def _pick_id() -> int:
-    return ID_FIRST + secrets.randbelow(ID_COUNT)
+    window = _id_window()
+    assert window is not None  # _useradd checked
+    first, count = window
+    return first + secrets.randbelow(count)
+
+
+def _mapped(path: str) -> list[tuple[int, int]]:
+    """The ids this process's user namespace maps, as ``[first, end)`` spans."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            rows = [line.split() for line in fh]
+    except OSError:
+        return [(0, 1 << 32)]
+    return [(int(r[0]), int(r[0]) + int(r[2])) for r in rows if len(r) == 3 and r[2].isdigit()]
+
+
+def _id_window() -> tuple[int, int] | None:
+    """``(first, count)`` of the ids to draw from: the range of our own, or, in a user
+    namespace that does not map it (a container), the widest part of its map between 65536
+    and 2^31; None when that leaves too few to draw from (then ``useradd`` chooses)."""
+    spans = [
+        (max(u[0], g[0]), min(u[1], g[1]))
+        for u in _mapped("/proc/self/uid_map")
+        for g in _mapped("/proc/self/gid_map")
+    ]
+    if any(lo <= ID_FIRST and hi >= ID_FIRST + ID_COUNT for lo, hi in spans):
+        return ID_FIRST, ID_COUNT
+    usable = [(max(lo, 1 << 16), min(hi, 1 << 31)) for lo, hi in spans]
+    first, end = max(usable, key=lambda span: span[1] - span[0], default=(0, 0))
+    return (first, end - first) if end - first >= _MIN_WINDOW else None
 
 
 def _gid_of(group: str) -> int | None:
@@ -183,11 +213,18 @@ def _useradd(name: str) -> None:
     """Create ``name`` with a group of its own, both numbered by :func:`_pick_id`."""
     if not _NAME.fullmatch(name):
         raise IdentityError(f"refusing to create OS user {name!r}")
+    window = _id_window()
+    if window is None:
+        _useradd_system(name)
+        return
+    first, count = window
     for _ in range(_ID_PICKS):
         if InstanceIdentity.lookup(name) is not None:
             return  # a concurrent call made it
         gid = _gid_of(name)  # left by an interrupted call, or a concurrent one's
-        if gid is not None and not (ID_FIRST <= gid < ID_FIRST + ID_COUNT and _uid_free(gid)):
+        if gid is not None and not (first <= gid < first + count and _uid_free(gid)):
+            if InstanceIdentity.lookup(name) is not None:
+                return  # a concurrent call has just made its user on that group
             _retry_locked(["groupdel", name], ok_if=lambda: _gid_of(name) is None)
             continue
         if gid is None:
@@ -231,10 +268,33 @@ def _useradd(name: str) -> None:
             )
         except IdentityError:
             if _uid_free(gid):
+                with contextlib.suppress(IdentityError):  # no group left without its user
+                    _retry_locked(["groupdel", name], ok_if=lambda: _gid_of(name) is None)
                 raise
             continue  # taken meanwhile: its group goes at the top of the next round
         return
     raise IdentityError(f"no free uid found for {name}")
+
+
+def _useradd_system(name: str) -> None:
+    """``useradd``'s own choice of a system uid (a namespace mapping too few ids for a range
+    of our own): a freed uid may then be handed out again."""
+    _retry_locked(
+        [
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--user-group",
+            "--comment",
+            "Strongroom managed instance",
+            name,
+        ],
+        ok_if=lambda: InstanceIdentity.lookup(name) is not None,
+    )
 
 
 def _remove_leftovers(top: str, uid: int) -> None:
