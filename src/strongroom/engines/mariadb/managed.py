@@ -141,10 +141,9 @@ class ManagedServers:
             raise error(
                 f"setting up databases and users failed: {sql_error(exc, hidden)}"
             ) from None
-        options = server.read_config(layout)
         return {
             "host": self.bind_address,
-            "port": int(options["port"]),
+            "port": server.configured_port(layout),
             "socket": str(layout.socket),
             "datadir": str(layout.datadir),
             "defaults_file": str(layout.config),
@@ -171,8 +170,7 @@ class ManagedServers:
     ) -> None:
         """Start, choosing another free port when the configured one was taken."""
         for attempt in range(PORT_ATTEMPTS):
-            options = server.read_config(layout)
-            if not server.port_is_free(self.bind_address, int(options["port"])):
+            if not server.port_is_free(self.bind_address, server.configured_port(layout)):
                 server.set_port(layout, server.free_port(self.bind_address))
             try:
                 server.start(
@@ -209,7 +207,7 @@ class ManagedServers:
             self._start(layout, identity, tools, password, error=InstanceError)
         else:
             server.wait_ready(layout, ADMIN_USER, password, timeout=START_TIMEOUT)
-        updated["port"] = int(server.read_config(layout)["port"])
+        updated["port"] = server.configured_port(layout)
         return updated
 
     def stop(self, home: Path) -> None:

@@ -318,17 +318,27 @@ def read_in_home(layout: Layout, name: str, *, limit: int, start: int = 0) -> by
 
 
 def read_option_file(layout: Layout) -> str:
-    """The option file, which only the service writes: one someone else replaced is
-    refused, not read."""
+    """The option file, read as :func:`read_in_home` reads (no link, FIFO or hard link),
+    and only if it is the service's or the instance user's (an older release gave it to
+    that user). What the tenant may have written there gains it nothing: the server runs
+    as its user whatever the file says, and the service takes only the port from it."""
     try:
         with beneath.directory(layout.home) as dir_fd:
+            home_owner = os.fstat(dir_fd).st_uid
             fd, st = beneath.open_regular(dir_fd, CONFIG_NAME)
     except OSError as exc:
         raise InstanceError(f"the instance's option file cannot be read: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as handle:
-        if st.st_nlink != 1 or st.st_uid != os.geteuid():
-            raise InstanceError("the instance's option file was replaced; it is not read")
+        if st.st_nlink != 1 or st.st_uid not in (os.geteuid(), home_owner):
+            raise InstanceError("the instance's option file is not the service's; it is not read")
         return handle.read(MAX_OPTION_FILE).decode("utf-8", "replace")
+
+
+def configured_port(layout: Layout) -> int:
+    port = read_config(layout).get("port", "")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise InstanceError("the instance's option file names no valid port")
+    return int(port)
 
 
 def _reclaim_option_file(layout: Layout) -> None:
