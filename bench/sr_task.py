@@ -136,7 +136,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--state", type=Path)
     parser.add_argument("--label")
     parser.add_argument("--parent")
-    parser.add_argument("--home", type=Path)
+    # Absolute, as the service's data_dir always is (a server refuses a relative home).
+    parser.add_argument("--home", type=lambda value: Path(value).absolute())
     parser.add_argument("--archive", type=Path, help="JSON list of the WAL batches to replay")
     parser.add_argument("--target-time", help="naive UTC ISO time to recover to")
     args = parser.parse_args(argv)
