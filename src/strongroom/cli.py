@@ -138,7 +138,7 @@ def _prepare_metrics(settings: Settings, role: str) -> tuple[str, int] | None:
     return address
 
 
-def _bind_metrics(address: tuple[str, int] | None) -> MetricsListener | None:
+def _bind_metrics(address: tuple[str, int] | None, settings: Settings) -> MetricsListener | None:
     """The metrics listener, bound (not yet serving), or None; a port that cannot be used
     ends the command with one line, before anything starts."""
     if address is None:
@@ -146,7 +146,10 @@ def _bind_metrics(address: tuple[str, int] | None) -> MetricsListener | None:
     from strongroom.observability.listener import MetricsListener
 
     try:
-        return MetricsListener(address[0], address[1])
+        token = settings.metrics_token
+        return MetricsListener(
+            address[0], address[1], token=token.get_secret_value() if token else None
+        )
     except OSError as exc:
         raise SystemExit(
             f"strongroom: cannot listen for metrics on {address[0]}:{address[1]}: "
@@ -234,7 +237,7 @@ def _bind(
         print(f"strongroom: {exc}", file=sys.stderr)
         return None
     try:
-        return listeners, _bind_metrics(metrics_address)
+        return listeners, _bind_metrics(metrics_address, settings)
     except SystemExit:
         _stop_listening(listeners, None)
         raise
@@ -365,7 +368,7 @@ def worker(args: argparse.Namespace) -> int:
     from strongroom.bootstrap import StartupError, build, metrics_registry
     from strongroom.jobs.celery_queue import CeleryJobQueue, run_worker
 
-    metrics = _bind_metrics(metrics_address)
+    metrics = _bind_metrics(metrics_address, settings)
     try:
         container = build(settings, role="worker")
     except StartupError as exc:

@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     # the API port; 0 turns the listener off. /readyz gives each check this long.
     metrics_port: int = Field(default=9779, ge=0, le=65535)
     metrics_host: str | None = None
+    # When set, a scrape must send "Authorization: Bearer <it>": any local process reaches
+    # the listener, a tenant's managed server among them (docs/monitoring.md).
+    metrics_token: SecretStr | None = None
     readiness_timeout: float = Field(default=5.0, gt=0)
 
     workers: int = 2

@@ -1,11 +1,13 @@
 """The metrics listener: GET /metrics in Prometheus text format on its own address, in a
 daemon thread (a WSGI server, as prometheus_client's own), never on the API port.
 
-It needs no token: it shows counts and ids, nothing a token would protect (see
-docs/monitoring.md). Any other path is 404."""
+With ``metrics_token`` set, a scrape must carry it as a bearer token (401 otherwise): on a
+host with managed servers, a tenant's programs reach every local address. Without it, the
+listener needs none (see docs/monitoring.md). Any other path is 404."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import socket
 import threading
@@ -50,8 +52,11 @@ class _Delegate(Collector):
         return self._registry.collect()
 
 
-def metrics_app(registry: CollectorRegistry) -> Callable[[dict[str, Any], StartResponse], Any]:
+def metrics_app(
+    registry: CollectorRegistry, token: str | None = None
+) -> Callable[[dict[str, Any], StartResponse], Any]:
     inner = make_wsgi_app(registry)
+    expected = f"Bearer {token}".encode() if token else None
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Any:
         if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") not in (
@@ -60,6 +65,13 @@ def metrics_app(registry: CollectorRegistry) -> Callable[[dict[str, Any], StartR
         ):
             start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
             return [b"Not found: metrics are at /metrics\n"]
+        given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
+        if expected is not None and not hmac.compare_digest(given, expected):
+            start_response(
+                "401 Unauthorized",
+                [("Content-Type", "text/plain; charset=utf-8"), ("WWW-Authenticate", "Bearer")],
+            )
+            return [b"Unauthorized: this listener needs its bearer token (metrics_token)\n"]
         directory = multiprocess.active()
         if directory is not None:
             multiprocess.forget_dead_processes(Path(directory))
@@ -85,14 +97,15 @@ class MetricsListener:
     """Bound at construction, before the service is built, so that a port in use is
     reported at once and alone; ``serve(registry)`` then answers scrapes until ``close``."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, token: str | None = None) -> None:
         server_class = _Server6 if ":" in host else _Server
         self._server = make_server(host, port, _not_yet, server_class, handler_class=_QuietHandler)
         self.port: int = self._server.server_port
+        self._token = token
         self._thread: threading.Thread | None = None
 
     def serve(self, registry: CollectorRegistry) -> MetricsListener:
-        self._server.set_app(metrics_app(registry))
+        self._server.set_app(metrics_app(registry, self._token))
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-listener", daemon=True
         )

@@ -1,9 +1,10 @@
 """`strongroom serve --metrics-port`: Prometheus metrics on their own port, without a
-token; the API port answers probes without a token and has no /metrics; a metrics port
-that cannot be used is one line at start."""
+token unless `metrics_token` asks for one; the API port answers probes without a token and
+has no /metrics; a metrics port that cannot be used is one line at start."""
 
 from __future__ import annotations
 
+import secrets
 import stat
 import subprocess
 import sys
@@ -41,6 +42,33 @@ def test_serve_exposes_metrics_on_their_own_port_without_a_token(tmp_path: Path)
         assert server.admin_token not in r.text
     finally:
         assert server.stop() == 0
+
+
+def test_a_metrics_token_is_needed_when_set_and_never_shown(tmp_path: Path) -> None:
+    """Any local process reaches the listener, a tenant's managed server among them: with
+    `metrics_token` set, a scrape without it, or with another, gets 401 and no series."""
+    token = "mt-" + secrets.token_urlsafe(24)
+    metrics_port = free_port()
+    server = start_server(
+        tmp_path / "data",
+        "--metrics-port",
+        str(metrics_port),
+        env={"STRONGROOM_METRICS_TOKEN": token},
+    )
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    try:
+        for headers in ({}, {"Authorization": "Bearer " + token[:-1]}, {"Authorization": token}):
+            refused = httpx.get(url, headers=headers, timeout=10)
+            assert refused.status_code == 401
+            assert refused.headers["www-authenticate"] == "Bearer"
+            assert "strongroom_" not in refused.text and token not in refused.text
+        r = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert r.status_code == 200
+        names = {f.name for f in text_string_to_metric_families(r.text)}
+        assert "strongroom_backups" in names and token not in r.text
+    finally:
+        assert server.stop() == 0
+    assert token not in server.log_path.read_text()
 
 
 def test_a_metrics_port_in_use_or_equal_to_the_api_port_is_one_line(tmp_path: Path) -> None:
