@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -289,3 +291,56 @@ def test_managed_instances_are_private_on_disk(roots: Roots) -> None:
             "data.db-wal": 0o600,
             "data.db-shm": 0o600,
         }
+
+
+# -- what SQLite does by name, when the directory is swapped under it --------------------
+@pytest.mark.skipif(os.geteuid() != 0, reason="the service acting as root is what is attacked")
+@pytest.mark.parametrize("step", ["registration", "backup"])
+def test_sqlite_creates_nothing_as_root_where_a_swapped_directory_leads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, step: str
+) -> None:
+    """SQLite opens the file, then creates its ``-wal`` and ``-shm`` beside it by name. A
+    tenant swapping its directory for a link right after the service's checks (here at the
+    moment SQLite connects, every time) would have root create them, owned by the tenant,
+    in a directory only root may write (``/etc/cron.daily``, say). SQLite works as the
+    file's owner, so it can create nothing there."""
+    from strongroom.engines.sqlite import engine as sqlite_engine
+    from strongroom.engines.sqlite import snapshot
+
+    nobody = 65534
+    # Where the file's owner can reach its file (pytest's tmp_path is root's alone).
+    base = Path(tempfile.mkdtemp(prefix="sr-sqlite-swap-"))
+    os.chmod(base, 0o711)
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    root = base / "root"
+    tenant = root / "t"
+    tenant.mkdir(parents=True)
+    os.chmod(root, 0o755)
+    os.chown(tenant, nobody, nobody)
+    path = make_db(tenant / "d" / "app.db", "a", 5)
+    guarded = base / "root-only"  # root's, 0755: the tenant cannot write here
+    guarded.mkdir(mode=0o755)
+    make_db(guarded / "app.db", "b", 5)
+    for p in (tenant / "d", path, guarded / "app.db"):
+        os.chown(p, nobody, nobody)
+        os.chmod(p, 0o777 if p.is_dir() else 0o666)
+    engine = SqliteEngine(allowed_roots=[root])
+    connection = engine.register_external({"path": str(path)}, project_id=PROJECT_A)
+    real_connect = snapshot.connect
+
+    def swapped_then_connect(name: str, **kwargs: Any) -> sqlite3.Connection:
+        directory = tenant / "d"
+        if not directory.is_symlink():
+            directory.rename(tenant / "d.real")
+            directory.symlink_to(guarded, target_is_directory=True)
+        return real_connect(name, **kwargs)
+
+    monkeypatch.setattr(snapshot, "connect", swapped_then_connect)
+    monkeypatch.setattr(sqlite_engine, "connect", swapped_then_connect)
+    with pytest.raises(EngineError):
+        if step == "registration":
+            engine.register_external({"path": str(path)}, project_id=PROJECT_A)
+        else:
+            with (tmp_path / "sink").open("wb") as sink:
+                engine.backup(connection, sink, parent=None)
+    assert sorted(p.name for p in guarded.iterdir()) == ["app.db"]

@@ -51,6 +51,7 @@ from strongroom.engines.errors import (
     InstanceError,
     InvalidExternalError,
 )
+from strongroom.engines.fsids import FsIdError, as_owner
 from strongroom.engines.sqlite import checks
 from strongroom.engines.sqlite.files import (
     DatabaseFileError,
@@ -275,13 +276,15 @@ class SqliteEngine:
         must still lead to the file looked at, and SQLite must have followed no link."""
         files.check_companions()
         try:
-            conn = connect(files.path, busy_timeout=self._busy_timeout, mode="ro")
-            try:
-                conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-                opened = [r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"]
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
+            # By name in a directory a tenant may swap: as the file's owner (see fsids).
+            with as_owner(files.stat.st_uid, files.stat.st_gid):
+                conn = connect(files.path, busy_timeout=self._busy_timeout, mode="ro")
+                try:
+                    conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+                    opened = [r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"]
+                finally:
+                    conn.close()
+        except (sqlite3.Error, FsIdError) as exc:
             raise InvalidExternalError(f"the file is not a usable SQLite database: {exc}") from exc
         files.check(files.identity)
         if opened != [files.path] or not files.name_leads_here():

@@ -38,9 +38,12 @@ path, this process must hold a SHARED lock on the registered file's inode, and t
 still lead to it; otherwise the backup fails rather than read an unlocked file. Before SQLite
 opens anything and again at the end, its ``-journal``, ``-wal`` and ``-shm`` must be absent or
 plain regular files with one name: SQLite would follow a link planted there (and, as root,
-roll back or checkpoint through it). Only the writer, which holds the WAL write lock for an
-instant, can write; it is closed before the read-only reader, so that SQLite's checkpoint on
-the last close never runs in this process.
+roll back or checkpoint through it). And the connections are opened, used and closed with
+this thread's filesystem ids the file owner's (:mod:`strongroom.engines.fsids`): a directory
+swapped for a link between those checks lets SQLite do no more than that owner could. Only
+the writer, which holds the WAL write lock for an instant, can write; it is closed before
+the read-only reader, so that SQLite's checkpoint on the last close never runs in this
+process.
 
 Alternatives rejected: ``sqlite_dbpage`` (not compiled into this Python's SQLite 3.40.1,
 nor into the ``apsw`` wheels on PyPI); loading a second SQLite library into the process
@@ -63,6 +66,7 @@ from typing import Any
 from urllib.parse import quote
 
 from strongroom.engines.errors import BackupError
+from strongroom.engines.fsids import FsIdError, as_owner, as_service
 from strongroom.engines.sqlite.files import DatabaseFileError, DatabaseFiles, holds_shared_lock
 
 READER_SCRIPT = Path(__file__).with_name("pagereader.py")
@@ -104,18 +108,23 @@ class Snapshot:
 
     # -- acquisition -------------------------------------------------------------------
     def __enter__(self) -> Snapshot:
-        try:
-            for _ in range(MODE_RETRIES):
-                if self._acquire():
-                    self.check_same_file()
-                    return self
-            raise BackupError("the database kept switching journal mode; try again")
-        except sqlite3.Error as exc:
-            self._release()
-            raise BackupError(f"cannot open a read transaction on the database: {exc}") from exc
-        except BaseException:
-            self._release()
-            raise
+        # SQLite works by name in a directory a tenant may swap: as the file's owner.
+        with self._as_owner():
+            try:
+                for _ in range(MODE_RETRIES):
+                    if self._acquire():
+                        self.check_same_file()
+                        return self
+                raise BackupError("the database kept switching journal mode; try again")
+            except (sqlite3.Error, FsIdError) as exc:
+                self._release()
+                raise BackupError(f"cannot open a read transaction on the database: {exc}") from exc
+            except BaseException:
+                self._release()
+                raise
+
+    def _as_owner(self) -> contextlib.AbstractContextManager[None]:
+        return as_owner(self.files.stat.st_uid, self.files.stat.st_gid)
 
     def _acquire(self) -> bool:
         """Start the snapshot; ``False`` when the journal mode changed meanwhile.
@@ -167,15 +176,16 @@ class Snapshot:
     def _spawn(self) -> subprocess.Popen[bytes]:
         """Start the page reader with the database's directory (never the file itself)."""
         try:
-            return subprocess.Popen(
-                [sys.executable, "-I", "-S", str(READER_SCRIPT)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                bufsize=0,
-                close_fds=True,
-                pass_fds=[self.files.parent_fd],
-            )
+            with as_service():  # the service's program, which the file's owner may not reach
+                return subprocess.Popen(
+                    [sys.executable, "-I", "-S", str(READER_SCRIPT)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    bufsize=0,
+                    close_fds=True,
+                    pass_fds=[self.files.parent_fd],
+                )
         except OSError as exc:
             raise BackupError(f"cannot start the page reader: {exc.strerror}") from exc
 
@@ -294,7 +304,8 @@ class Snapshot:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._release()
+        with self._as_owner():
+            self._release()
 
     def _release(self) -> None:
         proc, self._proc = self._proc, None
