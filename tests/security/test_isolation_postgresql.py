@@ -35,7 +35,7 @@ from strongroom.engines.errors import (
     RestoreError,
 )
 from strongroom.engines.identity import InstanceIdentity, name_for
-from strongroom.engines.postgresql import PostgresEngine, cluster
+from strongroom.engines.postgresql import PostgresEngine, cluster, session
 from support.postgresql import (
     FileSink,
     OffsetFileSource,
@@ -319,6 +319,27 @@ def test_the_local_socket_needs_the_password(
             ).close()
     hba = (Path(conn["data_dir"]) / "pg_hba.conf").read_text()
     assert "trust" not in hba and "peer" not in hba
+
+
+@AS_ROOT
+def test_a_socket_swapped_for_another_servers_is_refused(tenants: dict[str, Any]) -> None:
+    """The socket lies in the instance's home, which its OS user owns: a link to another
+    server's socket in its place (here B's) is never connected to, with or without a
+    password: the server at the other end runs as another user."""
+    a, b = tenants["a"]["conn"], tenants["b"]["conn"]
+    socket_path = Path(a["socket_dir"]) / f".s.PGSQL.{a['port']}"
+    kept = socket_path.with_name(socket_path.name + ".kept")
+    socket_path.rename(kept)
+    try:
+        socket_path.symlink_to(Path(b["socket_dir"]) / f".s.PGSQL.{b['port']}")
+        for extra in ({}, {"require_auth": "none"}):  # with the password, and as a restore
+            with pytest.raises(psycopg.OperationalError, match="requirepeer"):
+                session.connect(a, **extra).close()
+    finally:
+        socket_path.unlink(missing_ok=True)
+        kept.rename(socket_path)
+    with session.connect(a) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
 
 
 @AS_ROOT

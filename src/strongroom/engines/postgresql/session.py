@@ -63,6 +63,9 @@ def conn_kwargs(connection: Connection, *, database: str | None = None) -> dict[
             # superuser there) can replace with a server of its own: SCRAM only, so the
             # password itself is never sent. (libpq 16+; psycopg's own is newer.)
             "require_auth": "scram-sha-256" if password else None,
+            # And that same user may put a link to another server's socket in its place:
+            # the server at the other end must run as the instance's own OS user.
+            "requirepeer": typed.os_user,
         }
     return {
         "host": typed.host,
@@ -130,6 +133,8 @@ def tool_env(connection: Connection) -> dict[str, str]:
         env["PGPASSWORD"] = str(kwargs["password"])
     if kwargs.get("require_auth"):
         env["PGREQUIREAUTH"] = str(kwargs["require_auth"])  # tools on libpq 16+ honour it
+    if kwargs.get("requirepeer"):
+        env["PGREQUIREPEER"] = str(kwargs["requirepeer"])
     return env
 
 
