@@ -14,6 +14,7 @@ import os
 import pwd
 import secrets
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -319,6 +320,30 @@ def test_the_local_socket_needs_the_password(
             ).close()
     hba = (Path(conn["data_dir"]) / "pg_hba.conf").read_text()
     assert "trust" not in hba and "peer" not in hba
+
+
+@AS_ROOT
+def test_a_short_socket_directory_is_made_where_no_tenant_can_make_its_name_first(
+    base: Path,
+) -> None:
+    """A home whose path is too long for a socket address has its socket directory
+    elsewhere, named after the home (which ids show). In /tmp a tenant's program could
+    make that name first and keep the instance from starting: it goes in a directory
+    of root's instead."""
+    home = base / ("h" * 120)
+    run = cluster.socket_dir_for(home)
+    assert run.parent == cluster.PRIVATE_SOCKET_ROOT
+    cluster.ensure_socket_dir(run, InstanceIdentity.current())
+    try:
+        st = cluster.PRIVATE_SOCKET_ROOT.lstat()
+        assert st.st_uid == 0 and not st.st_mode & 0o022
+        squat = run.with_name(run.name[:-1] + ("0" if run.name[-1] != "0" else "1"))
+        made = subprocess.run(
+            ["runuser", "-u", "nobody", "--", "mkdir", str(squat)], capture_output=True
+        )
+        assert made.returncode != 0 and not squat.exists()
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
 
 
 @AS_ROOT

@@ -6,6 +6,7 @@ runs as an OS user of its own (:mod:`strongroom.engines.identity`, see :mod:`ser
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -24,6 +25,9 @@ REQUIRED_TOOLS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
 SUN_PATH_MAX = 107
 UNIX_SOCKET_DIR_MAX = SUN_PATH_MAX - len("/.s.PGSQL.65535")
 SHORT_SOCKET_ROOT = Path("/tmp")
+# As root, short socket directories go in a directory of root's (0711) instead: in /tmp,
+# a tenant's program could make another instance's directory first and keep it from starting.
+PRIVATE_SOCKET_ROOT = Path("/run/strongroom-pg")
 SLOT_WAL_KEEP_SIZE = "2GB"
 
 
@@ -66,13 +70,28 @@ def server_version(bin_dir: Path) -> tuple[str, str]:
 
 def socket_dir_for(home: Path) -> Path:
     """Where a managed server's unix socket lives: ``home/run``, unless that path is too
-    long for a socket address; then a short directory under /tmp named after the home
-    (same home, same directory, so a server restarted later finds it again)."""
+    long for a socket address; then a short directory named after the home (same home,
+    same directory, so a server restarted later finds it again), in
+    :data:`PRIVATE_SOCKET_ROOT` as root, else under /tmp."""
     run = home / "run"
     if len(os.fsencode(run)) <= UNIX_SOCKET_DIR_MAX:
         return run
     digest = hashlib.sha256(os.fsencode(home.absolute())).hexdigest()[:24]
+    if os.geteuid() == 0:
+        return PRIVATE_SOCKET_ROOT / digest
     return SHORT_SOCKET_ROOT / f"strongroom-pg-{digest}"
+
+
+def _ensure_private_root() -> None:
+    """:data:`PRIVATE_SOCKET_ROOT`: made 0711 by root, or accepted if it is root's and
+    no one else may make names in it."""
+    with contextlib.suppress(FileExistsError):
+        PRIVATE_SOCKET_ROOT.mkdir(mode=0o711)
+    st = PRIVATE_SOCKET_ROOT.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        raise PermissionError(
+            f"{PRIVATE_SOCKET_ROOT} is not a directory of root's that only root may write"
+        )
 
 
 def ensure_socket_dir(path: Path, user: InstanceIdentity) -> None:
@@ -83,6 +102,8 @@ def ensure_socket_dir(path: Path, user: InstanceIdentity) -> None:
     is never followed.
 
     Raises ``PermissionError`` when an existing path is not acceptable."""
+    if path.parent == PRIVATE_SOCKET_ROOT:
+        _ensure_private_root()
     try:
         path.mkdir(mode=0o700)
     except FileExistsError:

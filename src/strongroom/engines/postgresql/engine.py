@@ -216,6 +216,8 @@ class PostgresEngine:
         with contextlib.suppress(OSError):  # stale: pg_ctl status said not running
             server.remove_file("data/postmaster.pid")
         updated["port"] = server.start(int(connection["port"]))
+        # Started with this release's socket directory (an older one used /tmp for some).
+        updated["socket_dir"] = str(server.run)
         return updated
 
     def _adopt(self, old: ManagedServer) -> ManagedServer:

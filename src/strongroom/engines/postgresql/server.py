@@ -2,7 +2,7 @@
 the service writes into its data directory.
 
 Layout: ``home/data`` (PGDATA), ``home/log/postgresql.log``, and the unix socket in
-``home/run`` (or a short directory under /tmp, see :func:`cluster.socket_dir_for`); each
+``home/run`` (or a short directory elsewhere, see :func:`cluster.socket_dir_for`); each
 0700 and owned by the instance's own OS user (:mod:`strongroom.engines.identity`) when the
 service runs as root. That user is the tenant's reach once it is superuser of its server
 (``COPY … TO/FROM PROGRAM``): it can replace any name in the home with a link at any
