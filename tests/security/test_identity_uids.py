@@ -221,3 +221,32 @@ def test_a_namespace_of_65536_ids_leaves_the_choice_to_useradd(
     assert grp.getgrgid(made.gid).gr_name == made.name
     made.remove()
     assert InstanceIdentity.lookup(made.name) is None
+
+
+def test_the_users_processes_go_with_it(tmp_path: Path, accounts: list[str]) -> None:
+    """A tenant that was superuser of its server may have started programs of its own in
+    a session of their own, which outlive the server: they are killed with the user (and
+    userdel, which refuses a user in use, succeeds)."""
+    made = _create(tmp_path / "with-a-daemon", accounts)
+    daemons = [
+        subprocess.Popen(
+            ["sleep", "600"],
+            user=made.uid,
+            group=made.gid,
+            extra_groups=[],
+            start_new_session=True,
+        )
+        for _ in range(3)
+    ]
+    bystander = subprocess.Popen(["sleep", "600"])  # root's: left alone
+    try:
+        made.remove()
+        assert InstanceIdentity.lookup(made.name) is None
+        assert all(d.wait(timeout=10) == -9 for d in daemons)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+        for d in daemons:
+            d.kill()
+            d.wait()

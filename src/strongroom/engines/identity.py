@@ -22,6 +22,8 @@ import os
 import pwd
 import re
 import secrets
+import select
+import signal
 import stat
 import subprocess
 import time
@@ -49,6 +51,8 @@ _MIN_WINDOW = 1 << 16  # fewer ids than this to draw from, and a freed one comes
 TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 _SUBORDINATE = ("/etc/subuid", "/etc/subgid")
 _MAX_DEPTH = 128
+_KILL_ROUNDS = 20
+_KILL_WAIT = 5.0  # seconds for one killed process to be gone
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -125,8 +129,9 @@ class InstanceIdentity:
         os.chmod(path, 0o700)
 
     def remove(self) -> None:
-        """Delete the OS user (and its group), and what it left in :data:`TEMP_DIRS`. Only
-        the service's own ``sr-`` users; their servers are stopped already."""
+        """Delete the OS user (and its group), the processes it still runs, and what it
+        left in :data:`TEMP_DIRS`. Only the service's own ``sr-`` users; their servers are
+        stopped already."""
         name = self.name
         if name is None or not _NAME.fullmatch(name):
             return
@@ -134,11 +139,55 @@ class InstanceIdentity:
         if found is None:
             return
         if found.uid not in (0, os.geteuid()):
+            # A tenant may have started programs of its own (``COPY … FROM PROGRAM`` and
+            # setsid): they would outlive the instance, and userdel refuses a user in use.
+            _kill_processes_of(found.uid)
             for top in TEMP_DIRS:
                 _remove_leftovers(top, found.uid)
         _retry_locked(["userdel", name], ok_if=lambda: self.lookup(name) is None)
         if _gid_of(name) is not None:  # userdel leaves it when USERGROUPS_ENAB is off
             _retry_locked(["groupdel", name], ok_if=lambda: _gid_of(name) is None)
+
+
+def _kill_processes_of(uid: int) -> None:
+    """SIGKILL every process any of whose uids is ``uid``, until none is left (a process
+    may fork meanwhile), each by a pidfd taken before its uid is checked, so a pid reused
+    meanwhile is never signalled."""
+    for _ in range(_KILL_ROUNDS):
+        handles = [fd for pid in _pids() if (fd := _pidfd_if_owned(pid, uid)) is not None]
+        if not handles:
+            return
+        try:
+            for fd in handles:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+            for fd in handles:  # gone once its pidfd is readable
+                select.select([fd], [], [], _KILL_WAIT)
+        finally:
+            for fd in handles:
+                os.close(fd)
+    raise IdentityError(f"processes of uid {uid} kept appearing")
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _pidfd_if_owned(pid: int, uid: int) -> int | None:
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            fields = dict(line.partition(":")[::2] for line in status)
+    except OSError:
+        fields = {}
+    running = fields.get("State", "Z").split()[:1] not in (["Z"], ["X"])  # zombies run nothing
+    if running and str(uid) in fields.get("Uid", "").split():
+        return fd
+    os.close(fd)
+    return None
 
 
 def _pick_id() -> int:
