@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from fixtures.service import PROJECT_A, Caller, Harness, make_harness
-from security.wire import assert_fault
+from security.wire import assert_fault, send
 from support.dashboard import browser, sign_in
 
 CLOUD_ADMIN = "cloudadmin"
@@ -111,14 +111,6 @@ def _attacks(s: Site) -> dict[str, tuple[str, str, Any, int]]:
     }
 
 
-def _send(caller: Caller, method: str, path: str, body: Any) -> Any:
-    if method == "GET":
-        return caller.get(path)
-    if method == "DELETE":
-        return caller.delete(path)
-    return caller.post(path, body)
-
-
 def _b_as_b_sees_it(s: Site) -> dict[str, Any]:
     s.h.wait_idle()
     bb, bi = s.b_backup["id"], s.b_instance["id"]
@@ -130,8 +122,8 @@ def test_an_admin_role_outside_the_admin_project_gets_what_a_member_gets(site: S
     before = _b_as_b_sees_it(site)
     answers, wanted = {}, {}
     for name, (method, path, body, status) in _attacks(site).items():
-        member = _send(site.h.a, method, path, body)
-        narrowed = _send(site.a_admin, method, path, body)
+        member = send(site.h.a, method, path, body)
+        narrowed = send(site.a_admin, method, path, body)
         answers[name] = (member.status_code, narrowed.status_code)
         wanted[name] = (status, status)
         if narrowed.status_code == status:

@@ -18,7 +18,7 @@ from urllib.request import url2pathname
 import pytest
 
 from fixtures.service import Caller, Harness, make_harness
-from security.wire import assert_fault
+from security.wire import assert_fault, send
 
 
 @dataclass
@@ -182,14 +182,6 @@ def _fill(value: Any, t: Tenants) -> Any:
     return value
 
 
-def _send(caller: Caller, method: str, path: str, body: Any) -> Any:
-    if method == "GET":
-        return caller.get(path)
-    if method == "DELETE":
-        return caller.delete(path)
-    return caller.post(path, body)
-
-
 @pytest.mark.parametrize(
     ("method", "path", "body", "status"),
     [a[1:] for a in ATTACKS],
@@ -199,7 +191,7 @@ def test_member_of_a_gets_the_contract_answer_and_b_is_unchanged(
     site: Tenants, method: str, path: str, body: Any, status: int
 ) -> None:
     before = snapshot_b(site)
-    response = _send(site.a, method, _fill(path, site), _fill(body, site))
+    response = send(site.a, method, _fill(path, site), _fill(body, site))
     assert_fault(response, status)
     assert snapshot_b(site) == before
 

@@ -42,6 +42,15 @@ def assert_fault(response: httpx.Response, status: int | tuple[int, ...]) -> dic
     return body
 
 
+def send(caller: Any, method: str, path: str, body: Any) -> Any:
+    """One request of an attack table: GET, DELETE, or a POST of ``body``."""
+    if method == "GET":
+        return caller.get(path)
+    if method == "DELETE":
+        return caller.delete(path)
+    return caller.post(path, body)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := predicate()):

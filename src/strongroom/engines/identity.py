@@ -27,7 +27,7 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,16 +243,17 @@ def _subordinate(n: int) -> bool:
 
 
 def _uid_free(n: int) -> bool:
-    try:
-        pwd.getpwuid(n)
-    except KeyError:
-        return not _subordinate(n)
-    return False
+    return _free(n, pwd.getpwuid)
 
 
 def _gid_free(n: int) -> bool:
+    return _free(n, grp.getgrgid)
+
+
+def _free(n: int, lookup: Callable[[int], object]) -> bool:
+    """Whether no account of ``lookup``'s kind has ``n``, nor any subordinate range."""
     try:
-        grp.getgrgid(n)
+        lookup(n)
     except KeyError:
         return not _subordinate(n)
     return False
