@@ -15,6 +15,7 @@ import pwd
 import secrets
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -386,6 +387,7 @@ def test_a_failed_create_removes_the_os_user_it_made(base: Path) -> None:
     parent.mkdir(mode=0o711)
     home = parent / "instance-0123456789abcdef"
     squatted = cluster.socket_dir_for(home)
+    squatted.parent.mkdir(mode=0o711, exist_ok=True)
     squatted.mkdir(mode=0o777)  # someone took the socket directory's name first
     try:
         with pytest.raises(InstanceError, match="not a private directory"):
@@ -393,6 +395,33 @@ def test_a_failed_create_removes_the_os_user_it_made(base: Path) -> None:
     finally:
         shutil.rmtree(squatted, ignore_errors=True)
     assert not home.exists() and name_for(home) not in _os_users()
+
+
+@AS_ROOT
+def test_an_instance_whose_socket_was_under_tmp_moves_it_on_start(base: Path) -> None:
+    """An earlier release put a long home's socket directory under /tmp: started again,
+    the server listens where this release puts it, and the connection says so."""
+    parent = base / ("long-" + "l" * 70)
+    parent.mkdir(mode=0o711)
+    home = parent / "instance-0123456789abcdef"
+    engine = PostgresEngine(timeout=120)
+    old = Path(tempfile.mkdtemp(prefix="strongroom-pg-"))
+    conn = engine.create_instance(home, InstanceRequest("q"))
+    try:
+        engine.stop_instance(home, conn)
+        server_user = pwd.getpwnam(conn["os_user"])
+        os.chown(old, server_user.pw_uid, server_user.pw_gid)
+        conf = Path(conn["data_dir"]) / "strongroom.conf"
+        text = conf.read_text().replace(conn["socket_dir"], str(old))
+        conf.write_text(text)
+        conn = dict(conn, socket_dir=str(old))
+        started = engine.start_instance(home, conn)
+        assert started["socket_dir"] == str(cluster.socket_dir_for(home)) != str(old)
+        with session.connect(started) as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        engine.destroy_instance(home, conn)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 # -- instances made before each server had its own user and a password on the socket --------

@@ -51,7 +51,8 @@ _MIN_WINDOW = 1 << 16  # fewer ids than this to draw from, and a freed one comes
 TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 _SUBORDINATE = ("/etc/subuid", "/etc/subgid")
 _MAX_DEPTH = 128
-_KILL_ROUNDS = 20
+_KILL_ROUNDS = 50
+_KILL_BATCH = 256
 _KILL_WAIT = 5.0  # seconds for one killed process to be gone
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -150,19 +151,32 @@ class InstanceIdentity:
 
 
 def _kill_processes_of(uid: int) -> None:
-    """SIGKILL every process any of whose uids is ``uid``, until none is left (a process
-    may fork meanwhile), each by a pidfd taken before its uid is checked, so a pid reused
-    meanwhile is never signalled."""
+    """SIGKILL every process whose real, effective or saved uid is ``uid``, until none is
+    left (a process may fork meanwhile), each by a pidfd taken before its uid is checked,
+    so a pid reused meanwhile is never signalled; at most ``_KILL_BATCH`` at a time."""
     for _ in range(_KILL_ROUNDS):
-        handles = [fd for pid in _pids() if (fd := _pidfd_if_owned(pid, uid)) is not None]
-        if not handles:
-            return
+        handles: list[int] = []
         try:
+            for pid in _pids():
+                if len(handles) >= _KILL_BATCH:
+                    break
+                fd = _pidfd_if_owned(pid, uid)
+                if fd is not None:
+                    handles.append(fd)
+            if not handles:
+                return
             for fd in handles:
                 with contextlib.suppress(ProcessLookupError):
                     signal.pidfd_send_signal(fd, signal.SIGKILL)
-            for fd in handles:  # gone once its pidfd is readable
-                select.select([fd], [], [], _KILL_WAIT)
+            waiting = select.poll()  # poll, not select: descriptors may be above 1024
+            for fd in handles:
+                waiting.register(fd, select.POLLIN)
+            deadline = time.monotonic() + _KILL_WAIT
+            left = len(handles)
+            while left and time.monotonic() < deadline:
+                for fd, _event in waiting.poll(100):  # readable: the process is gone
+                    waiting.unregister(fd)
+                    left -= 1
         finally:
             for fd in handles:
                 os.close(fd)
@@ -170,7 +184,8 @@ def _kill_processes_of(uid: int) -> None:
 
 
 def _pids() -> list[int]:
-    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    me = os.getpid()
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and int(entry) != me]
 
 
 def _pidfd_if_owned(pid: int, uid: int) -> int | None:
@@ -181,10 +196,14 @@ def _pidfd_if_owned(pid: int, uid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
             fields = dict(line.partition(":")[::2] for line in status)
-    except OSError:
-        fields = {}
-    running = fields.get("State", "Z").split()[:1] not in (["Z"], ["X"])  # zombies run nothing
-    if running and str(uid) in fields.get("Uid", "").split():
+        threads = int(fields.get("Threads", "1").strip() or 1)
+    except (OSError, ValueError):
+        fields, threads = {}, 1
+    # A zombie runs nothing, unless it is a leader whose other threads still run. The
+    # filesystem uid (the fourth) is not looked at: a thread of the service's may be
+    # acting as a file's owner (engines.fsids).
+    exited = fields.get("State", "Z").split()[:1] in (["Z"], ["X"]) and threads <= 1
+    if not exited and str(uid) in fields.get("Uid", "").split()[:3]:
         return fd
     os.close(fd)
     return None

@@ -87,11 +87,13 @@ def _ensure_private_root() -> None:
     no one else may make names in it."""
     with contextlib.suppress(FileExistsError):
         PRIVATE_SOCKET_ROOT.mkdir(mode=0o711)
-    st = PRIVATE_SOCKET_ROOT.lstat()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
-        raise PermissionError(
-            f"{PRIVATE_SOCKET_ROOT} is not a directory of root's that only root may write"
-        )
+    with beneath.directory(PRIVATE_SOCKET_ROOT) as fd:
+        st = os.fstat(fd)
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            raise PermissionError(
+                f"{PRIVATE_SOCKET_ROOT} is not a directory of root's that only root may write"
+            )
+        os.fchmod(fd, 0o711)  # whatever the umask: each server's user passes through
 
 
 def ensure_socket_dir(path: Path, user: InstanceIdentity) -> None:

@@ -285,7 +285,12 @@ class ManagedServer:
             if port is None or not cluster.port_is_free(self.bind_address, port):
                 port = cluster.free_port(self.bind_address, avoid=tried)
             tried.append(port)
-            self.write_file("strongroom-port.conf", f"port = {port}\n")
+            # The socket directory too, at every start: an instance made by an earlier
+            # release may have had it elsewhere (see cluster.socket_dir_for).
+            self.write_file(
+                "strongroom-port.conf",
+                cluster.render_conf({"port": port, "unix_socket_directories": str(self.run)}),
+            )
             size_before = self.log_size()
             result = process.run(
                 self.identity.argv(

@@ -109,19 +109,19 @@ class Snapshot:
     # -- acquisition -------------------------------------------------------------------
     def __enter__(self) -> Snapshot:
         # SQLite works by name in a directory a tenant may swap: as the file's owner.
-        with self._as_owner():
-            try:
+        try:
+            with self._as_owner():
                 for _ in range(MODE_RETRIES):
                     if self._acquire():
-                        self.check_same_file()
+                        self._check_same_file()
                         return self
-                raise BackupError("the database kept switching journal mode; try again")
-            except (sqlite3.Error, FsIdError) as exc:
-                self._release()
-                raise BackupError(f"cannot open a read transaction on the database: {exc}") from exc
-            except BaseException:
-                self._release()
-                raise
+            raise BackupError("the database kept switching journal mode; try again")
+        except (sqlite3.Error, FsIdError) as exc:
+            self._release_as_owner()
+            raise BackupError(f"cannot open a read transaction on the database: {exc}") from exc
+        except BaseException:
+            self._release_as_owner()
+            raise
 
     def _as_owner(self) -> contextlib.AbstractContextManager[None]:
         return as_owner(self.files.stat.st_uid, self.files.stat.st_gid)
@@ -224,6 +224,13 @@ class Snapshot:
     def check_same_file(self) -> None:
         """Fail unless SQLite's snapshot lock is on the registered file and its name still
         leads there (a link swapped in on the way would have led SQLite elsewhere)."""
+        try:
+            with self._as_owner():
+                self._check_same_file()
+        except FsIdError as exc:
+            raise BackupError(f"cannot check the database: {exc}") from exc
+
+    def _check_same_file(self) -> None:
         reader = self._reader
         if reader is None:
             raise BackupError("the snapshot is not open")
@@ -304,7 +311,15 @@ class Snapshot:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        with self._as_owner():
+        self._release_as_owner()
+
+    def _release_as_owner(self) -> None:
+        """Release as the file's owner, or as the service if that cannot be (nothing may be
+        left holding the file's lock)."""
+        try:
+            with self._as_owner():
+                self._release()
+        except FsIdError:
             self._release()
 
     def _release(self) -> None:
