@@ -319,7 +319,10 @@ def stop_server(data_dir: str | Path, mode: str = "immediate") -> None:
     """Stop a server as the owner of its data directory (each managed one has its own)."""
     argv = [str(bin_dir() / "pg_ctl"), "stop", "-D", str(data_dir), "-m", mode, "-w", "-s"]
     if os.geteuid() == 0:
-        owner = pwd.getpwuid(os.stat(data_dir).st_uid).pw_name
+        try:
+            owner = pwd.getpwuid(os.stat(data_dir).st_uid).pw_name
+        except KeyError:
+            return  # its OS user is gone, and its processes went with it
         argv = ["runuser", "-u", owner, "--", *argv]
     subprocess.run(argv, capture_output=True, timeout=60)
 
