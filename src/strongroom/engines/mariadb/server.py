@@ -300,16 +300,24 @@ def chown_tree(path: Path, identity: InstanceIdentity) -> None:
             os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
 
-def read_in_home(layout: Layout, name: str, *, limit: int, start: int = 0) -> bytes:
-    """Up to ``limit`` bytes of the file ``name`` in the home from ``start`` (the last
-    ``limit`` bytes when it holds more).
+def _open_in_home(layout: Layout, name: str) -> tuple[int, os.stat_result, int]:
+    """``(descriptor, its status, the home's owner)`` of the regular file ``name`` in the
+    home, opened beneath it and never through a link (``beneath.EscapeError`` otherwise).
 
     The home is the instance's OS user's: a tenant running code as that user may put a
-    link, a FIFO or a hard link to another file in any name there. So the file is opened
-    beneath the home and never through a link, and must be a regular file with no other
-    name; the read is bounded. Raises OSError (``beneath.EscapeError`` when refused)."""
+    link, a FIFO or a hard link to another file in any name there, so the callers also
+    refuse a file with another name (``st_nlink``) and read a bounded amount."""
     with beneath.directory(layout.home) as dir_fd:
+        home_owner = os.fstat(dir_fd).st_uid
         fd, st = beneath.open_regular(dir_fd, name)
+    return fd, st, home_owner
+
+
+def read_in_home(layout: Layout, name: str, *, limit: int, start: int = 0) -> bytes:
+    """Up to ``limit`` bytes of the file ``name`` in the home from ``start`` (the last
+    ``limit`` bytes when it holds more), as :func:`_open_in_home` opens it. Raises OSError
+    (``beneath.EscapeError`` when refused)."""
+    fd, st, _ = _open_in_home(layout, name)
     with os.fdopen(fd, "rb") as handle:
         if st.st_nlink != 1:
             raise beneath.EscapeError(errno.EMLINK, f"{name} has another name (a hard link)")
@@ -318,14 +326,12 @@ def read_in_home(layout: Layout, name: str, *, limit: int, start: int = 0) -> by
 
 
 def read_option_file(layout: Layout) -> str:
-    """The option file, read as :func:`read_in_home` reads (no link, FIFO or hard link),
-    and only if it is the service's or the instance user's (an older release gave it to
-    that user). What the tenant may have written there gains it nothing: the server runs
-    as its user whatever the file says, and the service takes only the port from it."""
+    """The option file, opened as :func:`_open_in_home` opens it, and only if it is the
+    service's or the instance user's (an older release gave it to that user). What the
+    tenant may have written there gains it nothing: the server runs as its user whatever
+    the file says, and the service takes only the port from it."""
     try:
-        with beneath.directory(layout.home) as dir_fd:
-            home_owner = os.fstat(dir_fd).st_uid
-            fd, st = beneath.open_regular(dir_fd, CONFIG_NAME)
+        fd, st, home_owner = _open_in_home(layout, CONFIG_NAME)
     except OSError as exc:
         raise InstanceError(f"the instance's option file cannot be read: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as handle:
@@ -344,8 +350,7 @@ def configured_port(layout: Layout) -> int:
 def _reclaim_option_file(layout: Layout) -> None:
     """Give the option file back to the service (an older release gave the whole home,
     option file included, to the server's user)."""
-    with beneath.directory(layout.home) as dir_fd:
-        fd, st = beneath.open_regular(dir_fd, CONFIG_NAME)
+    fd, st, _ = _open_in_home(layout, CONFIG_NAME)
     try:
         if st.st_nlink != 1:
             raise InstanceError("the instance's option file has another name; it is not read")
