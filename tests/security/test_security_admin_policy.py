@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from fixtures.service import PROJECT_A, Caller, Harness, make_harness
-from security.wire import assert_fault, send
+from security.wire import assert_fault, assert_sees_by_id, send
 from support.dashboard import browser, sign_in
 
 CLOUD_ADMIN = "cloudadmin"
@@ -146,10 +146,7 @@ def test_an_admin_role_outside_the_admin_project_lists_its_own_project_only(site
 
 def test_the_admin_project_still_sees_every_project(site: Site) -> None:
     bb, bi = site.b_backup["id"], site.b_instance["id"]
-    assert site.cloud.get(f"/backups/{bb}").status_code == 200
-    assert site.cloud.get(f"/instances/{bi}").status_code == 200
-    listed = site.cloud.get(f"/instances/{bi}/backups").json()["backups"]
-    assert bb in [b["id"] for b in listed]
+    assert_sees_by_id(site.cloud, bb, bi)
     every = site.cloud.get("/backups?all_projects=1").json()["backups"]
     assert {site.a_backup["id"], bb} <= {b["id"] for b in every}
     page = sign_in(browser(site.h), site.cloud.token).get("/dashboard").text

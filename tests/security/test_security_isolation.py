@@ -18,7 +18,7 @@ from urllib.request import url2pathname
 import pytest
 
 from fixtures.service import Caller, Harness, make_harness
-from security.wire import assert_fault, send
+from security.wire import assert_fault, assert_sees_by_id, send
 
 
 @dataclass
@@ -261,10 +261,7 @@ def test_all_projects_listing_needs_admin(site: Tenants) -> None:
 
 def test_admin_sees_b_by_id_and_member_does_not(site: Tenants) -> None:
     b_id, bi = site.b_backup["id"], site.b_instance["id"]
-    assert site.admin.get(f"/backups/{b_id}").status_code == 200
-    assert site.admin.get(f"/instances/{bi}").status_code == 200
-    listed = site.admin.get(f"/instances/{bi}/backups").json()["backups"]
-    assert b_id in [x["id"] for x in listed]
+    assert_sees_by_id(site.admin, b_id, bi)
     assert_fault(site.a.get(f"/backups/{b_id}"), 404)
 
 

@@ -51,6 +51,15 @@ def send(caller: Any, method: str, path: str, body: Any) -> Any:
     return caller.post(path, body)
 
 
+def assert_sees_by_id(caller: Any, backup_id: str, instance_id: str) -> None:
+    """``caller`` reads the backup and the instance by id, and the instance's list of
+    backups holds the backup (an admin looking at another project's)."""
+    assert caller.get(f"/backups/{backup_id}").status_code == 200
+    assert caller.get(f"/instances/{instance_id}").status_code == 200
+    listed = caller.get(f"/instances/{instance_id}/backups").json()["backups"]
+    assert backup_id in [b["id"] for b in listed]
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
