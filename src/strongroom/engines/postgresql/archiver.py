@@ -33,6 +33,9 @@ from strongroom.engines.postgresql.lsn import format_lsn, parse_lsn
 
 ARCHIVE_METHOD = "pg_wal_archive"
 SLOT_SUFFIX = "_pitr"
+# The archiver visits every instance in turn: a server that stops answering holds it up
+# for this long at most (its statements take milliseconds).
+SESSION_DEADLINE = 30.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def start_archiving(connection: Connection) -> int:
     """Create the archive slot (reserving WAL from now) if it does not exist; return the
     position archiving starts from: the slot's restart position."""
     slot = archive_slot(connection)
-    with session.connect(connection) as conn:
+    with session.connect(connection, deadline=SESSION_DEADLINE) as conn:
         state = session.slot_state(conn, slot)
         if state is not None and (state[0] is None or state[1] == "lost"):
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
@@ -89,7 +92,7 @@ def start_archiving(connection: Connection) -> int:
 def stop_archiving(connection: Connection) -> None:
     """Drop the archive slot, so the server keeps no more WAL for it."""
     slot = archive_slot(connection)
-    with session.connect(connection) as conn:
+    with session.connect(connection, deadline=SESSION_DEADLINE) as conn:
         conn.execute(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
             "WHERE slot_name = %s AND NOT active",
@@ -99,7 +102,7 @@ def stop_archiving(connection: Connection) -> None:
 
 def slot_position(connection: Connection) -> int | None:
     """Where the slot keeps WAL from (``None``: gone or lost: the archive has a gap)."""
-    with session.connect(connection) as conn:
+    with session.connect(connection, deadline=SESSION_DEADLINE) as conn:
         state = session.slot_state(conn, archive_slot(connection))
     if state is None or state[0] is None or state[1] == "lost":
         return None
@@ -132,7 +135,7 @@ def archive_batch(
     pgconn = session.replication_pgconn(connection)
     try:
         sysid, timeline, _ = session.identify(pgconn)
-        with session.connect(connection) as conn:
+        with session.connect(connection, deadline=SESSION_DEADLINE) as conn:
             facts = session.server_facts(conn)
             state = session.slot_state(conn, slot)
             if state is None or state[0] is None or state[1] == "lost":
@@ -160,7 +163,7 @@ def archive_batch(
 def confirm(connection: Connection, position: int) -> None:
     """Tell the slot everything before ``position`` is stored (after the last batch, so
     the server need not keep it until the next one)."""
-    with session.connect(connection) as conn:
+    with session.connect(connection, deadline=SESSION_DEADLINE) as conn:
         conn.execute(
             "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)",
             (archive_slot(connection), format_lsn(position)),

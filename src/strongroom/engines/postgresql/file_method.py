@@ -30,6 +30,7 @@ from strongroom.engines.postgresql import (
     wal_header,
     walstream,
 )
+from strongroom.engines.postgresql.deadline import answered_within
 from strongroom.engines.postgresql.lsn import format_lsn, parse_lsn, window_start
 from strongroom.engines.postgresql.methods import Link, PgMetadata
 from strongroom.engines.postgresql.models import FilesMetadata
@@ -57,7 +58,12 @@ class FileMethod:
     @staticmethod
     def applies(connection: Connection) -> bool:
         """Servers whose data directory this host can read (managed ones, and external
-        ones registered with ``data_dir``) are backed up by reading their files."""
+        ones registered with ``data_dir``) are backed up by reading their files. A
+        managed one always is: its owner can remove a file, and the other method runs
+        ``pg_basebackup``, whose libpq may send a password in clear text to whatever
+        answers on the socket in the owner's home."""
+        if connection.get("managed"):
+            return True
         data_dir = connection.get("data_dir")
         return bool(data_dir and os.access(Path(data_dir) / "PG_VERSION", os.R_OK))
 
@@ -181,9 +187,10 @@ class FileMethod:
         """A temporary slot on this replication connection: it keeps the backup's WAL
         window until it is streamed, and goes away with the connection."""
         slot = f"{session.SLOT_PREFIX}tmp_{secrets.token_hex(6)}"
-        result = pgconn.exec_(
-            f"CREATE_REPLICATION_SLOT {slot} TEMPORARY PHYSICAL RESERVE_WAL".encode()
-        )
+        with answered_within(pgconn.socket, session.CONNECT_TIMEOUT * 3):
+            result = pgconn.exec_(
+                f"CREATE_REPLICATION_SLOT {slot} TEMPORARY PHYSICAL RESERVE_WAL".encode()
+            )
         if result.status != pq.ExecStatus.TUPLES_OK:
             raise BackupError(
                 "could not reserve the WAL for the backup: "

@@ -49,7 +49,7 @@ from zlib_ng.zlib_ng import crc32
 
 from strongroom.engines import beneath
 from strongroom.engines.base import ByteSink, ByteSource
-from strongroom.engines.postgresql import datadir, pagedelta
+from strongroom.engines.postgresql import datadir, models, pagedelta
 from strongroom.engines.postgresql.streamio import (
     SourceBuffer,
     StreamFormatError,
@@ -74,7 +74,6 @@ _RUN = struct.Struct("!II")
 _RUNS_OF_SAME = re.compile(rb"\x00+|\x01+|\x02+")
 _ONES = re.compile(rb"\x01+")
 _PENDING = re.compile(rb"\x00+|\x02+|\x03+")  # blocks not yet final (_FileState.written)
-_BLOCK_SIZES = (1024, 2048, 4096, 8192, 16384, 32768)  # what PostgreSQL can be built with
 # Smaller files are left to the server's fsync at start: one fdatasync each would cost a
 # metadata write (a journal commit) for a few kilobytes, and a directory holds thousands.
 WRITEBACK_MIN_SIZE = 1024 * 1024
@@ -357,7 +356,7 @@ class ChainRestorer:
         self._format = header["format"]
         newest = self._links == 0
         block_size = header.get("block_size")
-        if block_size not in _BLOCK_SIZES:
+        if block_size not in models.BLOCK_SIZES:
             raise FileStreamError("the backup stream's header is malformed (block size)")
         if newest:
             self._block_size = block_size

@@ -22,6 +22,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow", frozen=True, hide_input_in_errors=True)
 
 
+# What PostgreSQL can be built with (``--with-blocksize``, ``--with-wal-segsize``): the
+# server reports these, and a backup and a restore size their buffers and files by them.
+BLOCK_SIZES = (1024, 2048, 4096, 8192, 16384, 32768)
+WAL_SEGMENT_SIZES = tuple(1 << shift for shift in range(20, 31))  # 1 MiB to 1 GiB
+
+
+def check_sizes(block_size: int | None, wal_segment_size: int) -> None:
+    """Raise ValueError for a block or WAL segment size no PostgreSQL has."""
+    if block_size is not None and block_size not in BLOCK_SIZES:
+        raise ValueError(f"block size {block_size} is not one PostgreSQL has")
+    if wal_segment_size not in WAL_SEGMENT_SIZES:
+        raise ValueError(f"WAL segment size {wal_segment_size} is not one PostgreSQL has")
+
+
 class _ServerFacts(_Model):
     """What every PostgreSQL backup records of the server it came from."""
 
@@ -38,6 +52,18 @@ class _ServerFacts(_Model):
     data_checksums: bool | None = None
     bootstrap_superuser: str | None = None
     stream_bytes: int | None = None
+
+    @field_validator("block_size")
+    @classmethod
+    def _block_size(cls, value: int | None) -> int | None:
+        check_sizes(value, WAL_SEGMENT_SIZES[0])
+        return value
+
+    @field_validator("wal_segment_size")
+    @classmethod
+    def _wal_segment_size(cls, value: int) -> int:
+        check_sizes(None, value)
+        return value
 
 
 class FilesMetadata(_ServerFacts):

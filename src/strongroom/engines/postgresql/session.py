@@ -14,9 +14,25 @@ from psycopg.pq.abc import PGconn
 from strongroom.engines.base import ByteSink, Connection
 from strongroom.engines.errors import BackupError
 from strongroom.engines.postgresql import models, walstream
+from strongroom.engines.postgresql.deadline import answered_within
 from strongroom.engines.postgresql.lsn import parse_lsn
 
 CONNECT_TIMEOUT = 10
+# Every session the service opens on a server: names resolve in the catalog (a function of
+# a tenant's own in ``public``, ahead of ``pg_catalog`` in a search_path it set for its
+# roles, is never called), no statement or lock wait outlasts these, and a commit waits
+# for no standby the server's owner named. Startup options outrank the roles' settings.
+STATEMENT_TIMEOUT_S = 600
+SESSION_OPTIONS = (
+    "-c search_path=pg_catalog "
+    f"-c statement_timeout={STATEMENT_TIMEOUT_S * 1000} "
+    "-c lock_timeout=60000 "
+    f"-c idle_in_transaction_session_timeout={STATEMENT_TIMEOUT_S * 1000} "
+    "-c synchronous_commit=local"
+)
+# A server (or a stand-in on its socket) can ignore all of that and never answer: past
+# this, the client cuts the connection itself.
+STATEMENT_DEADLINE = STATEMENT_TIMEOUT_S + 60.0
 SLOT_PREFIX = "strongroom_"
 SLOT_BUSY_WAIT = 15.0  # a walsender that just ended may hold its slot this long
 
@@ -66,6 +82,7 @@ def conn_kwargs(connection: Connection, *, database: str | None = None) -> dict[
             # And that same user may put a link to another server's socket in its place:
             # the server at the other end must run as the instance's own OS user.
             "requirepeer": typed.os_user,
+            "options": SESSION_OPTIONS,
         }
     return {
         "host": typed.host,
@@ -73,18 +90,46 @@ def conn_kwargs(connection: Connection, *, database: str | None = None) -> dict[
         "user": typed.user,
         "password": typed.password or None,
         "dbname": database or typed.database or "postgres",
+        "options": SESSION_OPTIONS,
     }
 
 
-def connect(connection: Connection, **extra: Any) -> psycopg.Connection[Any]:
+class BoundedConnection(psycopg.Connection[Any]):
+    """A session whose statements and commits end within ``deadline`` seconds, whatever
+    the other end does (see :func:`answered_within`)."""
+
+    deadline: float = STATEMENT_DEADLINE
+
+    def execute(
+        self,
+        query: Any,
+        params: Any = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool = False,
+    ) -> psycopg.Cursor[Any]:
+        with answered_within(self.pgconn.socket, self.deadline):
+            return super().execute(query, params, prepare=prepare, binary=binary)
+
+    def commit(self) -> None:
+        with answered_within(self.pgconn.socket, self.deadline):
+            super().commit()
+
+
+def connect(
+    connection: Connection, *, deadline: float = STATEMENT_DEADLINE, **extra: Any
+) -> BoundedConnection:
+    """A session on the server; each statement ends within ``deadline`` seconds."""
     kwargs = conn_kwargs(connection)
     kwargs.update(extra)
-    return psycopg.connect(
+    conn = BoundedConnection.connect(
         **{k: v for k, v in kwargs.items() if v is not None},
         connect_timeout=CONNECT_TIMEOUT,
         application_name="strongroom",
         autocommit=True,
     )
+    conn.deadline = deadline
+    return conn
 
 
 def scalar(conn: psycopg.Connection[Any], sql: str) -> Any:
@@ -97,6 +142,7 @@ def scalar(conn: psycopg.Connection[Any], sql: str) -> Any:
 
 def replication_pgconn(connection: Connection) -> PGconn:
     kwargs = conn_kwargs(connection)
+    kwargs.pop("options")  # a walsender's streaming is not a statement to time out
     kwargs.update(
         replication="true", connect_timeout=CONNECT_TIMEOUT, application_name="strongroom"
     )
@@ -111,7 +157,8 @@ def replication_pgconn(connection: Connection) -> PGconn:
 
 def identify(pgconn: PGconn) -> tuple[str, int, int]:
     """``(system_identifier, timeline, flush_lsn)`` from IDENTIFY_SYSTEM."""
-    result = pgconn.exec_(b"IDENTIFY_SYSTEM")
+    with answered_within(pgconn.socket, CONNECT_TIMEOUT * 3):
+        result = pgconn.exec_(b"IDENTIFY_SYSTEM")
     if result.status != pq.ExecStatus.TUPLES_OK:
         raise BackupError(f"IDENTIFY_SYSTEM failed: {walstream._error_text(result.error_message)}")
     values = [result.get_value(0, i) for i in range(3)]
@@ -140,17 +187,21 @@ def tool_env(connection: Connection) -> dict[str, str]:
 
 def server_facts(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     row = conn.execute(
-        "SELECT current_setting('server_version_num')::int, "
-        "current_setting('server_version'), "
-        "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), "
-        "current_setting('block_size')::int, "
-        "current_setting('data_checksums'), "
-        "(SELECT rolname FROM pg_roles WHERE oid = 10), "
-        "pg_is_in_recovery()"
+        "SELECT pg_catalog.current_setting('server_version_num')::int, "
+        "pg_catalog.current_setting('server_version'), "
+        "(SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'), "
+        "pg_catalog.current_setting('block_size')::int, "
+        "pg_catalog.current_setting('data_checksums'), "
+        "(SELECT rolname FROM pg_catalog.pg_roles WHERE oid = 10), "
+        "pg_catalog.pg_is_in_recovery()"
     ).fetchone()
     assert row is not None
     if row[6]:
         raise BackupError("the server is a standby; back up its primary")
+    try:
+        models.check_sizes(int(row[3]), int(row[2]))
+    except ValueError as exc:  # buffers and files are sized by these
+        raise BackupError(f"the server reports an impossible setting: {exc}") from exc
     version_full = str(row[1]).split()[0]
     return {
         "server_version_num": int(row[0]),

@@ -29,6 +29,7 @@ from psycopg import pq
 from psycopg.pq.abc import PGconn
 
 from strongroom.engines.base import ByteSink, ByteSource
+from strongroom.engines.postgresql.deadline import answered_within
 from strongroom.engines.postgresql.lsn import XLOG_BLCKSZ, format_lsn, segment_name
 
 MAGIC = b"SRPGWAL1\n"
@@ -148,7 +149,8 @@ def stream_wal_range(
     if stop <= start:
         return
     command = f"START_REPLICATION SLOT {slot} PHYSICAL {format_lsn(start)} TIMELINE {timeline}"
-    result = pgconn.exec_(command.encode())
+    with answered_within(pgconn.socket, idle_timeout):
+        result = pgconn.exec_(command.encode())
     if result.status != pq.ExecStatus.COPY_BOTH:
         raise WalStreamError(_error_text(result.error_message or pgconn.error_message))
     _send(pgconn, _status_update(start, start))
