@@ -16,6 +16,7 @@ the host's world-writable temporary directories is removed with it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import hashlib
 import os
@@ -140,14 +141,46 @@ class InstanceIdentity:
         if found is None:
             return
         if found.uid not in (0, os.geteuid()):
-            # A tenant may have started programs of its own (``COPY … FROM PROGRAM`` and
-            # setsid): they would outlive the instance, and userdel refuses a user in use.
-            _kill_processes_of(found.uid)
+            found.kill_processes()
             for top in TEMP_DIRS:
                 _remove_leftovers(top, found.uid)
         _retry_locked(["userdel", name], ok_if=lambda: self.lookup(name) is None)
         if _gid_of(name) is not None:  # userdel leaves it when USERGROUPS_ENAB is off
             _retry_locked(["groupdel", name], ok_if=lambda: _gid_of(name) is None)
+
+    def kill_processes(self) -> None:
+        """SIGKILL every process this user runs, if it is one of the service's ``sr-``
+        users. A tenant may have started programs of its own (``COPY … FROM PROGRAM`` and
+        setsid): they would outlive the instance, change its files while they are removed,
+        and keep userdel from removing a user in use."""
+        name = self.name
+        if name is None or not _NAME.fullmatch(name):
+            return
+        found = self.lookup(name)
+        if found is not None and found.uid not in (0, os.geteuid()):
+            _kill_processes_of(found.uid)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` and, for a directory, all it holds, as :func:`_remove_leftovers` does:
+    no link is followed and no FIFO or device opened, whatever is swapped in meanwhile
+    (``shutil.rmtree`` opens entries without ``O_NOFOLLOW``). Its parent is trusted.
+    Raises ``OSError`` when it is still there (a tree deeper than ``_MAX_DEPTH``, say)."""
+    path = Path(path)
+    parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            st = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        _remove_entry(parent, path.name, st.st_dev, 0, None)
+        try:
+            os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        raise OSError(errno.ENOTEMPTY, "could not be removed entirely", str(path))
+    finally:
+        os.close(parent)
 
 
 def _kill_processes_of(uid: int) -> None:

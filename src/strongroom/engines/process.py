@@ -1,5 +1,8 @@
 """Run a database tool as a subprocess: argv lists (never a shell), secrets through the
-environment or files, stdout streamed, stderr kept (bounded) for the failure reason."""
+environment or files, stdout streamed, stderr kept (bounded) for the failure reason.
+
+What a tool prints may be the tenant's to choose (a file of its data directory that the
+tool quotes, a message naming its objects): no output is held in memory whole."""
 
 from __future__ import annotations
 
@@ -8,16 +11,21 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from strongroom.engines.base import ByteSink, ByteSource
 from strongroom.engines.errors import EngineError
 
 STDERR_TAIL_LINES = 40
+STDERR_LINE_MAX = 4096  # bytes of one stderr line kept; the rest of it is dropped
+OUTPUT_MAX = 64 * 1024  # bytes of each stream that run() keeps
 COPY_BUFFER = 1024 * 1024
+_DRAIN_WAIT = 5.0  # seconds to read what is left in the pipes once the tool is gone
 
 
 @dataclass(frozen=True)
@@ -72,31 +80,83 @@ def run(
     timeout: float | None = 600,
     input_bytes: bytes | None = None,
     check: bool = True,
+    keep_stdout: bool = True,
 ) -> ProcessResult:
-    """Run a short tool to completion and capture its output (small outputs only)."""
+    """Run a short tool to completion. Its stdout's first and its stderr's last
+    :data:`OUTPUT_MAX` bytes are kept, the rest read and dropped; ``keep_stdout=False``:
+    stdout goes to ``/dev/null``."""
     tool = _tool_name(argv)
     try:
-        completed = subprocess.run(
+        proc = subprocess.Popen(
             [str(a) for a in argv],
             env=_merged_env(env),
             cwd=cwd,
-            input=input_bytes,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
+            stdin=subprocess.DEVNULL if input_bytes is None else subprocess.PIPE,
+            stdout=subprocess.PIPE if keep_stdout else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
     except FileNotFoundError as exc:
         raise ProcessError(tool, "is not installed") from exc
+    readers = [_Kept(proc.stderr, tail=True)]
+    if proc.stdout is not None:
+        readers.append(_Kept(proc.stdout, tail=False))
+    if proc.stdin is not None:  # from a thread: a tool that does not read cannot stall us
+        threading.Thread(target=_feed, args=(proc.stdin, input_bytes), daemon=True).start()
+    for reader in readers:
+        reader.start()
+    try:
+        returncode = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.wait()
         raise ProcessError(tool, f"did not finish within {timeout:.0f} s") from exc
-    stderr = completed.stderr.decode("utf-8", "replace")
-    if check and completed.returncode != 0:
-        raise ProcessError(tool, f"exited with status {completed.returncode}", _tail(stderr))
-    return ProcessResult(completed.returncode, completed.stdout, stderr)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        drained_by = time.monotonic() + _DRAIN_WAIT  # a program the tool left may hold a pipe
+        for reader in readers:
+            reader.join(max(0.0, drained_by - time.monotonic()))
+    stderr = readers[0].value().decode("utf-8", "replace")
+    stdout = readers[1].value() if len(readers) > 1 else b""
+    if check and returncode != 0:
+        raise ProcessError(tool, f"exited with status {returncode}", _tail(stderr))
+    return ProcessResult(returncode, stdout, stderr)
+
+
+class _Kept(threading.Thread):
+    """Reads a stream to its end, keeping its first (or, ``tail``, its last)
+    :data:`OUTPUT_MAX` bytes."""
+
+    def __init__(self, stream: IO[bytes] | None, *, tail: bool) -> None:
+        super().__init__(daemon=True)
+        assert stream is not None
+        self._stream = stream
+        self._tail = tail
+        self._kept = bytearray()
+
+    def run(self) -> None:
+        with self._stream:
+            while chunk := self._stream.read1(OUTPUT_MAX):  # type: ignore[attr-defined]
+                if self._tail:
+                    self._kept += chunk
+                    del self._kept[:-OUTPUT_MAX]
+                elif len(self._kept) < OUTPUT_MAX:
+                    self._kept += chunk[: OUTPUT_MAX - len(self._kept)]
+
+    def value(self) -> bytes:
+        return bytes(self._kept)
+
+
+def _feed(stdin: IO[bytes], data: bytes | None) -> None:
+    with contextlib.suppress(BrokenPipeError), stdin:
+        stdin.write(data or b"")
 
 
 def _tail(text: str) -> str:
-    return "\n".join(text.strip().splitlines()[-STDERR_TAIL_LINES:])
+    lines = text.strip().splitlines()[-STDERR_TAIL_LINES:]
+    return "\n".join(line[:STDERR_LINE_MAX] for line in lines)
 
 
 class _StderrCollector(threading.Thread):
@@ -106,8 +166,12 @@ class _StderrCollector(threading.Thread):
         self.lines: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
 
     def run(self) -> None:
-        for raw in self._stream:  # type: ignore[attr-defined]
-            self.lines.append(raw.decode("utf-8", "replace").rstrip())
+        # readline with a size: a line without an end is not gathered in memory whole.
+        cut = False
+        while raw := self._stream.readline(STDERR_LINE_MAX):  # type: ignore[attr-defined]
+            if not cut:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip())
+            cut = not raw.endswith(b"\n")
 
     def text(self) -> str:
         return "\n".join(self.lines)

@@ -19,14 +19,14 @@ import errno
 import os
 import pwd
 import secrets
-import shutil
+import shlex
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 from strongroom.engines import beneath, process
 from strongroom.engines.errors import EngineError, InstanceError
-from strongroom.engines.identity import IdentityError, InstanceIdentity, name_for
+from strongroom.engines.identity import IdentityError, InstanceIdentity, name_for, remove_tree
 from strongroom.engines.postgresql import cluster
 
 START_ATTEMPTS = 5
@@ -111,7 +111,7 @@ class ManagedServer:
         if self.home.is_symlink():
             raise InstanceError("the instance home is a symbolic link")
         if self.home.exists():
-            shutil.rmtree(self.home)
+            remove_tree(self.home)
         self.home.mkdir(mode=0o700, parents=True)
         self.identity.private_dir(self.home)
         for path in (self.data, self.log.parent):
@@ -268,16 +268,23 @@ class ManagedServer:
     def running(self) -> bool:
         if not self.data.is_dir():
             return False
+        # Only the exit status counts: what pg_ctl prints after it (data/postmaster.opts)
+        # is the tenant's to make as large as it likes.
         result = process.run(
             self.identity.argv([self.tool("pg_ctl"), "status", "-D", self.data]),
             timeout=60,
             check=False,
+            keep_stdout=False,
         )
         return result.returncode == 0
 
     def start(self, preferred_port: int | None) -> int:
         """Start the server on ``preferred_port`` if it is free, else on another free
-        port; wait until it accepts connections. Returns the port."""
+        port; wait until it accepts connections. Returns the port.
+
+        A recorded port found taken (by any program on the host, another tenant's too)
+        moves the server rather than failing: refusing would let anyone keep an instance
+        down. The port is always the service's choice, though (see :meth:`_fixed_settings`)."""
         self.ensure_socket_dir()  # outside the home it may be gone after a reboot
         tried: list[int] = []
         port = preferred_port
@@ -301,6 +308,8 @@ class ManagedServer:
                         self.data,
                         "-l",
                         self.log,
+                        "-o",
+                        self._fixed_settings(port),
                         "-w",
                         "-t",
                         str(int(self.timeout)),
@@ -320,6 +329,18 @@ class ManagedServer:
                 self.stop(mode="immediate")
             raise InstanceError(f"PostgreSQL did not start: {tail}")
         raise InstanceError(f"PostgreSQL did not start: no free port (tried {tried})")
+
+    def _fixed_settings(self, port: int) -> str:
+        """``pg_ctl -o``: where the server listens, as ``-c`` options, which outrank every
+        configuration file. postgresql.auto.conf is read after ours, and a tenant that is
+        superuser there (``ALTER SYSTEM``) could otherwise take another instance's port or
+        listen elsewhere. pg_ctl hands these to ``/bin/sh``: each is quoted."""
+        settings = {
+            "port": port,
+            "listen_addresses": self.bind_address,
+            "unix_socket_directories": self.run,
+        }
+        return " ".join(f"-c {shlex.quote(f'{key}={value}')}" for key, value in settings.items())
 
     def stop(self, mode: str = "fast") -> None:
         if not (self.data / "postmaster.pid").exists():
@@ -341,15 +362,24 @@ class ManagedServer:
     def destroy(self, *, quietly: bool = False) -> None:
         """Stop the server, remove the home, its socket directory and its OS user;
         ``quietly`` after a failure: as much of it as can be done."""
-        if self.home.exists() and not self.home.is_symlink():
+        mine = InstanceIdentity.lookup(name_for(self.home)) if os.geteuid() == 0 else None
+        has_home = self.home.exists() and not self.home.is_symlink()
+        if has_home:
             if quietly:
                 with contextlib.suppress(Exception):
                     self.stop(mode="immediate")
             else:
                 self.stop(mode="fast")
-            shutil.rmtree(self.home, ignore_errors=quietly)
-        self._remove_outside_socket_dir()
-        mine = InstanceIdentity.lookup(name_for(self.home)) if os.geteuid() == 0 else None
+        try:
+            # No program of the tenant's may swap names in the home while it is removed.
+            if mine is not None:
+                mine.kill_processes()
+            if has_home:
+                remove_tree(self.home)
+            self._remove_outside_socket_dir()
+        except (IdentityError, OSError) as exc:
+            if not quietly:
+                raise InstanceError(f"could not remove the instance's files: {exc}") from exc
         if mine is not None and mine.name is not None:
             try:
                 mine.remove()
@@ -365,7 +395,7 @@ class ManagedServer:
         with contextlib.suppress(OSError):
             st = run.lstat()
             if stat.S_ISDIR(st.st_mode) and st.st_uid in owners:
-                shutil.rmtree(run)
+                remove_tree(run)
 
     # -- instances made before each had an OS user --------------------------------------
     def adopt(self, old: InstanceIdentity) -> None:
