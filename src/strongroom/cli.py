@@ -426,6 +426,10 @@ def check(args: argparse.Namespace) -> int:
     for store, keys in sorted(report.orphaned.items()):
         for key in keys:
             print(f"orphaned object: {store}:{key}")
+    for name, why in sorted(report.unverified.items()):
+        print(f"kept, not verified as this service's: {name}: {why}")
+    for name in report.metadata_backups:
+        print(f"kept, the service's metadata backup: {name}")
     for store, keys in sorted(report.stale_temporary.items()):
         for key in keys:
             print(f"stale temporary object: {store}:{key}")
@@ -441,7 +445,9 @@ def check(args: argparse.Namespace) -> int:
         for name, problem in sorted(report.not_removed.items()):
             print(f"not removed: {name}: {problem}")
         print(f"removed {report.removed} orphaned objects")
-        unresolved = report.missing_manifests or report.stuck or report.unreachable
+        unresolved = (
+            report.unverified or report.missing_manifests or report.stuck or report.unreachable
+        )
         return 1 if unresolved or report.not_removed else 0
     if report.clean:
         print("consistent: every stored object belongs to a backup")

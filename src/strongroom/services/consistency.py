@@ -4,9 +4,18 @@ Reports orphaned objects (keys of the service's layout, in a container its backu
 of a backup no row knows: a crash between writing objects and recording them, or a failed
 clean-up), temporary objects older than the bound (a writer killed mid-put), completed
 backups whose manifest is missing, and backups still running with no job alive. Any other
-key (another application's file in a shared container) is never looked at. ``fix``
-removes orphaned and stale temporary objects only, and reports each key it removes: it
-never deletes data a row refers to."""
+key (another application's file in a shared container) is never looked at.
+
+A tenant names the container its backups go to, so a key of that layout is not the
+service's because of where it is: a backup no row knows is orphaned only when its manifest
+opens and verifies with this service's master key at its own backup id's place, and is
+not one of the service's metadata backups (``SERVICE_PROJECT``). Metadata backups are
+reported as such; any other key of no row (another deployment's objects, chunks whose
+manifest was never written: they are sealed with a key only a manifest holds) is reported
+as unverified. Neither is ever removed.
+
+``fix`` removes orphaned and stale temporary objects only, and reports each key it
+removes: it never deletes data a row refers to."""
 
 from __future__ import annotations
 
@@ -15,15 +24,17 @@ from dataclasses import dataclass, field
 
 import attrs
 
-from strongroom.domain.model import BackupState
+from strongroom.domain.model import SERVICE_PROJECT, BackupState
 from strongroom.domain.ports import BackupQuery, Clock, UnitOfWorkFactory
-from strongroom.pipeline.reader import open_manifest
+from strongroom.pipeline.errors import FormatError
+from strongroom.pipeline.reader import OpenedManifest, open_manifest
 from strongroom.services import object_layout
 from strongroom.services.clock import SystemClock
 from strongroom.services.copy_objects import at_copy
 from strongroom.services.leftovers import TemporaryObjectSweeper, containers_in_use
 from strongroom.services.rules import ServiceRules
 from strongroom.services.stores import StoreCatalog
+from strongroom.storage.base import StorageBackend
 from strongroom.storage.errors import ObjectNotFoundError, StorageError
 
 log = logging.getLogger(__name__)
@@ -34,6 +45,8 @@ MAX_CHAIN = 10_000
 @dataclass
 class CheckReport:
     orphaned: dict[str, list[str]] = field(default_factory=dict)  # store → object keys
+    unverified: dict[str, str] = field(default_factory=dict)  # "store:key" → why: kept
+    metadata_backups: list[str] = field(default_factory=list)  # "store:manifest key": kept
     stale_temporary: dict[str, list[str]] = field(default_factory=dict)  # store → keys
     missing_manifests: list[str] = field(default_factory=list)  # backup ids
     stuck: list[str] = field(default_factory=list)  # running backups without a live job
@@ -49,6 +62,7 @@ class CheckReport:
     def clean(self) -> bool:
         return not (
             self.orphaned
+            or self.unverified
             or self.stale_temporary
             or self.missing_manifests
             or self.stuck
@@ -106,6 +120,7 @@ class ConsistencyChecker:
             except StorageError as exc:
                 report.unreachable[store_name] = f"{type(exc).__name__}: {exc}"
         self._drop_backups_created_meanwhile(report)
+        self._keep_unproven(report)
         for b in backups:
             if b.state is BackupState.COMPLETED and b.store_name and b.container:
                 key = object_layout.manifest_key(b.container, b.id)
@@ -132,6 +147,54 @@ class ConsistencyChecker:
                 report.orphaned[store_name] = left
             else:
                 del report.orphaned[store_name]
+
+    def _keep_unproven(self, report: CheckReport) -> None:
+        """Move out of ``orphaned`` the keys of every backup that is not provably the
+        service's own tenant data: ``fix`` removes only what is left."""
+        for store_name, keys in list(report.orphaned.items()):
+            groups: dict[str, list[str]] = {}  # backup prefix → keys
+            for key in keys:
+                groups.setdefault(key.rsplit("/", 1)[0], []).append(key)
+            store = self._stores.backend(store_name)
+            proven: list[str] = []
+            for prefix, group in groups.items():
+                container, backup_id = prefix.split("/")
+                opened = self._own_manifest(store, container, backup_id)
+                if isinstance(opened, str):
+                    for key in group:
+                        report.unverified[f"{store_name}:{key}"] = opened
+                    log.warning(
+                        "check keeps %s:%s/ (%d objects): %s",
+                        store_name,
+                        prefix,
+                        len(group),
+                        opened,
+                    )
+                elif opened.manifest.project_id == SERVICE_PROJECT:
+                    # As the catalog rebuild and restore_from do: no tenant's, never removed.
+                    manifest = object_layout.manifest_key(container, backup_id)
+                    report.metadata_backups.append(f"{store_name}:{manifest}")
+                else:
+                    proven.extend(group)
+            if proven:
+                report.orphaned[store_name] = proven
+            else:
+                del report.orphaned[store_name]
+
+    def _own_manifest(
+        self, store: StorageBackend, container: str, backup_id: str
+    ) -> OpenedManifest | str:
+        """The backup's manifest when it verifies with this service's master key at its
+        own backup id's place; else why its objects cannot be proven the service's."""
+        try:
+            raw = store.get(object_layout.manifest_key(container, backup_id))
+            return open_manifest(raw, self._stores.master_key, expected_backup_id=backup_id)
+        except ObjectNotFoundError:
+            return "no manifest, and chunks cannot be verified without one"
+        except FormatError as exc:
+            return f"its manifest does not verify with this service's master key: {exc}"
+        except StorageError as exc:
+            return f"its manifest cannot be read: {type(exc).__name__}: {exc}"
 
     def _registered_chain(
         self, backup_id: str, location: str, known: set[str], unreadable: set[tuple[str, str]]

@@ -27,7 +27,9 @@ def containers_in_use(
     backups: Iterable[Backup], store_names: Iterable[str], default_container: str
 ) -> dict[str, set[str]]:
     """Store name → the containers the service's backups were written to (and the default
-    one). A restore_from registration's container is not the service's: never listed."""
+    one). A tenant names its backups' container, so a key found in one is not the service's
+    for being there (``consistency`` proves a backup its own before removing it). A
+    restore_from registration's container is not the service's: never listed."""
     containers = {name: {default_container} for name in store_names}
     for b in backups:
         if b.store_name and b.container and b.state is not BackupState.RESTORED:

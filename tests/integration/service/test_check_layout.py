@@ -57,23 +57,35 @@ def test_foreign_files_in_a_strategy_container_are_never_listed_or_removed(tmp_p
         # A strategy alone does not make a container the service's.
         assert check(data).returncode == 0
         kept = h.a.wait_backup(h.a.create_backup(inst["id"])["id"])
+        lost = h.a.wait_backup(h.a.create_backup(inst["id"], "lost")["id"])
     finally:
         h.container.close()
     assert (objects / "other_app" / kept["id"] / "manifest.json").exists()
-    orphan = write(objects / "other_app" / str(uuid.uuid4()) / "chunk-00000000", b"left over")
-    orphan_key = f"local:other_app/{orphan.parent.name}/chunk-00000000"
+    with sqlite3.connect(data / "strongroom.db") as db:  # a failed clean-up: no row
+        db.execute("delete from backups where id = ?", (lost["id"],))
+    lost_keys = sorted(
+        f"other_app/{lost['id']}/{p.name}" for p in (objects / "other_app" / lost["id"]).iterdir()
+    )
+    # Chunks without a manifest cannot be proven the service's: reported, never removed.
+    unproven = write(objects / "other_app" / str(uuid.uuid4()) / "chunk-00000000", b"left over")
+    unproven_key = f"local:other_app/{unproven.parent.name}/chunk-00000000"
 
     found = check(data)
     assert found.returncode == 1
-    assert found.stdout.splitlines() == [f"orphaned object: {orphan_key}"]
+    assert found.stdout.splitlines() == [
+        *(f"orphaned object: local:{k}" for k in lost_keys),
+        f"kept, not verified as this service's: {unproven_key}: "
+        "no manifest, and chunks cannot be verified without one",
+    ]
 
     fixed = check(data, "--fix")
-    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert f"removed: {orphan_key}" in fixed.stdout.splitlines()
-    assert "removed 1 orphaned objects" in fixed.stdout
-    assert not orphan.exists()
+    assert fixed.returncode == 1, fixed.stdout + fixed.stderr  # the unverified chunk is left
+    assert all(f"removed: local:{k}" in fixed.stdout.splitlines() for k in lost_keys)
+    assert f"removed {len(lost_keys)} orphaned objects" in fixed.stdout
+    assert unproven.exists()
     assert all(f.exists() for f in foreign)
     assert (objects / "other_app" / kept["id"] / "manifest.json").exists()
+    unproven.unlink()
     assert check(data).returncode == 0
 
 
