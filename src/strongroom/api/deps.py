@@ -86,14 +86,19 @@ class BodyTimeoutError(DomainError):
 MAX_DEPTH = 32
 
 
-async def json_body(request: Request) -> Any:
-    """The request body as JSON, with Trove's media-type rules."""
+_REQUIRED: Any = object()
+
+
+async def json_body(request: Request, *, empty: Any = _REQUIRED) -> Any:
+    """The request body as JSON, with Trove's media-type rules; an empty body reads as
+    ``empty`` when that is given, else is a 400."""
     limit = request.app.state.services.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise OverLimitError(f"Request body is larger than {limit} bytes.")
     edge: EdgeSettings = request.app.state.edge
-    raw = b""
+    # A bytearray grows in place: ``bytes +=`` copies the whole body for every piece.
+    raw = bytearray()
     try:
         with anyio.fail_after(edge.body_timeout):
             async for piece in request.stream():
@@ -106,6 +111,8 @@ async def json_body(request: Request) -> Any:
         ) from None
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not raw:
+        if empty is not _REQUIRED:
+            return empty
         raise BadRequestError("Validation error: the request body is missing.")
     if not media:
         raise BadRequestError("The request body needs Content-Type: application/json.")

@@ -47,11 +47,15 @@ BUCKETS: tuple[tuple[str, Bucketer, str], ...] = (
 
 def subtract(moment: datetime, d: Duration) -> datetime:
     """``moment`` minus ``d`` as Go's ``AddDate(-y, -m, -d).Add(-h)``: an overflowing
-    day of month rolls into the next month (March 31 minus a month is March 3)."""
+    day of month rolls into the next month (March 31 minus a month is March 3). A duration
+    reaching before year 1 (one stored before such were refused) gives the earliest time."""
     months = moment.year * 12 + (moment.month - 1) - d.years * 12 - d.months
     year, month = divmod(months, 12)
-    first = moment.replace(year=year, month=month + 1, day=1)
-    return first + timedelta(days=moment.day - 1 - d.days, hours=-d.hours)
+    try:
+        first = moment.replace(year=year, month=month + 1, day=1)
+        return first + timedelta(days=moment.day - 1 - d.days, hours=-d.hours)
+    except (OverflowError, ValueError):
+        return datetime.min.replace(tzinfo=moment.tzinfo)
 
 
 def select_gfs(times: list[datetime], policy: RetentionPolicy, *, now: datetime) -> list[list[str]]:

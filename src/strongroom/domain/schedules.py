@@ -23,7 +23,9 @@ RETENTION_COUNTS = (
 )
 RETENTION_KEYS = (*RETENTION_COUNTS, "keep_within")
 MAX_COUNT = 100_000
-DURATION_RE = re.compile(r"^(?:\d{1,6}[ymdh])+$")
+# Seven digits a part: a unit's parts are stored summed ("900000h900000h" as "1800000h"),
+# and a keep_within of the thousand years allowed (api.schemas) is 8.8 million hours.
+DURATION_RE = re.compile(r"^(?:\d{1,7}[ymdh])+$")
 DURATION_PART_RE = re.compile(r"(\d+)([ymdh])")
 
 
@@ -55,6 +57,11 @@ class Duration:
         for number, unit in DURATION_PART_RE.findall(text):
             parts[unit] += int(number)
         return cls(parts["y"], parts["m"], parts["d"], parts["h"])
+
+    @property
+    def in_years(self) -> float:
+        """Its length in years, a month and a day taken at their Gregorian mean."""
+        return self.years + self.months / 12 + (self.days + self.hours / 24) / 365.2425
 
     def __str__(self) -> str:
         units = (("y", self.years), ("m", self.months), ("d", self.days), ("h", self.hours))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from strongroom.persistence.tables import ProjectQuotaRow, QuotaUsageRow
@@ -19,21 +19,32 @@ class SqlQuotaRepository:
 
     def lock_in_use(self, project_id: str, resource: str) -> int:
         """Usage with its row locked until commit, so concurrent creates cannot both pass
-        the quota check. The row is created first if missing."""
+        the quota check. The row is created first if missing, by an insert that lets a
+        concurrent one win: locking a missing row first locks the gap where it goes on
+        MariaDB, and two transactions that both hold that gap deadlock when both insert."""
+        self._insert_if_missing(project_id, resource)
         stmt = (
             select(QuotaUsageRow)
             .where(QuotaUsageRow.project_id == project_id, QuotaUsageRow.resource == resource)
             .with_for_update()
         )
-        row = self._s.execute(stmt).scalar_one_or_none()
-        if row is None:
-            try:
-                with self._s.begin_nested():
-                    self._s.add(QuotaUsageRow(project_id=project_id, resource=resource, in_use=0))
-            except IntegrityError:
-                pass  # another transaction created it: lock theirs
-            row = self._s.execute(stmt).scalar_one()
-        return row.in_use
+        return self._s.execute(stmt).scalar_one().in_use
+
+    def _insert_if_missing(self, project_id: str, resource: str) -> None:
+        values = {"project_id": project_id, "resource": resource, "in_use": 0}
+        dialect = self._s.get_bind().dialect.name
+        if dialect in ("mysql", "mariadb"):
+            # Not INSERT IGNORE: on a duplicate it takes a shared lock, and two waiting
+            # inserts that both get it deadlock when both then lock the row for update;
+            # ON DUPLICATE KEY UPDATE (a no-op here) takes the exclusive lock at once.
+            upsert = mysql.insert(QuotaUsageRow).values(values)
+            self._s.execute(upsert.on_duplicate_key_update(in_use=QuotaUsageRow.in_use))
+        elif dialect == "postgresql":
+            self._s.execute(
+                postgresql.insert(QuotaUsageRow).values(values).on_conflict_do_nothing()
+            )
+        else:
+            self._s.execute(sqlite.insert(QuotaUsageRow).values(values).on_conflict_do_nothing())
 
     def set_in_use(self, project_id: str, resource: str, value: int) -> None:
         row = self._s.get(QuotaUsageRow, (project_id, resource))

@@ -6,6 +6,7 @@ import builtins
 import logging
 import re
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -334,6 +335,11 @@ class BackupService(UseCase):
             plan = chains.plan_delete(
                 root, family, now=now, running_expires=self._rules.running_backups_expire
             )
+            # Usage goes back to each backup's own project (an admin may delete another
+            # project's), once: a backup whose delete failed gave its share back then.
+            released = Counter(
+                b.project_id for b in plan if b.state is not BackupState.DELETE_FAILED
+            )
             jobs = []
             for backup in plan:
                 keep_objects = backup.state is BackupState.RESTORED
@@ -348,8 +354,10 @@ class BackupService(UseCase):
                         route=SHARED_ROUTE,
                     )
                 )
-            in_use = uow.quotas.lock_in_use(ctx.project_id, BACKUPS)
-            uow.quotas.set_in_use(ctx.project_id, BACKUPS, quotas.release(in_use, len(plan)))
+            for project_id in sorted(released):  # one lock order for every deleter
+                in_use = uow.quotas.lock_in_use(project_id, BACKUPS)
+                left = quotas.release(in_use, released[project_id])
+                uow.quotas.set_in_use(project_id, BACKUPS, left)
             uow.commit()
         for backup in plan:
             log.info(

@@ -150,6 +150,10 @@ class InstanceService(UseCase):
             identity = sha256_hex(engine.external_identity(connection).encode())
 
         with self._uow(write=True) as uow:
+            # The project's instance usage row, locked first (before any read of this
+            # transaction), so concurrent creates on PostgreSQL and MariaDB count one
+            # after the other (SQLite's write lock already serialises them).
+            uow.quotas.lock_in_use(ctx.project_id, INSTANCES)
             restore_time: str | None = None
             if to_time:
                 backup_ref, _source, when = restore_base(uow, ctx, restore_point)

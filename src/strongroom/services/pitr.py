@@ -67,7 +67,10 @@ def parse_restore_time(text: str) -> datetime:
         # A bare date is a day, not a second: refuse rather than guess midnight.
         raise InvalidRestoreTimeError(text)
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        except (OverflowError, ValueError):  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            raise BadRequestError(f"restoreTime '{text[:64]}' is out of range.") from None
     return parsed
 
 

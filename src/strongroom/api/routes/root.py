@@ -8,9 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
+from strongroom.api.deps import json_body
 from strongroom.api.openapi import operation
 from strongroom.api.routes.account_calls import CallsDep
 from strongroom.api.schemas import accounts as schemas
+from strongroom.api.schemas.requests import validate
 
 router = APIRouter(prefix="/v1.0/{project_id}/instances/{instance_id}/root")
 
@@ -27,9 +29,10 @@ def _optional_body(kwargs: dict[str, Any]) -> dict[str, Any]:
     **_optional_body(operation(200, schemas.ROOT_CREATED, 422, 501, body=schemas.ROOT_ENABLE)),
 )
 async def enable_root(project_id: str, instance_id: str, call: CallsDep) -> dict[str, Any]:
-    password = None
-    if await call.request.body():  # troveclient sends a body only with --root-password
-        password = (await call.body(schemas.ROOT_ENABLE)).get("password")
+    # troveclient sends a body only with --root-password: none is no password.
+    body = await json_body(call.request, empty={})
+    validate(schemas.ROOT_ENABLE, body)
+    password = body.get("password")
     name, password = await call("enable_root", instance_id=instance_id, password=password)
     return {"user": {"name": name, "password": password}}
 

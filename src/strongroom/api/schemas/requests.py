@@ -5,11 +5,14 @@ messages, which are jsonschema's own."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from jsonschema import Draft4Validator
+import jsonschema
+from jsonschema import Draft4Validator, validators
 
-from strongroom.domain.errors import ValidationError
+from strongroom.domain.errors import BadRequestError, ValidationError
+from strongroom.domain.schedules import Duration
 
 UUID = {
     "type": "string",
@@ -185,10 +188,25 @@ def _path(parts: list[Any]) -> str:
     return str(parts[0]) + "".join(f"[{p!r}]" for p in parts[1:])
 
 
+def _max_years(
+    validator: Any, limit: int, instance: Any, schema: dict[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    """``x-max-years``: a duration ("7d", "1y6m") at most ``limit`` years long. What is no
+    duration is left to the service, whose message says what one is."""
+    try:
+        duration = Duration.parse(instance)
+    except BadRequestError:
+        return
+    if duration.in_years > limit:
+        yield jsonschema.ValidationError(f"{instance!r} is longer than {limit} years")
+
+
+# Draft 4 and the keywords it lacks (an ``x-`` extension, as OpenAPI lets documents carry).
+Validator = validators.extend(Draft4Validator, {"x-max-years": _max_years})
+
+
 def validate(schema: dict[str, Any], body: Any) -> None:
-    errors = sorted(
-        Draft4Validator(schema).iter_errors(body), key=lambda err: [str(p) for p in err.path]
-    )
+    errors = sorted(Validator(schema).iter_errors(body), key=lambda err: [str(p) for p in err.path])
     if not errors:
         return
     entries = []

@@ -16,6 +16,14 @@ from strongroom.api.schemas.responses import (
 
 COUNT = {"type": "integer", "minimum": 0, "maximum": 100_000}
 CRON = {"type": "string", "minLength": 9, "maxLength": 255}
+# keep_within reaches back from the newest backup: no date comes before year 1, and no
+# backup is kept for a thousand years.
+MAX_KEEP_WITHIN_YEARS = 1000
+# Keys and counts are checked by the service (its messages name the keys allowed).
+RETENTION: dict[str, Any] = {
+    "type": "object",
+    "properties": {"keep_within": {"x-max-years": MAX_KEEP_WITHIN_YEARS}},
+}
 
 SCHEDULE_BODY: dict[str, Any] = {
     "type": "object",
@@ -30,13 +38,12 @@ SCHEDULE_BODY: dict[str, Any] = {
         "full_every": {"type": "integer", "minimum": 1, "maximum": 1000},
         "storage_driver": {"type": "string", "minLength": 1, "maxLength": 64},
         "swift_container": NON_EMPTY_STRING,
-        # Keys and counts are checked by the service (its messages name the keys allowed).
-        "retention": {"type": "object"},
+        "retention": RETENTION,
         "verify": {"type": "boolean"},
         "drill_cron": {"oneOf": [CRON, {"type": "null"}]},
         "copy_to": {"oneOf": [COPY_TARGET, {"type": "null"}]},
         # Same keys as retention, applied to the copies in the copy_to store.
-        "copy_retention": {"type": ["object", "null"]},
+        "copy_retention": {**RETENTION, "type": ["object", "null"]},
     },
 }
 SCHEDULE_CREATE: dict[str, Any] = request_body("backup_schedule", SCHEDULE_BODY)
