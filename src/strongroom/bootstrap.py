@@ -349,6 +349,8 @@ def build(
         stores=stores,
         instances_dir=settings.data_dir / "instances",
         telemetry=telemetry,
+        max_schedules=settings.max_schedules,
+        schedule_min_interval=settings.schedule_min_interval,
     )
     services = replace(
         services,
@@ -428,6 +430,8 @@ def _with_backup_automation(
     stores: StoreCatalog,
     instances_dir: Path,
     telemetry: Telemetry,
+    max_schedules: int,
+    schedule_min_interval: int,
 ) -> Services:
     """Schedules, verification and restore drills: their services and job handlers."""
     stale_after = transfer.rules.running_backups_expire
@@ -462,6 +466,8 @@ def _with_backup_automation(
         backups=services.backups,
         stores=stores,
         copies=copies,
+        max_schedules=max_schedules,
+        min_interval=schedule_min_interval,
     )
     return replace(
         services, schedules=schedules, verification=verification, drills=drills, copies=copies

@@ -330,7 +330,10 @@ def _definition_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instance", required=True, help="instance id")
     p.add_argument("--name", required=True, help="the schedule's name")
     p.add_argument(
-        "--cron", required=True, help="5 fields, or 6 with seconds last ('* * * * * */10')"
+        "--cron",
+        required=True,
+        help="5 fields, or 6 with seconds last ('0 3 * * * 30': 03:00:30); at most once "
+        "a minute by default",
     )
     p.add_argument("--timezone", default="UTC", help="IANA zone the cron is read in")
     p.add_argument("--incremental", action="store_true", help="chain incrementals")

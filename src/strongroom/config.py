@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     max_page_size: int = 1000
     max_volume_size: int = 10
     max_instances: int = 20
+    # Backup schedules: at most this many per project, and a schedule's runs (each a backup)
+    # at least this many seconds apart. Below 60, a 6-field cron's seconds field may name
+    # several seconds (`* * * * * */2`); at 60 or more it must be one number.
+    max_schedules: int = Field(default=100, ge=1)
+    schedule_min_interval: int = Field(default=60, ge=1)
     default_container: str = DEFAULT_CONTAINER
 
     # External-instance allow-lists: plain entries serve every project; an entry

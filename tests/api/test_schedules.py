@@ -394,3 +394,18 @@ def test_a_schedules_container_and_store_are_its_backups(h: Harness, clock: Manu
     backup = run_due(h, clock, schedule["id"])
     assert backup["storage_driver"] == "local"
     assert "/nightly-c/" in backup["locationRef"]
+
+
+def test_the_operator_sets_the_shortest_interval_and_the_schedules_a_project_has(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    h = make_clocked_harness(tmp_path, clock, schedule_min_interval=1, max_schedules=2)
+    try:
+        inst = active_instance(h.a)
+        often = create_schedule(h.a, inst, cron="* * * * * */2", drill_cron="0 5 * * 0 */5")
+        assert often["next_run_at"] == "2031-03-02T00:00:02"
+        create_schedule(h.a, inst, name="second")
+        r = h.a.post("/backup_schedules", schedule_body(inst, name="third"))
+        assert r.status_code == 413 and "at most 2" in r.text, r.text
+    finally:
+        h.container.close()

@@ -1,6 +1,7 @@
 """Asking for a check of a backup (a verification, a restore drill): the caller must see
 the backup; it must be in a state the check reads; a check already running (and not stale)
-is not started twice; RUNNING and the job are recorded in one transaction."""
+is not started twice; a project asks for at most ``PER_PROJECT`` of a kind queued or running
+at once; RUNNING and the job are recorded in one transaction."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from typing import ClassVar
 
 import attrs
 
-from strongroom.domain.errors import ConflictError, ResourceNotFoundError, UnprocessableError
+from strongroom.domain.errors import (
+    ConflictError,
+    OverLimitError,
+    ResourceNotFoundError,
+    UnprocessableError,
+)
 from strongroom.domain.model import (
     SHARED_ROUTE,
     Backup,
@@ -26,6 +32,10 @@ from strongroom.services.transfer import ChainLink, Transfer
 from strongroom.services.use_case import UseCase
 from strongroom.services.visibility import visible_backup
 
+# Checks of one kind a project's requests may have queued or running at once: each reads a
+# whole chain from the store (a drill restores it too) on workers every project shares.
+PER_PROJECT = 1
+
 
 @attrs.define(kw_only=True, eq=False, repr=False, slots=False)
 class BackupCheckRequests(UseCase):
@@ -38,6 +48,7 @@ class BackupCheckRequests(UseCase):
 
     _jobs: JobDispatcher
     _stale_after: timedelta
+    _per_project: int = PER_PROJECT
 
     def last(self, backup: Backup) -> Verification | Drill | None:
         """The last check of this kind recorded on ``backup``."""
@@ -55,9 +66,12 @@ class BackupCheckRequests(UseCase):
         with self._uow() as uow:
             backup = visible_backup(uow, ctx, backup_id)
         self._authz.enforce(ctx, self.rule, backup.project_id)
-        return self.start(backup_id)
+        return self.start(backup_id, per_project=self._per_project)
 
-    def start(self, backup_id: str) -> Backup:
+    def start(self, backup_id: str, *, per_project: int | None = None) -> Backup:
+        """Record the check and its job; with ``per_project``, refused (413) when the
+        backup's project has that many of this kind queued or running (a schedule's
+        follow-ups pass none: a schedule fires at most once a minute)."""
         now = self._clock.now()
         with self._uow(write=True) as uow:
             backup = uow.backups.find_for_update(backup_id)
@@ -70,11 +84,29 @@ class BackupCheckRequests(UseCase):
             since = self.running_since(backup)
             if since is not None and now - since < self._stale_after:
                 raise UnprocessableError(f"Backup {backup_id} is being {self.done} already.")
+            if per_project is not None:
+                self._check_room(uow, backup.project_id, per_project)
             self.record_running(uow, backup, now)
             job = self._jobs.record(uow, self.kind, backup_id, route=SHARED_ROUTE)
             uow.commit()
         self._jobs.submit(job)
         return backup
+
+    def _check_room(self, uow: UnitOfWork, project_id: str, most: int) -> None:
+        # The project's row of this kind, locked until commit: two requests cannot both
+        # take the last place (as the backup quota's row does for creates).
+        uow.quotas.lock_in_use(project_id, self.kind.value)
+        targets = {j.target_id for j in uow.jobs.unfinished() if j.kind is self.kind}
+        busy = sum(
+            1
+            for target in targets
+            if (other := uow.backups.find(target)) is not None and other.project_id == project_id
+        )
+        if busy >= most:
+            raise OverLimitError(
+                f"Project {project_id} has {busy} backup(s) being {self.done} (queued or "
+                f"running); at most {most} at a time: try again when it has finished."
+            )
 
 
 @attrs.define(kw_only=True, eq=False, repr=False, slots=False)

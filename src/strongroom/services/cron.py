@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -10,10 +11,17 @@ from croniter import CroniterError, croniter
 from strongroom.domain.errors import BadRequestError
 
 MAX_CRON = 255
+SECONDS = re.compile(r"[0-5]?[0-9]")  # one second of the minute, never a list or a step
+# Seconds between a schedule's runs by default (setting schedule_min_interval).
+MIN_INTERVAL = 60
 
 
-def check_cron(expression: object, field: str = "cron") -> str:
-    """Five standard fields, or six with seconds last (``* * * * * */10``: every 10 s)."""
+def check_cron(expression: object, field: str = "cron", *, min_interval: int = MIN_INTERVAL) -> str:
+    """Five standard fields, or six with seconds last (``0 3 * * * 30``: 03:00:30). With
+    ``min_interval`` 60 or more, a schedule fires at most once a minute: the seconds field
+    must be one number, as each run is a backup (and a drill a restore). Below 60 the
+    seconds field is free (``* * * * * */2``); the gap a cron leaves between runs also
+    depends on its other fields and the zone's clock changes, so it is not measured."""
     if not isinstance(expression, str) or len(expression) > MAX_CRON:
         raise BadRequestError(f"{field} must be a cron expression of 5 or 6 fields.")
     fields = expression.split()
@@ -21,6 +29,11 @@ def check_cron(expression: object, field: str = "cron") -> str:
         raise BadRequestError(
             f"{field} {expression!r} is not a cron expression of 5 fields "
             "(or 6, with seconds last)."
+        )
+    if len(fields) == 6 and min_interval >= 60 and not SECONDS.fullmatch(fields[5]):
+        raise BadRequestError(
+            f"{field} {expression!r} fires more often than once a minute: its seconds "
+            "field (the sixth) must be one number from 0 to 59."
         )
     try:  # valid fields can still name no date at all (0 0 31 2 *)
         croniter(expression, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)

@@ -14,7 +14,12 @@ from typing import Any
 import attrs
 
 from strongroom.domain import retention
-from strongroom.domain.errors import BadRequestError, DomainError, ResourceNotFoundError
+from strongroom.domain.errors import (
+    BadRequestError,
+    DomainError,
+    OverLimitError,
+    ResourceNotFoundError,
+)
 from strongroom.domain.model import (
     Backup,
     BackupId,
@@ -37,6 +42,11 @@ from strongroom.services.visibility import sees
 log = logging.getLogger(__name__)
 
 MAX_FULL_EVERY = 1000
+# A project's schedules (the default of `max_schedules`): each a backup (and a verification) a run.
+MAX_SCHEDULES = 100
+# The usage row locked while a project's schedules are counted (as backups' quota is), so
+# two creates cannot both take the last place.
+SCHEDULES_LOCK = "backup_schedules"
 # How copy retention sees a copy: as a backup in the state its copy is in.
 COPY_AS_BACKUP = {
     CopyState.COPYING: BackupState.NEW,
@@ -61,6 +71,8 @@ class ScheduleService(UseCase):
     _backups: BackupService
     _stores: StoreCatalog
     _copies: CopyService | None = None
+    _max_schedules: int = MAX_SCHEDULES  # per project
+    _min_interval: int = cron.MIN_INTERVAL  # seconds between a schedule's runs
 
     # -- definitions ---------------------------------------------------------------
     def create(self, ctx: RequestContext, *, spec: dict[str, Any]) -> Schedule:
@@ -86,6 +98,7 @@ class ScheduleService(UseCase):
         )
         with self._uow(write=True) as uow:
             self._check_instance(uow, schedule)
+            self._check_room(uow, schedule.project_id)
             uow.schedules.add(schedule)
             uow.commit()
         return schedule
@@ -101,12 +114,12 @@ class ScheduleService(UseCase):
         return schedule
 
     def _parse(self, ctx: RequestContext, spec: dict[str, Any], base: Schedule) -> Schedule:
-        expression = cron.check_cron(spec["cron"])
+        expression = cron.check_cron(spec["cron"], min_interval=self._min_interval)
         zone_name = spec.get("timezone", "UTC")
         cron.zone(zone_name)
         drill = spec.get("drill_cron")
         if drill is not None:
-            drill = cron.check_cron(drill, "drill_cron")
+            drill = cron.check_cron(drill, "drill_cron", min_interval=self._min_interval)
         container = spec.get("swift_container")
         if container is not None:
             check_container(container)
@@ -155,6 +168,15 @@ class ScheduleService(UseCase):
             self._stores.check_container(name, container)
             target["swift_container"] = container
         return target
+
+    def _check_room(self, uow: UnitOfWork, project_id: str) -> None:
+        uow.quotas.lock_in_use(project_id, SCHEDULES_LOCK)
+        count = len(uow.schedules.list(project_id, None))
+        if count >= self._max_schedules:
+            raise OverLimitError(
+                f"Project {project_id} has {count} backup schedules; a project may have at "
+                f"most {self._max_schedules}: delete one before creating another."
+            )
 
     @staticmethod
     def _check_instance(uow: UnitOfWork, schedule: Schedule) -> None:

@@ -7,15 +7,27 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import httpx
+import pytest
 
+from fixtures.cluster import Cluster, running_cluster
 from fixtures.service import wait_for
 from integration.scaleout.test_scaleout import Api
 
 PERIOD = 3  # seconds between ticks
 TICKS = 4
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    # Ticks PERIOD seconds apart: closer than the default minimum between a schedule's runs.
+    env = {"STRONGROOM_SCHEDULE_MIN_INTERVAL": "1"}
+    with running_cluster(Path(tmp_path_factory.mktemp("scaleout")), extra_env=env) as c:
+        yield c
 
 
 def test_each_tick_makes_one_backup_with_two_api_processes(cluster) -> None:

@@ -12,7 +12,7 @@ from fixtures.service import make_harness, wait_for
 
 
 def test_every_two_seconds_on_the_real_clock(tmp_path: Path) -> None:
-    h = make_harness(tmp_path)
+    h = make_harness(tmp_path, schedule_min_interval=1)  # runs closer than a minute apart
     try:
         inst = h.a.wait_instance(h.a.create_instance("live")["id"])
         with sqlite3.connect(inst["connection"]["path"]) as db:

@@ -152,7 +152,10 @@ def _restored_rows_match(api: httpx.Client, backup_id: str, source: dict[str, An
 
 
 def test_two_processes_answer_and_jobs_and_schedules_run_once(tmp_path: Path) -> None:
-    server = start_server(tmp_path / "data", "--workers", "2")
+    # The schedule below fires every 2 seconds: closer than the default minimum allows.
+    server = start_server(
+        tmp_path / "data", "--workers", "2", env={"STRONGROOM_SCHEDULE_MIN_INTERVAL": "1"}
+    )
     try:
         apis = _api_processes(server)
         for i in range(len(apis)):

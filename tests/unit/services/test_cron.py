@@ -35,6 +35,17 @@ def test_bad_expressions_are_refused(bad):
         check_cron(bad)
 
 
+@pytest.mark.parametrize("seconds", ["*", "*/2", "0,30", "0-59"])
+def test_seconds_naming_more_than_one_second_need_a_shorter_minimum_interval(seconds):
+    expression = f"* * * * * {seconds}"
+    with pytest.raises(BadRequestError, match="once a minute"):
+        check_cron(expression)
+    with pytest.raises(BadRequestError, match="once a minute"):
+        check_cron(expression, min_interval=3600)
+    assert check_cron(expression, min_interval=59) == expression
+    assert check_cron("0 3 * * * 30") == "0 3 * * * 30"
+
+
 def test_expressions_are_normalised():
     assert check_cron("  0   3 * *  * ") == "0 3 * * *"
 

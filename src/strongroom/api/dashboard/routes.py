@@ -4,7 +4,9 @@ Every action calls the service the API route calls, with the same request contex
 policy is the API's: a member reaches its own project only, an admin every project. A
 caller whose roles are all ``reader`` is shown no action and refused any POST. Every POST
 carries the session's CSRF token (and the cookie is SameSite=Strict); a POST whose Origin
-is another site is refused before that."""
+is another site is refused before that. Pages and actions make their service calls in the
+caller's project's share of threads (``deps.blocking``): one tenant reloading its dashboard
+holds no thread another needs."""
 
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
-from starlette.concurrency import run_in_threadpool
 
 from strongroom.api import commands
 from strongroom.api.dashboard import overview
@@ -29,7 +30,7 @@ from strongroom.api.dashboard.sessions import (
     SessionSigner,
     same_secret,
 )
-from strongroom.api.deps import blocking
+from strongroom.api.deps import blocking, read
 from strongroom.api.edge import EdgeSettings
 from strongroom.api.errors import ERROR_TABLE
 from strongroom.api.schemas import requests as schemas
@@ -138,8 +139,9 @@ async def _signed_in(request: Request) -> tuple[Session, RequestContext] | None:
     session = _signer(request).read(request.cookies.get(COOKIE))
     if session is None:
         return None
-    tokens = _services(request).tokens
-    ctx = await run_in_threadpool(tokens.authenticate_digest, session.token_digest)
+    services = _services(request)
+    # A token look-up, run where the API's authentication runs its own (no project yet).
+    ctx = await read(services, services.tokens.authenticate_digest, session.token_digest)
     if ctx is None:
         return None
     return session, ctx
@@ -239,7 +241,7 @@ async def _overview(
             for p in overview.visible_projects(services, ctx)
         ]
 
-    projects = await run_in_threadpool(gather)
+    projects = await blocking(request, ctx, gather)
     return _page(
         request,
         "overview.html",
@@ -290,7 +292,8 @@ async def login(request: Request) -> Response:
     if not same_secret(form.get("login_csrf"), request.cookies.get(LOGIN_COOKIE) or "\x00"):
         return _login_page(request, 403, "The sign-in form expired; try again.")
     token = form.get("token", "").strip()
-    ctx = await run_in_threadpool(_services(request).tokens.authenticate, token)
+    services = _services(request)
+    ctx = await read(services, services.tokens.authenticate, token)
     if ctx is None:
         return _login_page(request, 401, "That token was not accepted.")
     old = _signer(request).read(request.cookies.get(COOKIE))
@@ -338,7 +341,9 @@ async def progress(request: Request, backup_id: str) -> Response:
         return _page(request, "refused.html", 401, message="Signed out.")
     _session, ctx = signed
     try:
-        backup = await run_in_threadpool(_services(request).backups.get, ctx, backup_id=backup_id)
+        backup = await blocking(
+            request, ctx, _services(request).backups.get, ctx, backup_id=backup_id
+        )
     except DomainError as exc:
         # To htmx a 200 that ends the polling; to anything else the API's status.
         status = 200 if request.headers.get("hx-request") else _status(exc)
@@ -366,7 +371,7 @@ async def confirm_delete(request: Request, backup_id: str) -> Response:
         return backup, overview.descendants(family, backup.id)
 
     try:
-        backup, cascade = await run_in_threadpool(plan)
+        backup, cascade = await blocking(request, ctx, plan)
     except DomainError as exc:
         return _page(request, "refused.html", _status(exc), message=str(exc))
     return _page(

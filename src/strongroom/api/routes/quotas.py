@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from strongroom.api.deps import ContextDep, ServicesDep, json_body, read
+from strongroom.api.deps import ContextDep, ServicesDep, blocking, json_body, read
 from strongroom.api.openapi import operation
 from strongroom.api.rendering import JsonResponse
 from strongroom.api.routes.limits import quota_service
@@ -73,5 +73,7 @@ async def update_quotas(
     body = await json_body(request)
     if not isinstance(body, dict) or "quotas" not in body:
         raise BadRequestError("Validation error: the body needs a 'quotas' object.")
-    updated = quota_service(services).update(ctx, tenant_id, body["quotas"])
+    updated = await blocking(
+        request, ctx, quota_service(services).update, ctx, tenant_id, body["quotas"]
+    )
     return JsonResponse({"quotas": updated})

@@ -1,10 +1,21 @@
-"""/v1.0/{project_id}/backup_schedules: parse → one service call → view."""
+"""/v1.0/{project_id}/backup_schedules: parse → one service call → view.
+
+Writes, runs and prunes (store round trips, retried) run as ``deps.blocking`` runs them: in
+the caller's project's share of threads, never on the event loop nor in the shared pool."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from strongroom.api.deps import ContextDep, ServicesDep, accepted, json_body, read, truthy_param
+from strongroom.api.deps import (
+    ContextDep,
+    ServicesDep,
+    accepted_after,
+    blocking,
+    json_body,
+    read,
+    truthy_param,
+)
 from strongroom.api.openapi import INSTANCE_ID, operation, query
 from strongroom.api.rendering import JsonResponse
 from strongroom.api.schemas import requests as validation
@@ -35,7 +46,9 @@ async def create_schedule(
 ) -> JsonResponse:
     body = await json_body(request)
     validation.validate(schemas.SCHEDULE_CREATE, body)
-    schedule = _schedules(services).create(ctx, spec=body["backup_schedule"])
+    schedule = await blocking(
+        request, ctx, _schedules(services).create, ctx, spec=body["backup_schedule"]
+    )
     return JsonResponse({"backup_schedule": schedule_view(schedule)})
 
 
@@ -78,8 +91,13 @@ async def replace_schedule(
 ) -> JsonResponse:
     body = await json_body(request)
     validation.validate(schemas.SCHEDULE_CREATE, body)
-    schedule = _schedules(services).replace(
-        ctx, schedule_id=schedule_id, spec=body["backup_schedule"]
+    schedule = await blocking(
+        request,
+        ctx,
+        _schedules(services).replace,
+        ctx,
+        schedule_id=schedule_id,
+        spec=body["backup_schedule"],
     )
     return JsonResponse({"backup_schedule": schedule_view(schedule)})
 
@@ -89,11 +107,10 @@ async def replace_schedule(
     summary="Delete a backup schedule (its backups stay)",
     **operation(202, None),
 )
-def delete_schedule(
-    project_id: str, schedule_id: str, ctx: ContextDep, services: ServicesDep
+async def delete_schedule(
+    project_id: str, schedule_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> Response:
-    _schedules(services).delete(ctx, schedule_id=schedule_id)
-    return accepted()
+    return await accepted_after(request, ctx, _schedules(services).delete, schedule_id=schedule_id)
 
 
 @router.post(
@@ -101,10 +118,12 @@ def delete_schedule(
     summary="Run a backup schedule now",
     **operation(202, BACKUP_SINGLE, 413, 422, 501),
 )
-def run_schedule(
-    project_id: str, schedule_id: str, ctx: ContextDep, services: ServicesDep
+async def run_schedule(
+    project_id: str, schedule_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> JsonResponse:
-    backup = _schedules(services).run_now(ctx, schedule_id=schedule_id)
+    backup = await blocking(
+        request, ctx, _schedules(services).run_now, ctx, schedule_id=schedule_id
+    )
     return JsonResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)
 
 
@@ -113,9 +132,16 @@ def run_schedule(
     summary="Apply a schedule's retention policy (or, with dry_run, say what it would do)",
     **operation(200, schemas.PRUNE, params=(DRY_RUN,)),
 )
-def prune_schedule(
+async def prune_schedule(
     project_id: str, schedule_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> JsonResponse:
     dry_run = truthy_param(request, "dry_run")
-    result = _schedules(services).prune(ctx, schedule_id=schedule_id, dry_run=dry_run)
+    result = await blocking(
+        request,
+        ctx,
+        _schedules(services).prune,
+        ctx,
+        schedule_id=schedule_id,
+        dry_run=dry_run,
+    )
     return JsonResponse(prune_view(result, dry_run=dry_run))

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from strongroom.api.deps import ContextDep, ServicesDep
+from strongroom.api.deps import ContextDep, ServicesDep, blocking
 from strongroom.api.openapi import operation
 from strongroom.api.rendering import JsonResponse
 from strongroom.api.schemas.responses import BACKUP_SINGLE
@@ -20,26 +20,29 @@ router = APIRouter(prefix="/v1.0/{project_id}")
 @router.post(
     "/backups/{backup_id}/verify",
     summary="Verify a backup: read, authenticate and decompress every object of its chain",
-    **operation(202, BACKUP_SINGLE, 409, 422),
+    **operation(202, BACKUP_SINGLE, 409, 413, 422),
 )
-def verify_backup(
-    project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
+async def verify_backup(
+    project_id: str, backup_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> JsonResponse:
-    return _requested(services.verification, "verification", ctx, backup_id, services)
+    return await _requested(
+        request, services.verification, "verification", ctx, backup_id, services
+    )
 
 
 @router.post(
     "/backups/{backup_id}/drill",
     summary="Restore drill: restore into a throwaway instance, check the data, remove it",
-    **operation(202, BACKUP_SINGLE, 409, 422),
+    **operation(202, BACKUP_SINGLE, 409, 413, 422),
 )
-def drill_backup(
-    project_id: str, backup_id: str, ctx: ContextDep, services: ServicesDep
+async def drill_backup(
+    project_id: str, backup_id: str, request: Request, ctx: ContextDep, services: ServicesDep
 ) -> JsonResponse:
-    return _requested(services.drills, "restore drills", ctx, backup_id, services)
+    return await _requested(request, services.drills, "restore drills", ctx, backup_id, services)
 
 
-def _requested(
+async def _requested(
+    request: Request,
     checks: BackupCheckRequests | None,
     what: str,
     ctx: RequestContext,
@@ -48,5 +51,6 @@ def _requested(
 ) -> JsonResponse:
     if checks is None:
         raise RuntimeError(f"{what} is not configured")
-    backup = checks.request(ctx, backup_id=backup_id)
+    # A write transaction: in the project's share of threads, off the event loop.
+    backup = await blocking(request, ctx, checks.request, ctx, backup_id=backup_id)
     return JsonResponse({"backup": backup_view(backup, services.datastores)}, status_code=202)
