@@ -26,6 +26,7 @@ SHARED_SCOPES = {
     "tests/integration/storage/test_storage_keystone.py": "keystone",
     "tests/compat/test_keystone_accounts.py": "keystone",
     "tests/compat/test_keystone_catalog.py": "keystone",
+    "tests/security/test_security_keystone_flood.py": "keystone",
     # `strongroom serve` and a scaled-out cluster (tests/compat/conftest.py: live_server)
     "tests/compat/test_openstack_cli.py": "compat",
     "tests/compat/test_troveclient.py": "compat",

@@ -11,12 +11,18 @@ Keystone makes requests fail with 503 (:class:`KeystoneUnavailable`), never hang
 loop. Expired, revoked and unknown tokens are refused (None → 401). A validated token is
 trusted until ``token_cache_time`` seconds pass or it expires, whichever comes first, as
 with keystonemiddleware: a token revoked meanwhile stays usable for at most that long.
+
+Anyone can send tokens, so refusals are bounded too: a refused token is refused again
+without asking Keystone for ``REFUSED_CACHE_SECONDS``, and beyond ``VALIDATION_QUEUE``
+validations waiting for a thread a request is answered 503 at once instead of queueing
+behind them. Both caches key on the token's SHA-256, never the token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +39,9 @@ from strongroom.domain.model import RequestContext
 from strongroom.services.authorization import Authorizer
 
 VALIDATION_THREADS = 4  # concurrent calls to Keystone at most; more wait, then time out
+VALIDATION_QUEUE = 64  # validations waiting for a thread at most; more are refused at once
+REFUSED_CACHE_SECONDS = 30.0  # a refused token is refused again without asking for this long
+REFUSED_CACHE_MAX = 10_000  # refused tokens remembered at most (the oldest are forgotten)
 
 
 class KeystoneUnavailable(Exception):
@@ -78,7 +87,10 @@ class KeystoneTokens:
             region_name=settings.region_name,
         )
         self._pool = ThreadPoolExecutor(VALIDATION_THREADS, thread_name_prefix="keystone")
+        # Validations running or waiting; released when one ends, even after its timeout.
+        self._slots = threading.BoundedSemaphore(VALIDATION_THREADS + VALIDATION_QUEUE)
         self._cache: OrderedDict[str, tuple[float, RequestContext]] = OrderedDict()
+        self._refused: OrderedDict[str, float] = OrderedDict()  # digest → monotonic deadline
 
     def cached(self, token: str) -> RequestContext | None:
         digest = _digest(token)
@@ -89,6 +101,24 @@ class KeystoneTokens:
             self._cache.pop(digest, None)
             return None
         return entry[1]
+
+    def refused(self, token: str) -> bool:
+        """Whether Keystone refused ``token`` in the last ``REFUSED_CACHE_SECONDS``; no I/O."""
+        digest = _digest(token)
+        until = self._refused.get(digest)
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            self._refused.pop(digest, None)
+            return False
+        return True
+
+    def _remember_refusal(self, token: str) -> None:
+        digest = _digest(token)
+        self._refused.pop(digest, None)  # re-inserted last: the oldest go first
+        self._refused[digest] = time.monotonic() + REFUSED_CACHE_SECONDS
+        while len(self._refused) > REFUSED_CACHE_MAX:
+            self._refused.popitem(last=False)
 
     def _remember(self, token: str, until: float, ctx: RequestContext) -> None:
         if until <= time.time():
@@ -115,19 +145,32 @@ class KeystoneTokens:
         return ctx, min(time.time() + self.settings.token_cache_time, _expiry(access))
 
     async def authenticate(self, token: str) -> RequestContext | None:
-        """``validate`` off the event loop, bounded by ``validation_timeout``."""
+        """``validate`` off the event loop, bounded by ``validation_timeout`` and by
+        ``VALIDATION_QUEUE`` validations waiting before it."""
         if (ctx := self.cached(token)) is not None:
             return ctx
-        loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(self._pool, self.validate, token)
+        if self.refused(token):
+            return None
+        if not self._slots.acquire(blocking=False):
+            raise KeystoneUnavailable("Too many token validations are waiting for Keystone.")
         try:
-            judged = await asyncio.wait_for(call, self.settings.validation_timeout)
+            future = self._pool.submit(self.validate, token)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        try:
+            judged = await asyncio.wait_for(
+                asyncio.wrap_future(future), self.settings.validation_timeout
+            )
         except TimeoutError as exc:
             raise KeystoneUnavailable("Keystone did not answer in time.") from exc
+        # On the event loop: the caches have one writer.
         if judged is None:
+            self._remember_refusal(token)
             return None
         ctx, until = judged
-        self._remember(token, until, ctx)  # on the event loop: the cache has one writer
+        self._remember(token, until, ctx)
         return ctx
 
     def close(self) -> None:

@@ -3,10 +3,15 @@ daemon thread (a WSGI server, as prometheus_client's own), never on the API port
 
 With ``metrics_token`` set, a scrape must carry it as a bearer token (401 otherwise): on a
 host with managed servers, a tenant's programs reach every local address. Without it, the
-listener needs none (see docs/monitoring.md). Any other path is 404."""
+listener needs none (see docs/monitoring.md). Any other path is 404.
+
+It runs inside the service's process, so idle clients must not take its threads: each
+connection is closed after ``CONNECTION_TIMEOUT`` seconds without traffic, and beyond
+``MAX_CONNECTIONS`` open at once a new one is closed unserved, without a thread."""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import socket
@@ -15,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -26,6 +31,9 @@ from strongroom.observability import multiprocess
 log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
+
+CONNECTION_TIMEOUT = 10.0  # seconds a connection may stay silent (a scrape takes far less)
+MAX_CONNECTIONS = 64  # connections served at once, one thread each; more are closed at once
 
 
 def exposition_registry(
@@ -80,26 +88,71 @@ def metrics_app(
     return app
 
 
+class _QuietHandler(WSGIRequestHandler):
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # Bounds each read and write (not the whole exchange): a silent client is let go.
+        self.connection.settimeout(self.server.connection_timeout)
+
+    def handle(self) -> None:
+        # Silent for too long: the connection is closed and its thread ends, unlogged.
+        with contextlib.suppress(TimeoutError):
+            super().handle()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # scrapes every few seconds are not worth a log line each
+
+
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # A burst of connections waits in the kernel to be accepted (or closed), not in SYN
+    # retries: the accepting thread shares the process's interpreter lock with busy threads.
+    request_queue_size = MAX_CONNECTIONS
+
+    def __init__(self, address: tuple[str, int], *, timeout: float, max_connections: int) -> None:
+        super().__init__(address, _QuietHandler)
+        self.connection_timeout = timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # a flood: no thread for it, closed at once
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread started to give the slot back
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # scrapes every few seconds are not worth a log line each
-
-
 class MetricsListener:
     """Bound at construction, before the service is built, so that a port in use is
     reported at once and alone; ``serve(registry)`` then answers scrapes until ``close``."""
 
-    def __init__(self, host: str, port: int, *, token: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        token: str | None = None,
+        timeout: float = CONNECTION_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         server_class = _Server6 if ":" in host else _Server
-        self._server = make_server(host, port, _not_yet, server_class, handler_class=_QuietHandler)
+        self._server = server_class((host, port), timeout=timeout, max_connections=max_connections)
+        self._server.set_app(_not_yet)
         self.port: int = self._server.server_port
         self._token = token
         self._thread: threading.Thread | None = None
