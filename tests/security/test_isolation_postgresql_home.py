@@ -290,3 +290,22 @@ def test_the_removal_walk_opens_and_follows_nothing(tmp_path: Path) -> None:
     assert not os.path.lexists(tree)
     assert (outside / "kept").read_text() == "kept"
     identity.remove_tree(tree)  # gone already: nothing to do
+
+
+def test_a_tree_deeper_than_a_path_can_name_is_removed(tmp_path: Path) -> None:
+    """A tenant can nest directories deeper than any path names (each made beneath the
+    last): removing its home takes all of them, with a bounded number of descriptors."""
+    tree = tmp_path / "home"
+    tree.mkdir()
+    fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(3000):  # 3000 levels of "dd/": 9000 bytes, past PATH_MAX
+            os.mkdir("dd", dir_fd=fd)
+            inner = os.open("dd", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        os.close(os.open("bottom", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+    finally:
+        os.close(fd)
+    identity.remove_tree(tree)
+    assert not os.path.lexists(tree)

@@ -52,6 +52,7 @@ _MIN_WINDOW = 1 << 16  # fewer ids than this to draw from, and a freed one comes
 TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 _SUBORDINATE = ("/etc/subuid", "/etc/subgid")
 _MAX_DEPTH = 128
+_MAX_PASSES = 1000  # of remove_tree: a tree up to 128,000 levels deep
 _KILL_ROUNDS = 50
 _KILL_BATCH = 256
 _KILL_WAIT = 5.0  # seconds for one killed process to be gone
@@ -165,19 +166,28 @@ def remove_tree(path: Path) -> None:
     """Remove ``path`` and, for a directory, all it holds, as :func:`_remove_leftovers` does:
     no link is followed and no FIFO or device opened, whatever is swapped in meanwhile
     (``shutil.rmtree`` opens entries without ``O_NOFOLLOW``). Its parent is trusted.
-    Raises ``OSError`` when it is still there (a tree deeper than ``_MAX_DEPTH``, say)."""
+    A directory ``_MAX_DEPTH`` levels down is moved up into ``path`` and removed in the next
+    pass, so any depth goes with a bounded number of descriptors open. Raises ``OSError``
+    when it is still there after ``_MAX_PASSES``."""
     path = Path(path)
     parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        try:
-            st = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError:
-            return
-        _remove_entry(parent, path.name, st.st_dev, 0, None)
-        try:
-            os.stat(path.name, dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError:
-            return
+        for _ in range(_MAX_PASSES):
+            try:
+                st = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                return
+            top = None
+            if stat.S_ISDIR(st.st_mode):
+                with contextlib.suppress(OSError):
+                    top = os.open(path.name, _OPEN_DIR, dir_fd=parent)
+            try:
+                if top is not None and not os.path.samestat(st, os.fstat(top)):
+                    raise OSError(errno.EBUSY, "replaced while being removed", str(path))
+                _remove_entry(parent, path.name, st.st_dev, 0, None, top)
+            finally:
+                if top is not None:
+                    os.close(top)
         raise OSError(errno.ENOTEMPTY, "could not be removed entirely", str(path))
     finally:
         os.close(parent)
@@ -426,9 +436,12 @@ def _owned_by(entry: os.DirEntry[str], uid: int) -> bool:
         return False
 
 
-def _remove_entry(parent: int, name: str, dev: int, depth: int, uid: int | None) -> None:
+def _remove_entry(
+    parent: int, name: str, dev: int, depth: int, uid: int | None, top: int | None = None
+) -> None:
     """``name`` in ``parent`` (if owned by ``uid``; anything when ``None``) and, for a
-    directory on the same file system, what it holds, to ``_MAX_DEPTH`` levels."""
+    directory on the same file system, what it holds, to ``_MAX_DEPTH`` levels; a directory
+    there is moved into ``top`` (when given) for a later pass."""
     with contextlib.suppress(OSError):
         st = os.stat(name, dir_fd=parent, follow_symlinks=False)
         if uid is not None and st.st_uid != uid:
@@ -436,7 +449,11 @@ def _remove_entry(parent: int, name: str, dev: int, depth: int, uid: int | None)
         if not stat.S_ISDIR(st.st_mode):
             os.unlink(name, dir_fd=parent)
             return
-        if st.st_dev != dev or depth >= _MAX_DEPTH:
+        if st.st_dev != dev:
+            return
+        if depth >= _MAX_DEPTH:
+            if top is not None:  # renameat moves the entry itself, a link as a link
+                os.rename(name, f".deep-{secrets.token_hex(8)}", src_dir_fd=parent, dst_dir_fd=top)
             return
         fd = os.open(name, _OPEN_DIR, dir_fd=parent)
         try:
@@ -445,7 +462,7 @@ def _remove_entry(parent: int, name: str, dev: int, depth: int, uid: int | None)
             with os.scandir(fd) as entries:
                 names = [e.name for e in entries]
             for inner in names:
-                _remove_entry(fd, inner, dev, depth + 1, None)
+                _remove_entry(fd, inner, dev, depth + 1, None, top)
         finally:
             os.close(fd)
         os.rmdir(name, dir_fd=parent)
