@@ -41,7 +41,7 @@ from strongroom.engines.postgresql import PostgresEngine, cluster, session
 from support.postgresql import (
     FileSink,
     OffsetFileSource,
-    cleanup_homes,
+    homes_dir,
     snapshot,
 )
 
@@ -61,15 +61,8 @@ APP_PASSWORD = "app-" + secrets.token_hex(8)
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[Path]:
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="strongroom-pgiso-"))
-    os.chmod(path, 0o711)
-    try:
+    with homes_dir("strongroom-pgiso-") as path:
         yield path
-    finally:
-        cleanup_homes(path)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,8 @@ import os
 import pwd
 import resource
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ import pytest
 from strongroom.engines import identity, process
 from strongroom.engines.base import InstanceRequest
 from strongroom.engines.postgresql import PostgresEngine, cluster, session
-from support.postgresql import cleanup_homes
+from support.postgresql import homes_dir
 
 _probe = PostgresEngine()
 WITH_PG = pytest.mark.skipif(
@@ -65,13 +63,8 @@ while True:
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="strongroom-pghome-"))
-    os.chmod(path, 0o711)
-    try:
+    with homes_dir("strongroom-pghome-") as path:
         yield path
-    finally:
-        cleanup_homes(path)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

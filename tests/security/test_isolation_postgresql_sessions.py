@@ -9,9 +9,7 @@ Each test fails if the attack works.
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import socket
 import struct
 import tempfile
@@ -29,7 +27,7 @@ from strongroom.engines.base import DatabaseSpec, InstanceRequest, RestoreInput,
 from strongroom.engines.postgresql import PostgresEngine, models, session
 from strongroom.engines.postgresql.file_method import FileMethod
 from strongroom.engines.postgresql.users import PostgresAccounts
-from support.postgresql import FileSink, OffsetFileSource, cleanup_homes, snapshot
+from support.postgresql import FileSink, OffsetFileSource, homes_dir, snapshot
 
 _probe = PostgresEngine()
 SERVER_TOOLS = pytest.mark.skipif(
@@ -39,13 +37,8 @@ SERVER_TOOLS = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="strongroom-pgsess-"))
-    os.chmod(path, 0o711)
-    try:
+    with homes_dir("strongroom-pgsess-") as path:
         yield path
-    finally:
-        cleanup_homes(path)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _superuser(conn: dict[str, Any], dbname: str) -> psycopg.Connection[Any]:

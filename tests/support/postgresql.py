@@ -3,15 +3,17 @@ keeps an invariant, a plain (non-engine) server to play the external one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import random
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -325,6 +327,19 @@ def stop_server(data_dir: str | Path, mode: str = "immediate") -> None:
             return  # its OS user is gone, and its processes went with it
         argv = ["runuser", "-u", owner, "--", *argv]
     subprocess.run(argv, capture_output=True, timeout=60)
+
+
+@contextlib.contextmanager
+def homes_dir(prefix: str) -> Iterator[Path]:
+    """A directory for instances' homes (0711: their OS users reach their own), cleaned up
+    with :func:`cleanup_homes` and removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o711)
+    try:
+        yield path
+    finally:
+        cleanup_homes(path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def cleanup_homes(base: Path) -> None:
