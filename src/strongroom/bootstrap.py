@@ -388,7 +388,13 @@ def build(
             handle=AccountCallServer(local_accounts, calls_box).handle,
         )
     if role in ("embedded", "api"):
-        container.scheduler = _scheduler(services, uow=uow, clock=clock, telemetry=telemetry)
+        container.scheduler = _scheduler(
+            services,
+            uow=uow,
+            clock=clock,
+            telemetry=telemetry,
+            min_interval=settings.schedule_min_interval,
+        )
     if role == "embedded":
         resubmit = handlers.recover()
         temporaries.sweep()  # no reaper runs here: a killed writer's leftovers go on restart
@@ -475,7 +481,12 @@ def _with_backup_automation(
 
 
 def _scheduler(
-    services: Services, *, uow: UnitOfWorkFactory, clock: Clock, telemetry: Telemetry
+    services: Services,
+    *,
+    uow: UnitOfWorkFactory,
+    clock: Clock,
+    telemetry: Telemetry,
+    min_interval: int,
 ) -> Scheduler:
     assert services.schedules and services.verification and services.drills
     return Scheduler(
@@ -484,6 +495,7 @@ def _scheduler(
         schedules=services.schedules,
         verify=services.verification.start,
         drill=services.drills.start,
+        min_interval=min_interval,
         telemetry=telemetry,
     )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from fixtures.clocked import ManualClock, make_clocked_harness, scheduler_of
 from fixtures.service import Caller, Harness
@@ -409,3 +410,24 @@ def test_the_operator_sets_the_shortest_interval_and_the_schedules_a_project_has
         assert r.status_code == 413 and "at most 2" in r.text, r.text
     finally:
         h.container.close()
+
+
+def test_a_cron_stored_before_the_once_a_minute_rule_fires_at_most_once_a_minute(
+    h: Harness, clock: ManualClock
+) -> None:
+    inst = active_instance(h.a)
+    schedule = create_schedule(h.a, inst)
+    engine = h.container.metadata_engine
+    assert engine is not None
+    with engine.begin() as conn:  # as an older release stored it
+        conn.execute(
+            sqlalchemy.text("UPDATE backup_schedules SET cron = :cron WHERE id = :id"),
+            {"cron": "* * * * * */2", "id": schedule["id"]},
+        )
+    backup = run_due(h, clock, schedule["id"])
+    assert backup["status"] == "COMPLETED"
+    due = datetime.fromisoformat(show(h.a, schedule["id"])["last_run_at"])
+    following = datetime.fromisoformat(show(h.a, schedule["id"])["next_run_at"])
+    assert following - due == timedelta(seconds=60)
+    clock.set(due + timedelta(seconds=2))  # when the cron alone would fire again
+    assert scheduler_of(h).tick() == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import attrs
 
@@ -36,6 +37,7 @@ class Scheduler:
     _verify: Callable[[str], object]
     _drill: Callable[[str], object] | None = None
     _interval: float = DEFAULT_INTERVAL
+    _min_interval: int = cron.MIN_INTERVAL
     _telemetry: Telemetry = NO_TELEMETRY
     _loop: Periodic = attrs.field(init=False)
 
@@ -70,8 +72,15 @@ class Scheduler:
         self.drills()
         return started
 
+    def _following(self, expression: str, zone: str, due: datetime) -> datetime:
+        """When a run due at ``due`` fires next: the cron's first time after now, and at
+        least ``min_interval`` after ``due`` (a cron stored before that was checked at
+        create may name every second)."""
+        earliest = due + timedelta(seconds=self._min_interval - 1)
+        return cron.next_after(expression, zone, max(self._clock.now(), earliest))
+
     def _claim(self, schedule: Schedule) -> bool:
-        following = cron.next_after(schedule.cron, schedule.timezone, self._clock.now())
+        following = self._following(schedule.cron, schedule.timezone, schedule.next_run_at)
         with self._uow(write=True) as uow:
             won = uow.schedules.claim(schedule.id, schedule.next_run_at, following)
             uow.commit()
@@ -132,7 +141,9 @@ class Scheduler:
             if schedule.drill_cron is None or schedule.next_drill_at is None:
                 continue
             try:
-                following = cron.next_after(schedule.drill_cron, schedule.timezone, now)
+                following = self._following(
+                    schedule.drill_cron, schedule.timezone, schedule.next_drill_at
+                )
                 with self._uow(write=True) as uow:
                     won = uow.schedules.claim_drill(schedule.id, schedule.next_drill_at, following)
                     uow.commit()
