@@ -31,6 +31,7 @@ from strongroom.engines.errors import InstanceError, InvalidRequestError, Restor
 from strongroom.engines.identity import InstanceIdentity, name_for
 from strongroom.engines.mariadb import MariaDbEngine, accounts, server
 from support.mariadb import require_mariadb, scratch_root
+from support.tenant_daemons import assert_removal_survives_swaps
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="OS users per instance need root")
@@ -350,6 +351,18 @@ def test_backups_and_restores_run_as_the_instance_os_user(
     # The source's OS-user account did not come along; the tenant's users did.
     assert one(restored, "SELECT COUNT(*) FROM mysql.global_priv WHERE User LIKE 'sr-%'") == 0
     assert [u["name"] for u in engine.public_view(restored)["users"]] == ["bob", "carol"]
+
+
+@AS_ROOT
+def test_removal_never_follows_or_blocks_on_what_a_daemon_of_the_tenant_swaps_in(
+    engine: MariaDbEngine, instances: Instances
+) -> None:
+    """As for PostgreSQL (support.tenant_daemons): a daemon of the instance's user swaps
+    directories of its home for links to a FIFO while the instance is removed."""
+    home, conn = instances.create("swapped", InstanceRequest("s"))
+    assert_removal_survives_swaps(
+        instances.base, home, conn["os_user"], lambda: engine.destroy_instance(home, conn)
+    )
 
 
 @AS_ROOT

@@ -9,14 +9,9 @@ likes. Each test fails if the attack works.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pwd
 import resource
-import secrets
-import subprocess
 import sys
-import threading
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +22,7 @@ from strongroom.engines import identity, process
 from strongroom.engines.base import InstanceRequest
 from strongroom.engines.postgresql import PostgresEngine, cluster, session
 from support.postgresql import homes_dir
+from support.tenant_daemons import assert_removal_survives_swaps
 
 _probe = PostgresEngine()
 WITH_PG = pytest.mark.skipif(
@@ -34,31 +30,6 @@ WITH_PG = pytest.mark.skipif(
 )
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="OS users per instance need root")
 CAP = 64 * 1024  # what the service keeps of a tool's output stream
-REMOVAL_DEADLINE = 60.0
-PAIRS = 8
-
-# Run as the instance's OS user: lays out the home, says "ready", then exchanges each
-# directory d<i> with the link l<i> (to a FIFO) again and again, as a daemon would.
-SWAPPER = r"""
-import ctypes, os, sys
-home, fifo, secret, outside, pairs = sys.argv[1:6]
-os.chdir(home)
-os.makedirs("tree/a/b/c")
-open("tree/a/b/c/file", "w").write("x")
-os.symlink(fifo, "to-fifo")
-os.symlink(secret, "to-secret")
-os.symlink(outside, "to-outside")
-for i in range(int(pairs)):
-    os.mkdir(f"d{i}")
-    open(f"d{i}/file", "w").write("x")
-    os.symlink(fifo, f"l{i}")
-print("ready", flush=True)
-libc = ctypes.CDLL(None, use_errno=True)
-AT_FDCWD, RENAME_EXCHANGE = -100, 2
-while True:
-    for i in range(int(pairs)):
-        libc.renameat2(AT_FDCWD, f"d{i}".encode(), AT_FDCWD, f"l{i}".encode(), RENAME_EXCHANGE)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -70,25 +41,6 @@ def base() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def engine() -> PostgresEngine:
     return PostgresEngine(timeout=120)
-
-
-def _as(user: pwd.struct_passwd, argv: list[str]) -> subprocess.Popen[str]:
-    """``argv`` run as ``user`` in a session of its own, as a tenant's daemon."""
-    return subprocess.Popen(
-        argv,
-        user=user.pw_uid,
-        group=user.pw_gid,
-        extra_groups=[],
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd="/",
-    )
-
-
-def _os_users() -> set[str]:
-    return {e.pw_name for e in pwd.getpwall() if e.pw_name.startswith("sr-")}
 
 
 # -- removing an instance -------------------------------------------------------------------
@@ -105,58 +57,9 @@ def test_removal_never_follows_or_blocks_on_what_a_daemon_of_the_tenant_swaps_in
     a link out of the home; the daemon (and another, idle one) is gone afterwards."""
     home = base / "swapped-home"
     conn = engine.create_instance(home, InstanceRequest("h"))
-    user = pwd.getpwnam(conn["os_user"])
-    fifo = base / "tenant-fifo"
-    os.mkfifo(fifo, 0o600)
-    os.chown(fifo, user.pw_uid, user.pw_gid)
-    secret = base / "root.secret"
-    secret.write_text("ROOT-ONLY-" + secrets.token_hex(8))
-    secret.chmod(0o600)
-    outside = base / "root-dir"
-    outside.mkdir(exist_ok=True)
-    (outside / "inside").write_text("root's")
-    args = [str(home), str(fifo), str(secret), str(outside), str(PAIRS)]
-    swapper = _as(user, ["/usr/bin/python3", "-c", SWAPPER, *args])
-    sleeper = _as(user, ["sleep", "1000"])
-    done: list[BaseException | None] = []
-
-    def remove() -> None:
-        try:
-            engine.destroy_instance(home, conn)
-            done.append(None)
-        except BaseException as exc:
-            done.append(exc)
-
-    remover = threading.Thread(target=remove, daemon=True)
-    try:
-        assert swapper.stdout is not None and swapper.stdout.readline().strip() == "ready"
-        remover.start()
-        remover.join(REMOVAL_DEADLINE)
-        blocked = remover.is_alive()
-        if blocked:  # let root's open() of the FIFO return, so the thread can end
-            with contextlib.suppress(OSError):
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            remover.join(10)
-        assert not blocked, "removing the instance blocked (opened the tenant's FIFO)"
-        assert done == [None], done
-        assert not os.path.lexists(home)
-        assert secret.read_text().startswith("ROOT-ONLY-") and secret.stat().st_uid == 0
-        assert (outside / "inside").read_text() == "root's" and outside.stat().st_uid == 0
-        assert swapper.wait(timeout=10) == -9 and sleeper.wait(timeout=10) == -9
-        assert conn["os_user"] not in _os_users()
-    finally:
-        for daemon in (swapper, sleeper):
-            daemon.kill()
-            daemon.wait()
-            if daemon.stdout is not None:
-                daemon.stdout.close()
-        if remover.is_alive():
-            with contextlib.suppress(OSError):
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        fifo.unlink(missing_ok=True)
-        left = identity.InstanceIdentity.lookup(conn["os_user"])
-        if left is not None:  # the removal failed: its user must not outlive the test
-            left.remove()
+    assert_removal_survives_swaps(
+        base, home, conn["os_user"], lambda: engine.destroy_instance(home, conn)
+    )
 
 
 # -- where a restarted server listens ----------------------------------------------------------

@@ -15,12 +15,12 @@ import contextlib
 import fcntl
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from strongroom.engines.base import Engine
+from strongroom.engines.identity import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def sweep(instances_dir: Path, engine_for: Callable[[str], Engine]) -> list[Path
             except Exception as exc:
                 log.warning("abandoned drill instance %s not removed: %s", home.name, exc)
                 continue
-            shutil.rmtree(home, ignore_errors=True)
+            with contextlib.suppress(OSError):  # never through a link the tenant left
+                remove_tree(home)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)
             removed.append(home)

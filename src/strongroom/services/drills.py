@@ -14,8 +14,8 @@ job like a backup; the project's requests never wait for it."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from strongroom.domain.model import (
 )
 from strongroom.domain.ports import UnitOfWork
 from strongroom.engines.base import Engine, InstanceRequest
+from strongroom.engines.identity import remove_tree
 from strongroom.services import drill_homes
 from strongroom.services.backup_checks import BackupCheckJob, BackupCheckRequests
 from strongroom.services.datastores import DatastoreCatalog
@@ -100,7 +101,8 @@ class Driller(BackupCheckJob):
                     engine.destroy_instance(home, connection or {"managed": True})
                 except Exception as exc:
                     log.warning("drill instance %s not stopped cleanly: %s", home.name, exc)
-                shutil.rmtree(home, ignore_errors=True)
+                with contextlib.suppress(OSError):  # never through a link the tenant left
+                    remove_tree(home)
 
     def _engine_of_version(self, version_id: str) -> Engine:
         return self._catalog.engine_for(self._catalog.version_by_id(version_id))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from strongroom.domain.model import (
 )
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
 from strongroom.engines.base import Engine, InstanceRequest
+from strongroom.engines.identity import remove_tree
 from strongroom.services.copy_jobs import CopyJobs
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.failure import describe_failure
@@ -302,7 +302,8 @@ class JobHandlers:
                 home.mkdir(parents=True, exist_ok=True)
                 connection = engine.create_instance(home, request)
         except Exception as exc:
-            shutil.rmtree(home, ignore_errors=True)
+            with contextlib.suppress(OSError):  # never through a link the tenant left
+                remove_tree(home)
             self.instance_failed(instance, describe_failure(exc))
             raise
         with self._uow(write=True) as uow:
@@ -378,7 +379,8 @@ class JobHandlers:
         with contextlib.suppress(Exception):
             version = self._catalog.version_by_id(instance.datastore_version_id)
             self._catalog.engine_for(version).destroy_instance(home, {"managed": True})
-        shutil.rmtree(home, ignore_errors=True)
+        with contextlib.suppress(OSError):  # never through a link the tenant left
+            remove_tree(home)
 
     def instance_failed(self, instance: Instance, reason: str) -> None:
         with self._uow(write=True) as uow:
@@ -407,7 +409,8 @@ class JobHandlers:
             engine = self._catalog.engine_for(version)
             engine.destroy_instance(home, self._secrets.open(sealed, bound_to=instance_id))
         if instance.kind is InstanceKind.MANAGED:
-            shutil.rmtree(home, ignore_errors=True)
+            with contextlib.suppress(OSError):  # never through a link the tenant left
+                remove_tree(home)
         with self._uow(write=True) as uow:
             uow.instances.mark_deleted(instance_id)
             uow.commit()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from strongroom.engines.errors import (
     InstanceError,
     InvalidRequestError,
 )
-from strongroom.engines.identity import IdentityError, InstanceIdentity, name_for
+from strongroom.engines.identity import IdentityError, InstanceIdentity, name_for, remove_tree
 from strongroom.engines.mariadb import accounts, config, server
 from strongroom.engines.mariadb.accounts import ADMIN_USER, BACKUP_USER
 from strongroom.engines.mariadb.server import Layout
@@ -216,17 +215,33 @@ class ManagedServers:
     def destroy(self, home: Path, connection: Connection) -> None:
         layout = Layout(Path(home))
         server.stop(layout)
-        shutil.rmtree(layout.home, ignore_errors=True)
-        if layout.home.exists():
-            raise InstanceError("the instance directory could not be removed")
-        _remove_identity(layout, connection)
+        # No program of the tenant's left to swap entries while the home goes, and none
+        # followed (see identity.remove_tree).
+        identities = _identities(layout, connection)
+        try:
+            for identity in identities:
+                identity.kill_processes()
+        except IdentityError as exc:
+            raise InstanceError(f"the instance's programs could not be stopped: {exc}") from None
+        try:
+            remove_tree(layout.home)
+        except OSError:
+            raise InstanceError("the instance directory could not be removed") from None
+        for identity in identities:
+            try:
+                identity.remove()
+            except IdentityError as exc:
+                raise InstanceError(f"the instance's OS user could not be removed: {exc}") from None
 
     def discard(self, layout: Layout, identity: InstanceIdentity) -> None:
         """After a failed create or restore: nothing left running, nothing left on disk,
         no OS user left."""
         with contextlib.suppress(Exception):
             server.kill(layout)
-        shutil.rmtree(layout.home, ignore_errors=True)
+        with contextlib.suppress(IdentityError):
+            identity.kill_processes()
+        with contextlib.suppress(OSError):
+            remove_tree(layout.home)
         with contextlib.suppress(IdentityError):
             identity.remove()
 
@@ -246,16 +261,11 @@ def _identity_of(layout: Layout, connection: Connection) -> InstanceIdentity:
         raise InstanceError(f"the instance's OS user could not be created: {exc}") from None
 
 
-def _remove_identity(layout: Layout, connection: Connection) -> None:
+def _identities(layout: Layout, connection: Connection) -> list[InstanceIdentity]:
     """The OS users the instance recorded or would have had (an interrupted build
     records none)."""
     if os.geteuid() != 0:
-        return
-    for name in {connection.get("os_user"), name_for(layout.home)}:
-        found = InstanceIdentity.lookup(name) if isinstance(name, str) else None
-        if found is None:
-            continue
-        try:
-            found.remove()
-        except IdentityError as exc:
-            raise InstanceError(f"the instance's OS user could not be removed: {exc}") from None
+        return []
+    names = {connection.get("os_user"), name_for(layout.home)}
+    found = (InstanceIdentity.lookup(name) for name in names if isinstance(name, str))
+    return [identity for identity in found if identity is not None]

@@ -11,14 +11,13 @@ accounts. Every tool runs as the new instance's OS user: the files are the tenan
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from strongroom.engines import process
 from strongroom.engines.base import Connection, InstanceRequest, RestoreInput
 from strongroom.engines.errors import EngineError, InvalidRequestError, RestoreError
-from strongroom.engines.identity import InstanceIdentity
+from strongroom.engines.identity import InstanceIdentity, remove_tree
 from strongroom.engines.mariadb import accounts, metadata, server
 from strongroom.engines.mariadb.managed import ManagedServers
 from strongroom.engines.mariadb.server import Layout
@@ -64,7 +63,7 @@ def restore(
             "moving the prepared backup into the data directory",
             servers.timeout,
         )
-        shutil.rmtree(layout.restore_dir)
+        remove_tree(layout.restore_dir)
         server.close_datadir(layout)
         return servers.boot(layout, identity, tools, request, RestoreError)
     except RestoreError:
@@ -119,7 +118,7 @@ def unpack_and_prepare(
             argv.append(f"--incremental-dir={target}")
         _run_tool(identity, layout, argv, f"preparing {what}", timeout)
         if index > 0:
-            shutil.rmtree(target)
+            remove_tree(target)
     return carried
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sqlite3
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +51,7 @@ from strongroom.engines.errors import (
     InvalidExternalError,
 )
 from strongroom.engines.fsids import FsIdError, as_owner
+from strongroom.engines.identity import remove_tree
 from strongroom.engines.sqlite import checks
 from strongroom.engines.sqlite.files import (
     DatabaseFileError,
@@ -159,9 +159,7 @@ class SqliteEngine:
 
     def destroy_instance(self, home: Path, connection: Connection) -> None:
         try:
-            shutil.rmtree(home)
-        except FileNotFoundError:
-            pass
+            remove_tree(Path(home))  # never through a link left in it
         except OSError as exc:
             raise InstanceError(f"cannot remove the instance directory: {exc.strerror}") from exc
 
