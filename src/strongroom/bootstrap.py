@@ -530,6 +530,7 @@ def edge_settings(settings: Settings) -> EdgeSettings:
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
         access_log=settings.access_log,
+        secure_cookies=settings.secure_cookies,
         max_connections=settings.max_connections,
         blocking_threads=settings.blocking_threads,
         blocking_threads_per_project=settings.blocking_threads_per_project,

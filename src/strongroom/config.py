@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     header_timeout: float = 10.0  # seconds a client has to send a request's headers
     body_timeout: float = 30.0  # seconds a client has to send a request's body (then 408)
     access_log: bool = True  # one log line per request
+    secure_cookies: bool = False  # dashboard cookies always Secure (behind a TLS proxy)
     max_connections: int = 4096  # open client connections per process; beyond, refused
     blocking_threads: int = 16  # threads for calls that may block (stores, database servers)
     blocking_threads_per_project: int = 4  # of those, at most this many for one project

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from fixtures.service import Caller, Harness, make_harness
 from strongroom.api.app import create_app
+from strongroom.bootstrap import edge_settings
 from support.dashboard import browser, csrf_of, sign_in
 
 XSS = "<script>alert(1)</script>"
@@ -80,6 +81,31 @@ def test_dashboard_cookie_is_secure_over_https(h: Harness) -> None:
         headers={"origin": "https://127.0.0.1:8779"},
     )
     assert "secure" in r.headers["set-cookie"].lower()
+
+
+def test_dashboard_cookies_are_secure_behind_a_tls_proxy_when_told(tmp_path: Path) -> None:
+    """A proxy that ends TLS speaks http to the service: ``secure_cookies`` marks the
+    cookies Secure all the same (the browser then sends them over https only)."""
+    harness = make_harness(tmp_path, secure_cookies=True)
+    try:
+        app = create_app(harness.container.services, edge_settings(harness.settings))
+        client = TestClient(app, base_url="http://127.0.0.1:8779", follow_redirects=False)
+        page = client.get("/dashboard")
+        login_cookie = page.headers["set-cookie"]
+        assert "secure" in login_cookie.lower()
+        nonce = re.search(r'name="login_csrf" value="([^"]+)"', page.text)
+        assert nonce is not None
+        # What the browser sends back to the proxy over https.
+        r = client.post(
+            "/dashboard/login",
+            data={"login_csrf": nonce.group(1), "token": harness.a.token},
+            headers={"cookie": login_cookie.split(";", 1)[0]},
+        )
+        assert r.status_code == 303, r.text
+        session = [c for c in r.headers.get_list("set-cookie") if "strongroom_session=" in c]
+        assert len(session) == 1 and "secure" in session[0].lower()
+    finally:
+        harness.container.close()
 
 
 def test_dashboard_shows_chains_and_escapes_names(h: Harness) -> None:

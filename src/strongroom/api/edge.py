@@ -15,3 +15,6 @@ class EdgeSettings:
     blocking_wait_seconds: float = 30.0
     body_timeout: float = 30.0  # seconds to send a request's body, then 408
     access_log: bool = True  # one log line per request (api.access)
+    # The dashboard's cookies carry Secure when the request came over https, or always with
+    # this on: behind a proxy that ends TLS, the service itself sees http.
+    secure_cookies: bool = False

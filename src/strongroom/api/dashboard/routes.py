@@ -277,7 +277,7 @@ def _set_cookie(
         path="/dashboard",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=request.url.scheme == "https" or request.app.state.edge.secure_cookies,
     )
 
 
