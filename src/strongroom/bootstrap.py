@@ -111,6 +111,8 @@ class Container:
         self.queue.shutdown()
         if self.services.health is not None:
             self.services.health.close()
+        if self.services.external_tokens is not None:
+            self.services.external_tokens.close()
         self.stores.close()
         if self.metadata_engine is not None:
             self.metadata_engine.dispose()

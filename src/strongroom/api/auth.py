@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strongroom.api import dashboard, docs
 from strongroom.api.deps import read
 from strongroom.api.errors import fault, unauthorized, unexpected_fault
-from strongroom.api.keystone import KeystoneTokens, KeystoneUnavailable
+from strongroom.api.keystone import KeystoneUnavailable
 from strongroom.domain.model import RequestContext
 from strongroom.services.container import Services
 
@@ -44,7 +44,7 @@ class AuthenticationMiddleware:
         ctx = tokens.cached(token)
         if ctx is None and external is not None and token:
             ctx = external.cached(token)  # a validated Keystone token: no metadata read
-            if ctx is None and isinstance(external, KeystoneTokens) and external.refused(token):
+            if ctx is None and external.refused(token):
                 return None  # refused by both moments ago: neither a read nor a Keystone call
         if ctx is None:
             ctx = await read(self.services, tokens.authenticate, token)

@@ -28,6 +28,12 @@ class ExternalTokens(Protocol):
 
     async def authenticate(self, token: str) -> RequestContext | None: ...
 
+    def refused(self, token: str) -> bool:
+        """Whether the token was refused moments ago (no I/O)."""
+        ...
+
+    def close(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class Services:
