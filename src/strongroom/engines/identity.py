@@ -193,6 +193,82 @@ def remove_tree(path: Path) -> None:
         os.close(parent)
 
 
+def give_tree(path: Path, uid: int, gid: int, *, keep: Sequence[str] = ()) -> None:
+    """Give the directory ``path`` and what it holds to ``uid``:``gid``, by descriptor: each
+    directory is opened beneath its parent without following a link, so a directory that
+    a daemon of the old owner swaps for a link meanwhile never leads the walk outside; links
+    are given as links. ``keep`` names entries of ``path`` itself left as they are. What is
+    theirs already is left alone (a chown to the same owner still dirties the inode).
+    Raises ``IdentityError`` for a file with other hard links: it may be another instance's
+    (when every server ran as one user), which this one would then own."""
+    top = os.open(path, _OPEN_DIR)
+    try:
+        st = os.fstat(top)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.fchown(top, uid, gid)
+        _give_entries(top, str(path), st.st_dev, 0, uid, gid, frozenset(keep))
+    finally:
+        os.close(top)
+
+
+def _give_entries(
+    fd: int, where: str, dev: int, depth: int, uid: int, gid: int, keep: frozenset[str]
+) -> None:
+    with os.scandir(fd) as entries:
+        names = [e.name for e in entries if e.name not in keep]
+    for name in names:
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if st.st_dev != dev or depth >= _MAX_DEPTH:
+                continue  # another file system's, or deeper than any server looks
+            try:
+                inner = os.open(name, _OPEN_DIR, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    continue  # replaced meanwhile
+                raise
+            try:
+                now = os.fstat(inner)
+                if not os.path.samestat(st, now):
+                    continue  # replaced meanwhile
+                if (now.st_uid, now.st_gid) != (uid, gid):
+                    os.fchown(inner, uid, gid)
+                _give_entries(inner, f"{where}/{name}", dev, depth + 1, uid, gid, frozenset())
+            finally:
+                os.close(inner)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
+            continue
+        _give_file(fd, name, f"{where}/{name}", uid, gid)
+
+
+def _give_file(fd: int, name: str, where: str, uid: int, gid: int) -> None:
+    """The entry is held (``O_PATH``: a FIFO or device is not opened) and checked before
+    it is given, so one swapped in after a look at it is the one checked."""
+    try:
+        held = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    except FileNotFoundError:
+        return
+    try:
+        st = os.fstat(held)
+        if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode):
+            return  # swapped meanwhile: given in another pass, or not at all
+        if st.st_nlink > 1:
+            raise IdentityError(
+                f"{where} has other hard links; it is not given to the instance's OS user"
+            )
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.chown(f"/proc/self/fd/{held}", uid, gid)
+    finally:
+        os.close(held)
+
+
 def _kill_processes_of(uid: int) -> None:
     """SIGKILL every process whose real, effective or saved uid is ``uid``, until none is
     left (a process may fork meanwhile), each by a pidfd taken before its uid is checked,

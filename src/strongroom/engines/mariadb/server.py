@@ -41,7 +41,7 @@ import pymysql
 
 from strongroom.engines import beneath, process
 from strongroom.engines.errors import InstanceError
-from strongroom.engines.identity import InstanceIdentity
+from strongroom.engines.identity import IdentityError, InstanceIdentity, give_tree
 from strongroom.engines.mariadb import config
 
 SOCKET_NAME = "mysqld.sock"
@@ -287,17 +287,17 @@ def check_reachable(path: Path, identity: InstanceIdentity) -> None:
 
 
 def chown_tree(path: Path, identity: InstanceIdentity) -> None:
-    """Give ``path`` and everything below it to ``identity`` (links themselves, never
-    what they point to)."""
+    """Give ``path`` and everything below it to ``identity``, by descriptor: a daemon of
+    the old owner that swaps a directory for a link meanwhile never leads it outside
+    (links are given as links, never what they point to). The option file stays the
+    service's: the server reads it, only the service writes it."""
     if identity.owner is None:
         return
     uid, gid = identity.owner
-    os.chown(path, uid, gid, follow_symlinks=False)
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            if root == str(path) and name == CONFIG_NAME:
-                continue  # the service's: the server reads it, only the service writes it
-            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+    try:
+        give_tree(path, uid, gid, keep=(CONFIG_NAME,))
+    except IdentityError as exc:
+        raise InstanceError(str(exc)) from exc
 
 
 def _open_in_home(layout: Layout, name: str) -> tuple[int, os.stat_result, int]:

@@ -26,7 +26,13 @@ from pathlib import Path
 
 from strongroom.engines import beneath, process
 from strongroom.engines.errors import EngineError, InstanceError
-from strongroom.engines.identity import IdentityError, InstanceIdentity, name_for, remove_tree
+from strongroom.engines.identity import (
+    IdentityError,
+    InstanceIdentity,
+    give_tree,
+    name_for,
+    remove_tree,
+)
 from strongroom.engines.postgresql import cluster
 
 START_ATTEMPTS = 5
@@ -134,24 +140,10 @@ class ManagedServer:
         owner = self.identity.owner
         if owner is None:
             return
-        with beneath.directory(self.home) as home_fd:
-            os.fchown(home_fd, *owner)
-        for dirpath, dirnames, filenames, dir_fd in os.fwalk(self.home, follow_symlinks=False):
-            for name in filenames:
-                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-                    # A hard link to a file elsewhere (another server's, when every
-                    # server ran as one user) would be handed to this one.
-                    raise InstanceError(
-                        f"{dirpath}/{name} has other hard links; it is not given to the "
-                        "instance's OS user"
-                    )
-                if (st.st_uid, st.st_gid) != owner:
-                    os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
-            for name in dirnames:
-                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                if (st.st_uid, st.st_gid) != owner:
-                    os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
+        try:
+            give_tree(self.home, *owner)
+        except IdentityError as exc:
+            raise InstanceError(str(exc)) from exc
 
     # -- files root writes and reads ------------------------------------------------------
     def write_file(self, name: str, text: str) -> None:
