@@ -388,6 +388,41 @@ def test_operator_policy_governs_schedules_and_their_runs(
         h.container.close()
 
 
+def test_a_member_who_edits_a_schedule_runs_it_with_its_own_roles(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Whoever last set what a schedule does is whom its runs act as: a member without
+    ``backup:create`` cannot edit a creator's schedule to run backups as the creator."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('"backup:create": "role:creator"\n')
+    h = make_clocked_harness(tmp_path, clock, policy_file=policy)
+    try:
+
+        def member(user: str, *roles: str) -> Caller:
+            issued = h.container.services.tokens.create(
+                project_id=h.a.project, user_id=user, roles=roles
+            )
+            return Caller(h.client, h.a.project, issued.token)
+
+        creator, editor = member("alice", "member", "creator"), member("bob", "member")
+        inst = active_instance(creator)
+        schedule = create_schedule(creator, inst)
+        r = put(editor, f"/backup_schedules/{schedule['id']}", schedule_body(inst, name="moved"))
+        assert r.status_code == 200, r.text
+        clock.set(datetime.fromisoformat(show(creator, schedule["id"])["next_run_at"]))
+        assert scheduler_of(h).tick() == 0
+        after = show(creator, schedule["id"])
+        assert after["last_status"] == "SKIPPED" and "backup:create" in after["last_error"]
+        assert scheduled_backups(creator, schedule["id"]) == []
+        # The creator sets it again: its runs are the creator's once more.
+        r = put(creator, f"/backup_schedules/{schedule['id']}", schedule_body(inst))
+        assert r.status_code == 200, r.text
+        clock.set(datetime.fromisoformat(show(creator, schedule["id"])["next_run_at"]))
+        assert scheduler_of(h).tick() == 1
+    finally:
+        h.container.close()
+
+
 def test_a_schedules_container_and_store_are_its_backups(h: Harness, clock: ManualClock) -> None:
     inst = active_instance(h.a)
     schedule = create_schedule(h.a, inst, swift_container="nightly-c", storage_driver="local")

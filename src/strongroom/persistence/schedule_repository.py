@@ -46,9 +46,11 @@ def _schedule(row: Row) -> Schedule:
 
 
 def _definition(s: Schedule) -> dict[str, Any]:
-    """What a PUT replaces (the run history is kept)."""
+    """What a PUT replaces, whom its runs act as included (the run history is kept)."""
     return {
         **s.definition(),
+        "user_id": s.user_id,
+        "roles": ",".join(s.roles),
         "updated": s.updated,
         "next_run_at": s.next_run_at,
         "next_drill_at": s.next_drill_at,
@@ -64,8 +66,6 @@ class SqlScheduleRepository:
             Row(
                 id=s.id,
                 project_id=s.project_id,
-                user_id=s.user_id,
-                roles=",".join(s.roles),
                 created=s.created,
                 **_definition(s),
             )

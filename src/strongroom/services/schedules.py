@@ -61,6 +61,12 @@ class PruneResult:
     errors: dict[str, str]  # backup id → why it could not be deleted
 
 
+def _run_roles(ctx: RequestContext) -> tuple[str, ...]:
+    """The roles a scheduled run keeps of its author: never ``admin``, which would let a
+    run reach beyond its project."""
+    return tuple(r for r in ctx.roles if r.lower() != "admin")
+
+
 def schedule_context(schedule: Schedule) -> RequestContext:
     """Whom a scheduled run acts as: the schedule's creator, within its project."""
     return RequestContext(schedule.project_id, schedule.user_id or "scheduler", schedule.roles)
@@ -93,7 +99,7 @@ class ScheduleService(UseCase):
                 updated=now,
                 next_run_at=now,
                 user_id=ctx.user_id,
-                roles=tuple(r for r in ctx.roles if r.lower() != "admin"),
+                roles=_run_roles(ctx),
             ),
         )
         with self._uow(write=True) as uow:
@@ -107,7 +113,13 @@ class ScheduleService(UseCase):
         with self._uow(write=True) as uow:
             current = self._visible(uow, ctx, schedule_id)
             self._authz.enforce(ctx, "backup_schedule:update", current.project_id)
-            schedule = self._parse(ctx, spec, replace(current, updated=self._clock.now()))
+            base = replace(current, updated=self._clock.now())
+            if ctx.project_id == current.project_id:
+                # Runs act as whoever last set what they do, with that member's roles: an
+                # editor cannot lend itself the creator's. An admin of another project
+                # leaves the project's member in place.
+                base = replace(base, user_id=ctx.user_id, roles=_run_roles(ctx))
+            schedule = self._parse(ctx, spec, base)
             self._check_instance(uow, schedule)
             uow.schedules.replace(schedule)
             uow.commit()
