@@ -224,7 +224,8 @@ class SqliteEngine:
                 parent_sha256=base.sha256 if base is not None else bytes(32),
             )
             writer = StreamWriter(sink, header)
-            hashes = bytearray(DIGEST_SIZE * page_count)
+            # Grown as pages arrive, never sized up front: the count is the file's own claim.
+            hashes = bytearray()
             image = hashlib.sha256()
             pgno = 1
             # hashlib drops the GIL on large inputs: the image digest of a chunk runs on a
@@ -328,7 +329,7 @@ def _pages(
         page = chunk[offset : offset + page_size]
         digest = page_digest(page)
         at = DIGEST_SIZE * (pgno - 1)
-        hashes[at : at + DIGEST_SIZE] = digest
+        hashes += digest
         if base is None or base_hashes[at : at + DIGEST_SIZE] != digest:
             writer.page(pgno, page)
         pgno += 1

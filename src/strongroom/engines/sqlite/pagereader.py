@@ -28,6 +28,14 @@ from a file a swapped link leads to.
 4. The child writes pages 1..page_count (``page_size`` bytes each) and one JSON line of
    statistics, then exits 0. Failures go to stderr with exit status 2.
 
+The page count is the file's own claim (its header, or its size, or the WAL's commit), and
+the file is the tenant's: a sparse file, or a WAL naming pages beyond the main file's end,
+can claim up to 2^32 pages while storing almost nothing. Before streaming, the child counts
+the bytes of the image that neither the main file stores (holes, or past its end) nor the
+WAL holds; SQLite never leaves such gaps (only a copy tool or a filesystem eliding zeros
+makes holes), so when most of the image is gaps the child refuses rather than stream zeros
+for hours: the work of a backup stays bounded by what the tenant really stores.
+
 How a page is found (WAL mode): its newest frame with index <= ``mx_frame`` in the current
 WAL generation, else the main file. See ``strongroom.engines.sqlite.snapshot`` for why this
 is exactly the reader's snapshot while writers and checkpoints keep running.
@@ -52,6 +60,10 @@ WAL_INDEX_HEADER_SIZE = 48
 SHM_PREFIX_SIZE = 136  # two wal-index headers + checkpoint info
 READ_CHUNK = 1 << 20
 DB_HEADER_SIZE = 100
+# Gaps tolerated in any image (zero pages a copy made holes), and beyond that at most this
+# share of it (a database mostly of zeroed free pages: VACUUM rewrites it without them).
+GAP_SLACK = 64 << 20
+GAP_SHARE = (3, 4)
 
 # pread(size, offset) -> bytes (short at end of file)
 Pread = Callable[[int, int], bytes]
@@ -208,6 +220,45 @@ def _read_db(db: Pread, pgno: int, count: int, page_size: int) -> bytes:
     return data if len(data) == size else data + bytes(size - len(data))
 
 
+def absent_bytes(fd: int, end: int) -> int:
+    """Bytes of ``[0, end)`` the file does not store: its holes and what lies past its end."""
+    stored = min(os.fstat(fd).st_size, end)
+    absent = end - stored
+    seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
+    if seek_data is None or seek_hole is None:
+        return absent
+    offset = 0
+    while offset < stored:
+        try:
+            data = min(os.lseek(fd, offset, seek_data), stored)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # holes only, up to the end
+                data = stored
+            elif exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                return absent  # the filesystem cannot tell holes: count none
+            else:
+                raise
+        absent += data - offset
+        if data >= stored:
+            break
+        offset = os.lseek(fd, data, seek_hole)
+    return absent
+
+
+def check_stored(fd: int, frames: dict[int, int], *, page_size: int, page_count: int) -> None:
+    """Refuse an image made mostly of pages that neither the main file nor the WAL stores."""
+    image = page_size * page_count
+    in_wal = page_size * sum(1 for pgno in frames if pgno <= page_count)
+    gaps = absent_bytes(fd, image) - in_wal
+    share, of = GAP_SHARE
+    if gaps > GAP_SLACK and gaps * of > image * share:
+        raise PageReadError(
+            f"the database claims {page_count} pages ({image} bytes) but {gaps} bytes of them "
+            "are not stored (holes in a sparse file, or beyond its end): SQLite never leaves "
+            "such gaps; VACUUM rewrites a database without them"
+        )
+
+
 def _pread(fd: int) -> Pread:
     def read(size: int, offset: int) -> bytes:
         parts: list[bytes] = []
@@ -304,6 +355,7 @@ def main() -> int:
         frames: dict[int, int] | None = {}
         if wal is not None and hdr is not None:
             frames = build_frame_map(wal, hdr)
+        check_stored(db_fd, frames or {}, page_size=page_size, page_count=page_count)
         stats = stream_pages(
             db,
             wal if frames else None,

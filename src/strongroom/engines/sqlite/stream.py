@@ -76,7 +76,7 @@ def valid_page_size(value: object) -> TypeGuard[int]:
 
 
 def pack_hashes(hashes: bytes | bytearray) -> str:
-    return base64.b64encode(zstandard.ZstdCompressor(level=3).compress(bytes(hashes))).decode()
+    return base64.b64encode(zstandard.ZstdCompressor(level=3).compress(hashes)).decode()
 
 
 def unpack_hashes(text: object, page_count: int) -> bytes:
