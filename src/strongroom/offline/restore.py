@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +35,36 @@ class Restored:
     version: str  # the server version the files need (SQLite: "3")
 
 
+def trusted_place(target: Path) -> None:
+    """Root writes the target and its staging directory by name, and gives them away: a
+    directory above it that someone else can change (the home of a tenant's instance)
+    would let that user swap names meanwhile and lead root's writes elsewhere. So every
+    directory above it must be root's and writable by nobody else (or sticky, as /tmp).
+    Not root: everything runs as the caller, who can do no more than it could already."""
+    if os.geteuid() != 0:
+        return
+    literal = [Path(*target.parts[:n]) for n in range(1, len(target.parts))]
+    real = Path(os.path.realpath(target.parent))
+    for place in (*literal, real, *real.parents):
+        st = os.lstat(place) if place in literal else os.stat(place)
+        if st.st_uid != 0 or (
+            stat.S_ISDIR(st.st_mode) and st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX
+        ):
+            raise TargetError(
+                f"{place} is not root's alone: restore into a directory only root can "
+                "change, then move the result where it belongs"
+            )
+
+
 def sqlite_target(target: Path) -> Path:
     """The file to create: ``target``, or ``target/database.sqlite`` for an existing empty
     directory. Refused when it exists."""
     if target.is_dir() and not target.is_symlink():
+        trusted_place(target / SQLITE_NAME)
         if any(target.iterdir()):
             raise TargetError(f"{target} is not empty")
         return target / SQLITE_NAME
+    trusted_place(target)
     if os.path.lexists(target):
         raise TargetError(f"{target} already exists")
     if not target.parent.is_dir():
@@ -50,6 +74,7 @@ def sqlite_target(target: Path) -> Path:
 
 def directory_target(target: Path) -> None:
     """A data directory target must not exist yet, or be an empty directory."""
+    trusted_place(target)
     if target.is_symlink():
         raise TargetError(f"{target} is a symbolic link")
     if target.exists():

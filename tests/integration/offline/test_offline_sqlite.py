@@ -5,6 +5,8 @@ with the key alone and compared row for row."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import shutil
 import sqlite3
 import uuid
@@ -344,3 +346,30 @@ def test_ls_flags_a_backup_of_another_master_key(backed_up: dict[str, Any], tmp_
     listed = json.loads(done.stdout)
     assert len(listed) == 2 and all("encrypted with master key" in b["problem"] for b in listed)
     assert all(b["project"] is None for b in listed)  # nothing unverified is shown
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the place is checked when root restores")
+@pytest.mark.parametrize("where", ["file", "empty-dir", "below"])
+def test_offline_restore_refuses_a_place_another_user_can_change(
+    backed_up: dict[str, Any], tmp_path: Path, where: str
+) -> None:
+    """Root writes the target by name and gives it away: under a directory another user
+    owns (a tenant's instance home), that user could swap names meanwhile."""
+    nobody = pwd.getpwnam("nobody")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, nobody.pw_uid, nobody.pw_gid)
+    target = {"file": theirs / "x.db", "empty-dir": theirs, "below": theirs / "a" / "x.db"}[where]
+    target.parent.mkdir(exist_ok=True)
+    done = strongroom(
+        "restore",
+        "--from",
+        backed_up["full"]["locationRef"],
+        "--key",
+        backed_up["key"],
+        "--to",
+        target,
+    )
+    assert done.returncode != 0
+    assert "is not root's alone" in done.stderr and str(theirs) in done.stderr
+    assert sorted(p.name for p in theirs.rglob("*")) == (["a"] if where == "below" else [])
