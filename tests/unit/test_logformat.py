@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from strongroom.api.access import printable, shown_query
-from strongroom.logformat import FORMAT, ContextFilter
+from strongroom.logformat import FORMAT, ContextFilter, Formatter
 
 
 def render(**extra: object) -> str:
@@ -43,3 +44,29 @@ def test_access_lines_cannot_be_forged_with_backslashes_quotes_or_unicode_breaks
     for hostile in ("/a\\x0ab", "/\u2028", '/"', "/\r\n", "/\x00"):
         shown = printable(hostile)
         assert shown.isprintable() and '"' not in shown and len(shown.splitlines()) == 1
+
+
+def test_a_message_quoting_a_tenants_text_stays_on_its_line() -> None:
+    forged = "x\n2026-12-07 10:00:00,000 ERROR strongroom.api done [project_id=victim]\r\u2028"
+    record = logging.LogRecord(
+        "strongroom.x", logging.WARNING, __file__, 1, "drill failed: %s", (forged,), None
+    )
+    record.backup_id = "b\n1"
+    ContextFilter().filter(record)
+    line = Formatter(FORMAT).format(record)
+    assert len(line.splitlines()) == 1
+    assert "x\\x0a2026-12-07" in line and line.endswith("\\x0d\\u2028 [backup_id=b\\x0a1]")
+
+
+def test_a_tracebacks_lines_are_marked_as_its_own() -> None:
+    try:
+        raise RuntimeError("first\n2026-12-07 10:00:00,000 ERROR strongroom.api forged")
+    except RuntimeError:
+        record = logging.LogRecord(
+            "strongroom.x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
+    ContextFilter().filter(record)
+    lines = Formatter(FORMAT).format(record).splitlines()
+    assert lines[0].endswith("strongroom.x failed")
+    assert all(line.startswith("  | ") for line in lines[1:]) and len(lines) > 2
+    assert any("forged" in line for line in lines[1:])

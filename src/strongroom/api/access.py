@@ -10,6 +10,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from strongroom.logformat import control_escaped
+
 log = logging.getLogger("strongroom.access")
 
 SECRET_WORDS = ("token", "password", "secret", "key", "auth")
@@ -29,12 +31,7 @@ def _escaped(char: str) -> str:
         return "\\\\"
     if char == '"':
         return "\\x22"
-    if char.isprintable():
-        return char
-    code = ord(char)
-    if code <= 0xFF:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+    return char if char.isprintable() else control_escaped(char)
 
 
 def shown_query(raw: bytes) -> str:
