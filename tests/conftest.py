@@ -14,6 +14,9 @@ pytest_plugins = [
 # Many services start on this machine at once (here and in other test runs): the metrics
 # listener of every process a test starts is off unless that test turns it on.
 os.environ.setdefault("STRONGROOM_METRICS_PORT", "0")
+# The suites name many containers ("far", "c1", "other_app"...): any name is allowed unless
+# a test sets allowed_containers itself (tests/security/test_security_containers.py).
+os.environ.setdefault("STRONGROOM_ALLOWED_CONTAINERS", '["*"]')
 
 # How `make test` shares tests between its pytest-xdist workers (`--dist loadscope`): a
 # module's tests run on one worker, one after another, so a module-scoped fixture (a server,

@@ -70,13 +70,14 @@ from strongroom.services.rules import Flavor, ServiceRules
 from strongroom.services.scheduler import Scheduler
 from strongroom.services.schedules import ScheduleService
 from strongroom.services.secrets_box import SecretBox
-from strongroom.services.stores import StoreCatalog
+from strongroom.services.stores import AllowedContainers, StoreCatalog
 from strongroom.services.telemetry import NO_TELEMETRY, Telemetry
 from strongroom.services.tokens import TokenService
 from strongroom.services.transfer import Transfer
 from strongroom.services.verification import VerificationService, Verifier
 from strongroom.services.wal_archive import WalArchive
 from strongroom.storage.base import StorageBackend
+from strongroom.storage.config import S3StoreConfig, SwiftStoreConfig
 from strongroom.storage.errors import StorageAuthError, StorageError
 from strongroom.storage.registry import StoreSet
 
@@ -151,7 +152,18 @@ def _open_stores(
                 f"default_container cannot be used on store {name!r}: {exc} "
                 "(set default_container to a name every store accepts)"
             ) from exc
-    return StoreCatalog(store_set, master)
+    return StoreCatalog(store_set, master, allowed_containers(settings))
+
+
+def allowed_containers(settings: Settings) -> AllowedContainers:
+    """``default_container`` and each store's own default, and the operator's patterns."""
+    defaults = {settings.default_container}
+    for store in settings.stores:
+        if isinstance(store, SwiftStoreConfig):
+            defaults.add(store.default_container)
+        elif isinstance(store, S3StoreConfig):
+            defaults.add(store.default_bucket)
+    return AllowedContainers(frozenset(defaults), tuple(settings.allowed_containers))
 
 
 def _check_stores(stores: StoreCatalog) -> None:

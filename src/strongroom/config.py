@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     max_schedules: int = Field(default=100, ge=1)
     schedule_min_interval: int = Field(default=60, ge=1)
     default_container: str = DEFAULT_CONTAINER
+    # The containers a request may name (swift_container of a backup, a strategy, a schedule
+    # or a copy): each store creates a container on its first write, in the service's own
+    # account. fnmatch patterns, case-sensitive; empty: default_container (and each store's
+    # own default) only; ["*"]: any name.
+    allowed_containers: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # External-instance allow-lists: plain entries serve every project; an entry
     # {host|path = "…", projects = ["…"]} serves only the projects it names.
@@ -192,6 +197,7 @@ class Settings(BaseSettings):
         "mariadb_allowed_hosts",
         "mariadb_allowed_datadirs",
         "datastores",
+        "allowed_containers",
         mode="before",
     )
     @classmethod

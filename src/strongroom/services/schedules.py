@@ -135,6 +135,7 @@ class ScheduleService(UseCase):
         container = spec.get("swift_container")
         if container is not None:
             check_container(container)
+            self._stores.check_allowed(container)
         driver = spec.get("storage_driver")
         if driver is not None:
             driver = self._stores.resolve_name(driver)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Protocol
 
 from strongroom.domain.errors import (
@@ -19,6 +20,7 @@ from strongroom.pipeline.keys import MasterKey
 from strongroom.pipeline.reader import open_manifest
 from strongroom.services import object_layout
 from strongroom.storage.base import StorageBackend
+from strongroom.storage.config import DEFAULT_CONTAINER
 from strongroom.storage.errors import StorageAuthError, StorageError
 
 log = logging.getLogger(__name__)
@@ -44,10 +46,31 @@ class RegisteredManifest:
     sha256: str  # of the manifest's bytes: a restore refuses any other manifest there
 
 
+@dataclass(frozen=True)
+class AllowedContainers:
+    """The containers a request may name (setting ``allowed_containers``): the configured
+    default ones, and any name a pattern matches. A store creates a container on its first
+    write, in the service's own account: without this a project could make containers
+    without end, or write into any container the service's credentials reach."""
+
+    defaults: frozenset[str] = frozenset({DEFAULT_CONTAINER})
+    patterns: tuple[str, ...] = ()
+
+    def admits(self, container: str) -> bool:
+        # Case-sensitive on every platform: "Backups" is another container than "backups".
+        return container in self.defaults or any(fnmatchcase(container, p) for p in self.patterns)
+
+
 class StoreCatalog:
-    def __init__(self, stores: StoreDirectory, master_key: MasterKey) -> None:
+    def __init__(
+        self,
+        stores: StoreDirectory,
+        master_key: MasterKey,
+        allowed: AllowedContainers | None = None,
+    ) -> None:
         self._stores = stores
         self.master_key = master_key
+        self._allowed = allowed or AllowedContainers()
 
     @property
     def default_name(self) -> str:
@@ -62,9 +85,18 @@ class StoreCatalog:
             raise BadRequestError(f"Unknown storage_driver {driver!r}; configured stores: {known}.")
         return driver
 
+    def check_allowed(self, container: str) -> None:
+        """A container a request names must be one the operator allows."""
+        if not self._allowed.admits(container):
+            raise BadRequestError(
+                f"Container {container!r} is not allowed on this service (setting "
+                "allowed_containers): leave swift_container out to use the default container."
+            )
+
     def check_container(self, name: str, container: str) -> None:
-        """A container a request names must follow the naming rule of the store it goes to
-        (S3: bucket names)."""
+        """A container a request names must be allowed, and follow the naming rule of the
+        store it goes to (S3: bucket names)."""
+        self.check_allowed(container)
         try:
             self._stores.check_container(name, container)
         except StorageError as exc:

@@ -1,12 +1,14 @@
 """S3 backend (boto3): a key's container is the bucket, the rest is the object key.
 
 * Buckets are created on first put (``HEAD`` then ``PUT`` if missing, once per bucket per
-  backend instance). Bucket names must also satisfy S3's rules: 3 to 63 characters of
-  lower-case letters, digits, ``.``, ``-`` and ``_``, starting and ending with a letter or digit,
-  no ``..``, not an IPv4 address. The underscore is outside today's AWS rules: a request
-  naming a new container is held to them (``keys.validate_s3_bucket``, checked by the
-  service), but objects in existing buckets with an underscore (Swift's s3api with
-  ``dns_compliant_bucket_names = false``, Ceph RGW, legacy AWS buckets) stay readable here.
+  backend instance while it is among the last few hundred used); the service lets a
+  request name only the containers of its ``allowed_containers`` setting. Bucket names
+  must also satisfy S3's rules: 3 to 63 characters of lower-case letters, digits, ``.``,
+  ``-`` and ``_``, starting and ending with a letter or digit, no ``..``, not an IPv4
+  address. The underscore is outside today's AWS rules: a request naming a new container
+  is held to them (``keys.validate_s3_bucket``, checked by the service), but objects in
+  existing buckets with an underscore (Swift's s3api with ``dns_compliant_bucket_names =
+  false``, Ceph RGW, legacy AWS buckets) stay readable here.
 * Objects larger than ``multipart_threshold`` are uploaded in parts (aborted on failure);
   the object appears only when the upload completes. Uploads carry Content-MD5.
 * URLs are ``s3://<bucket>/<key>`` with the key percent-encoded like a URL path (plain keys
@@ -23,7 +25,6 @@ import builtins
 import hashlib
 import ipaddress
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -43,6 +44,7 @@ from strongroom.storage.errors import (
     TransientStorageError,
 )
 from strongroom.storage.keys import split_key, split_prefix, validate_key
+from strongroom.storage.recent import RecentNames
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 
@@ -172,8 +174,7 @@ class S3Backend:
             verify=config.verify_tls,
             config=botocore_config,
         )
-        self._buckets: set[str] = set()
-        self._lock = threading.Lock()
+        self._buckets = RecentNames()  # bounded: requests name containers
         self._errors = _S3Errors(config.endpoint_url or "AWS S3", config.access_key)
 
     @property
@@ -185,9 +186,8 @@ class S3Backend:
         return validate_bucket(bucket), name
 
     def _ensure_bucket(self, bucket: str) -> None:
-        with self._lock:
-            if bucket in self._buckets:
-                return
+        if bucket in self._buckets:
+            return
         try:
             with self._errors.mapped("head bucket", bucket):
                 self._client.head_bucket(Bucket=bucket)
@@ -205,8 +205,7 @@ class S3Backend:
                     and cause.response.get("Error", {}).get("Code") == "BucketAlreadyOwnedByYou"
                 ):
                     raise
-        with self._lock:
-            self._buckets.add(bucket)
+        self._buckets.add(bucket)
 
     def put(self, key: str, data: bytes) -> None:
         bucket, name = self._split(key)
@@ -215,8 +214,7 @@ class S3Backend:
         try:
             self._upload(key, bucket, name, payload)
         except ObjectNotFoundError:
-            with self._lock:  # the bucket went away: create it again, once
-                self._buckets.discard(bucket)
+            self._buckets.discard(bucket)  # the bucket went away: create it again, once
             self._ensure_bucket(bucket)
             self._upload(key, bucket, name, payload)
 

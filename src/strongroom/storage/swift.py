@@ -1,8 +1,10 @@
 """OpenStack Swift backend (python-swiftclient).
 
 Keys map to ``<container>/<object>``; containers are created on first put (one ``PUT`` per
-container per backend instance). Object URLs are ``<storage_url>/<container>/<object>``, the
-storage URL being the one the auth service returns (or ``storage_url`` from the config).
+container per backend instance while it is among the last few hundred used; the service
+lets a request name only the containers of its ``allowed_containers`` setting). Object
+URLs are ``<storage_url>/<container>/<object>``, the storage URL being the one the auth
+service returns (or ``storage_url`` from the config).
 
 ``key_for_url`` accepts an ``http(s)`` URL whose path lies under this store's account path
 (``/v1/AUTH_<account>``) and ignores scheme, host and port: the same account is reached
@@ -45,6 +47,7 @@ from strongroom.storage.errors import (
     TransientStorageError,
 )
 from strongroom.storage.keys import split_key, split_prefix, validate_key
+from strongroom.storage.recent import RecentNames
 
 T = TypeVar("T")
 
@@ -162,7 +165,7 @@ class SwiftBackend:
         self._shared_url: str | None = None
         self._shared_token: str | None = None
         self._connections: list[swiftclient.Connection] = []
-        self._containers: set[str] = set()
+        self._containers = RecentNames()  # bounded: requests name containers
         if config.auth_version == "1":
             self._errors = _SwiftErrors(repr(config.user), config.auth_url)
         else:
@@ -314,12 +317,10 @@ class SwiftBackend:
     # --- StorageBackend ------------------------------------------------------------------
 
     def _ensure_container(self, container: str) -> None:
-        with self._lock:
-            if container in self._containers:
-                return
+        if container in self._containers:
+            return
         self._call("create container", container, lambda conn: conn.put_container(container))
-        with self._lock:
-            self._containers.add(container)
+        self._containers.add(container)
 
     def put(self, key: str, data: bytes) -> None:
         container, name = split_key(key)
@@ -341,8 +342,7 @@ class SwiftBackend:
             self._call("put", key, upload)
         except ObjectNotFoundError:
             # The container went away after we created it: create it again, once.
-            with self._lock:
-                self._containers.discard(container)
+            self._containers.discard(container)
             self._ensure_container(container)
             self._call("put", key, upload)
 
