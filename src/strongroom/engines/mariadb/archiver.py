@@ -54,7 +54,7 @@ import pymysql
 
 from strongroom.engines.base import ArchivedWal, ByteSink, Connection, Metadata
 from strongroom.engines.errors import BackupError
-from strongroom.engines.mariadb import binlog
+from strongroom.engines.mariadb import binlog, sessions
 from strongroom.engines.mariadb.sessions import managed_session, sql_error
 
 ARCHIVE_METHOD = "mariadb_binlog_archive"
@@ -69,6 +69,10 @@ MAX_PACKET = 0xFFFFFF  # a protocol packet's largest payload: a longer one conti
 # What a batch cut short by :class:`Limits` reports as ``archived_through``: it covers
 # nothing the batch before it did not (the service keeps the earlier coverage).
 NOT_COVERED = datetime(1970, 1, 1)
+# The archiver visits every instance in turn: a server (or a stand-in its owner put on the
+# socket) that stops answering holds it up this long at most in a session's handshake or
+# statement (they take milliseconds); the dump itself ends within ``Limits.hard_seconds``.
+SESSION_DEADLINE = 30.0
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ def start_archiving(connection: Connection) -> int:
     """The server's current binary log position: archiving starts there (the server keeps
     its logs for ``binlog_expire_logs_seconds``, nothing needs reserving)."""
     _require_managed(connection)
-    with managed_session(connection) as cursor:
+    with managed_session(connection, deadline=SESSION_DEADLINE) as cursor:
         return _base_and_status(cursor)[1]
 
 
@@ -170,7 +174,7 @@ def archive_batch(
     _require_managed(connection)
     password = str(connection.get("admin_password", ""))
     try:
-        with managed_session(connection) as cursor:
+        with managed_session(connection, deadline=SESSION_DEADLINE) as cursor:
             marked_at, through = _coverage(cursor)
             base, marked = _base_and_status(cursor)
         batch = _dump(
@@ -206,6 +210,10 @@ class Limits:
     read_seconds: float = 60.0
 
 
+def _overran(message: str) -> Exception:
+    return binlog.BinlogError("the dump did not end within its time limit")
+
+
 @dataclass
 class _Taken:
     """What one dump wrote into the sink: the log up to ``stop``; ``complete`` when it
@@ -231,14 +239,12 @@ def _dump(
     index, offset = binlog.decode(start)
     if offset < binlog.FIRST_OFFSET:
         raise binlog.BinlogError(f"position {binlog.format_position(start)} is not in a file")
-    conn = pymysql.connect(
-        user=str(connection["admin_user"]),
-        password=str(connection["admin_password"]),
+    conn = sessions.connect(
+        str(connection["admin_user"]),
+        str(connection["admin_password"]),
         unix_socket=str(connection["socket"]),
-        connect_timeout=10,
         read_timeout=limits.read_seconds,
-        write_timeout=60,
-        autocommit=True,
+        deadline=SESSION_DEADLINE,
     )
     try:
         with conn.cursor() as cursor:
@@ -246,11 +252,17 @@ def _dump(
             cursor.execute(f"SET @mariadb_slave_capability = {MARIA_SLAVE_CAPABILITY_GTID}")
         name = binlog.file_name(base, index).encode("ascii")
         payload = struct.pack("<IHI", offset, BINLOG_DUMP_NON_BLOCK, DUMP_SERVER_ID) + name
-        # pymysql has no public call for a binlog dump: its own command writer sends it.
-        conn._execute_command(COM_BINLOG_DUMP, payload)  # type: ignore[attr-defined]
-        sink.write(binlog.MAGIC)
+        # The dump's events are bounded one by one (see _events), not as one reply.
+        conn.max_reply_bytes = None
         deadline = time.monotonic() + limits.hard_seconds
-        taken = take(_events(conn, deadline, limits.read_seconds), sink, start=start, limits=limits)
+        # By the clock: each read waits read_seconds at most, but a server that sends a
+        # byte now and then would keep every read going.
+        with conn.answered_within(limits.hard_seconds, error=_overran):
+            # pymysql has no public call for a binlog dump: its own command writer sends it.
+            conn._execute_command(COM_BINLOG_DUMP, payload)
+            sink.write(binlog.MAGIC)
+            events = _events(conn, deadline, limits.read_seconds)
+            taken = take(events, sink, start=start, limits=limits)
     finally:
         conn.close()
     return ArchiveBatch(

@@ -42,7 +42,7 @@ import pymysql
 from strongroom.engines import beneath, process
 from strongroom.engines.errors import InstanceError
 from strongroom.engines.identity import IdentityError, InstanceIdentity, give_tree
-from strongroom.engines.mariadb import config
+from strongroom.engines.mariadb import config, sessions
 
 SOCKET_NAME = "mysqld.sock"
 PID_NAME = "mariadbd.pid"
@@ -57,6 +57,10 @@ POLL_INTERVAL = 0.1
 LOG_TAIL_LINES = 15
 MAX_LOG_READ = 64 * 1024  # of the server's log, read for an error's detail
 MAX_OPTION_FILE = 1 << 20
+# A probe of a server that may still be starting: its handshake ends within this (the
+# socket may hold a stand-in that never finishes it), then it is tried again until the
+# start's own timeout.
+PROBE_DEADLINE = 5.0
 
 # Popen objects of servers this process started, so their exit status is collected.
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -423,17 +427,17 @@ def running_pid(layout: Layout) -> int | None:
 
 
 def connect(
-    layout: Layout, user: str, password: str, *, timeout: float = 10
-) -> pymysql.connections.Connection:
-    return pymysql.connect(
+    layout: Layout, user: str, password: str, *, handshake_deadline: float | None = None
+) -> sessions.BoundedConnection:
+    """A session on the server through the home's socket, bounded as every session of the
+    service is (:class:`.sessions.BoundedConnection`): the home is the instance's OS
+    user's, and so may be whatever listens on that socket."""
+    return sessions.connect(
+        user,
+        password,
         unix_socket=str(layout.socket),
-        user=user,
-        password=password,
-        connect_timeout=timeout,
         read_timeout=600,
-        write_timeout=600,
-        autocommit=True,
-        charset="utf8mb4",
+        handshake_deadline=handshake_deadline,
     )
 
 
@@ -504,7 +508,7 @@ def start(
             )
         if layout.socket.exists():
             try:
-                connect(layout, user, password, timeout=5).close()
+                connect(layout, user, password, handshake_deadline=PROBE_DEADLINE).close()
                 return proc.pid
             except pymysql.err.OperationalError as exc:
                 code = exc.args[0] if exc.args else 0
@@ -574,7 +578,7 @@ def wait_ready(layout: Layout, user: str, password: str, *, timeout: float) -> N
     deadline = time.monotonic() + timeout
     while True:
         try:
-            connect(layout, user, password, timeout=5).close()
+            connect(layout, user, password, handshake_deadline=PROBE_DEADLINE).close()
             return
         except pymysql.err.OperationalError as exc:
             if exc.args and exc.args[0] == 1045:
