@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -25,7 +26,8 @@ STDERR_TAIL_LINES = 40
 STDERR_LINE_MAX = 4096  # bytes of one stderr line kept; the rest of it is dropped
 OUTPUT_MAX = 64 * 1024  # bytes of each stream that run() keeps
 COPY_BUFFER = 1024 * 1024
-_DRAIN_WAIT = 5.0  # seconds to read what is left in the pipes once the tool is gone
+DRAIN_WAIT = 5.0  # seconds to read what is left in the pipes once the tool is gone
+_POLL_MS = 500  # how often a copy with nothing to read looks whether its tool is gone
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ def run(
         proc.wait()
         raise
     finally:
-        drained_by = time.monotonic() + _DRAIN_WAIT  # a program the tool left may hold a pipe
+        drained_by = time.monotonic() + DRAIN_WAIT  # a program the tool left may hold a pipe
         for reader in readers:
             reader.join(max(0.0, drained_by - time.monotonic()))
     stderr = readers[0].value().decode("utf-8", "replace")
@@ -159,7 +161,7 @@ def _tail(text: str) -> str:
     return "\n".join(line[:STDERR_LINE_MAX] for line in lines)
 
 
-class _StderrCollector(threading.Thread):
+class StderrCollector(threading.Thread):
     def __init__(self, stream: object) -> None:
         super().__init__(daemon=True)
         self._stream = stream
@@ -185,12 +187,22 @@ def stream_out(
     cwd: Path | None = None,
     timeout: float | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> str:
     """Run a tool and copy its stdout into ``sink`` as it comes. Returns stderr's tail.
+    ``pass_fds`` are descriptors the tool inherits (an option file it reads as /dev/fd/N).
 
     Raises ``ProcessError`` when the tool fails, and re-raises the sink's own exception
     after killing the tool when the sink fails."""
-    return _stream(argv, env=env, cwd=cwd, timeout=timeout, sink=sink, on_start=on_start)
+    return _stream(
+        argv,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+        sink=sink,
+        on_start=on_start,
+        pass_fds=pass_fds,
+    )
 
 
 def stream_in(
@@ -214,6 +226,7 @@ def _stream(
     sink: ByteSink | None = None,
     source: ByteSource | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> str:
     tool = _tool_name(argv)
     try:
@@ -225,19 +238,20 @@ def _stream(
             stdout=subprocess.PIPE if sink is not None else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as exc:
         raise ProcessError(tool, "is not installed") from exc
     if on_start is not None:
         on_start(proc)
-    collector = _StderrCollector(proc.stderr)
+    collector = StderrCollector(proc.stderr)
     collector.start()
     timer = _kill_after(proc, timeout)
     try:
         if sink is not None:
             assert proc.stdout is not None
-            while chunk := proc.stdout.read1(COPY_BUFFER):  # type: ignore[attr-defined]
-                sink.write(chunk)
+            with proc.stdout:
+                _copy_out(proc, proc.stdout.fileno(), sink)
         if source is not None:
             assert proc.stdin is not None
             try:
@@ -248,7 +262,7 @@ def _stream(
                 pass  # the tool stopped reading: its exit status and stderr say why
         returncode = proc.wait()
     except BaseException:
-        _kill(proc)
+        kill_group(proc)
         raise
     finally:
         if timer is not None:
@@ -261,6 +275,27 @@ def _stream(
     return collector.text()
 
 
+def _copy_out(proc: subprocess.Popen[bytes], fd: int, sink: ByteSink) -> None:
+    """The tool's output into ``sink`` until its end, or until ``DRAIN_WAIT`` seconds after
+    the tool is gone: a program it left (a tool run as a tenant's OS user may leave one, or
+    that user may take a copy of the pipe from ``/proc/PID/fd``) would keep the pipe open,
+    and fed, for ever."""
+    ready = select.poll()
+    ready.register(fd, select.POLLIN)
+    gone_at: float | None = None
+    while True:
+        if gone_at is None and proc.poll() is not None:
+            gone_at = time.monotonic()
+        if gone_at is not None and time.monotonic() - gone_at > DRAIN_WAIT:
+            return
+        if not ready.poll(_POLL_MS):
+            continue
+        chunk = os.read(fd, COPY_BUFFER)
+        if not chunk:
+            return
+        sink.write(chunk)
+
+
 class _Timer(threading.Timer):
     fired = False
 
@@ -271,7 +306,7 @@ def _kill_after(proc: subprocess.Popen[bytes], timeout: float | None) -> _Timer 
 
     def fire() -> None:
         timer.fired = True
-        _kill(proc)
+        kill_group(proc)
 
     timer = _Timer(timeout, fire)
     timer.daemon = True
@@ -279,7 +314,8 @@ def _kill_after(proc: subprocess.Popen[bytes], timeout: float | None) -> _Timer 
     return timer
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the tool's whole process group (it runs in a session of its own) and reap it."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):

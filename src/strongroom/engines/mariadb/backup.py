@@ -14,13 +14,20 @@ changed since then travel, as ``.delta`` files, plus the redo log written during
 Every backup starts with an InnoDB checkpoint. mariabackup copies the redo log from the
 server's last checkpoint: left alone, a backup carries up to the whole log, and its
 ``to_lsn`` lags behind, so the next incremental also holds every page changed since that
-older checkpoint. The tools read passwords from a 0600 option file (``--defaults-file``),
-never from their command line.
+older checkpoint.
+
+mariabackup never runs as root on a data directory someone else owns: a managed instance's
+tool runs as its OS user, any other server's (an external one, an instance from before OS
+users) as the data directory's owner, so a link or an ``.isl`` file planted there leads it
+only to what that owner can read. It reads its password from an option file it inherits as
+a descriptor (:func:`.tools.option_file`), never from its command line or a file its user
+could open by name.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pymysql
 
@@ -28,9 +35,16 @@ from strongroom.engines import process
 from strongroom.engines.base import BackupResult, ByteSink, Connection, Metadata
 from strongroom.engines.errors import BackupError
 from strongroom.engines.identity import InstanceIdentity
-from strongroom.engines.mariadb import config, metadata
+from strongroom.engines.mariadb import config, external, metadata
 from strongroom.engines.mariadb.sessions import managed_session, session, sql_error
-from strongroom.engines.mariadb.tools import Tools, failure_reason, read_tool_file, scrub
+from strongroom.engines.mariadb.tools import (
+    Tools,
+    defaults_file,
+    failure_reason,
+    option_file,
+    read_tool_file,
+    scrub,
+)
 
 
 def backup(
@@ -51,26 +65,19 @@ def backup(
     if connection.get("managed"):
         _checkpoint(connection, timeout)
     identity = _backup_identity(connection)
-    with config.private_dir() as scratch:
-        # mariabackup runs as the instance's OS user: it reads only what the server
-        # itself could (a table a tenant placed elsewhere cannot pull a host file in).
+    options = config.render({"client": config.client_options(connection, user, password)})
+    with config.private_dir() as scratch, option_file(options, owner=identity.owner) as defaults:
         # The scratch directory stays the service's (that user may only pass through):
         # what is made in it by name cannot be renamed or replaced by a link meanwhile.
         if identity.owner is not None:
             os.chmod(scratch, 0o711)
-        defaults = scratch / "client.cnf"
-        config.write_private(
-            defaults,
-            config.render({"client": config.client_options(connection, user, password)}),
-            owner=identity.owner,
-        )
         target = scratch / "target"
         lsndir = scratch / "lsn"
         identity.private_dir(target)
         identity.private_dir(lsndir)
         argv: list[str | os.PathLike[str]] = [
             tools.mariabackup,
-            f"--defaults-file={defaults}",
+            defaults_file(defaults),
             "--backup",
             "--stream=xbstream",
             f"--target-dir={target}",
@@ -84,7 +91,9 @@ def backup(
         if incremental_lsn is not None:
             argv.append(f"--incremental-lsn={incremental_lsn}")
         try:
-            stderr = process.stream_out(identity.argv(argv), sink, cwd=scratch, timeout=timeout)
+            stderr = process.stream_out(
+                identity.argv(argv), sink, pass_fds=(defaults,), cwd=scratch, timeout=timeout
+            )
         except process.ProcessError as exc:
             reason = scrub(failure_reason(exc, tools.mariabackup), [password])
             raise BackupError(f"the backup failed: {reason}") from None
@@ -151,13 +160,18 @@ def _checkpoint(connection: Connection, timeout: float) -> None:
 
 
 def _backup_identity(connection: Connection) -> InstanceIdentity:
-    """Who runs mariabackup: a managed instance's OS user; the service for an external
-    server (its files belong to its own OS user) and for an instance made before instances
-    had OS users (until its next start hands it one)."""
-    name = connection.get("os_user")
-    if not connection.get("managed") or not isinstance(name, str) or os.geteuid() != 0:
+    """Who runs mariabackup: a managed instance's OS user; for any other server (an
+    external one, an instance made before instances had OS users) the owner of its data
+    directory. The service's own user when it is not root."""
+    if os.geteuid() != 0:
         return InstanceIdentity.current()
-    found = InstanceIdentity.lookup(name)
-    if found is None:
-        raise BackupError(f"the instance's OS user {name} is missing: restart the instance")
-    return found
+    name = connection.get("os_user")
+    if connection.get("managed") and isinstance(name, str):
+        found = InstanceIdentity.lookup(name)
+        if found is None:
+            raise BackupError(f"the instance's OS user {name} is missing: restart the instance")
+        return found
+    datadir = connection.get("datadir")
+    if not isinstance(datadir, str) or not datadir:
+        raise BackupError("the connection names no data directory")
+    return external.datadir_owner(Path(datadir), BackupError)

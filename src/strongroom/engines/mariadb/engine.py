@@ -13,16 +13,19 @@ This is the façade the service sees; each part lives in its own module:
 - :mod:`.archiver`, :mod:`.binlog`, :mod:`.replay`: binary log archiving for
   point-in-time restore (managed servers), and its replay up to a time after a restore.
 
-Credentials: the tools read passwords from a 0600 option file in a private 0700 directory
-passed as ``--defaults-file`` (so no system option file is read either); the server reads
-new account passwords from a 0600 init file that is deleted as soon as the server accepts
-connections. Nothing secret is ever on a command line.
+Credentials: a tool that runs as an instance's OS user reads its password from an option
+file it inherits as a descriptor (``--defaults-file=/dev/fd/N``, a sealed memory file with
+no name: :func:`.tools.option_file`), so no system option file is read either and that
+user cannot open it by name; the server reads new account passwords from a 0600 init file
+that is deleted as soon as the server accepts connections. Nothing secret is ever on a
+command line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +61,12 @@ from strongroom.engines.mariadb.accounts import ADMIN_USER, BACKUP_USER
 from strongroom.engines.mariadb.managed import ManagedServers
 from strongroom.engines.mariadb.sessions import managed_session
 from strongroom.engines.mariadb.tools import Tools, find_tools
+
+# Bounds of a data directory's walk for its size (an external server's, whose users may
+# fill it with anything): beyond them the size is unknown.
+TREE_MAX_ENTRIES = 1_000_000
+TREE_MAX_DEPTH = 32
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class MariaDbEngine:
@@ -240,13 +249,51 @@ class MariaDbEngine:
 
 
 def _tree_size(path: Path) -> int | None:
-    if not path.is_dir():
+    """Bytes of the files under ``path`` (an external server's data directory, which its
+    users may fill with anything): walked by descriptor, no link followed and nothing but
+    directories opened, at most :data:`TREE_MAX_ENTRIES` entries and
+    :data:`TREE_MAX_DEPTH` levels. ``None`` (size unknown) when ``path`` is no directory
+    or the tree is beyond those bounds."""
+    try:
+        top = os.open(path, _OPEN_DIR)
+    except OSError:
         return None
+    try:
+        return _dir_size(top, 0, [TREE_MAX_ENTRIES])
+    except _TooLarge:
+        return None
+    finally:
+        os.close(top)
+
+
+class _TooLarge(Exception):
+    """The tree has more entries or levels than a size is worth reading for."""
+
+
+def _dir_size(fd: int, depth: int, budget: list[int]) -> int:
     total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
+    with contextlib.suppress(OSError), os.scandir(fd) as entries:
+        for entry in entries:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _TooLarge
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # gone meanwhile
+            if not stat.S_ISDIR(st.st_mode):
+                total += st.st_size
+                continue
+            if depth + 1 >= TREE_MAX_DEPTH:
+                raise _TooLarge
+            try:
+                inner = os.open(entry.name, _OPEN_DIR, dir_fd=fd)
+            except OSError:
+                continue  # gone, or swapped for something else meanwhile
+            try:
+                total += _dir_size(inner, depth + 1, budget)
+            finally:
+                os.close(inner)
     return total
 
 

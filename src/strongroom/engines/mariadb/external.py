@@ -3,21 +3,29 @@
 Only where the operator allows it (hosts and data directories, per project), only a
 MariaDB server of this host's mariabackup series, whose data directory is the one given,
 reached by an account holding what mariabackup needs. The service never touches its data
-outside backups.
+outside backups, and mariabackup runs as the data directory's owner (never root): whoever
+runs that server can plant links and ``.isl`` files there, which then lead only to what
+that owner can read.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import pwd
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pymysql
 
+from strongroom.engines import beneath
 from strongroom.engines.allowlist import AllowList
 from strongroom.engines.base import Connection
-from strongroom.engines.errors import ExternalNotAllowedError, InvalidExternalError
+from strongroom.engines.errors import EngineError, ExternalNotAllowedError, InvalidExternalError
+from strongroom.engines.identity import InstanceIdentity
 from strongroom.engines.mariadb import metadata
 from strongroom.engines.mariadb.accounts import BACKUP_PRIVILEGES
 from strongroom.engines.mariadb.models import ExternalRegistration
@@ -80,6 +88,8 @@ def register(
         )
     if Path(str(server_datadir)).resolve() != resolved:
         raise InvalidExternalError("the data directory given is not the server's data directory")
+    if os.geteuid() == 0:
+        datadir_owner(resolved, InvalidExternalError)
     if "REPLICATION CLIENT" in granted:
         granted.add("BINLOG MONITOR")
     missing = [p for p in BACKUP_PRIVILEGES if p not in granted]
@@ -99,3 +109,42 @@ def register(
 def identity(connection: Connection) -> str:
     """What makes a registration this server: its data directory on this host."""
     return f"mariadb:{connection.get('datadir')}"
+
+
+def datadir_owner(datadir: Path, error: type[EngineError]) -> InstanceIdentity:
+    """The OS user owning ``datadir``, who runs the tools on it. The directory is reached
+    from ``/`` through no link at all (a link could name someone else's directory, and the
+    tools would run as its owner); one owned by root is refused (they would read what root
+    can). Failures raise ``error``."""
+    try:
+        with beneath.directory("/") as top:
+            fd = beneath.open_beneath(
+                top, str(datadir.absolute()).lstrip("/"), os.O_RDONLY | os.O_DIRECTORY
+            )
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+    except beneath.EscapeError:
+        raise error(f"the data directory {datadir} is reached through a symbolic link") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:
+            raise error(f"the data directory {datadir} is not a directory") from None
+        raise error(f"the data directory {datadir} cannot be opened: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise error(f"the data directory {datadir} is not a directory")
+    if st.st_uid == 0:
+        raise error(
+            f"the data directory {datadir} belongs to root: mariabackup runs as the data "
+            "directory's owner, never as root (give it to the server's own OS user)"
+        )
+    try:
+        name = pwd.getpwuid(st.st_uid).pw_name
+        entry = pwd.getpwnam(name)  # what runuser will look up
+    except KeyError:
+        raise error(
+            f"the data directory {datadir}'s owner (uid {st.st_uid}) has no OS user"
+        ) from None
+    if entry.pw_uid != st.st_uid:
+        raise error(f"the OS user name of the data directory {datadir}'s owner is ambiguous")
+    return InstanceIdentity(entry.pw_name, entry.pw_uid, entry.pw_gid)

@@ -30,18 +30,22 @@ replay's private directory, so it writes nothing elsewhere.
 
 The client runs as the instance's OS user with ``--binary-mode`` (no client commands such
 as ``\\!`` in what the log holds: a tenant writes the statements in it) and
-``--sandbox`` (no client command that touches files), and without ``LOCAL INFILE``.
+``--sandbox`` (no client command that touches files), and without ``LOCAL INFILE``. It
+reads the admin password from an option file it inherits as a descriptor
+(:func:`.tools.option_file`). Both tools run as that user, who may stop them, or hold their
+pipes open through ``/proc/PID/fd``: the service writes into the decoder without ever
+blocking, up to one deadline for the whole replay, and keeps of their stderr a bounded tail.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import subprocess
-import threading
-from collections import deque
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,7 +58,7 @@ from strongroom.engines.errors import RestoreError
 from strongroom.engines.identity import InstanceIdentity
 from strongroom.engines.mariadb import archiver, binlog, config
 from strongroom.engines.mariadb.sessions import managed_session, sql_error
-from strongroom.engines.mariadb.tools import SEARCH_PATH, scrub
+from strongroom.engines.mariadb.tools import SEARCH_PATH, defaults_file, option_file, scrub
 
 MAX_PACKET = "1G"
 # Events that describe a file rather than change data: a rotate ends a file, a GTID list
@@ -222,33 +226,33 @@ def replay(
             os.chmod(scratch, 0o711)
         loads = scratch / "load"
         identity.private_dir(loads)
-        defaults = scratch / "client.cnf"
         options = config.client_options(connection, str(connection["admin_user"]), password)
-        config.write_private(defaults, config.render({"client": options}), owner=identity.owner)
-        _pipeline(
-            identity.argv(decoder_argv(decoder, loads)),
-            identity.argv(
-                [
-                    client,
-                    f"--defaults-file={defaults}",
-                    "--binary-mode",
-                    "--sandbox",
-                    "--batch",
-                    "--skip-local-infile",
-                    f"--max-allowed-packet={MAX_PACKET}",
-                ]
-            ),
-            events_after(
-                archive,
-                position,
-                stop_second(target_time),
-                through=reached(archive, position, target_time),
-                before=written_after(archive, target_time),
-            ),
-            cwd=scratch,
-            timeout=timeout,
-            secrets=[password],
-        )
+        with option_file(config.render({"client": options}), owner=identity.owner) as defaults:
+            _pipeline(
+                identity.argv(decoder_argv(decoder, loads)),
+                identity.argv(
+                    [
+                        client,
+                        defaults_file(defaults),
+                        "--binary-mode",
+                        "--sandbox",
+                        "--batch",
+                        "--skip-local-infile",
+                        f"--max-allowed-packet={MAX_PACKET}",
+                    ]
+                ),
+                events_after(
+                    archive,
+                    position,
+                    stop_second(target_time),
+                    through=reached(archive, position, target_time),
+                    before=written_after(archive, target_time),
+                ),
+                cwd=scratch,
+                timeout=timeout,
+                secrets=[password],
+                client_fds=(defaults,),
+            )
 
 
 def decoder_argv(decoder: str, scratch: Path) -> list[str]:
@@ -298,39 +302,45 @@ def _identity(connection: Connection) -> InstanceIdentity:
 def _pipeline(
     decoder_argv: list[str],
     client_argv: list[str],
-    chunks: Iterator[bytes],
+    chunks: Iterable[bytes],
     *,
     cwd: Path,
     timeout: float,
     secrets: Sequence[str],
+    client_fds: Sequence[int] = (),
 ) -> None:
-    """``chunks`` → decoder → client, both with the minimal environment (UTC)."""
+    """``chunks`` → decoder → client, both with the minimal environment (UTC), within
+    ``timeout`` seconds in all. ``client_fds``: descriptors the client inherits."""
+    deadline = time.monotonic() + timeout
     env = process.minimal_env({"TZ": "UTC"})
     decoder = _spawn(decoder_argv, subprocess.PIPE, subprocess.PIPE, env=env, cwd=cwd)
     assert decoder.stdin is not None and decoder.stdout is not None
     try:
-        client = _spawn(client_argv, decoder.stdout, subprocess.DEVNULL, env=env, cwd=cwd)
+        client = _spawn(
+            client_argv, decoder.stdout, subprocess.DEVNULL, env=env, cwd=cwd, pass_fds=client_fds
+        )
     except BaseException:
         _kill_all(decoder)
+        decoder.stdin.close()
         raise
     decoder.stdout.close()  # the client holds the read end now
-    errors = {name: _Collector(p) for name, p in (("decoder", decoder), ("client", client))}
-    fired = threading.Event()
-
-    def expire() -> None:
-        fired.set()
-        _kill_all(decoder, client)
-
-    timer = threading.Timer(timeout, expire)
-    timer.start()
+    errors = {
+        name: process.StderrCollector(p.stderr)
+        for name, p in (("decoder", decoder), ("client", client))
+    }
+    for collector in errors.values():
+        collector.start()
     try:
         try:
-            for chunk in chunks:
-                decoder.stdin.write(chunk)
+            _feed(decoder.stdin.fileno(), chunks, deadline)
+        finally:
             decoder.stdin.close()
-        except BrokenPipeError:
-            pass  # a tool stopped reading: its status and stderr say why
-        codes = decoder.wait(), client.wait()
+        codes = _wait(decoder, deadline), _wait(client, deadline)
+    except _Expired:
+        _kill_all(decoder, client)
+        raise RestoreError(
+            f"replaying the binary log did not finish within {timeout:.0f} s"
+        ) from None
     except binlog.BinlogError as exc:
         _kill_all(decoder, client)
         raise RestoreError(f"an archived batch is damaged: {exc}") from None
@@ -338,22 +348,63 @@ def _pipeline(
         _kill_all(decoder, client)
         raise
     finally:
-        timer.cancel()
+        drained_by = time.monotonic() + process.DRAIN_WAIT  # a pipe may be held elsewhere
         for collector in errors.values():
-            collector.join(5)
-    if fired.is_set():
-        raise RestoreError(f"replaying the binary log did not finish within {timeout:.0f} s")
+            collector.join(max(0.0, drained_by - time.monotonic()))
     for (name, collector), code in zip(errors.items(), codes, strict=True):
         if code != 0:
             tool = "mariadb-binlog" if name == "decoder" else "mariadb"
-            reason = scrub(collector.text(), secrets)
+            reason = scrub(_reason(collector.lines), secrets)
             raise RestoreError(f"replaying the binary log failed: {tool} exited {code}: {reason}")
 
 
+class _Expired(Exception):
+    """The replay's deadline passed."""
+
+
+def _feed(fd: int, chunks: Iterable[bytes], deadline: float) -> None:
+    """Write ``chunks`` into the pipe ``fd`` without blocking, waiting for room in it
+    until ``deadline`` at most (a reader that stopped, or a copy of the read end held
+    elsewhere, would otherwise keep a write waiting for ever). A reader gone ends it."""
+    os.set_blocking(fd, False)
+    room = select.poll()
+    room.register(fd, select.POLLOUT)
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+                continue
+            except BlockingIOError:
+                pass
+            except BrokenPipeError:
+                return  # a tool stopped reading: its status and stderr say why
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Expired
+            room.poll(max(1, int(left * 1000)))
+        if time.monotonic() > deadline:
+            raise _Expired
+
+
+def _wait(proc: subprocess.Popen[bytes], deadline: float) -> int:
+    try:
+        return proc.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise _Expired from None
+
+
 def _spawn(
-    argv: list[str], stdin: Any, stdout: Any, *, env: dict[str, str], cwd: Path
+    argv: list[str],
+    stdin: Any,
+    stdout: Any,
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
-    """A tool in a session of its own (so a kill reaches it alone), stderr collected."""
+    """A tool in a session of its own (so a kill reaches it and what runuser started for
+    it, and nothing else), stderr collected."""
     return subprocess.Popen(
         argv,
         stdin=stdin,
@@ -361,32 +412,19 @@ def _spawn(
         stderr=subprocess.PIPE,
         env=env,
         cwd=cwd,
+        pass_fds=tuple(pass_fds),
         start_new_session=True,
     )
 
 
 def _kill_all(*procs: subprocess.Popen[bytes]) -> None:
     for proc in procs:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    for proc in procs:
-        proc.wait()
+        process.kill_group(proc)
 
 
-class _Collector(threading.Thread):
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        super().__init__(daemon=True)
-        self._stream = proc.stderr
-        self.lines: deque[str] = deque(maxlen=200)
-        self.start()
-
-    def run(self) -> None:
-        assert self._stream is not None
-        for raw in self._stream:
-            self.lines.append(raw[:1000].decode("utf-8", "replace").rstrip())
-
-    def text(self) -> str:
-        """The tool's error lines (else its last lines), each cut short: around an error
-        the client prints the statement, which is the tenant's data."""
-        errors = [line for line in self.lines if line.startswith(("ERROR", "error"))]
-        return "\n".join(line[:300] for line in (errors or list(self.lines))[-4:])
+def _reason(lines: Iterable[str]) -> str:
+    """The tool's error lines (else its last lines), each cut short: around an error the
+    client prints the statement, which is the tenant's data."""
+    kept = list(lines)
+    errors = [line for line in kept if line.startswith(("ERROR", "error"))]
+    return "\n".join(line[:300] for line in (errors or kept)[-4:])

@@ -4,14 +4,23 @@
 release series (mariabackup backs up its own series only), and the server must be MariaDB
 (not MySQL). A tool's failure reason is its status and the stderr lines that say what went
 wrong, cleaned of secrets.
+
+Tools that run as an instance's OS user (the tenant's) get their option file, which holds a
+password, as a descriptor: a sealed memory file with no name on any file system, inherited
+as ``--defaults-file=/dev/fd/N``. The tool reopens it through its own descriptor table (a
+fresh offset each time: mariabackup reads the file twice, so a pipe would not do); another
+process of that user reaches it only through the tool's ``/proc/PID/fd``, as it reaches the
+tool's memory, and only while the tool runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +33,7 @@ _ERROR_LINE = re.compile(
     r"error|fatal|failed|cannot|can't|denied|gone away|invalid|corrupt|mismatch", re.IGNORECASE
 )
 MAX_TOOL_FILE = 1 << 20
+_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 
 @dataclass(frozen=True)
@@ -108,3 +118,27 @@ def read_tool_file(directory: Path, name: str) -> str:
         fd, _ = beneath.open_regular(dir_fd, name)
         with os.fdopen(fd, "rb") as handle:
             return handle.read(MAX_TOOL_FILE).decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def option_file(text: str, *, owner: tuple[int, int] | None = None) -> Iterator[int]:
+    """An option file as a descriptor (see the module documentation): readable by
+    ``owner`` (the tool's user; ``None``: the service's) alone, sealed against change.
+    Passed to a tool with :func:`defaults_file` and ``pass_fds``."""
+    fd = os.memfd_create("client.cnf", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        data = memoryview(text.encode("utf-8"))
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fchmod(fd, 0o400)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def defaults_file(fd: int) -> str:
+    """The option naming an :func:`option_file` in the tool's own descriptor table."""
+    return f"--defaults-file=/dev/fd/{fd}"
