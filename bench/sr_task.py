@@ -30,8 +30,6 @@ from strongroom.allocator import keep_chunk_buffers_in_heap
 from strongroom.config import Settings
 from strongroom.domain.model import Backup, BackupState
 from strongroom.engines.base import Engine, InstanceRequest, PointInTimeEngine
-from strongroom.engines.mariadb import MariaDbEngine
-from strongroom.engines.postgresql import PostgresEngine
 from strongroom.pipeline.keys import MasterKey
 from strongroom.services.rules import ServiceRules
 from strongroom.services.stores import StoreCatalog
@@ -50,7 +48,11 @@ BENCH_PROJECT = "benchproject"
 
 
 def _engine(name: str, work: Path) -> Engine:
+    # Each engine imported when asked for, as the service's registry does: a PostgreSQL
+    # restore does not pay for MariaDB's modules.
     if name == "pg":
+        from strongroom.engines.postgresql import PostgresEngine
+
         return PostgresEngine(
             allowed_hosts=("127.0.0.1",),
             allowed_data_dirs=(work,),
@@ -58,6 +60,8 @@ def _engine(name: str, work: Path) -> Engine:
             # "0" for the turn that measures whole pages
             page_deltas=os.environ.get("BENCH_PAGE_DELTAS", "1") == "1",
         )
+    from strongroom.engines.mariadb import MariaDbEngine
+
     return MariaDbEngine(allowed_hosts=("127.0.0.1",), allowed_datadirs=(work / "maria",))
 
 
