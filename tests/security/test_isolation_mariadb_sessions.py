@@ -31,6 +31,7 @@ from support.mariadb import require_mariadb, scratch_root
 from support.mariadb_standin import (
     DATETIME,
     LONGLONG,
+    MORE_RESULTS,
     TRICKLE,
     VAR_STRING,
     Reply,
@@ -144,6 +145,25 @@ def test_a_reply_that_trickles_ends_the_statement_at_its_deadline(
     assert "the server did not answer within 1 s" in str(error)
 
 
+@ENTRY_POINTS
+def test_results_chained_without_end_end_the_statement_at_its_deadline(
+    instance: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, opener: Any
+) -> None:
+    """Each reply comes in time, but each says another follows: the statement's deadline,
+    not each reply's, ends it."""
+    home, conn = instance
+    monkeypatch.setattr(sessions, "STATEMENT_DEADLINE", 1.0)
+
+    def answer(sql: str) -> Reply:
+        return MORE_RESULTS if sql == "SELECT 1" else None
+
+    with stand_in_on(home, answer=answer, interval=0.2) as stand_in:
+        error = outcome(select_one(lambda: opener(home, conn)))
+    assert "SELECT 1" in stand_in.statements
+    assert isinstance(error, pymysql.err.OperationalError), error
+    assert "the server did not answer within 1 s" in str(error)
+
+
 def test_waiting_for_the_server_ends_though_a_stand_in_trickles(
     instance: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,6 +178,24 @@ def test_waiting_for_the_server_ends_though_a_stand_in_trickles(
     assert stand_in.connections >= 1
     assert isinstance(error, InstanceError), error
     assert "did not accept connections within 2 s" in str(error)
+
+
+def test_a_malformed_greeting_is_an_error_a_start_handles(
+    instance: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version that is no number made pymysql raise ValueError, which escaped the
+    start's handling (its server then left running, unreaped)."""
+    home, conn = instance
+    monkeypatch.setattr(server, "PROBE_DEADLINE", 1.0)
+    with stand_in_on(home, version=b"x.y-garbage") as stand_in:
+        error = outcome(
+            lambda: server.wait_ready(
+                Layout(home), conn["admin_user"], conn["admin_password"], timeout=1.0
+            )
+        )
+    assert stand_in.connections >= 1
+    assert isinstance(error, InstanceError), error
+    assert "did not accept connections within 1 s" in str(error)
 
 
 def test_an_archiver_pass_ends_though_a_stand_in_trickles_its_greeting(

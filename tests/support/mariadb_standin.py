@@ -43,8 +43,14 @@ class Trickle:
     """A reply that starts and then comes a byte at a time, never ending."""
 
 
+class MoreResults:
+    """A reply of OK packets each saying another result follows, one every ``interval``,
+    never ending."""
+
+
 TRICKLE = Trickle()
-Reply = Result | Trickle | None  # None: an OK packet
+MORE_RESULTS = MoreResults()
+Reply = Result | Trickle | MoreResults | None  # None: an OK packet
 Answer = Callable[[str], Reply]
 
 
@@ -59,7 +65,8 @@ class StandIn:
     plugin the greeting names (``caching_sha2_password`` then asks for full
     authentication); ``switch_to``: the plugin it then switches to (``dialog`` prompts for
     the password); ``answer``: the reply to each statement; ``trickle_dump``: a binary log
-    dump trickles. ``received`` holds every byte any client sent."""
+    dump trickles; ``version``: the server version the greeting names. ``received`` holds
+    every byte any client sent."""
 
     def __init__(
         self,
@@ -71,8 +78,10 @@ class StandIn:
         trickle_greeting: bool = False,
         trickle_dump: bool = False,
         interval: float = 0.05,
+        version: bytes = b"10.11.19-MariaDB-log",
     ) -> None:
         self.path = path
+        self.version = version
         self.answer = answer
         self.greeting_plugin = greeting_plugin
         self.switch_to = switch_to
@@ -133,7 +142,7 @@ class StandIn:
             if self.trickle_greeting:
                 wire.trickle(0)
                 return
-            wire.send(0, _greeting(self.greeting_plugin))
+            wire.send(0, _greeting(self.greeting_plugin, self.version))
             seq, _ = wire.read()  # the handshake response
             if self.greeting_plugin == "caching_sha2_password":
                 wire.send(seq + 1, b"\x01\x04")  # fast path failed: full authentication
@@ -159,6 +168,9 @@ class StandIn:
                 reply = self.answer(sql)
                 if isinstance(reply, Trickle):
                     wire.trickle(1)
+                    return
+                if isinstance(reply, MoreResults):
+                    wire.more_results(1)
                     return
                 if reply is None:
                     wire.send(1, _OK)
@@ -194,6 +206,15 @@ class _Wire:
         self.client.sendall(MAX_PAYLOAD.to_bytes(3, "little") + bytes([seq]))
         while not self.stand_in._stop.wait(self.stand_in.interval):
             self.client.sendall(b"x")
+
+    def more_results(self, seq: int) -> None:
+        """OK packets that each announce another result, one every interval."""
+        more = b"\x00\x00\x00" + struct.pack("<HH", AUTOCOMMIT | MORE_RESULTS_EXIST, 0)
+        while True:
+            self.send(seq, more)
+            seq = (seq + 1) % 256
+            if self.stand_in._stop.wait(self.stand_in.interval):
+                return
 
     def result(self, result: Result) -> None:
         buffer = bytearray()
@@ -240,11 +261,12 @@ def _lenenc_str(value: bytes) -> bytes:
     return _lenenc_int(len(value)) + value
 
 
-def _greeting(plugin: str) -> bytes:
+def _greeting(plugin: str, version: bytes) -> bytes:
     salt = os.urandom(20).replace(b"\0", b"\1")
     return (
         b"\x0a"
-        + b"10.11.19-MariaDB-log\0"
+        + version
+        + b"\0"
         + struct.pack("<I", 7)
         + salt[:8]
         + b"\0"
@@ -261,6 +283,7 @@ def _greeting(plugin: str) -> bytes:
     )
 
 
+MORE_RESULTS_EXIST = 0x0008  # SERVER_MORE_RESULTS_EXISTS
 _OK = b"\x00\x00\x00" + struct.pack("<HH", AUTOCOMMIT, 0)
 _EOF = b"\xfe" + struct.pack("<HH", 0, AUTOCOMMIT)
 

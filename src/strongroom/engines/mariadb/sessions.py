@@ -19,6 +19,8 @@ import contextlib
 import os
 import socket
 import stat
+import struct
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -47,6 +49,7 @@ STATEMENT_DEADLINE = 660.0
 MAX_REPLY_BYTES = 32 << 20
 MAX_REPLY_VALUES = 500_000
 MAX_REPLY_COLUMNS = 4096
+MAX_REPLIES = 1000  # results of one statement (a procedure's); a chain of them ends too
 # Authentication plugins that never give the password away: the protocol's own scramble
 # ("" when the server names none) and mysql_native_password, which the service's accounts
 # use (IDENTIFIED BY), and client_ed25519, which signs the server's challenge. The others
@@ -81,6 +84,8 @@ class BoundedConnection(_Connection):
     _reply_bytes = 0
     _reply_values = 0
     _reply_columns = 0
+    _replies = 0
+    _statement_ends = 0.0
 
     def connect(self, sock: socket.socket | None = None) -> None:
         if sock is None:
@@ -92,7 +97,15 @@ class BoundedConnection(_Connection):
                 self.host_info = f"socket {self.host}:{self.port}"
         self._new_reply()
         with deadlines.answered_within(sock.fileno(), self.handshake_deadline, error=_lost):
-            super().connect(sock)
+            try:
+                super().connect(sock)
+            except pymysql.err.OperationalError:
+                raise
+            except (pymysql.MySQLError, ValueError, IndexError, struct.error) as exc:
+                # What a server never sends (a version that is no number, a short packet):
+                # an error callers already handle, not one that escapes them.
+                sock.close()
+                raise _lost(f"the server's handshake is malformed ({type(exc).__name__})") from exc
 
     def answered_within(
         self, seconds: float, *, error: Callable[[str], Exception] = _lost
@@ -113,19 +126,36 @@ class BoundedConnection(_Connection):
         return super()._process_auth(plugin_name, auth_packet, handler)  # type: ignore[misc]
 
     # Every command's reply is read here: a result (query, next_result) or an OK packet.
+    # The deadline is the statement's, not each reply's: a server may chain "more results"
+    # replies (read by next_result, and by a cursor's close) as long as it likes.
     def _read_query_result(self, unbuffered: bool = False) -> int:
         if unbuffered:
             raise pymysql.err.NotSupportedError("a reply is read whole, within its deadline")
-        with self.answered_within(self.deadline):
+        self._replies += 1
+        if self._replies > MAX_REPLIES:
+            self._refuse(f"the server sent more than {MAX_REPLIES} results for one statement")
+        with self.answered_within(self._time_left(), error=self._late):
             return super()._read_query_result()  # type: ignore[misc]
 
     def _read_ok_packet(self) -> Any:
-        with self.answered_within(self.deadline):
+        with self.answered_within(self._time_left(), error=self._late):
             return super()._read_ok_packet()  # type: ignore[misc]
 
     def _execute_command(self, command: int, sql: str | bytes) -> None:
         self._new_reply()
+        self._replies = 0
+        self._statement_ends = time.monotonic() + self.deadline
         super()._execute_command(command, sql)  # type: ignore[misc]
+
+    def _time_left(self) -> float:
+        left = self._statement_ends - time.monotonic()
+        if left <= 0:
+            self._force_close()  # type: ignore[attr-defined]
+            raise self._late("")
+        return left
+
+    def _late(self, _message: str) -> Exception:
+        return _lost(f"the server did not answer within {self.deadline:.0f} s")
 
     def _new_reply(self) -> None:
         self._reply_bytes = self._reply_values = self._reply_columns = 0
