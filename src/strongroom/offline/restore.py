@@ -39,17 +39,21 @@ def trusted_place(target: Path) -> None:
     """Root writes the target and its staging directory by name, and gives them away: a
     directory above it that someone else can change (the home of a tenant's instance)
     would let that user swap names meanwhile and lead root's writes elsewhere. So every
-    directory above it must be root's and writable by nobody else (or sticky, as /tmp).
+    directory above it must be root's and writable by nobody else; sticky ones (as /tmp)
+    only further up, since in one others may still make names beside the target (a
+    journal SQLite would roll into the file it checks).
     Not root: everything runs as the caller, who can do no more than it could already."""
     if os.geteuid() != 0:
         return
+    if not target.parent.is_dir():
+        raise TargetError(f"{target.parent} is not a directory")
     literal = [Path(*target.parts[:n]) for n in range(1, len(target.parts))]
     real = Path(os.path.realpath(target.parent))
     for place in (*literal, real, *real.parents):
         st = os.lstat(place) if place in literal else os.stat(place)
-        if st.st_uid != 0 or (
-            stat.S_ISDIR(st.st_mode) and st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX
-        ):
+        writable = stat.S_ISDIR(st.st_mode) and bool(st.st_mode & 0o022)
+        is_parent = place in (target.parent, real)
+        if st.st_uid != 0 or (writable and (is_parent or not st.st_mode & stat.S_ISVTX)):
             raise TargetError(
                 f"{place} is not root's alone: restore into a directory only root can "
                 "change, then move the result where it belongs"

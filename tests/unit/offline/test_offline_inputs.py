@@ -3,6 +3,7 @@ passphrase files, store URLs and targets."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -110,3 +111,19 @@ def test_targets_must_be_new_or_empty(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "empty")
     with pytest.raises(TargetError):
         directory_target(tmp_path / "link")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the place is checked when root restores")
+def test_a_sticky_directory_may_be_above_a_target_but_not_its_parent(tmp_path: Path) -> None:
+    """In a sticky directory others may still make names beside the target (a journal
+    SQLite would roll into the restored file)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    with pytest.raises(TargetError, match="is not root's alone"):
+        sqlite_target(shared / "x.db")
+    with pytest.raises(TargetError, match="is not root's alone"):
+        directory_target(shared / "data")
+    (shared / "mine").mkdir(mode=0o700)
+    assert sqlite_target(shared / "mine" / "x.db") == shared / "mine" / "x.db"
+    directory_target(shared / "mine" / "data")
