@@ -25,6 +25,7 @@ AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="gives files to other use
 NEW_OWNER = (54321, 54321)  # no process runs as it: only the files' owner is looked at
 PAIRS = 64
 ROUNDS = 30
+EXCHANGE_ROUNDS = 20000
 
 # Run as the old owner: each directory d<i> is exchanged with the link l<i> (to a directory
 # outside the home) again and again, as a daemon left running would.
@@ -101,6 +102,46 @@ def test_a_directory_swapped_for_a_link_meanwhile_never_leads_root_outside(
         daemon.kill()
         daemon.wait()
     assert (home.stat().st_uid, home.stat().st_gid) == NEW_OWNER
+
+
+# Run as the old owner: the link s and a hard link h to another instance's file are
+# exchanged again and again, so that a look at "s" may find the link and the chown that
+# follows the hard link.
+EXCHANGER = r"""
+import ctypes, os, sys
+home, other = sys.argv[1], sys.argv[2]
+os.chdir(home)
+os.symlink("/nonexistent", "s")
+os.link(other, "h")
+print("ready", flush=True)
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD, RENAME_EXCHANGE = -100, 2
+while True:
+    libc.renameat2(AT_FDCWD, b"s", AT_FDCWD, b"h", RENAME_EXCHANGE)
+"""
+
+
+@AS_ROOT
+def test_a_link_exchanged_for_a_hard_link_meanwhile_gives_nothing_away(
+    home: Path, base: Path, old_owner: pwd.struct_passwd
+) -> None:
+    other = base / "other-instance.ibd"
+    other.write_text("another tenant's rows")
+    os.chown(other, old_owner.pw_uid, old_owner.pw_gid)
+    daemon = as_tenant(old_owner, ["/usr/bin/python3", "-c", EXCHANGER, str(home), str(other)])
+    refused = 0
+    try:
+        assert daemon.stdout is not None and daemon.stdout.readline().strip() == "ready"
+        for _ in range(EXCHANGE_ROUNDS):
+            try:
+                give_tree(home, *NEW_OWNER)
+            except IdentityError:
+                refused += 1  # it met the hard link as such: refused, as it should be
+            assert other.stat().st_uid == old_owner.pw_uid, "another instance's file given away"
+    finally:
+        daemon.kill()
+        daemon.wait()
+    assert refused > 0
 
 
 @AS_ROOT

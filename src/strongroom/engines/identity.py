@@ -16,6 +16,7 @@ the host's world-writable temporary directories is removed with it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import grp
 import hashlib
@@ -240,33 +241,45 @@ def _give_entries(
             finally:
                 os.close(inner)
             continue
-        if stat.S_ISLNK(st.st_mode):
-            if (st.st_uid, st.st_gid) != (uid, gid):
-                with contextlib.suppress(FileNotFoundError):
-                    os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
-            continue
-        _give_file(fd, name, f"{where}/{name}", uid, gid)
+        _give_entry(fd, name, f"{where}/{name}", uid, gid)
 
 
-def _give_file(fd: int, name: str, where: str, uid: int, gid: int) -> None:
-    """The entry is held (``O_PATH``: a FIFO or device is not opened) and checked before
-    it is given, so one swapped in after a look at it is the one checked."""
+def _give_entry(fd: int, name: str, where: str, uid: int, gid: int) -> None:
+    """A file or link, held (``O_PATH``: a FIFO or device is not opened) and checked before
+    it is given through that very descriptor, so one swapped in after a look at it (a link
+    exchanged for a hard link to another's file) is the one checked."""
     try:
         held = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
     except FileNotFoundError:
         return
     try:
         st = os.fstat(held)
-        if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
             return  # swapped meanwhile: given in another pass, or not at all
         if st.st_nlink > 1:
+            if stat.S_ISLNK(st.st_mode):
+                return  # a link's owner opens nothing: leave one with other names alone
             raise IdentityError(
                 f"{where} has other hard links; it is not given to the instance's OS user"
             )
         if (st.st_uid, st.st_gid) != (uid, gid):
-            os.chown(f"/proc/self/fd/{held}", uid, gid)
+            _fchown_held(held, uid, gid)
     finally:
         os.close(held)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_AT_EMPTY_PATH = 0x1000
+_AT_SYMLINK_NOFOLLOW = 0x100
+
+
+def _fchown_held(fd: int, uid: int, gid: int) -> None:
+    """``fchownat(fd, "", …, AT_EMPTY_PATH)``: the entry an ``O_PATH`` descriptor holds, a
+    link itself included (Python's ``os.chown`` has no way to say this)."""
+    flags = _AT_EMPTY_PATH | _AT_SYMLINK_NOFOLLOW
+    if _libc.fchownat(fd, b"", uid, gid, flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def _kill_processes_of(uid: int) -> None:
