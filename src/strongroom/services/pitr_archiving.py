@@ -3,7 +3,12 @@ written since the last batch goes to the instance's store (``wal_archive``) and 
 the catalog, then the policy moves on to the batch's end. The slot keeps what is not yet
 stored, so a restart resumes from ``next_start`` without a gap; when the server no longer
 has that WAL (the slot was lost), archiving starts a new run and the window shows the gap.
-``enabled: false`` drops the slot; the batches stay until retention removes them."""
+``enabled: false`` drops the slot; the batches stay until retention removes them.
+
+A pass visits the host's instances one after another; an engine bounds each batch's time
+(a tenant's server that trickles its log holds the others up that long, then its batch
+fails), and each pass starts one instance further on, so that one slow instance does not
+always come before the same others."""
 
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ class PitrArchiver:
     _loop: Periodic = attrs.field(init=False)
     # One pass at a time (the loop, or a test's tick).
     _pass: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    _turn: int = attrs.field(init=False, default=0)  # where the next pass starts
 
     def __attrs_post_init__(self) -> None:
         self._loop = Periodic(
@@ -54,7 +60,11 @@ class PitrArchiver:
 
     def _tick(self) -> int:
         with self._uow() as uow:
-            policies = uow.pitr.policies()
+            policies = sorted(uow.pitr.policies(), key=lambda p: p.instance_id)
+        if policies:
+            first = self._turn % len(policies)
+            self._turn += 1
+            policies = policies[first:] + policies[:first]
         stored = 0
         for policy in policies:
             try:

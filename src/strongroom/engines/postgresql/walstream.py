@@ -9,7 +9,9 @@ The header names the timeline, the segment size and the range ``[start, stop)``.
 frames carry exactly ``stop - start`` bytes of the server's WAL, in order: ``b"D"`` + u32
 length + bytes, or ``b"Z"`` + u32 length for a run of zero pages (the unused rest of a
 segment after a WAL switch, which would otherwise be up to a whole segment of zeros).
-The trailing SHA-256 covers the WAL bytes themselves, zeros included.
+The trailing SHA-256 covers the WAL bytes themselves, zeros included. A reader refuses a
+run of zeros (``b"Z"`` frames one after another) longer than a segment: a segment's first
+page always has a header, so the WAL of a real server never has one.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg import pq
 from psycopg.pq.abc import PGconn
 
+from strongroom.engines import deadline as cut_off
 from strongroom.engines.base import ByteSink, ByteSource
 from strongroom.engines.postgresql.deadline import answered_within
 from strongroom.engines.postgresql.lsn import XLOG_BLCKSZ, format_lsn, segment_name
@@ -37,6 +41,12 @@ FORMAT_VERSION = 1
 _PG_EPOCH_OFFSET_US = 946_684_800 * 1_000_000  # 2000-01-01 in Unix microseconds
 READ_SIZE = 1024 * 1024
 FRAME_MAX = 1024 * 1024
+# A walsender's message holds at most 128 KiB of WAL (MAX_SEND_SIZE) and a 25-byte header:
+# a larger one is refused as soon as libpq hands it over (libpq itself has read it whole).
+MESSAGE_MAX = 1024 * 1024
+# Ending the copy is one round trip; a server that has not ended it by then is left to the
+# caller, which closes the connection (all the WAL asked for has been received).
+FINISH_SECONDS = 5.0
 _ZERO_PAGE = bytes(XLOG_BLCKSZ)
 
 
@@ -141,13 +151,34 @@ def stream_wal_range(
     progress: Callable[[int], None] | None = None,
 ) -> None:
     """Stream WAL ``[start, stop)`` from ``pgconn`` (a replication connection) into
-    ``frames``.
+    ``frames``, all of it by ``deadline`` (a monotonic time) and with no ``idle_timeout``
+    seconds without a new byte of WAL, else :class:`WalStreamError`; ending the copy then
+    waits :data:`FINISH_SECONDS` at most.
 
     The slot is confirmed at ``start`` only, so the server keeps the WAL of this range
     until a later backup moves on: a failed upload can be retried from the same parent.
     """
     if stop <= start:
         return
+    # Whatever the server does (a flush blocked on a server that reads nothing included),
+    # no call on the connection outlasts the deadline and the copy's end.
+    backstop = max(0.0, deadline - time.monotonic()) + FINISH_SECONDS + 1.0
+    with cut_off.answered_within(pgconn.socket, backstop, error=WalStreamError):
+        _stream(pgconn, slot, timeline, start, stop, frames, deadline, idle_timeout, progress)
+        _finish_copy(pgconn)
+
+
+def _stream(
+    pgconn: PGconn,
+    slot: str,
+    timeline: int,
+    start: int,
+    stop: int,
+    frames: FrameWriter,
+    deadline: float,
+    idle_timeout: float,
+    progress: Callable[[int], None] | None,
+) -> None:
     command = f"START_REPLICATION SLOT {slot} PHYSICAL {format_lsn(start)} TIMELINE {timeline}"
     with answered_within(pgconn.socket, idle_timeout):
         result = pgconn.exec_(command.encode())
@@ -159,16 +190,21 @@ def stream_wal_range(
     sock = pgconn.socket
     while position < stop:
         nbytes, data = pgconn.get_copy_data(1)
+        # On every message: keepalives or WAL already received, sent without pause, must
+        # not keep the stream going past its limits.
+        now = time.monotonic()
+        if now > deadline:
+            raise WalStreamError(
+                f"timed out while streaming WAL (at {format_lsn(position)}, "
+                f"waiting for {format_lsn(stop)})"
+            )
+        if now - last_data > idle_timeout:
+            raise WalStreamError(
+                f"the server sent no WAL for {idle_timeout:.0f} s "
+                f"(at {format_lsn(position)}, waiting for {format_lsn(stop)})"
+            )
         if nbytes == 0:
-            now = time.monotonic()
-            if now > deadline:
-                raise WalStreamError("timed out while streaming WAL")
-            if now - last_data > idle_timeout:
-                raise WalStreamError(
-                    f"the server sent no WAL for {idle_timeout:.0f} s "
-                    f"(at {format_lsn(position)}, waiting for {format_lsn(stop)})"
-                )
-            readable, _, _ = select.select([sock], [], [], 1.0)
+            readable, _, _ = select.select([sock], [], [], min(1.0, deadline - now))
             if readable:
                 pgconn.consume_input()
             continue
@@ -178,11 +214,18 @@ def stream_wal_range(
             if res is not None and res.error_message:
                 message = _error_text(res.error_message)
             raise WalStreamError(message or "the server ended the WAL stream")
-        msg = bytes(data)
-        kind = msg[:1]
-        if kind == b"w":
+        if nbytes > MESSAGE_MAX:
+            raise WalStreamError(
+                f"the server sent a message of {nbytes} bytes in the WAL stream "
+                f"(a walsender's are at most {MESSAGE_MAX})"
+            )
+        msg = memoryview(data)  # no copy: libpq's buffer is the message already
+        kind = msg[0]
+        if kind == 0x77:  # "w": WAL data
+            if len(msg) < 25:
+                raise WalStreamError("the server sent a malformed WAL message")
             data_start = struct.unpack_from("!Q", msg, 1)[0]
-            payload = memoryview(msg)[25:]
+            payload = msg[25:]
             if data_start > position:
                 raise WalStreamError(
                     f"gap in the WAL stream at {format_lsn(position)} "
@@ -197,12 +240,11 @@ def stream_wal_range(
             last_data = time.monotonic()
             if progress is not None:
                 progress(position)
-        elif kind == b"k":
+        elif kind == 0x6B:  # "k": keepalive
             reply_requested = msg[17] if len(msg) > 17 else 0
             if reply_requested:
                 _send(pgconn, _status_update(position, start))
         # other message kinds are not part of physical replication; ignore them
-    _finish_copy(pgconn, deadline)
 
 
 def _send(pgconn: PGconn, message: bytes) -> None:
@@ -210,22 +252,36 @@ def _send(pgconn: PGconn, message: bytes) -> None:
         raise WalStreamError(_error_text(pgconn.error_message) or "lost the server connection")
 
 
-def _finish_copy(pgconn: PGconn, deadline: float) -> None:
-    """End the replication stream cleanly so the slot is released promptly."""
-    pgconn.put_copy_end()
-    pgconn.flush()
+def _finish_copy(pgconn: PGconn) -> None:
+    """End the replication stream cleanly so the slot is released promptly, waiting at
+    most FINISH_SECONDS: a server that does not end it is left to the caller, which closes
+    the connection (so is one that fails here: the WAL is all received)."""
+    until = time.monotonic() + FINISH_SECONDS
     sock = pgconn.socket
-    while time.monotonic() < deadline:
-        nbytes, _ = pgconn.get_copy_data(1)
-        if nbytes == 0:
-            readable, _, _ = select.select([sock], [], [], 1.0)
-            if readable:
+    try:
+        pgconn.put_copy_end()
+        pgconn.flush()
+        while True:  # what the server still sends, up to the end of its copy
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            nbytes, _ = pgconn.get_copy_data(1)
+            if nbytes < 0:
+                break
+            if nbytes == 0 and select.select([sock], [], [], min(1.0, remaining))[0]:
                 pgconn.consume_input()
-            continue
-        if nbytes < 0:
-            break
-    while pgconn.get_result() is not None:
-        pass
+        while True:  # the command's results, never waited for by libpq itself
+            pgconn.consume_input()
+            if not pgconn.is_busy():
+                if pgconn.get_result() is None:
+                    return
+                continue
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            select.select([sock], [], [], min(1.0, remaining))
+    except psycopg.Error:
+        return
 
 
 def _error_text(raw: bytes | str | None) -> str:
@@ -339,8 +395,10 @@ def apply_wal_stream(
     """Copy a stream's WAL (the frames after its header) into ``writer``; check that it
     covers exactly the header's range and that its digest matches."""
     start, stop = int(header["start"]), int(header["stop"])
+    segment_size = int(header["segment_size"])
     digest = hashlib.sha256()
     position = start
+    zero_run = 0  # zeros since the last data frame
     while True:
         kind = _read_exact(source, 1)
         if kind == b"E":
@@ -351,6 +409,7 @@ def apply_wal_stream(
         if length == 0 or position + length > stop:
             raise WalStreamError("the incremental stream is corrupted (frame out of range)")
         if kind == b"D":
+            zero_run = 0
             if length > FRAME_MAX + XLOG_BLCKSZ:
                 raise WalStreamError("the incremental stream is corrupted (frame too large)")
             data = _read_exact(source, length)
@@ -358,6 +417,13 @@ def apply_wal_stream(
             digest.update(data)
             position += length
         else:
+            # Stored as five bytes, written out in full: refused before any is written.
+            zero_run += length
+            if zero_run > segment_size:
+                raise WalStreamError(
+                    f"the incremental stream is corrupted (a run of {zero_run} zero bytes "
+                    f"at {format_lsn(position)}, longer than a WAL segment)"
+                )
             end = position + length
             while position < end:
                 n = min(end - position, READ_SIZE)
