@@ -365,6 +365,7 @@ def build(
         telemetry=telemetry,
         max_schedules=settings.max_schedules,
         schedule_min_interval=settings.schedule_min_interval,
+        drill_timeout=settings.drill_timeout,
     )
     services = replace(
         services,
@@ -452,6 +453,7 @@ def _with_backup_automation(
     telemetry: Telemetry,
     max_schedules: int,
     schedule_min_interval: int,
+    drill_timeout: float,
 ) -> Services:
     """Schedules, verification and restore drills: their services and job handlers."""
     stale_after = transfer.rules.running_backups_expire
@@ -466,7 +468,12 @@ def _with_backup_automation(
     handlers.add_handler(
         JobKind.DRILL_BACKUP,
         Driller(
-            uow=uow, clock=clock, catalog=catalog, transfer=transfer, instances_dir=instances_dir
+            uow=uow,
+            clock=clock,
+            catalog=catalog,
+            transfer=transfer,
+            instances_dir=instances_dir,
+            timeout=drill_timeout,
         ),
     )
     writer = CopyWriter(transfer)
@@ -508,7 +515,7 @@ def _scheduler(
         clock=clock,
         schedules=services.schedules,
         verify=services.verification.start,
-        drill=services.drills.start,
+        drill=services.drills.scheduled,
         min_interval=min_interval,
         telemetry=telemetry,
     )

@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     # several seconds (`* * * * * */2`); at 60 or more it must be one number.
     max_schedules: int = Field(default=100, ge=1)
     schedule_min_interval: int = Field(default=60, ge=1)
+    # Seconds a restore drill may take in all (restore and checks) on a shared worker; one
+    # that runs out fails, saying so, and its scratch instance is removed.
+    drill_timeout: float = Field(default=1800.0, gt=0)
     default_container: str = DEFAULT_CONTAINER
     # The containers a request may name (swift_container of a backup, a strategy, a schedule
     # or a copy): each store creates a container on its first write, in the service's own

@@ -155,13 +155,16 @@ class Engine(Protocol):
         never touch its data."""
         ...
 
-    def check_restored(self, home: Path, connection: Connection) -> dict[str, Any]:
+    def check_restored(
+        self, home: Path, connection: Connection, *, timeout: float | None = None
+    ) -> dict[str, Any]:
         """The engine's own consistency checks of a managed instance just restored in
         ``home`` (a restore drill), then each user table's row count (the first
-        :data:`MAX_CHECKED_TABLES`). Returns a JSON-safe report
-        ``{"checks": {...: "ok"}, "tables": N, "rows": {...}}``; raises
-        ``CheckFailedError`` naming what failed. The data is the tenant's: no name or
-        object in it is trusted."""
+        :data:`MAX_CHECKED_TABLES`), all within ``timeout`` seconds (and the engine's
+        own). Returns a JSON-safe report ``{"checks": {...: "ok"}, "tables": N,
+        "rows": {...}}``, with ``"skipped": N, "skipped_tables": {db: {table: why}}``
+        when counts too slow were skipped; raises ``CheckFailedError`` naming what
+        failed. The data is the tenant's: no name or object in it is trusted."""
         ...
 
     # -- external instances ------------------------------------------------------------

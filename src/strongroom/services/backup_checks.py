@@ -71,7 +71,8 @@ class BackupCheckRequests(UseCase):
     def start(self, backup_id: str, *, per_project: int | None = None) -> Backup:
         """Record the check and its job; with ``per_project``, refused (413) when the
         backup's project has that many of this kind queued or running (a schedule's
-        follow-ups pass none: a schedule fires at most once a minute)."""
+        verifications pass none: a schedule fires at most once a minute; its drills pass
+        one, see ``DrillService.scheduled``)."""
         now = self._clock.now()
         with self._uow(write=True) as uow:
             backup = uow.backups.find_for_update(backup_id)

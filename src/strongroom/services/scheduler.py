@@ -16,10 +16,12 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from strongroom.domain.errors import DomainError
 from strongroom.domain.model import BackupState
 from strongroom.domain.ports import Clock, UnitOfWorkFactory
 from strongroom.domain.schedules import RunStatus, Schedule
 from strongroom.services import cron
+from strongroom.services.failure import describe_failure
 from strongroom.services.periodic import Periodic
 from strongroom.services.schedules import ScheduleService
 from strongroom.services.telemetry import NO_TELEMETRY, Telemetry
@@ -130,7 +132,8 @@ class Scheduler:
 
     def drills(self) -> int:
         """Start the restore drills that are due (``drill_cron``): each drills the
-        schedule's newest completed backup. Returns how many this process started."""
+        schedule's newest completed backup, unless the project has a drill queued or
+        running (skipped, recorded). Returns how many this process started."""
         if self._drill is None:
             return 0
         started = 0
@@ -153,11 +156,29 @@ class Scheduler:
                         if b.state is BackupState.COMPLETED
                     ]
                 if won and completed:
-                    self._drill(max(completed, key=lambda b: b.created).id)
+                    newest = max(completed, key=lambda b: b.created).id
+                    try:
+                        self._drill(newest)
+                    except DomainError as exc:
+                        self._drill_skipped(schedule, newest, now, exc)
+                        continue
                     started += 1
             except Exception:
                 log.exception("restore drill of schedule %s failed to start", schedule.id)
         return started
+
+    def _drill_skipped(
+        self, schedule: Schedule, backup_id: str, now: datetime, exc: DomainError
+    ) -> None:
+        """Record on the schedule, as a run that could not start is, why its drill did not
+        (another drill of the project queued or running, ...); the next is at its time."""
+        error = f"restore drill of backup {backup_id} skipped: {describe_failure(exc)}"
+        log.warning("scheduled %s", error)
+        with self._uow(write=True) as uow:
+            uow.schedules.record_run(
+                schedule.id, at=now, backup_id=None, status=RunStatus.SKIPPED, error=error
+            )
+            uow.commit()
 
     # -- the loop --------------------------------------------------------------------
     def start(self) -> None:

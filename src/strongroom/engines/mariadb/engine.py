@@ -177,8 +177,11 @@ class MariaDbEngine:
     def destroy_instance(self, home: Path, connection: Connection) -> None:
         self._servers.destroy(home, connection)
 
-    def check_restored(self, home: Path, connection: Connection) -> dict[str, Any]:
-        return checks.check_restored(connection, timeout=self.timeout)
+    def check_restored(
+        self, home: Path, connection: Connection, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        limit = self.timeout if timeout is None else min(timeout, self.timeout)
+        return checks.check_restored(connection, timeout=limit)
 
     # -- external instances ------------------------------------------------------------------
     def register_external(self, params: Mapping[str, Any], *, project_id: str) -> Connection:

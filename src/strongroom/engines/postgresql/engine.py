@@ -237,8 +237,11 @@ class PostgresEngine:
             return
         self._server(Path(home)).destroy()
 
-    def check_restored(self, home: Path, connection: Connection) -> dict[str, Any]:
-        return checks.check_restored(self.bin_dir, connection, timeout=self.timeout)
+    def check_restored(
+        self, home: Path, connection: Connection, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        limit = self.timeout if timeout is None else min(timeout, self.timeout)
+        return checks.check_restored(self.bin_dir, connection, timeout=limit)
 
     # -- external instances --------------------------------------------------------------
     def register_external(self, params: Mapping[str, Any], *, project_id: str) -> Connection:

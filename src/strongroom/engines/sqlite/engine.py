@@ -163,7 +163,10 @@ class SqliteEngine:
         except OSError as exc:
             raise InstanceError(f"cannot remove the instance directory: {exc.strerror}") from exc
 
-    def check_restored(self, home: Path, connection: Connection) -> dict[str, Any]:
+    def check_restored(
+        self, home: Path, connection: Connection, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        # One local file, read by the service itself: no server can hold it.
         return checks.check_restored(Path(home), Path(str(connection["path"])))
 
     # -- external instances ------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""A schedule's restore drill is held to the rule a requested one is: a project has at most
+one drill queued or running. A due drill of a project that has one is skipped, and the
+schedule records why; another project's due drill starts; the next drill of the skipped
+schedule runs at its next time. Through the API, in-process, on a clock the test holds
+(the scheduler loop is off), real SQLite instances and backups in a local store."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fixtures.clocked import ManualClock, make_clocked_harness, scheduler_of
+from fixtures.service import Caller, Harness, wait_for
+
+SUNDAY = datetime(2031, 3, 2)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(SUNDAY)
+
+
+@pytest.fixture
+def h(tmp_path: Path, clock: ManualClock) -> Iterator[Harness]:
+    harness = make_clocked_harness(tmp_path, clock)
+    try:
+        yield harness
+    finally:
+        harness.container.queue.release()
+        harness.container.close()
+
+
+def source(caller: Caller) -> str:
+    inst = caller.wait_instance(caller.create_instance("src")["id"])
+    with sqlite3.connect(inst["connection"]["path"]) as db:
+        db.execute("create table t(x)")
+        db.executemany("insert into t values (?)", [(i,) for i in range(7)])
+    return str(inst["id"])
+
+
+def drilled_schedule(caller: Caller, instance_id: str) -> dict[str, Any]:
+    body = {
+        "backup_schedule": {
+            "instance_id": instance_id,
+            "name": "nightly",
+            "cron": "0 3 * * *",
+            "drill_cron": "0 5 * * 0",  # Sundays at five
+        }
+    }
+    r = caller.post("/backup_schedules", body)
+    assert r.status_code == 200, r.text
+    schedule: dict[str, Any] = r.json()["backup_schedule"]
+    return schedule
+
+
+def shown(caller: Caller, schedule_id: str) -> dict[str, Any]:
+    view: dict[str, Any] = caller.get(f"/backup_schedules/{schedule_id}").json()["backup_schedule"]
+    return view
+
+
+def drill_status(caller: Caller, backup_id: str) -> str | None:
+    status: str | None = caller.get(f"/backups/{backup_id}").json()["backup"].get("drill_status")
+    return status
+
+
+def test_a_scheduled_drill_is_skipped_while_the_project_has_a_drill_running(
+    h: Harness, clock: ManualClock
+) -> None:
+    mine, theirs = source(h.a), source(h.b)
+    asked = h.a.wait_backup(h.a.create_backup(mine, "asked for")["id"])["id"]
+    schedule = drilled_schedule(h.a, mine)
+    other = drilled_schedule(h.b, theirs)
+    clock.set(datetime(2031, 3, 2, 3))
+    assert scheduler_of(h).tick() == 2
+    scheduled = shown(h.a, schedule["id"])["last_backup_id"]
+    h.a.wait_backup(scheduled)
+    h.b.wait_backup(shown(h.b, other["id"])["last_backup_id"])
+    scheduler_of(h).follow_up()
+
+    h.container.queue.hold()  # the requested drill stays queued
+    assert h.a.post(f"/backups/{asked}/drill").status_code == 202
+    clock.set(datetime(2031, 3, 2, 5))
+    assert scheduler_of(h).drills() == 1  # the other project's only
+    view = shown(h.a, schedule["id"])
+    assert view["last_status"] == "SKIPPED"
+    error = view["last_error"]
+    assert error.startswith(f"restore drill of backup {scheduled} skipped"), error
+    assert "at most 1 at a time" in error, error
+    assert view["last_backup_id"] == scheduled  # the backup run's record is kept
+    assert view["next_drill_at"] == "2031-03-09T05:00:00"
+    assert drill_status(h.a, scheduled) is None  # nothing was queued for it
+    assert drill_status(h.b, shown(h.b, other["id"])["last_backup_id"]) == "RUNNING"
+
+    h.container.queue.release()
+    wait_for(lambda: drill_status(h.a, asked) == "OK", timeout=60)
+    h.wait_idle()
+    clock.set(datetime(2031, 3, 9, 5))  # the next Sunday: the project has room again
+    assert scheduler_of(h).drills() == 2
+    wait_for(lambda: drill_status(h.a, scheduled) == "OK", timeout=60)
