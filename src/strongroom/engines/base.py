@@ -212,11 +212,18 @@ class Engine(Protocol):
         ...
 
 
+# What a batch reports as ``archived_through`` when it stopped short of the log's end (a
+# bound on its size or time): it covers no time the batch before it did not, and more of
+# the log is waiting.
+NOT_COVERED = datetime(1970, 1, 1)
+
+
 @dataclass(frozen=True)
 class ArchivedWal:
     """One archived batch of a server's log: positions ``[start, stop)`` in the engine's
-    own terms, every commit up to ``archived_through`` (naive UTC), and ``metadata`` for
-    the batch's manifest (given back to the restore)."""
+    own terms, every commit up to ``archived_through`` (naive UTC; :data:`NOT_COVERED`
+    when it stopped short), and ``metadata`` for the batch's manifest (given back to the
+    restore)."""
 
     start: int
     stop: int

@@ -7,20 +7,22 @@ has that WAL (the slot was lost), archiving starts a new run and the window show
 
 A pass visits the host's instances one after another; an engine bounds each batch's time
 (a tenant's server that trickles its log holds the others up that long, then its batch
-fails), and each pass starts one instance further on, so that one slow instance does not
-always come before the same others."""
+fails) and size (a busy server's log then comes in several batches, taken one after
+another within ``CATCH_UP_SECONDS``), and each pass starts one instance further on, so that
+one slow instance does not always come before the same others."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import replace
 
 import attrs
 
 from strongroom.domain.pitr import PitrPolicy, WalBatch
 from strongroom.domain.ports import BackupQuery, Clock, UnitOfWorkFactory
-from strongroom.engines.base import PointInTimeEngine
+from strongroom.engines.base import NOT_COVERED, PointInTimeEngine
 from strongroom.services.datastores import DatastoreCatalog
 from strongroom.services.periodic import Periodic
 from strongroom.services.secrets_box import SecretBox
@@ -28,6 +30,9 @@ from strongroom.services.wal_archive import WalArchive
 
 log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 10.0  # seconds between batches: RPO under a minute with room to spare
+# Seconds one instance's batches may take in a pass while each stops short of its log's
+# end (a busy server): it catches up in one pass, the others wait at most this long.
+CATCH_UP_SECONDS = 120.0
 
 
 @attrs.define(kw_only=True, eq=False, repr=False, slots=False)
@@ -39,6 +44,7 @@ class PitrArchiver:
     _archive: WalArchive
     _host: str = attrs.field(alias="host_id")
     _interval: float = DEFAULT_INTERVAL
+    _catch_up_seconds: float = CATCH_UP_SECONDS
     _loop: Periodic = attrs.field(init=False)
     # One pass at a time (the loop, or a test's tick).
     _pass: threading.Lock = attrs.field(init=False, factory=threading.Lock)
@@ -68,13 +74,34 @@ class PitrArchiver:
         stored = 0
         for policy in policies:
             try:
-                stored += self.archive_instance(policy)
+                stored += self._catch_up(policy)
             except Exception as exc:
                 log.warning("archiving instance %s failed: %s", policy.instance_id, exc)
                 self._record_error(policy.instance_id, str(exc)[:1000])
         return stored
 
+    def _catch_up(self, policy: PitrPolicy) -> int:
+        """Batches of the instance while each stopped short of its log's end (a busy
+        server writes more in a pass than one batch takes), for at most
+        ``catch_up_seconds``: the others' turn comes after that."""
+        began = time.monotonic()
+        stored = 0
+        current: PitrPolicy | None = policy
+        while current is not None:
+            count, more = self._archive_once(current)
+            stored += count
+            if not more or time.monotonic() - began >= self._catch_up_seconds:
+                break
+            with self._uow() as uow:
+                current = uow.pitr.policy(policy.instance_id)
+        return stored
+
     def archive_instance(self, policy: PitrPolicy) -> int:
+        """One batch of the instance, if it is archived here and now; how many were stored."""
+        return self._archive_once(policy)[0]
+
+    def _archive_once(self, policy: PitrPolicy) -> tuple[int, bool]:
+        """``(batches stored, whether more of the log waits)``."""
         with self._uow() as uow:
             instance = uow.instances.find(policy.instance_id)
             sealed = uow.instances.sealed_connection(policy.instance_id)
@@ -86,22 +113,22 @@ class PitrArchiver:
                 if not uow.pitr.batches(policy.instance_id):
                     uow.pitr.remove_policy(policy.instance_id)
                     uow.commit()
-            return 0
+            return 0, False
         if sealed is None or instance.host != self._host:
-            return 0
+            return 0, False
         if instance.status.value not in ("ACTIVE", "BACKUP") or instance.task:
-            return 0
+            return 0, False
         self.prune(policy.instance_id, keep_newest=policy.enabled)
         version = self._catalog.version_by_id(instance.datastore_version_id)
         engine = self._catalog.engine_for(version)
         if not isinstance(engine, PointInTimeEngine):
-            return 0
+            return 0, False
         connection = self._secrets.open(sealed, bound_to=instance.id)
         if not policy.enabled:
             if policy.next_start is not None:
                 engine.stop_archiving(connection)
                 self._save(replace(policy, next_start=None, started_at=None, last_error=None))
-            return 0
+            return 0, False
         if policy.next_start is None:
             start = engine.start_archiving(connection)
             policy = replace(policy, next_start=start, started_at=self._clock.now())
@@ -150,7 +177,7 @@ class PitrArchiver:
                 current.last_error = None
                 uow.pitr.save_policy(current)
             uow.commit()
-        return 1
+        return 1, stored.archived_through <= NOT_COVERED
 
     def prune(self, instance_id: str, *, keep_newest: bool = True) -> int:
         """Retention: keep the archive back to the oldest backup the instance still has

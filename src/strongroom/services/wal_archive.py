@@ -153,7 +153,10 @@ def batches_for(
     and each other."""
     chosen: list[StoredBatch] = []
     for b in sorted(batches, key=lambda b: (b.created, b.start)):
-        if b.archived_through < backup_started:
+        # Stored before the backup began, it holds only log from before it. (Not its
+        # coverage time: a batch stopped short keeps the one before it, older than the log
+        # it holds, which may be where the backup ends.)
+        if b.created < backup_started:
             continue
         if chosen and b.start != chosen[-1].stop:
             if chosen[-1].archived_through >= when:

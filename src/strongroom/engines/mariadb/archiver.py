@@ -52,7 +52,7 @@ from typing import Any
 
 import pymysql
 
-from strongroom.engines.base import ArchivedWal, ByteSink, Connection, Metadata
+from strongroom.engines.base import NOT_COVERED, ArchivedWal, ByteSink, Connection, Metadata
 from strongroom.engines.errors import BackupError
 from strongroom.engines.mariadb import binlog, sessions
 from strongroom.engines.mariadb.sessions import managed_session, sql_error
@@ -66,9 +66,6 @@ DUMP_SERVER_ID = 0xFFFFFF00
 MARIA_SLAVE_CAPABILITY_GTID = 4
 GAP = "the archive has a gap"
 MAX_PACKET = 0xFFFFFF  # a protocol packet's largest payload: a longer one continues
-# What a batch cut short by :class:`Limits` reports as ``archived_through``: it covers
-# nothing the batch before it did not (the service keeps the earlier coverage).
-NOT_COVERED = datetime(1970, 1, 1)
 # The archiver visits every instance in turn: a server (or a stand-in its owner put on the
 # socket) that stops answering holds it up this long at most in a session's handshake or
 # statement (they take milliseconds); the dump itself ends within ``Limits.hard_seconds``.

@@ -36,7 +36,7 @@ from typing import Any
 
 import psycopg
 
-from strongroom.engines.base import ArchivedWal, ByteSink, Connection, Metadata
+from strongroom.engines.base import NOT_COVERED, ArchivedWal, ByteSink, Connection, Metadata
 from strongroom.engines.errors import BackupError
 from strongroom.engines.postgresql import session, walstream
 from strongroom.engines.postgresql.deadline import answered_within
@@ -55,9 +55,6 @@ BATCH_SECONDS = 90.0
 # A batch's most WAL: 256 MiB in 90 s needs 2.9 MiB/s from the server and the store, far
 # below what either does; it also bounds what a restore writes for one batch.
 BATCH_SPAN = 256 << 20
-# What a batch cut at BATCH_SPAN reports as ``archived_through``: it covers nothing the
-# batch before it did not (the service keeps the earlier coverage); the marker is later.
-NOT_COVERED = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
