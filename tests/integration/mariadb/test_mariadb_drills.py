@@ -21,8 +21,8 @@ import pytest
 
 from fixtures.clocked import ManualClock, make_clocked_harness, scheduler_of
 from fixtures.service import Caller, Harness, make_harness, wait_for
-from strongroom.engines.base import Engine, InstanceRequest
-from strongroom.engines.identity import InstanceIdentity, name_for
+from strongroom.engines.base import Engine
+from support.drill_homes import DrillHomes
 from support.mariadb import (
     WAIT,
     Login,
@@ -110,31 +110,9 @@ def take_backup(caller: Caller, instance_id: str, name: str) -> dict[str, Any]:
     return wait_status(caller, "backup", created["id"], "COMPLETED")
 
 
-class DrillHomes:
-    """Records the home of every instance the engine restores (the drills' homes)."""
-
-    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.homes: list[Path] = []
-        real = engine.restore_instance
-
-        def recording(home: Path, chain: Any, request: InstanceRequest) -> Any:
-            self.homes.append(Path(home))
-            return real(home, chain, request)
-
-        monkeypatch.setattr(engine, "restore_instance", recording)
-
-    def assert_gone(self) -> None:
-        assert self.homes, "no drill instance was made"
-        for home in self.homes:
-            assert home.name.startswith("drill-")
-            assert not home.exists(), home
-            assert processes_mentioning(home) == []
-            assert InstanceIdentity.lookup(name_for(home)) is None, "its OS user is left"
-
-
 @pytest.fixture
 def homes(h: Harness, monkeypatch: pytest.MonkeyPatch) -> DrillHomes:
-    return DrillHomes(engine_of(h), monkeypatch)
+    return DrillHomes(engine_of(h), monkeypatch, processes_mentioning)
 
 
 def drill(caller: Caller, backup_id: str) -> dict[str, Any]:

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from fixtures.service import Caller, Harness, wait_for
-from strongroom.engines.base import Engine, InstanceRequest
-from strongroom.engines.identity import InstanceIdentity, name_for
+from strongroom.engines.base import Engine
 from strongroom.engines.postgresql import checks
+from support.drill_homes import DrillHomes as SharedDrillHomes
 from support.postgresql_service import (
     PG_MAJOR,
     WAIT,
@@ -123,31 +123,17 @@ def programs_running(text: str) -> list[str]:
     return found
 
 
-class DrillHomes:
-    """Records the home of every instance the engine restores (the drills' homes)."""
-
-    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.homes: list[Path] = []
-        real = engine.restore_instance
-
-        def recording(home: Path, chain: Any, request: InstanceRequest) -> Any:
-            self.homes.append(Path(home))
-            return real(home, chain, request)
-
-        monkeypatch.setattr(engine, "restore_instance", recording)
+class DrillHomes(SharedDrillHomes):
+    """What every drill suite checks, and that no program the slow tables ran is left."""
 
     def assert_gone(self) -> None:
-        assert self.homes, "no drill instance was made"
-        for home in self.homes:
-            assert not home.exists(), home
-            assert server_processes(home) == []
-            assert InstanceIdentity.lookup(name_for(home)) is None, "its OS user is left"
+        super().assert_gone()
         assert programs_running(SLEEP) == []
 
 
 @pytest.fixture
 def homes(h: Harness, monkeypatch: pytest.MonkeyPatch) -> DrillHomes:
-    return DrillHomes(engine_of(h), monkeypatch)
+    return DrillHomes(engine_of(h), monkeypatch, server_processes)
 
 
 def drill(caller: Caller, backup_id: str) -> tuple[dict[str, Any], float]:

@@ -29,6 +29,7 @@ from fixtures.service import Caller, Harness, wait_for
 from strongroom.engines.base import Engine, InstanceRequest
 from strongroom.engines.identity import InstanceIdentity, name_for
 from strongroom.engines.postgresql import wal_header
+from support.drill_homes import DrillHomes
 from support.postgresql_service import (
     PG_MAJOR,
     WAIT,
@@ -117,31 +118,9 @@ def take_backup(caller: Caller, instance_id: str, name: str) -> dict[str, Any]:
     return view
 
 
-class DrillHomes:
-    """Records the home of every instance the engine restores (the drills' homes)."""
-
-    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.homes: list[Path] = []
-        real = engine.restore_instance
-
-        def recording(home: Path, chain: Any, request: InstanceRequest) -> Any:
-            self.homes.append(Path(home))
-            return real(home, chain, request)
-
-        monkeypatch.setattr(engine, "restore_instance", recording)
-
-    def assert_gone(self) -> None:
-        assert self.homes, "no drill instance was made"
-        for home in self.homes:
-            assert home.name.startswith("drill-")
-            assert not home.exists(), home
-            assert server_processes(home) == []
-            assert InstanceIdentity.lookup(name_for(home)) is None, "its OS user is left"
-
-
 @pytest.fixture
 def homes(h: Harness, monkeypatch: pytest.MonkeyPatch) -> DrillHomes:
-    return DrillHomes(engine_of(h), monkeypatch)
+    return DrillHomes(engine_of(h), monkeypatch, server_processes)
 
 
 def drill(caller: Caller, backup_id: str) -> dict[str, Any]:
