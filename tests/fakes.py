@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from strongroom.storage.base import ObjectInfo, StorageBackend
 from strongroom.storage.errors import StorageError
@@ -10,12 +11,14 @@ from strongroom.storage.errors import StorageError
 
 class FailingBackend:
     """Delegates to ``inner``; the Nth ``put`` (1-based) and every later one raise while
-    ``fail_puts_from`` is set; ``corrupt_gets`` flips a byte in what ``get`` returns."""
+    ``fail_puts_from`` is set; ``corrupt_gets`` flips a byte in what ``get`` returns;
+    ``slow_gets`` answers each ``get`` that many seconds late (a slow store)."""
 
     def __init__(self, inner: StorageBackend) -> None:
         self.inner = inner
         self.fail_puts_from: int | None = None
         self.corrupt_gets = False
+        self.slow_gets = 0.0
         self.puts = 0
         self._lock = threading.Lock()
 
@@ -28,6 +31,8 @@ class FailingBackend:
         self.inner.put(key, data)
 
     def get(self, key: str) -> bytes:
+        if self.slow_gets:
+            time.sleep(self.slow_gets)  # the store's latency, not a wait on the code tested
         data = self.inner.get(key)
         if self.corrupt_gets and data:
             middle = len(data) // 2

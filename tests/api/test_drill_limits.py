@@ -1,12 +1,15 @@
 """A schedule's restore drill is held to the rule a requested one is: a project has at most
 one drill queued or running. A due drill of a project that has one is skipped, and the
 schedule records why; another project's due drill starts; the next drill of the skipped
-schedule runs at its next time. Through the API, in-process, on a clock the test holds
-(the scheduler loop is off), real SQLite instances and backups in a local store."""
+schedule runs at its next time. A drill's restore ends with its budget: from a store too
+slow to give the backup in time, the drill stops reading at the budget and fails saying
+so. Through the API, in-process, on a clock the test holds (the scheduler loop is off),
+real SQLite instances and backups in a local store (slowed down by a wrapper)."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -14,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from fakes import FailingBackend
 from fixtures.clocked import ManualClock, make_clocked_harness, scheduler_of
-from fixtures.service import Caller, Harness, wait_for
+from fixtures.service import Caller, Harness, make_harness, wait_for
 
 SUNDAY = datetime(2031, 3, 2)
 
@@ -102,3 +106,46 @@ def test_a_scheduled_drill_is_skipped_while_the_project_has_a_drill_running(
     clock.set(datetime(2031, 3, 9, 5))  # the next Sunday: the project has room again
     assert scheduler_of(h).drills() == 2
     wait_for(lambda: drill_status(h.a, scheduled) == "OK", timeout=60)
+
+
+CHUNK = 64 * 1024
+SLOW_GET = 1.0  # seconds a chunk takes to come from the slowed store
+BUDGET = 2.0  # seconds the drill may take
+
+
+def test_a_drill_from_a_store_too_slow_stops_reading_at_its_budget(tmp_path: Path) -> None:
+    stores: dict[str, FailingBackend] = {}
+
+    def wrap(name: str, backend: Any) -> FailingBackend:
+        stores[name] = FailingBackend(backend)
+        return stores[name]
+
+    h = make_harness(tmp_path, wrap_store=wrap, chunk_size=CHUNK, drill_timeout=BUDGET)
+    try:
+        inst = h.a.wait_instance(h.a.create_instance("big")["id"])
+        with sqlite3.connect(inst["connection"]["path"]) as db:
+            db.execute("create table t(id integer primary key, body blob)")
+            db.executemany(
+                "insert into t values (?, randomblob(4000))", [(i,) for i in range(2000)]
+            )
+        backup = h.a.wait_backup(h.a.create_backup(inst["id"], "big")["id"])
+        chunks = -(-int(backup["stored_bytes"]) // CHUNK)
+        # Read whole, the backup takes several budgets even on every fetch thread at once.
+        threads = h.settings.transfer_threads * 2
+        assert chunks * SLOW_GET / threads > 3 * BUDGET, (chunks, threads)
+        stores["local"].slow_gets = SLOW_GET
+
+        started = time.monotonic()
+        assert h.a.post(f"/backups/{backup['id']}/drill").status_code == 202
+        wait_for(lambda: drill_status(h.a, backup["id"]) != "RUNNING", timeout=120)
+        took = time.monotonic() - started
+        view = h.a.get(f"/backups/{backup['id']}").json()["backup"]
+        assert view["drill_status"] == "FAILED", view
+        error = view["drill_error"]
+        assert f"did not finish within {BUDGET:g} s" in error, error
+        assert "ran out of time while reading the backup" in error, error
+        assert took < 2 * BUDGET + 2 * SLOW_GET, took
+        drills = h.settings.data_dir / "instances"
+        assert not [p.name for p in drills.glob("drill-*")]
+    finally:
+        h.container.close()

@@ -204,10 +204,10 @@ def test_a_drill_needs_no_room_in_the_instance_quota_and_blocks_no_request(
         restoring, release = threading.Event(), threading.Event()
         real_restore = engine.restore_instance
 
-        def held_restore(home: Path, chain: Any, request: InstanceRequest) -> Any:
+        def held_restore(home: Path, chain: Any, request: InstanceRequest, **kw: Any) -> Any:
             restoring.set()
             assert release.wait(30), "the drill was never released"
-            return real_restore(home, chain, request)
+            return real_restore(home, chain, request, **kw)
 
         monkeypatch.setattr(engine, "restore_instance", held_restore)
         assert h.a.post(f"/backups/{backup['id']}/drill").status_code == 202

@@ -3,7 +3,8 @@ servers: SQLite files, PostgreSQL and MariaDB servers the engines create themsel
 
 What every engine shares: a full backup restores to the same rows; an incremental chain
 restores to the rows of its last link; a tampered or cut stream, full or incremental, is
-refused and leaves nothing behind; the metadata an engine writes loads as its typed model
+refused and leaves nothing behind; a restore given less time than it takes fails at it
+and leaves nothing behind; the metadata an engine writes loads as its typed model
 and passes its own ``check_restorable``. What only one engine does stays in
 tests/integration/engines/ (journal modes, WAL windows, binlog positions, allow-lists).
 
@@ -19,6 +20,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -293,6 +295,44 @@ def test_a_tampered_incremental_is_refused(lab: Lab, source: Connection, full: A
     home = lab.home("tampered-incremental")
     with pytest.raises(RestoreError):
         lab.restore(home, [full[:2], (meta, _tamper(path, "truncated"))])
+    _assert_nothing_left(lab, home)
+
+
+class SlowStore:
+    """A backup read as from a store that answers each read after ``delay`` seconds."""
+
+    def __init__(self, path: Path, delay: float) -> None:
+        self._file = path.open("rb")
+        self._delay = delay
+        self.reads = 0
+
+    def read(self, size: int, /) -> bytes:
+        time.sleep(self._delay)  # the store's answer, not a wait for the code under test
+        self.reads += 1
+        return self._file.read(size)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def test_a_restore_given_less_time_than_it_takes_fails_and_leaves_nothing(
+    lab: Lab, full: Any
+) -> None:
+    meta, path, _ = full
+    home = lab.home("out-of-time")
+    slow = SlowStore(path, delay=0.4)
+    started = time.monotonic()
+    try:
+        with pytest.raises(RestoreError, match=r"ran out of time|did not finish within"):
+            lab.engine.restore_instance(
+                home, [RestoreInput(meta, slow)], InstanceRequest(home.name), timeout=1.0
+            )
+    finally:
+        slow.close()
+    took = time.monotonic() - started
+    # It stopped reading at its time: the reads it made fit in it, with one more.
+    assert slow.reads <= 1.0 / 0.4 + 1, slow.reads
+    assert took < 30, took
     _assert_nothing_left(lab, home)
 
 

@@ -28,9 +28,9 @@ class DrillHomes:
         self._running = running
         real = engine.restore_instance
 
-        def recording(home: Path, chain: Any, request: InstanceRequest) -> Any:
+        def recording(home: Path, chain: Any, request: InstanceRequest, **kw: Any) -> Any:
             self.homes.append(Path(home))
-            return real(home, chain, request)
+            return real(home, chain, request, **kw)
 
         monkeypatch.setattr(engine, "restore_instance", recording)
 

@@ -135,11 +135,17 @@ class Engine(Protocol):
         ...
 
     def restore_instance(
-        self, home: Path, chain: Sequence[RestoreInput], request: InstanceRequest
+        self,
+        home: Path,
+        chain: Sequence[RestoreInput],
+        request: InstanceRequest,
+        *,
+        timeout: float | None = None,
     ) -> Connection:
         """Create and start a new server in ``home`` from ``chain`` (full first, then each
         incremental in order). Each stream is consumed to its end, in an order the engine
-        chooses (one at a time).
+        chooses (one at a time). ``timeout``: the seconds the whole restore may take
+        (``None``: each step within the engine's own); a restore out of time fails.
         Raises ``RestoreError`` and leaves nothing running when a step fails."""
         ...
 
@@ -253,6 +259,7 @@ class PointInTimeEngine(Protocol):
         *,
         archive: Sequence[RestoreInput] = (),
         target_time: datetime | None = None,
+        timeout: float | None = None,
     ) -> Connection: ...
 
 

@@ -9,7 +9,11 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from strongroom.engines.base import ByteSource, RestoreInput
 
 
 @contextlib.contextmanager
@@ -47,3 +51,57 @@ def answered_within(
             state["done"] = True
         timer.cancel()
         held.close()
+
+
+class ReadBy:
+    """A restore stream that fails once ``deadline`` (``time.monotonic()``) has passed: a
+    restore given a time stops laying out at it, whatever the backup holds. Keeps the
+    source's ``skip`` and ``reader_at`` (see ``ByteSource``) where it has them."""
+
+    def __init__(self, source: ByteSource, deadline: float, error: Callable[[str], Exception]):
+        self._source = source
+        self._deadline = deadline
+        self._error = error
+
+    def _check(self) -> None:
+        if time.monotonic() >= self._deadline:
+            raise self._error("the restore ran out of time while reading the backup")
+
+    def read(self, size: int, /) -> bytes:
+        self._check()
+        return self._source.read(size)
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._source, name)  # AttributeError where the source lacks it
+        if name == "skip":
+
+            def skip(size: int, /) -> None:
+                self._check()
+                found(size)
+
+            return skip
+        if name == "reader_at":
+            return lambda offset: ReadBy(found(offset), self._deadline, self._error)
+        raise AttributeError(name)
+
+
+def seconds_left(
+    deadline: float | None, most: float, error: Callable[[str], Exception], when: str
+) -> float:
+    """``most`` seconds, or fewer where ``deadline`` (``time.monotonic()``) comes sooner;
+    none left raises ``error`` saying ``when``."""
+    if deadline is None:
+        return most
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error(f"the restore ran out of time {when}")
+    return min(most, left)
+
+
+def read_by(
+    chain: Sequence[RestoreInput], deadline: float | None, error: Callable[[str], Exception]
+) -> list[RestoreInput]:
+    """``chain`` with each stream failing once ``deadline`` has passed (``None``: as it is)."""
+    if deadline is None:
+        return list(chain)
+    return [RestoreInput(i.metadata, ReadBy(i.stream, deadline, error)) for i in chain]

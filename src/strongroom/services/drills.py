@@ -14,7 +14,8 @@ no listing, and it is removed, OS user and all, whatever the outcome. The drill 
 job like a backup; the project's requests never wait for it.
 
 A drill holds one of the workers every project shares, so it has a budget
-(``drill_timeout``): the checks get what the restore left of it, and a drill that runs out
+(``drill_timeout``): the restore gets all of it (the engine's own waits and the reading
+of the backup end with it), the checks what the restore left, and a drill that runs out
 of it fails, saying so. A project has at most one drill queued or running, a schedule's
 included (``scheduled``)."""
 
@@ -110,7 +111,10 @@ class Driller(BackupCheckJob):
             try:
                 connection = dict(
                     engine.restore_instance(
-                        home, self._transfer.restore_inputs(links), InstanceRequest("drill")
+                        home,
+                        self._transfer.restore_inputs(links),
+                        InstanceRequest("drill"),
+                        timeout=self._left(deadline, "before the restore"),
                     )
                 )
                 report: dict[str, Any] = {"restored_links": len(links)}

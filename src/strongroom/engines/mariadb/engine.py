@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ from strongroom.engines.base import (
     ParentChain,
     RestoreInput,
 )
+from strongroom.engines.deadline import read_by, seconds_left
 from strongroom.engines.errors import EngineUnavailableError, RestoreError
 from strongroom.engines.mariadb import (
     accounts,
@@ -140,27 +142,30 @@ class MariaDbEngine:
         *,
         archive: Sequence[RestoreInput] = (),
         target_time: datetime | None = None,
+        timeout: float | None = None,
     ) -> Connection:
         """``archive``: archived binary log batches replayed after the chain, up to
         ``target_time`` (naive UTC, to the whole second; ``None``: to their end). A
         ``target_time`` the archive does not reach is refused before anything is
-        restored."""
+        restored. ``timeout``: seconds the whole restore may take (and each step the
+        engine's own)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             tools = self._require()
         except EngineUnavailableError as exc:
             raise RestoreError(str(exc)) from None
         if target_time is not None:
             replay.check_reaches(archive, target_time)
-        restored = restore.restore(self._servers, tools, home, chain, request)
+        restored = restore.restore(self._servers, tools, home, chain, request, deadline=deadline)
         if not archive:
             return restored
         try:
             replay.replay(
                 restored,
-                archive,
+                read_by(archive, deadline, RestoreError),
                 [link.metadata for link in chain],
                 target_time=target_time,
-                timeout=self.timeout,
+                timeout=seconds_left(deadline, self.timeout, RestoreError, "before the replay"),
             )
         except BaseException:
             with contextlib.suppress(Exception):

@@ -112,9 +112,12 @@ class ManagedServers:
         tools: Tools,
         request: InstanceRequest,
         error: Callable[[str], EngineError],
+        *,
+        timeout: float = START_TIMEOUT,
     ) -> Connection:
         """First start of a new data directory: (re)create the service accounts with new
-        passwords through an init file, then apply the request's databases and users."""
+        passwords through an init file, then apply the request's databases and users.
+        The start waits at most ``timeout`` seconds (and ``START_TIMEOUT``)."""
         admin_password = secrets.token_urlsafe(24)
         backup_password = secrets.token_urlsafe(24)
         init_file = layout.private_dir / "init.sql"
@@ -125,7 +128,15 @@ class ManagedServers:
             owner=identity.owner,
         )
         try:
-            self._start(layout, identity, tools, admin_password, error=error, init_file=init_file)
+            self._start(
+                layout,
+                identity,
+                tools,
+                admin_password,
+                error=error,
+                init_file=init_file,
+                timeout=timeout,
+            )
         finally:
             init_file.unlink(missing_ok=True)
         try:
@@ -166,6 +177,7 @@ class ManagedServers:
         *,
         error: Callable[[str], EngineError],
         init_file: Path | None = None,
+        timeout: float = START_TIMEOUT,
     ) -> None:
         """Start, choosing another free port when the configured one was taken."""
         for attempt in range(PORT_ATTEMPTS):
@@ -178,7 +190,7 @@ class ManagedServers:
                     mariadbd=tools.mariadbd,
                     user=ADMIN_USER,
                     password=admin_password,
-                    timeout=min(self.timeout, START_TIMEOUT),
+                    timeout=min(self.timeout, START_TIMEOUT, timeout),
                     init_file=init_file,
                     error=error,
                 )

@@ -36,7 +36,7 @@ def prepare_data_dir(staging: Path, chain: Sequence[RestoreInput], *, timeout: f
     metadata.check_chain([link.metadata for link in chain], tools.series)
     layout = Layout(staging)
     identity = InstanceIdentity.current()
-    carried = unpack_and_prepare(layout, identity, tools, chain, timeout)
+    carried = unpack_and_prepare(layout, identity, tools, chain, lambda _when: timeout)
     argv = [
         tools.mariabackup,
         "--no-defaults",

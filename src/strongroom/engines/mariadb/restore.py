@@ -11,11 +11,12 @@ accounts. Every tool runs as the new instance's OS user: the files are the tenan
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from strongroom.engines import process
 from strongroom.engines.base import Connection, InstanceRequest, RestoreInput
+from strongroom.engines.deadline import read_by, seconds_left
 from strongroom.engines.errors import EngineError, InvalidRequestError, RestoreError
 from strongroom.engines.identity import InstanceIdentity, remove_tree
 from strongroom.engines.mariadb import accounts, metadata, server
@@ -33,9 +34,17 @@ def restore(
     home: Path,
     chain: Sequence[RestoreInput],
     request: InstanceRequest,
+    *,
+    deadline: float | None = None,
 ) -> Connection:
     """A new server in ``home`` from ``chain`` (full first); nothing is left running or
-    on disk when a step fails."""
+    on disk when a step fails. Every step ends by ``deadline`` (``time.monotonic()``;
+    default: each within the engine's timeout)."""
+    chain = read_by(chain, deadline, RestoreError)
+
+    def limit(when: str) -> float:
+        return seconds_left(deadline, servers.timeout, RestoreError, when)
+
     layout = Layout(Path(home))
     if layout.datadir.exists() or layout.config.exists():
         raise RestoreError("the instance directory already holds a MariaDB server")
@@ -47,7 +56,7 @@ def restore(
     try:
         metadata.check_chain([link.metadata for link in chain], tools.series)
         identity = servers.open_home(layout, RestoreError)
-        carried = unpack_and_prepare(layout, identity, tools, chain, servers.timeout)
+        carried = unpack_and_prepare(layout, identity, tools, chain, limit)
         servers.write_config(layout, identity, extra=carried)
         base = layout.restore_dir / "base"
         _run_tool(
@@ -61,11 +70,13 @@ def restore(
                 f"--target-dir={base}",
             ],
             "moving the prepared backup into the data directory",
-            servers.timeout,
+            limit("before the move"),
         )
         remove_tree(layout.restore_dir)
         server.close_datadir(layout)
-        return servers.boot(layout, identity, tools, request, RestoreError)
+        return servers.boot(
+            layout, identity, tools, request, RestoreError, timeout=limit("before the start")
+        )
     except RestoreError:
         servers.discard(layout, identity)
         raise
@@ -82,10 +93,11 @@ def unpack_and_prepare(
     identity: InstanceIdentity,
     tools: Tools,
     chain: Sequence[RestoreInput],
-    timeout: float,
+    limit: Callable[[str], float],
 ) -> dict[str, str]:
     """Unpack and prepare every link into ``restore/base``; return the server options the
-    backup was taken with that the new server must share."""
+    backup was taken with that the new server must share. ``limit(when)``: the seconds a
+    step may take."""
     typed = metadata.check_chain([link.metadata for link in chain], tools.series)
     identity.private_dir(layout.restore_dir)
     base = layout.restore_dir / "base"
@@ -99,7 +111,7 @@ def unpack_and_prepare(
                 identity.argv([tools.mbstream, "-x", "-C", target]),
                 link.stream,
                 cwd=layout.home,
-                timeout=timeout,
+                timeout=limit(f"before unpacking {what}"),
             )
         except process.ProcessError as exc:
             reason = failure_reason(exc, tools.mbstream)
@@ -116,7 +128,7 @@ def unpack_and_prepare(
             carried = carried_options(base)
         else:
             argv.append(f"--incremental-dir={target}")
-        _run_tool(identity, layout, argv, f"preparing {what}", timeout)
+        _run_tool(identity, layout, argv, f"preparing {what}", limit(f"before preparing {what}"))
         if index > 0:
             remove_tree(target)
     return carried

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from strongroom.engines.base import (
     ParentChain,
     RestoreInput,
 )
+from strongroom.engines.deadline import read_by
 from strongroom.engines.errors import (
     BackupError,
     EngineError,
@@ -327,9 +329,14 @@ class PostgresEngine:
         *,
         archive: Sequence[RestoreInput] = (),
         target_time: datetime | None = None,
+        timeout: float | None = None,
     ) -> Connection:
         """``archive``: archived WAL batches after the chain, replayed to ``target_time``
-        (naive UTC; ``None``: to their end)."""
+        (naive UTC; ``None``: to their end). ``timeout``: seconds the whole restore may
+        take (and each wait the engine's own)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        chain = read_by(chain, deadline, RestoreError)
+        archive = read_by(archive, deadline, RestoreError)
         home = Path(home)
         names.check_request(request)
         links = methods.check_chain(chain, self.major)
@@ -341,7 +348,14 @@ class PostgresEngine:
             server, password, RestoreError, "restore failed", StreamFormatError, WalStreamError
         ):
             return restore.restore(
-                server, links, request, password, lay_out, archive=archive, target_time=target_time
+                server,
+                links,
+                request,
+                password,
+                lay_out,
+                archive=archive,
+                target_time=target_time,
+                deadline=deadline,
             )
 
 

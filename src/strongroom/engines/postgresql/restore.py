@@ -16,6 +16,7 @@ from psycopg import sql
 
 from strongroom.engines import process
 from strongroom.engines.base import Connection, InstanceRequest, RestoreInput
+from strongroom.engines.deadline import seconds_left
 from strongroom.engines.errors import RestoreError
 from strongroom.engines.postgresql import accounts, recovery_target, session, walstream
 from strongroom.engines.postgresql.lsn import (
@@ -55,10 +56,13 @@ def restore(
     *,
     archive: Sequence[RestoreInput] = (),
     target_time: datetime | None = None,
+    deadline: float | None = None,
 ) -> Connection:
     """A new server in ``server``'s home from ``chain``, laid out by the chain's method,
     then the archived WAL batches in ``archive`` replayed up to ``target_time``; returns
-    its connection (the superuser's password is ``password``)."""
+    its connection (the superuser's password is ``password``). The server's start and
+    its recovery end by ``deadline`` (``time.monotonic()``; default: each within the
+    server's timeout): recovery replays what the backup holds, however long that takes."""
     full = chain[0].meta
     server.prepare_home()
     data, run = server.data, server.run
@@ -72,7 +76,9 @@ def restore(
     superuser = full.bootstrap_superuser or "postgres"
     configure(server, superuser, target_time)
     server.chown_tree()
-    port = server.start(None)
+    port = server.start(
+        None, timeout=seconds_left(deadline, server.timeout, RestoreError, "before the start")
+    )
     connection: Connection = {
         "host": server.bind_address,
         "port": port,
@@ -87,7 +93,11 @@ def restore(
         "users": [],
         "databases": [],
     }
-    wait_promoted(connection, server)
+    wait_promoted(
+        connection,
+        server,
+        seconds_left(deadline, server.timeout, RestoreError, "before recovery ended"),
+    )
     # To a time, recovery stops before the end of the archive, never before the backup.
     check_recovery_end(server, timeline, end if target_time is None else consistent, segment_size)
     # Until the superuser has a new password, the peer map lets only this process in.
@@ -212,8 +222,11 @@ def configure(server: ManagedServer, superuser: str, target_time: datetime | Non
 PEER = "none"
 
 
-def wait_promoted(connection: Connection, server: ManagedServer) -> None:
-    deadline = time.monotonic() + server.timeout
+def wait_promoted(
+    connection: Connection, server: ManagedServer, timeout: float | None = None
+) -> None:
+    """Until recovery has ended, at most ``timeout`` seconds (default the server's)."""
+    deadline = time.monotonic() + (server.timeout if timeout is None else timeout)
     last_error = ""
     while time.monotonic() < deadline:
         try:

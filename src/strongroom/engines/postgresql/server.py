@@ -270,14 +270,16 @@ class ManagedServer:
         )
         return result.returncode == 0
 
-    def start(self, preferred_port: int | None) -> int:
+    def start(self, preferred_port: int | None, *, timeout: float | None = None) -> int:
         """Start the server on ``preferred_port`` if it is free, else on another free
-        port; wait until it accepts connections. Returns the port.
+        port; wait until it accepts connections, at most ``timeout`` seconds (default the
+        server's). Returns the port.
 
         A recorded port found taken (by any program on the host, another tenant's too)
         moves the server rather than failing: refusing would let anyone keep an instance
         down. The port is always the service's choice, though (see :meth:`_fixed_settings`)."""
         self.ensure_socket_dir()  # outside the home it may be gone after a reboot
+        wait = self.timeout if timeout is None else min(timeout, self.timeout)
         tried: list[int] = []
         port = preferred_port
         for _ in range(START_ATTEMPTS):
@@ -304,11 +306,11 @@ class ManagedServer:
                         self._fixed_settings(port),
                         "-w",
                         "-t",
-                        str(int(self.timeout)),
+                        str(max(1, int(wait))),
                         "-s",
                     ]
                 ),
-                timeout=self.timeout + 60,
+                timeout=wait + 60,
                 check=False,
             )
             if result.returncode == 0:

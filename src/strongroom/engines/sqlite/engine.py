@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,11 +45,13 @@ from strongroom.engines.base import (
     RestoreInput,
 )
 from strongroom.engines.beneath import directory, open_beneath
+from strongroom.engines.deadline import read_by
 from strongroom.engines.errors import (
     BackupError,
     IncompatibleBackupError,
     InstanceError,
     InvalidExternalError,
+    RestoreError,
 )
 from strongroom.engines.fsids import FsIdError, as_owner
 from strongroom.engines.identity import remove_tree
@@ -134,8 +137,16 @@ class SqliteEngine:
         return self._managed_connection(path)
 
     def restore_instance(
-        self, home: Path, chain: Sequence[RestoreInput], request: InstanceRequest
+        self,
+        home: Path,
+        chain: Sequence[RestoreInput],
+        request: InstanceRequest,
+        *,
+        timeout: float | None = None,
     ) -> Connection:
+        # No server to wait on: the time goes to reading the backup.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        chain = read_by(chain, deadline, RestoreError)
         path = self._managed_path(home)
         try:
             _private_home(path.parent)
