@@ -1,10 +1,11 @@
 """A schedule's restore drill is held to the rule a requested one is: a project has at most
 one drill queued or running. A due drill of a project that has one is skipped, and the
-schedule records why; another project's due drill starts; the next drill of the skipped
-schedule runs at its next time. A drill's restore ends with its budget: from a store too
-slow to give the backup in time, the drill stops reading at the budget and fails saying
-so. Through the API, in-process, on a clock the test holds (the scheduler loop is off),
-real SQLite instances and backups in a local store (slowed down by a wrapper)."""
+schedule records why beside (not over) its backup run's outcome; another project's due
+drill starts; the next drill of the skipped schedule runs at its next time. A drill's
+restore ends with its budget: from a store too slow to give the backup in time, the drill
+stops reading at the budget and fails saying so. Through the API, in-process, on a clock
+the test holds (the scheduler loop is off), real SQLite instances and backups in a local
+store (slowed down by a wrapper)."""
 
 from __future__ import annotations
 
@@ -91,11 +92,17 @@ def test_a_scheduled_drill_is_skipped_while_the_project_has_a_drill_running(
     clock.set(datetime(2031, 3, 2, 5))
     assert scheduler_of(h).drills() == 1  # the other project's only
     view = shown(h.a, schedule["id"])
-    assert view["last_status"] == "SKIPPED"
-    error = view["last_error"]
+    error = view["last_drill_error"]
     assert error.startswith(f"restore drill of backup {scheduled} skipped"), error
     assert "at most 1 at a time" in error, error
-    assert view["last_backup_id"] == scheduled  # the backup run's record is kept
+    assert view["last_drill_backup_id"] == scheduled
+    assert view["last_drill_at"] == "2031-03-02T05:00:00"
+    # The backup run's record is kept as it was.
+    assert (view["last_backup_id"], view["last_status"], view["last_error"]) == (
+        scheduled,
+        "COMPLETED",
+        None,
+    )
     assert view["next_drill_at"] == "2031-03-09T05:00:00"
     assert drill_status(h.a, scheduled) is None  # nothing was queued for it
     assert drill_status(h.b, shown(h.b, other["id"])["last_backup_id"]) == "RUNNING"
@@ -106,6 +113,8 @@ def test_a_scheduled_drill_is_skipped_while_the_project_has_a_drill_running(
     clock.set(datetime(2031, 3, 9, 5))  # the next Sunday: the project has room again
     assert scheduler_of(h).drills() == 2
     wait_for(lambda: drill_status(h.a, scheduled) == "OK", timeout=60)
+    view = shown(h.a, schedule["id"])
+    assert (view["last_drill_at"], view["last_drill_error"]) == ("2031-03-09T05:00:00", None)
 
 
 CHUNK = 64 * 1024

@@ -301,6 +301,9 @@ def schedule_view(schedule: Schedule) -> dict[str, Any]:
         "last_backup_id": schedule.last_backup_id,
         "last_status": schedule.last_status.value if schedule.last_status else None,
         "last_error": schedule.last_error,
+        "last_drill_at": timestamp(schedule.last_drill_at),
+        "last_drill_backup_id": schedule.last_drill_backup_id,
+        "last_drill_error": schedule.last_drill_error,
     }
 
 

@@ -155,6 +155,9 @@ class ScheduleRepository(Protocol):
         status: RunStatus,
         error: str | None,
     ) -> None: ...
+    def record_drill(
+        self, schedule_id: str, *, at: datetime, backup_id: str, error: str | None
+    ) -> None: ...
     def with_pending(self) -> list[Schedule]: ...
     def take_pending(
         self, schedule_id: str, backup_id: str, status: RunStatus, error: str | None

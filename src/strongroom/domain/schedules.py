@@ -141,6 +141,11 @@ class Schedule:
     # The backup whose completion the scheduler still has to act on (retention, verify).
     pending_backup_id: BackupId | None = None
     next_drill_at: datetime | None = None  # when drill_cron next restores the newest backup
+    # The last drill drill_cron asked for, apart from the backup runs' last_*: when, of
+    # which backup, and why it was skipped (None: it started; its outcome is the backup's).
+    last_drill_at: datetime | None = None
+    last_drill_backup_id: BackupId | None = None
+    last_drill_error: str | None = None
     # Where each backup of the schedule is copied ({"storage_driver", "swift_container"}),
     # and how many of those copies are kept there (the primary's ``retention`` is apart).
     copy_to: dict[str, str] | None = None

@@ -40,6 +40,11 @@ def _schedule(row: Row) -> Schedule:
         last_error=row.last_error,
         pending_backup_id=BackupId(row.pending_backup_id) if row.pending_backup_id else None,
         next_drill_at=row.next_drill_at,
+        last_drill_at=row.last_drill_at,
+        last_drill_backup_id=(
+            BackupId(row.last_drill_backup_id) if row.last_drill_backup_id else None
+        ),
+        last_drill_error=row.last_drill_error,
         copy_to=dict(row.copy_to) if row.copy_to else None,
         copy_retention=RetentionPolicy.parse(row.copy_retention or {}),
     )
@@ -125,6 +130,13 @@ class SqlScheduleRepository:
         if backup_id is not None:
             values["last_backup_id"] = backup_id
             values["pending_backup_id"] = backup_id
+        self._s.execute(update(Row).where(Row.id == schedule_id).values(**values))
+
+    def record_drill(
+        self, schedule_id: str, *, at: datetime, backup_id: str, error: str | None
+    ) -> None:
+        """The drill the schedule asked for at ``at``: started, or skipped for ``error``."""
+        values = {"last_drill_at": at, "last_drill_backup_id": backup_id, "last_drill_error": error}
         self._s.execute(update(Row).where(Row.id == schedule_id).values(**values))
 
     def with_pending(self) -> list[Schedule]:

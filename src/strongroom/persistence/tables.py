@@ -229,6 +229,10 @@ class BackupScheduleRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     pending_backup_id: Mapped[str | None] = mapped_column(String(36), index=True)
     next_drill_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    # The last drill the schedule asked for: when, of which backup, and why it did not start.
+    last_drill_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_drill_backup_id: Mapped[str | None] = mapped_column(String(36))
+    last_drill_error: Mapped[str | None] = mapped_column(Text)
     # {"storage_driver", "swift_container"}: where each backup of the schedule is copied.
     copy_to: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     copy_retention: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -162,6 +162,7 @@ class Scheduler:
                     except DomainError as exc:
                         self._drill_skipped(schedule, newest, now, exc)
                         continue
+                    self._drill_recorded(schedule.id, newest, now, None)
                     started += 1
             except Exception:
                 log.exception("restore drill of schedule %s failed to start", schedule.id)
@@ -170,14 +171,18 @@ class Scheduler:
     def _drill_skipped(
         self, schedule: Schedule, backup_id: str, now: datetime, exc: DomainError
     ) -> None:
-        """Record on the schedule, as a run that could not start is, why its drill did not
-        (another drill of the project queued or running, ...); the next is at its time."""
+        """Record on the schedule why its drill did not start (another drill of the
+        project queued or running, ...), beside its backup runs' outcome; the next is at
+        its time."""
         error = f"restore drill of backup {backup_id} skipped: {describe_failure(exc)}"
         log.warning("scheduled %s", error)
+        self._drill_recorded(schedule.id, backup_id, now, error)
+
+    def _drill_recorded(
+        self, schedule_id: str, backup_id: str, now: datetime, error: str | None
+    ) -> None:
         with self._uow(write=True) as uow:
-            uow.schedules.record_run(
-                schedule.id, at=now, backup_id=None, status=RunStatus.SKIPPED, error=error
-            )
+            uow.schedules.record_drill(schedule_id, at=now, backup_id=backup_id, error=error)
             uow.commit()
 
     # -- the loop --------------------------------------------------------------------
