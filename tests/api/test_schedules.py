@@ -225,6 +225,21 @@ def test_incremental_chains_with_a_full_every_n_runs(h: Harness, clock: ManualCl
     assert parents == [None, ids[0], ids[1], None, ids[3]]
 
 
+def test_a_schedule_moved_to_another_instance_starts_its_chain_with_a_full(
+    h: Harness, clock: ManualClock
+) -> None:
+    first, other = active_instance(h.a, "one"), active_instance(h.a, "two")
+    schedule = create_schedule(h.a, first, incremental=True, full_every=10)
+    before = run_due(h, clock, schedule["id"])
+    body = schedule_body(other, incremental=True, full_every=10)
+    assert put(h.a, f"/backup_schedules/{schedule['id']}", body).status_code == 200
+    moved = run_due(h, clock, schedule["id"])
+    assert (moved["instance_id"], moved["parent_id"]) == (other, None), moved
+    again = run_due(h, clock, schedule["id"])
+    assert (again["instance_id"], again["parent_id"]) == (other, moved["id"])
+    assert before["instance_id"] == first
+
+
 def test_a_broken_chain_starts_a_new_full(h: Harness, clock: ManualClock) -> None:
     inst = active_instance(h.a)
     schedule = create_schedule(h.a, inst, incremental=True, full_every=10)

@@ -34,6 +34,9 @@ BAD_NAMES = ["nul\x00name", "bell\x07", "del\x7f", "c1\x85"]
 INSTANCE = "00000000-0000-0000-0000-000000000000"
 
 
+SCHEDULE = {"instance_id": INSTANCE, "name": "nightly", "cron": "0 3 * * *"}
+
+
 @pytest.mark.parametrize("name", BAD_NAMES, ids=["nul", "bell", "del", "c1"])
 def test_control_characters_in_names_are_400(harness: Harness, name: str) -> None:
     bodies = [
@@ -42,6 +45,9 @@ def test_control_characters_in_names_are_400(harness: Harness, name: str) -> Non
         ("/backups", {"backup": {"name": "ok", "swift_container": name, "instance": INSTANCE}}),
         ("/instances", {"instance": {"name": name, "datastore": {"type": "sqlite"}}}),
         ("/backup_strategies", {"backup_strategy": {"swift_container": name}}),
+        # A schedule's name becomes its backups' names.
+        ("/backup_schedules", {"backup_schedule": {**SCHEDULE, "name": name}}),
+        ("/backup_schedules", {"backup_schedule": {**SCHEDULE, "swift_container": name}}),
     ]
     for path, body in bodies:
         fault = assert_fault(harness.a.post(path, body), 400)

@@ -276,10 +276,16 @@ class ScheduleService(UseCase):
     @staticmethod
     def _parent_for(uow: UnitOfWork, schedule: Schedule) -> str | None:
         """Full for the first run and every ``full_every``-th after it; otherwise the
-        schedule's previous backup, if it completed (a broken chain starts a new full)."""
+        schedule's previous backup, if it completed (a broken chain starts a new full).
+        Only backups of the instance it backs up now count: a schedule moved to another
+        instance starts that one's chain with a full."""
         if not schedule.incremental or schedule.full_every <= 1:
             return None
-        mine = {b.id: b for b in uow.schedules.backups_of(schedule.id)}
+        mine = {
+            b.id: b
+            for b in uow.schedules.backups_of(schedule.id)
+            if b.instance_id == schedule.instance_id
+        }
         live = [b for b in mine.values() if b.state is not BackupState.DELETING]
         if not live:
             return None

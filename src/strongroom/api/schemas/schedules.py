@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from strongroom.api.schemas.requests import COPY_TARGET, NON_EMPTY_STRING, UUID, request_body
+from strongroom.api.schemas.requests import (
+    COPY_TARGET,
+    NAME,
+    UUID,
+    request_body,
+)
 from strongroom.api.schemas.responses import (
     NULLABLE_STRING,
     STRING,
@@ -31,13 +36,13 @@ SCHEDULE_BODY: dict[str, Any] = {
     "required": ["instance_id", "name", "cron"],
     "properties": {
         "instance_id": UUID,
-        "name": NON_EMPTY_STRING,
+        "name": NAME,  # each run's backup is named after it
         "cron": CRON,
         "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
         "incremental": {"type": "boolean"},
         "full_every": {"type": "integer", "minimum": 1, "maximum": 1000},
         "storage_driver": {"type": "string", "minLength": 1, "maxLength": 64},
-        "swift_container": NON_EMPTY_STRING,
+        "swift_container": NAME,
         "retention": RETENTION,
         "verify": {"type": "boolean"},
         "drill_cron": {"oneOf": [CRON, {"type": "null"}]},
