@@ -9,7 +9,12 @@ import time
 import pytest
 
 from strongroom.api.dashboard import sessions
-from strongroom.api.dashboard.sessions import LIFETIME_SECONDS, SessionSigner
+from strongroom.api.dashboard.sessions import (
+    ENDED_PER_TOKEN,
+    LIFETIME_SECONDS,
+    SWEEP_SECONDS,
+    SessionSigner,
+)
 
 TOKEN = "srt_example-token-value"
 DIGEST = hashlib.sha256(TOKEN.encode()).hexdigest()
@@ -68,3 +73,27 @@ def test_ended_session_is_refused_here() -> None:
     signer.end(session)
     assert signer.read(cookie) is None
     assert signer.read(other) is not None  # only that one
+
+
+def test_many_sign_outs_keep_a_bounded_record_and_end_every_session_they_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    signer = SessionSigner(KEY)
+    clock = [time.time()]
+    monkeypatch.setattr(sessions.time, "time", lambda: clock[0])
+    ended = []
+    for _ in range(ENDED_PER_TOKEN * 4):
+        clock[0] += 1.0  # a sign-in and its sign-out each second
+        cookie, session = signer.issue(DIGEST)
+        signer.end(session)
+        ended.append(cookie)
+    assert signer.ended_count() <= ENDED_PER_TOKEN + 1
+    assert [c for c in ended if signer.read(c) is not None] == []
+    clock[0] += 1.0
+    fresh, _ = signer.issue(DIGEST)
+    assert signer.read(fresh) is not None  # issued after every ended one
+    # Once they would have expired anyway, nothing of them is kept.
+    clock[0] += LIFETIME_SECONDS + SWEEP_SECONDS + 2
+    _, session = signer.issue(DIGEST)
+    signer.end(session)
+    assert signer.ended_count() == 1
