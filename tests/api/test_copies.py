@@ -229,6 +229,31 @@ def test_requests_that_are_refused(h: Harness):
     assert again.status_code == 422, again.text
 
 
+def test_a_project_has_at_most_two_copies_queued_or_running(h: Harness) -> None:
+    inst = h.a.create_instance("src")
+    write_rows(h.a.wait_instance(inst["id"])["connection"]["path"], 0, 100)
+    mine = [h.a.wait_backup(h.a.create_backup(inst["id"], f"b{i}")["id"]) for i in range(3)]
+    theirs = h.b.create_instance("src")
+    h.b.wait_instance(theirs["id"])
+    other = h.b.wait_backup(h.b.create_backup(theirs["id"], "b")["id"])
+    h.container.queue.hold()  # the copies stay queued
+    try:
+        codes = [copy(h.a, b["id"], storage_driver="offsite").status_code for b in mine]
+        assert codes == [202, 202, 413], codes
+        refused = copy(h.a, mine[2]["id"], storage_driver="offsite")
+        assert refused.status_code == 413 and "at most 2 at a time" in refused.text
+        # Another project has its own room.
+        assert copy(h.b, other["id"], storage_driver="offsite").status_code == 202
+    finally:
+        h.container.queue.release()
+    wait_copy(h.a, mine[0]["id"], "offsite")
+    wait_copy(h.a, mine[1]["id"], "offsite")
+    h.wait_idle()
+    # Once they have finished, there is room again.
+    assert copy(h.a, mine[2]["id"], storage_driver="offsite").status_code == 202
+    assert wait_copy(h.a, mine[2]["id"], "offsite")["state"] == "COMPLETED"
+
+
 def test_a_copy_into_another_projects_container_touches_only_its_own_keys(
     h: Harness, tmp_path: Path
 ):

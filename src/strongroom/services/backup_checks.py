@@ -13,7 +13,6 @@ import attrs
 
 from strongroom.domain.errors import (
     ConflictError,
-    OverLimitError,
     ResourceNotFoundError,
     UnprocessableError,
 )
@@ -27,7 +26,7 @@ from strongroom.domain.model import (
     Verification,
 )
 from strongroom.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
-from strongroom.services.jobs import JobDispatcher
+from strongroom.services.jobs import JobDispatcher, check_room
 from strongroom.services.transfer import ChainLink, Transfer
 from strongroom.services.use_case import UseCase
 from strongroom.services.visibility import visible_backup
@@ -94,20 +93,11 @@ class BackupCheckRequests(UseCase):
         return backup
 
     def _check_room(self, uow: UnitOfWork, project_id: str, most: int) -> None:
-        # The project's row of this kind, locked until commit: two requests cannot both
-        # take the last place (as the backup quota's row does for creates).
-        uow.quotas.lock_in_use(project_id, self.kind.value)
-        targets = {j.target_id for j in uow.jobs.unfinished() if j.kind is self.kind}
-        busy = sum(
-            1
-            for target in targets
-            if (other := uow.backups.find(target)) is not None and other.project_id == project_id
-        )
-        if busy >= most:
-            raise OverLimitError(
-                f"Project {project_id} has {busy} backup(s) being {self.done} (queued or "
-                f"running); at most {most} at a time: try again when it has finished."
-            )
+        def project_of(backup_id: str) -> str | None:
+            other = uow.backups.find(backup_id)
+            return other.project_id if other is not None else None
+
+        check_room(uow, self.kind, project_id, most, project_of=project_of, doing=self.done)
 
 
 @attrs.define(kw_only=True, eq=False, repr=False, slots=False)

@@ -33,7 +33,7 @@ from strongroom.domain.model import (
 from strongroom.domain.ports import UnitOfWork
 from strongroom.services.backups import attach_copies, check_container
 from strongroom.services.copy_objects import CopyWriter
-from strongroom.services.jobs import JobDispatcher
+from strongroom.services.jobs import JobDispatcher, check_room
 from strongroom.services.stores import StoreCatalog
 from strongroom.services.use_case import UseCase
 from strongroom.services.visibility import visible_backup
@@ -41,6 +41,10 @@ from strongroom.services.visibility import visible_backup
 log = logging.getLogger(__name__)
 
 MAX_CHAIN = 10_000
+# Copies a project's requests may have queued or running at once: each reads a chain,
+# writes it to another store and reads it back, on workers every project shares. A
+# schedule's copies are not refused (a schedule fires at most once a minute), and count.
+PER_PROJECT = 2
 
 
 def chain_of(uow: UnitOfWork, backup: Backup) -> list[Backup]:
@@ -64,8 +68,16 @@ class CopyService(UseCase):
     _writer: CopyWriter
     _jobs: JobDispatcher
 
-    def request(self, ctx: RequestContext, *, backup_id: str, spec: dict[str, object]) -> Backup:
-        """``spec`` is the schema-validated ``copy`` object."""
+    def request(
+        self,
+        ctx: RequestContext,
+        *,
+        backup_id: str,
+        spec: dict[str, object],
+        per_project: int | None = PER_PROJECT,
+    ) -> Backup:
+        """``spec`` is the schema-validated ``copy`` object; ``per_project``: see
+        :meth:`start`."""
         with self._uow() as uow:
             backup = visible_backup(uow, ctx, backup_id)
         self._authz.enforce(ctx, "backup:copy", backup.project_id)
@@ -90,7 +102,7 @@ class CopyService(UseCase):
             raise BadRequestError(
                 f"Store {store_name!r} is where backup {backup_id} is stored already."
             )
-        return self.start(backup_id, store_name, container)
+        return self.start(backup_id, store_name, container, per_project=per_project)
 
     def _chain_container(self, backup: Backup, store_name: str) -> str | None:
         """Where a copy goes when the request does not say: beside the copies of its
@@ -102,9 +114,12 @@ class CopyService(UseCase):
                     return existing.container
         return backup.container
 
-    def start(self, backup_id: str, store_name: str, container: str) -> Backup:
+    def start(
+        self, backup_id: str, store_name: str, container: str, *, per_project: int | None = None
+    ) -> Backup:
         """Record a COPYING copy of each link of the chain that has none in the store, and
-        one job for them all, in one transaction."""
+        one job for them all, in one transaction; with ``per_project``, refused (413) when
+        the backup's project has that many copy jobs queued or running."""
         now = self._clock.now()
         with self._uow(write=True) as uow:
             backup = uow.backups.find_for_update(backup_id)
@@ -120,6 +135,8 @@ class CopyService(UseCase):
                     f"Backup {backup_id} has a copy in store {store_name!r} already "
                     f"(its state is {own.state})."
                 )
+            if per_project is not None:
+                self._check_room(uow, backup.project_id, per_project)
             chain_ids: list[str] = []
             for link in chain_of(uow, backup):
                 if link.state is not BackupState.COMPLETED:
@@ -140,6 +157,16 @@ class CopyService(UseCase):
             extra={"project_id": backup.project_id, "backup_id": backup.id, "job_id": job.id},
         )
         return backup
+
+    @staticmethod
+    def _check_room(uow: UnitOfWork, project_id: str, most: int) -> None:
+        def project_of(copy_id: str) -> str | None:
+            copy = uow.copies.find(copy_id)
+            return copy.project_id if copy is not None else None
+
+        check_room(
+            uow, JobKind.COPY_BACKUP, project_id, most, project_of=project_of, doing="copied"
+        )
 
     @staticmethod
     def _copy_row(

@@ -347,7 +347,10 @@ class ScheduleService(UseCase):
         if schedule.copy_to is None or self._copies is None:
             return
         self._copies.request(
-            schedule_context(schedule), backup_id=backup_id, spec=dict(schedule.copy_to)
+            schedule_context(schedule),
+            backup_id=backup_id,
+            spec=dict(schedule.copy_to),
+            per_project=None,
         )
 
     def apply_copy_retention(self, schedule: Schedule) -> retention.RetentionPlan | None:
