@@ -59,6 +59,7 @@ from strongroom.services.drills import Driller, DrillService
 from strongroom.services.health import Health
 from strongroom.services.instances import InstanceService
 from strongroom.services.job_handlers import JobHandlers
+from strongroom.services.job_history import JobHistory
 from strongroom.services.jobs import JobDispatcher
 from strongroom.services.leftovers import TemporaryObjectSweeper
 from strongroom.services.liveness import LivenessRules, Reaper
@@ -409,6 +410,9 @@ def build(
             clock=clock,
             telemetry=telemetry,
             min_interval=settings.schedule_min_interval,
+            history=JobHistory(
+                uow=uow, clock=clock, keep=timedelta(hours=settings.job_history_hours)
+            ),
         )
     if role == "embedded":
         resubmit = handlers.recover()
@@ -508,6 +512,7 @@ def _scheduler(
     clock: Clock,
     telemetry: Telemetry,
     min_interval: int,
+    history: JobHistory,
 ) -> Scheduler:
     assert services.schedules and services.verification and services.drills
     return Scheduler(
@@ -518,6 +523,7 @@ def _scheduler(
         drill=services.drills.scheduled,
         min_interval=min_interval,
         telemetry=telemetry,
+        history=history,
     )
 
 

@@ -165,6 +165,8 @@ class Settings(BaseSettings):
     # Seconds a restore drill may take in all (restore and checks) on a shared worker; one
     # that runs out fails, saying so, and its scratch instance is removed.
     drill_timeout: float = Field(default=1800.0, gt=0)
+    # Hours a finished job's row is kept (services/job_history.py), then deleted.
+    job_history_hours: float = Field(default=24.0, gt=0)
     default_container: str = DEFAULT_CONTAINER
     # The containers a request may name (swift_container of a backup, a strategy, a schedule
     # or a copy): each store creates a container on its first write, in the service's own

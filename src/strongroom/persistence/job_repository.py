@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from strongroom.domain.model import Job, JobId, JobKind, JobState
@@ -97,6 +97,21 @@ class SqlJobRepository:
 
     def touch(self, job_id: str, at: datetime) -> None:
         self._s.execute(update(JobRow).where(JobRow.id == job_id).values(updated=at))
+
+    def purge_finished(self, before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` finished jobs last changed before ``before``; returns
+        how many."""
+        finished = [JobState.DONE.value, JobState.FAILED.value]
+        ids = list(
+            self._s.execute(
+                select(JobRow.id)
+                .where(JobRow.state.in_(finished), JobRow.updated < before)
+                .limit(limit)
+            ).scalars()
+        )
+        if ids:
+            self._s.execute(delete(JobRow).where(JobRow.id.in_(ids), JobRow.state.in_(finished)))
+        return len(ids)
 
     def stale(self, state: JobState, before: datetime) -> list[Job]:
         """Jobs in ``state`` whose last sign of life is older than ``before``, locked so

@@ -22,6 +22,7 @@ from strongroom.domain.ports import Clock, UnitOfWorkFactory
 from strongroom.domain.schedules import RunStatus, Schedule
 from strongroom.services import cron
 from strongroom.services.failure import describe_failure
+from strongroom.services.job_history import JobHistory
 from strongroom.services.periodic import Periodic
 from strongroom.services.schedules import ScheduleService
 from strongroom.services.telemetry import NO_TELEMETRY, Telemetry
@@ -41,6 +42,9 @@ class Scheduler:
     _interval: float = DEFAULT_INTERVAL
     _min_interval: int = cron.MIN_INTERVAL
     _telemetry: Telemetry = NO_TELEMETRY
+    # The metadata's housekeeping rides on the same loop (where the scheduler runs: the
+    # embedded service, and the API processes of a scaled-out one).
+    _history: JobHistory | None = None
     _loop: Periodic = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -72,6 +76,8 @@ class Scheduler:
             self._telemetry.schedule_run(outcome="started" if ran else "failed")
         self.follow_up()
         self.drills()
+        if self._history is not None:
+            self._history.purge()
         return started
 
     def _following(self, expression: str, zone: str, due: datetime) -> datetime:
