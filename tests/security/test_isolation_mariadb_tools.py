@@ -3,10 +3,10 @@
 A tenant runs programs as its server's OS user (a managed instance's, or the owner of an
 external server's data directory). The tools that work on its data run as that user too,
 so: a link or an ``.isl`` file it plants in the data directory leads mariabackup nowhere its
-owner could not go; the password a tool reads is in no file that user can open; a tool it
-stops or whose pipes it holds keeps the service waiting no longer than the job's deadline
-and fills none of its memory; and a data directory it fills with entries is measured within
-bounds.
+owner could not go, and a backup holding an ``.isl`` is restored nowhere, offline or not;
+the password a tool reads is in no file that user can open; a tool it stops or whose pipes
+it holds keeps the service waiting no longer than the job's deadline and fills none of its
+memory; and a data directory it fills with entries is measured within bounds.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pytest
 
 from strongroom.engines.base import DatabaseSpec, InstanceRequest, RestoreInput
 from strongroom.engines.errors import BackupError, InvalidExternalError, RestoreError
-from strongroom.engines.mariadb import MariaDbEngine, replay
+from strongroom.engines.mariadb import MariaDbEngine, offline, replay
 from strongroom.engines.mariadb import engine as engine_module
 from strongroom.engines.mariadb.sessions import managed_session
 from support.files import FileSink
@@ -41,6 +41,7 @@ from support.mariadb import (
     is_running,
     require_mariadb,
     scratch_root,
+    server_pids,
 )
 from support.tenant_daemons import as_tenant
 
@@ -551,3 +552,40 @@ def test_a_data_directory_beyond_the_walk_bounds_has_no_size(
     (tmp_path / "data-link").symlink_to(datadir)
     assert engine.data_size({"managed": False, "datadir": str(tmp_path / "data-link")}) is None
     assert engine.data_size({"managed": False, "datadir": str(datadir / "fifo")}) is None
+
+
+@AS_ROOT
+def test_a_backup_holding_a_table_stored_elsewhere_is_restored_neither_offline_nor_here(
+    archived: dict[str, Any], base: Path
+) -> None:
+    """A table made with DATA DIRECTORY is backed up with an ``.isl`` file naming where it
+    lives, a path the tenant can rewrite while its backup runs: ``--prepare`` opens and
+    ``--move-back`` moves the table to it, which offline (as root) wrote a file of the
+    tenant's anywhere. Such a backup is refused before either runs."""
+    engine: MariaDbEngine = archived["engine"]
+    conn = archived["conn"]
+    where = Path(archived["home"]) / "files"
+    with managed_session(conn) as c:
+        c.execute(f"CREATE TABLE bench.away (x INT) ENGINE=InnoDB DATA DIRECTORY = '{where}'")
+        c.execute("INSERT INTO bench.away VALUES (1)")
+    try:
+        sink = FileSink(base / "away.xb")
+        try:
+            meta = dict(engine.backup(conn, sink, parent=None).metadata)
+        finally:
+            sink.close()
+    finally:
+        with managed_session(conn) as c:
+            c.execute("DROP TABLE bench.away")
+    before = sorted((p.relative_to(where), p.stat().st_mtime_ns) for p in where.rglob("*"))
+
+    staging = base / "offline-away"
+    staging.mkdir(mode=0o700)
+    with (base / "away.xb").open("rb") as fh, pytest.raises(RestoreError, match="DATA DIRECTORY"):
+        offline.prepare_data_dir(staging, [RestoreInput(meta, fh)], timeout=120)
+    home = base / "restored-away"
+    with (base / "away.xb").open("rb") as fh, pytest.raises(RestoreError, match="DATA DIRECTORY"):
+        engine.restore_instance(home, [RestoreInput(meta, fh)], InstanceRequest("away"))
+    assert server_pids(home) == []
+    after = sorted((p.relative_to(where), p.stat().st_mtime_ns) for p in where.rglob("*"))
+    assert after == before

@@ -116,6 +116,7 @@ def unpack_and_prepare(
         except process.ProcessError as exc:
             reason = failure_reason(exc, tools.mbstream)
             raise RestoreError(f"unpacking {what} failed: {reason}") from None
+        refuse_link_files(target, what)
         try:
             extracted = metadata.parse_checkpoints(read_tool_file(target, "xtrabackup_checkpoints"))
         except (OSError, ValueError):
@@ -132,6 +133,21 @@ def unpack_and_prepare(
         if index > 0:
             remove_tree(target)
     return carried
+
+
+def refuse_link_files(target: Path, what: str) -> None:
+    """Refuse an unpacked link whose tables live elsewhere (InnoDB ``.isl`` files, from
+    ``DATA DIRECTORY``): ``--prepare`` would open, and ``--move-back`` move the table to,
+    the path the file names, which the tenant wrote (offline, as root). Links are not
+    followed; a restore never puts a file outside its own data directory."""
+    for directory, _dirs, files in os.walk(target, followlinks=False):
+        for name in files:
+            if name.lower().endswith(".isl"):
+                table = os.path.relpath(os.path.join(directory, name), target)
+                raise RestoreError(
+                    f"{what} holds a table stored outside its data directory ({table}, "
+                    "from DATA DIRECTORY): such a backup is not restored"
+                )
 
 
 def carried_options(base: Path) -> dict[str, str]:
