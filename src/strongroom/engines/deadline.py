@@ -56,7 +56,7 @@ def answered_within(
 class ReadBy:
     """A restore stream that fails once ``deadline`` (``time.monotonic()``) has passed: a
     restore given a time stops laying out at it, whatever the backup holds. Keeps the
-    source's ``skip`` and ``reader_at`` (see ``ByteSource``) where it has them."""
+    source's ``skip``, ``reader_at`` (see ``ByteSource``) and ``close`` where it has them."""
 
     def __init__(self, source: ByteSource, deadline: float, error: Callable[[str], Exception]):
         self._source = source
@@ -73,6 +73,8 @@ class ReadBy:
 
     def __getattr__(self, name: str) -> Any:
         found = getattr(self._source, name)  # AttributeError where the source lacks it
+        if name == "close":  # the pipeline's readers let their fetch threads go
+            return found
         if name == "skip":
 
             def skip(size: int, /) -> None:
